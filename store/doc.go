@@ -1,0 +1,35 @@
+// Package store keeps the observed egress baseline in a bbolt file.
+//
+// The bucket tree:
+//
+//	meta/
+//	    schema   -> "1"                    decimal schema version
+//	    created  -> RFC 3339 time          when the file was made
+//	flows/
+//	    <uid:4><proto:1><ip:16><port:2>   -> Flow JSON
+//	        hits, first_seen, last_seen, hostnames, processes, cgroups
+//	dns/
+//	    <ip:16>                           -> DNSEntry JSON
+//	        names: [{name, ttl, first_seen, last_seen, uids}]
+//	runs/
+//	    <id:8, big endian>                -> Run JSON
+//	        start, end, cgroup, events, lost_events, dns_answers, finished
+//
+// Keys are fixed-width and big endian, so a cursor walks flows ordered by
+// UID, then protocol, address and port. Addresses are 16 bytes: IPv4 is
+// stored IPv4-mapped (::ffff:a.b.c.d) and returned unmapped.
+//
+// Sharing the file. bbolt takes an exclusive lock on the file for as long as
+// a writer keeps it open, and a reader would wait on it for ever. So nobody
+// keeps the file open: every operation opens it, runs one transaction and
+// closes it. A learner writes a batch every few seconds, holding the lock for
+// a few milliseconds; a reader (a report, the enforcer) takes a shared lock
+// for the time it copies what it needs. Both wait for the other with a
+// bounded timeout; a learner that cannot get the lock keeps its batch in
+// memory and tries again at the next flush.
+//
+// Schema versions. meta/schema holds the version of the layout. Opening a
+// file for writing runs the migrations from its version up to SchemaVersion
+// in one transaction; a file newer than this binary is refused, for reading
+// and writing, with a message that says so.
+package store

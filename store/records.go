@@ -1,0 +1,414 @@
+package store
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Bounds on the lists a record keeps, so a busy flow cannot grow a record
+// without end. What does not fit is counted, not silently dropped.
+const (
+	MaxProcesses   = 32
+	MaxCgroups     = 16
+	MaxHostnames   = 32
+	MaxNamesPerIP  = 32
+	MaxUIDsPerName = 64
+)
+
+// FlowKey identifies a flow: who (UID) reaches what (protocol, address, port).
+type FlowKey struct {
+	UID   uint32     `json:"uid"`
+	Proto uint8      `json:"proto"`
+	IP    netip.Addr `json:"ip"`
+	Port  uint16     `json:"port"`
+}
+
+const flowKeyLen = 4 + 1 + 16 + 2
+
+func (k FlowKey) bytes() []byte {
+	b := make([]byte, flowKeyLen)
+	binary.BigEndian.PutUint32(b[0:4], k.UID)
+	b[4] = k.Proto
+	a16 := k.IP.As16()
+	copy(b[5:21], a16[:])
+	binary.BigEndian.PutUint16(b[21:23], k.Port)
+	return b
+}
+
+func parseFlowKey(b []byte) (FlowKey, error) {
+	if len(b) != flowKeyLen {
+		return FlowKey{}, fmt.Errorf("flow key of %d bytes, want %d", len(b), flowKeyLen)
+	}
+	return FlowKey{
+		UID:   binary.BigEndian.Uint32(b[0:4]),
+		Proto: b[4],
+		IP:    netip.AddrFrom16([16]byte(b[5:21])).Unmap(),
+		Port:  binary.BigEndian.Uint16(b[21:23]),
+	}, nil
+}
+
+func ipKey(ip netip.Addr) []byte {
+	a := ip.As16()
+	return a[:]
+}
+
+// Flow is what the store knows of one flow. As an argument to Apply it is
+// a delta: Hits are added, times widen the seen interval, lists are merged.
+type Flow struct {
+	FlowKey
+	Hits      uint64    `json:"hits"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+	Hostnames []string  `json:"hostnames,omitempty"`
+	Processes []string  `json:"processes,omitempty"`
+	Cgroups   []string  `json:"cgroups,omitempty"`
+	// Dropped counts list entries that did not fit the bounds above.
+	Dropped uint64 `json:"dropped,omitempty"`
+}
+
+// flowRecord is the stored value; the key holds the FlowKey.
+type flowRecord struct {
+	Hits      uint64    `json:"hits"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+	Hostnames []string  `json:"hostnames,omitempty"`
+	Processes []string  `json:"processes,omitempty"`
+	Cgroups   []string  `json:"cgroups,omitempty"`
+	Dropped   uint64    `json:"dropped,omitempty"`
+}
+
+// DNSObservation is one address learned from one DNS answer.
+type DNSObservation struct {
+	IP    netip.Addr
+	Names []string // the names that lead to IP: asked-for name first, then the CNAME chain
+	TTL   uint32
+	UID   uint32 // owner of the socket that received the answer
+	Seen  time.Time
+}
+
+// DNSName is one name an address was resolved from.
+type DNSName struct {
+	Name      string    `json:"name"`
+	TTL       uint32    `json:"ttl"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+	UIDs      []uint32  `json:"uids,omitempty"`
+}
+
+// DNSEntry is every name an address was resolved from.
+type DNSEntry struct {
+	IP    netip.Addr `json:"ip"`
+	Names []DNSName  `json:"names"`
+}
+
+type dnsRecord struct {
+	Names []DNSName `json:"names"`
+}
+
+// Run is one learning session.
+type Run struct {
+	ID         uint64    `json:"id"`
+	Start      time.Time `json:"start"`
+	End        time.Time `json:"end"` // last flush while running
+	Cgroup     string    `json:"cgroup"`
+	Events     uint64    `json:"events"`
+	LostEvents uint64    `json:"lost_events"`
+	DNSAnswers uint64    `json:"dns_answers"`
+	DNSLost    uint64    `json:"dns_lost"`
+	Finished   bool      `json:"finished"`
+}
+
+// Batch is what a learner gathered since its last flush; Apply commits it
+// in one transaction.
+type Batch struct {
+	Flows []Flow
+	DNS   []DNSObservation
+	Run   *Run // updated when set; its ID must come from BeginRun
+}
+
+// Empty reports whether the batch has nothing to write.
+func (b *Batch) Empty() bool { return len(b.Flows) == 0 && len(b.DNS) == 0 && b.Run == nil }
+
+// BeginRun records the start of a learning run and returns it with its ID.
+func (s *Store) BeginRun(r Run) (Run, error) {
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRuns)
+		id, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		r.ID = id
+		return putJSON(b, runKey(id), &r)
+	})
+	if err != nil {
+		return Run{}, fmt.Errorf("begin run: %w", err)
+	}
+	return r, nil
+}
+
+func runKey(id uint64) []byte { return binary.BigEndian.AppendUint64(nil, id) }
+
+// Apply commits a batch: DNS observations first, so that flows of the same
+// batch get the names their addresses were resolved from.
+func (s *Store) Apply(b *Batch) error {
+	err := s.update(func(tx *bolt.Tx) error {
+		dns := tx.Bucket(bucketDNS)
+		for _, o := range b.DNS {
+			if err := applyDNS(dns, o); err != nil {
+				return err
+			}
+		}
+		flows := tx.Bucket(bucketFlows)
+		for _, f := range b.Flows {
+			if err := applyFlow(flows, dns, f); err != nil {
+				return err
+			}
+		}
+		if b.Run != nil {
+			if b.Run.ID == 0 {
+				return fmt.Errorf("run without an ID")
+			}
+			if err := putJSON(tx.Bucket(bucketRuns), runKey(b.Run.ID), b.Run); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("apply batch: %w", err)
+	}
+	return nil
+}
+
+func applyDNS(b *bolt.Bucket, o DNSObservation) error {
+	key := ipKey(o.IP)
+	var rec dnsRecord
+	if _, err := getJSON(b, key, &rec); err != nil {
+		return err
+	}
+	for _, name := range o.Names {
+		i := slices.IndexFunc(rec.Names, func(n DNSName) bool { return n.Name == name })
+		if i < 0 {
+			rec.Names = append(rec.Names, DNSName{Name: name, FirstSeen: o.Seen})
+			i = len(rec.Names) - 1
+		}
+		n := &rec.Names[i]
+		n.TTL = o.TTL
+		if o.Seen.After(n.LastSeen) {
+			n.LastSeen = o.Seen
+		}
+		if !slices.Contains(n.UIDs, o.UID) {
+			n.UIDs = append(n.UIDs, o.UID)
+			if len(n.UIDs) > MaxUIDsPerName {
+				n.UIDs = n.UIDs[len(n.UIDs)-MaxUIDsPerName:]
+			}
+		}
+	}
+	if len(rec.Names) > MaxNamesPerIP {
+		// Keep the names seen most recently.
+		sort.SliceStable(rec.Names, func(i, j int) bool { return rec.Names[i].LastSeen.After(rec.Names[j].LastSeen) })
+		rec.Names = rec.Names[:MaxNamesPerIP]
+	}
+	return putJSON(b, key, &rec)
+}
+
+// namesFor returns the names ip was resolved from by uid, or, when uid
+// resolved none (a caching resolver asked for it), by anyone.
+func namesFor(b *bolt.Bucket, ip netip.Addr, uid uint32) ([]string, error) {
+	var rec dnsRecord
+	if ok, err := getJSON(b, ipKey(ip), &rec); !ok || err != nil {
+		return nil, err
+	}
+	var own, any []string
+	for _, n := range rec.Names {
+		any = append(any, n.Name)
+		if slices.Contains(n.UIDs, uid) {
+			own = append(own, n.Name)
+		}
+	}
+	if len(own) > 0 {
+		return own, nil
+	}
+	return any, nil
+}
+
+// mergeList adds the new entries of add to list, up to max; it returns the
+// merged list and how many entries did not fit.
+func mergeList(list, add []string, max int) ([]string, uint64) {
+	var dropped uint64
+	for _, a := range add {
+		if a == "" || slices.Contains(list, a) {
+			continue
+		}
+		if len(list) >= max {
+			dropped++
+			continue
+		}
+		list = append(list, a)
+	}
+	return list, dropped
+}
+
+func applyFlow(flows, dns *bolt.Bucket, f Flow) error {
+	key := f.FlowKey.bytes()
+	var rec flowRecord
+	found, err := getJSON(flows, key, &rec)
+	if err != nil {
+		return err
+	}
+	if !found || (!f.FirstSeen.IsZero() && f.FirstSeen.Before(rec.FirstSeen)) {
+		rec.FirstSeen = f.FirstSeen
+	}
+	if f.LastSeen.After(rec.LastSeen) {
+		rec.LastSeen = f.LastSeen
+	}
+	rec.Hits += f.Hits
+	rec.Dropped += f.Dropped
+	names, err := namesFor(dns, f.IP, f.UID)
+	if err != nil {
+		return err
+	}
+	var d1, d2, d3 uint64
+	rec.Hostnames, d1 = mergeList(rec.Hostnames, append(slices.Clone(f.Hostnames), names...), MaxHostnames)
+	rec.Processes, d2 = mergeList(rec.Processes, f.Processes, MaxProcesses)
+	rec.Cgroups, d3 = mergeList(rec.Cgroups, f.Cgroups, MaxCgroups)
+	rec.Dropped += d1 + d2 + d3
+	return putJSON(flows, key, &rec)
+}
+
+// Snapshot is a consistent copy of the whole store.
+type Snapshot struct {
+	Info  Info
+	Flows []Flow
+	DNS   []DNSEntry
+	Runs  []Run
+}
+
+// Snapshot copies the store in one read transaction.
+func (s *Store) Snapshot() (*Snapshot, error) {
+	snap := &Snapshot{Info: Info{Path: s.path}}
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		if snap.Info.Schema, err = schemaOf(tx); err != nil {
+			return err
+		}
+		if c := tx.Bucket(bucketMeta).Get(keyCreated); c != nil {
+			snap.Info.Created, _ = time.Parse(time.RFC3339, string(c))
+		}
+		if snap.Flows, err = readFlows(tx); err != nil {
+			return err
+		}
+		if snap.DNS, err = readDNS(tx); err != nil {
+			return err
+		}
+		if snap.Runs, err = readRuns(tx); err != nil {
+			return err
+		}
+		snap.Info.Flows, snap.Info.DNS, snap.Info.Runs = len(snap.Flows), len(snap.DNS), len(snap.Runs)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return snap, nil
+}
+
+// Flows returns every flow, ordered by UID, protocol, address and port.
+func (s *Store) Flows() ([]Flow, error) {
+	var out []Flow
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		out, err = readFlows(tx)
+		return err
+	})
+	return out, err
+}
+
+// DNS returns every address with the names it was resolved from.
+func (s *Store) DNS() ([]DNSEntry, error) {
+	var out []DNSEntry
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		out, err = readDNS(tx)
+		return err
+	})
+	return out, err
+}
+
+// Runs returns the learning runs, oldest first.
+func (s *Store) Runs() ([]Run, error) {
+	var out []Run
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		out, err = readRuns(tx)
+		return err
+	})
+	return out, err
+}
+
+func readFlows(tx *bolt.Tx) ([]Flow, error) {
+	b := tx.Bucket(bucketFlows)
+	if b == nil {
+		return nil, nil
+	}
+	out := make([]Flow, 0, b.Stats().KeyN)
+	err := b.ForEach(func(k, v []byte) error {
+		key, err := parseFlowKey(k)
+		if err != nil {
+			return err
+		}
+		var rec flowRecord
+		if _, err := getJSON(b, k, &rec); err != nil {
+			return err
+		}
+		out = append(out, Flow{
+			FlowKey: key, Hits: rec.Hits, FirstSeen: rec.FirstSeen, LastSeen: rec.LastSeen,
+			Hostnames: rec.Hostnames, Processes: rec.Processes, Cgroups: rec.Cgroups, Dropped: rec.Dropped,
+		})
+		return nil
+	})
+	return out, err
+}
+
+func readDNS(tx *bolt.Tx) ([]DNSEntry, error) {
+	b := tx.Bucket(bucketDNS)
+	if b == nil {
+		return nil, nil
+	}
+	var out []DNSEntry
+	err := b.ForEach(func(k, v []byte) error {
+		if len(k) != 16 {
+			return fmt.Errorf("dns key of %d bytes, want 16", len(k))
+		}
+		var rec dnsRecord
+		if _, err := getJSON(b, k, &rec); err != nil {
+			return err
+		}
+		out = append(out, DNSEntry{IP: netip.AddrFrom16([16]byte(k)).Unmap(), Names: rec.Names})
+		return nil
+	})
+	return out, err
+}
+
+func readRuns(tx *bolt.Tx) ([]Run, error) {
+	b := tx.Bucket(bucketRuns)
+	if b == nil {
+		return nil, nil
+	}
+	var out []Run
+	err := b.ForEach(func(k, v []byte) error {
+		var r Run
+		if _, err := getJSON(b, k, &r); err != nil {
+			return err
+		}
+		out = append(out, r)
+		return nil
+	})
+	return out, err
+}

@@ -1,0 +1,303 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// SchemaVersion is the layout this binary reads and writes.
+const SchemaVersion = 1
+
+// DefaultPath is where the baseline lives unless configured otherwise.
+const DefaultPath = "/var/lib/egress/baseline.db"
+
+var (
+	bucketMeta  = []byte("meta")
+	bucketFlows = []byte("flows")
+	bucketDNS   = []byte("dns")
+	bucketRuns  = []byte("runs")
+
+	keySchema  = []byte("schema")
+	keyCreated = []byte("created")
+)
+
+// ErrBusy means the file stayed locked by another process for the whole
+// timeout.
+var ErrBusy = errors.New("store is locked by another process")
+
+// ErrNotExist means there is no store file at the path.
+var ErrNotExist = errors.New("store does not exist")
+
+// Options tune how a Store opens its file.
+type Options struct {
+	// LockTimeout bounds the wait for the file lock. Zero means 5 seconds.
+	LockTimeout time.Duration
+}
+
+// Store is a baseline file. It holds no open file between calls: each
+// method opens the file, runs one transaction and closes it (see the
+// package documentation).
+type Store struct {
+	path string
+	opts Options
+}
+
+// Create opens the store at path for writing, creating it (mode 0600, and
+// its folder mode 0700) when it does not exist. An existing file must be a
+// store: an empty file, a foreign bbolt file or a corrupt one is refused and
+// left as it is. Pending schema migrations run here.
+func Create(path string, opts Options) (*Store, error) {
+	s := &Store{path: path, opts: opts}
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("create store folder: %w", err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	case !st.Mode().IsRegular():
+		return nil, fmt.Errorf("open store %s: not a regular file", path)
+	case st.Size() == 0:
+		return nil, fmt.Errorf("open store %s: the file is empty, not a store; remove it or choose another --db", path)
+	}
+	err = s.update(func(tx *bolt.Tx) error { return migrate(tx, path) })
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Open opens an existing store for reading and checks that it is one.
+func Open(path string, opts Options) (*Store, error) {
+	s := &Store{path: path, opts: opts}
+	if err := s.view(func(*bolt.Tx) error { return nil }); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Path is the file behind the store.
+func (s *Store) Path() string { return s.path }
+
+func (s *Store) timeout() time.Duration {
+	if s.opts.LockTimeout > 0 {
+		return s.opts.LockTimeout
+	}
+	return 5 * time.Second
+}
+
+func (s *Store) open(readOnly bool) (*bolt.DB, error) {
+	if readOnly {
+		st, err := os.Stat(s.path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("open store %s: %w (run \"egress-learn run\" first, or pass --db)", s.path, ErrNotExist)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open store %s: %w", s.path, err)
+		}
+		if st.Size() == 0 {
+			return nil, fmt.Errorf("open store %s: the file is empty, not a store", s.path)
+		}
+	}
+	db, err := bolt.Open(s.path, 0o600, &bolt.Options{
+		Timeout:  s.timeout(),
+		ReadOnly: readOnly,
+	})
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return nil, fmt.Errorf("open store %s: %w for %s", s.path, ErrBusy, s.timeout())
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum), errors.Is(err, bolterrors.ErrVersionMismatch):
+		return nil, fmt.Errorf("open store %s: not a valid store file (corrupt or another format): %w", s.path, err)
+	case err != nil:
+		return nil, fmt.Errorf("open store %s: %w", s.path, err)
+	}
+	return db, nil
+}
+
+// view runs fn in a read transaction on a freshly opened file. A panic of
+// bbolt on a damaged page becomes an error naming the file.
+func (s *Store) view(fn func(*bolt.Tx) error) (err error) {
+	db, err := s.open(true)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("read store %s: the file is corrupt: %v", s.path, r)
+		}
+	}()
+	return db.View(func(tx *bolt.Tx) error {
+		if err := checkSchema(tx, s.path); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+}
+
+// update runs fn in a write transaction on a freshly opened file.
+func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
+	db, err := s.open(false)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := db.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close store %s: %w", s.path, cerr)
+		}
+	}()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("write store %s: the file is corrupt: %v", s.path, r)
+		}
+	}()
+	return db.Update(fn)
+}
+
+// schemaOf reads the schema version: 0 for a file with no meta bucket.
+func schemaOf(tx *bolt.Tx) (int, error) {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return 0, nil
+	}
+	v := meta.Get(keySchema)
+	if v == nil {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(string(v))
+	if err != nil {
+		return 0, fmt.Errorf("read schema version %q: %w", v, err)
+	}
+	return n, nil
+}
+
+func checkSchema(tx *bolt.Tx, path string) error {
+	v, err := schemaOf(tx)
+	if err != nil {
+		return fmt.Errorf("open store %s: %w", path, err)
+	}
+	if v == 0 {
+		return fmt.Errorf("open store %s: not an egress store (no schema version)", path)
+	}
+	if v > SchemaVersion {
+		return fmt.Errorf("open store %s: schema version %d is newer than this binary supports (%d): upgrade egress", path, v, SchemaVersion)
+	}
+	return nil
+}
+
+// migration moves the layout from version-1 to version.
+type migration struct {
+	version int
+	name    string
+	fn      func(tx *bolt.Tx) error
+}
+
+// migrations run in order; each one's version is one more than the last.
+var migrations = []migration{
+	{1, "initial layout", func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketFlows, bucketDNS, bucketRuns} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keyCreated, []byte(time.Now().UTC().Format(time.RFC3339)))
+	}},
+}
+
+// latest is the version the migrations reach.
+func latest() int { return migrations[len(migrations)-1].version }
+
+func migrate(tx *bolt.Tx, path string) error {
+	v, err := schemaOf(tx)
+	if err != nil {
+		return fmt.Errorf("open store %s: %w", path, err)
+	}
+	if v == 0 {
+		// A bbolt file with buckets but no schema belongs to someone else.
+		foreign := false
+		_ = tx.ForEach(func([]byte, *bolt.Bucket) error { foreign = true; return nil })
+		if foreign {
+			return fmt.Errorf("open store %s: not an egress store (a bbolt file without our schema); nothing was changed", path)
+		}
+	}
+	if v > latest() {
+		return fmt.Errorf("open store %s: schema version %d is newer than this binary supports (%d): upgrade egress", path, v, latest())
+	}
+	for _, m := range migrations {
+		if m.version <= v {
+			continue
+		}
+		if err := m.fn(tx); err != nil {
+			return fmt.Errorf("migrate store %s to version %d (%s): %w", path, m.version, m.name, err)
+		}
+		if err := tx.Bucket(bucketMeta).Put(keySchema, []byte(strconv.Itoa(m.version))); err != nil {
+			return fmt.Errorf("migrate store %s to version %d: %w", path, m.version, err)
+		}
+	}
+	return nil
+}
+
+// Info describes a store file.
+type Info struct {
+	Path    string    `json:"path"`
+	Schema  int       `json:"schema"`
+	Created time.Time `json:"created"`
+	Flows   int       `json:"flows"`
+	DNS     int       `json:"dns"`
+	Runs    int       `json:"runs"`
+}
+
+// Info reads the schema version and the size of each table.
+func (s *Store) Info() (Info, error) {
+	info := Info{Path: s.path}
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		if info.Schema, err = schemaOf(tx); err != nil {
+			return err
+		}
+		if c := tx.Bucket(bucketMeta).Get(keyCreated); c != nil {
+			info.Created, _ = time.Parse(time.RFC3339, string(c))
+		}
+		info.Flows = countKeys(tx.Bucket(bucketFlows))
+		info.DNS = countKeys(tx.Bucket(bucketDNS))
+		info.Runs = countKeys(tx.Bucket(bucketRuns))
+		return nil
+	})
+	return info, err
+}
+
+func countKeys(b *bolt.Bucket) int {
+	if b == nil {
+		return 0
+	}
+	return b.Stats().KeyN
+}
+
+func putJSON(b *bolt.Bucket, key []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, data)
+}
+
+func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
+	data := b.Get(key)
+	if data == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return true, fmt.Errorf("decode record %x: %w", key, err)
+	}
+	return true, nil
+}
