@@ -1,0 +1,466 @@
+//go:build ignore
+
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+//
+// Egress discovery programs. Attached to one cgroup v2 directory, they see
+// every outbound connect() and unconnected UDP sendmsg() of the processes in
+// that cgroup and its descendants, and every UDP datagram from port 53 those
+// processes receive (DNS answers). They never change a verdict: every program
+// returns 1 (allow).
+//
+// Connection attempts are counted in the kernel, in a hash map keyed by
+// (cgroup, uid, comm, family, protocol, address, port). Only the first attempt
+// of a flow in a drain interval produces a ring buffer record; repeats only
+// bump the counter. User space swaps the hash map out of an ARRAY_OF_MAPS
+// every interval: the kernel waits for running programs before the swap
+// returns, so the drained map is complete and no count is lost. When the map
+// is full or not installed, every attempt becomes a counted ring buffer record
+// instead, and a record that cannot be written is counted as lost.
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+// The few task_struct fields read, relocated against the running kernel's
+// BTF (CO-RE): the thread group leader's comm is the process name; the
+// current thread's comm may be a thread name such as "isc-net-0000".
+struct task_struct {
+	struct task_struct *group_leader;
+	char comm[16];
+} __attribute__((preserve_access_index));
+
+#define AF_INET 2
+#define AF_INET6 10
+#define TASK_COMM_LEN 16
+
+// DNS_MAX is the largest DNS payload copied; it must be a power of two.
+#define DNS_MAX 4096
+
+enum hook {
+	HOOK_CONNECT4 = 1,
+	HOOK_CONNECT6 = 2,
+	HOOK_SENDMSG4 = 3,
+	HOOK_SENDMSG6 = 4,
+};
+
+enum event_flags {
+	// The attempt is also counted in the flow map (first of its flow in
+	// this interval): user space must not count it again.
+	EVENT_IN_MAP = 1,
+	// The flow map was full or missing: this record is the only count.
+	EVENT_COUNTED = 2,
+};
+
+enum stat_index {
+	STAT_EVENTS_LOST = 0,    // attempts neither counted in the map nor recorded: lost
+	STAT_NOTIFY_LOST = 1,    // first-of-flow records dropped (the hit is in the map)
+	STAT_DNS_LOST = 2,       // DNS answers dropped: ring buffer full
+	STAT_DNS_ERRORS = 3,     // DNS answers that could not be copied
+	STAT_MAP_FULL = 4,       // attempts recorded through the ring buffer: map full
+	STAT_UDP_UNSENT = 5,     // connected UDP sockets replaced before sending anything
+	STAT_MAX = 6,
+};
+
+struct flow_key {
+	__u64 cgroup_id;
+	__u32 uid;
+	__u16 port; // host byte order
+	__u8 family; // 4 or 6
+	__u8 proto; // IPPROTO_*
+	__u8 addr[16]; // IPv4 in the first four bytes
+	char comm[TASK_COMM_LEN];
+};
+
+struct flow_val {
+	__u64 hits;
+	__u64 first_ns; // bpf_ktime_get_boot_ns
+	__u64 last_ns;
+	__u64 cookie; // socket cookie of the last attempt
+	__u32 tgid; // of the last attempt
+	__u32 gid;
+};
+
+// A connected UDP socket waiting for its first datagram.
+struct pending {
+	struct flow_key key;
+	__u32 gid;
+	__u32 tgid;
+	__u8 hook;
+	__u8 _pad[7];
+};
+
+struct event {
+	__u64 cookie;
+	__u64 cgroup_id;
+	__u64 ts_ns; // bpf_ktime_get_boot_ns
+	__u32 uid;
+	__u32 gid;
+	__u32 tgid;
+	__u16 port; // host byte order
+	__u8 family; // 4 or 6
+	__u8 proto;
+	__u8 hook;
+	__u8 flags;
+	__u8 _pad[6];
+	__u8 addr[16];
+	char comm[TASK_COMM_LEN];
+};
+
+struct dns_event {
+	__u64 cookie;
+	__u64 ts_ns;
+	__u32 uid;
+	__u16 len; // bytes copied into data
+	__u16 orig_len; // UDP payload length
+	__u16 sport;
+	__u16 dport;
+	__u8 family; // 4 or 6
+	__u8 _pad[3];
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u8 data[DNS_MAX];
+};
+
+// Force BTF for the types user space decodes.
+const struct event *unused_event __attribute__((unused));
+const struct dns_event *unused_dns_event __attribute__((unused));
+const struct flow_key *unused_flow_key __attribute__((unused));
+const struct flow_val *unused_flow_val __attribute__((unused));
+
+// Set by the loader before the programs are loaded.
+// Wake the reader up only when this many bytes wait in the event ring; it
+// also polls on a short timer. 0 wakes it for every record.
+volatile const __u32 wakeup_bytes = 0;
+// 0 turns the in-kernel counting off: every attempt becomes a record.
+volatile const __u8 aggregate = 1;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} dns_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+// Connected UDP sockets that have not sent yet, by socket cookie. glibc's
+// getaddrinfo connects a UDP socket to every candidate address to sort
+// them, and sends nothing: such a connect is not an egress flow. The flow is
+// counted when the socket's first datagram leaves (egress_udp_sent).
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct pending);
+} udp_pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_HASH);
+		__uint(max_entries, 65536);
+		__type(key, struct flow_key);
+		__type(value, struct flow_val);
+	});
+} flows SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u64 wakeup_flag(void)
+{
+	if (wakeup_bytes == 0)
+		return 0;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void emit(struct flow_key *k, __u64 cookie, __u64 now,
+				 __u32 gid, __u32 tgid, __u8 hook, __u8 flags)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(flags & EVENT_IN_MAP ? STAT_NOTIFY_LOST : STAT_EVENTS_LOST);
+		return;
+	}
+	e->cookie = cookie;
+	e->cgroup_id = k->cgroup_id;
+	e->ts_ns = now;
+	e->uid = k->uid;
+	e->gid = gid;
+	e->tgid = tgid;
+	e->port = k->port;
+	e->family = k->family;
+	e->proto = k->proto;
+	e->hook = hook;
+	e->flags = flags;
+	__builtin_memcpy(e->addr, k->addr, sizeof(e->addr));
+	__builtin_memcpy(e->comm, k->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, wakeup_flag());
+}
+
+static __always_inline void count_flow(struct flow_key *k, __u64 cookie, __u64 now,
+				      __u32 gid, __u32 tgid, __u8 hook)
+{
+	if (!aggregate) {
+		emit(k, cookie, now, gid, tgid, hook, EVENT_COUNTED);
+		return;
+	}
+
+	__u32 zero = 0;
+	void *inner = bpf_map_lookup_elem(&flows, &zero);
+	if (!inner) {
+		emit(k, cookie, now, gid, tgid, hook, EVENT_COUNTED);
+		return;
+	}
+	struct flow_val *v = bpf_map_lookup_elem(inner, k);
+	if (v) {
+		__sync_fetch_and_add(&v->hits, 1);
+		v->last_ns = now;
+		v->cookie = cookie;
+		v->tgid = tgid;
+		v->gid = gid;
+		return;
+	}
+	struct flow_val nv = {
+		.hits = 1,
+		.first_ns = now,
+		.last_ns = now,
+		.cookie = cookie,
+		.tgid = tgid,
+		.gid = gid,
+	};
+	long err = bpf_map_update_elem(inner, k, &nv, BPF_NOEXIST);
+	if (err == 0) {
+		emit(k, cookie, now, gid, tgid, hook, EVENT_IN_MAP);
+		return;
+	}
+	// Another CPU inserted the same flow first: count on its entry.
+	v = bpf_map_lookup_elem(inner, k);
+	if (v) {
+		__sync_fetch_and_add(&v->hits, 1);
+		v->last_ns = now;
+		return;
+	}
+	// The map is full.
+	count(STAT_MAP_FULL);
+	emit(k, cookie, now, gid, tgid, hook, EVENT_COUNTED);
+}
+
+static __always_inline void record(struct bpf_sock_addr *ctx, struct flow_key *k, __u8 hook)
+{
+	__u64 uidgid = bpf_get_current_uid_gid();
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 gid = uidgid >> 32;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	__u64 now = bpf_ktime_get_boot_ns();
+
+	k->uid = (__u32)uidgid;
+	k->proto = ctx->protocol;
+	k->cgroup_id = bpf_get_current_cgroup_id();
+
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+	if (!leader || bpf_probe_read_kernel_str(k->comm, sizeof(k->comm), leader->comm) < 0)
+		bpf_get_current_comm(k->comm, sizeof(k->comm));
+
+	if (k->proto == IPPROTO_UDP && (hook == HOOK_CONNECT4 || hook == HOOK_CONNECT6)) {
+		struct pending p = {
+			.key = *k,
+			.gid = gid,
+			.tgid = tgid,
+			.hook = hook,
+		};
+		if (bpf_map_update_elem(&udp_pending, &cookie, &p, BPF_NOEXIST) != 0) {
+			// The socket connects again before sending: the earlier
+			// destination got nothing.
+			count(STAT_UDP_UNSENT);
+			bpf_map_update_elem(&udp_pending, &cookie, &p, BPF_ANY);
+		}
+		return;
+	}
+	count_flow(k, cookie, now, gid, tgid, hook);
+}
+
+static __always_inline void record4(struct bpf_sock_addr *ctx, __u8 hook)
+{
+	struct flow_key k = {};
+	__u32 ip4 = ctx->user_ip4;
+
+	k.family = 4;
+	k.port = bpf_ntohs((__u16)ctx->user_port);
+	__builtin_memcpy(k.addr, &ip4, 4);
+	record(ctx, &k, hook);
+}
+
+static __always_inline void record6(struct bpf_sock_addr *ctx, __u8 hook)
+{
+	struct flow_key k = {};
+	__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1];
+	__u32 w2 = ctx->user_ip6[2], w3 = ctx->user_ip6[3];
+
+	k.port = bpf_ntohs((__u16)ctx->user_port);
+	if (w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff)) {
+		// ::ffff:a.b.c.d on an AF_INET6 socket: the peer is IPv4.
+		k.family = 4;
+		__builtin_memcpy(k.addr, &w3, 4);
+	} else {
+		k.family = 6;
+		__builtin_memcpy(k.addr, &w0, 4);
+		__builtin_memcpy(k.addr + 4, &w1, 4);
+		__builtin_memcpy(k.addr + 8, &w2, 4);
+		__builtin_memcpy(k.addr + 12, &w3, 4);
+	}
+	record(ctx, &k, hook);
+}
+
+SEC("cgroup/connect4")
+int egress_connect4(struct bpf_sock_addr *ctx)
+{
+	record4(ctx, HOOK_CONNECT4);
+	return 1;
+}
+
+SEC("cgroup/connect6")
+int egress_connect6(struct bpf_sock_addr *ctx)
+{
+	record6(ctx, HOOK_CONNECT6);
+	return 1;
+}
+
+SEC("cgroup/sendmsg4")
+int egress_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	record4(ctx, HOOK_SENDMSG4);
+	return 1;
+}
+
+SEC("cgroup/sendmsg6")
+int egress_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	record6(ctx, HOOK_SENDMSG6);
+	return 1;
+}
+
+// egress_udp_sent counts a connected UDP flow when its socket sends its
+// first datagram.
+SEC("cgroup_skb/egress")
+int egress_udp_sent(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || sk->protocol != IPPROTO_UDP)
+		return 1;
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	struct pending *pp = bpf_map_lookup_elem(&udp_pending, &cookie);
+	if (!pp)
+		return 1;
+	struct pending p = *pp;
+	bpf_map_delete_elem(&udp_pending, &cookie);
+	count_flow(&p.key, cookie, bpf_ktime_get_boot_ns(), p.gid, p.tgid, p.hook);
+	return 1;
+}
+
+// egress_dns copies DNS answers (UDP from port 53) received by sockets of the
+// cgroup, with the IP addresses and the receiving socket's UID and cookie.
+SEC("cgroup_skb/ingress")
+int egress_dns(struct __sk_buff *skb)
+{
+	__u8 vbyte;
+	__u32 l4off;
+	__u8 family;
+
+	if (bpf_skb_load_bytes(skb, 0, &vbyte, 1) < 0)
+		return 1;
+
+	if ((vbyte >> 4) == 4) {
+		struct iphdr ip;
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
+			return 1;
+		if (ip.protocol != IPPROTO_UDP)
+			return 1;
+		if (ip.frag_off & bpf_htons(0x1fff))
+			return 1;
+		family = 4;
+		l4off = ip.ihl * 4;
+	} else if ((vbyte >> 4) == 6) {
+		struct ipv6hdr ip6;
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) < 0)
+			return 1;
+		if (ip6.nexthdr != IPPROTO_UDP)
+			return 1;
+		family = 6;
+		l4off = sizeof(ip6);
+	} else {
+		return 1;
+	}
+
+	struct udphdr udp;
+	if (bpf_skb_load_bytes(skb, l4off, &udp, sizeof(udp)) < 0)
+		return 1;
+	if (udp.source != bpf_htons(53))
+		return 1;
+	__u64 plen = bpf_ntohs(udp.len);
+	if (plen <= sizeof(udp))
+		return 1;
+	plen -= sizeof(udp);
+
+	struct dns_event *e = bpf_ringbuf_reserve(&dns_events, sizeof(*e), 0);
+	if (!e) {
+		count(STAT_DNS_LOST);
+		return 1;
+	}
+	e->cookie = bpf_get_socket_cookie(skb);
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->uid = bpf_get_socket_uid(skb);
+	e->family = family;
+	e->sport = bpf_ntohs(udp.source);
+	e->dport = bpf_ntohs(udp.dest);
+	e->orig_len = plen;
+	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+	if (family == 4) {
+		bpf_skb_load_bytes(skb, 12, e->saddr, 4);
+		bpf_skb_load_bytes(skb, 16, e->daddr, 4);
+	} else {
+		bpf_skb_load_bytes(skb, 8, e->saddr, 16);
+		bpf_skb_load_bytes(skb, 24, e->daddr, 16);
+	}
+
+	__u64 n = plen;
+	if (n > DNS_MAX)
+		n = DNS_MAX;
+	n = ((n - 1) & (DNS_MAX - 1)) + 1;
+	if (bpf_skb_load_bytes(skb, l4off + sizeof(udp), e->data, n) < 0) {
+		bpf_ringbuf_discard(e, 0);
+		count(STAT_DNS_ERRORS);
+		return 1;
+	}
+	e->len = n;
+	bpf_ringbuf_submit(e, 0);
+	return 1;
+}
