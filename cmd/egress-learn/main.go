@@ -1,0 +1,202 @@
+// Command egress-learn records which users reach which destinations: eBPF
+// programs on a cgroup v2 directory count every outbound connection attempt
+// and read DNS answers, into a bbolt baseline that egress-enforce turns into
+// an allow-list.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/egresskit/egress/config"
+	"github.com/egresskit/egress/learn"
+	"github.com/egresskit/egress/store"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRoot().ExecuteContext(ctx); err != nil {
+		slog.Error(err.Error())
+		os.Exit(1)
+	}
+}
+
+type globals struct {
+	loader     *config.Loader
+	configFile string
+}
+
+func (g *globals) load() (*config.Config, *slog.Logger, error) {
+	cfg, err := g.loader.Load(g.configFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	level, _ := cfg.SlogLevel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+	return cfg, log, nil
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{loader: config.NewLoader()}
+	root := &cobra.Command{
+		Use:   "egress-learn",
+		Short: "Learn which destinations each user of this host reaches",
+		Long: `egress-learn attaches eBPF programs to a cgroup v2 directory (by default the
+root of the cgroup2 mount, so the whole host) and records every outbound
+connection attempt: user, process, protocol, address, port, and the DNS names
+the address was resolved from. Nothing is blocked while learning.
+
+The baseline is a bbolt file (default ` + store.DefaultPath + `) that
+egress-enforce turns into an nftables allow-list.
+
+Settings come from a YAML file (--config, default ` + config.DefaultFile + ` when
+present), EGRESS_* environment variables (EGRESS_DB, EGRESS_FLUSH_INTERVAL, ...)
+and flags, flags winning.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.configFile, "config", "", "YAML configuration file (default "+config.DefaultFile+" when present)")
+	root.PersistentFlags().String("db", store.DefaultPath, "baseline store file")
+	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn, error")
+	g.loader.Bind("db", root.PersistentFlags().Lookup("db"))
+	g.loader.Bind("log_level", root.PersistentFlags().Lookup("log-level"))
+	root.AddCommand(newRun(g), newReport(g))
+	return root
+}
+
+func newRun(g *globals) *cobra.Command {
+	var duration time.Duration
+	cmd := &cobra.Command{
+		Use:   "run [--cgroup PATH] [--db PATH] [--duration D]",
+		Short: "Attach to a cgroup and record outbound connections until stopped",
+		Long: `run attaches the eBPF programs to a cgroup v2 directory and records until
+--duration elapses or it receives SIGINT or SIGTERM; then it writes what is
+left and exits 0. Runs add up in the same store. Writes are batched and
+committed every --flush-interval; other processes (a report, egress-enforce)
+can read the store meanwhile.
+
+On a terminal it shows a live status line; otherwise it logs a summary line
+every summary_interval. Loopback destinations are ignored unless
+--ignore-loopback=false.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := g.load()
+			if err != nil {
+				return err
+			}
+			cgroup := cfg.Cgroup
+			if cgroup == "" {
+				if cgroup, err = learn.Cgroup2Mount(); err != nil {
+					return err
+				}
+			}
+			if duration < 0 {
+				return fmt.Errorf("--duration: %s is negative", duration)
+			}
+			lc := learn.Config{
+				DB:       cfg.DB,
+				Cgroup:   cgroup,
+				Duration: duration,
+				Flush:    cfg.FlushInterval,
+				Filter: learn.Filter{
+					Users:    cfg.IgnoreUIDs,
+					Prefixes: cfg.IgnorePrefixes,
+					Ports:    cfg.IgnorePortList,
+					Loopback: cfg.IgnoreLoopback,
+				},
+				Probe:        learn.DefaultProbeOptions(),
+				SummaryEvery: cfg.SummaryInterval,
+				Log:          log,
+			}
+			if isTerminal(os.Stderr) {
+				lc.Status = os.Stderr
+			}
+			sum, err := learn.Run(cmd.Context(), lc)
+			if sum != nil {
+				s := sum.Status
+				log.Info("learning stopped", "run", sum.Run.ID, "elapsed", s.Elapsed.Round(time.Second),
+					"events", s.Events, "flows", s.Flows, "lost_events", sum.Probe.Lost(), "dns_answers", s.DNSAnswers,
+					"dns_lost", sum.Probe.DNSLost, "db", cfg.DB)
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.String("cgroup", "", "cgroup v2 directory to learn from (default: the root of the cgroup2 mount)")
+	f.DurationVar(&duration, "duration", 0, "stop after this long (default: until SIGINT/SIGTERM)")
+	f.Duration("flush-interval", 5*time.Second, "how often batched observations are committed to the store")
+	f.Bool("ignore-loopback", true, "do not record connections to 127.0.0.0/8 and ::1")
+	f.StringSlice("ignore-users", nil, "users (names or UIDs) whose connections are not recorded")
+	f.StringSlice("ignore-cidrs", nil, "destinations (CIDRs or addresses) not recorded")
+	f.IntSlice("ignore-ports", nil, "destination ports not recorded")
+	g.loader.Bind("cgroup", f.Lookup("cgroup"))
+	g.loader.Bind("flush_interval", f.Lookup("flush-interval"))
+	g.loader.Bind("ignore_loopback", f.Lookup("ignore-loopback"))
+	g.loader.Bind("ignore_users", f.Lookup("ignore-users"))
+	g.loader.Bind("ignore_cidrs", f.Lookup("ignore-cidrs"))
+	g.loader.Bind("ignore_ports", f.Lookup("ignore-ports"))
+	return cmd
+}
+
+func newReport(g *globals) *cobra.Command {
+	var asJSON bool
+	var userArg string
+	cmd := &cobra.Command{
+		Use:   "report [--db PATH] [--json] [--user NAME|UID]",
+		Short: "Show the recorded flows, grouped by user",
+		Long: `report prints the baseline: per user, each destination with the names it was
+resolved from, protocol and port, hits, first and last seen, and processes.
+It can run while a learner writes to the same store.
+
+--json prints an array of flow objects (uid, user, proto, ip, port, hostnames,
+hits, first_seen, last_seen, processes, cgroups) for scripts.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, _, err := g.load()
+			if err != nil {
+				return err
+			}
+			var opts learn.ReportOptions
+			names := config.UserNames{}
+			opts.UserName = names.Name
+			if userArg != "" {
+				uid, err := config.LookupUID(userArg)
+				if err != nil {
+					return fmt.Errorf("--user: %w", err)
+				}
+				opts.UID = &uid
+			}
+			st, err := store.Open(cfg.DB, store.Options{LockTimeout: 10 * time.Second})
+			if err != nil {
+				return err
+			}
+			snap, err := st.Snapshot()
+			if err != nil {
+				return err
+			}
+			rows := learn.BuildReport(snap.Flows, opts)
+			if asJSON {
+				return learn.WriteReportJSON(cmd.OutOrStdout(), rows)
+			}
+			return learn.WriteReportTable(cmd.OutOrStdout(), rows, snap.Runs)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of flows")
+	cmd.Flags().StringVar(&userArg, "user", "", "only this user's flows (name or UID)")
+	return cmd
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}

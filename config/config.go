@@ -1,0 +1,276 @@
+// Package config reads the settings both tools share: a YAML file
+// (--config, or /etc/egress/config.yaml when present), EGRESS_* environment
+// variables and command-line flags, in rising order of precedence. Unknown
+// keys and invalid values are errors that name the key.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/user"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/egresskit/egress/store"
+)
+
+// DefaultFile is read when present and no --config is given.
+const DefaultFile = "/etc/egress/config.yaml"
+
+// Config holds every setting of both tools.
+type Config struct {
+	// File is the configuration file that was read, if any.
+	File string `mapstructure:"-"`
+
+	DB              string        `mapstructure:"db"`
+	LogLevel        string        `mapstructure:"log_level"`
+	Cgroup          string        `mapstructure:"cgroup"`
+	FlushInterval   time.Duration `mapstructure:"flush_interval"`
+	SummaryInterval time.Duration `mapstructure:"summary_interval"`
+	IgnoreLoopback  bool          `mapstructure:"ignore_loopback"`
+	IgnoreUsers     []string      `mapstructure:"ignore_users"`
+	IgnoreCIDRs     []string      `mapstructure:"ignore_cidrs"`
+	IgnorePorts     []int         `mapstructure:"ignore_ports"`
+
+	// Resolved by Load from the lists above.
+	IgnoreUIDs     []uint32       `mapstructure:"-"`
+	IgnorePrefixes []netip.Prefix `mapstructure:"-"`
+	IgnorePortList []uint16       `mapstructure:"-"`
+}
+
+// defaults lists every key with its default value; a key not listed here
+// is unknown.
+var defaults = map[string]any{
+	"db":               store.DefaultPath,
+	"log_level":        "info",
+	"cgroup":           "",
+	"flush_interval":   "5s",
+	"summary_interval": "1m",
+	"ignore_loopback":  true,
+	"ignore_users":     []string{},
+	"ignore_cidrs":     []string{},
+	"ignore_ports":     []int{},
+}
+
+// Keys returns every known key, sorted.
+func Keys() []string {
+	keys := make([]string, 0, len(defaults))
+	for k := range defaults {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Loader gathers flags to bind before Load.
+type Loader struct {
+	v     *viper.Viper
+	flags map[string]*pflag.Flag
+}
+
+// NewLoader returns a loader with defaults and the EGRESS_ environment.
+func NewLoader() *Loader {
+	v := viper.New()
+	for k, d := range defaults {
+		v.SetDefault(k, d)
+	}
+	v.SetEnvPrefix("EGRESS")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_", "-", "_"))
+	v.AutomaticEnv()
+	return &Loader{v: v, flags: map[string]*pflag.Flag{}}
+}
+
+// Bind makes flag f (when set) the value of key.
+func (l *Loader) Bind(key string, f *pflag.Flag) {
+	if _, ok := defaults[key]; !ok {
+		panic("config: bind of unknown key " + key)
+	}
+	if f == nil {
+		panic("config: bind of a missing flag for " + key)
+	}
+	l.flags[key] = f
+}
+
+// Load reads file (or DefaultFile when file is "" and it exists, or the
+// file named by EGRESS_CONFIG), the environment and the bound flags.
+func (l *Loader) Load(file string) (*Config, error) {
+	if file == "" {
+		file = os.Getenv("EGRESS_CONFIG")
+	}
+	explicit := file != ""
+	if !explicit {
+		if _, err := os.Stat(DefaultFile); err == nil {
+			file = DefaultFile
+		}
+	}
+	if file != "" {
+		if err := l.readFile(file, explicit); err != nil {
+			return nil, err
+		}
+	}
+	for key, f := range l.flags {
+		if err := l.v.BindPFlag(key, f); err != nil {
+			return nil, fmt.Errorf("bind flag --%s: %w", f.Name, err)
+		}
+	}
+	var c Config
+	if err := l.v.Unmarshal(&c); err != nil {
+		return nil, fmt.Errorf("read configuration%s: %w", where(file), err)
+	}
+	c.File = file
+	if err := c.resolve(); err != nil {
+		return nil, fmt.Errorf("configuration%s: %w", where(file), err)
+	}
+	return &c, nil
+}
+
+func where(file string) string {
+	if file == "" {
+		return ""
+	}
+	return " " + file
+}
+
+func (l *Loader) readFile(file string, explicit bool) error {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) && !explicit {
+			return nil
+		}
+		return fmt.Errorf("read configuration: %w", err)
+	}
+	// Check the keys on their own, so an unknown one is named.
+	probe := viper.New()
+	probe.SetConfigType("yaml")
+	if err := probe.ReadConfig(strings.NewReader(string(data))); err != nil {
+		return fmt.Errorf("read configuration %s: %w", file, err)
+	}
+	var unknown []string
+	for _, k := range probe.AllKeys() {
+		top := strings.SplitN(k, ".", 2)[0]
+		if _, ok := defaults[top]; !ok {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return fmt.Errorf("configuration %s: unknown key(s) %s (known: %s)", file, strings.Join(unknown, ", "), strings.Join(Keys(), ", "))
+	}
+	l.v.SetConfigType("yaml")
+	if err := l.v.ReadConfig(strings.NewReader(string(data))); err != nil {
+		return fmt.Errorf("read configuration %s: %w", file, err)
+	}
+	return nil
+}
+
+func (c *Config) resolve() error {
+	if c.DB == "" {
+		return errors.New("db: must not be empty")
+	}
+	if c.FlushInterval < 100*time.Millisecond {
+		return fmt.Errorf("flush_interval: %s is too short (at least 100ms)", c.FlushInterval)
+	}
+	if c.SummaryInterval < time.Second {
+		return fmt.Errorf("summary_interval: %s is too short (at least 1s)", c.SummaryInterval)
+	}
+	if _, err := c.SlogLevel(); err != nil {
+		return err
+	}
+	c.IgnoreUIDs = nil
+	for _, u := range c.IgnoreUsers {
+		uid, err := LookupUID(u)
+		if err != nil {
+			return fmt.Errorf("ignore_users: %w", err)
+		}
+		c.IgnoreUIDs = append(c.IgnoreUIDs, uid)
+	}
+	c.IgnorePrefixes = nil
+	for _, s := range c.IgnoreCIDRs {
+		p, err := ParsePrefix(s)
+		if err != nil {
+			return fmt.Errorf("ignore_cidrs: %w", err)
+		}
+		c.IgnorePrefixes = append(c.IgnorePrefixes, p)
+	}
+	c.IgnorePortList = nil
+	for _, p := range c.IgnorePorts {
+		if p < 1 || p > 65535 {
+			return fmt.Errorf("ignore_ports: %d is not a port (1-65535)", p)
+		}
+		c.IgnorePortList = append(c.IgnorePortList, uint16(p))
+	}
+	return nil
+}
+
+// SlogLevel is log_level as a slog level.
+func (c *Config) SlogLevel() (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return 0, fmt.Errorf("log_level: %q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	return l, nil
+}
+
+// ParsePrefix accepts a CIDR or a single address.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR: %w", s, err)
+		}
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an address or CIDR", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// LookupUID resolves a user name or a numeric UID.
+func LookupUID(s string) (uint32, error) {
+	s = strings.TrimSpace(s)
+	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
+		return uint32(n), nil
+	}
+	u, err := user.Lookup(s)
+	if err != nil {
+		return 0, fmt.Errorf("unknown user %q", s)
+	}
+	n, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("user %q has a non-numeric uid %q", s, u.Uid)
+	}
+	return uint32(n), nil
+}
+
+// UserNames resolves UIDs to user names, caching the answers; unknown
+// UIDs are returned as numbers.
+type UserNames map[uint32]string
+
+// Name returns the user name of uid, or uid as a number.
+func (u UserNames) Name(uid uint32) string {
+	if n, ok := u[uid]; ok {
+		return n
+	}
+	n := strconv.FormatUint(uint64(uid), 10)
+	if usr, err := user.LookupId(n); err == nil {
+		n = usr.Username
+	}
+	u[uid] = n
+	return n
+}

@@ -1,0 +1,408 @@
+//go:build linux
+
+package learn
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/egresskit/egress/bpf"
+)
+
+// Kernel record flags, as in bpf/egress.c.
+const (
+	eventInMap   = 1
+	eventCounted = 2
+)
+
+// Indexes of the kernel's stats map, as in bpf/egress.c.
+const (
+	statEventsLost = iota
+	statNotifyLost
+	statDNSLost
+	statDNSErrors
+	statMapFull
+	statUDPUnsent
+	statMax
+)
+
+// ProbeOptions tune the kernel side of the learner.
+type ProbeOptions struct {
+	// FlowMapSize is the number of distinct flows counted in the kernel per
+	// drain interval; flows beyond it are recorded one record per attempt.
+	FlowMapSize uint32
+	// WakeupBytes: the reader is woken when this much data waits in the
+	// ring buffer, and polls every PollInterval otherwise. 0 wakes it for
+	// every record.
+	WakeupBytes  uint32
+	PollInterval time.Duration
+	// EventRingBytes sizes the event ring buffer (a power of two, at
+	// least a page); 0 keeps the default of 8 MiB.
+	EventRingBytes uint32
+	// PerEvent turns in-kernel counting off: every attempt is a record.
+	// Only for comparison in benchmarks.
+	PerEvent bool
+}
+
+func (o *ProbeOptions) defaults() {
+	if o.FlowMapSize == 0 {
+		o.FlowMapSize = 65536
+	}
+	if o.PollInterval == 0 {
+		o.PollInterval = 100 * time.Millisecond
+	}
+}
+
+// DefaultProbeOptions are the options egress-learn runs with.
+func DefaultProbeOptions() ProbeOptions {
+	return ProbeOptions{FlowMapSize: 65536, WakeupBytes: 256 << 10, PollInterval: 100 * time.Millisecond}
+}
+
+// Attempt is one or more connection attempts of one flow, as the kernel
+// counted them.
+type Attempt struct {
+	CgroupID uint64
+	UID      uint32
+	GID      uint32
+	TGID     uint32
+	Comm     string
+	Proto    uint8
+	IP       netip.Addr
+	Port     uint16
+	Cookie   uint64
+	Hits     uint64
+	First    time.Time
+	Last     time.Time
+}
+
+// DNSPacket is a UDP datagram from port 53 received by a socket of the
+// cgroup.
+type DNSPacket struct {
+	Time    time.Time
+	Cookie  uint64
+	UID     uint32
+	Src     netip.AddrPort
+	Dst     netip.AddrPort
+	Payload []byte // at most 4096 bytes
+	OrigLen int    // the real payload length
+}
+
+// ProbeStats are the kernel's counters.
+type ProbeStats struct {
+	EventsLost uint64 // attempts neither counted nor recorded: lost
+	NotifyLost uint64 // new-flow records dropped; their hits are counted
+	DNSLost    uint64 // DNS answers dropped: ring buffer full
+	DNSErrors  uint64 // DNS answers that could not be copied
+	MapFull    uint64 // attempts recorded one by one: flow map full
+	UDPUnsent  uint64 // connected UDP sockets that connected again before sending
+}
+
+// Lost is every record the kernel could not deliver.
+func (s ProbeStats) Lost() uint64 { return s.EventsLost + s.NotifyLost }
+
+// Probe is the loaded and attached eBPF side of the learner.
+type Probe struct {
+	objs   bpf.EgressObjects
+	links  []link.Link
+	active *ebpf.Map // the flow map the programs count in
+	spare  *ebpf.Map // the empty one, swapped in at the next drain
+	events *ringbuf.Reader
+	dns    *ringbuf.Reader
+	opts   ProbeOptions
+
+	closeOnce sync.Once
+	closeErr  error
+	drainMu   sync.Mutex
+	keys      []bpf.EgressFlowKey
+	vals      []bpf.EgressFlowVal
+}
+
+// OpenProbe loads the programs and attaches them to the cgroup v2
+// directory at path.
+func OpenProbe(path string, opts ProbeOptions) (p *Probe, err error) {
+	opts.defaults()
+	if err := CheckCgroup(path); err != nil {
+		return nil, err
+	}
+	_ = rlimit.RemoveMemlock() // only needed before memcg accounting (5.11)
+
+	spec, err := bpf.LoadEgress()
+	if err != nil {
+		return nil, fmt.Errorf("load bpf spec: %w", err)
+	}
+	spec.Maps[bpf.EgressMapFlows].InnerMap.MaxEntries = opts.FlowMapSize
+	if opts.EventRingBytes > 0 {
+		spec.Maps[bpf.EgressMapEvents].MaxEntries = opts.EventRingBytes
+	}
+	if err := spec.Variables["wakeup_bytes"].Set(opts.WakeupBytes); err != nil {
+		return nil, fmt.Errorf("set wakeup_bytes: %w", err)
+	}
+	agg := uint8(1)
+	if opts.PerEvent {
+		agg = 0
+	}
+	if err := spec.Variables["aggregate"].Set(agg); err != nil {
+		return nil, fmt.Errorf("set aggregate: %w", err)
+	}
+
+	p = &Probe{opts: opts}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("load bpf programs: %+v", verr)
+		}
+		return nil, fmt.Errorf("load bpf programs: %w", err)
+	}
+	inner := spec.Maps[bpf.EgressMapFlows].InnerMap
+	if p.active, err = ebpf.NewMap(inner); err != nil {
+		return nil, fmt.Errorf("create flow map: %w", err)
+	}
+	if p.spare, err = ebpf.NewMap(inner); err != nil {
+		return nil, fmt.Errorf("create flow map: %w", err)
+	}
+	if !opts.PerEvent {
+		if err := p.objs.Flows.Put(uint32(0), p.active); err != nil {
+			return nil, fmt.Errorf("install flow map: %w", err)
+		}
+	}
+	if p.events, err = ringbuf.NewReader(p.objs.Events); err != nil {
+		return nil, fmt.Errorf("open event ring buffer: %w", err)
+	}
+	if p.dns, err = ringbuf.NewReader(p.objs.DnsEvents); err != nil {
+		return nil, fmt.Errorf("open dns ring buffer: %w", err)
+	}
+
+	for _, a := range []struct {
+		name string
+		typ  ebpf.AttachType
+		prog *ebpf.Program
+	}{
+		{"connect4", ebpf.AttachCGroupInet4Connect, p.objs.EgressConnect4},
+		{"connect6", ebpf.AttachCGroupInet6Connect, p.objs.EgressConnect6},
+		{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, p.objs.EgressSendmsg4},
+		{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, p.objs.EgressSendmsg6},
+		{"udp egress", ebpf.AttachCGroupInetEgress, p.objs.EgressUdpSent},
+		{"dns ingress", ebpf.AttachCGroupInetIngress, p.objs.EgressDns},
+	} {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: path, Attach: a.typ, Program: a.prog})
+		if err != nil {
+			return nil, fmt.Errorf("attach %s to %s: %w", a.name, path, err)
+		}
+		p.links = append(p.links, l)
+	}
+	p.keys = make([]bpf.EgressFlowKey, 1024)
+	p.vals = make([]bpf.EgressFlowVal, 1024)
+	return p, nil
+}
+
+// Close detaches the programs and frees the maps. Later calls do nothing.
+func (p *Probe) Close() error {
+	p.closeOnce.Do(func() { p.closeErr = p.close() })
+	return p.closeErr
+}
+
+func (p *Probe) close() error {
+	var errs []error
+	for _, l := range p.links {
+		errs = append(errs, l.Close())
+	}
+	p.links = nil
+	if p.events != nil {
+		errs = append(errs, p.events.Close())
+	}
+	if p.dns != nil {
+		errs = append(errs, p.dns.Close())
+	}
+	if p.active != nil {
+		errs = append(errs, p.active.Close())
+	}
+	if p.spare != nil {
+		errs = append(errs, p.spare.Close())
+	}
+	errs = append(errs, p.objs.Close())
+	return errors.Join(errs...)
+}
+
+// clock converts the kernel's boot-time nanoseconds to wall time.
+type clock struct{ offset time.Duration }
+
+func newClock() clock {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	return clock{offset: time.Duration(time.Now().UnixNano() - ts.Nano())}
+}
+
+func (c clock) wall(bootNs uint64) time.Time {
+	return time.Unix(0, int64(bootNs)+int64(c.offset))
+}
+
+func addrOf(family uint8, raw [16]uint8) netip.Addr {
+	if family == 4 {
+		return netip.AddrFrom4([4]byte(raw[:4]))
+	}
+	return netip.AddrFrom16(raw).Unmap()
+}
+
+func commString(c [16]int8) string {
+	b := make([]byte, 0, len(c))
+	for _, ch := range c {
+		if ch == 0 {
+			break
+		}
+		b = append(b, byte(ch))
+	}
+	return string(b)
+}
+
+// ReadEvents delivers ring buffer records until the probe is closed.
+// Records of first attempts that are also counted in the flow map go to
+// seen (they carry no hit of their own); records that are the only count
+// of an attempt go to counted.
+func (p *Probe) ReadEvents(seen, counted func(Attempt)) error {
+	var rec ringbuf.Record
+	for {
+		if p.opts.WakeupBytes > 0 {
+			p.events.SetDeadline(time.Now().Add(p.opts.PollInterval))
+		}
+		err := p.events.ReadInto(&rec)
+		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
+			continue
+		}
+		if err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("read event ring buffer: %w", err)
+		}
+		if len(rec.RawSample) < int(unsafe.Sizeof(bpf.EgressEvent{})) {
+			continue
+		}
+		e := (*bpf.EgressEvent)(unsafe.Pointer(&rec.RawSample[0]))
+		t := newClock().wall(e.TsNs)
+		a := Attempt{
+			CgroupID: e.CgroupId, UID: e.Uid, GID: e.Gid, TGID: e.Tgid, Comm: commString(e.Comm),
+			Proto: e.Proto, IP: addrOf(e.Family, e.Addr), Port: e.Port, Cookie: e.Cookie,
+			Hits: 1, First: t, Last: t,
+		}
+		if e.Flags&eventCounted != 0 {
+			counted(a)
+		} else {
+			seen(a)
+		}
+	}
+}
+
+// ReadDNS delivers DNS answers until the probe is closed.
+func (p *Probe) ReadDNS(fn func(DNSPacket)) error {
+	var rec ringbuf.Record
+	for {
+		err := p.dns.ReadInto(&rec)
+		if errors.Is(err, ringbuf.ErrFlushed) {
+			continue
+		}
+		if err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("read dns ring buffer: %w", err)
+		}
+		if len(rec.RawSample) < int(unsafe.Offsetof(bpf.EgressDnsEvent{}.Data)) {
+			continue
+		}
+		e := (*bpf.EgressDnsEvent)(unsafe.Pointer(&rec.RawSample[0]))
+		n := int(e.Len)
+		if n > len(e.Data) {
+			n = len(e.Data)
+		}
+		fn(DNSPacket{
+			Time:    newClock().wall(e.TsNs),
+			Cookie:  e.Cookie,
+			UID:     e.Uid,
+			Src:     netip.AddrPortFrom(addrOf(e.Family, e.Saddr), e.Sport),
+			Dst:     netip.AddrPortFrom(addrOf(e.Family, e.Daddr), e.Dport),
+			Payload: append([]byte(nil), e.Data[:n]...),
+			OrigLen: int(e.OrigLen),
+		})
+	}
+}
+
+// Drain swaps in the empty flow map and passes every flow counted in the
+// one swapped out to fn, emptying it. The kernel waits for the programs
+// still running on the old map before the swap returns, so no count made
+// before the swap is missed and none after it lands in the drained map.
+func (p *Probe) Drain(fn func(Attempt)) error {
+	p.drainMu.Lock()
+	defer p.drainMu.Unlock()
+	if p.opts.PerEvent {
+		return nil
+	}
+	if err := p.objs.Flows.Put(uint32(0), p.spare); err != nil {
+		return fmt.Errorf("swap flow map: %w", err)
+	}
+	drained := p.active
+	p.active, p.spare = p.spare, drained
+	clk := newClock()
+
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := drained.BatchLookupAndDelete(&cursor, p.keys, p.vals, nil)
+		for i := 0; i < n; i++ {
+			k, v := &p.keys[i], &p.vals[i]
+			fn(Attempt{
+				CgroupID: k.CgroupId, UID: k.Uid, GID: v.Gid, TGID: v.Tgid, Comm: commString(k.Comm),
+				Proto: k.Proto, IP: addrOf(k.Family, k.Addr), Port: k.Port, Cookie: v.Cookie,
+				Hits: v.Hits, First: clk.wall(v.FirstNs), Last: clk.wall(v.LastNs),
+			})
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("drain flow map: %w", err)
+		}
+	}
+}
+
+// Stats sums the kernel's per-CPU counters.
+func (p *Probe) Stats() (ProbeStats, error) {
+	var out [statMax]uint64
+	var per []uint64
+	for i := range uint32(statMax) {
+		if err := p.objs.Stats.Lookup(i, &per); err != nil {
+			return ProbeStats{}, fmt.Errorf("read stats: %w", err)
+		}
+		for _, v := range per {
+			out[i] += v
+		}
+	}
+	return ProbeStats{
+		EventsLost: out[statEventsLost],
+		NotifyLost: out[statNotifyLost],
+		DNSLost:    out[statDNSLost],
+		DNSErrors:  out[statDNSErrors],
+		MapFull:    out[statMapFull],
+		UDPUnsent:  out[statUDPUnsent],
+	}, nil
+}
+
+// Flush makes blocked readers return what is pending.
+func (p *Probe) Flush() {
+	_ = p.events.Flush()
+	_ = p.dns.Flush()
+}

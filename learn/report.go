@@ -1,0 +1,149 @@
+package learn
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/egresskit/egress/store"
+)
+
+// ProtoName names an IP protocol number: "tcp", "udp", "icmp", "icmpv6",
+// or the number.
+func ProtoName(p uint8) string {
+	switch p {
+	case 6:
+		return "tcp"
+	case 17:
+		return "udp"
+	case 1:
+		return "icmp"
+	case 58:
+		return "icmpv6"
+	}
+	return strconv.Itoa(int(p))
+}
+
+// ReportFlow is one flow as the report shows it.
+type ReportFlow struct {
+	UID       uint32    `json:"uid"`
+	User      string    `json:"user"`
+	Proto     string    `json:"proto"`
+	IP        string    `json:"ip"`
+	Port      uint16    `json:"port"`
+	Hostnames []string  `json:"hostnames"`
+	Hits      uint64    `json:"hits"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+	Processes []string  `json:"processes"`
+	Cgroups   []string  `json:"cgroups"`
+}
+
+// ReportOptions select and name what the report shows.
+type ReportOptions struct {
+	// UID, when set, keeps only that user's flows.
+	UID *uint32
+	// UserName names a UID (unknown ones as numbers).
+	UserName func(uint32) string
+}
+
+// BuildReport turns stored flows into report rows, ordered by UID, then
+// address, protocol and port.
+func BuildReport(flows []store.Flow, o ReportOptions) []ReportFlow {
+	flows = slices.Clone(flows)
+	slices.SortStableFunc(flows, func(a, b store.Flow) int {
+		return cmp.Or(cmp.Compare(a.UID, b.UID), a.IP.Compare(b.IP), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port))
+	})
+	out := make([]ReportFlow, 0, len(flows))
+	for _, f := range flows {
+		if o.UID != nil && f.UID != *o.UID {
+			continue
+		}
+		name := strconv.FormatUint(uint64(f.UID), 10)
+		if o.UserName != nil {
+			name = o.UserName(f.UID)
+		}
+		out = append(out, ReportFlow{
+			UID:       f.UID,
+			User:      name,
+			Proto:     ProtoName(f.Proto),
+			IP:        f.IP.String(),
+			Port:      f.Port,
+			Hostnames: nonNil(f.Hostnames),
+			Hits:      f.Hits,
+			FirstSeen: f.FirstSeen.UTC().Truncate(time.Second),
+			LastSeen:  f.LastSeen.UTC().Truncate(time.Second),
+			Processes: nonNil(f.Processes),
+			Cgroups:   nonNil(f.Cgroups),
+		})
+	}
+	return out
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// WriteReportJSON writes the rows as a JSON array.
+func WriteReportJSON(w io.Writer, rows []ReportFlow) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rows)
+}
+
+// WriteReportTable writes the rows as a table per user, then a line about
+// the learning runs.
+func WriteReportTable(w io.Writer, rows []ReportFlow, runs []store.Run) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if len(rows) == 0 {
+		fmt.Fprintln(tw, "no flows recorded")
+	}
+	for i := 0; i < len(rows); {
+		j := i
+		for j < len(rows) && rows[j].UID == rows[i].UID {
+			j++
+		}
+		if i > 0 {
+			fmt.Fprintln(tw)
+		}
+		fmt.Fprintf(tw, "user %s (uid %d): %d flow(s)\n", rows[i].User, rows[i].UID, j-i)
+		fmt.Fprintln(tw, "  DESTINATION\tHOSTNAMES\tPROTO/PORT\tHITS\tFIRST SEEN\tLAST SEEN\tPROCESSES")
+		for _, r := range rows[i:j] {
+			names := strings.Join(r.Hostnames, ",")
+			if names == "" {
+				names = "-"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s/%d\t%d\t%s\t%s\t%s\n", r.IP, names, r.Proto, r.Port, r.Hits,
+				r.FirstSeen.Local().Format(time.DateTime), r.LastSeen.Local().Format(time.DateTime), strings.Join(r.Processes, ","))
+		}
+		i = j
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(runs) > 0 {
+		var events, lost, dnsLost uint64
+		for _, r := range runs {
+			events += r.Events
+			lost += r.LostEvents
+			dnsLost += r.DNSLost
+		}
+		first, last := runs[0], runs[len(runs)-1]
+		state := "finished"
+		if !last.Finished {
+			state = "running or interrupted, last flush"
+		}
+		fmt.Fprintf(w, "\n%d learning run(s) from %s to %s (%s); %d events recorded, %d lost, %d DNS answers lost\n",
+			len(runs), first.Start.Local().Format(time.DateTime), last.End.Local().Format(time.DateTime), state, events, lost, dnsLost)
+	}
+	return nil
+}
