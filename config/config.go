@@ -31,20 +31,22 @@ type Config struct {
 	// File is the configuration file that was read, if any.
 	File string `mapstructure:"-"`
 
-	DB              string        `mapstructure:"db"`
-	LogLevel        string        `mapstructure:"log_level"`
-	Cgroup          string        `mapstructure:"cgroup"`
-	FlushInterval   time.Duration `mapstructure:"flush_interval"`
-	SummaryInterval time.Duration `mapstructure:"summary_interval"`
-	IgnoreLoopback  bool          `mapstructure:"ignore_loopback"`
-	IgnoreUsers     []string      `mapstructure:"ignore_users"`
-	IgnoreCIDRs     []string      `mapstructure:"ignore_cidrs"`
-	IgnorePorts     []int         `mapstructure:"ignore_ports"`
+	DB               string   `mapstructure:"db"`
+	LogLevel         string   `mapstructure:"log_level"`
+	Cgroup           string   `mapstructure:"cgroup"`
+	FlushIntervalS   string   `mapstructure:"flush_interval"`
+	SummaryIntervalS string   `mapstructure:"summary_interval"`
+	IgnoreLoopback   bool     `mapstructure:"ignore_loopback"`
+	IgnoreUsers      []string `mapstructure:"ignore_users"`
+	IgnoreCIDRs      []string `mapstructure:"ignore_cidrs"`
+	IgnorePorts      []int    `mapstructure:"ignore_ports"`
 
-	// Resolved by Load from the lists above.
-	IgnoreUIDs     []uint32       `mapstructure:"-"`
-	IgnorePrefixes []netip.Prefix `mapstructure:"-"`
-	IgnorePortList []uint16       `mapstructure:"-"`
+	// Resolved by Load from the values above.
+	FlushInterval   time.Duration  `mapstructure:"-"`
+	SummaryInterval time.Duration  `mapstructure:"-"`
+	IgnoreUIDs      []uint32       `mapstructure:"-"`
+	IgnorePrefixes  []netip.Prefix `mapstructure:"-"`
+	IgnorePortList  []uint16       `mapstructure:"-"`
 }
 
 // defaults lists every key with its default value; a key not listed here
@@ -124,7 +126,7 @@ func (l *Loader) Load(file string) (*Config, error) {
 	}
 	var c Config
 	if err := l.v.Unmarshal(&c); err != nil {
-		return nil, fmt.Errorf("read configuration%s: %w", where(file), err)
+		return nil, fmt.Errorf("configuration%s: %s", where(file), flatten(err))
 	}
 	c.File = file
 	if err := c.resolve(); err != nil {
@@ -172,9 +174,37 @@ func (l *Loader) readFile(file string, explicit bool) error {
 	return nil
 }
 
+// flatten turns mapstructure's multi-line error list into one line.
+func flatten(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "decoding failed due to the following error(s):")
+	var parts []string
+	for _, line := range strings.Split(msg, "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			parts = append(parts, strings.ReplaceAll(line, "'", ""))
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// ParseDuration parses a duration setting with an error that names it.
+func ParseDuration(key, s string) (time.Duration, error) {
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return 0, fmt.Errorf("%s: %q is not a duration (examples: 500ms, 5s, 2m, 1h)", key, s)
+	}
+	return d, nil
+}
+
 func (c *Config) resolve() error {
 	if c.DB == "" {
 		return errors.New("db: must not be empty")
+	}
+	var err error
+	if c.FlushInterval, err = ParseDuration("flush_interval", c.FlushIntervalS); err != nil {
+		return err
+	}
+	if c.SummaryInterval, err = ParseDuration("summary_interval", c.SummaryIntervalS); err != nil {
+		return err
 	}
 	if c.FlushInterval < 100*time.Millisecond {
 		return fmt.Errorf("flush_interval: %s is too short (at least 100ms)", c.FlushInterval)

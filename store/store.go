@@ -100,7 +100,7 @@ func (s *Store) open(readOnly bool) (*bolt.DB, error) {
 	if readOnly {
 		st, err := os.Stat(s.path)
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("open store %s: %w (run \"egress-learn run\" first, or pass --db)", s.path, ErrNotExist)
+			return nil, fmt.Errorf("open store %s: %w (run egress-learn run first, or pass --db)", s.path, ErrNotExist)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("open store %s: %w", s.path, err)

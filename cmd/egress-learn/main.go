@@ -42,7 +42,6 @@ func (g *globals) load() (*config.Config, *slog.Logger, error) {
 	}
 	level, _ := cfg.SlogLevel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	slog.SetDefault(log)
 	return cfg, log, nil
 }
 
@@ -134,7 +133,7 @@ every summary_interval. Loopback destinations are ignored unless
 	f := cmd.Flags()
 	f.String("cgroup", "", "cgroup v2 directory to learn from (default: the root of the cgroup2 mount)")
 	f.DurationVar(&duration, "duration", 0, "stop after this long (default: until SIGINT/SIGTERM)")
-	f.Duration("flush-interval", 5*time.Second, "how often batched observations are committed to the store")
+	f.String("flush-interval", "5s", "how often batched observations are committed to the store")
 	f.Bool("ignore-loopback", true, "do not record connections to 127.0.0.0/8 and ::1")
 	f.StringSlice("ignore-users", nil, "users (names or UIDs) whose connections are not recorded")
 	f.StringSlice("ignore-cidrs", nil, "destinations (CIDRs or addresses) not recorded")

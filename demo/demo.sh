@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The built-in demo: learn on a throw-away lab, print the report, remove
+# everything. It touches nothing of the host: two network namespaces joined
+# by a veth pair (a "server" with dnsmasq and an HTTP server, a "client"),
+# one child cgroup, and a temporary store. Run as root, after `make build`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-./bin}
+[ "$(id -u)" = 0 ] || { echo "demo: run as root (it creates network namespaces and a cgroup)" >&2; exit 1; }
+
+id=$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
+SRV=egdemo-srv-$id
+CLI=egdemo-cli-$id
+CG2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+[ -n "$CG2" ] || { echo "demo: no cgroup2 mount in /proc/mounts" >&2; exit 1; }
+CG=$CG2/egress-demo-$id
+WORK=$(mktemp -d /tmp/egress-demo.XXXXXX)
+DB=$WORK/baseline.db
+pids=()
+
+cleanup() {
+	set +e
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	if [ -d "$CG" ]; then
+		echo 1 > "$CG/cgroup.kill" 2>/dev/null
+		for _ in $(seq 50); do rmdir "$CG" 2>/dev/null && break; sleep 0.1; done
+	fi
+	ip netns del "$SRV" 2>/dev/null
+	ip netns del "$CLI" 2>/dev/null
+	rm -rf "/etc/netns/$CLI" "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "lab: namespaces $SRV (server) and $CLI (client), cgroup $CG"
+ip netns add "$SRV"
+ip netns add "$CLI"
+ip -n "$SRV" link set lo up
+ip -n "$CLI" link set lo up
+ip -n "$SRV" link add veth0 type veth peer name veth1 netns "$CLI"
+ip -n "$SRV" addr add 10.78.0.1/24 dev veth0   # DNS
+ip -n "$SRV" addr add 10.78.0.10/24 dev veth0  # web.demo.lan
+ip -n "$SRV" addr add 10.78.0.20/24 dev veth0  # api.demo.lan
+ip -n "$SRV" addr add fd78::1/64 dev veth0 nodad
+ip -n "$SRV" addr add fd78::10/64 dev veth0 nodad
+ip -n "$CLI" addr add 10.78.0.2/24 dev veth1
+ip -n "$CLI" addr add fd78::2/64 dev veth1 nodad
+ip -n "$SRV" link set veth0 up
+ip -n "$CLI" link set veth1 up
+mkdir -p "/etc/netns/$CLI"
+echo "nameserver 10.78.0.1" > "/etc/netns/$CLI/resolv.conf"
+mkdir "$CG"
+
+# Servers: dnsmasq answers for demo.lan only; socat serves HTTP on port 80
+# (IPv4 and IPv6) and a second service on 8443.
+ip netns exec "$SRV" dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
+	--listen-address=10.78.0.1 --user=root --group=root --pid-file= --log-facility="$WORK/dnsmasq.log" \
+	--host-record=web.demo.lan,10.78.0.10,fd78::10,300 \
+	--cname=www.demo.lan,web.demo.lan,300 \
+	--host-record=api.demo.lan,10.78.0.20,300 &
+pids+=($!)
+cat > "$WORK/http.sh" <<'HTTP'
+#!/bin/sh
+printf 'HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello from the demo server\r\n'
+HTTP
+chmod +x "$WORK/http.sh"
+for spec in "TCP4-LISTEN:80,bind=10.78.0.10" "TCP6-LISTEN:80,bind=[fd78::10],ipv6only=1" "TCP4-LISTEN:8443,bind=10.78.0.20"; do
+	ip netns exec "$SRV" socat "$spec,fork,reuseaddr" EXEC:"$WORK/http.sh" &
+	pids+=($!)
+done
+for _ in $(seq 50); do
+	ip netns exec "$CLI" dig +time=1 +tries=1 +short @10.78.0.1 web.demo.lan >/dev/null 2>&1 && break
+	sleep 0.1
+done
+
+# client USER CMD...: run CMD as USER inside the cgroup and the client
+# namespace. The shell joins the cgroup first: `ip netns exec` remounts /sys.
+client() {
+	local user=$1; shift
+	printf '$ (uid %s) %s\n' "$user" "$*"
+	sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$CG" \
+		ip netns exec "$CLI" setpriv --reuid="$user" --regid="$user" --clear-groups -- "$@"
+}
+
+step "learn: $BIN/egress-learn run --cgroup $CG --db $DB"
+"$BIN/egress-learn" run --cgroup "$CG" --db "$DB" --flush-interval 1s --log-level warn &
+learner=$!
+pids+=($learner)
+for _ in $(seq 100); do [ -s "$DB" ] && break; sleep 0.1; done
+sleep 0.5
+
+step "clients: root and nobody reach the demo servers with curl and dig"
+client 0 curl -sS -4 http://www.demo.lan/
+client 0 curl -sS -6 http://www.demo.lan/
+client 65534 dig +short www.demo.lan
+client 65534 curl -sS http://api.demo.lan:8443/
+client 65534 curl -sS http://10.78.0.10/
+sleep 1.5
+kill -INT "$learner"
+wait "$learner"
+
+step "report: $BIN/egress-learn report --db $DB"
+"$BIN/egress-learn" report --db "$DB"
+
+step "report --json --user nobody (for scripts)"
+"$BIN/egress-learn" report --db "$DB" --json --user nobody
+
+step "done: the lab is removed on exit"
