@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
@@ -41,7 +42,21 @@ type Config struct {
 	IgnoreCIDRs      []string `mapstructure:"ignore_cidrs"`
 	IgnorePorts      []int    `mapstructure:"ignore_ports"`
 
+	// egress-enforce
+	Table        string        `mapstructure:"table"`
+	Mode         string        `mapstructure:"mode"`
+	Netns        string        `mapstructure:"netns"`
+	NFLOGGroup   int           `mapstructure:"nflog_group"`
+	AuditLogRate int           `mapstructure:"audit_log_rate"`
+	ResolvConf   string        `mapstructure:"resolv_conf"`
+	DNSServers   []string      `mapstructure:"dns_servers"`
+	NTPServers   []string      `mapstructure:"ntp_servers"`
+	AlwaysAllow  []AllowConfig `mapstructure:"always_allow"`
+	MinHits      int           `mapstructure:"min_hits"`
+	SinceS       string        `mapstructure:"since"`
+
 	// Resolved by Load from the values above.
+	Since           time.Duration  `mapstructure:"-"`
 	FlushInterval   time.Duration  `mapstructure:"-"`
 	SummaryInterval time.Duration  `mapstructure:"-"`
 	IgnoreUIDs      []uint32       `mapstructure:"-"`
@@ -61,6 +76,26 @@ var defaults = map[string]any{
 	"ignore_users":     []string{},
 	"ignore_cidrs":     []string{},
 	"ignore_ports":     []int{},
+	"table":            "egress",
+	"mode":             "audit",
+	"netns":            "",
+	"nflog_group":      100,
+	"audit_log_rate":   10,
+	"resolv_conf":      "/etc/resolv.conf",
+	"dns_servers":      []string{},
+	"ntp_servers":      []string{},
+	"always_allow":     []map[string]any{},
+	"min_hits":         1,
+	"since":            "",
+}
+
+// AllowConfig is one always_allow entry of the configuration file.
+type AllowConfig struct {
+	Proto  string `mapstructure:"proto"`
+	Dest   string `mapstructure:"dest"`
+	Port   int    `mapstructure:"port"`
+	User   string `mapstructure:"user"`
+	Reason string `mapstructure:"reason"`
 }
 
 // Keys returns every known key, sorted.
@@ -76,7 +111,7 @@ func Keys() []string {
 // Loader gathers flags to bind before Load.
 type Loader struct {
 	v     *viper.Viper
-	flags map[string]*pflag.Flag
+	flags map[string]string // key -> flag name
 }
 
 // NewLoader returns a loader with defaults and the EGRESS_ environment.
@@ -88,23 +123,22 @@ func NewLoader() *Loader {
 	v.SetEnvPrefix("EGRESS")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_", "-", "_"))
 	v.AutomaticEnv()
-	return &Loader{v: v, flags: map[string]*pflag.Flag{}}
+	return &Loader{v: v, flags: map[string]string{}}
 }
 
-// Bind makes flag f (when set) the value of key.
-func (l *Loader) Bind(key string, f *pflag.Flag) {
+// Bind makes the flag named flag (when a command has it and it is set) the
+// value of key. Several subcommands may each define that flag.
+func (l *Loader) Bind(key, flag string) {
 	if _, ok := defaults[key]; !ok {
 		panic("config: bind of unknown key " + key)
 	}
-	if f == nil {
-		panic("config: bind of a missing flag for " + key)
-	}
-	l.flags[key] = f
+	l.flags[key] = flag
 }
 
 // Load reads file (or DefaultFile when file is "" and it exists, or the
-// file named by EGRESS_CONFIG), the environment and the bound flags.
-func (l *Loader) Load(file string) (*Config, error) {
+// file named by EGRESS_CONFIG), the environment and the bound flags found
+// in flags (the running command's).
+func (l *Loader) Load(file string, flags *pflag.FlagSet) (*Config, error) {
 	if file == "" {
 		file = os.Getenv("EGRESS_CONFIG")
 	}
@@ -119,13 +153,18 @@ func (l *Loader) Load(file string) (*Config, error) {
 			return nil, err
 		}
 	}
-	for key, f := range l.flags {
+	for key, name := range l.flags {
+		f := flags.Lookup(name)
+		if f == nil {
+			continue
+		}
 		if err := l.v.BindPFlag(key, f); err != nil {
-			return nil, fmt.Errorf("bind flag --%s: %w", f.Name, err)
+			return nil, fmt.Errorf("bind flag --%s: %w", name, err)
 		}
 	}
 	var c Config
-	if err := l.v.Unmarshal(&c); err != nil {
+	errorUnused := func(dc *mapstructure.DecoderConfig) { dc.ErrorUnused = true }
+	if err := l.v.Unmarshal(&c, errorUnused); err != nil {
 		return nil, fmt.Errorf("configuration%s: %s", where(file), flatten(err))
 	}
 	c.File = file
@@ -214,6 +253,36 @@ func (c *Config) resolve() error {
 	}
 	if _, err := c.SlogLevel(); err != nil {
 		return err
+	}
+	if c.SinceS != "" {
+		if c.Since, err = ParseDuration("since", c.SinceS); err != nil {
+			return err
+		}
+	}
+	if c.Mode != "audit" && c.Mode != "enforce" {
+		return fmt.Errorf("mode: %q is not audit or enforce", c.Mode)
+	}
+	if c.Table == "" || len(c.Table) > 255 || strings.ContainsAny(c.Table, " \t\"'/;{}") {
+		return fmt.Errorf("table: %q is not a valid table name", c.Table)
+	}
+	if c.NFLOGGroup < 0 || c.NFLOGGroup > 65535 {
+		return fmt.Errorf("nflog_group: %d is not between 0 and 65535", c.NFLOGGroup)
+	}
+	if c.AuditLogRate < 1 {
+		return fmt.Errorf("audit_log_rate: %d must be at least 1 (packets per second)", c.AuditLogRate)
+	}
+	if c.MinHits < 0 {
+		return fmt.Errorf("min_hits: %d is negative", c.MinHits)
+	}
+	for _, a := range c.DNSServers {
+		if _, err := netip.ParseAddr(strings.TrimSpace(a)); err != nil {
+			return fmt.Errorf("dns_servers: %q is not an address", a)
+		}
+	}
+	for _, a := range c.NTPServers {
+		if _, err := netip.ParseAddr(strings.TrimSpace(a)); err != nil {
+			return fmt.Errorf("ntp_servers: %q is not an address", a)
+		}
 	}
 	c.IgnoreUIDs = nil
 	for _, u := range c.IgnoreUsers {

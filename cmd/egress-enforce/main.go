@@ -1,13 +1,322 @@
-// Command egress-enforce will turn the learned baseline into an nftables
-// allow-list. It is not built yet.
+// Command egress-enforce turns the baseline learned by egress-learn into an
+// nftables allow-list table of its own, shows it, diffs it against the
+// kernel, and applies it atomically: first in audit mode (log only), then
+// in enforce mode (default drop).
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/egresskit/egress/config"
+	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/internal/cli"
+	"github.com/egresskit/egress/store"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "egress-enforce: not built yet; use egress-learn to record a baseline")
-	os.Exit(1)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRoot().ExecuteContext(ctx); err != nil {
+		slog.Error(err.Error())
+		os.Exit(1)
+	}
 }
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "egress-enforce",
+		Short: "Turn the learned egress baseline into an nftables allow-list",
+		Long: `egress-enforce builds one nftables table of its own (default inet egress) from
+the baseline egress-learn recorded, and never touches any other table. Its
+output chain allows replies, loopback, IPv6 neighbour discovery, the DNS
+servers of resolv.conf, NTP servers and always_allow entries, then every
+learned (user, address, protocol, port) through one set lookup per family;
+what is left is counted and logged (NFLOG), and dropped in enforce mode.
+
+Roll out in two steps: apply --mode audit (nothing is blocked; watch the
+default rule's counter and log), then apply --mode enforce.
+
+` + cli.ConfigHelp,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	g := cli.NewGlobals(root)
+	pf := root.PersistentFlags()
+	pf.String("table", enforce.DefaultTable, "name of our table (family inet)")
+	g.Loader.Bind("table", "table")
+	root.AddCommand(newGenerate(g), newApply(g), newStatus(g), newDiff(g), newRemove(g))
+	return root
+}
+
+// planFlags are the flags that shape a plan.
+func planFlags(cmd *cobra.Command, g *cli.Globals) {
+	f := cmd.Flags()
+	f.String("mode", "audit", "audit (log only) or enforce (log and drop)")
+	f.Int("min-hits", 1, "leave out flows seen fewer times")
+	f.String("since", "", "leave out flows not seen within this long (e.g. 720h); default: keep all")
+	g.Loader.Bind("mode", "mode")
+	g.Loader.Bind("min_hits", "min-hits")
+	g.Loader.Bind("since", "since")
+}
+
+func netnsFlag(cmd *cobra.Command, g *cli.Globals) {
+	cmd.Flags().String("netns", "", "network namespace: a name under /run/netns or a path such as /proc/PID/ns/net (default: this host's)")
+	g.Loader.Bind("netns", "netns")
+}
+
+// built is a plan with what it was built from.
+type built struct {
+	plan        *enforce.Plan
+	opts        enforce.Options
+	baselineErr error
+	cfg         *config.Config
+}
+
+// buildPlan reads the baseline and builds the plan. A baseline that cannot
+// be read is returned in baselineErr with an empty plan, for the guard.
+func buildPlan(cmd *cobra.Command, g *cli.Globals) (*built, error) {
+	cfg, _, err := g.Load(cmd)
+	if err != nil {
+		return nil, err
+	}
+	opts, err := enforce.OptionsFromConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	names := config.UserNames{}
+	opts.UserName = names.Name
+	opts.Source = cfg.DB
+	var flows []store.Flow
+	st, err := store.Open(cfg.DB, store.Options{LockTimeout: 10 * time.Second})
+	if err == nil {
+		flows, err = st.Flows()
+	}
+	return &built{plan: enforce.Build(flows, opts), opts: opts, baselineErr: err, cfg: cfg}, nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newGenerate(g *cli.Globals) *cobra.Command {
+	var out string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "generate [--db PATH] [--mode audit|enforce] [-o FILE] [--json]",
+		Short: "Print the nft script (or the plan as JSON) built from the baseline",
+		Long: `generate prints the table egress-enforce would apply, as an nft script that
+"nft -f" loads (it replaces the table atomically), for review and version
+control. Every set element carries a comment with its hits, last-seen date,
+processes and hostnames. --json prints the plan instead.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b, err := buildPlan(cmd, g)
+			if err != nil {
+				return err
+			}
+			if b.baselineErr != nil {
+				return b.baselineErr
+			}
+			w := cmd.OutOrStdout()
+			if out != "" && out != "-" {
+				f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+				if err != nil {
+					return fmt.Errorf("write %s: %w", out, err)
+				}
+				defer f.Close()
+				w = f
+			}
+			if asJSON {
+				err = printJSON(w, b.plan)
+			} else {
+				err = b.plan.Text(w)
+			}
+			if err != nil {
+				return fmt.Errorf("write plan: %w", err)
+			}
+			return nil
+		},
+	}
+	planFlags(cmd, g)
+	cmd.Flags().StringVarP(&out, "output", "o", "", "write to FILE instead of standard output")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON")
+	return cmd
+}
+
+func newApply(g *cli.Globals) *cobra.Command {
+	var dryRun, force, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "apply [--db PATH] [--mode audit|enforce] [--netns NAME|PATH] [--dry-run] [--force]",
+		Short: "Replace our table in the kernel with the one built from the baseline",
+		Long: `apply replaces table inet egress in one netlink transaction (add table, delete
+table, add table and its contents, in one batch): no packet ever meets a
+missing or half-built table. If the kernel rejects the batch, the previous
+table stays as it was. The result is read back to verify it.
+
+--mode enforce refuses a missing or unreadable baseline, an empty one, and
+one that would cut off DNS, unless --force. --dry-run shows what would change
+and applies nothing.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b, err := buildPlan(cmd, g)
+			if err != nil {
+				return err
+			}
+			target := enforce.Target{Netns: b.cfg.Netns}
+			if err := enforce.Guard(b.plan, b.opts, b.baselineErr); err != nil {
+				if !force {
+					return err
+				}
+				slog.Warn("--force: " + err.Error())
+			} else if b.baselineErr != nil {
+				return b.baselineErr
+			}
+			w := cmd.OutOrStdout()
+			if dryRun {
+				d, err := enforce.DiffKernel(b.plan, target)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(w, d)
+				}
+				fmt.Fprintln(w, "dry run: nothing applied")
+				return d.Write(w)
+			}
+			res, err := enforce.Apply(b.plan, target)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(w, res)
+			}
+			fmt.Fprintf(w, "applied table inet %s in %s: %s mode, %d elements, %d rules, in %s; read back and verified\n",
+				b.plan.Table, target, b.plan.Mode, res.Elements, res.Rules, res.Took.Round(time.Millisecond))
+			return nil
+		},
+	}
+	planFlags(cmd, g)
+	netnsFlag(cmd, g)
+	f := cmd.Flags()
+	f.BoolVar(&dryRun, "dry-run", false, "show what would change, apply nothing")
+	f.BoolVar(&force, "force", false, "enforce even when the baseline is missing, empty or would cut off DNS")
+	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
+}
+
+func newStatus(g *cli.Globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status [--netns NAME|PATH] [--json]",
+		Short: "Show whether our table is installed, its mode, set sizes and the default counter",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, _, err := g.Load(cmd)
+			if err != nil {
+				return err
+			}
+			target := enforce.Target{Netns: cfg.Netns}
+			st, err := enforce.ReadStatus(target, cfg.Table)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(w, st)
+			}
+			if !st.Present {
+				fmt.Fprintf(w, "table inet %s is not installed in %s\n", st.Table, target)
+				return nil
+			}
+			fmt.Fprintf(w, "table inet %s in %s: %s mode (chain policy %s)\n", st.Table, target, st.Mode, st.Policy)
+			for _, s := range st.Sets {
+				fmt.Fprintf(w, "  set %s: %d elements\n", s.Name, s.Elements)
+			}
+			fmt.Fprintf(w, "  rules: %d\n", len(st.Rules))
+			if st.Default != nil {
+				verb := "dropped"
+				if st.Mode == enforce.ModeAudit {
+					verb = "logged, not blocked"
+				}
+				fmt.Fprintf(w, "  default rule: %d packets, %d bytes (%s)\n", st.Default.Packets, st.Default.Bytes, verb)
+			}
+			return nil
+		},
+	}
+	netnsFlag(cmd, g)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	return cmd
+}
+
+func newDiff(g *cli.Globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "diff [--db PATH] [--mode audit|enforce] [--netns NAME|PATH] [--json]",
+		Short: "Show what apply would change against the table in the kernel",
+		Long: `diff compares the table apply would build with the one in the kernel: set
+elements added and removed (with the comment saying why each is there), rules
+added and removed, and a mode change. Exit status 0 either way.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b, err := buildPlan(cmd, g)
+			if err != nil {
+				return err
+			}
+			if b.baselineErr != nil {
+				return b.baselineErr
+			}
+			d, err := enforce.DiffKernel(b.plan, enforce.Target{Netns: b.cfg.Netns})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), d)
+			}
+			return d.Write(cmd.OutOrStdout())
+		},
+	}
+	planFlags(cmd, g)
+	netnsFlag(cmd, g)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the diff as JSON")
+	return cmd
+}
+
+func newRemove(g *cli.Globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "remove [--netns NAME|PATH]",
+		Short: "Delete our table (and only ours)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, _, err := g.Load(cmd)
+			if err != nil {
+				return err
+			}
+			target := enforce.Target{Netns: cfg.Netns}
+			removed, err := enforce.Remove(target, cfg.Table)
+			if err != nil {
+				return err
+			}
+			if removed {
+				fmt.Fprintf(cmd.OutOrStdout(), "removed table inet %s from %s\n", cfg.Table, target)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "table inet %s is not installed in %s: nothing to remove\n", cfg.Table, target)
+			}
+			return nil
+		},
+	}
+	netnsFlag(cmd, g)
+	return cmd
+}
+

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/egresskit/egress/config"
+	"github.com/egresskit/egress/internal/cli"
 	"github.com/egresskit/egress/learn"
 	"github.com/egresskit/egress/store"
 )
@@ -30,23 +31,7 @@ func main() {
 	}
 }
 
-type globals struct {
-	loader     *config.Loader
-	configFile string
-}
-
-func (g *globals) load() (*config.Config, *slog.Logger, error) {
-	cfg, err := g.loader.Load(g.configFile)
-	if err != nil {
-		return nil, nil, err
-	}
-	level, _ := cfg.SlogLevel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	return cfg, log, nil
-}
-
 func newRoot() *cobra.Command {
-	g := &globals{loader: config.NewLoader()}
 	root := &cobra.Command{
 		Use:   "egress-learn",
 		Short: "Learn which destinations each user of this host reaches",
@@ -58,22 +43,16 @@ the address was resolved from. Nothing is blocked while learning.
 The baseline is a bbolt file (default ` + store.DefaultPath + `) that
 egress-enforce turns into an nftables allow-list.
 
-Settings come from a YAML file (--config, default ` + config.DefaultFile + ` when
-present), EGRESS_* environment variables (EGRESS_DB, EGRESS_FLUSH_INTERVAL, ...)
-and flags, flags winning.`,
+` + cli.ConfigHelp,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&g.configFile, "config", "", "YAML configuration file (default "+config.DefaultFile+" when present)")
-	root.PersistentFlags().String("db", store.DefaultPath, "baseline store file")
-	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn, error")
-	g.loader.Bind("db", root.PersistentFlags().Lookup("db"))
-	g.loader.Bind("log_level", root.PersistentFlags().Lookup("log-level"))
+	g := cli.NewGlobals(root)
 	root.AddCommand(newRun(g), newReport(g))
 	return root
 }
 
-func newRun(g *globals) *cobra.Command {
+func newRun(g *cli.Globals) *cobra.Command {
 	var duration time.Duration
 	cmd := &cobra.Command{
 		Use:   "run [--cgroup PATH] [--db PATH] [--duration D]",
@@ -89,7 +68,7 @@ every summary_interval. Loopback destinations are ignored unless
 --ignore-loopback=false.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := g.load()
+			cfg, log, err := g.Load(cmd)
 			if err != nil {
 				return err
 			}
@@ -138,16 +117,16 @@ every summary_interval. Loopback destinations are ignored unless
 	f.StringSlice("ignore-users", nil, "users (names or UIDs) whose connections are not recorded")
 	f.StringSlice("ignore-cidrs", nil, "destinations (CIDRs or addresses) not recorded")
 	f.IntSlice("ignore-ports", nil, "destination ports not recorded")
-	g.loader.Bind("cgroup", f.Lookup("cgroup"))
-	g.loader.Bind("flush_interval", f.Lookup("flush-interval"))
-	g.loader.Bind("ignore_loopback", f.Lookup("ignore-loopback"))
-	g.loader.Bind("ignore_users", f.Lookup("ignore-users"))
-	g.loader.Bind("ignore_cidrs", f.Lookup("ignore-cidrs"))
-	g.loader.Bind("ignore_ports", f.Lookup("ignore-ports"))
+	g.Loader.Bind("cgroup", "cgroup")
+	g.Loader.Bind("flush_interval", "flush-interval")
+	g.Loader.Bind("ignore_loopback", "ignore-loopback")
+	g.Loader.Bind("ignore_users", "ignore-users")
+	g.Loader.Bind("ignore_cidrs", "ignore-cidrs")
+	g.Loader.Bind("ignore_ports", "ignore-ports")
 	return cmd
 }
 
-func newReport(g *globals) *cobra.Command {
+func newReport(g *cli.Globals) *cobra.Command {
 	var asJSON bool
 	var userArg string
 	cmd := &cobra.Command{
@@ -161,7 +140,7 @@ It can run while a learner writes to the same store.
 hits, first_seen, last_seen, processes, cgroups) for scripts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, _, err := g.load()
+			cfg, _, err := g.Load(cmd)
 			if err != nil {
 				return err
 			}

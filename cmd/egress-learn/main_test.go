@@ -33,9 +33,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// cli runs the binary with a clean EGRESS_ environment and no default
+// runCLI runs the binary with a clean EGRESS_ environment and no default
 // configuration file.
-func cli(env []string, args ...string) (stdout, stderr string, err error) {
+func runCLI(env []string, args ...string) (stdout, stderr string, err error) {
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(cleanEnv(), env...)
 	var o, e bytes.Buffer
@@ -87,7 +87,7 @@ func TestBadInputIsAClearError(t *testing.T) {
 		{"extra argument", nil, []string{"report", "surplus"}, []string{"surplus"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			_, stderr, err := cli(c.env, c.args...)
+			_, stderr, err := runCLI(c.env, c.args...)
 			var ee *exec.ExitError
 			if err == nil || !errorsAs(err, &ee) || ee.ExitCode() != 1 {
 				t.Fatalf("err = %v, want exit status 1; stderr:\n%s", err, stderr)
@@ -117,7 +117,7 @@ func errorsAs(err error, target **exec.ExitError) bool {
 
 func TestHelpExplains(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"run", "--help"}, {"report", "--help"}} {
-		out, _, err := cli(nil, args...)
+		out, _, err := runCLI(nil, args...)
 		if err != nil {
 			t.Fatalf("%v: %v", args, err)
 		}
@@ -127,7 +127,7 @@ func TestHelpExplains(t *testing.T) {
 			}
 		}
 	}
-	out, _, _ := cli(nil, "run", "--help")
+	out, _, _ := runCLI(nil, "run", "--help")
 	for _, w := range []string{"--cgroup", "--duration", "--flush-interval", "--ignore-loopback", "SIGTERM"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("run --help lacks %q", w)
@@ -182,7 +182,7 @@ func startLearner(t *testing.T, extra ...string) *learnerLab {
 
 func (l *learnerLab) report(t *testing.T) []learn.ReportFlow {
 	t.Helper()
-	out, stderr, err := cli(nil, "report", "--db", l.db, "--json")
+	out, stderr, err := runCLI(nil, "report", "--db", l.db, "--json")
 	if err != nil {
 		t.Fatalf("report: %v\n%s", err, stderr)
 	}
@@ -258,7 +258,7 @@ func TestReportWhileLearning(t *testing.T) {
 	if !strings.Contains(l.stderr.String(), "learning stopped") {
 		t.Errorf("no summary line on exit:\n%s", l.stderr.String())
 	}
-	table, _, err := cli(nil, "report", "--db", l.db)
+	table, _, err := runCLI(nil, "report", "--db", l.db)
 	if err != nil || !strings.Contains(table, "user nobody (uid 65534)") || !strings.Contains(table, "tcp/8080") {
 		t.Errorf("table report (err %v):\n%s", err, table)
 	}
@@ -282,7 +282,7 @@ func TestKilledLearnerKeepsFlushes(t *testing.T) {
 	if !hasFlow(l.report(t), 65534, "tcp", "10.77.0.1", 8080) {
 		t.Fatal("the flushed flow is gone after SIGKILL")
 	}
-	_, stderr, err := cli(nil, "run", "--cgroup", l.cgroup.Path, "--db", l.db, "--duration", "300ms")
+	_, stderr, err := runCLI(nil, "run", "--cgroup", l.cgroup.Path, "--db", l.db, "--duration", "300ms")
 	if err != nil {
 		t.Fatalf("a new run on the store after SIGKILL: %v\n%s", err, stderr)
 	}
@@ -302,7 +302,7 @@ func TestDurationStopsByItself(t *testing.T) {
 	cg := lab.NewCgroup(t)
 	db := filepath.Join(t.TempDir(), "d.db")
 	start := time.Now()
-	_, stderr, err := cli(nil, "run", "--cgroup", cg.Path, "--db", db, "--duration", "1s")
+	_, stderr, err := runCLI(nil, "run", "--cgroup", cg.Path, "--db", db, "--duration", "1s")
 	if err != nil {
 		t.Fatalf("run --duration 1s: %v\n%s", err, stderr)
 	}
@@ -331,7 +331,7 @@ func TestConfigFileAndEnvironment(t *testing.T) {
 	}
 	run := func(env []string, args ...string) {
 		t.Helper()
-		_, stderr, err := cli(env, append([]string{"run", "--config", conf, "--duration", "200ms"}, args...)...)
+		_, stderr, err := runCLI(env, append([]string{"run", "--config", conf, "--duration", "200ms"}, args...)...)
 		if err != nil {
 			t.Fatalf("%v: %v\n%s", args, err, stderr)
 		}

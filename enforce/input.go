@@ -1,0 +1,128 @@
+package enforce
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/egresskit/egress/config"
+)
+
+// ResolvConfServers returns the nameserver addresses of a resolv.conf. A
+// missing file gives none.
+func ResolvConfServers(path string) ([]netip.Addr, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	defer f.Close()
+	var out []netip.Addr
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 || fields[0] != "nameserver" {
+			continue
+		}
+		// An IPv6 address may carry a zone: fe80::1%eth0.
+		a, err := netip.ParseAddr(strings.SplitN(fields[1], "%", 2)[0])
+		if err != nil {
+			continue
+		}
+		out = append(out, a.Unmap())
+	}
+	return out, sc.Err()
+}
+
+// OptionsFromConfig turns the configuration into plan options.
+func OptionsFromConfig(c *config.Config) (Options, error) {
+	o := Options{
+		Table:        c.Table,
+		NFLOGGroup:   uint16(c.NFLOGGroup),
+		AuditLogRate: uint32(c.AuditLogRate),
+		MinHits:      uint64(c.MinHits),
+		Since:        c.Since,
+	}
+	var err error
+	if o.Mode, err = ParseMode(c.Mode); err != nil {
+		return o, err
+	}
+	resolv, err := ResolvConfServers(c.ResolvConf)
+	if err != nil {
+		return o, err
+	}
+	o.DNSServers = append(o.DNSServers, resolv...)
+	for _, s := range c.DNSServers {
+		a, err := netip.ParseAddr(strings.TrimSpace(s))
+		if err != nil {
+			return o, fmt.Errorf("dns_servers: %q is not an address", s)
+		}
+		o.DNSServers = append(o.DNSServers, a.Unmap())
+	}
+	for _, s := range c.NTPServers {
+		a, err := netip.ParseAddr(strings.TrimSpace(s))
+		if err != nil {
+			return o, fmt.Errorf("ntp_servers: %q is not an address", s)
+		}
+		o.NTPServers = append(o.NTPServers, a.Unmap())
+	}
+	for i, ac := range c.AlwaysAllow {
+		a, err := allowFromConfig(ac)
+		if err != nil {
+			return o, fmt.Errorf("always_allow #%d: %w", i+1, err)
+		}
+		o.AlwaysAllow = append(o.AlwaysAllow, a)
+	}
+	return o, nil
+}
+
+func allowFromConfig(ac config.AllowConfig) (Allow, error) {
+	var a Allow
+	if ac.Proto != "" {
+		p, err := ParseProto(ac.Proto)
+		if err != nil {
+			return a, err
+		}
+		a.Proto = p
+	}
+	if ac.Dest != "" {
+		p, err := config.ParsePrefix(ac.Dest)
+		if err != nil {
+			return a, fmt.Errorf("dest: %w", err)
+		}
+		a.Dest = p
+	}
+	if ac.Port != 0 {
+		if ac.Port < 1 || ac.Port > 65535 {
+			return a, fmt.Errorf("port %d is not between 1 and 65535", ac.Port)
+		}
+		if a.Proto != ProtoTCP && a.Proto != ProtoUDP {
+			return a, errors.New("a port needs proto tcp or udp")
+		}
+		a.Port = uint16(ac.Port)
+	}
+	if ac.User != "" {
+		uid, err := config.LookupUID(ac.User)
+		if err != nil {
+			return a, fmt.Errorf("user: %w", err)
+		}
+		a.UID = &uid
+	}
+	if a.Proto == ProtoICMP && a.Dest.IsValid() && a.Dest.Addr().Is6() {
+		return a, errors.New("icmp with an IPv6 destination: use icmpv6")
+	}
+	if a.Proto == ProtoICMPv6 && a.Dest.IsValid() && a.Dest.Addr().Is4() {
+		return a, errors.New("icmpv6 with an IPv4 destination: use icmp")
+	}
+	if a.Proto == 0 && !a.Dest.IsValid() && a.UID == nil {
+		return a, errors.New("allows everything: give at least a proto, a dest or a user")
+	}
+	a.Reason = ac.Reason
+	return a, nil
+}

@@ -1,0 +1,475 @@
+// Package enforce turns a learned baseline into an nftables allow-list.
+//
+// Build is a pure function from the baseline and the options to a Plan: one
+// table of our own with per-family sets of (uid . address . protocol .
+// port) elements, an output chain with the baseline a host needs (replies,
+// loopback, IPv6 neighbour discovery, DNS and NTP servers, always_allow
+// entries), one set lookup per family, and a counted, logged default.
+// A Plan renders to `nft -f` text (Text) for review, and to google/nftables
+// netlink objects (Apply) for the kernel; tests load both and compare.
+package enforce
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/egresskit/egress/store"
+)
+
+// Mode is how the default rule treats traffic the allow-list does not
+// cover.
+type Mode string
+
+const (
+	// ModeAudit logs and counts, blocks nothing: the chain policy stays
+	// accept.
+	ModeAudit Mode = "audit"
+	// ModeEnforce logs, counts and drops: the chain policy is drop.
+	ModeEnforce Mode = "enforce"
+)
+
+// ParseMode accepts "audit" or "enforce".
+func ParseMode(s string) (Mode, error) {
+	switch Mode(s) {
+	case ModeAudit, ModeEnforce:
+		return Mode(s), nil
+	}
+	return "", fmt.Errorf("mode %q is not audit or enforce", s)
+}
+
+// Log prefixes of the default rule; the monitor tells drop from audit by
+// them.
+const (
+	PrefixDrop  = "NFT-EGRESS-DROP "
+	PrefixAudit = "NFT-EGRESS-AUDIT "
+)
+
+// Protocol numbers.
+const (
+	ProtoICMP   uint8 = 1
+	ProtoTCP    uint8 = 6
+	ProtoUDP    uint8 = 17
+	ProtoICMPv6 uint8 = 58
+)
+
+// ParseProto accepts tcp, udp, icmp, icmpv6.
+func ParseProto(s string) (uint8, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "tcp":
+		return ProtoTCP, nil
+	case "udp":
+		return ProtoUDP, nil
+	case "icmp":
+		return ProtoICMP, nil
+	case "icmpv6", "ipv6-icmp":
+		return ProtoICMPv6, nil
+	}
+	return 0, fmt.Errorf("protocol %q is not tcp, udp, icmp or icmpv6", s)
+}
+
+// ProtoName is the nft name of a protocol number.
+func ProtoName(p uint8) string {
+	switch p {
+	case ProtoTCP:
+		return "tcp"
+	case ProtoUDP:
+		return "udp"
+	case ProtoICMP:
+		return "icmp"
+	case ProtoICMPv6:
+		return "icmpv6"
+	}
+	return strconv.Itoa(int(p))
+}
+
+// Allow is one explicit allow rule: to Dest (any address when invalid),
+// Proto (any when 0), Port (any when 0), for one user (any when UID is nil).
+type Allow struct {
+	Proto  uint8        `json:"proto"`
+	Dest   netip.Prefix `json:"dest"`
+	Port   uint16       `json:"port,omitempty"`
+	UID    *uint32      `json:"uid,omitempty"`
+	Reason string       `json:"reason"`
+}
+
+// Options shape a plan.
+type Options struct {
+	Table      string // default "egress"
+	Mode       Mode
+	NFLOGGroup uint16
+	// AuditLogRate limits the audit log, in packets per second.
+	AuditLogRate uint32
+	// DNSServers are allowed on UDP and TCP 53 for everyone (from
+	// resolv.conf and configuration).
+	DNSServers []netip.Addr
+	// NTPServers are allowed on UDP 123 for everyone (configuration);
+	// baseline flows to UDP 123 are added to them.
+	NTPServers  []netip.Addr
+	AlwaysAllow []Allow
+	// MinHits drops flows seen fewer times; Since drops flows not seen
+	// since Now-Since (0: keep all).
+	MinHits uint64
+	Since   time.Duration
+	Now     time.Time
+	// UserName names UIDs in comments and JSON (optional).
+	UserName func(uint32) string
+	// Source names the baseline in the header of the text.
+	Source string
+}
+
+// Defaults for Options.
+const (
+	DefaultTable        = "egress"
+	DefaultNFLOGGroup   = 100
+	DefaultAuditLogRate = 10
+)
+
+func (o *Options) defaults() {
+	if o.Table == "" {
+		o.Table = DefaultTable
+	}
+	if o.Mode == "" {
+		o.Mode = ModeAudit
+	}
+	if o.NFLOGGroup == 0 {
+		o.NFLOGGroup = DefaultNFLOGGroup
+	}
+	if o.AuditLogRate == 0 {
+		o.AuditLogRate = DefaultAuditLogRate
+	}
+	if o.Now.IsZero() {
+		o.Now = time.Now()
+	}
+}
+
+// Plan is the table to install.
+type Plan struct {
+	Table  string `json:"table"`
+	Family string `json:"family"` // always "inet"
+	Mode   Mode   `json:"mode"`
+	// NFLOGGroup and AuditLogRate shape the default rule.
+	NFLOGGroup   uint16    `json:"nflog_group"`
+	AuditLogRate uint32    `json:"audit_log_rate"`
+	Chain        Chain     `json:"chain"`
+	Sets         []Set     `json:"sets"`
+	Rules        []Rule    `json:"rules"`
+	Skipped      []Skipped `json:"skipped,omitempty"`
+	// Flows is how many baseline flows the sets hold.
+	Flows  int       `json:"flows"`
+	Source string    `json:"source,omitempty"`
+	Built  time.Time `json:"built"`
+}
+
+// Chain is the output chain.
+type Chain struct {
+	Name     string `json:"name"`
+	Hook     string `json:"hook"`
+	Priority string `json:"priority"`
+	Policy   string `json:"policy"` // accept or drop
+}
+
+// Set names.
+const (
+	SetAllow4 = "allow4"
+	SetAllow6 = "allow6"
+)
+
+// Set is a named set of allow elements of one family.
+type Set struct {
+	Name     string    `json:"name"`
+	Family   int       `json:"family"` // 4 or 6
+	Elements []Element `json:"elements"`
+}
+
+// Element is one learned flow: uid . address . protocol . port.
+type Element struct {
+	UID     uint32     `json:"uid"`
+	User    string     `json:"user,omitempty"`
+	IP      netip.Addr `json:"ip"`
+	Proto   uint8      `json:"proto"`
+	Port    uint16     `json:"port"`
+	Comment string     `json:"comment"`
+}
+
+// Key identifies an element.
+func (e Element) Key() string {
+	return fmt.Sprintf("%d . %s . %s . %d", e.UID, e.IP, ProtoName(e.Proto), e.Port)
+}
+
+// RuleKind says what a rule does; each kind renders one way.
+type RuleKind string
+
+const (
+	RuleEstablished RuleKind = "established"
+	RuleLoopback    RuleKind = "loopback"
+	RuleICMPv6ND    RuleKind = "icmpv6-nd"
+	RuleAllow       RuleKind = "allow"
+	RuleLookup      RuleKind = "lookup"
+	RuleDefault     RuleKind = "default"
+)
+
+// Rule is one rule of the output chain.
+type Rule struct {
+	Kind    RuleKind `json:"kind"`
+	Allow   *Allow   `json:"allow,omitempty"`  // RuleAllow
+	Set     string   `json:"set,omitempty"`    // RuleLookup
+	Family  int      `json:"family,omitempty"` // RuleLookup, RuleAllow (from Dest)
+	Comment string   `json:"comment"`          // also the rule's identity in diffs
+	Text    string   `json:"text"`             // the nft statement
+}
+
+// Skipped is a baseline flow left out of the plan, and why.
+type Skipped struct {
+	Flow   string `json:"flow"`
+	Reason string `json:"reason"`
+}
+
+// icmpv6ND are the ICMPv6 types a host sends for neighbour discovery and
+// multicast listener reports; a drop policy would otherwise cut them.
+var icmpv6ND = []struct {
+	typ  uint8
+	name string
+}{
+	{133, "nd-router-solicit"},
+	{135, "nd-neighbor-solicit"},
+	{136, "nd-neighbor-advert"},
+	{131, "mld-listener-report"},
+	{143, "mld2-listener-report"},
+}
+
+// Build makes the plan for flows.
+func Build(flows []store.Flow, o Options) *Plan {
+	o.defaults()
+	p := &Plan{
+		Table:        o.Table,
+		Family:       "inet",
+		Mode:         o.Mode,
+		NFLOGGroup:   o.NFLOGGroup,
+		AuditLogRate: o.AuditLogRate,
+		Chain:        Chain{Name: "output", Hook: "output", Priority: "filter", Policy: "accept"},
+		Source:       o.Source,
+		Built:        o.Now.UTC().Truncate(time.Second),
+	}
+	if o.Mode == ModeEnforce {
+		p.Chain.Policy = "drop"
+	}
+	set4 := Set{Name: SetAllow4, Family: 4}
+	set6 := Set{Name: SetAllow6, Family: 6}
+	ntp := slices.Clone(o.NTPServers)
+	for _, f := range flows {
+		desc := fmt.Sprintf("uid %d %s %s", f.UID, ProtoName(f.Proto), netip.AddrPortFrom(f.IP, f.Port))
+		switch {
+		case f.Hits < o.MinHits:
+			p.Skipped = append(p.Skipped, Skipped{desc, fmt.Sprintf("%d hits, fewer than --min-hits %d", f.Hits, o.MinHits)})
+			continue
+		case o.Since > 0 && f.LastSeen.Before(o.Now.Add(-o.Since)):
+			p.Skipped = append(p.Skipped, Skipped{desc, fmt.Sprintf("last seen %s, before --since %s", f.LastSeen.UTC().Format(time.RFC3339), o.Since)})
+			continue
+		case f.Proto != ProtoTCP && f.Proto != ProtoUDP:
+			p.Skipped = append(p.Skipped, Skipped{desc, "only tcp and udp flows are learned into the allow-list; allow others with always_allow"})
+			continue
+		case f.IP.IsLoopback():
+			continue // the loopback rule covers it
+		}
+		if f.Proto == ProtoUDP && f.Port == 123 && !slices.Contains(ntp, f.IP) {
+			ntp = append(ntp, f.IP)
+		}
+		e := Element{UID: f.UID, IP: f.IP, Proto: f.Proto, Port: f.Port, Comment: elementComment(f)}
+		if o.UserName != nil {
+			e.User = o.UserName(f.UID)
+		}
+		if f.IP.Is4() {
+			set4.Elements = append(set4.Elements, e)
+		} else {
+			set6.Elements = append(set6.Elements, e)
+		}
+		p.Flows++
+	}
+	for _, s := range []*Set{&set4, &set6} {
+		slices.SortFunc(s.Elements, func(a, b Element) int {
+			return cmp.Or(cmp.Compare(a.UID, b.UID), a.IP.Compare(b.IP), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port))
+		})
+	}
+	p.Sets = []Set{set4, set6}
+
+	p.Rules = append(p.Rules,
+		Rule{Kind: RuleEstablished, Comment: "replies and related traffic of allowed connections"},
+		Rule{Kind: RuleLoopback, Comment: "loopback"},
+		Rule{Kind: RuleICMPv6ND, Comment: "ipv6 neighbour discovery and multicast listener reports"},
+	)
+	dns := slices.Clone(o.DNSServers)
+	slices.SortFunc(dns, netip.Addr.Compare)
+	for _, a := range slices.Compact(dns) {
+		for _, proto := range []uint8{ProtoUDP, ProtoTCP} {
+			p.Rules = append(p.Rules, allowRule(Allow{Proto: proto, Dest: hostPrefix(a), Port: 53, Reason: "dns server"}))
+		}
+	}
+	slices.SortFunc(ntp, netip.Addr.Compare)
+	for _, a := range slices.Compact(ntp) {
+		p.Rules = append(p.Rules, allowRule(Allow{Proto: ProtoUDP, Dest: hostPrefix(a), Port: 123, Reason: "ntp server"}))
+	}
+	for i, a := range o.AlwaysAllow {
+		if a.Reason == "" {
+			a.Reason = fmt.Sprintf("always_allow #%d", i+1)
+		}
+		p.Rules = append(p.Rules, allowRule(a))
+	}
+	p.Rules = append(p.Rules,
+		Rule{Kind: RuleLookup, Set: SetAllow4, Family: 4, Comment: "learned ipv4 flows"},
+		Rule{Kind: RuleLookup, Set: SetAllow6, Family: 6, Comment: "learned ipv6 flows"},
+		Rule{Kind: RuleDefault, Comment: "default " + string(o.Mode)},
+	)
+	for i := range p.Rules {
+		p.Rules[i].Text = p.ruleText(&p.Rules[i])
+	}
+	return p
+}
+
+func (p *Plan) nflogGroup() uint16 {
+	if p.NFLOGGroup == 0 {
+		return DefaultNFLOGGroup
+	}
+	return p.NFLOGGroup
+}
+
+func (p *Plan) auditRate() uint32 {
+	if p.AuditLogRate == 0 {
+		return DefaultAuditLogRate
+	}
+	return p.AuditLogRate
+}
+
+func hostPrefix(a netip.Addr) netip.Prefix {
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen())
+}
+
+func allowRule(a Allow) Rule {
+	r := Rule{Kind: RuleAllow, Allow: &a}
+	if a.Dest.IsValid() {
+		r.Family = 4
+		if a.Dest.Addr().Is6() {
+			r.Family = 6
+		}
+	}
+	desc := []string{a.Reason + ":"}
+	if a.UID != nil {
+		desc = append(desc, "uid "+strconv.FormatUint(uint64(*a.UID), 10))
+	}
+	if a.Proto != 0 {
+		desc = append(desc, ProtoName(a.Proto))
+	}
+	if a.Dest.IsValid() {
+		desc = append(desc, a.Dest.String())
+	} else {
+		desc = append(desc, "any address")
+	}
+	if a.Port != 0 {
+		desc = append(desc, "port "+strconv.Itoa(int(a.Port)))
+	}
+	r.Comment = sanitizeComment(strings.Join(desc, " "))
+	return r
+}
+
+// maxComment is nft's limit on a comment's length.
+const maxComment = 128
+
+// elementComment says why an element is there: hits, last seen, names.
+func elementComment(f store.Flow) string {
+	head := fmt.Sprintf("hits %d, last %s", f.Hits, f.LastSeen.UTC().Format("2006-01-02"))
+	if len(f.Processes) > 0 {
+		head += ", " + strings.Join(f.Processes, "+")
+	}
+	c := head
+	for i, n := range f.Hostnames {
+		add := ", " + n
+		if i > 0 {
+			add = " " + n
+		}
+		if len(c)+len(add) > maxComment-8 {
+			c += fmt.Sprintf(" +%d", len(f.Hostnames)-i)
+			break
+		}
+		c += add
+	}
+	return sanitizeComment(c)
+}
+
+// sanitizeComment keeps characters nft accepts inside a quoted comment and
+// cuts at its length limit.
+func sanitizeComment(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte(" .,:;-_+*=/#()[]@", c) >= 0:
+		default:
+			b[i] = '?'
+		}
+	}
+	if len(b) > maxComment-1 {
+		b = b[:maxComment-1]
+	}
+	return string(b)
+}
+
+// ruleText is the nft statement of a rule, without its comment.
+func (p *Plan) ruleText(r *Rule) string {
+	switch r.Kind {
+	case RuleEstablished:
+		return "ct state established,related accept"
+	case RuleLoopback:
+		return `oifname "lo" accept`
+	case RuleICMPv6ND:
+		names := make([]string, len(icmpv6ND))
+		for i, t := range icmpv6ND {
+			names[i] = t.name
+		}
+		return "icmpv6 type { " + strings.Join(names, ", ") + " } accept"
+	case RuleAllow:
+		return allowText(r.Allow)
+	case RuleLookup:
+		ip := "ip"
+		if r.Family == 6 {
+			ip = "ip6"
+		}
+		return fmt.Sprintf("meta skuid . %s daddr . meta l4proto . th dport @%s accept", ip, r.Set)
+	case RuleDefault:
+		if p.Mode == ModeEnforce {
+			return fmt.Sprintf("counter log prefix %q group %d drop", PrefixDrop, p.nflogGroup())
+		}
+		return fmt.Sprintf("counter limit rate %d/second log prefix %q group %d", p.auditRate(), PrefixAudit, p.nflogGroup())
+	}
+	panic("unknown rule kind " + r.Kind)
+}
+
+func allowText(a *Allow) string {
+	var parts []string
+	if a.UID != nil {
+		parts = append(parts, fmt.Sprintf("meta skuid %d", *a.UID))
+	}
+	if a.Dest.IsValid() {
+		ip := "ip"
+		if a.Dest.Addr().Is6() {
+			ip = "ip6"
+		}
+		dest := a.Dest.Addr().String()
+		if a.Dest.Bits() != a.Dest.Addr().BitLen() {
+			dest = a.Dest.String()
+		}
+		parts = append(parts, ip+" daddr "+dest)
+	}
+	switch {
+	case a.Port != 0:
+		parts = append(parts, fmt.Sprintf("%s dport %d", ProtoName(a.Proto), a.Port))
+	case a.Proto != 0:
+		parts = append(parts, "meta l4proto "+ProtoName(a.Proto))
+	}
+	parts = append(parts, "accept")
+	return strings.Join(parts, " ")
+}

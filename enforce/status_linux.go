@@ -1,0 +1,155 @@
+//go:build linux
+
+package enforce
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
+)
+
+// Status is what the kernel holds of our table.
+type Status struct {
+	Target  string      `json:"target"`
+	Table   string      `json:"table"`
+	Present bool        `json:"present"`
+	Mode    Mode        `json:"mode,omitempty"`
+	Policy  string      `json:"policy,omitempty"`
+	Sets    []SetStatus `json:"sets,omitempty"`
+	Rules   []string    `json:"rules,omitempty"` // rule comments, in order
+	// Default is the counter of the default rule: what the allow-list did
+	// not cover (dropped in enforce mode, logged in audit mode).
+	Default *Counter `json:"default_counter,omitempty"`
+
+	elements map[string][]Element
+}
+
+// SetStatus is the size of one of our sets.
+type SetStatus struct {
+	Name     string `json:"name"`
+	Elements int    `json:"elements"`
+}
+
+// Counter is a packet and byte count.
+type Counter struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+func isNotFound(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, os.ErrNotExist)
+}
+
+// ReadStatus reads our table from the target namespace. A missing table
+// is not an error: Present is false.
+func ReadStatus(t Target, table string) (*Status, error) {
+	st := &Status{Target: t.String(), Table: table, elements: map[string][]Element{}}
+	c, done, err := t.conn()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	tab, err := c.ListTableOfFamily(table, nftables.TableFamilyINet)
+	if err != nil {
+		if isNotFound(err) {
+			return st, nil
+		}
+		return nil, fmt.Errorf("look up table inet %s in %s: %w", table, t, err)
+	}
+	st.Present = true
+	sets, err := c.GetSets(tab)
+	if err != nil {
+		return nil, fmt.Errorf("list sets of table inet %s: %w", table, err)
+	}
+	for _, s := range sets {
+		if s.Anonymous {
+			continue
+		}
+		elems, err := c.GetSetElements(s)
+		if err != nil {
+			return nil, fmt.Errorf("list elements of set %s: %w", s.Name, err)
+		}
+		st.Sets = append(st.Sets, SetStatus{Name: s.Name, Elements: len(elems)})
+		for _, el := range elems {
+			if e, ok := parseElementKey(el.Key); ok {
+				e.Comment = el.Comment
+				st.elements[s.Name] = append(st.elements[s.Name], e)
+			}
+		}
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("list chains: %w", err)
+	}
+	for _, ch := range chains {
+		if ch.Table.Name != table || ch.Name != "output" {
+			continue
+		}
+		if ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop {
+			st.Policy = "drop"
+		} else {
+			st.Policy = "accept"
+		}
+		rules, err := c.GetRules(tab, ch)
+		if err != nil {
+			return nil, fmt.Errorf("list rules of chain output: %w", err)
+		}
+		for _, r := range rules {
+			cmt, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			st.Rules = append(st.Rules, cmt)
+			if !strings.HasPrefix(cmt, "default ") {
+				continue
+			}
+			for _, e := range r.Exprs {
+				switch e := e.(type) {
+				case *expr.Counter:
+					st.Default = &Counter{Packets: e.Packets, Bytes: e.Bytes}
+				case *expr.Log:
+					if string(e.Data) == PrefixDrop {
+						st.Mode = ModeEnforce
+					} else if string(e.Data) == PrefixAudit {
+						st.Mode = ModeAudit
+					}
+				}
+			}
+		}
+	}
+	return st, nil
+}
+
+// matches checks the table read back against the plan applied.
+func (st *Status) matches(p *Plan) error {
+	if !st.Present {
+		return errors.New("the table is missing after apply")
+	}
+	if st.Policy != p.Chain.Policy {
+		return fmt.Errorf("chain policy is %s, want %s", st.Policy, p.Chain.Policy)
+	}
+	if st.Mode != p.Mode {
+		return fmt.Errorf("mode is %q, want %q", st.Mode, p.Mode)
+	}
+	if len(st.Rules) != len(p.Rules) {
+		return fmt.Errorf("%d rules, want %d", len(st.Rules), len(p.Rules))
+	}
+	for _, s := range p.Sets {
+		if got := len(st.elements[s.Name]); got != len(s.Elements) {
+			return fmt.Errorf("set %s has %d elements, want %d", s.Name, got, len(s.Elements))
+		}
+	}
+	return nil
+}
+
+// Diff compares a plan with the table in the target namespace.
+func DiffKernel(p *Plan, t Target) (*Diff, error) {
+	st, err := ReadStatus(t, p.Table)
+	if err != nil {
+		return nil, err
+	}
+	return diff(st, p), nil
+}
