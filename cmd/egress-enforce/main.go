@@ -319,4 +319,3 @@ func newRemove(g *cli.Globals) *cobra.Command {
 	netnsFlag(cmd, g)
 	return cmd
 }
-
