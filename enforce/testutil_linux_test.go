@@ -3,30 +3,20 @@
 package enforce
 
 import (
-	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/egresskit/egress/internal/lab"
 	"github.com/egresskit/egress/store"
 )
 
-var t0 = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
-
+// flow is a baseline flow last seen at tp.
 func flow(uid uint32, proto uint8, ip string, port uint16, hits uint64, names ...string) store.Flow {
-	return store.Flow{
-		FlowKey:   store.FlowKey{UID: uid, Proto: proto, IP: netip.MustParseAddr(ip), Port: port},
-		Hits:      hits,
-		FirstSeen: t0,
-		LastSeen:  t0,
-		Hostnames: names,
-		Processes: []string{"curl"},
-	}
+	return pflow(uid, proto, ip, port, hits, tp, names...)
 }
 
 // loadText loads the plan's nft text into ns with the nft binary.

@@ -1,0 +1,169 @@
+package enforce
+
+import (
+	"errors"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/egresskit/egress/store"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+var tp = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+
+func pflow(uid uint32, proto uint8, ip string, port uint16, hits uint64, last time.Time, names ...string) store.Flow {
+	return store.Flow{
+		FlowKey:   store.FlowKey{UID: uid, Proto: proto, IP: netip.MustParseAddr(ip), Port: port},
+		Hits:      hits,
+		FirstSeen: last.Add(-time.Hour),
+		LastSeen:  last,
+		Hostnames: names,
+		Processes: []string{"curl"},
+	}
+}
+
+func goldenPlan(mode Mode) *Plan {
+	uid := uint32(1000)
+	flows := []store.Flow{
+		pflow(65534, ProtoTCP, "10.77.0.1", 8080, 3, tp, "web.lab", "alias.lab"),
+		pflow(0, ProtoTCP, "10.77.0.1", 8080, 1, tp),
+		pflow(1000, ProtoUDP, "10.77.0.1", 9999, 12, tp),
+		pflow(65534, ProtoTCP, "fd77::1", 443, 7, tp, "web.lab"),
+		pflow(107, ProtoUDP, "192.0.2.123", 123, 50, tp, "ntp.example.org"),
+		pflow(0, ProtoICMP, "10.77.0.1", 0, 1, tp),
+		pflow(0, ProtoTCP, "127.0.0.1", 5432, 9, tp),
+	}
+	return Build(flows, Options{
+		Mode:       mode,
+		DNSServers: []netip.Addr{netip.MustParseAddr("10.77.0.1"), netip.MustParseAddr("fd77::53")},
+		NTPServers: []netip.Addr{netip.MustParseAddr("192.0.2.124")},
+		AlwaysAllow: []Allow{
+			{Proto: ProtoTCP, Dest: netip.MustParsePrefix("10.0.0.0/8"), Port: 443},
+			{Proto: ProtoTCP, Dest: netip.MustParsePrefix("172.16.0.0/12"), Port: 22, UID: &uid, Reason: "backups"},
+			{Proto: ProtoUDP, Dest: netip.MustParsePrefix("fd00:1::/64"), Port: 514},
+			{Proto: ProtoICMP, Dest: netip.MustParsePrefix("10.77.0.0/16")},
+		},
+		Now:    tp,
+		Source: "/var/lib/egress/baseline.db",
+	})
+}
+
+// TestGoldenText compares the nft text of fixed plans with testdata;
+// go test -update rewrites them. render_linux_test.go checks that nft
+// accepts every golden file.
+func TestGoldenText(t *testing.T) {
+	for _, mode := range []Mode{ModeAudit, ModeEnforce} {
+		got := goldenPlan(mode).String()
+		file := filepath.Join("testdata", "golden-"+string(mode)+".nft")
+		if *update {
+			if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != string(want) {
+			t.Errorf("%s differs from the rendering (go test ./enforce -run TestGoldenText -update to accept):\n%s", file, got)
+		}
+	}
+}
+
+func TestBuildKeepsOnlyWhatWasSeen(t *testing.T) {
+	now := tp
+	flows := []store.Flow{
+		pflow(1, ProtoTCP, "192.0.2.1", 443, 10, now),
+		pflow(1, ProtoTCP, "192.0.2.2", 443, 1, now),                        // too few hits
+		pflow(1, ProtoTCP, "192.0.2.3", 443, 10, now.Add(-40*24*time.Hour)), // too old
+		pflow(1, ProtoICMP, "192.0.2.4", 0, 10, now),                        // not tcp/udp
+		pflow(1, ProtoTCP, "::1", 80, 10, now),                              // loopback rule covers it
+		pflow(2, ProtoUDP, "2001:db8::9", 53, 10, now),
+	}
+	p := Build(flows, Options{MinHits: 2, Since: 30 * 24 * time.Hour, Now: now})
+	if p.Flows != 2 || len(p.Sets[0].Elements) != 1 || len(p.Sets[1].Elements) != 1 {
+		t.Fatalf("flows %d, sets %+v", p.Flows, p.Sets)
+	}
+	if got := p.Sets[0].Elements[0].Key(); got != "1 . 192.0.2.1 . tcp . 443" {
+		t.Errorf("v4 element %s", got)
+	}
+	if got := p.Sets[1].Elements[0].Key(); got != "2 . 2001:db8::9 . udp . 53" {
+		t.Errorf("v6 element %s", got)
+	}
+	if len(p.Skipped) != 3 {
+		t.Errorf("skipped %+v, want 3 with reasons", p.Skipped)
+	}
+	text := p.String()
+	for _, w := range []string{"--min-hits", "--since", "only tcp and udp"} {
+		if !strings.Contains(text, w) {
+			t.Errorf("text does not say why a flow was skipped (%q)", w)
+		}
+	}
+	// Nothing is widened: no prefix shorter than a host, no port-less element.
+	if strings.Contains(text, "/24") || strings.Contains(text, "/16") {
+		t.Errorf("a learned flow was widened:\n%s", text)
+	}
+}
+
+func TestCommentsFitAndSayWhy(t *testing.T) {
+	var names []string
+	for i := 0; i < 30; i++ {
+		names = append(names, "a-rather-long-host-name-number-"+string(rune('a'+i))+".example.com")
+	}
+	f := pflow(1, ProtoTCP, "192.0.2.1", 443, 1234, tp, append(names, `bad"name`)...)
+	c := elementComment(f)
+	if len(c) > 127 {
+		t.Errorf("comment of %d bytes: nft allows 128", len(c))
+	}
+	for _, w := range []string{"hits 1234", "last 2026-11-20", "curl", names[0], "+"} {
+		if !strings.Contains(c, w) {
+			t.Errorf("comment %q lacks %q", c, w)
+		}
+	}
+	if s := sanitizeComment(`a"b\c` + "\n"); s != "a?b?c?" {
+		t.Errorf("sanitize = %q", s)
+	}
+}
+
+func TestGuard(t *testing.T) {
+	dns := []netip.Addr{netip.MustParseAddr("10.0.0.53")}
+	local := []netip.Addr{netip.MustParseAddr("127.0.0.53")}
+	some := []store.Flow{pflow(1, ProtoTCP, "192.0.2.1", 443, 1, tp)}
+	withUpstream := append(some, pflow(991, ProtoUDP, "192.0.2.53", 53, 5, tp))
+	cases := []struct {
+		name    string
+		flows   []store.Flow
+		opts    Options
+		readErr error
+		want    string // "" passes
+	}{
+		{"audit always passes", nil, Options{Mode: ModeAudit}, errors.New("x"), ""},
+		{"unreadable", nil, Options{Mode: ModeEnforce, DNSServers: dns}, errors.New("open store: corrupt"), "cannot be read"},
+		{"empty", nil, Options{Mode: ModeEnforce, DNSServers: dns}, nil, "no flows"},
+		{"all filtered", some, Options{Mode: ModeEnforce, DNSServers: dns, MinHits: 5}, nil, "no flow of the baseline is left"},
+		{"no dns", some, Options{Mode: ModeEnforce}, nil, "cut off DNS"},
+		{"local resolver without upstream", some, Options{Mode: ModeEnforce, DNSServers: local}, nil, "local resolver"},
+		{"local resolver with learned upstream", withUpstream, Options{Mode: ModeEnforce, DNSServers: local}, nil, ""},
+		{"local resolver with allowed upstream", some, Options{Mode: ModeEnforce, DNSServers: local,
+			AlwaysAllow: []Allow{{Proto: ProtoUDP, Dest: netip.MustParsePrefix("192.0.2.0/24"), Port: 53}}}, nil, ""},
+		{"fine", some, Options{Mode: ModeEnforce, DNSServers: dns}, nil, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.opts.Now = tp
+			err := Guard(Build(c.flows, c.opts), c.opts, c.readErr)
+			switch {
+			case c.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want) || !errors.Is(err, ErrUnsafe)):
+				t.Errorf("err = %v, want ErrUnsafe mentioning %q", err, c.want)
+			}
+		})
+	}
+}
