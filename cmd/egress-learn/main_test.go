@@ -139,7 +139,7 @@ func TestHelpExplains(t *testing.T) {
 type learnerLab struct {
 	db      string
 	cmd     *exec.Cmd
-	stderr  *bytes.Buffer
+	stderr  *lab.Buffer
 	client  lab.As
 	cgroup  *lab.Cgroup
 	started time.Time
@@ -151,7 +151,7 @@ func startLearner(t *testing.T, extra ...string) *learnerLab {
 	pair := lab.NewPair(t)
 	cg := lab.NewCgroup(t)
 	lab.ServeHTTP(t, pair.Server, ":8080")
-	l := &learnerLab{db: filepath.Join(t.TempDir(), "baseline.db"), stderr: &bytes.Buffer{}, cgroup: cg}
+	l := &learnerLab{db: filepath.Join(t.TempDir(), "baseline.db"), stderr: &lab.Buffer{}, cgroup: cg}
 	l.client = lab.As{UID: 65534, GID: 65534, Netns: pair.Client, Cgroup: cg}
 	args := append([]string{"run", "--cgroup", cg.Path, "--db", l.db, "--flush-interval", "200ms"}, extra...)
 	l.cmd = exec.Command(binary, args...)

@@ -1,0 +1,286 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/internal/lab"
+)
+
+var enforceBin, learnBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "egress-enforce-test")
+	if err != nil {
+		panic(err)
+	}
+	enforceBin = filepath.Join(dir, "egress-enforce")
+	learnBin = filepath.Join(dir, "egress-learn")
+	for bin, pkg := range map[string]string{enforceBin: ".", learnBin: "../egress-learn"} {
+		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+			os.Stderr.Write(out)
+			panic(err)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func run(bin string, env []string, args ...string) (string, string, error) {
+	cmd := exec.Command(bin, args...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "EGRESS_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, env...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	return o.String(), e.String(), err
+}
+
+func mustRun(t *testing.T, bin string, env []string, args ...string) string {
+	t.Helper()
+	out, stderr, err := run(bin, env, args...)
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s%s", filepath.Base(bin), args, err, out, stderr)
+	}
+	return out
+}
+
+func mustFail(t *testing.T, bin string, env []string, want []string, args ...string) string {
+	t.Helper()
+	_, stderr, err := run(bin, env, args...)
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("%v: err = %v, want exit status 1\n%s", args, err, stderr)
+	}
+	for _, w := range want {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("%v: stderr lacks %q:\n%s", args, w, stderr)
+		}
+	}
+	if strings.Contains(stderr, "goroutine ") {
+		t.Errorf("stack trace:\n%s", stderr)
+	}
+	return stderr
+}
+
+// TestLearnThenEnforce is the whole product on a lab: learn what two
+// users do with real clients, generate and review the table, apply it in
+// enforce mode in the client namespace, and check that learned flows pass,
+// everything else is dropped and counted, and DNS keeps working.
+func TestLearnThenEnforce(t *testing.T) {
+	lab.Require(t, "nft", "curl", "dig", "dnsmasq")
+	pair := lab.NewPair(t)
+	cg := lab.NewCgroup(t)
+	lab.ServeHTTP(t, pair.Server, ":8080")
+	lab.ServeHTTP(t, pair.Server, ":8081")
+	lab.StartDNS(t, pair.Server, []string{lab.ServerIP4},
+		lab.DNSRecord{Name: "web.lab", IPs: []string{lab.ServerIP4, lab.ServerIP6}},
+		lab.DNSRecord{Name: "www.lab", Target: "web.lab"})
+	dir := t.TempDir()
+	db := filepath.Join(dir, "baseline.db")
+	conf := filepath.Join(dir, "config.yaml")
+	resolv := "/etc/netns/" + pair.Client.Name + "/resolv.conf"
+	if err := os.WriteFile(conf, []byte("db: "+db+"\nresolv_conf: "+resolv+"\nnetns: "+pair.Client.Name+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"EGRESS_CONFIG=" + conf}
+	nobody := lab.As{UID: 65534, GID: 65534, Netns: pair.Client, Cgroup: cg}
+	other := lab.As{UID: 4242, GID: 4242, Netns: pair.Client, Cgroup: cg}
+
+	// Learn.
+	learner := exec.Command(learnBin, "run", "--cgroup", cg.Path, "--flush-interval", "200ms")
+	learner.Env = append(os.Environ(), env...)
+	var lerr lab.Buffer
+	learner.Stderr = &lerr
+	if err := learner.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = learner.Process.Kill(); _ = learner.Wait() })
+	waitFor(t, func() bool { return strings.Contains(lerr.String(), "msg=learning") })
+	nobody.MustRun(t, "curl", "-sS", "-4", "http://www.lab:8080/")
+	nobody.MustRun(t, "curl", "-sS", "-6", "http://www.lab:8080/")
+	other.MustRun(t, "curl", "-sS", "-4", "http://web.lab:8081/")
+	time.Sleep(300 * time.Millisecond)
+	_ = learner.Process.Signal(os.Interrupt)
+	if err := learner.Wait(); err != nil {
+		t.Fatalf("learner: %v\n%s", err, lerr.String())
+	}
+
+	// Review: the script nft accepts, and the comments say why.
+	script := mustRun(t, enforceBin, env, "generate", "--mode", "enforce")
+	for _, w := range []string{"65534 . 10.77.0.1 . tcp . 8080", "65534 . fd77::1 . tcp . 8080", "4242 . 10.77.0.1 . tcp . 8081", "www.lab", "policy drop"} {
+		if !strings.Contains(script, w) {
+			t.Errorf("generated script lacks %q:\n%s", w, script)
+		}
+	}
+	file := filepath.Join(dir, "egress.nft")
+	mustRun(t, enforceBin, env, "generate", "--mode", "enforce", "-o", file)
+	scratch := lab.NewNetns(t)
+	lab.MustRun(t, "ip", "netns", "exec", scratch.Name, "nft", "-c", "-f", file)
+	var plan enforce.Plan
+	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "generate", "--json")), &plan); err != nil {
+		t.Fatalf("generate --json: %v", err)
+	}
+	if plan.Mode != enforce.ModeAudit || plan.Flows < 4 {
+		t.Errorf("plan: mode %s, %d flows", plan.Mode, plan.Flows)
+	}
+
+	// Audit first, then enforce.
+	if out := mustRun(t, enforceBin, env, "diff"); !strings.Contains(out, "not installed") {
+		t.Errorf("diff before apply:\n%s", out)
+	}
+	mustRun(t, enforceBin, env, "apply", "--mode", "audit")
+	if out := mustRun(t, enforceBin, env, "diff", "--mode", "enforce"); !strings.Contains(out, "mode: audit -> enforce") {
+		t.Errorf("diff to enforce:\n%s", out)
+	}
+	dry := mustRun(t, enforceBin, env, "apply", "--mode", "enforce", "--dry-run")
+	if !strings.Contains(dry, "dry run") {
+		t.Errorf("dry run:\n%s", dry)
+	}
+	var st enforce.Status
+	_ = json.Unmarshal([]byte(mustRun(t, enforceBin, env, "status", "--json")), &st)
+	if st.Mode != enforce.ModeAudit {
+		t.Errorf("a dry run changed the mode to %s", st.Mode)
+	}
+	out := mustRun(t, enforceBin, env, "apply", "--mode", "enforce")
+	if !strings.Contains(out, "verified") {
+		t.Errorf("apply: %s", out)
+	}
+
+	// Learned flows pass, names resolve; the rest is dropped and counted.
+	noCG := func(a lab.As) lab.As { a.Cgroup = nil; return a }
+	if _, err := noCG(nobody).Run("curl", "-sS", "--max-time", "3", "-4", "http://www.lab:8080/"); err != nil {
+		t.Errorf("learned flow blocked: %v", err)
+	}
+	if _, err := noCG(nobody).Run("curl", "-sS", "--max-time", "3", "-6", "http://www.lab:8080/"); err != nil {
+		t.Errorf("learned ipv6 flow blocked: %v", err)
+	}
+	if _, err := noCG(other).Run("curl", "-sS", "--max-time", "3", "http://web.lab:8081/"); err != nil {
+		t.Errorf("uid 4242's learned flow blocked: %v", err)
+	}
+	if _, err := noCG(other).Run("curl", "-sS", "--max-time", "2", "-4", "http://www.lab:8080/"); err == nil {
+		t.Error("uid 4242 reached nobody's destination")
+	}
+	if _, err := noCG(nobody).Run("curl", "-sS", "--max-time", "2", "http://web.lab:8081/"); err == nil {
+		t.Error("nobody reached uid 4242's destination")
+	}
+	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode != enforce.ModeEnforce || st.Policy != "drop" || st.Default == nil || st.Default.Packets < 2 {
+		t.Errorf("status after enforce: %+v", st)
+	}
+	human := mustRun(t, enforceBin, env, "status")
+	for _, w := range []string{"enforce mode", "set allow4", "dropped"} {
+		if !strings.Contains(human, w) {
+			t.Errorf("status lacks %q:\n%s", w, human)
+		}
+	}
+	var d enforce.Diff
+	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "diff", "--mode", "enforce", "--json")), &d); err != nil || !d.Empty() {
+		t.Errorf("diff after apply: %+v %v", d, err)
+	}
+	if out := mustRun(t, enforceBin, env, "remove"); !strings.Contains(out, "removed table inet egress") {
+		t.Errorf("remove: %s", out)
+	}
+	if out := mustRun(t, enforceBin, env, "remove"); !strings.Contains(out, "nothing to remove") {
+		t.Errorf("second remove: %s", out)
+	}
+}
+
+// TestGuards: enforce mode refuses a missing, empty or DNS-cutting
+// baseline unless --force; audit mode and --force go through.
+func TestGuards(t *testing.T) {
+	lab.Require(t, "nft")
+	ns := lab.NewNetns(t)
+	cg := lab.NewCgroup(t)
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty.db")
+	mustRun(t, learnBin, nil, "run", "--cgroup", cg.Path, "--db", empty, "--duration", "100ms")
+	resolv := filepath.Join(dir, "resolv.conf")
+	os.WriteFile(resolv, []byte("nameserver 192.0.2.53\n"), 0o644)
+	local := filepath.Join(dir, "resolv-local.conf")
+	os.WriteFile(local, []byte("nameserver 127.0.0.53\n"), 0o644)
+	base := []string{"apply", "--netns", ns.Name}
+	env := []string{"EGRESS_RESOLV_CONF=" + resolv}
+
+	mustFail(t, enforceBin, env, []string{"refusing to enforce", "cannot be read", "--force"},
+		append(base, "--mode", "enforce", "--db", filepath.Join(dir, "missing.db"))...)
+	mustFail(t, enforceBin, env, []string{"refusing to enforce", "no flows"}, append(base, "--mode", "enforce", "--db", empty)...)
+	mustRun(t, enforceBin, env, append(base, "--mode", "audit", "--db", empty)...)
+	mustRun(t, enforceBin, env, append(base, "--mode", "enforce", "--db", empty, "--force")...)
+
+	// A baseline with flows, but DNS through a local resolver whose
+	// upstream was never seen.
+	pair := lab.NewPair(t)
+	lab.ServeHTTP(t, pair.Server, ":8080")
+	withFlows := filepath.Join(dir, "flows.db")
+	learner := exec.Command(learnBin, "run", "--cgroup", cg.Path, "--db", withFlows, "--flush-interval", "100ms")
+	var lerr lab.Buffer
+	learner.Stderr = &lerr
+	if err := learner.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return strings.Contains(lerr.String(), "msg=learning") })
+	lab.As{UID: 1, GID: 1, Netns: pair.Client, Cgroup: cg}.MustRun(t, "curl", "-sS", "http://10.77.0.1:8080/")
+	time.Sleep(200 * time.Millisecond)
+	_ = learner.Process.Signal(os.Interrupt)
+	_ = learner.Wait()
+	mustFail(t, enforceBin, []string{"EGRESS_RESOLV_CONF=" + local}, []string{"local resolver", "127.0.0.53", "cut off DNS"},
+		append(base, "--mode", "enforce", "--db", withFlows)...)
+	mustFail(t, enforceBin, []string{"EGRESS_RESOLV_CONF=" + filepath.Join(dir, "none")}, []string{"no DNS server"},
+		append(base, "--mode", "enforce", "--db", withFlows)...)
+	mustRun(t, enforceBin, env, append(base, "--mode", "enforce", "--db", withFlows)...)
+}
+
+func TestBadInput(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "c.yaml")
+	os.WriteFile(conf, []byte("always_allow:\n  - proto: tcp\n    dest: 10.0.0.0/8\n    prot: 443\n"), 0o600)
+	conf2 := filepath.Join(dir, "c2.yaml")
+	os.WriteFile(conf2, []byte("always_allow:\n  - proto: icmp\n    port: 443\n"), 0o600)
+	conf3 := filepath.Join(dir, "c3.yaml")
+	os.WriteFile(conf3, []byte("table: \"bad name\"\n"), 0o600)
+	db := filepath.Join(dir, "missing.db")
+	mustFail(t, enforceBin, nil, []string{"mode", "sometimes"}, "generate", "--db", db, "--mode", "sometimes")
+	mustFail(t, enforceBin, nil, []string{"prot"}, "generate", "--db", db, "--config", conf)
+	mustFail(t, enforceBin, nil, []string{"always_allow #1", "port needs proto tcp or udp"}, "generate", "--db", db, "--config", conf2)
+	mustFail(t, enforceBin, nil, []string{"table", "bad name"}, "status", "--config", conf3)
+	mustFail(t, enforceBin, nil, []string{db, "does not exist"}, "generate", "--db", db)
+	mustFail(t, enforceBin, nil, []string{"since", "soon"}, "generate", "--db", db, "--since", "soon")
+	if os.Geteuid() == 0 {
+		mustFail(t, enforceBin, nil, []string{"/run/netns/no-such-ns"}, "status", "--netns", "no-such-ns")
+		mustFail(t, enforceBin, nil, []string{"not a network namespace"}, "status", "--netns", "/etc/hostname")
+	}
+	for _, args := range [][]string{{"--help"}, {"apply", "--help"}, {"generate", "--help"}, {"status", "--help"}, {"diff", "--help"}, {"remove", "--help"}} {
+		out := mustRun(t, enforceBin, nil, args...)
+		if !strings.Contains(out, "Usage:") || !strings.Contains(out, "--config") {
+			t.Errorf("%v: help:\n%s", args, out)
+		}
+	}
+	if out := mustRun(t, enforceBin, nil, "apply", "--help"); !strings.Contains(out, "--netns") || !strings.Contains(out, "--force") || !strings.Contains(out, "one netlink transaction") {
+		t.Errorf("apply --help:\n%s", out)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
