@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The built-in demo: learn on a throw-away lab, print the report, remove
-# everything. It touches nothing of the host: two network namespaces joined
+# The built-in demo: learn on a throw-away lab, print the report, turn it
+# into an enforcing nftables table inside the lab, show what passes and
+# what is dropped, remove everything. It touches nothing of the host: two network namespaces joined
 # by a veth pair (a "server" with dnsmasq and an HTTP server, a "client"),
 # one child cgroup, and a temporary store. Run as root, after `make build`.
 set -euo pipefail
@@ -105,7 +106,31 @@ wait "$learner"
 step "report: $BIN/egress-learn report --db $DB"
 "$BIN/egress-learn" report --db "$DB"
 
-step "report --json --user nobody (for scripts)"
-"$BIN/egress-learn" report --db "$DB" --json --user nobody
+step "report --json --user nobody (for scripts; first flow)"
+"$BIN/egress-learn" report --db "$DB" --json --user nobody | sed -n '1,/^  },/p'
+
+# The enforcer works in the client namespace and takes its DNS servers
+# from that namespace's resolv.conf.
+export EGRESS_DB=$DB EGRESS_NETNS=$CLI EGRESS_RESOLV_CONF=/etc/netns/$CLI/resolv.conf
+
+step "generate: the table to review ($BIN/egress-enforce generate --mode enforce)"
+"$BIN/egress-enforce" generate --mode enforce
+
+step "apply: audit first (logs, blocks nothing), then enforce, in namespace $CLI"
+"$BIN/egress-enforce" apply --mode audit
+"$BIN/egress-enforce" diff --mode enforce
+"$BIN/egress-enforce" apply --mode enforce
+
+step "allowed: what each user did while learning"
+client 0 curl -sS --max-time 3 -4 http://www.demo.lan/
+client 65534 curl -sS --max-time 3 http://api.demo.lan:8443/
+client 65534 dig +short www.demo.lan
+
+step "denied: what a user never did (each fails after 2 s)"
+client 65534 curl -sS --max-time 2 -6 http://www.demo.lan/ || echo "-> blocked: nobody never used web.demo.lan over IPv6"
+client 0 curl -sS --max-time 2 http://api.demo.lan:8443/ || echo "-> blocked: root never used api.demo.lan"
+
+step "status: the default rule counted the dropped packets"
+"$BIN/egress-enforce" status
 
 step "done: the lab is removed on exit"
