@@ -6,6 +6,7 @@
 package learn
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -47,18 +48,61 @@ type aggregator struct {
 	filter  Filter
 	cgroups func(uint64) string
 
-	mu      sync.Mutex
-	pending map[store.FlowKey]*store.Flow
+	mu sync.Mutex
+	// pending holds the flows since the last flush; index finds them.
+	pending []pendingFlow
+	index   map[flowID]int32
 	dns     map[dnsKey]store.DNSObservation
 
-	known    map[store.FlowKey]struct{} // every flow in the store or pending
-	newTimes []time.Time                // when recent new flows appeared
+	known    map[flowID]struct{} // every flow in the store or pending
+	newTimes []time.Time         // when recent new flows appeared
 	lastNew  time.Time
 
 	events     uint64 // attempts recorded
 	ignored    uint64 // attempts left out by the filter
 	dnsAnswers uint64 // DNS answers parsed
 	dnsBad     uint64 // DNS payloads that did not parse
+}
+
+// flowID is a store.FlowKey packed without pointers, in the store's key
+// order: a map of them costs the garbage collector nothing to scan.
+type flowID [23]byte
+
+func idOf(k store.FlowKey) flowID {
+	var id flowID
+	id[0], id[1], id[2], id[3] = byte(k.UID>>24), byte(k.UID>>16), byte(k.UID>>8), byte(k.UID)
+	id[4] = k.Proto
+	a := k.IP.As16()
+	copy(id[5:21], a[:])
+	id[21], id[22] = byte(k.Port>>8), byte(k.Port)
+	return id
+}
+
+func (id flowID) key() store.FlowKey {
+	return store.FlowKey{
+		UID:   uint32(id[0])<<24 | uint32(id[1])<<16 | uint32(id[2])<<8 | uint32(id[3]),
+		Proto: id[4],
+		IP:    netip.AddrFrom16([16]byte(id[5:21])).Unmap(),
+		Port:  uint16(id[21])<<8 | uint16(id[22]),
+	}
+}
+
+// pendingFlow is a flow waiting for the next flush: a third of the size
+// of a store.Flow, which a burst of new flows has a hundred thousand of.
+type pendingFlow struct {
+	id          flowID
+	hits        uint64
+	first, last int64 // unix nanoseconds
+	procs       []string
+	cgroups     []string
+}
+
+func (p *pendingFlow) flow() store.Flow {
+	return store.Flow{
+		FlowKey: p.id.key(), Hits: p.hits,
+		FirstSeen: time.Unix(0, p.first).UTC(), LastSeen: time.Unix(0, p.last).UTC(),
+		Processes: p.procs, Cgroups: p.cgroups,
+	}
 }
 
 // dnsKey identifies a DNS observation: an address, who asked, and the name
@@ -73,18 +117,45 @@ func newAggregator(f Filter, cgroups func(uint64) string, known []store.FlowKey)
 	a := &aggregator{
 		filter:  f,
 		cgroups: cgroups,
-		pending: map[store.FlowKey]*store.Flow{},
+		index:   map[flowID]int32{},
 		dns:     map[dnsKey]store.DNSObservation{},
-		known:   make(map[store.FlowKey]struct{}, len(known)),
+		known:   make(map[flowID]struct{}, len(known)),
 	}
 	for _, k := range known {
-		a.known[k] = struct{}{}
+		a.known[idOf(k)] = struct{}{}
 	}
 	return a
 }
 
+// merge adds hits of one flow to pending; a.mu is held.
+func (a *aggregator) merge(id flowID, hits uint64, first, last int64, procs, cgroups []string) {
+	i, ok := a.index[id]
+	if !ok {
+		i = int32(len(a.pending))
+		a.pending = append(a.pending, pendingFlow{id: id, first: first, last: last})
+		a.index[id] = i
+	}
+	f := &a.pending[i]
+	f.hits += hits
+	f.first, f.last = min(f.first, first), max(f.last, last)
+	for _, p := range procs {
+		if p != "" && !slices.Contains(f.procs, p) && len(f.procs) < store.MaxProcesses {
+			f.procs = append(f.procs, p)
+		}
+	}
+	for _, c := range cgroups {
+		if !slices.Contains(f.cgroups, c) && len(f.cgroups) < store.MaxCgroups {
+			f.cgroups = append(f.cgroups, c)
+		}
+	}
+}
+
 // add records hits of one flow.
 func (a *aggregator) add(at Attempt) {
+	var cg []string
+	if a.cgroups != nil {
+		cg = []string{a.cgroups(at.CgroupID)}
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.filter.Ignored(at.UID, at.IP, at.Port) {
@@ -92,34 +163,15 @@ func (a *aggregator) add(at Attempt) {
 		return
 	}
 	a.events += at.Hits
-	key := store.FlowKey{UID: at.UID, Proto: at.Proto, IP: at.IP, Port: at.Port}
-	f, ok := a.pending[key]
-	if !ok {
-		f = &store.Flow{FlowKey: key, FirstSeen: at.First, LastSeen: at.Last}
-		a.pending[key] = f
-		if _, seen := a.known[key]; !seen {
-			a.known[key] = struct{}{}
-			a.newTimes = append(a.newTimes, at.First)
-			if at.First.After(a.lastNew) {
-				a.lastNew = at.First
-			}
+	id := idOf(store.FlowKey{UID: at.UID, Proto: at.Proto, IP: at.IP, Port: at.Port})
+	if _, seen := a.known[id]; !seen {
+		a.known[id] = struct{}{}
+		a.newTimes = append(a.newTimes, at.First)
+		if at.First.After(a.lastNew) {
+			a.lastNew = at.First
 		}
 	}
-	f.Hits += at.Hits
-	if at.First.Before(f.FirstSeen) {
-		f.FirstSeen = at.First
-	}
-	if at.Last.After(f.LastSeen) {
-		f.LastSeen = at.Last
-	}
-	if at.Comm != "" && !slices.Contains(f.Processes, at.Comm) && len(f.Processes) < store.MaxProcesses {
-		f.Processes = append(f.Processes, at.Comm)
-	}
-	if a.cgroups != nil {
-		if cg := a.cgroups(at.CgroupID); !slices.Contains(f.Cgroups, cg) && len(f.Cgroups) < store.MaxCgroups {
-			f.Cgroups = append(f.Cgroups, cg)
-		}
-	}
+	a.merge(id, at.Hits, at.First.UnixNano(), at.Last.UnixNano(), []string{at.Comm}, cg)
 }
 
 // addDNS parses a DNS answer and records the addresses it gives.
@@ -141,53 +193,49 @@ func (a *aggregator) addDNS(p DNSPacket) {
 	}
 }
 
-// take hands over what was gathered since the last flush.
-func (a *aggregator) take() *store.Batch {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	b := &store.Batch{}
-	for _, f := range a.pending {
-		b.Flows = append(b.Flows, *f)
-	}
-	for _, o := range a.dns {
-		b.DNS = append(b.DNS, o)
-	}
-	a.pending = map[store.FlowKey]*store.Flow{}
-	a.dns = map[dnsKey]store.DNSObservation{}
-	return b
+// taken is what a flush takes over: the pending flows, sorted in the
+// store's key order, and the DNS observations.
+type taken struct {
+	flows []pendingFlow
+	dns   []store.DNSObservation
 }
 
-// giveBack returns a batch that could not be committed, merging it with
-// what arrived meanwhile, so that the next flush writes it.
-func (a *aggregator) giveBack(b *store.Batch) {
+// chunk converts flows[i:j] for the store.
+func (t *taken) chunk(i, j int) []store.Flow {
+	out := make([]store.Flow, 0, j-i)
+	for k := i; k < j; k++ {
+		out = append(out, t.flows[k].flow())
+	}
+	return out
+}
+
+// take hands over what was gathered since the last flush.
+func (a *aggregator) take() *taken {
+	a.mu.Lock()
+	t := &taken{flows: a.pending}
+	for _, o := range a.dns {
+		t.dns = append(t.dns, o)
+	}
+	// The next window likely holds as many flows: no room to double into.
+	a.pending = make([]pendingFlow, 0, len(t.flows))
+	a.index = make(map[flowID]int32, len(t.flows))
+	a.dns = map[dnsKey]store.DNSObservation{}
+	a.mu.Unlock()
+	slices.SortFunc(t.flows, func(x, y pendingFlow) int { return bytes.Compare(x.id[:], y.id[:]) })
+	return t
+}
+
+// giveBack returns flows and DNS observations that could not be committed,
+// merging them with what arrived meanwhile, so that the next flush writes
+// them.
+func (a *aggregator) giveBack(flows []pendingFlow, dns []store.DNSObservation) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for _, f := range b.Flows {
-		p, ok := a.pending[f.FlowKey]
-		if !ok {
-			f := f
-			a.pending[f.FlowKey] = &f
-			continue
-		}
-		p.Hits += f.Hits
-		if f.FirstSeen.Before(p.FirstSeen) {
-			p.FirstSeen = f.FirstSeen
-		}
-		if f.LastSeen.After(p.LastSeen) {
-			p.LastSeen = f.LastSeen
-		}
-		for _, c := range f.Processes {
-			if !slices.Contains(p.Processes, c) {
-				p.Processes = append(p.Processes, c)
-			}
-		}
-		for _, c := range f.Cgroups {
-			if !slices.Contains(p.Cgroups, c) {
-				p.Cgroups = append(p.Cgroups, c)
-			}
-		}
+	for i := range flows {
+		f := &flows[i]
+		a.merge(f.id, f.hits, f.first, f.last, f.procs, f.cgroups)
 	}
-	for _, o := range b.DNS {
+	for _, o := range dns {
 		k := dnsKey{ip: o.IP, uid: o.UID, name: o.Names[0]}
 		if cur, ok := a.dns[k]; !ok || o.Seen.After(cur.Seen) {
 			a.dns[k] = o

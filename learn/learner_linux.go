@@ -101,29 +101,53 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		defer cancel()
 	}
 
-	l := &learner{cfg: cfg, st: st, probe: probe, agg: agg, run: run, start: start}
-	var g errgroup.Group
-	g.Go(func() error { return probe.ReadEvents(func(Attempt) {}, agg.add) })
-	g.Go(func() error { return probe.ReadDNS(agg.addDNS) })
-	loopErr := l.loop(ctx)
+	l := &learner{cfg: cfg, st: st, probe: probe, agg: agg, run: run, start: start, status: cfg.Status}
+	var readers errgroup.Group
+	readers.Go(func() error { return probe.ReadEvents(func(Attempt) {}, agg.add) })
+	readers.Go(func() error { return probe.ReadDNS(agg.addDNS) })
 
-	// Stop: what the kernel still holds, then a last flush that may wait
+	// Flushes run beside the loop, so a long one does not hold up the
+	// draining of the kernel's flow map.
+	flushReq := make(chan struct{}, 1)
+	flushErr := make(chan error, 1)
+	flusherDone := make(chan struct{})
+	go func() {
+		defer close(flusherDone)
+		for range flushReq {
+			err := l.flush(st)
+			if errors.Is(err, store.ErrBusy) {
+				cfg.Log.Warn("store busy, keeping the batch for the next flush", "err", err)
+				continue
+			}
+			if err != nil {
+				flushErr <- err
+				return
+			}
+		}
+	}()
+	loopErr := l.loop(ctx, flushReq, flushErr)
+
+	// Stop: detach, so nothing new arrives; let the readers deliver what
+	// the rings hold; drain the flow map; then a last flush that may wait
 	// longer for the lock.
-	probe.Flush()
-	_ = l.drain()
-	closeErr := probe.Close()
-	readErr := g.Wait()
+	detachErr := probe.Detach()
+	probe.StopReaders()
+	readErr := readers.Wait()
+	drainErr := l.drain()
+	close(flushReq)
+	<-flusherDone
+	l.stats, _ = probe.Stats()
 	l.run.Finished = true
-	st2, err := store.Create(cfg.DB, store.Options{LockTimeout: 30 * time.Second})
+	final, err := store.Create(cfg.DB, store.Options{LockTimeout: 30 * time.Second})
 	if err == nil {
-		l.st = st2
-		err = l.flush()
+		err = l.flush(final)
 	}
+	closeErr := probe.Close()
 	if l.status != nil {
 		fmt.Fprintln(l.status)
 	}
 	sum := &Summary{Run: l.run, Status: l.refresh(time.Now()), Probe: l.stats}
-	return sum, errors.Join(loopErr, readErr, closeErr, err)
+	return sum, errors.Join(loopErr, detachErr, readErr, drainErr, err, closeErr)
 }
 
 type learner struct {
@@ -131,17 +155,19 @@ type learner struct {
 	st     *store.Store
 	probe  *Probe
 	agg    *aggregator
-	run    store.Run
 	start  time.Time
 	status io.Writer
 
+	run store.Run // written by the flusher only
+
+	// Owned by the loop.
 	stats      ProbeStats
 	lastStatus Status
 	lastEvents uint64
 	lastTick   time.Time
 }
 
-func (l *learner) loop(ctx context.Context) error {
+func (l *learner) loop(ctx context.Context, flushReq chan<- struct{}, flushErr <-chan error) error {
 	drain := time.NewTicker(l.cfg.Drain)
 	defer drain.Stop()
 	flush := time.NewTicker(l.cfg.Flush)
@@ -150,23 +176,21 @@ func (l *learner) loop(ctx context.Context) error {
 	defer tick.Stop()
 	summary := time.NewTicker(l.cfg.SummaryEvery)
 	defer summary.Stop()
-	l.status = l.cfg.Status
 	l.lastTick = l.start
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case err := <-flushErr:
+			return err
 		case <-drain.C:
 			if err := l.drain(); err != nil {
 				return err
 			}
 		case <-flush.C:
-			if err := l.flush(); err != nil {
-				if errors.Is(err, store.ErrBusy) {
-					l.cfg.Log.Warn("store busy, keeping the batch for the next flush", "err", err)
-					continue
-				}
-				return err
+			select {
+			case flushReq <- struct{}{}:
+			default: // a flush is still running
 			}
 		case now := <-tick.C:
 			s := l.refresh(now)
@@ -203,23 +227,47 @@ func (l *learner) refresh(now time.Time) Status {
 	return s
 }
 
-func (l *learner) flush() error {
+// flushChunk bounds the flows committed in one transaction, and so the
+// memory a flush takes.
+const flushChunk = 5000
+
+// flush commits what was gathered since the last flush: flows in the
+// store's key order (bbolt inserts in order are several times faster), in
+// transactions of flushChunk flows; DNS observations go with the first,
+// the run record with the last. What could not be committed is given back
+// for the next flush.
+func (l *learner) flush(st *store.Store) error {
 	now := time.Now()
-	if st, err := l.probe.Stats(); err == nil {
-		l.stats = st
+	stats, err := l.probe.Stats()
+	if err != nil {
+		stats = l.stats // the probe is closed: the loop's last reading
 	}
-	s := l.agg.status(now)
-	b := l.agg.take()
+	status := l.agg.status(now)
+	t := l.agg.take()
 	l.run.End = now.UTC()
-	l.run.Events = s.Events
-	l.run.LostEvents = l.stats.Lost()
-	l.run.DNSAnswers = s.DNSAnswers
-	l.run.DNSLost = l.stats.DNSLost + l.stats.DNSErrors
-	run := l.run
-	b.Run = &run
-	if err := l.st.Apply(b); err != nil {
-		l.agg.giveBack(b)
-		return err
+	l.run.Events = status.Events
+	l.run.LostEvents = stats.Lost()
+	l.run.DNSAnswers = status.DNSAnswers
+	l.run.DNSLost = stats.DNSLost + stats.DNSErrors
+	n := len(t.flows)
+	for i := 0; i == 0 || i < n; i += flushChunk {
+		j := min(i+flushChunk, n)
+		b := &store.Batch{Flows: t.chunk(i, j)}
+		if i == 0 {
+			b.DNS = t.dns
+		}
+		if j == n {
+			run := l.run
+			b.Run = &run
+		}
+		if err := st.Apply(b); err != nil {
+			if i == 0 {
+				l.agg.giveBack(t.flows, t.dns)
+			} else {
+				l.agg.giveBack(t.flows[i:], nil)
+			}
+			return err
+		}
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -48,7 +49,7 @@ type ProbeOptions struct {
 	WakeupBytes  uint32
 	PollInterval time.Duration
 	// EventRingBytes sizes the event ring buffer (a power of two, at
-	// least a page); 0 keeps the default of 8 MiB.
+	// least a page); 0 keeps the default of 4 MiB.
 	EventRingBytes uint32
 	// PerEvent turns in-kernel counting off: every attempt is a record.
 	// Only for comparison in benchmarks.
@@ -123,9 +124,11 @@ type Probe struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	stopping  atomic.Bool
 	drainMu   sync.Mutex
 	keys      []bpf.EgressFlowKey
 	vals      []bpf.EgressFlowVal
+	drainComm comms
 }
 
 // OpenProbe loads the programs and attaches them to the cgroup v2
@@ -206,9 +209,30 @@ func OpenProbe(path string, opts ProbeOptions) (p *Probe, err error) {
 		}
 		p.links = append(p.links, l)
 	}
+	p.drainComm = comms{}
 	p.keys = make([]bpf.EgressFlowKey, 1024)
 	p.vals = make([]bpf.EgressFlowVal, 1024)
 	return p, nil
+}
+
+// Detach detaches the programs: no attempt is recorded after it returns.
+// The maps stay readable until Close.
+func (p *Probe) Detach() error {
+	var errs []error
+	for _, l := range p.links {
+		errs = append(errs, l.Close())
+	}
+	p.links = nil
+	return errors.Join(errs...)
+}
+
+// StopReaders makes ReadEvents and ReadDNS deliver every record still in
+// the ring buffers, then return. Call it after Detach, so that no record
+// arrives after the readers stop.
+func (p *Probe) StopReaders() {
+	p.stopping.Store(true)
+	_ = p.events.Flush()
+	_ = p.dns.Flush()
 }
 
 // Close detaches the programs and frees the maps. Later calls do nothing.
@@ -218,11 +242,7 @@ func (p *Probe) Close() error {
 }
 
 func (p *Probe) close() error {
-	var errs []error
-	for _, l := range p.links {
-		errs = append(errs, l.Close())
-	}
-	p.links = nil
+	errs := []error{p.Detach()}
 	if p.events != nil {
 		errs = append(errs, p.events.Close())
 	}
@@ -248,6 +268,20 @@ func newClock() clock {
 	return clock{offset: time.Duration(time.Now().UnixNano() - ts.Nano())}
 }
 
+// clockCache refreshes the clock at most every second: reading the boot
+// clock is a system call, too dear for every record.
+type clockCache struct {
+	clk  clock
+	when time.Time
+}
+
+func (c *clockCache) get() clock {
+	if now := time.Now(); now.Sub(c.when) > time.Second {
+		c.clk, c.when = newClock(), now
+	}
+	return c.clk
+}
+
 func (c clock) wall(bootNs uint64) time.Time {
 	return time.Unix(0, int64(bootNs)+int64(c.offset))
 }
@@ -257,6 +291,21 @@ func addrOf(family uint8, raw [16]uint8) netip.Addr {
 		return netip.AddrFrom4([4]byte(raw[:4]))
 	}
 	return netip.AddrFrom16(raw).Unmap()
+}
+
+// comms interns process names: a drain turns every flow's name into a
+// string, and most flows share a few names.
+type comms map[[16]int8]string
+
+func (m comms) get(c [16]int8) string {
+	if s, ok := m[c]; ok {
+		return s
+	}
+	s := commString(c)
+	if len(m) < 4096 {
+		m[c] = s
+	}
+	return s
 }
 
 func commString(c [16]int8) string {
@@ -270,17 +319,23 @@ func commString(c [16]int8) string {
 	return string(b)
 }
 
-// ReadEvents delivers ring buffer records until the probe is closed.
+// ReadEvents delivers ring buffer records until the probe is closed, or
+// until StopReaders and every pending record is delivered.
 // Records of first attempts that are also counted in the flow map go to
 // seen (they carry no hit of their own); records that are the only count
 // of an attempt go to counted.
 func (p *Probe) ReadEvents(seen, counted func(Attempt)) error {
 	var rec ringbuf.Record
+	var clk clockCache
+	names := comms{}
 	for {
 		if p.opts.WakeupBytes > 0 {
 			p.events.SetDeadline(time.Now().Add(p.opts.PollInterval))
 		}
 		err := p.events.ReadInto(&rec)
+		if errors.Is(err, ringbuf.ErrFlushed) && p.stopping.Load() {
+			return nil
+		}
 		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
 			continue
 		}
@@ -294,9 +349,9 @@ func (p *Probe) ReadEvents(seen, counted func(Attempt)) error {
 			continue
 		}
 		e := (*bpf.EgressEvent)(unsafe.Pointer(&rec.RawSample[0]))
-		t := newClock().wall(e.TsNs)
+		t := clk.get().wall(e.TsNs)
 		a := Attempt{
-			CgroupID: e.CgroupId, UID: e.Uid, GID: e.Gid, TGID: e.Tgid, Comm: commString(e.Comm),
+			CgroupID: e.CgroupId, UID: e.Uid, GID: e.Gid, TGID: e.Tgid, Comm: names.get(e.Comm),
 			Proto: e.Proto, IP: addrOf(e.Family, e.Addr), Port: e.Port, Cookie: e.Cookie,
 			Hits: 1, First: t, Last: t,
 		}
@@ -308,12 +363,17 @@ func (p *Probe) ReadEvents(seen, counted func(Attempt)) error {
 	}
 }
 
-// ReadDNS delivers DNS answers until the probe is closed.
+// ReadDNS delivers DNS answers until the probe is closed, or until
+// StopReaders and every pending answer is delivered.
 func (p *Probe) ReadDNS(fn func(DNSPacket)) error {
 	var rec ringbuf.Record
+	var clk clockCache
 	for {
 		err := p.dns.ReadInto(&rec)
 		if errors.Is(err, ringbuf.ErrFlushed) {
+			if p.stopping.Load() {
+				return nil
+			}
 			continue
 		}
 		if err != nil {
@@ -331,7 +391,7 @@ func (p *Probe) ReadDNS(fn func(DNSPacket)) error {
 			n = len(e.Data)
 		}
 		fn(DNSPacket{
-			Time:    newClock().wall(e.TsNs),
+			Time:    clk.get().wall(e.TsNs),
 			Cookie:  e.Cookie,
 			UID:     e.Uid,
 			Src:     netip.AddrPortFrom(addrOf(e.Family, e.Saddr), e.Sport),
@@ -365,7 +425,7 @@ func (p *Probe) Drain(fn func(Attempt)) error {
 		for i := 0; i < n; i++ {
 			k, v := &p.keys[i], &p.vals[i]
 			fn(Attempt{
-				CgroupID: k.CgroupId, UID: k.Uid, GID: v.Gid, TGID: v.Tgid, Comm: commString(k.Comm),
+				CgroupID: k.CgroupId, UID: k.Uid, GID: v.Gid, TGID: v.Tgid, Comm: p.drainComm.get(k.Comm),
 				Proto: k.Proto, IP: addrOf(k.Family, k.Addr), Port: k.Port, Cookie: v.Cookie,
 				Hits: v.Hits, First: clk.wall(v.FirstNs), Last: clk.wall(v.LastNs),
 			})
@@ -399,10 +459,4 @@ func (p *Probe) Stats() (ProbeStats, error) {
 		MapFull:    out[statMapFull],
 		UDPUnsent:  out[statUDPUnsent],
 	}, nil
-}
-
-// Flush makes blocked readers return what is pending.
-func (p *Probe) Flush() {
-	_ = p.events.Flush()
-	_ = p.dns.Flush()
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -49,7 +50,16 @@ type Options struct {
 type Store struct {
 	path string
 	opts Options
+
+	mu          sync.Mutex
+	lastRelease time.Time // when this Store last let go of the write lock
 }
+
+// writeGap is the least time between two write locks of one Store. bbolt
+// polls for the file lock every 50 ms; without the gap, a writer that
+// commits chunk after chunk would hold the lock at every poll of a waiting
+// reader, which would then time out.
+const writeGap = 60 * time.Millisecond
 
 // Create opens the store at path for writing, creating it (mode 0600, and
 // its folder mode 0700) when it does not exist. An existing file must be a
@@ -147,6 +157,12 @@ func (s *Store) view(fn func(*bolt.Tx) error) (err error) {
 
 // update runs fn in a write transaction on a freshly opened file.
 func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d := time.Since(s.lastRelease); d < writeGap {
+		time.Sleep(writeGap - d)
+	}
+	defer func() { s.lastRelease = time.Now() }()
 	db, err := s.open(false)
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -22,7 +23,15 @@ import (
 	"github.com/egresskit/egress/store"
 )
 
+// memoryLimit is the learner's soft heap limit unless GOMEMLIMIT says
+// otherwise: a flush of many new flows makes garbage quickly, and the
+// collector should run before the heap doubles.
+const memoryLimit = 64 << 20
+
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newRoot().ExecuteContext(ctx); err != nil {
