@@ -1,8 +1,6 @@
 package store
 
 import (
-	"bytes"
-	"cmp"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -413,22 +411,4 @@ func readRuns(tx *bolt.Tx) ([]Run, error) {
 		return nil
 	})
 	return out, err
-}
-
-// SortFlows orders flows by their key in the store, the order in which
-// bbolt inserts them fastest.
-func SortFlows(flows []Flow) {
-	slices.SortFunc(flows, func(a, b Flow) int {
-		if c := cmp.Compare(a.UID, b.UID); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(a.Proto, b.Proto); c != 0 {
-			return c
-		}
-		a16, b16 := a.IP.As16(), b.IP.As16()
-		if c := bytes.Compare(a16[:], b16[:]); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.Port, b.Port)
-	})
 }

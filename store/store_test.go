@@ -451,18 +451,3 @@ func writerChild(path string) {
 		fmt.Println(i)
 	}
 }
-
-func TestSortFlowsIsKeyOrder(t *testing.T) {
-	var flows []Flow
-	for _, ip := range []string{"2001:db8::1", "10.0.0.2", "::1", "10.0.0.1", "fe80::1"} {
-		for _, uid := range []uint32{70000, 1, 0} {
-			flows = append(flows, flow(uid, ip, 443, 1, t0), flow(uid, ip, 80, 1, t0))
-		}
-	}
-	SortFlows(flows)
-	for i := 1; i < len(flows); i++ {
-		if string(flows[i-1].FlowKey.bytes()) >= string(flows[i].FlowKey.bytes()) {
-			t.Fatalf("flow %d (%+v) sorts after %d (%+v)", i-1, flows[i-1].FlowKey, i, flows[i].FlowKey)
-		}
-	}
-}
