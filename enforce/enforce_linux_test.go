@@ -114,7 +114,7 @@ func (l *enforceLab) sendUDP(a lab.As, tag string) {
 
 func (l *enforceLab) defaultPackets(t *testing.T) uint64 {
 	t.Helper()
-	st, err := ReadStatus(l.target, DefaultTable)
+	st, err := ReadStatus(l.target, DefaultTable, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestRejectedBatchKeepsTheOldTable(t *testing.T) {
 	if !errors.Is(err, ErrRejected) {
 		t.Fatalf("apply of a bad batch: err = %v, want ErrRejected", err)
 	}
-	st, err := ReadStatus(l.target, DefaultTable)
+	st, err := ReadStatus(l.target, DefaultTable, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,8 +61,17 @@ func (p *Plan) allowsPort53() bool {
 			continue
 		}
 		a := r.Allow
-		if (a.Port == 53 || (a.Port == 0 && (a.Proto == 0 || a.Proto == ProtoUDP || a.Proto == ProtoTCP))) &&
-			(!a.Dest.IsValid() || !a.Dest.Masked().Addr().IsLoopback()) {
+		if a.Port != 53 && (a.Port != 0 || (a.Proto != 0 && a.Proto != ProtoUDP && a.Proto != ProtoTCP)) {
+			continue
+		}
+		switch {
+		case len(a.Addrs) > 0:
+			for _, ad := range a.Addrs {
+				if !ad.IsLoopback() {
+					return true
+				}
+			}
+		case !a.Dest.IsValid() || !a.Dest.Masked().Addr().IsLoopback():
 			return true
 		}
 	}

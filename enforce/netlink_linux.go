@@ -44,6 +44,25 @@ func (t Target) String() string {
 	return "network namespace " + t.Path()
 }
 
+// openNetns opens the target's namespace file: fd is -1 for the caller's
+// own namespace.
+func (t Target) openNetns() (fd int, closeFn func(), err error) {
+	p := t.Path()
+	if p == "" {
+		return -1, func() {}, nil
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return -1, nil, fmt.Errorf("open %s: %w", t, err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil || st.Type != unix.NSFS_MAGIC {
+		f.Close()
+		return -1, nil, fmt.Errorf("open %s: not a network namespace file", t)
+	}
+	return int(f.Fd()), func() { f.Close() }, nil
+}
+
 // sockBuffer is the netlink socket buffer size: a 100,000-element batch is
 // tens of megabytes, and the kernel answers it with one ack per message.
 const sockBuffer = 64 << 20
@@ -70,19 +89,12 @@ func (t Target) conn() (*nftables.Conn, func(), error) {
 		}
 		return serr
 	})}
-	closeFn := func() {}
-	if p := t.Path(); p != "" {
-		f, err := os.Open(p)
-		if err != nil {
-			return nil, nil, fmt.Errorf("open %s: %w", t, err)
-		}
-		var st unix.Statfs_t
-		if err := unix.Fstatfs(int(f.Fd()), &st); err != nil || st.Type != unix.NSFS_MAGIC {
-			f.Close()
-			return nil, nil, fmt.Errorf("open %s: not a network namespace file", t)
-		}
-		opts = append(opts, nftables.WithNetNSFd(int(f.Fd())))
-		closeFn = func() { f.Close() }
+	fd, closeFn, err := t.openNetns()
+	if err != nil {
+		return nil, nil, err
+	}
+	if fd >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(fd))
 	}
 	c, err := nftables.New(opts...)
 	if err != nil {
@@ -170,7 +182,8 @@ func (p *Plan) queue(c *nftables.Conn) error {
 	c.AddTable(t)
 	sets := map[string]*nftables.Set{}
 	for _, s := range p.Sets {
-		ns := &nftables.Set{Table: t, Name: s.Name, KeyType: setKeyType(s.Family), Concatenation: true}
+		ns := &nftables.Set{Table: t, Name: s.Name, KeyType: setKeyType(s.Family), Concatenation: true, Comment: s.Comment,
+			Size: uint32(len(s.Elements))}
 		if err := c.AddSet(ns, nil); err != nil {
 			return fmt.Errorf("add set %s: %w", s.Name, err)
 		}
@@ -257,7 +270,7 @@ func (p *Plan) ruleExprs(c *nftables.Conn, t *nftables.Table, sets map[string]*n
 			accept,
 		), nil
 	case RuleAllow:
-		return allowExprs(r.Allow), nil
+		return allowExprs(c, t, r.Allow)
 	case RuleLookup:
 		s, ok := sets[r.Set]
 		if !ok {
@@ -301,12 +314,30 @@ func logExpr(prefix string, group uint16) *expr.Log {
 	}
 }
 
-func allowExprs(a *Allow) []expr.Any {
+func allowExprs(c *nftables.Conn, t *nftables.Table, a *Allow) ([]expr.Any, error) {
 	var exprs []expr.Any
 	if a.UID != nil {
 		exprs = append(exprs,
 			&expr.Meta{Key: expr.MetaKeySKUID, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(*a.UID)})
+	}
+	if len(a.Addrs) > 0 {
+		family, off, n, typ := 4, uint32(16), uint32(4), nftables.TypeIPAddr
+		if a.family() == 6 {
+			family, off, n, typ = 6, 24, 16, nftables.TypeIP6Addr
+		}
+		anon := &nftables.Set{Table: t, Anonymous: true, Constant: true, KeyType: typ}
+		elems := make([]nftables.SetElement, len(a.Addrs))
+		for i, ad := range a.Addrs {
+			elems[i] = nftables.SetElement{Key: ad.AsSlice()}
+		}
+		if err := c.AddSet(anon, elems); err != nil {
+			return nil, fmt.Errorf("add address set: %w", err)
+		}
+		exprs = append(exprs, nfproto(family)...)
+		exprs = append(exprs,
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+			&expr.Lookup{SourceRegister: 1, SetName: anon.Name, SetID: anon.ID})
 	}
 	if a.Dest.IsValid() {
 		family, off := 4, uint32(16)
@@ -345,7 +376,7 @@ func allowExprs(a *Allow) []expr.Any {
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, a.Port)})
 	}
-	return append(exprs, &expr.Verdict{Kind: expr.VerdictAccept})
+	return append(exprs, &expr.Verdict{Kind: expr.VerdictAccept}), nil
 }
 
 // ApplyResult says what an apply did.
@@ -353,7 +384,10 @@ type ApplyResult struct {
 	Elements int           `json:"elements"`
 	Rules    int           `json:"rules"`
 	Took     time.Duration `json:"took_ns"`
-	Verified bool          `json:"verified"`
+	// Verified: the table, chain, policy, rules and set sizes read back
+	// match. Set sizes are counted in the kernel up to 10,000 elements;
+	// above, they are the sizes the acknowledged transaction wrote.
+	Verified bool `json:"verified"`
 }
 
 // ErrRejected wraps a batch the kernel refused; the previous table, if
@@ -380,7 +414,7 @@ func Apply(p *Plan, t Target) (*ApplyResult, error) {
 		res.Elements += len(s.Elements)
 	}
 	res.Rules = len(p.Rules)
-	st, err := ReadStatus(t, p.Table)
+	st, err := ReadStatus(t, p.Table, res.Elements <= verifyCountLimit)
 	if err != nil {
 		return res, fmt.Errorf("verify table inet %s: %w", p.Table, err)
 	}

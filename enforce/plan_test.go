@@ -117,11 +117,11 @@ func TestCommentsFitAndSayWhy(t *testing.T) {
 		names = append(names, "a-rather-long-host-name-number-"+string(rune('a'+i))+".example.com")
 	}
 	f := pflow(1, ProtoTCP, "192.0.2.1", 443, 1234, tp, append(names, `bad"name`)...)
-	c := elementComment(f)
-	if len(c) > 127 {
-		t.Errorf("comment of %d bytes: nft allows 128", len(c))
+	c := elementComment(&f)
+	if len(c) > maxComment-1 {
+		t.Errorf("comment of %d bytes: %q", len(c), c)
 	}
-	for _, w := range []string{"hits 1234", "last 2026-11-20", "curl", names[0], "+"} {
+	for _, w := range []string{"hits 1234", "last 2026-11-20", names[0], "+30"} {
 		if !strings.Contains(c, w) {
 			t.Errorf("comment %q lacks %q", c, w)
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -34,6 +35,9 @@ type Status struct {
 type SetStatus struct {
 	Name     string `json:"name"`
 	Elements int    `json:"elements"`
+	// Counted is true when Elements was counted in the kernel, false when
+	// it is the set's size, which apply makes its number of elements.
+	Counted bool `json:"counted"`
 }
 
 // Counter is a packet and byte count.
@@ -47,8 +51,11 @@ func isNotFound(err error) bool {
 }
 
 // ReadStatus reads our table from the target namespace. A missing table
-// is not an error: Present is false.
-func ReadStatus(t Target, table string) (*Status, error) {
+// is not an error: Present is false. With elements, every set element is
+// read (diff needs them; the kernel's dump of a 100,000-element set takes
+// seconds); without, a set's number of elements is its size, which apply
+// sets to exactly that.
+func ReadStatus(t Target, table string, elements bool) (*Status, error) {
 	st := &Status{Target: t.String(), Table: table, elements: map[string][]Element{}}
 	c, done, err := t.conn()
 	if err != nil {
@@ -71,11 +78,16 @@ func ReadStatus(t Target, table string) (*Status, error) {
 		if s.Anonymous {
 			continue
 		}
+		if !elements && s.Size > 0 {
+			// apply sizes each set to exactly its elements.
+			st.Sets = append(st.Sets, SetStatus{Name: s.Name, Elements: int(s.Size)})
+			continue
+		}
 		elems, err := c.GetSetElements(s)
 		if err != nil {
 			return nil, fmt.Errorf("list elements of set %s: %w", s.Name, err)
 		}
-		st.Sets = append(st.Sets, SetStatus{Name: s.Name, Elements: len(elems)})
+		st.Sets = append(st.Sets, SetStatus{Name: s.Name, Elements: len(elems), Counted: true})
 		for _, el := range elems {
 			if e, ok := parseElementKey(el.Key); ok {
 				e.Comment = el.Comment
@@ -137,17 +149,31 @@ func (st *Status) matches(p *Plan) error {
 	if len(st.Rules) != len(p.Rules) {
 		return fmt.Errorf("%d rules, want %d", len(st.Rules), len(p.Rules))
 	}
+	for i, r := range p.Rules {
+		if st.Rules[i] != r.Comment {
+			return fmt.Errorf("rule %d is %q, want %q", i+1, st.Rules[i], r.Comment)
+		}
+	}
 	for _, s := range p.Sets {
-		if got := len(st.elements[s.Name]); got != len(s.Elements) {
-			return fmt.Errorf("set %s has %d elements, want %d", s.Name, got, len(s.Elements))
+		i := slices.IndexFunc(st.Sets, func(x SetStatus) bool { return x.Name == s.Name })
+		if i < 0 {
+			return fmt.Errorf("set %s is missing", s.Name)
+		}
+		if st.Sets[i].Elements != len(s.Elements) {
+			return fmt.Errorf("set %s has %d elements, want %d", s.Name, st.Sets[i].Elements, len(s.Elements))
 		}
 	}
 	return nil
 }
 
+// verifyCountLimit: up to this many elements, apply counts them in the
+// kernel; above it, the acknowledged transaction is trusted for the
+// elements and the rest is checked.
+const verifyCountLimit = 10000
+
 // Diff compares a plan with the table in the target namespace.
 func DiffKernel(p *Plan, t Target) (*Diff, error) {
-	st, err := ReadStatus(t, p.Table)
+	st, err := ReadStatus(t, p.Table, true)
 	if err != nil {
 		return nil, err
 	}

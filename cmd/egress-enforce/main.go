@@ -217,7 +217,7 @@ and applies nothing.`,
 }
 
 func newStatus(g *cli.Globals) *cobra.Command {
-	var asJSON bool
+	var asJSON, count bool
 	cmd := &cobra.Command{
 		Use:   "status [--netns NAME|PATH] [--json]",
 		Short: "Show whether our table is installed, its mode, set sizes and the default counter",
@@ -228,7 +228,7 @@ func newStatus(g *cli.Globals) *cobra.Command {
 				return err
 			}
 			target := enforce.Target{Netns: cfg.Netns}
-			st, err := enforce.ReadStatus(target, cfg.Table)
+			st, err := enforce.ReadStatus(target, cfg.Table, count)
 			if err != nil {
 				return err
 			}
@@ -242,7 +242,11 @@ func newStatus(g *cli.Globals) *cobra.Command {
 			}
 			fmt.Fprintf(w, "table inet %s in %s: %s mode (chain policy %s)\n", st.Table, target, st.Mode, st.Policy)
 			for _, s := range st.Sets {
-				fmt.Fprintf(w, "  set %s: %d elements\n", s.Name, s.Elements)
+				how := "as applied"
+				if s.Counted {
+					how = "counted"
+				}
+				fmt.Fprintf(w, "  set %s: %d elements (%s)\n", s.Name, s.Elements, how)
 			}
 			fmt.Fprintf(w, "  rules: %d\n", len(st.Rules))
 			if st.Default != nil {
@@ -257,6 +261,7 @@ func newStatus(g *cli.Globals) *cobra.Command {
 	}
 	netnsFlag(cmd, g)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	cmd.Flags().BoolVar(&count, "count", false, "count set elements in the kernel instead of reading the set sizes apply wrote (slow for large sets)")
 	return cmd
 }
 
