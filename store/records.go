@@ -320,33 +320,18 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 }
 
 // Flows returns every flow, ordered by UID, protocol, address and port.
-func (s *Store) Flows() ([]Flow, error) {
-	var out []Flow
-	err := s.view(func(tx *bolt.Tx) error {
-		var err error
-		out, err = readFlows(tx)
-		return err
-	})
-	return out, err
-}
+func (s *Store) Flows() ([]Flow, error) { return read(s, readFlows) }
 
 // DNS returns every address with the names it was resolved from.
-func (s *Store) DNS() ([]DNSEntry, error) {
-	var out []DNSEntry
-	err := s.view(func(tx *bolt.Tx) error {
-		var err error
-		out, err = readDNS(tx)
-		return err
-	})
-	return out, err
-}
+func (s *Store) DNS() ([]DNSEntry, error) { return read(s, readDNS) }
 
 // Runs returns the learning runs, oldest first.
-func (s *Store) Runs() ([]Run, error) {
-	var out []Run
-	err := s.view(func(tx *bolt.Tx) error {
-		var err error
-		out, err = readRuns(tx)
+func (s *Store) Runs() ([]Run, error) { return read(s, readRuns) }
+
+// read runs one reader in a read transaction.
+func read[T any](s *Store, fn func(*bolt.Tx) (T, error)) (out T, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		out, err = fn(tx)
 		return err
 	})
 	return out, err
