@@ -1,0 +1,1510 @@
+//go:build linux
+
+// Command learnbench measures what the learner costs: the connect rate of a
+// loopback connect storm without a learner, with the real egress-learn
+// binary, and with in-kernel counting turned off (one ring buffer record per
+// attempt); and the learner's memory after a million UDP datagrams over a
+// hundred thousand flows. It prints figures and ratios; it is not a test.
+//
+// Run it as root from the module root:
+//
+//	go run ./bench/learnbench [-duration 10s] [-clients 2] [-rounds 3] [-json]
+//
+// Everything runs in a uniquely named child cgroup of the cgroup2 mount and
+// a uniquely named network namespace, both removed at the end, also on
+// SIGINT/SIGTERM. Traffic only goes to loopback inside that namespace.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"github.com/egresskit/egress/bench/internal/benchutil"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/egresskit/egress/learn"
+	"github.com/egresskit/egress/store"
+)
+
+// childEnv selects a child mode when the program re-executes itself.
+const childEnv = "EGB_CHILD"
+
+const (
+	variantBare     = "bare"
+	variantLearner  = "learner"
+	variantPerEvent = "per-event"
+)
+
+// programsAttached is how many programs a learner attaches to its cgroup
+// (connect4/6, sendmsg4/6, egress, ingress).
+const programsAttached = 6
+
+func main() {
+	switch os.Getenv(childEnv) {
+	case "storm":
+		os.Exit(childStorm())
+	case "udp":
+		os.Exit(childUDP())
+	case "learner":
+		os.Exit(childLearner())
+	}
+	os.Exit(benchMain())
+}
+
+// ---------------------------------------------------------------------------
+// Children.
+
+// stormResult is what a connect storm client prints.
+type stormResult struct {
+	Attempts uint64  `json:"attempts"` // connect() calls
+	Connects uint64  `json:"connects"` // connect() calls that succeeded
+	Errors   uint64  `json:"errors"`
+	FirstErr string  `json:"first_error,omitempty"`
+	Seconds  float64 `json:"seconds"`
+}
+
+// childStorm runs EGB_CLIENTS threads doing TCP connect + close to
+// 127.0.0.1:EGB_PORT for EGB_DURATION. Sockets close with SO_LINGER 0 (a
+// reset), so no TIME_WAIT piles up and the ephemeral ports never run out.
+func childStorm() int {
+	port, err1 := strconv.Atoi(os.Getenv("EGB_PORT"))
+	dur, err2 := time.ParseDuration(os.Getenv("EGB_DURATION"))
+	k, err3 := strconv.Atoi(os.Getenv("EGB_CLIENTS"))
+	if err := errors.Join(err1, err2, err3); err != nil || k < 1 {
+		fmt.Fprintln(os.Stderr, "storm child: bad environment:", err)
+		return 2
+	}
+	sa := &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}
+	linger := &unix.Linger{Onoff: 1, Linger: 0}
+	type counts struct {
+		attempts, connects, errors uint64
+		firstErr                   error
+		_                          [64]byte // keep the counters of two threads off one cache line
+	}
+	res := make([]counts, k)
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	start := time.Now()
+	timer := time.AfterFunc(dur, func() { stop.Store(true) })
+	defer timer.Stop()
+	for i := range res {
+		c := &res[i]
+		wg.Go(func() {
+			runtime.LockOSThread()
+			for !stop.Load() {
+				fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					c.errors++
+					if c.firstErr == nil {
+						c.firstErr = fmt.Errorf("socket: %w", err)
+					}
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, linger)
+				c.attempts++
+				if err := unix.Connect(fd, sa); err != nil {
+					c.errors++
+					if c.firstErr == nil {
+						c.firstErr = fmt.Errorf("connect: %w", err)
+					}
+				} else {
+					c.connects++
+				}
+				_ = unix.Close(fd)
+			}
+		})
+	}
+	wg.Wait()
+	out := stormResult{Seconds: time.Since(start).Seconds()}
+	for _, c := range res {
+		out.Attempts += c.attempts
+		out.Connects += c.connects
+		out.Errors += c.errors
+		if c.firstErr != nil && out.FirstErr == "" {
+			out.FirstErr = c.firstErr.Error()
+		}
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(out); err != nil {
+		return 1
+	}
+	return 0
+}
+
+// udpResult is what the UDP flow client prints.
+type udpResult struct {
+	Sent     uint64  `json:"sent"`
+	Errors   uint64  `json:"errors"`
+	FirstErr string  `json:"first_error,omitempty"`
+	Seconds  float64 `json:"seconds"`
+}
+
+// udpAddrs are the destinations of the UDP phase: all of 127/8 is
+// loopback, so 127.0.0.2 needs no address.
+var udpAddrs = [][4]byte{{127, 0, 0, 1}, {127, 0, 0, 2}}
+
+// childUDP sends EGB_PER_FLOW datagrams to each of EGB_FLOWS flows (the
+// udpAddrs × EGB_FLOWS/len(udpAddrs) ports from EGB_BASE_PORT) from one
+// unconnected socket with sendto(), one datagram per flow per round.
+func childUDP() int {
+	flows, err1 := strconv.Atoi(os.Getenv("EGB_FLOWS"))
+	perFlow, err2 := strconv.Atoi(os.Getenv("EGB_PER_FLOW"))
+	base, err3 := strconv.Atoi(os.Getenv("EGB_BASE_PORT"))
+	ports := flows / len(udpAddrs)
+	if err := errors.Join(err1, err2, err3); err != nil || ports < 1 || base+ports > 65536 {
+		fmt.Fprintln(os.Stderr, "udp child: bad environment:", err)
+		return 2
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "udp child:", err)
+		return 1
+	}
+	defer unix.Close(fd)
+	runtime.LockOSThread()
+	var out udpResult
+	payload := []byte{'x'}
+	sa := &unix.SockaddrInet4{}
+	start := time.Now()
+	for range perFlow {
+		for _, a := range udpAddrs {
+			sa.Addr = a
+			for p := base; p < base+ports; p++ {
+				sa.Port = p
+				if err := unix.Sendto(fd, payload, 0, sa); err != nil {
+					out.Errors++
+					if out.FirstErr == "" {
+						out.FirstErr = err.Error()
+					}
+					continue
+				}
+				out.Sent++
+			}
+		}
+	}
+	out.Seconds = time.Since(start).Seconds()
+	if err := json.NewEncoder(os.Stdout).Encode(out); err != nil {
+		return 1
+	}
+	return 0
+}
+
+// learnerSummary is what the per-event learner child prints.
+type learnerSummary struct {
+	Run    store.Run        `json:"run"`
+	Status learn.Status     `json:"status"`
+	Probe  learn.ProbeStats `json:"probe"`
+}
+
+// childLearner runs learn.Run on EGB_CGROUP into EGB_DB until SIGTERM,
+// with the options egress-learn uses, and in-kernel counting off when
+// EGB_PER_EVENT=1. It is the bench's stand-in for the real binary where
+// the CLI has no flag for what is measured.
+func childLearner() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	flush, err := time.ParseDuration(os.Getenv("EGB_FLUSH"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "learner child: bad EGB_FLUSH:", err)
+		return 2
+	}
+	opts := learn.DefaultProbeOptions()
+	opts.PerEvent = os.Getenv("EGB_PER_EVENT") == "1"
+	if path := os.Getenv("EGB_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "learner child:", err)
+			return 2
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "learner child:", err)
+			return 2
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if path := os.Getenv("EGB_HEAPPROFILE"); path != "" {
+		// Diagnosis: keep the heap profile taken at the largest live heap.
+		debug.SetMemoryLimit(64 << 20)
+		go func() {
+			var best uint64
+			for {
+				time.Sleep(200 * time.Millisecond)
+				runtime.GC()
+				var m runtime.MemStats
+				runtime.ReadMemStats(&m)
+				if m.HeapAlloc > best {
+					best = m.HeapAlloc
+					if f, err := os.Create(path); err == nil {
+						_ = pprof.WriteHeapProfile(f)
+						f.Close()
+					}
+				}
+			}
+		}()
+	}
+	sum, err := learn.Run(ctx, learn.Config{
+		DB:     os.Getenv("EGB_DB"),
+		Cgroup: os.Getenv("EGB_CGROUP"),
+		Flush:  flush,
+		Filter: learn.Filter{Loopback: false},
+		Probe:  opts,
+	})
+	if sum != nil {
+		_ = json.NewEncoder(os.Stdout).Encode(learnerSummary{Run: sum.Run, Status: sum.Status, Probe: sum.Probe})
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "learner child:", err)
+		return 1
+	}
+	return 0
+}
+
+// ---------------------------------------------------------------------------
+// Results.
+
+type config struct {
+	Duration        string `json:"duration"`
+	Clients         int    `json:"clients"`
+	Rounds          int    `json:"rounds"`
+	Acceptors       int    `json:"acceptors"`
+	FlushInterval   string `json:"flush_interval"`
+	UDPFlows        int    `json:"udp_flows"`
+	UDPPerFlow      int    `json:"udp_datagrams_per_flow"`
+	Cgroup          string `json:"cgroup"`
+	Netns           string `json:"netns"`
+	Kernel          string `json:"kernel"`
+	CPUs            int    `json:"cpus"`
+	LearnerBinary   string `json:"learner_binary"`
+	PerEventLearner string `json:"per_event_learner"`
+}
+
+// learnerRun is what one learner process did.
+type learnerRun struct {
+	Kind           string  `json:"kind"` // "egress-learn" or "learn.Run (per-event)"
+	AttachSeconds  float64 `json:"attach_seconds"`
+	StopSeconds    float64 `json:"stop_seconds"`
+	ExitCode       int     `json:"exit_code"`
+	CPUSeconds     float64 `json:"cpu_seconds"` // user+sys over its whole life
+	MaxRSSMiB      float64 `json:"max_rss_mib"` // getrusage of the exited process
+	ProgramsLeft   int     `json:"programs_left"`
+	Flows          int     `json:"flows"`
+	Hits           uint64  `json:"hits"`             // sum of the stored flows' hits
+	ReportHits     int64   `json:"report_hits"`      // sum of hits of `egress-learn report --json`; -1: not run
+	RunEvents      uint64  `json:"run_events"`       // store.Run.Events
+	LostEvents     uint64  `json:"lost_events"`      // store.Run.LostEvents
+	DNSLost        uint64  `json:"dns_lost"`         // store.Run.DNSLost
+	Finished       bool    `json:"finished"`         // store.Run.Finished
+	ChildLostProbe *uint64 `json:"child_probe_lost"` // per-event child: ProbeStats.Lost()
+	MapFull        *uint64 `json:"child_map_full,omitempty"`
+}
+
+type stormRun struct {
+	Variant    string      `json:"variant"`
+	Round      int         `json:"round"`
+	ConnPerSec float64     `json:"conn_per_sec"`
+	Ratio      float64     `json:"ratio_to_bare_median"`
+	Attempts   uint64      `json:"attempts"`
+	Connects   uint64      `json:"connects"`
+	Errors     uint64      `json:"errors"`
+	FirstErr   string      `json:"first_error,omitempty"`
+	Seconds    float64     `json:"seconds"`
+	ClientCPU  float64     `json:"client_cpu_seconds"`
+	Learner    *learnerRun `json:"learner,omitempty"`
+}
+
+type variantSummary struct {
+	Variant          string  `json:"variant"`
+	Runs             int     `json:"runs"`
+	MedianConnPerSec float64 `json:"median_conn_per_sec"`
+	Ratio            float64 `json:"ratio"`
+	ClientCPUPerConn float64 `json:"client_cpu_us_per_connect"`
+	EventsRecorded   uint64  `json:"events_recorded"` // all rounds
+	EventsMade       uint64  `json:"events_made"`     // connect attempts, all rounds
+	Lost             uint64  `json:"lost"`
+	DNSLost          uint64  `json:"dns_lost"`
+	LearnerCPUPct    float64 `json:"learner_cpu_percent"` // of one core, over its life
+	MedianAttachSecs float64 `json:"median_attach_seconds"`
+	MedianStopSecs   float64 `json:"median_stop_seconds"`
+}
+
+type rssResult struct {
+	Flows          int     `json:"flows"`
+	Datagrams      uint64  `json:"datagrams"`
+	SendErrors     uint64  `json:"send_errors"`
+	SendSeconds    float64 `json:"send_seconds"`
+	FlushWaitSecs  float64 `json:"flush_wait_seconds"`
+	PeakMiB        float64 `json:"peak_mib"`             // VmHWM after a flush, before SIGTERM
+	RSSMiB         float64 `json:"rss_mib"`              // VmRSS then
+	MaxRSSExitMiB  float64 `json:"max_rss_at_exit_mib"`  // getrusage, including the final flush
+	StoredFlows    int     `json:"stored_flows"`         // flows in the store
+	MatchingFlows  int     `json:"matching_flows"`       // of them, UDP to the bench's addresses and ports
+	Hits           uint64  `json:"hits"`                 // sum of hits of the matching flows
+	AllHits        uint64  `json:"all_hits"`             // sum of hits of every stored flow
+	HitsBeforeStop uint64  `json:"hits_at_flush_before"` // store.Run.Events at the flush the RSS was read after
+	AtFlush        procMem `json:"at_flush"`             // /proc/PID/status after that flush
+	Sampled        procMem `json:"sampled_max"`          // largest values sampled every 50ms until then
+	DBFileMiB      float64 `json:"db_file_mib"`
+	GoHeapPeakMB   float64 `json:"go_heap_peak_mb"` // from GODEBUG=gctrace=1
+	GoHeapLiveMB   float64 `json:"go_heap_live_mb"`
+	GCs            int     `json:"gcs"`
+	// Seconds from the last datagram until a flush had recorded all of them
+	// (seen by the bench / the run's end time of that flush); -1: never.
+	AllCountedSecs   float64 `json:"all_counted_seconds"`
+	AllCountedRunEnd float64 `json:"all_counted_run_end_seconds"`
+	AtAllCounted     procMem `json:"at_all_counted"`
+	// Longest time from a flush's start (its run end time) until the
+	// bench, polling every -watch-interval, saw it committed.
+	MaxFlushSecs float64      `json:"max_flush_seconds"`
+	Flushes      []flushPoint `json:"flushes"`
+	Learner      learnerRun   `json:"learner"`
+}
+
+type output struct {
+	Config  config           `json:"config"`
+	Storm   []stormRun       `json:"storm,omitempty"`
+	Summary []variantSummary `json:"summary,omitempty"`
+	RSS     *rssResult       `json:"rss,omitempty"`
+	Notes   []string         `json:"notes,omitempty"`
+}
+
+// ---------------------------------------------------------------------------
+// The bench.
+
+type bench struct {
+	ctx        context.Context
+	self       string // this executable, re-executed for the children
+	tmp        string
+	binary     string // egress-learn
+	cgroup     string
+	cgroupFD   *os.File
+	netns      string
+	port       int
+	flush      time.Duration
+	clients    int
+	keepLogs   bool
+	stopDelay  time.Duration
+	watchEvery time.Duration
+	rssProfile string
+	notes      []string
+	learnerNo  int
+}
+
+func (b *bench) note(format string, args ...any) {
+	s := fmt.Sprintf(format, args...)
+	b.notes = append(b.notes, s)
+	benchutil.Logf("NOTE: %s", s)
+}
+
+func randomHex() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func benchMain() int {
+	duration := flag.Duration("duration", 10*time.Second, "length of each connect storm")
+	clients := flag.Int("clients", 2, "connecting threads in the storm client")
+	rounds := flag.Int("rounds", 3, "rounds of bare, learner, per-event storms")
+	acceptors := flag.Int("acceptors", 2, "accepting threads of the server")
+	warmup := flag.Duration("warmup", 2*time.Second, "unmeasured bare storm before the rounds (0: none)")
+	flush := flag.Duration("flush-interval", 5*time.Second, "learner --flush-interval")
+	udpFlows := flag.Int("udp-flows", 100000, "distinct UDP flows of the RSS phase (half on 127.0.0.1, half on 127.0.0.2)")
+	udpPerFlow := flag.Int("udp-per-flow", 10, "datagrams per UDP flow in the RSS phase")
+	skipStorm := flag.Bool("skip-storm", false, "skip the connect storm")
+	skipRSS := flag.Bool("skip-rss", false, "skip the RSS phase")
+	asJSON := flag.Bool("json", false, "print the results as JSON")
+	keep := flag.Bool("keep-logs", false, "keep the temporary folder (learner logs and stores)")
+	rssProfile := flag.String("rss-profile", "", "diagnosis: run the RSS phase's learner as learn.Run in a child of the bench (same options as egress-learn) and write its CPU profile to this file")
+	watchEvery := flag.Duration("watch-interval", 200*time.Millisecond, "how often the RSS phase reads the learner's store for new flushes")
+	stopDelay := flag.Duration("stop-delay", 0, "wait this long after the storm client exits before sending the learner SIGTERM")
+	flag.Parse()
+	if *clients < 1 || *rounds < 1 || *acceptors < 1 || *duration <= 0 || *udpFlows < 2 || *udpPerFlow < 1 {
+		fmt.Fprintln(os.Stderr, "learnbench: -clients, -rounds, -acceptors, -udp-per-flow must be at least 1, -udp-flows at least 2, -duration positive")
+		return 2
+	}
+	if *udpFlows/len(udpAddrs) > 50000 {
+		fmt.Fprintln(os.Stderr, "learnbench: -udp-flows is at most 100000 (2 addresses x 50000 ports)")
+		return 2
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "learnbench: run as root (it creates a cgroup and a network namespace and loads eBPF)")
+		return 2
+	}
+	for _, tool := range []string{"go", "ip", "nsenter", "bpftool"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			fmt.Fprintf(os.Stderr, "learnbench: %s not found in PATH\n", tool)
+			return 2
+		}
+	}
+	// Start every child from the main thread; Pdeathsig follows the thread
+	// that forked.
+	runtime.LockOSThread()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var cl benchutil.Cleaner
+	defer cl.Run()
+	sigc := make(chan os.Signal, 2)
+	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sigc
+		benchutil.Logf("got %s: stopping and cleaning up", s)
+		cancel()
+		select {
+		case <-sigc:
+		case <-time.After(20 * time.Second):
+		}
+		cl.Run()
+		os.Exit(130)
+	}()
+
+	b := &bench{ctx: ctx, flush: *flush, clients: *clients, keepLogs: *keep, stopDelay: *stopDelay, watchEvery: *watchEvery, rssProfile: *rssProfile}
+	out, err := b.run(&cl, runOptions{
+		duration: *duration, rounds: *rounds, acceptors: *acceptors, warmup: *warmup,
+		udpFlows: *udpFlows, udpPerFlow: *udpPerFlow, skipStorm: *skipStorm, skipRSS: *skipRSS,
+	})
+	if out != nil {
+		if *asJSON {
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(out)
+		} else {
+			printSummary(os.Stdout, out, *duration, *rounds)
+		}
+	}
+	if err != nil {
+		benchutil.Logf("error: %v", err)
+		return 1
+	}
+	return 0
+}
+
+type runOptions struct {
+	duration   time.Duration
+	rounds     int
+	acceptors  int
+	warmup     time.Duration
+	udpFlows   int
+	udpPerFlow int
+	skipStorm  bool
+	skipRSS    bool
+}
+
+func (b *bench) run(cl *benchutil.Cleaner, o runOptions) (*output, error) {
+	var err error
+	if b.self, err = os.Executable(); err != nil {
+		return nil, err
+	}
+	if b.tmp, err = os.MkdirTemp("", "egress-bench-"); err != nil {
+		return nil, err
+	}
+	cl.Add(func() {
+		if b.keepLogs {
+			benchutil.Logf("kept %s", b.tmp)
+			return
+		}
+		_ = os.RemoveAll(b.tmp)
+	})
+
+	// 1. Build the real binary.
+	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(gomod)) == "" || strings.TrimSpace(string(gomod)) == os.DevNull {
+		return nil, fmt.Errorf("find the module root (run from inside the module): %v", err)
+	}
+	b.binary = filepath.Join(b.tmp, "egress-learn")
+	benchutil.Logf("building %s", b.binary)
+	build := exec.CommandContext(b.ctx, "go", "build", "-o", b.binary, "./cmd/egress-learn")
+	build.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
+	if outb, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build ./cmd/egress-learn: %v\n%s", err, outb)
+	}
+
+	// 2. Cgroup and namespace.
+	mount, err := learn.Cgroup2Mount()
+	if err != nil {
+		return nil, err
+	}
+	b.cgroup = filepath.Join(mount, "egress-bench-"+randomHex())
+	if filepath.Dir(b.cgroup) != filepath.Clean(mount) || b.cgroup == mount {
+		return nil, fmt.Errorf("refusing cgroup path %s", b.cgroup)
+	}
+	if err := os.Mkdir(b.cgroup, 0o755); err != nil {
+		return nil, fmt.Errorf("create cgroup: %w", err)
+	}
+	cl.Add(func() { removeCgroup(b.cgroup) })
+	if b.cgroupFD, err = os.Open(b.cgroup); err != nil {
+		return nil, err
+	}
+	cl.Add(func() { _ = b.cgroupFD.Close() })
+
+	b.netns = "egb-" + randomHex()
+	if out, err := exec.Command("ip", "netns", "add", b.netns).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ip netns add %s: %v: %s", b.netns, err, out)
+	}
+	cl.Add(func() {
+		if out, err := exec.Command("ip", "netns", "del", b.netns).CombinedOutput(); err != nil {
+			benchutil.Logf("ip netns del %s: %v: %s", b.netns, err, out)
+		}
+	})
+	if out, err := exec.Command("ip", "-n", b.netns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("set lo up in %s: %v: %s", b.netns, err, out)
+	}
+	benchutil.Logf("cgroup %s, netns %s", b.cgroup, b.netns)
+
+	res := &output{Config: config{
+		Duration: o.duration.String(), Clients: b.clients, Rounds: o.rounds, Acceptors: o.acceptors,
+		FlushInterval: b.flush.String(), UDPFlows: o.udpFlows / len(udpAddrs) * len(udpAddrs), UDPPerFlow: o.udpPerFlow,
+		Cgroup: b.cgroup, Netns: b.netns, Kernel: benchutil.KernelRelease(), CPUs: runtime.NumCPU(),
+		LearnerBinary:   "egress-learn run --ignore-loopback=false (built from ./cmd/egress-learn)",
+		PerEventLearner: "learn.Run with DefaultProbeOptions + PerEvent, in a child process of the bench",
+	}}
+	defer func() { res.Notes = b.notes }()
+
+	if n, err := attachedPrograms(b.cgroup); err != nil {
+		return nil, fmt.Errorf("bpftool cgroup show: %w", err)
+	} else if n != 0 {
+		return nil, fmt.Errorf("fresh cgroup %s already has %d programs", b.cgroup, n)
+	}
+
+	if !o.skipStorm {
+		if err := b.storm(cl, o, res); err != nil {
+			return res, err
+		}
+	}
+	if !o.skipRSS {
+		r, err := b.rss(o)
+		if r != nil {
+			res.RSS = r
+		}
+		if err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// removeCgroup kills what still runs in the cgroup and removes it.
+func removeCgroup(path string) {
+	_ = os.WriteFile(filepath.Join(path, "cgroup.kill"), []byte("1"), 0)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := os.Remove(path)
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		if time.Now().After(deadline) {
+			benchutil.Logf("remove cgroup %s: %v", path, err)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// attachedPrograms counts the programs attached to the cgroup itself.
+func attachedPrograms(cgroup string) (int, error) {
+	out, err := exec.Command("bpftool", "-j", "cgroup", "show", cgroup).Output()
+	if err != nil {
+		return 0, err
+	}
+	out = bytes.TrimSpace(out)
+	if len(out) == 0 {
+		return 0, nil
+	}
+	var progs []json.RawMessage
+	if err := json.Unmarshal(out, &progs); err != nil {
+		return 0, fmt.Errorf("parse bpftool output %q: %w", out, err)
+	}
+	return len(progs), nil
+}
+
+// ---------------------------------------------------------------------------
+// Server.
+
+type server struct {
+	fd       int
+	port     int
+	wg       sync.WaitGroup
+	accepted atomic.Uint64
+}
+
+// inNetns runs fn on a locked OS thread that entered the namespace; the
+// thread is thrown away afterwards.
+func inNetns(path string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		f, err := os.Open(path)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", path, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// startServer listens on 127.0.0.1:0 inside the namespace and accepts and
+// closes connections on n threads.
+func startServer(netnsPath string, n int) (*server, error) {
+	s := &server{fd: -1}
+	err := inNetns(netnsPath, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		s.fd = fd
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+			return err
+		}
+		if err := unix.Listen(fd, 4096); err != nil {
+			return err
+		}
+		sa, err := unix.Getsockname(fd)
+		if err != nil {
+			return err
+		}
+		s.port = sa.(*unix.SockaddrInet4).Port
+		return nil
+	})
+	if err != nil {
+		if s.fd >= 0 {
+			_ = unix.Close(s.fd)
+		}
+		return nil, fmt.Errorf("listen in %s: %w", netnsPath, err)
+	}
+	for range n {
+		s.wg.Go(func() {
+			runtime.LockOSThread()
+			for {
+				nfd, _, err := unix.Accept4(s.fd, unix.SOCK_CLOEXEC)
+				if err != nil {
+					if errors.Is(err, unix.EINTR) || errors.Is(err, unix.ECONNABORTED) || errors.Is(err, unix.EMFILE) {
+						continue
+					}
+					return // EINVAL after shutdown
+				}
+				_ = unix.Close(nfd)
+				s.accepted.Add(1)
+			}
+		})
+	}
+	return s, nil
+}
+
+func (s *server) close() {
+	_ = unix.Shutdown(s.fd, unix.SHUT_RDWR) // wakes the blocked accepts
+	s.wg.Wait()
+	_ = unix.Close(s.fd)
+}
+
+// ---------------------------------------------------------------------------
+// Clients.
+
+func (b *bench) clientCmd(ctx context.Context, env ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+b.netns, "--", b.self)
+	cmd.Env = append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/"}, env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(b.cgroupFD.Fd()), Pdeathsig: syscall.SIGKILL}
+	return cmd
+}
+
+// runChild runs a client to completion and decodes its JSON result.
+func runChild(cmd *exec.Cmd, v any) (cpu float64, err error) {
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return 0, fmt.Errorf("client: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	if err := json.Unmarshal(stdout.Bytes(), v); err != nil {
+		return 0, fmt.Errorf("client output %q: %w", stdout.String(), err)
+	}
+	return (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds(), nil
+}
+
+func (b *bench) runStormClient(d time.Duration) (stormResult, float64, error) {
+	ctx, cancel := context.WithTimeout(b.ctx, d+60*time.Second)
+	defer cancel()
+	var r stormResult
+	cmd := b.clientCmd(ctx, childEnv+"=storm", "EGB_PORT="+strconv.Itoa(b.port),
+		"EGB_DURATION="+d.String(), "EGB_CLIENTS="+strconv.Itoa(b.clients))
+	cpu, err := runChild(cmd, &r)
+	return r, cpu, err
+}
+
+// ---------------------------------------------------------------------------
+// Learners.
+
+type learnerProc struct {
+	kind    string
+	cmd     *exec.Cmd
+	db      string
+	logPath string
+	stdout  bytes.Buffer
+	started time.Time
+	done    chan struct{}
+	waitErr error
+	attach  time.Duration
+}
+
+// startLearner starts the real binary (perEvent false) or the per-event
+// child on the bench cgroup and waits until its programs are attached.
+// Learner kinds.
+const (
+	learnerBinary   = iota // the real egress-learn binary
+	learnerChild           // learn.Run in a child of the bench, default options
+	learnerPerEvent        // learn.Run in a child of the bench, PerEvent
+)
+
+func (b *bench) startLearner(kind int, name string, extraEnv ...string) (*learnerProc, error) {
+	b.learnerNo++
+	l := &learnerProc{
+		db:      filepath.Join(b.tmp, fmt.Sprintf("%02d-%s.db", b.learnerNo, name)),
+		logPath: filepath.Join(b.tmp, fmt.Sprintf("%02d-%s.log", b.learnerNo, name)),
+		done:    make(chan struct{}),
+	}
+	env := append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}, extraEnv...)
+	if kind == learnerChild || kind == learnerPerEvent {
+		l.kind = "learn.Run (child of the bench)"
+		perEvent := "0"
+		if kind == learnerPerEvent {
+			l.kind = "learn.Run per-event (child of the bench)"
+			perEvent = "1"
+		}
+		l.cmd = exec.Command(b.self)
+		l.cmd.Env = append(env, childEnv+"=learner", "EGB_PER_EVENT="+perEvent, "EGB_CGROUP="+b.cgroup,
+			"EGB_DB="+l.db, "EGB_FLUSH="+b.flush.String())
+	} else {
+		l.kind = "egress-learn"
+		l.cmd = exec.Command(b.binary, "run", "--cgroup", b.cgroup, "--db", l.db,
+			"--ignore-loopback=false", "--flush-interval", b.flush.String())
+		l.cmd.Env = env
+	}
+	logFile, err := os.Create(l.logPath)
+	if err != nil {
+		return nil, err
+	}
+	l.cmd.Stdout = &l.stdout
+	l.cmd.Stderr = logFile
+	// If the bench dies, the learner gets SIGTERM and detaches.
+	l.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	l.started = time.Now()
+	if err := l.cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start %s: %w", l.kind, err)
+	}
+	go func() {
+		l.waitErr = l.cmd.Wait()
+		logFile.Close()
+		close(l.done)
+	}()
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, err := attachedPrograms(b.cgroup)
+		if err == nil && n >= programsAttached {
+			l.attach = time.Since(l.started)
+			break
+		}
+		select {
+		case <-l.done:
+			return nil, fmt.Errorf("%s exited before attaching (%v): %s", l.kind, l.waitErr, l.logTail())
+		case <-b.ctx.Done():
+			l.kill()
+			return nil, b.ctx.Err()
+		default:
+		}
+		if time.Now().After(deadline) {
+			l.kill()
+			return nil, fmt.Errorf("%s did not attach within 30s (%d programs): %s", l.kind, n, l.logTail())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The programs are attached before the run record and the ring buffer
+	// readers start; give those a moment so startup is not measured.
+	time.Sleep(200 * time.Millisecond)
+	return l, nil
+}
+
+func (l *learnerProc) logTail() string {
+	data, _ := os.ReadFile(l.logPath)
+	s := strings.TrimSpace(string(data))
+	if len(s) > 2000 {
+		s = "..." + s[len(s)-2000:]
+	}
+	return s
+}
+
+func (l *learnerProc) kill() {
+	_ = l.cmd.Process.Kill()
+	<-l.done
+}
+
+// stop sends SIGTERM and waits for the exit, then reads what the learner
+// stored.
+func (b *bench) stopLearner(l *learnerProc, withReport bool) (*learnerRun, error) {
+	r := &learnerRun{Kind: l.kind, AttachSeconds: l.attach.Seconds(), ReportHits: -1}
+	t0 := time.Now()
+	_ = l.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-l.done:
+	case <-time.After(60 * time.Second):
+		l.kill()
+		return r, fmt.Errorf("%s did not stop within 60s of SIGTERM: %s", l.kind, l.logTail())
+	}
+	r.StopSeconds = time.Since(t0).Seconds()
+	ps := l.cmd.ProcessState
+	r.ExitCode = ps.ExitCode()
+	r.CPUSeconds = (ps.UserTime() + ps.SystemTime()).Seconds()
+	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+		r.MaxRSSMiB = float64(ru.Maxrss) / 1024
+	}
+	if r.ExitCode != 0 {
+		b.note("%s exited %d after SIGTERM: %s", l.kind, r.ExitCode, l.logTail())
+	}
+	if n, err := attachedPrograms(b.cgroup); err == nil {
+		r.ProgramsLeft = n
+		if n != 0 {
+			b.note("%s left %d programs attached after exiting", l.kind, n)
+		}
+	}
+	if l.stdout.Len() > 0 {
+		var s learnerSummary
+		if json.Unmarshal(l.stdout.Bytes(), &s) == nil {
+			lost := s.Probe.Lost()
+			r.ChildLostProbe = &lost
+			r.MapFull = &s.Probe.MapFull
+		}
+	}
+
+	st, err := store.Open(l.db, store.Options{LockTimeout: 10 * time.Second})
+	if err != nil {
+		return r, fmt.Errorf("open %s store: %w", l.kind, err)
+	}
+	snap, err := st.Snapshot()
+	if err != nil {
+		return r, err
+	}
+	r.Flows = len(snap.Flows)
+	for _, f := range snap.Flows {
+		r.Hits += f.Hits
+	}
+	if len(snap.Runs) != 1 {
+		b.note("%s store has %d runs, want 1", l.kind, len(snap.Runs))
+	}
+	for _, run := range snap.Runs {
+		r.RunEvents += run.Events
+		r.LostEvents += run.LostEvents
+		r.DNSLost += run.DNSLost
+		r.Finished = run.Finished
+	}
+	if withReport {
+		out, err := exec.Command(b.binary, "report", "--json", "--db", l.db).Output()
+		if err != nil {
+			return r, fmt.Errorf("egress-learn report --json: %w", err)
+		}
+		var rows []struct {
+			Hits uint64 `json:"hits"`
+		}
+		if err := json.Unmarshal(out, &rows); err != nil {
+			return r, fmt.Errorf("parse report --json: %w", err)
+		}
+		r.ReportHits = 0
+		for _, row := range rows {
+			r.ReportHits += int64(row.Hits)
+		}
+	}
+	return r, nil
+}
+
+// ---------------------------------------------------------------------------
+// Connect storm.
+
+func (b *bench) storm(cl *benchutil.Cleaner, o runOptions, res *output) error {
+	srv, err := startServer("/run/netns/"+b.netns, o.acceptors)
+	if err != nil {
+		return err
+	}
+	var closeOnce sync.Once
+	closeSrv := func() { closeOnce.Do(srv.close) }
+	cl.Add(closeSrv)
+	defer closeSrv()
+	b.port = srv.port
+	benchutil.Logf("server on 127.0.0.1:%d in %s, %d acceptors", b.port, b.netns, o.acceptors)
+
+	if o.warmup > 0 {
+		r, _, err := b.runStormClient(o.warmup)
+		if err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+		benchutil.Logf("warm-up: %.0f conn/s", float64(r.Connects)/r.Seconds)
+	}
+
+	variants := []string{variantBare, variantLearner, variantPerEvent}
+	for round := 1; round <= o.rounds; round++ {
+		for _, v := range variants {
+			if err := b.ctx.Err(); err != nil {
+				return err
+			}
+			run, err := b.stormRun(v, round, o.duration)
+			if run != nil {
+				res.Storm = append(res.Storm, *run)
+			}
+			if err != nil {
+				return fmt.Errorf("round %d %s: %w", round, v, err)
+			}
+		}
+	}
+
+	median := map[string]float64{}
+	for _, v := range variants {
+		var rates []float64
+		for _, r := range res.Storm {
+			if r.Variant == v {
+				rates = append(rates, r.ConnPerSec)
+			}
+		}
+		median[v] = medianOf(rates)
+	}
+	bare := median[variantBare]
+	for i := range res.Storm {
+		if bare > 0 {
+			res.Storm[i].Ratio = res.Storm[i].ConnPerSec / bare
+		}
+	}
+	for _, v := range variants {
+		s := variantSummary{Variant: v, MedianConnPerSec: median[v]}
+		if bare > 0 {
+			s.Ratio = median[v] / bare
+		}
+		var attach, stop []float64
+		var cpu, life, clientCPU float64
+		var conns uint64
+		for _, r := range res.Storm {
+			if r.Variant != v {
+				continue
+			}
+			s.Runs++
+			s.EventsMade += r.Attempts
+			clientCPU += r.ClientCPU
+			conns += r.Attempts
+			if l := r.Learner; l != nil {
+				s.EventsRecorded += l.Hits
+				s.Lost += l.LostEvents
+				s.DNSLost += l.DNSLost
+				attach = append(attach, l.AttachSeconds)
+				stop = append(stop, l.StopSeconds)
+				cpu += l.CPUSeconds
+				life += r.Seconds + l.AttachSeconds + l.StopSeconds + 0.2
+			}
+		}
+		if conns > 0 {
+			s.ClientCPUPerConn = clientCPU / float64(conns) * 1e6
+		}
+		if life > 0 {
+			s.LearnerCPUPct = 100 * cpu / life
+		}
+		s.MedianAttachSecs = medianOf(attach)
+		s.MedianStopSecs = medianOf(stop)
+		res.Summary = append(res.Summary, s)
+	}
+	return nil
+}
+
+func (b *bench) stormRun(variant string, round int, d time.Duration) (*stormRun, error) {
+	var l *learnerProc
+	var err error
+	switch variant {
+	case variantLearner:
+		l, err = b.startLearner(learnerBinary, fmt.Sprintf("storm-r%d-learner", round))
+	case variantPerEvent:
+		l, err = b.startLearner(learnerPerEvent, fmt.Sprintf("storm-r%d-per-event", round))
+	}
+	if err != nil {
+		return nil, err
+	}
+	r, cpu, err := b.runStormClient(d)
+	if err != nil {
+		if l != nil {
+			_, _ = b.stopLearner(l, false)
+		}
+		return nil, err
+	}
+	run := &stormRun{
+		Variant: variant, Round: round, ConnPerSec: float64(r.Connects) / r.Seconds,
+		Attempts: r.Attempts, Connects: r.Connects, Errors: r.Errors, FirstErr: r.FirstErr,
+		Seconds: r.Seconds, ClientCPU: cpu,
+	}
+	if r.Errors > 0 {
+		b.note("round %d %s: %d of %d connects failed (first: %s)", round, variant, r.Errors, r.Attempts, r.FirstErr)
+	}
+	if l == nil {
+		benchutil.Logf("round %d %-9s %8.0f conn/s  (%d connects, %d errors, client cpu %.2fs)",
+			round, variant, run.ConnPerSec, r.Connects, r.Errors, cpu)
+		return run, nil
+	}
+	time.Sleep(b.stopDelay)
+	lr, err := b.stopLearner(l, variant == variantLearner)
+	run.Learner = lr
+	if err != nil {
+		return run, err
+	}
+	benchutil.Logf("round %d %-9s %8.0f conn/s  (%d connects, %d errors, client cpu %.2fs) events %d recorded / %d made, lost %d, dns lost %d, learner cpu %.2fs, attach %.2fs, stop %.2fs, exit %d",
+		round, variant, run.ConnPerSec, r.Connects, r.Errors, cpu, lr.Hits, r.Attempts, lr.LostEvents, lr.DNSLost,
+		lr.CPUSeconds, lr.AttachSeconds, lr.StopSeconds, lr.ExitCode)
+	if lr.Hits != r.Attempts {
+		b.note("round %d %s: %d hits recorded but the client made %d connect attempts (%+d)",
+			round, variant, lr.Hits, r.Attempts, int64(lr.Hits)-int64(r.Attempts))
+	}
+	if lr.ReportHits >= 0 && uint64(lr.ReportHits) != lr.Hits {
+		b.note("round %d %s: report --json sums %d hits, the store %d", round, variant, lr.ReportHits, lr.Hits)
+	}
+	if lr.RunEvents != lr.Hits {
+		b.note("round %d %s: run record counts %d events, the flows %d hits", round, variant, lr.RunEvents, lr.Hits)
+	}
+	if lr.LostEvents > 0 || lr.DNSLost > 0 {
+		b.note("round %d %s: lost %d events, %d DNS answers", round, variant, lr.LostEvents, lr.DNSLost)
+	}
+	if lr.Flows != 1 {
+		b.note("round %d %s: %d flows stored, want 1", round, variant, lr.Flows)
+	}
+	if !lr.Finished {
+		b.note("round %d %s: run not marked finished", round, variant)
+	}
+	return run, nil
+}
+
+func medianOf(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	v = slices.Clone(v)
+	slices.Sort(v)
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
+}
+
+// ---------------------------------------------------------------------------
+// RSS.
+
+const udpBasePort = 10000
+
+func (b *bench) rss(o runOptions) (*rssResult, error) {
+	ports := o.udpFlows / len(udpAddrs)
+	r := &rssResult{Flows: ports * len(udpAddrs)}
+	// gctrace=1 makes the Go runtime log the heap size at every collection
+	// to the learner's log; it costs nothing measurable.
+	kind, env := learnerBinary, []string{"GODEBUG=gctrace=1"}
+	if b.rssProfile != "" {
+		kind, env = learnerChild, append(env, "EGB_CPUPROFILE="+b.rssProfile)
+	}
+	if p := os.Getenv("EGB_HEAPPROFILE"); p != "" {
+		kind, env = learnerChild, append(env, "EGB_HEAPPROFILE="+p)
+	}
+	l, err := b.startLearner(kind, "rss", env...)
+	if err != nil {
+		return nil, err
+	}
+	sampler := sampleMemory(l.cmd.Process.Pid, 50*time.Millisecond)
+	sampling := true
+	flushes := watchFlushes(l.db, b.watchEvery)
+	defer flushes.close()
+	defer func() {
+		if sampling {
+			sampler.finish()
+		}
+	}()
+	stopped := false
+	defer func() {
+		if !stopped {
+			l.kill()
+		}
+	}()
+	benchutil.Logf("rss: sending %d datagrams over %d flows", r.Flows*o.udpPerFlow, r.Flows)
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Minute)
+	defer cancel()
+	var u udpResult
+	cmd := b.clientCmd(ctx, childEnv+"=udp", "EGB_FLOWS="+strconv.Itoa(r.Flows),
+		"EGB_PER_FLOW="+strconv.Itoa(o.udpPerFlow), "EGB_BASE_PORT="+strconv.Itoa(udpBasePort))
+	if _, err := runChild(cmd, &u); err != nil {
+		return r, err
+	}
+	sent := time.Now()
+	r.Datagrams, r.SendErrors, r.SendSeconds = u.Sent, u.Errors, u.Seconds
+	benchutil.Logf("rss: sent %d datagrams in %.2fs (%.0f/s), %d errors", u.Sent, u.Seconds, float64(u.Sent)/u.Seconds, u.Errors)
+	if u.Errors > 0 {
+		b.note("rss: %d sendto errors (first: %s)", u.Errors, u.FirstErr)
+	}
+
+	// Wait for a flush that happened after the drain following the last
+	// datagram (drains run every second).
+	first, err := flushes.wait(b.ctx, l, func(f flushPoint) bool { return f.End.After(sent.Add(1500 * time.Millisecond)) }, b.flush+30*time.Second)
+	if err != nil {
+		return r, fmt.Errorf("rss: wait for a flush: %w", err)
+	}
+	r.HitsBeforeStop = first.Events
+	r.FlushWaitSecs = time.Since(sent).Seconds()
+	mem, err := procMemory(l.cmd.Process.Pid)
+	if err != nil {
+		return r, err
+	}
+	// Then wait (a while) until a flush holds every datagram sent.
+	if all, err := flushes.wait(b.ctx, l, func(f flushPoint) bool { return f.Events >= u.Sent }, 4*b.flush+10*time.Second); err == nil {
+		r.AllCountedSecs = all.Seen.Sub(sent).Seconds()
+		r.AllCountedRunEnd = all.End.Sub(sent).Seconds()
+	} else {
+		r.AllCountedSecs = -1
+		b.note("rss: no flush held all %d datagrams within %s: %v", u.Sent, 4*b.flush+10*time.Second, err)
+	}
+	if m2, err := procMemory(l.cmd.Process.Pid); err == nil {
+		r.AtAllCounted = m2
+	}
+	flushes.close()
+	r.Flushes = flushes.points()
+	for _, f := range r.Flushes {
+		r.MaxFlushSecs = max(r.MaxFlushSecs, f.Seen.Sub(f.End).Seconds())
+	}
+	for _, f := range r.Flushes {
+		benchutil.Logf("rss: flush seen %6.2fs after start: run end %+6.2fs, events %7d (vs the last datagram: %+.2fs)",
+			f.Seen.Sub(l.started).Seconds(), f.End.Sub(l.started).Seconds(), f.Events, f.End.Sub(sent).Seconds())
+	}
+	sampling = false
+	r.Sampled = sampler.finish()
+	r.AtFlush = mem
+	r.PeakMiB, r.RSSMiB = mem.HWM, mem.RSS
+	if fi, err := os.Stat(l.db); err == nil {
+		r.DBFileMiB = float64(fi.Size()) / (1 << 20)
+	}
+	benchutil.Logf("rss: after a flush (%.1fs after the last datagram): VmHWM %.1f MiB, VmRSS %.1f MiB (anon %.1f, file %.1f, shmem %.1f); sampled maxima: anon %.1f, file %.1f, shmem %.1f; db file %.1f MiB",
+		r.FlushWaitSecs, mem.HWM, mem.RSS, mem.Anon, mem.File, mem.Shmem, r.Sampled.Anon, r.Sampled.File, r.Sampled.Shmem, r.DBFileMiB)
+
+	stopped = true
+	lr, err := b.stopLearner(l, false)
+	if lr != nil {
+		r.Learner = *lr
+	}
+	if err != nil {
+		return r, err
+	}
+	// Count what the store holds.
+	stf, err := store.Open(l.db, store.Options{LockTimeout: 10 * time.Second})
+	if err != nil {
+		return r, err
+	}
+	flows, err := stf.Flows()
+	if err != nil {
+		return r, err
+	}
+	r.StoredFlows = len(flows)
+	for _, f := range flows {
+		r.AllHits += f.Hits
+		if f.Proto == unix.IPPROTO_UDP && f.Port >= udpBasePort && int(f.Port) < udpBasePort+ports &&
+			f.IP.Is4() && slices.Contains(udpAddrs, f.IP.As4()) {
+			r.MatchingFlows++
+			r.Hits += f.Hits
+		}
+	}
+	r.MaxRSSExitMiB = lr.MaxRSSMiB
+	if lr.MapFull != nil {
+		benchutil.Logf("rss: kernel stats of the learn.Run child: %d attempts recorded one by one because the flow map was full", *lr.MapFull)
+	}
+	if data, err := os.ReadFile(l.logPath); err == nil {
+		r.GoHeapPeakMB, r.GoHeapLiveMB, r.GCs = peakGoHeap(string(data))
+		benchutil.Logf("rss: Go heap (gctrace): peak %.0f MB, largest live heap %.0f MB over %d collections", r.GoHeapPeakMB, r.GoHeapLiveMB, r.GCs)
+	}
+	benchutil.Logf("rss: stored %d flows (%d matching), %d hits (%d matching), lost %d, dns lost %d, learner cpu %.2fs, max rss at exit %.1f MiB, stop %.2fs",
+		r.StoredFlows, r.MatchingFlows, r.AllHits, r.Hits, lr.LostEvents, lr.DNSLost, lr.CPUSeconds, lr.MaxRSSMiB, lr.StopSeconds)
+	want := uint64(r.Flows * o.udpPerFlow)
+	if r.MatchingFlows != r.Flows {
+		b.note("rss: %d flows stored, want %d", r.MatchingFlows, r.Flows)
+	}
+	if r.Hits != r.Datagrams || r.Hits != want {
+		b.note("rss: %d hits stored, %d datagrams sent, %d wanted", r.Hits, r.Datagrams, want)
+	}
+	if r.HitsBeforeStop != r.Datagrams {
+		b.note("rss: the first flush begun over 1.5s after the last datagram held %d events of %d; all were in the store %.1fs after the last datagram",
+			r.HitsBeforeStop, r.Datagrams, r.AllCountedSecs)
+	}
+	if r.MaxFlushSecs > 2 {
+		b.note("rss: a flush took up to %.1fs from its start (run end time) until the bench saw it committed (it runs beside the drain loop)", r.MaxFlushSecs)
+	}
+	if r.PeakMiB >= 100 || r.MaxRSSExitMiB >= 100 {
+		b.note("rss: peak %.1f MiB (at exit %.1f MiB) is over the 100 MiB goal", r.PeakMiB, r.MaxRSSExitMiB)
+	}
+	if lr.LostEvents > 0 || lr.DNSLost > 0 {
+		b.note("rss: lost %d events, %d DNS answers", lr.LostEvents, lr.DNSLost)
+	}
+	return r, nil
+}
+
+// flushPoint is one flush of a learner, as its run record shows it.
+type flushPoint struct {
+	Seen   time.Time `json:"seen"` // when the bench first saw it
+	End    time.Time `json:"end"`  // store.Run.End: when the flush began
+	Events uint64    `json:"events"`
+}
+
+// flushWatcher polls a learner's store for new flushes.
+type flushWatcher struct {
+	mu   sync.Mutex
+	pts  []flushPoint
+	err  error
+	new  chan struct{} // closed and replaced at each new point
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+func watchFlushes(db string, every time.Duration) *flushWatcher {
+	w := &flushWatcher{new: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		var st *store.Store
+		var err error
+		for {
+			if _, serr := os.Stat(db); serr == nil {
+				if st == nil {
+					st, err = store.Open(db, store.Options{LockTimeout: 30 * time.Second})
+				}
+				var runs []store.Run
+				if err == nil {
+					runs, err = st.Runs()
+				}
+				if err != nil {
+					w.mu.Lock()
+					w.err = err
+					w.mu.Unlock()
+					return
+				}
+				if len(runs) > 0 {
+					run := runs[len(runs)-1]
+					w.mu.Lock()
+					if n := len(w.pts); n == 0 || !w.pts[n-1].End.Equal(run.End) {
+						w.pts = append(w.pts, flushPoint{Seen: time.Now(), End: run.End, Events: run.Events})
+						close(w.new)
+						w.new = make(chan struct{})
+					}
+					w.mu.Unlock()
+				}
+			}
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(every):
+			}
+		}
+	}()
+	return w
+}
+
+// wait returns the first flush (seen so far or later) that ok accepts.
+func (w *flushWatcher) wait(ctx context.Context, l *learnerProc, ok func(flushPoint) bool, timeout time.Duration) (flushPoint, error) {
+	deadline := time.After(timeout)
+	for {
+		w.mu.Lock()
+		for _, p := range w.pts {
+			if ok(p) {
+				w.mu.Unlock()
+				return p, nil
+			}
+		}
+		err, next := w.err, w.new
+		w.mu.Unlock()
+		if err != nil {
+			return flushPoint{}, err
+		}
+		select {
+		case <-next:
+		case <-deadline:
+			return flushPoint{}, fmt.Errorf("timed out after %s", timeout)
+		case <-l.done:
+			return flushPoint{}, fmt.Errorf("learner exited early: %s", l.logTail())
+		case <-ctx.Done():
+			return flushPoint{}, ctx.Err()
+		}
+	}
+}
+
+func (w *flushWatcher) close() {
+	w.once.Do(func() { close(w.stop) })
+	<-w.done
+}
+
+func (w *flushWatcher) points() []flushPoint {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.pts)
+}
+
+// procMem is a process's memory from /proc/PID/status, in MiB.
+type procMem struct {
+	HWM   float64 `json:"vm_hwm_mib"`
+	RSS   float64 `json:"vm_rss_mib"`
+	Anon  float64 `json:"rss_anon_mib"`
+	File  float64 `json:"rss_file_mib"`
+	Shmem float64 `json:"rss_shmem_mib"`
+}
+
+func procMemory(pid int) (procMem, error) {
+	var m procMem
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return m, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(fields[1], 64)
+		switch fields[0] {
+		case "VmHWM:":
+			m.HWM = kb / 1024
+		case "VmRSS:":
+			m.RSS = kb / 1024
+		case "RssAnon:":
+			m.Anon = kb / 1024
+		case "RssFile:":
+			m.File = kb / 1024
+		case "RssShmem:":
+			m.Shmem = kb / 1024
+		}
+	}
+	return m, sc.Err()
+}
+
+// memSampler follows a process's memory until stopped, keeping the
+// largest value of each figure.
+type memSampler struct {
+	mu   sync.Mutex
+	max  procMem
+	stop chan struct{}
+	done chan struct{}
+}
+
+func sampleMemory(pid int, every time.Duration) *memSampler {
+	m := &memSampler{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(m.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			if cur, err := procMemory(pid); err == nil {
+				m.mu.Lock()
+				m.max.HWM = max(m.max.HWM, cur.HWM)
+				m.max.RSS = max(m.max.RSS, cur.RSS)
+				m.max.Anon = max(m.max.Anon, cur.Anon)
+				m.max.File = max(m.max.File, cur.File)
+				m.max.Shmem = max(m.max.Shmem, cur.Shmem)
+				m.mu.Unlock()
+			}
+			select {
+			case <-m.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return m
+}
+
+func (m *memSampler) finish() procMem {
+	close(m.stop)
+	<-m.done
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.max
+}
+
+// gcHeapRe matches the heap figures of a GODEBUG=gctrace=1 line:
+// heap at GC start -> at GC end -> live heap, in MB.
+var gcHeapRe = regexp.MustCompile(`(\d+)->(\d+)->(\d+) MB`)
+
+// peakGoHeap returns the largest heap a gctrace log shows, and the number
+// of collections.
+func peakGoHeap(log string) (peakMB, liveMB float64, gcs int) {
+	for _, m := range gcHeapRe.FindAllStringSubmatch(log, -1) {
+		gcs++
+		a, _ := strconv.ParseFloat(m[1], 64)
+		b, _ := strconv.ParseFloat(m[2], 64)
+		c, _ := strconv.ParseFloat(m[3], 64)
+		peakMB = max(peakMB, a, b)
+		liveMB = max(liveMB, c)
+	}
+	return peakMB, liveMB, gcs
+}
+
+// ---------------------------------------------------------------------------
+// Output.
+
+func printSummary(w io.Writer, o *output, d time.Duration, rounds int) {
+	if len(o.Summary) > 0 {
+		fmt.Fprintf(w, "connect storm (%d clients, %s x %d rounds, median):\n", o.Config.Clients, d, rounds)
+		for _, s := range o.Summary {
+			if s.Variant == variantBare {
+				fmt.Fprintf(w, "  %-10s %7.0f conn/s                client cpu %.2f us/connect\n", s.Variant, s.MedianConnPerSec, s.ClientCPUPerConn)
+				continue
+			}
+			fmt.Fprintf(w, "  %-10s %7.0f conn/s  ratio %.3f  events %d recorded / %d made  lost %d  dns lost %d  client cpu %.2f us/connect  learner cpu %.1f%%  attach %.2fs  stop %.2fs\n",
+				s.Variant, s.MedianConnPerSec, s.Ratio, s.EventsRecorded, s.EventsMade, s.Lost, s.DNSLost,
+				s.ClientCPUPerConn, s.LearnerCPUPct, s.MedianAttachSecs, s.MedianStopSecs)
+		}
+		fmt.Fprintln(w, "  per round:")
+		for _, r := range o.Storm {
+			fmt.Fprintf(w, "    %d %-10s %7.0f conn/s  ratio %.3f", r.Round, r.Variant, r.ConnPerSec, r.Ratio)
+			if l := r.Learner; l != nil {
+				fmt.Fprintf(w, "  events %d / %d  lost %d", l.Hits, r.Attempts, l.LostEvents)
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	if r := o.RSS; r != nil {
+		fmt.Fprintf(w, "RSS after %d events over %d flows: peak %.1f MiB (rss %.1f MiB, %.1f MiB at exit), flows %d, hits %d, lost %d, dns lost %d\n",
+			r.Datagrams, r.Flows, r.PeakMiB, r.RSSMiB, r.MaxRSSExitMiB, r.MatchingFlows, r.Hits, r.Learner.LostEvents, r.Learner.DNSLost)
+		fmt.Fprintf(w, "  at the flush: anon %.1f MiB, file %.1f MiB, shmem %.1f MiB (sampled maxima anon %.1f, file %.1f, shmem %.1f); Go heap peak %.0f MB, live %.0f MB; db file %.1f MiB\n",
+			r.AtFlush.Anon, r.AtFlush.File, r.AtFlush.Shmem, r.Sampled.Anon, r.Sampled.File, r.Sampled.Shmem, r.GoHeapPeakMB, r.GoHeapLiveMB, r.DBFileMiB)
+		fmt.Fprintf(w, "  sent in %.2fs (%.0f/s), learner cpu %.2fs, longest flush %.1fs, all events stored %.1fs after the last datagram, stop %.2fs\n",
+			r.SendSeconds, float64(r.Datagrams)/r.SendSeconds, r.Learner.CPUSeconds, r.MaxFlushSecs, r.AllCountedSecs, r.Learner.StopSeconds)
+	}
+	if len(o.Notes) > 0 {
+		fmt.Fprintln(w, "notes:")
+		for _, n := range o.Notes {
+			fmt.Fprintf(w, "  - %s\n", n)
+		}
+	}
+}
