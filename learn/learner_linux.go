@@ -67,15 +67,10 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	known, err := st.Flows()
+	keys, err := st.FlowKeys()
 	if err != nil {
 		return nil, err
 	}
-	keys := make([]store.FlowKey, len(known))
-	for i, f := range known {
-		keys[i] = f.FlowKey
-	}
-	known = nil
 
 	mount, err := Cgroup2Mount()
 	if err != nil {

@@ -47,7 +47,7 @@ func TestLearnRealClients(t *testing.T) {
 		})
 		done <- result{sum, err}
 	}()
-	waitFor(t, func() bool { _, err := store.Open(db, store.Options{}); return err == nil })
+	lab.WaitFor(t, func() bool { _, err := store.Open(db, store.Options{}); return err == nil })
 	time.Sleep(300 * time.Millisecond) // the probe is attached before the store is created
 
 	nobody := lab.As{UID: 65534, GID: 65534, Netns: pair.Client, Cgroup: cg}
@@ -167,16 +167,5 @@ func TestLearnRealClients(t *testing.T) {
 	}
 	if r.sum.Probe.Lost() != 0 || snap.Runs[0].LostEvents != 0 {
 		t.Errorf("lost events: probe %+v, run %+v", r.sum.Probe, snap.Runs[0])
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -322,6 +322,23 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 // Flows returns every flow, ordered by UID, protocol, address and port.
 func (s *Store) Flows() ([]Flow, error) { return read(s, readFlows) }
 
+// FlowKeys returns the key of every flow, without decoding the records.
+func (s *Store) FlowKeys() ([]FlowKey, error) {
+	return read(s, func(tx *bolt.Tx) ([]FlowKey, error) {
+		b := tx.Bucket(bucketFlows)
+		if b == nil {
+			return nil, nil
+		}
+		out := make([]FlowKey, 0, b.Stats().KeyN)
+		err := b.ForEach(func(k, _ []byte) error {
+			key, err := parseFlowKey(k)
+			out = append(out, key)
+			return err
+		})
+		return out, err
+	})
+}
+
 // DNS returns every address with the names it was resolved from.
 func (s *Store) DNS() ([]DNSEntry, error) { return read(s, readDNS) }
 

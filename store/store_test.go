@@ -111,6 +111,10 @@ func TestRoundTripAndBatching(t *testing.T) {
 	if strings.Join(f.Hostnames, ",") != "www.example.com,web.example.net" {
 		t.Errorf("hostnames = %v", f.Hostnames)
 	}
+	keys, err := s.FlowKeys()
+	if err != nil || len(keys) != 2 || keys[0] != f.FlowKey || keys[1] != flows[1].FlowKey {
+		t.Errorf("flow keys %+v, %v", keys, err)
+	}
 	if len(flows[1].Hostnames) != 0 {
 		t.Errorf("unresolved flow got names %v", flows[1].Hostnames)
 	}

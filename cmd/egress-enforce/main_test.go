@@ -107,7 +107,7 @@ func TestLearnThenEnforce(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = learner.Process.Kill(); _ = learner.Wait() })
-	waitFor(t, func() bool { return strings.Contains(lerr.String(), "msg=learning") })
+	lab.WaitFor(t, func() bool { return strings.Contains(lerr.String(), "msg=learning") })
 	nobody.MustRun(t, "curl", "-sS", "-4", "http://www.lab:8080/")
 	nobody.MustRun(t, "curl", "-sS", "-6", "http://www.lab:8080/")
 	other.MustRun(t, "curl", "-sS", "-4", "http://web.lab:8081/")
@@ -232,7 +232,7 @@ func TestGuards(t *testing.T) {
 	if err := learner.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return strings.Contains(lerr.String(), "msg=learning") })
+	lab.WaitFor(t, func() bool { return strings.Contains(lerr.String(), "msg=learning") })
 	lab.As{UID: 1, GID: 1, Netns: pair.Client, Cgroup: cg}.MustRun(t, "curl", "-sS", "http://10.77.0.1:8080/")
 	time.Sleep(200 * time.Millisecond)
 	_ = learner.Process.Signal(os.Interrupt)
@@ -271,16 +271,5 @@ func TestBadInput(t *testing.T) {
 	}
 	if out := mustRun(t, enforceBin, nil, "apply", "--help"); !strings.Contains(out, "--netns") || !strings.Contains(out, "--force") || !strings.Contains(out, "one netlink transaction") {
 		t.Errorf("apply --help:\n%s", out)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
