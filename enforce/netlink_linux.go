@@ -198,6 +198,17 @@ func (p *Plan) queue(c *nftables.Conn) error {
 		}
 		sets[s.Name] = ns
 	}
+	for _, u := range p.UserSets {
+		ns := &nftables.Set{Table: t, Name: u.Name, KeyType: nftables.TypeUID, KeyByteOrder: binaryutil.NativeEndian}
+		elems := make([]nftables.SetElement, len(u.UIDs))
+		for i, uid := range u.UIDs {
+			elems[i] = nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uid)}
+		}
+		if err := c.AddSet(ns, elems); err != nil {
+			return fmt.Errorf("add set %s: %w", u.Name, err)
+		}
+		sets[u.Name] = ns
+	}
 	policy := nftables.ChainPolicyAccept
 	if p.Chain.Policy == "drop" {
 		policy = nftables.ChainPolicyDrop
@@ -287,21 +298,32 @@ func (p *Plan) ruleExprs(c *nftables.Conn, t *nftables.Table, sets map[string]*n
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: protoReg},
 			&expr.Payload{DestRegister: portReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 			&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID},
+			&expr.Counter{},
 			accept,
 		), nil
 	case RuleDefault:
-		if p.Mode == ModeEnforce {
-			return []expr.Any{
+		who, err := usersExprs(sets, r.Set)
+		if err != nil {
+			return nil, err
+		}
+		if r.Action == "drop" {
+			return append(who,
 				&expr.Counter{},
 				logExpr(PrefixDrop, p.nflogGroup()),
 				&expr.Verdict{Kind: expr.VerdictDrop},
-			}, nil
+			), nil
 		}
-		return []expr.Any{
+		return append(who,
 			&expr.Counter{},
 			&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(p.auditRate()), Unit: expr.LimitTimeSecond, Burst: 5},
 			logExpr(PrefixAudit, p.nflogGroup()),
-		}, nil
+		), nil
+	case RuleAuditAccept:
+		who, err := usersExprs(sets, r.Set)
+		if err != nil {
+			return nil, err
+		}
+		return append(who, accept), nil
 	}
 	return nil, fmt.Errorf("unknown rule kind %q", r.Kind)
 }
@@ -376,7 +398,23 @@ func allowExprs(c *nftables.Conn, t *nftables.Table, a *Allow) ([]expr.Any, erro
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, a.Port)})
 	}
-	return append(exprs, &expr.Verdict{Kind: expr.VerdictAccept}), nil
+	return append(exprs, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictAccept}), nil
+}
+
+// usersExprs matches the socket's owner against a named set of UIDs;
+// nothing for no set.
+func usersExprs(sets map[string]*nftables.Set, name string) ([]expr.Any, error) {
+	if name == "" {
+		return nil, nil
+	}
+	s, ok := sets[name]
+	if !ok {
+		return nil, fmt.Errorf("rule matches missing set %s", name)
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeySKUID, Register: 1},
+		&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID},
+	}, nil
 }
 
 // ApplyResult says what an apply did.

@@ -31,6 +31,9 @@ const (
 	ModeAudit Mode = "audit"
 	// ModeEnforce logs, counts and drops: the chain policy is drop.
 	ModeEnforce Mode = "enforce"
+	// ModeStaged enforces for some users and audits the others: see
+	// Options.EnforceUIDs and Options.AuditUIDs.
+	ModeStaged Mode = "staged"
 )
 
 // ParseMode accepts "audit" or "enforce".
@@ -120,6 +123,11 @@ type Options struct {
 	MinHits uint64
 	Since   time.Duration
 	Now     time.Time
+	// Staged enforcement, with Mode enforce: EnforceUIDs are enforced and
+	// everyone else audited; or AuditUIDs are audited and everyone else
+	// enforced. At most one of the two.
+	EnforceUIDs []uint32
+	AuditUIDs   []uint32
 	// UserName names UIDs in comments and JSON (optional).
 	UserName func(uint32) string
 	// Source names the baseline in the header of the text.
@@ -132,6 +140,17 @@ const (
 	DefaultNFLOGGroup   = 100
 	DefaultAuditLogRate = 10
 )
+
+// Check reports options that make no sense together.
+func (o *Options) Check() error {
+	if len(o.EnforceUIDs) > 0 && len(o.AuditUIDs) > 0 {
+		return fmt.Errorf("--enforce-users and --audit-users exclude each other: give the users to enforce, or the users to keep in audit")
+	}
+	if (len(o.EnforceUIDs) > 0 || len(o.AuditUIDs) > 0) && o.Mode != ModeEnforce {
+		return fmt.Errorf("--enforce-users and --audit-users stage an enforcement: use them with --mode enforce")
+	}
+	return nil
+}
 
 func (o *Options) defaults() {
 	if o.Table == "" {
@@ -156,13 +175,18 @@ type Plan struct {
 	Table  string `json:"table"`
 	Family string `json:"family"` // always "inet"
 	Mode   Mode   `json:"mode"`
+	// Staged enforcement (Mode staged): who is enforced, or who is audited.
+	EnforceUIDs []uint32 `json:"enforce_uids,omitempty"`
+	AuditUIDs   []uint32 `json:"audit_uids,omitempty"`
 	// NFLOGGroup and AuditLogRate shape the default rule.
-	NFLOGGroup   uint16    `json:"nflog_group"`
-	AuditLogRate uint32    `json:"audit_log_rate"`
-	Chain        Chain     `json:"chain"`
-	Sets         []Set     `json:"sets"`
-	Rules        []Rule    `json:"rules"`
-	Skipped      []Skipped `json:"skipped,omitempty"`
+	NFLOGGroup   uint16 `json:"nflog_group"`
+	AuditLogRate uint32 `json:"audit_log_rate"`
+	Chain        Chain  `json:"chain"`
+	Sets         []Set  `json:"sets"`
+	// UserSets name the users of staged enforcement.
+	UserSets []UserSet `json:"user_sets,omitempty"`
+	Rules    []Rule    `json:"rules"`
+	Skipped  []Skipped `json:"skipped,omitempty"`
 	// Flows is how many baseline flows the sets hold.
 	Flows  int       `json:"flows"`
 	Source string    `json:"source,omitempty"`
@@ -194,6 +218,18 @@ type Set struct {
 // setComment is the comment of a set of n elements.
 func setComment(n int) string { return fmt.Sprintf("learned flows: %d", n) }
 
+// UserSet is a named set of UIDs (type uid).
+type UserSet struct {
+	Name string   `json:"name"`
+	UIDs []uint32 `json:"uids"`
+}
+
+// Names of the user sets of staged enforcement.
+const (
+	SetEnforceUsers = "enforce_users"
+	SetAuditUsers   = "audit_users"
+)
+
 // Element is one learned flow: uid . address . protocol . port.
 type Element struct {
 	UID     uint32     `json:"uid"`
@@ -219,13 +255,15 @@ const (
 	RuleAllow       RuleKind = "allow"
 	RuleLookup      RuleKind = "lookup"
 	RuleDefault     RuleKind = "default"
+	RuleAuditAccept RuleKind = "audit-accept"
 )
 
 // Rule is one rule of the output chain.
 type Rule struct {
 	Kind    RuleKind `json:"kind"`
 	Allow   *Allow   `json:"allow,omitempty"`  // RuleAllow
-	Set     string   `json:"set,omitempty"`    // RuleLookup
+	Set     string   `json:"set,omitempty"`    // RuleLookup; RuleDefault, RuleAuditAccept: the users' set
+	Action  string   `json:"action,omitempty"` // RuleDefault: drop or audit
 	Family  int      `json:"family,omitempty"` // RuleLookup, RuleAllow (from Dest)
 	Comment string   `json:"comment"`          // also the rule's identity in diffs
 	Text    string   `json:"text"`             // the nft statement
@@ -263,7 +301,16 @@ func Build(flows []store.Flow, o Options) *Plan {
 		Source:       o.Source,
 		Built:        o.Now.UTC().Truncate(time.Second),
 	}
-	if o.Mode == ModeEnforce {
+	enforce, audit := sortedUIDs(o.EnforceUIDs), sortedUIDs(o.AuditUIDs)
+	switch {
+	case len(enforce) > 0:
+		p.Mode, p.EnforceUIDs = ModeStaged, enforce // others audited: policy accept
+		p.UserSets = []UserSet{{SetEnforceUsers, enforce}}
+	case len(audit) > 0:
+		p.Mode, p.AuditUIDs = ModeStaged, audit
+		p.UserSets = []UserSet{{SetAuditUsers, audit}}
+		p.Chain.Policy = "drop"
+	case o.Mode == ModeEnforce:
 		p.Chain.Policy = "drop"
 	}
 	set4 := Set{Name: SetAllow4, Family: 4}
@@ -334,8 +381,8 @@ func Build(flows []store.Flow, o Options) *Plan {
 	p.Rules = append(p.Rules,
 		Rule{Kind: RuleLookup, Set: SetAllow4, Family: 4, Comment: "learned ipv4 flows"},
 		Rule{Kind: RuleLookup, Set: SetAllow6, Family: 6, Comment: "learned ipv6 flows"},
-		Rule{Kind: RuleDefault, Comment: "default " + string(o.Mode)},
 	)
+	p.Rules = append(p.Rules, p.defaultRules()...)
 	for i := range p.Rules {
 		p.Rules[i].Text = p.ruleText(&p.Rules[i])
 	}
@@ -386,6 +433,46 @@ func hostsAllow(addrs []netip.Addr, proto uint8, port uint16, reason string) All
 		a.Addrs = addrs
 	}
 	return a
+}
+
+func sortedUIDs(u []uint32) []uint32 {
+	u = slices.Clone(u)
+	slices.Sort(u)
+	return slices.Compact(u)
+}
+
+func uidList(u []uint32) string {
+	s := make([]string, len(u))
+	for i, v := range u {
+		s[i] = strconv.FormatUint(uint64(v), 10)
+	}
+	return strings.Join(s, " ")
+}
+
+// defaultRules say what happens to what the allow-list did not accept.
+// Staged enforcement matches its users in a named set (status reads the
+// users back from it).
+func (p *Plan) defaultRules() []Rule {
+	drop := func(set, who string) Rule {
+		return Rule{Kind: RuleDefault, Action: "drop", Set: set, Comment: "default enforce: " + who}
+	}
+	audit := func(set, who string) Rule {
+		return Rule{Kind: RuleDefault, Action: "audit", Set: set, Comment: "default audit: " + who}
+	}
+	switch {
+	case len(p.EnforceUIDs) > 0:
+		return []Rule{drop(SetEnforceUsers, "uids "+uidList(p.EnforceUIDs)), audit("", "everyone else")}
+	case len(p.AuditUIDs) > 0:
+		return []Rule{
+			audit(SetAuditUsers, "uids "+uidList(p.AuditUIDs)),
+			// The log rule stops at its rate limit: accept separately.
+			{Kind: RuleAuditAccept, Set: SetAuditUsers, Comment: "audited users pass"},
+			drop("", "everyone else"),
+		}
+	case p.Mode == ModeEnforce:
+		return []Rule{drop("", "everyone")}
+	}
+	return []Rule{audit("", "everyone")}
 }
 
 func hostPrefix(a netip.Addr) netip.Prefix {
@@ -497,12 +584,15 @@ func (p *Plan) ruleText(r *Rule) string {
 		if r.Family == 6 {
 			ip = "ip6"
 		}
-		return fmt.Sprintf("meta skuid . %s daddr . meta l4proto . th dport @%s accept", ip, r.Set)
+		return fmt.Sprintf("meta skuid . %s daddr . meta l4proto . th dport @%s counter accept", ip, r.Set)
 	case RuleDefault:
-		if p.Mode == ModeEnforce {
-			return fmt.Sprintf("counter log prefix %q group %d drop", PrefixDrop, p.nflogGroup())
+		who := usersText(r.Set)
+		if r.Action == "drop" {
+			return fmt.Sprintf("%scounter log prefix %q group %d drop", who, PrefixDrop, p.nflogGroup())
 		}
-		return fmt.Sprintf("counter limit rate %d/second log prefix %q group %d", p.auditRate(), PrefixAudit, p.nflogGroup())
+		return fmt.Sprintf("%scounter limit rate %d/second log prefix %q group %d", who, p.auditRate(), PrefixAudit, p.nflogGroup())
+	case RuleAuditAccept:
+		return usersText(r.Set) + "accept"
 	}
 	panic("unknown rule kind " + r.Kind)
 }
@@ -516,6 +606,14 @@ func (a *Allow) family() int {
 		return 6
 	}
 	return 0
+}
+
+// usersText matches the socket's owner against a named set of UIDs.
+func usersText(set string) string {
+	if set == "" {
+		return ""
+	}
+	return "meta skuid @" + set + " "
 }
 
 func allowText(a *Allow) string {
@@ -551,6 +649,6 @@ func allowText(a *Allow) string {
 	case a.Proto != 0:
 		parts = append(parts, "meta l4proto "+ProtoName(a.Proto))
 	}
-	parts = append(parts, "accept")
+	parts = append(parts, "counter", "accept")
 	return strings.Join(parts, " ")
 }

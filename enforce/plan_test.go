@@ -28,7 +28,21 @@ func pflow(uid uint32, proto uint8, ip string, port uint16, hits uint64, last ti
 	}
 }
 
-func goldenPlan(mode Mode) *Plan {
+// goldenCases are the plans of the golden files: the modes, and staged
+// enforcement both ways.
+var goldenCases = []struct {
+	name    string
+	mode    Mode
+	enforce []uint32
+	audit   []uint32
+}{
+	{"audit", ModeAudit, nil, nil},
+	{"enforce", ModeEnforce, nil, nil},
+	{"staged-enforce-users", ModeEnforce, []uint32{65534, 1000}, nil},
+	{"staged-audit-users", ModeEnforce, nil, []uint32{4242}},
+}
+
+func goldenPlan(mode Mode, stage ...[]uint32) *Plan {
 	uid := uint32(1000)
 	flows := []store.Flow{
 		pflow(65534, ProtoTCP, "10.77.0.1", 8080, 3, tp, "web.lab", "alias.lab"),
@@ -49,18 +63,27 @@ func goldenPlan(mode Mode) *Plan {
 			{Proto: ProtoUDP, Dest: netip.MustParsePrefix("fd00:1::/64"), Port: 514},
 			{Proto: ProtoICMP, Dest: netip.MustParsePrefix("10.77.0.0/16")},
 		},
-		Now:    tp,
-		Source: "/var/lib/egress/baseline.db",
+		Now:         tp,
+		Source:      "/var/lib/egress/baseline.db",
+		EnforceUIDs: at(stage, 0),
+		AuditUIDs:   at(stage, 1),
 	})
+}
+
+func at(l [][]uint32, i int) []uint32 {
+	if i < len(l) {
+		return l[i]
+	}
+	return nil
 }
 
 // TestGoldenText compares the nft text of fixed plans with testdata;
 // go test -update rewrites them. render_linux_test.go checks that nft
 // accepts every golden file.
 func TestGoldenText(t *testing.T) {
-	for _, mode := range []Mode{ModeAudit, ModeEnforce} {
-		got := goldenPlan(mode).String()
-		file := filepath.Join("testdata", "golden-"+string(mode)+".nft")
+	for _, c := range goldenCases {
+		got := goldenPlan(c.mode, c.enforce, c.audit).String()
+		file := filepath.Join("testdata", "golden-"+c.name+".nft")
 		if *update {
 			if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
 				t.Fatal(err)

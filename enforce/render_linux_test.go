@@ -13,9 +13,9 @@ import (
 // applies the plan through netlink in another: nft lists the same table.
 func TestTextAndNetlinkListTheSame(t *testing.T) {
 	lab.Require(t, "nft")
-	for _, mode := range []Mode{ModeAudit, ModeEnforce} {
-		t.Run(string(mode), func(t *testing.T) {
-			p := goldenPlan(mode)
+	for _, c := range goldenCases {
+		t.Run(c.name, func(t *testing.T) {
+			p := goldenPlan(c.mode, c.enforce, c.audit)
 			byText, byNetlink := lab.NewNetns(t), lab.NewNetns(t)
 			loadText(t, p, byText)
 			res, err := Apply(p, Target{Netns: byNetlink.Name})

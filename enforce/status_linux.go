@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strings"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
@@ -24,9 +24,17 @@ type Status struct {
 	Policy  string      `json:"policy,omitempty"`
 	Sets    []SetStatus `json:"sets,omitempty"`
 	Rules   []string    `json:"rules,omitempty"` // rule comments, in order
-	// Default is the counter of the default rule: what the allow-list did
-	// not cover (dropped in enforce mode, logged in audit mode).
+	// Default sums the counters of the default rules: what the allow-list
+	// did not cover (dropped, or only logged in audit).
 	Default *Counter `json:"default_counter,omitempty"`
+	// Dropped and Audited split Default by what the rules did.
+	Dropped Counter `json:"dropped"`
+	Audited Counter `json:"audited"`
+	// Staged enforcement: the users enforced, or the users audited.
+	EnforceUIDs []uint32 `json:"enforce_uids,omitempty"`
+	AuditUIDs   []uint32 `json:"audit_uids,omitempty"`
+	// Counters of every rule that has one, by rule comment.
+	Counters []RuleCounter `json:"counters,omitempty"`
 
 	elements map[string][]Element
 }
@@ -44,6 +52,12 @@ type SetStatus struct {
 type Counter struct {
 	Packets uint64 `json:"packets"`
 	Bytes   uint64 `json:"bytes"`
+}
+
+// RuleCounter is the counter of one rule.
+type RuleCounter struct {
+	Rule string `json:"rule"`
+	Counter
 }
 
 func isNotFound(err error) bool {
@@ -76,6 +90,25 @@ func ReadStatus(t Target, table string, elements bool) (*Status, error) {
 	}
 	for _, s := range sets {
 		if s.Anonymous {
+			continue
+		}
+		if s.Name == SetEnforceUsers || s.Name == SetAuditUsers {
+			elems, err := c.GetSetElements(s)
+			if err != nil {
+				return nil, fmt.Errorf("list elements of set %s: %w", s.Name, err)
+			}
+			var uids []uint32
+			for _, e := range elems {
+				if len(e.Key) == 4 {
+					uids = append(uids, binaryutil.NativeEndian.Uint32(e.Key))
+				}
+			}
+			slices.Sort(uids)
+			if s.Name == SetEnforceUsers {
+				st.EnforceUIDs = uids
+			} else {
+				st.AuditUIDs = uids
+			}
 			continue
 		}
 		if !elements && s.Size > 0 {
@@ -112,24 +145,49 @@ func ReadStatus(t Target, table string, elements bool) (*Status, error) {
 		if err != nil {
 			return nil, fmt.Errorf("list rules of chain output: %w", err)
 		}
+		var drops, audits int
 		for _, r := range rules {
 			cmt, _ := userdata.GetString(r.UserData, userdata.TypeComment)
 			st.Rules = append(st.Rules, cmt)
-			if !strings.HasPrefix(cmt, "default ") {
-				continue
-			}
+			var cnt *Counter
+			prefix := ""
 			for _, e := range r.Exprs {
 				switch e := e.(type) {
 				case *expr.Counter:
-					st.Default = &Counter{Packets: e.Packets, Bytes: e.Bytes}
+					cnt = &Counter{Packets: e.Packets, Bytes: e.Bytes}
 				case *expr.Log:
-					if string(e.Data) == PrefixDrop {
-						st.Mode = ModeEnforce
-					} else if string(e.Data) == PrefixAudit {
-						st.Mode = ModeAudit
-					}
+					prefix = string(e.Data)
 				}
 			}
+			if cnt != nil {
+				st.Counters = append(st.Counters, RuleCounter{Rule: cmt, Counter: *cnt})
+			}
+			if cnt == nil || prefix == "" {
+				continue
+			}
+			if st.Default == nil {
+				st.Default = &Counter{}
+			}
+			st.Default.Packets += cnt.Packets
+			st.Default.Bytes += cnt.Bytes
+			switch prefix {
+			case PrefixDrop:
+				drops++
+				st.Dropped.Packets += cnt.Packets
+				st.Dropped.Bytes += cnt.Bytes
+			case PrefixAudit:
+				audits++
+				st.Audited.Packets += cnt.Packets
+				st.Audited.Bytes += cnt.Bytes
+			}
+		}
+		switch {
+		case drops > 0 && audits > 0:
+			st.Mode = ModeStaged
+		case drops > 0:
+			st.Mode = ModeEnforce
+		case audits > 0:
+			st.Mode = ModeAudit
 		}
 	}
 	return st, nil

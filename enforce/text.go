@@ -53,6 +53,9 @@ func (p *Plan) Text(w io.Writer) error {
 		}
 		b.WriteString("\t}\n\n")
 	}
+	for _, u := range p.UserSets {
+		fmt.Fprintf(&b, "\tset %s {\n\t\ttype uid\n\t\telements = { %s }\n\t}\n\n", u.Name, strings.ReplaceAll(uidList(u.UIDs), " ", ", "))
+	}
 	fmt.Fprintf(&b, "\tchain %s {\n\t\ttype filter hook %s priority %s; policy %s;\n", p.Chain.Name, p.Chain.Hook, p.Chain.Priority, p.Chain.Policy)
 	for _, r := range p.Rules {
 		fmt.Fprintf(&b, "\t\t%s comment %q\n", r.Text, r.Comment)

@@ -3,7 +3,7 @@
 // The bucket tree:
 //
 //	meta/
-//	    schema   -> "1"                    decimal schema version
+//	    schema   -> "2"                    decimal schema version
 //	    created  -> RFC 3339 time          when the file was made
 //	flows/
 //	    <uid:4><proto:1><ip:16><port:2>   -> Flow JSON
@@ -14,6 +14,18 @@
 //	runs/
 //	    <id:8, big endian>                -> Run JSON
 //	        start, end, cgroup, events, lost_events, dns_answers, finished
+//	generations/                                               (since v2)
+//	    <n:8>                             -> Generation JSON
+//	        time, target, table, mode, staged uids, command, reason,
+//	        state (applying, applied, pending, confirmed, rolled-back,
+//	        failed), restores, deadline, rollback_to, guard_pid, note
+//	plans/                                                     (since v2)
+//	    <n:8>                             -> gzip of the generation's plan
+//	observations/                                              (since v2)
+//	    <kind:1 'd'|'a'><flow key:23>     -> {hits, first_seen, last_seen}
+//	        packets the default rule dropped or logged, from the monitor
+//	denials/                                                   (since v2)
+//	    <unix minute:8>                   -> {drop, audit} packet counts
 //
 // Keys are fixed-width and big endian, so a cursor walks flows ordered by
 // UID, then protocol, address and port. Addresses are 16 bytes: IPv4 is

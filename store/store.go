@@ -16,7 +16,7 @@ import (
 )
 
 // SchemaVersion is the layout this binary reads and writes.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // DefaultPath is where the baseline lives unless configured otherwise.
 const DefaultPath = "/var/lib/egress/baseline.db"
@@ -227,6 +227,14 @@ var migrations = []migration{
 			}
 		}
 		return tx.Bucket(bucketMeta).Put(keyCreated, []byte(time.Now().UTC().Format(time.RFC3339)))
+	}},
+	{2, "generations and observations of the enforcer", func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketGenerations, bucketPlans, bucketObservations, bucketDenials} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
 	}},
 }
 

@@ -455,3 +455,97 @@ func writerChild(path string) {
 		fmt.Println(i)
 	}
 }
+
+// TestMigrationFromVersion1: a file written by the first schema opens,
+// keeps its flows, and gains the enforcer's buckets.
+func TestMigrationFromVersion1(t *testing.T) {
+	saved := migrations
+	migrations = saved[:1]
+	path := filepath.Join(t.TempDir(), "v1.db")
+	s, err := Create(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Apply(&Batch{Flows: []Flow{flow(7, "192.0.2.9", 443, 3, t0)}}); err != nil {
+		t.Fatal(err)
+	}
+	migrations = saved
+	// A reader of the new binary reads the old file before any writer
+	// migrated it.
+	r, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gens, err := r.Generations(); err != nil || len(gens) != 0 {
+		t.Errorf("generations of a v1 file: %v, %v", gens, err)
+	}
+	s, err = Create(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info()
+	if err != nil || info.Schema != 2 || info.Flows != 1 {
+		t.Fatalf("after migration: %+v, %v", info, err)
+	}
+	g, err := s.AddGeneration(Generation{Table: "egress", Mode: "audit", State: GenApplied}, []byte("plan"))
+	if err != nil || g.N != 1 {
+		t.Fatalf("add generation: %+v, %v", g, err)
+	}
+}
+
+func TestGenerationsAndObservations(t *testing.T) {
+	s := newStore(t)
+	g1, err := s.AddGeneration(Generation{Table: "egress", Mode: "audit", State: GenApplied}, []byte(`{"plan":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g2, err := s.AddGeneration(Generation{Table: "egress", Mode: "enforce", State: GenPending, RollbackTo: g1.N}, []byte(`{"plan":2}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateGeneration(g2.N, func(g *Generation) error {
+		if g.State != GenPending {
+			return errors.New("not pending")
+		}
+		g.State = GenConfirmed
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// A second transition sees the first and refuses.
+	if _, err := s.UpdateGeneration(g2.N, func(g *Generation) error {
+		if g.State != GenPending {
+			return errors.New("not pending")
+		}
+		return nil
+	}); err == nil {
+		t.Error("a confirmed generation was treated as pending")
+	}
+	gens, err := s.Generations()
+	if err != nil || len(gens) != 2 || gens[1].State != GenConfirmed || gens[1].RollbackTo != 1 {
+		t.Errorf("generations %+v, %v", gens, err)
+	}
+	plan, err := s.GenerationPlan(2)
+	if err != nil || string(plan) != `{"plan":2}` {
+		t.Errorf("plan %q, %v", plan, err)
+	}
+	if _, err := s.GenerationPlan(9); !errors.Is(err, ErrNoGeneration) {
+		t.Errorf("missing plan: %v", err)
+	}
+	k := FlowKey{UID: 5, Proto: 6, IP: netip.MustParseAddr("192.0.2.1"), Port: 443}
+	for range 2 {
+		err := s.AddObservations([]Observation{{Kind: ObsDrop, FlowKey: k, Hits: 2, FirstSeen: t0, LastSeen: t0}},
+			map[int64]DenialCount{t0.Unix() / 60: {Drop: 2}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	obs, err := s.Observations()
+	if err != nil || len(obs) != 1 || obs[0].Hits != 4 || obs[0].Kind != ObsDrop || obs[0].FlowKey != k {
+		t.Errorf("observations %+v, %v", obs, err)
+	}
+	m, err := s.Denials(t0.Unix()/60-1, t0.Unix()/60+1)
+	if err != nil || m[t0.Unix()/60].Drop != 4 {
+		t.Errorf("denials %+v, %v", m, err)
+	}
+}

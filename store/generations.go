@@ -1,0 +1,335 @@
+package store
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	bucketGenerations  = []byte("generations")
+	bucketPlans        = []byte("plans")
+	bucketObservations = []byte("observations")
+	bucketDenials      = []byte("denials")
+)
+
+// Generation states.
+const (
+	GenApplying   = "applying"    // recorded, the kernel not yet answered
+	GenApplied    = "applied"     // installed
+	GenPending    = "pending"     // installed, waiting for confirm
+	GenConfirmed  = "confirmed"   // was pending, confirmed in time
+	GenRolledBack = "rolled-back" // was pending (or applied), replaced by a rollback
+	GenFailed     = "failed"      // the kernel refused it; nothing changed
+)
+
+// Generation is one table egress-enforce put into a namespace: every
+// apply, rollback and removal adds one.
+type Generation struct {
+	N      uint64    `json:"n"`
+	Time   time.Time `json:"time"`
+	Target string    `json:"target"` // namespace path, "" for the host's
+	Table  string    `json:"table"`
+	Mode   string    `json:"mode"` // audit, enforce, staged or removed
+	// Staged enforcement: enforced users (others audited), or audited
+	// users (others enforced).
+	EnforceUIDs []uint32 `json:"enforce_uids,omitempty"`
+	AuditUIDs   []uint32 `json:"audit_uids,omitempty"`
+	Elements    int      `json:"elements"`
+	Rules       int      `json:"rules"`
+	Command     string   `json:"command"`
+	Reason      string   `json:"reason,omitempty"`
+	State       string   `json:"state"`
+	// Restores is the generation whose plan this one re-applied (rollback).
+	Restores uint64 `json:"restores,omitempty"`
+	// For a pending generation: when it is rolled back unless confirmed,
+	// to which generation (0: the table is removed), and the guard process.
+	Deadline   time.Time `json:"deadline,omitzero"`
+	RollbackTo uint64    `json:"rollback_to,omitempty"`
+	GuardPID   int       `json:"guard_pid,omitempty"`
+	// Note says what happened to it later (confirmed, rolled back, why).
+	Note    string    `json:"note,omitempty"`
+	Updated time.Time `json:"updated"`
+}
+
+// Effective is the generation whose plan this one installed.
+func (g *Generation) Effective() uint64 {
+	if g.Restores != 0 {
+		return g.Restores
+	}
+	return g.N
+}
+
+func genKey(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
+
+// AddGeneration records a new generation with its plan (any bytes; kept
+// gzip-compressed) and returns it with its number.
+func (s *Store) AddGeneration(g Generation, plan []byte) (Generation, error) {
+	var packed []byte
+	if plan != nil {
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		if _, err := zw.Write(plan); err != nil {
+			return g, err
+		}
+		if err := zw.Close(); err != nil {
+			return g, err
+		}
+		packed = buf.Bytes()
+	}
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketGenerations)
+		n, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		g.N = n
+		if g.Time.IsZero() {
+			g.Time = time.Now().UTC()
+		}
+		g.Updated = g.Time
+		if packed != nil {
+			if err := tx.Bucket(bucketPlans).Put(genKey(n), packed); err != nil {
+				return err
+			}
+		}
+		return putJSON(b, genKey(n), &g)
+	})
+	if err != nil {
+		return g, fmt.Errorf("record generation: %w", err)
+	}
+	return g, nil
+}
+
+// ErrNoGeneration means there is no generation with that number.
+var ErrNoGeneration = errors.New("no such generation")
+
+// UpdateGeneration changes generation n in one transaction: fn sees the
+// stored value and may change it, or return an error to leave it as it
+// was. Two processes updating the same generation (confirm and the
+// rollback guard) are serialized by the file lock.
+func (s *Store) UpdateGeneration(n uint64, fn func(*Generation) error) (Generation, error) {
+	var g Generation
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketGenerations)
+		ok, err := getJSON(b, genKey(n), &g)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("generation %d: %w", n, ErrNoGeneration)
+		}
+		if err := fn(&g); err != nil {
+			return err
+		}
+		g.Updated = time.Now().UTC()
+		return putJSON(b, genKey(n), &g)
+	})
+	return g, err
+}
+
+// Generations returns every generation, oldest first.
+func (s *Store) Generations() ([]Generation, error) {
+	return read(s, func(tx *bolt.Tx) ([]Generation, error) {
+		b := tx.Bucket(bucketGenerations)
+		if b == nil {
+			return nil, nil
+		}
+		var out []Generation
+		err := b.ForEach(func(k, _ []byte) error {
+			var g Generation
+			if _, err := getJSON(b, k, &g); err != nil {
+				return err
+			}
+			out = append(out, g)
+			return nil
+		})
+		return out, err
+	})
+}
+
+// GenerationPlan returns the plan recorded with generation n.
+func (s *Store) GenerationPlan(n uint64) ([]byte, error) {
+	packed, err := read(s, func(tx *bolt.Tx) ([]byte, error) {
+		b := tx.Bucket(bucketPlans)
+		if b == nil {
+			return nil, nil
+		}
+		return bytes.Clone(b.Get(genKey(n))), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if packed == nil {
+		return nil, fmt.Errorf("plan of generation %d: %w", n, ErrNoGeneration)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(packed))
+	if err != nil {
+		return nil, fmt.Errorf("read plan of generation %d: %w", n, err)
+	}
+	return io.ReadAll(zr)
+}
+
+// Observation kinds: what the default rule did with a packet.
+const (
+	ObsDrop  = "drop"
+	ObsAudit = "audit"
+)
+
+// Observation is traffic the allow-list did not cover, seen by the
+// monitor: dropped (enforce) or only logged (audit).
+type Observation struct {
+	Kind string `json:"kind"`
+	FlowKey
+	Hits      uint64    `json:"hits"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+}
+
+type obsRecord struct {
+	Hits      uint64    `json:"hits"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+}
+
+func obsKey(kind string, k FlowKey) []byte {
+	return append([]byte{kind[0]}, k.bytes()...)
+}
+
+// DenialCount is how many packets the default rule logged in a minute.
+type DenialCount struct {
+	Drop  uint64 `json:"drop"`
+	Audit uint64 `json:"audit"`
+}
+
+// AddObservations merges observations (as deltas) and per-minute counts
+// (keyed by Unix minute) into the store in one transaction.
+func (s *Store) AddObservations(obs []Observation, minutes map[int64]DenialCount) error {
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketObservations)
+		for _, o := range obs {
+			if o.Kind != ObsDrop && o.Kind != ObsAudit {
+				return fmt.Errorf("observation kind %q", o.Kind)
+			}
+			key := obsKey(o.Kind, o.FlowKey)
+			var rec obsRecord
+			found, err := getJSON(b, key, &rec)
+			if err != nil {
+				return err
+			}
+			if !found || o.FirstSeen.Before(rec.FirstSeen) {
+				rec.FirstSeen = o.FirstSeen
+			}
+			if o.LastSeen.After(rec.LastSeen) {
+				rec.LastSeen = o.LastSeen
+			}
+			rec.Hits += o.Hits
+			if err := putJSON(b, key, &rec); err != nil {
+				return err
+			}
+		}
+		d := tx.Bucket(bucketDenials)
+		for m, c := range minutes {
+			key := binary.BigEndian.AppendUint64(nil, uint64(m))
+			var cur DenialCount
+			if _, err := getJSON(d, key, &cur); err != nil {
+				return err
+			}
+			cur.Drop += c.Drop
+			cur.Audit += c.Audit
+			if err := putJSON(d, key, &cur); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record observations: %w", err)
+	}
+	return nil
+}
+
+// Observations returns what the monitor recorded, drops first.
+func (s *Store) Observations() ([]Observation, error) {
+	return read(s, func(tx *bolt.Tx) ([]Observation, error) {
+		b := tx.Bucket(bucketObservations)
+		if b == nil {
+			return nil, nil
+		}
+		var out []Observation
+		err := b.ForEach(func(k, _ []byte) error {
+			if len(k) != 1+flowKeyLen {
+				return fmt.Errorf("observation key of %d bytes", len(k))
+			}
+			fk, err := parseFlowKey(k[1:])
+			if err != nil {
+				return err
+			}
+			kind := ObsAudit
+			if k[0] == ObsDrop[0] {
+				kind = ObsDrop
+			}
+			var rec obsRecord
+			if _, err := getJSON(b, k, &rec); err != nil {
+				return err
+			}
+			out = append(out, Observation{Kind: kind, FlowKey: fk, Hits: rec.Hits, FirstSeen: rec.FirstSeen, LastSeen: rec.LastSeen})
+			return nil
+		})
+		return out, err
+	})
+}
+
+// Denials returns the per-minute counts from one Unix minute to another
+// (inclusive).
+func (s *Store) Denials(from, to int64) (map[int64]DenialCount, error) {
+	return read(s, func(tx *bolt.Tx) (map[int64]DenialCount, error) {
+		out := map[int64]DenialCount{}
+		b := tx.Bucket(bucketDenials)
+		if b == nil {
+			return out, nil
+		}
+		c := b.Cursor()
+		for k, _ := c.Seek(binary.BigEndian.AppendUint64(nil, uint64(from))); k != nil; k, _ = c.Next() {
+			m := int64(binary.BigEndian.Uint64(k))
+			if m > to {
+				break
+			}
+			var dc DenialCount
+			if _, err := getJSON(b, k, &dc); err != nil {
+				return nil, err
+			}
+			out[m] = dc
+		}
+		return out, nil
+	})
+}
+
+// NamesOf returns the names the DNS table holds for each address.
+func (s *Store) NamesOf(ips []netip.Addr) (map[netip.Addr][]string, error) {
+	return read(s, func(tx *bolt.Tx) (map[netip.Addr][]string, error) {
+		out := map[netip.Addr][]string{}
+		b := tx.Bucket(bucketDNS)
+		if b == nil {
+			return out, nil
+		}
+		for _, ip := range ips {
+			var rec dnsRecord
+			if ok, err := getJSON(b, ipKey(ip), &rec); err != nil {
+				return nil, err
+			} else if ok {
+				for _, n := range rec.Names {
+					out[ip] = append(out[ip], n.Name)
+				}
+			}
+		}
+		return out, nil
+	})
+}
