@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/egresskit/egress/store"
@@ -32,6 +33,8 @@ type Config struct {
 	// not set.
 	SummaryEvery time.Duration
 	Log          *slog.Logger
+	// Metrics, when set, gets the run's figures as Prometheus metrics.
+	Metrics prometheus.Registerer
 }
 
 func (c *Config) defaults() {
@@ -97,6 +100,13 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 
 	l := &learner{cfg: cfg, st: st, probe: probe, agg: agg, run: run, start: start, status: cfg.Status}
+	if cfg.Metrics != nil {
+		c := metricsCollector{l}
+		if err := cfg.Metrics.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+		defer cfg.Metrics.Unregister(c)
+	}
 	var readers errgroup.Group
 	readers.Go(func() error { return probe.ReadEvents(func(Attempt) {}, agg.add) })
 	readers.Go(func() error { return probe.ReadDNS(agg.addDNS) })

@@ -414,3 +414,26 @@ func readRuns(tx *bolt.Tx) ([]Run, error) {
 	})
 	return out, err
 }
+
+// FlowsFor returns the stored flows of the given keys (those it has).
+func (s *Store) FlowsFor(keys []FlowKey) (map[FlowKey]Flow, error) {
+	return read(s, func(tx *bolt.Tx) (map[FlowKey]Flow, error) {
+		out := map[FlowKey]Flow{}
+		b := tx.Bucket(bucketFlows)
+		if b == nil {
+			return out, nil
+		}
+		for _, k := range keys {
+			var rec flowRecord
+			ok, err := getJSON(b, k.bytes(), &rec)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				out[k] = Flow{FlowKey: k, Hits: rec.Hits, FirstSeen: rec.FirstSeen, LastSeen: rec.LastSeen,
+					Hostnames: rec.Hostnames, Processes: rec.Processes, Cgroups: rec.Cgroups, Dropped: rec.Dropped}
+			}
+		}
+		return out, nil
+	})
+}

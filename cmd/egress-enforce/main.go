@@ -54,7 +54,8 @@ default rule's counter and log), then apply --mode enforce.
 	pf := root.PersistentFlags()
 	pf.String("table", enforce.DefaultTable, "name of our table (family inet)")
 	g.Loader.Bind("table", "table")
-	root.AddCommand(newGenerate(g), newApply(g), newStatus(g), newDiff(g), newRemove(g))
+	root.AddCommand(newGenerate(g), newApply(g), newStatus(g), newDiff(g), newRemove(g),
+		newConfirm(g), newHistory(g), newRollback(g), newConfirmGuard(g), newWatch(g), newDenied(g))
 	return root
 }
 
@@ -62,6 +63,8 @@ default rule's counter and log), then apply --mode enforce.
 func planFlags(cmd *cobra.Command, g *cli.Globals) {
 	f := cmd.Flags()
 	f.String("mode", "audit", "audit (log only) or enforce (log and drop)")
+	f.StringSlice("enforce-users", nil, "with --mode enforce: enforce only for these users (names or UIDs); audit everyone else")
+	f.StringSlice("audit-users", nil, "with --mode enforce: keep these users (names or UIDs) in audit; enforce everyone else")
 	f.Int("min-hits", 1, "leave out flows seen fewer times")
 	f.String("since", "", "leave out flows not seen within this long (e.g. 720h); default: keep all")
 	g.Loader.Bind("mode", "mode")
@@ -96,6 +99,19 @@ func buildPlan(cmd *cobra.Command, g *cli.Globals) (*built, error) {
 	names := config.UserNames{}
 	opts.UserName = names.Name
 	opts.Source = cfg.DB
+	for flag, dst := range map[string]*[]uint32{"enforce-users": &opts.EnforceUIDs, "audit-users": &opts.AuditUIDs} {
+		users, _ := cmd.Flags().GetStringSlice(flag)
+		for _, u := range users {
+			uid, err := config.LookupUID(u)
+			if err != nil {
+				return nil, fmt.Errorf("--%s: %w", flag, err)
+			}
+			*dst = append(*dst, uid)
+		}
+	}
+	if err := opts.Check(); err != nil {
+		return nil, err
+	}
 	var flows []store.Flow
 	st, err := store.Open(cfg.DB, store.Options{LockTimeout: 10 * time.Second})
 	if err == nil {
@@ -157,6 +173,8 @@ processes and hostnames. --json prints the plan instead.`,
 
 func newApply(g *cli.Globals) *cobra.Command {
 	var dryRun, force, asJSON bool
+	var confirmWithin time.Duration
+	var deniedRate, reason string
 	cmd := &cobra.Command{
 		Use:   "apply [--db PATH] [--mode audit|enforce] [--netns NAME|PATH] [--dry-run] [--force]",
 		Short: "Replace our table in the kernel with the one built from the baseline",
@@ -167,7 +185,18 @@ table stays as it was. The result is read back to verify it.
 
 --mode enforce refuses a missing or unreadable baseline, an empty one, and
 one that would cut off DNS, unless --force. --dry-run shows what would change
-and applies nothing.`,
+and applies nothing.
+
+Staged enforcement: --mode enforce --enforce-users alice,www-data drops only
+for those users and keeps logging (not dropping) for everyone else;
+--audit-users is the reverse. One table, one datapath.
+
+Every apply is recorded as a generation in the store (history, rollback).
+--confirm-within 2m makes it commit-confirmed: unless "egress-enforce confirm"
+runs within 2 minutes, the previous generation is put back. A guard process
+of its own does it, detached from the terminal: it still happens if the
+session that ran apply dies or apply is killed. --rollback-if-denied-rate 50/s
+also rolls back early when the table drops more than 50 packets a second.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			b, err := buildPlan(cmd, g)
@@ -195,15 +224,41 @@ and applies nothing.`,
 				fmt.Fprintln(w, "dry run: nothing applied")
 				return d.Write(w)
 			}
-			res, err := enforce.Apply(b.plan, target)
+			rate, err := parseRate(deniedRate)
+			if err != nil {
+				return err
+			}
+			if rate > 0 && confirmWithin <= 0 {
+				return fmt.Errorf("--rollback-if-denied-rate needs --confirm-within")
+			}
+			st, err := store.Create(b.cfg.DB, store.Options{LockTimeout: 10 * time.Second})
+			if err != nil {
+				return fmt.Errorf("record the generation: %w", err)
+			}
+			gen, res, err := enforce.ApplyGeneration(b.plan, target, enforce.RolloutOptions{
+				Store: st, Command: commandLine(), Reason: reason, ConfirmWithin: confirmWithin,
+				StartGuard: func(n uint64) (int, error) { return startGuard(b.cfg, n, rate) },
+			})
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return printJSON(w, res)
+				return printJSON(w, struct {
+					Generation uint64 `json:"generation"`
+					State      string `json:"state"`
+					*enforce.ApplyResult
+				}{gen.N, gen.State, res})
 			}
-			fmt.Fprintf(w, "applied table inet %s in %s: %s mode, %d elements, %d rules, in %s; read back and verified\n",
-				b.plan.Table, target, b.plan.Mode, res.Elements, res.Rules, res.Took.Round(time.Millisecond))
+			fmt.Fprintf(w, "applied generation %d: table inet %s in %s, %s mode, %d elements, %d rules, in %s; read back and verified\n",
+				gen.N, b.plan.Table, target, b.plan.Mode, res.Elements, res.Rules, res.Took.Round(time.Millisecond))
+			if confirmWithin > 0 {
+				back := fmt.Sprintf("generation %d", gen.RollbackTo)
+				if gen.RollbackTo == 0 {
+					back = "no table (it will be removed)"
+				}
+				fmt.Fprintf(w, "run \"egress-enforce confirm\" before %s (within %s), or the guard (pid %d) rolls back to %s\n",
+					gen.Deadline.Local().Format(time.TimeOnly), confirmWithin, gen.GuardPID, back)
+			}
 			return nil
 		},
 	}
@@ -213,6 +268,9 @@ and applies nothing.`,
 	f.BoolVar(&dryRun, "dry-run", false, "show what would change, apply nothing")
 	f.BoolVar(&force, "force", false, "enforce even when the baseline is missing, empty or would cut off DNS")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	f.DurationVar(&confirmWithin, "confirm-within", 0, "roll back unless \"egress-enforce confirm\" runs within this long (e.g. 2m)")
+	f.StringVar(&deniedRate, "rollback-if-denied-rate", "", "with --confirm-within: roll back early when drops exceed this rate (e.g. 50/s)")
+	f.StringVar(&reason, "reason", "", "why this apply: kept in the history")
 	return cmd
 }
 
@@ -241,6 +299,12 @@ func newStatus(g *cli.Globals) *cobra.Command {
 				return nil
 			}
 			fmt.Fprintf(w, "table inet %s in %s: %s mode (chain policy %s)\n", st.Table, target, st.Mode, st.Policy)
+			switch {
+			case len(st.EnforceUIDs) > 0:
+				fmt.Fprintf(w, "  enforced: %s; audited: everyone else\n", uids(st.EnforceUIDs))
+			case len(st.AuditUIDs) > 0:
+				fmt.Fprintf(w, "  audited: %s; enforced: everyone else\n", uids(st.AuditUIDs))
+			}
 			for _, s := range st.Sets {
 				how := "as applied"
 				if s.Counted {
@@ -250,11 +314,8 @@ func newStatus(g *cli.Globals) *cobra.Command {
 			}
 			fmt.Fprintf(w, "  rules: %d\n", len(st.Rules))
 			if st.Default != nil {
-				verb := "dropped"
-				if st.Mode == enforce.ModeAudit {
-					verb = "logged, not blocked"
-				}
-				fmt.Fprintf(w, "  default rule: %d packets, %d bytes (%s)\n", st.Default.Packets, st.Default.Bytes, verb)
+				fmt.Fprintf(w, "  default rules: %d packets dropped (%d bytes), %d logged, not blocked (audit)\n",
+					st.Dropped.Packets, st.Dropped.Bytes, st.Audited.Packets)
 			}
 			return nil
 		},

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
@@ -63,6 +65,7 @@ egress-enforce turns into an nftables allow-list.
 
 func newRun(g *cli.Globals) *cobra.Command {
 	var duration time.Duration
+	var metricsAddr string
 	cmd := &cobra.Command{
 		Use:   "run [--cgroup PATH] [--db PATH] [--duration D]",
 		Short: "Attach to a cgroup and record outbound connections until stopped",
@@ -108,6 +111,17 @@ every summary_interval. Loopback destinations are ignored unless
 			if isTerminal(os.Stderr) {
 				lc.Status = os.Stderr
 			}
+			if metricsAddr != "" {
+				reg := prometheus.NewRegistry()
+				reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+				stop, addr, err := cli.ServeMetrics(metricsAddr, reg)
+				if err != nil {
+					return err
+				}
+				defer stop()
+				lc.Metrics = reg
+				log.Info("serving metrics", "addr", "http://"+addr+"/metrics")
+			}
 			sum, err := learn.Run(cmd.Context(), lc)
 			if sum != nil {
 				s := sum.Status
@@ -121,6 +135,7 @@ every summary_interval. Loopback destinations are ignored unless
 	f := cmd.Flags()
 	f.String("cgroup", "", "cgroup v2 directory to learn from (default: the root of the cgroup2 mount)")
 	f.DurationVar(&duration, "duration", 0, "stop after this long (default: until SIGINT/SIGTERM)")
+	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9311): events, lost events, distinct flows, seconds since the last new flow")
 	f.String("flush-interval", "5s", "how often batched observations are committed to the store")
 	f.Bool("ignore-loopback", true, "do not record connections to 127.0.0.0/8 and ::1")
 	f.StringSlice("ignore-users", nil, "users (names or UIDs) whose connections are not recorded")

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/egresskit/egress/internal/lab"
 	"github.com/egresskit/egress/learn"
@@ -344,5 +347,42 @@ func TestConfigFileAndEnvironment(t *testing.T) {
 		if _, err := os.Stat(p); err != nil {
 			t.Errorf("%s was not used: %v", filepath.Base(p), err)
 		}
+	}
+}
+
+// TestLearnerMetrics: run --metrics-addr serves the learner's figures;
+// scraped over HTTP and parsed with the Prometheus parser, they match
+// what the clients did.
+func TestLearnerMetrics(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	l := startLearner(t, "--metrics-addr", addr)
+	for range 3 {
+		l.client.MustRun(t, "curl", "-sS", "-4", "http://10.77.0.1:8080/")
+	}
+	var fams map[string]*dto.MetricFamily
+	lab.WaitFor(t, func() bool {
+		fams = lab.Scrape(t, "http://"+addr+"/metrics")
+		v, _ := lab.MetricValue(fams, "egress_learn_events_total", nil)
+		return v >= 3
+	})
+	if v, _ := lab.MetricValue(fams, "egress_learn_events_total", nil); v != 3 {
+		t.Errorf("events %v, want 3 connects", v)
+	}
+	if v, _ := lab.MetricValue(fams, "egress_learn_flows", nil); v != 1 {
+		t.Errorf("flows %v, want 1", v)
+	}
+	if v, ok := lab.MetricValue(fams, "egress_learn_lost_events_total", nil); !ok || v != 0 {
+		t.Errorf("lost events %v (present %v)", v, ok)
+	}
+	if v, ok := lab.MetricValue(fams, "egress_learn_seconds_since_last_new_flow", nil); !ok || v < 0 || v > 30 {
+		t.Errorf("seconds since the last new flow %v (present %v)", v, ok)
+	}
+	if v, _ := lab.MetricValue(fams, "egress_learn_new_flows_last_minute", nil); v != 1 {
+		t.Errorf("new flows in the last minute %v", v)
 	}
 }

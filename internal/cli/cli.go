@@ -3,8 +3,16 @@
 package cli
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/spf13/cobra"
 
@@ -45,3 +53,21 @@ func (g *Globals) Load(cmd *cobra.Command) (*config.Config, *slog.Logger, error)
 const ConfigHelp = `Settings come from a YAML file (--config, default ` + config.DefaultFile + ` when
 present), EGRESS_* environment variables (EGRESS_DB, EGRESS_MODE, ...) and flags,
 flags winning. An unknown key or an invalid value is an error that names it.`
+
+// ServeMetrics serves reg's metrics on addr (port 0 picks one) at /metrics
+// until stop is called; bound is the address it listens on.
+func ServeMetrics(addr string, reg *prometheus.Registry) (stop func(), bound string, err error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("listen for metrics on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, l.Addr().String(), nil
+}

@@ -1,0 +1,487 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/internal/lab"
+	"github.com/egresskit/egress/store"
+)
+
+// rolloutLab: a server namespace with HTTP on 8080 and 8081 and a UDP
+// sink on 9999; a client namespace for the table; a store whose baseline
+// has nobody reaching 8080 and uid 4242 sending UDP to 9999.
+type rolloutLab struct {
+	pair   *lab.Pair
+	db     string
+	env    []string
+	nobody lab.As
+	other  lab.As
+}
+
+func newRolloutLab(t *testing.T) *rolloutLab {
+	t.Helper()
+	lab.Require(t, "nft", "curl", "socat", "bash")
+	pair := lab.NewPair(t)
+	lab.ServeHTTP(t, pair.Server, ":8080")
+	lab.ServeHTTP(t, pair.Server, ":8081")
+	lab.ListenUDP(t, pair.Server, ":9999")
+	db := filepath.Join(t.TempDir(), "baseline.db")
+	st, err := store.Create(db, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	flow := func(uid uint32, proto uint8, port uint16) store.Flow {
+		return store.Flow{FlowKey: store.FlowKey{UID: uid, Proto: proto, IP: netip.MustParseAddr(lab.ServerIP4), Port: port},
+			Hits: 3, FirstSeen: now, LastSeen: now, Processes: []string{"curl"}}
+	}
+	if err := st.Apply(&store.Batch{Flows: []store.Flow{flow(65534, 6, 8080), flow(4242, 17, 9999)}}); err != nil {
+		t.Fatal(err)
+	}
+	l := &rolloutLab{
+		pair: pair, db: db,
+		env: []string{"EGRESS_DB=" + db, "EGRESS_NETNS=" + pair.Client.Name,
+			"EGRESS_RESOLV_CONF=/etc/netns/" + pair.Client.Name + "/resolv.conf", "EGRESS_NFLOG_GROUP=88"},
+		nobody: lab.As{UID: 65534, GID: 65534, Netns: pair.Client},
+		other:  lab.As{UID: 4242, GID: 4242, Netns: pair.Client},
+	}
+	t.Cleanup(func() { l.stopGuards() })
+	return l
+}
+
+func (l *rolloutLab) run(t *testing.T, args ...string) string {
+	t.Helper()
+	return mustRun(t, enforceBin, l.env, args...)
+}
+
+func (l *rolloutLab) history(t *testing.T) ([]store.Generation, uint64) {
+	t.Helper()
+	var h struct {
+		Current     uint64             `json:"current"`
+		Generations []store.Generation `json:"generations"`
+	}
+	if err := json.Unmarshal([]byte(l.run(t, "history", "--json")), &h); err != nil {
+		t.Fatal(err)
+	}
+	return h.Generations, h.Current
+}
+
+func (l *rolloutLab) status(t *testing.T) enforce.Status {
+	t.Helper()
+	var st enforce.Status
+	if err := json.Unmarshal([]byte(l.run(t, "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// stopGuards kills guard processes the test left running.
+func (l *rolloutLab) stopGuards() {
+	st, err := store.Open(l.db, store.Options{})
+	if err != nil {
+		return
+	}
+	gens, _ := st.Generations()
+	for _, g := range gens {
+		if g.GuardPID > 0 {
+			_ = syscall.Kill(g.GuardPID, syscall.SIGKILL)
+		}
+	}
+}
+
+// reaches reports whether a's connection to port 8081 (never learned)
+// goes through.
+func reaches(a lab.As, port int) bool {
+	_, err := a.Run("curl", "-sS", "--max-time", "2", fmt.Sprintf("http://%s:%d/", lab.ServerIP4, port))
+	return err == nil
+}
+
+func alive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
+
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestConfirmKeepsTheTable(t *testing.T) {
+	l := newRolloutLab(t)
+	l.run(t, "apply", "--mode", "audit")
+	out := l.run(t, "apply", "--mode", "enforce", "--confirm-within", "3s", "--reason", "go live")
+	if !strings.Contains(out, "egress-enforce confirm") || !strings.Contains(out, "rolls back to generation 1") {
+		t.Errorf("apply --confirm-within says:\n%s", out)
+	}
+	gens, _ := l.history(t)
+	guard := gens[1].GuardPID
+	if !alive(guard) {
+		t.Fatalf("no guard process running (pid %d)", guard)
+	}
+	if out := l.run(t, "confirm"); !strings.Contains(out, "confirmed generation 2") {
+		t.Errorf("confirm: %s", out)
+	}
+	waitUntil(t, 5*time.Second, "the guard to exit", func() bool { return !alive(guard) })
+	time.Sleep(3 * time.Second) // past the deadline
+	if st := l.status(t); st.Mode != enforce.ModeEnforce {
+		t.Errorf("after confirm and the deadline the mode is %s", st.Mode)
+	}
+	gens, cur := l.history(t)
+	if cur != 2 || gens[1].State != store.GenConfirmed || gens[1].Reason != "go live" || len(gens) != 2 {
+		t.Errorf("history: current %d, %+v", cur, gens)
+	}
+	if reaches(l.nobody, 8081) {
+		t.Error("the confirmed enforcing table lets an unlearned flow through")
+	}
+	mustFail(t, enforceBin, l.env, []string{"already confirmed"}, "confirm")
+}
+
+func TestNoConfirmRollsBack(t *testing.T) {
+	l := newRolloutLab(t)
+	l.run(t, "apply", "--mode", "audit")
+	l.run(t, "apply", "--mode", "enforce", "--confirm-within", "2s")
+	if reaches(l.nobody, 8081) {
+		t.Fatal("the enforcing table does not enforce")
+	}
+	waitUntil(t, 10*time.Second, "the rollback", func() bool { return l.status(t).Mode == enforce.ModeAudit })
+	if !reaches(l.nobody, 8081) {
+		t.Error("after the rollback an unlearned flow is still blocked")
+	}
+	gens, cur := l.history(t)
+	if len(gens) != 3 || cur != 3 || gens[1].State != store.GenRolledBack || !strings.Contains(gens[1].Note, "not confirmed within 2s") ||
+		gens[2].Restores != 1 || !strings.Contains(gens[2].Reason, "automatic rollback of generation 2") {
+		t.Errorf("history: current %d, %+v", cur, gens)
+	}
+	mustFail(t, enforceBin, l.env, []string{"already rolled back"}, "confirm")
+}
+
+// TestKilledApplyStillRollsBack: SIGKILL of the apply process (and its
+// whole process group, as when the terminal goes) does not stop the
+// rollback: the guard lives in a session of its own.
+func TestKilledApplyStillRollsBack(t *testing.T) {
+	for _, when := range []string{"after the guard started", "after apply printed"} {
+		t.Run(when, func(t *testing.T) {
+			l := newRolloutLab(t)
+			l.run(t, "apply", "--mode", "audit")
+			cmd := exec.Command(enforceBin, "apply", "--mode", "enforce", "--confirm-within", "2s")
+			cmd.Env = append(os.Environ(), l.env...)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			stdout, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			if when == "after the guard started" {
+				st, _ := store.Open(l.db, store.Options{})
+				waitUntil(t, 10*time.Second, "the guard's pid in the store", func() bool {
+					gens, _ := st.Generations()
+					return len(gens) == 2 && gens[1].GuardPID != 0
+				})
+			} else {
+				line, _ := bufio.NewReader(stdout).ReadString('\n')
+				if !strings.Contains(line, "applied generation 2") {
+					t.Fatalf("apply said %q", line)
+				}
+			}
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = cmd.Wait()
+			waitUntil(t, 10*time.Second, "the rollback", func() bool {
+				gens, cur := l.history(t)
+				return cur == 3 && gens[1].State == store.GenRolledBack
+			})
+			if st := l.status(t); st.Mode != enforce.ModeAudit {
+				t.Errorf("after the rollback the mode is %s", st.Mode)
+			}
+		})
+	}
+}
+
+func TestRollbackToAGeneration(t *testing.T) {
+	l := newRolloutLab(t)
+	l.run(t, "apply", "--mode", "audit")                              // 1
+	l.run(t, "apply", "--mode", "enforce")                            // 2
+	l.run(t, "apply", "--mode", "enforce", "--enforce-users", "4242") // 3
+	if out := l.run(t, "rollback", "--to", "1"); !strings.Contains(out, "restored generation 1 as generation 4") {
+		t.Errorf("rollback --to 1: %s", out)
+	}
+	if st := l.status(t); st.Mode != enforce.ModeAudit {
+		t.Errorf("after rollback --to 1: %s", st.Mode)
+	}
+	// The default goes back to the newest earlier table that differs: 3.
+	if out := l.run(t, "rollback"); !strings.Contains(out, "restored generation 3 as generation 5") {
+		t.Errorf("rollback: %s", out)
+	}
+	if st := l.status(t); st.Mode != enforce.ModeStaged || len(st.EnforceUIDs) != 1 || st.EnforceUIDs[0] != 4242 {
+		t.Errorf("after rollback to 3: %+v", st)
+	}
+	var d enforce.Diff
+	if err := json.Unmarshal([]byte(l.run(t, "diff", "--json", "--mode", "enforce", "--enforce-users", "4242")), &d); err != nil || !d.Empty() {
+		t.Errorf("the restored table differs from generation 3's plan: %+v %v", d, err)
+	}
+	mustFail(t, enforceBin, l.env, []string{"generation 9", "no such generation"}, "rollback", "--to", "9")
+
+	// With no earlier generation, rollback removes the table.
+	other := newRolloutLab(t)
+	other.run(t, "apply", "--mode", "audit")
+	if out := other.run(t, "rollback"); !strings.Contains(out, "removed table inet egress") {
+		t.Errorf("rollback of the only generation: %s", out)
+	}
+	if st := other.status(t); st.Present {
+		t.Error("the table is still there")
+	}
+}
+
+// TestStagedEnforcement: one user enforced, the other only audited.
+func TestStagedEnforcement(t *testing.T) {
+	l := newRolloutLab(t)
+	w := startWatch(t, l)
+	l.run(t, "apply", "--mode", "enforce", "--enforce-users", "nobody")
+	st := l.status(t)
+	if st.Mode != enforce.ModeStaged || len(st.EnforceUIDs) != 1 || st.EnforceUIDs[0] != 65534 || st.Policy != "accept" {
+		t.Errorf("status: %+v", st)
+	}
+	if human := l.run(t, "status"); !strings.Contains(human, "enforced: nobody") || !strings.Contains(human, "audited: everyone else") {
+		t.Errorf("status does not say who is in which mode:\n%s", human)
+	}
+	if reaches(l.nobody, 8081) {
+		t.Error("the enforced user reached an unlearned destination")
+	}
+	if !reaches(l.nobody, 8080) {
+		t.Error("the enforced user's learned flow is blocked")
+	}
+	if !reaches(l.other, 8081) {
+		t.Error("the audited user was blocked")
+	}
+	entries := w.waitEntries(t, func(es []enforce.LogEntry) bool {
+		return hasEntry(es, "drop", 65534, 8081) && hasEntry(es, "audit", 4242, 8081)
+	})
+	for _, e := range entries {
+		if e.UID != nil && *e.UID == 4242 && e.Action == "drop" {
+			t.Errorf("the audited user's packet was dropped: %+v", e)
+		}
+	}
+
+	// The reverse: everyone enforced but uid 4242.
+	l.run(t, "apply", "--mode", "enforce", "--audit-users", "4242")
+	if st := l.status(t); st.Mode != enforce.ModeStaged || len(st.AuditUIDs) != 1 || st.Policy != "drop" {
+		t.Errorf("status with --audit-users: %+v", st)
+	}
+	if !reaches(l.other, 8081) || reaches(l.nobody, 8081) {
+		t.Error("--audit-users 4242 does not let 4242 through and drop nobody")
+	}
+	mustFail(t, enforceBin, l.env, []string{"exclude each other"}, "apply", "--mode", "enforce", "--enforce-users", "1", "--audit-users", "2")
+	mustFail(t, enforceBin, l.env, []string{"--mode enforce"}, "apply", "--mode", "audit", "--enforce-users", "1")
+	mustFail(t, enforceBin, l.env, []string{"no-such-user"}, "apply", "--mode", "enforce", "--enforce-users", "no-such-user")
+}
+
+func hasEntry(es []enforce.LogEntry, action string, uid uint32, port uint16) bool {
+	for _, e := range es {
+		if e.Action == action && e.UID != nil && *e.UID == uid && e.Port == port && e.Dst == netip.MustParseAddr(lab.ServerIP4) {
+			return true
+		}
+	}
+	return false
+}
+
+type watcher struct {
+	cmd     *exec.Cmd
+	metrics string
+	out     *lab.Buffer
+	stderr  *lab.Buffer
+}
+
+// startWatch runs "egress-enforce watch --json" with metrics on a free port.
+func startWatch(t *testing.T, l *rolloutLab) *watcher {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	w := &watcher{metrics: "http://" + addr + "/metrics", out: &lab.Buffer{}, stderr: &lab.Buffer{}}
+	w.cmd = exec.Command(enforceBin, "watch", "--json", "--metrics-addr", addr, "--flush-interval", "200ms")
+	w.cmd.Env = append(os.Environ(), l.env...)
+	w.cmd.Stdout, w.cmd.Stderr = w.out, w.stderr
+	if err := w.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if w.cmd.ProcessState == nil {
+			_ = w.cmd.Process.Kill()
+			_ = w.cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("watch stderr:\n%s", w.stderr.String())
+		}
+	})
+	lab.WaitFor(t, func() bool { return strings.Contains(w.stderr.String(), "msg=watching") })
+	return w
+}
+
+func (w *watcher) entries(t *testing.T) []enforce.LogEntry {
+	t.Helper()
+	var out []enforce.LogEntry
+	for _, line := range strings.Split(strings.TrimSpace(w.out.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var e enforce.LogEntry
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("watch --json printed %q: %v", line, err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func (w *watcher) waitEntries(t *testing.T, cond func([]enforce.LogEntry) bool) []enforce.LogEntry {
+	t.Helper()
+	var es []enforce.LogEntry
+	waitUntil(t, 10*time.Second, "the monitor's entries", func() bool { es = w.entries(t); return cond(es) })
+	return es
+}
+
+func (w *watcher) stop(t *testing.T) {
+	t.Helper()
+	_ = w.cmd.Process.Signal(syscall.SIGTERM)
+	if err := w.cmd.Wait(); err != nil {
+		t.Fatalf("watch after SIGTERM: %v\n%s", err, w.stderr.String())
+	}
+}
+
+// TestMonitorMetricsAndDenied: the monitor attributes drops to the right
+// user and destination, its metrics (scraped over HTTP, parsed with the
+// Prometheus parser) match the kernel's counters, and "denied --json"
+// matches what the clients did.
+func TestMonitorMetricsAndDenied(t *testing.T) {
+	l := newRolloutLab(t)
+	w := startWatch(t, l)
+	l.run(t, "apply", "--mode", "enforce")
+	for range 3 {
+		if reaches(l.nobody, 8081) {
+			t.Fatal("an unlearned flow went through")
+		}
+	}
+	_, _ = l.other.Run("bash", "-c", fmt.Sprintf("for i in 1 2 3 4; do echo x > /dev/udp/%s/9998; done", lab.ServerIP4))
+	if !reaches(l.nobody, 8080) {
+		t.Fatal("a learned flow was blocked")
+	}
+	es := w.waitEntries(t, func(es []enforce.LogEntry) bool {
+		return hasEntry(es, "drop", 65534, 8081) && hasEntry(es, "drop", 4242, 9998)
+	})
+	var syns, udp float64
+	for _, e := range es {
+		switch {
+		case e.UID != nil && *e.UID == 65534 && e.Port == 8081 && e.Proto == 6:
+			syns++
+		case e.UID != nil && *e.UID == 4242 && e.Port == 9998 && e.Proto == 17:
+			udp++
+		case e.UID != nil && *e.UID == 65534 && e.Port == 8080:
+			t.Errorf("a learned flow was logged: %+v", e)
+		}
+	}
+	if udp != 4 {
+		t.Errorf("%v UDP drops logged for uid 4242, want 4", udp)
+	}
+	time.Sleep(300 * time.Millisecond)
+
+	st := l.status(t)
+	fams := lab.Scrape(t, w.metrics)
+	kernel, _ := lab.MetricValue(fams, "egress_kernel_dropped_packets_total", nil)
+	if kernel != float64(st.Dropped.Packets) || kernel != syns+udp {
+		t.Errorf("kernel drop counter: metric %v, status %d, logged %v", kernel, st.Dropped.Packets, syns+udp)
+	}
+	rule, _ := lab.MetricValue(fams, "egress_rule_packets_total", map[string]string{"rule": "default enforce: everyone"})
+	if rule != float64(st.Dropped.Packets) {
+		t.Errorf("rule counter metric %v, kernel %d", rule, st.Dropped.Packets)
+	}
+	monitored, _ := lab.MetricValue(fams, "egress_denied_packets_total", map[string]string{"action": "drop"})
+	if monitored != kernel {
+		t.Errorf("the monitor counted %v drops, the kernel %v", monitored, kernel)
+	}
+	if v, _ := lab.MetricValue(fams, "egress_denied_packets_total", map[string]string{"uid": "65534", "user": "nobody", "destination": lab.ServerIP4, "port": "8081", "proto": "tcp"}); v != syns {
+		t.Errorf("metric for nobody -> 8081 = %v, logged %v", v, syns)
+	}
+	if v, _ := lab.MetricValue(fams, "egress_denied_packets_by_user_total", map[string]string{"uid": "4242", "action": "drop"}); v != 4 {
+		t.Errorf("by-user metric for 4242 = %v, want 4", v)
+	}
+	if v, _ := lab.MetricValue(fams, "egress_set_elements", map[string]string{"set": "allow4"}); v != 2 {
+		t.Errorf("set elements metric %v, want 2", v)
+	}
+	if v, _ := lab.MetricValue(fams, "egress_generation", nil); v != 1 {
+		t.Errorf("generation metric %v", v)
+	}
+	if v, ok := lab.MetricValue(fams, "egress_table_mode", map[string]string{"mode": "enforce"}); !ok || v != 1 {
+		t.Errorf("mode metric %v %v", v, ok)
+	}
+	if v, _ := lab.MetricValue(fams, "egress_last_apply_timestamp_seconds", nil); time.Since(time.Unix(int64(v), 0)) > time.Minute {
+		t.Errorf("last apply metric %v", v)
+	}
+
+	w.stop(t) // flushes the observations
+	var sum enforce.DeniedSummary
+	if err := json.Unmarshal([]byte(l.run(t, "denied", "--json")), &sum); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]uint64{}
+	for _, d := range sum.Destinations {
+		got[fmt.Sprintf("%d %s %s:%d", d.UID, d.Proto, d.IP, d.Port)] = d.Dropped
+	}
+	want := map[string]uint64{
+		fmt.Sprintf("65534 tcp %s:8081", lab.ServerIP4): uint64(syns),
+		fmt.Sprintf("4242 udp %s:9998", lab.ServerIP4):  4,
+	}
+	if len(got) != len(want) {
+		t.Errorf("denied destinations %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("denied %s: %d, want %d", k, got[k], v)
+		}
+	}
+	if sum.Dropped != uint64(syns+udp) || len(sum.Users) != 2 || sum.Rate == nil || sum.Rate.Generation != 1 || sum.Rate.DropAfter != uint64(syns+udp) {
+		t.Errorf("summary: %+v rate %+v", sum, sum.Rate)
+	}
+	human := l.run(t, "denied")
+	for _, w := range []string{"most denied destinations", "nobody", "udp/9998", "last apply: generation 1"} {
+		if !strings.Contains(human, w) {
+			t.Errorf("denied lacks %q:\n%s", w, human)
+		}
+	}
+}
+
+// TestDeniedRateRollsBackEarly: a burst of drops during the confirm
+// window rolls back before the deadline, and says why.
+func TestDeniedRateRollsBackEarly(t *testing.T) {
+	l := newRolloutLab(t)
+	l.run(t, "apply", "--mode", "audit")
+	start := time.Now()
+	l.run(t, "apply", "--mode", "enforce", "--confirm-within", "60s", "--rollback-if-denied-rate", "5/s")
+	burst := fmt.Sprintf("for i in $(seq 40); do echo x > /dev/udp/%s/9997; sleep 0.05; done", lab.ServerIP4)
+	_, _ = l.other.Run("bash", "-c", burst)
+	waitUntil(t, 15*time.Second, "the early rollback", func() bool { return l.status(t).Mode == enforce.ModeAudit })
+	if el := time.Since(start); el > 30*time.Second {
+		t.Errorf("rolled back after %v: that is the deadline, not the rate guard", el)
+	}
+	gens, _ := l.history(t)
+	if !strings.Contains(gens[1].Note, "above --rollback-if-denied-rate 5/s") {
+		t.Errorf("the rollback does not say why: %+v", gens[1])
+	}
+	mustFail(t, enforceBin, l.env, []string{"needs --confirm-within"}, "apply", "--mode", "enforce", "--rollback-if-denied-rate", "5/s")
+	mustFail(t, enforceBin, l.env, []string{"not a rate"}, "apply", "--mode", "enforce", "--confirm-within", "1m", "--rollback-if-denied-rate", "lots")
+}
