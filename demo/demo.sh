@@ -116,10 +116,16 @@ export EGRESS_DB=$DB EGRESS_NETNS=$CLI EGRESS_RESOLV_CONF=/etc/netns/$CLI/resolv
 step "generate: the table to review ($BIN/egress-enforce generate --mode enforce)"
 "$BIN/egress-enforce" generate --mode enforce
 
-step "apply: audit first (logs, blocks nothing), then enforce, in namespace $CLI"
-"$BIN/egress-enforce" apply --mode audit
+step "watch: the monitor of denied packets runs beside the table"
+"$BIN/egress-enforce" watch --flush-interval 1s --log-level warn > "$WORK/watch.log" &
+watcher=$!
+pids+=($watcher)
+sleep 0.5
+
+step "apply: audit first (logs, blocks nothing), then enforce with a confirm window, in namespace $CLI"
+"$BIN/egress-enforce" apply --mode audit --reason "soak in audit"
 "$BIN/egress-enforce" diff --mode enforce
-"$BIN/egress-enforce" apply --mode enforce
+"$BIN/egress-enforce" apply --mode enforce --confirm-within 1m --reason "go live"
 
 step "allowed: what each user did while learning"
 client 0 curl -sS --max-time 3 -4 http://www.demo.lan/
@@ -130,7 +136,17 @@ step "denied: what a user never did (each fails after 2 s)"
 client 65534 curl -sS --max-time 2 -6 http://www.demo.lan/ || echo "-> blocked: nobody never used web.demo.lan over IPv6"
 client 0 curl -sS --max-time 2 http://api.demo.lan:8443/ || echo "-> blocked: root never used api.demo.lan"
 
+step "confirm: keep the enforcing table (without it, it would be rolled back after a minute)"
+"$BIN/egress-enforce" confirm
+"$BIN/egress-enforce" history
+
 step "status: the default rule counted the dropped packets"
 "$BIN/egress-enforce" status
+
+step "the monitor saw each dropped packet; denied summarizes them"
+kill -TERM "$watcher"
+wait "$watcher" || true
+cat "$WORK/watch.log"
+"$BIN/egress-enforce" denied
 
 step "done: the lab is removed on exit"
