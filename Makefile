@@ -4,7 +4,7 @@
 GO        ?= go
 FUZZTIME  ?= 20s
 # Debian packages the tools, the tests and the demo need.
-DEB_PKGS  := clang llvm libbpf-dev nftables bpftool dnsmasq-base bind9-dnsutils socat curl iproute2 util-linux
+DEB_PKGS  := clang llvm libbpf-dev nftables bpftool dnsmasq-base bind9-dnsutils socat curl iproute2 util-linux systemd
 
 .DEFAULT_GOAL := help
 .PHONY: help deps generate check-generate build test fuzz lint check demo bench clean

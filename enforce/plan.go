@@ -128,6 +128,9 @@ type Options struct {
 	// enforced. At most one of the two.
 	EnforceUIDs []uint32
 	AuditUIDs   []uint32
+	// Hosts, for a fleet baseline, lists the hosts that saw each flow: it
+	// goes into the elements (JSON) and their comments (a count).
+	Hosts map[store.FlowKey][]string
 	// UserName names UIDs in comments and JSON (optional).
 	UserName func(uint32) string
 	// Source names the baseline in the header of the text.
@@ -238,6 +241,8 @@ type Element struct {
 	Proto   uint8      `json:"proto"`
 	Port    uint16     `json:"port"`
 	Comment string     `json:"comment"`
+	// Hosts saw the flow (a fleet baseline); empty for one host's.
+	Hosts []string `json:"hosts,omitempty"`
 }
 
 // Key identifies an element.
@@ -338,7 +343,8 @@ func Build(flows []store.Flow, o Options) *Plan {
 		if f.Proto == ProtoUDP && f.Port == 123 && !slices.Contains(ntp, f.IP) {
 			ntp = append(ntp, f.IP)
 		}
-		e := Element{UID: f.UID, IP: f.IP, Proto: f.Proto, Port: f.Port, Comment: elementComment(f)}
+		hosts := o.Hosts[f.FlowKey]
+		e := Element{UID: f.UID, IP: f.IP, Proto: f.Proto, Port: f.Port, Comment: elementComment(f, len(hosts)), Hosts: hosts}
 		if o.UserName != nil {
 			e.User = o.UserName(f.UID)
 		}
@@ -514,15 +520,20 @@ const maxComment = 128
 // to an apply (measured: 120-byte comments made it 3.3x slower than none).
 const elementCommentMax = 64
 
-// elementComment says why an element is there: hits, last seen, and the
-// names the address was resolved from ("+N" for those that do not fit).
+// elementComment says why an element is there: hits, last seen, how many
+// hosts saw it (fleet baselines), and the names the address was resolved
+// from ("+N" for those that do not fit).
 // The processes are in the report.
-func elementComment(f *store.Flow) string {
+func elementComment(f *store.Flow, hosts int) string {
 	b := make([]byte, 0, elementCommentMax+8)
 	b = append(b, "hits "...)
 	b = strconv.AppendUint(b, f.Hits, 10)
 	b = append(b, ", last "...)
 	b = f.LastSeen.UTC().AppendFormat(b, "2006-01-02")
+	if hosts > 0 {
+		b = append(b, ", hosts "...)
+		b = strconv.AppendInt(b, int64(hosts), 10)
+	}
 	for i, n := range f.Hostnames {
 		sep := ", "
 		if i > 0 {

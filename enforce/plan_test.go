@@ -140,7 +140,7 @@ func TestCommentsFitAndSayWhy(t *testing.T) {
 		names = append(names, "a-rather-long-host-name-number-"+string(rune('a'+i))+".example.com")
 	}
 	f := pflow(1, ProtoTCP, "192.0.2.1", 443, 1234, tp, append(names, `bad"name`)...)
-	c := elementComment(&f)
+	c := elementComment(&f, 0)
 	if len(c) > maxComment-1 {
 		t.Errorf("comment of %d bytes: %q", len(c), c)
 	}

@@ -43,6 +43,11 @@ type ReportFlow struct {
 	LastSeen  time.Time `json:"last_seen"`
 	Processes []string  `json:"processes"`
 	Cgroups   []string  `json:"cgroups"`
+	// State: approved (in the enforced baseline), candidate (seen since,
+	// not reviewed), stale (approved, not seen for the stale period) or
+	// retired (removed by a reconcile).
+	State    string `json:"state"`
+	Approved uint64 `json:"approved_generation,omitempty"`
 }
 
 // ReportOptions select and name what the report shows.
@@ -51,6 +56,9 @@ type ReportOptions struct {
 	UID *uint32
 	// UserName names a UID (unknown ones as numbers).
 	UserName func(uint32) string
+	// Now and StaleAfter classify flows (StaleAfter 0: none is stale).
+	Now        time.Time
+	StaleAfter time.Duration
 }
 
 // BuildReport turns stored flows into report rows, ordered by UID, then
@@ -81,6 +89,8 @@ func BuildReport(flows []store.Flow, o ReportOptions) []ReportFlow {
 			LastSeen:  f.LastSeen.UTC().Truncate(time.Second),
 			Processes: nonNil(f.Processes),
 			Cgroups:   nonNil(f.Cgroups),
+			State:     f.State(o.Now, o.StaleAfter),
+			Approved:  f.Approved,
 		})
 	}
 	return out
@@ -100,9 +110,9 @@ func WriteReportJSON(w io.Writer, rows []ReportFlow) error {
 	return enc.Encode(rows)
 }
 
-// WriteReportTable writes the rows as a table per user, then a line about
-// the learning runs.
-func WriteReportTable(w io.Writer, rows []ReportFlow, runs []store.Run) error {
+// WriteReportTable writes the rows as a table per user, a line about the
+// learning runs, and each user's convergence.
+func WriteReportTable(w io.Writer, rows []ReportFlow, runs []store.Run, conv []store.Convergence, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if len(rows) == 0 {
 		fmt.Fprintln(tw, "no flows recorded")
@@ -116,14 +126,18 @@ func WriteReportTable(w io.Writer, rows []ReportFlow, runs []store.Run) error {
 			fmt.Fprintln(tw)
 		}
 		fmt.Fprintf(tw, "user %s (uid %d): %d flow(s)\n", rows[i].User, rows[i].UID, j-i)
-		fmt.Fprintln(tw, "  DESTINATION\tHOSTNAMES\tPROTO/PORT\tHITS\tFIRST SEEN\tLAST SEEN\tPROCESSES")
+		fmt.Fprintln(tw, "  DESTINATION\tHOSTNAMES\tPROTO/PORT\tHITS\tFIRST SEEN\tLAST SEEN\tPROCESSES\tSTATE")
 		for _, r := range rows[i:j] {
 			names := strings.Join(r.Hostnames, ",")
 			if names == "" {
 				names = "-"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s/%d\t%d\t%s\t%s\t%s\n", r.IP, names, r.Proto, r.Port, r.Hits,
-				r.FirstSeen.Local().Format(time.DateTime), r.LastSeen.Local().Format(time.DateTime), strings.Join(r.Processes, ","))
+			state := r.State
+			if r.Approved != 0 {
+				state = fmt.Sprintf("%s (gen %d)", state, r.Approved)
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s/%d\t%d\t%s\t%s\t%s\t%s\n", r.IP, names, r.Proto, r.Port, r.Hits,
+				r.FirstSeen.Local().Format(time.DateTime), r.LastSeen.Local().Format(time.DateTime), strings.Join(r.Processes, ","), state)
 		}
 		i = j
 	}
@@ -144,6 +158,21 @@ func WriteReportTable(w io.Writer, rows []ReportFlow, runs []store.Run) error {
 		}
 		fmt.Fprintf(w, "\n%d learning run(s) from %s to %s (%s); %d events recorded, %d lost, %d DNS answers lost\n",
 			len(runs), first.Start.Local().Format(time.DateTime), last.End.Local().Format(time.DateTime), state, events, lost, dnsLost)
+	}
+	if len(conv) > 0 {
+		fmt.Fprintf(w, "\nconvergence (new destinations per day, the last %d days, oldest first):\n", len(conv[0].NewPerDay))
+		for _, c := range conv {
+			days := make([]string, len(c.NewPerDay))
+			for i, n := range c.NewPerDay {
+				days[i] = fmt.Sprint(n)
+			}
+			state := "stable"
+			if !c.Stable {
+				state = "still learning"
+			}
+			fmt.Fprintf(w, "  %s (uid %d): %d destinations, last new %s ago, per day [%s]: %s\n",
+				c.User, c.UID, c.Flows, now.Sub(c.LastNew).Round(time.Second), strings.Join(days, " "), state)
+		}
 	}
 	return nil
 }

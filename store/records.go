@@ -70,6 +70,20 @@ type Flow struct {
 	Cgroups   []string  `json:"cgroups,omitempty"`
 	// Dropped counts list entries that did not fit the bounds above.
 	Dropped uint64 `json:"dropped,omitempty"`
+	Approval
+}
+
+// Approval says whether a flow is in the reviewed baseline: approved by
+// an apply (or a reconcile) of the enforcer, or a candidate the learner
+// saw since. Learning never changes it.
+type Approval struct {
+	// Approved is the generation that approved the flow; 0 for a candidate.
+	Approved   uint64    `json:"approved,omitempty"`
+	ApprovedAt time.Time `json:"approved_at,omitzero"`
+	// ApprovedNames are the flow's hostnames when it was approved.
+	ApprovedNames []string `json:"approved_names,omitempty"`
+	// Retired is when a reconcile removed the flow from the baseline.
+	Retired time.Time `json:"retired,omitzero"`
 }
 
 // flowRecord is the stored value; the key holds the FlowKey.
@@ -81,6 +95,12 @@ type flowRecord struct {
 	Processes []string  `json:"processes,omitempty"`
 	Cgroups   []string  `json:"cgroups,omitempty"`
 	Dropped   uint64    `json:"dropped,omitempty"`
+	Approval
+}
+
+func (r *flowRecord) flow(k FlowKey) Flow {
+	return Flow{FlowKey: k, Hits: r.Hits, FirstSeen: r.FirstSeen, LastSeen: r.LastSeen,
+		Hostnames: r.Hostnames, Processes: r.Processes, Cgroups: r.Cgroups, Dropped: r.Dropped, Approval: r.Approval}
 }
 
 // DNSObservation is one address learned from one DNS answer.
@@ -369,10 +389,7 @@ func readFlows(tx *bolt.Tx) ([]Flow, error) {
 		if _, err := getJSON(b, k, &rec); err != nil {
 			return err
 		}
-		out = append(out, Flow{
-			FlowKey: key, Hits: rec.Hits, FirstSeen: rec.FirstSeen, LastSeen: rec.LastSeen,
-			Hostnames: rec.Hostnames, Processes: rec.Processes, Cgroups: rec.Cgroups, Dropped: rec.Dropped,
-		})
+		out = append(out, rec.flow(key))
 		return nil
 	})
 	return out, err
@@ -430,10 +447,42 @@ func (s *Store) FlowsFor(keys []FlowKey) (map[FlowKey]Flow, error) {
 				return nil, err
 			}
 			if ok {
-				out[k] = Flow{FlowKey: k, Hits: rec.Hits, FirstSeen: rec.FirstSeen, LastSeen: rec.LastSeen,
-					Hostnames: rec.Hostnames, Processes: rec.Processes, Cgroups: rec.Cgroups, Dropped: rec.Dropped}
+				out[k] = rec.flow(k)
 			}
 		}
 		return out, nil
 	})
+}
+
+// SetApproval changes the approval of the flows with the given keys in one
+// transaction: fn sees each flow and changes its approval. A key the store
+// does not have is added with what fn fills in (a destination the monitor
+// saw denied, or a fleet baseline's flow this host never saw).
+func (s *Store) SetApproval(keys []FlowKey, fn func(f *Flow)) error {
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketFlows)
+		for _, k := range keys {
+			var rec flowRecord
+			found, err := getJSON(b, k.bytes(), &rec)
+			if err != nil {
+				return err
+			}
+			f := rec.flow(k)
+			fn(&f)
+			if found {
+				rec.Approval = f.Approval
+			} else {
+				rec = flowRecord{Hits: f.Hits, FirstSeen: f.FirstSeen, LastSeen: f.LastSeen, Hostnames: f.Hostnames,
+					Processes: f.Processes, Cgroups: f.Cgroups, Approval: f.Approval}
+			}
+			if err := putJSON(b, k.bytes(), &rec); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record approvals: %w", err)
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -55,7 +56,7 @@ default rule's counter and log), then apply --mode enforce.
 	pf.String("table", enforce.DefaultTable, "name of our table (family inet)")
 	g.Loader.Bind("table", "table")
 	root.AddCommand(newGenerate(g), newApply(g), newStatus(g), newDiff(g), newRemove(g),
-		newConfirm(g), newHistory(g), newRollback(g), newConfirmGuard(g), newWatch(g), newDenied(g))
+		newConfirm(g), newHistory(g), newRollback(g), newConfirmGuard(g), newWatch(g), newDenied(g), newReconcile(g))
 	return root
 }
 
@@ -67,6 +68,7 @@ func planFlags(cmd *cobra.Command, g *cli.Globals) {
 	f.StringSlice("audit-users", nil, "with --mode enforce: keep these users (names or UIDs) in audit; enforce everyone else")
 	f.Int("min-hits", 1, "leave out flows seen fewer times")
 	f.String("since", "", "leave out flows not seen within this long (e.g. 720h); default: keep all")
+	f.StringArray("from", nil, "build from these exports of \"egress-learn export\" (one per host; repeat) instead of the store")
 	g.Loader.Bind("mode", "mode")
 	g.Loader.Bind("min_hits", "min-hits")
 	g.Loader.Bind("since", "since")
@@ -99,25 +101,52 @@ func buildPlan(cmd *cobra.Command, g *cli.Globals) (*built, error) {
 	names := config.UserNames{}
 	opts.UserName = names.Name
 	opts.Source = cfg.DB
-	for flag, dst := range map[string]*[]uint32{"enforce-users": &opts.EnforceUIDs, "audit-users": &opts.AuditUIDs} {
-		users, _ := cmd.Flags().GetStringSlice(flag)
-		for _, u := range users {
-			uid, err := config.LookupUID(u)
-			if err != nil {
-				return nil, fmt.Errorf("--%s: %w", flag, err)
-			}
-			*dst = append(*dst, uid)
-		}
-	}
-	if err := opts.Check(); err != nil {
+	if err := stagedUsers(cmd, &opts); err != nil {
 		return nil, err
+	}
+	if opts.Now, err = g.Now(); err != nil {
+		return nil, err
+	}
+	if from, _ := cmd.Flags().GetStringArray("from"); len(from) > 0 {
+		var exports []*store.Export
+		var hosts []string
+		for _, f := range from {
+			e, err := enforce.ReadExport(f)
+			if err != nil {
+				return nil, err
+			}
+			exports = append(exports, e)
+			hosts = append(hosts, e.Host)
+		}
+		m := enforce.Merge(exports)
+		for _, w := range m.Warnings {
+			slog.Warn(w)
+		}
+		opts.Hosts = m.Hosts
+		opts.Source = fmt.Sprintf("%d exports (hosts %s)", len(exports), strings.Join(hosts, ", "))
+		return &built{plan: enforce.Build(m.Flows, opts), opts: opts, cfg: cfg}, nil
 	}
 	var flows []store.Flow
 	st, err := store.Open(cfg.DB, store.Options{LockTimeout: 10 * time.Second})
 	if err == nil {
 		flows, err = st.Flows()
 	}
-	return &built{plan: enforce.Build(flows, opts), opts: opts, baselineErr: err, cfg: cfg}, nil
+	return &built{plan: enforce.Build(enforce.BaselineFlows(flows), opts), opts: opts, baselineErr: err, cfg: cfg}, nil
+}
+
+// stagedUsers reads --enforce-users and --audit-users into opts.
+func stagedUsers(cmd *cobra.Command, opts *enforce.Options) error {
+	for flag, dst := range map[string]*[]uint32{"enforce-users": &opts.EnforceUIDs, "audit-users": &opts.AuditUIDs} {
+		users, _ := cmd.Flags().GetStringSlice(flag)
+		for _, u := range users {
+			uid, err := config.LookupUID(u)
+			if err != nil {
+				return fmt.Errorf("--%s: %w", flag, err)
+			}
+			*dst = append(*dst, uid)
+		}
+	}
+	return opts.Check()
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -240,6 +269,9 @@ also rolls back early when the table drops more than 50 packets a second.`,
 				StartGuard: func(n uint64) (int, error) { return startGuard(b.cfg, n, rate) },
 			})
 			if err != nil {
+				return err
+			}
+			if err := approvePlan(st, b.plan, gen.N, b.opts.Now); err != nil {
 				return err
 			}
 			if asJSON {

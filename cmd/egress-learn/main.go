@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -59,7 +60,7 @@ egress-enforce turns into an nftables allow-list.
 		SilenceErrors: true,
 	}
 	g := cli.NewGlobals(root)
-	root.AddCommand(newRun(g), newReport(g))
+	root.AddCommand(newRun(g), newReport(g), newExport(g))
 	return root
 }
 
@@ -153,6 +154,7 @@ every summary_interval. Loopback destinations are ignored unless
 func newReport(g *cli.Globals) *cobra.Command {
 	var asJSON bool
 	var userArg string
+	var staleAfter, stableAfter time.Duration
 	cmd := &cobra.Command{
 		Use:   "report [--db PATH] [--json] [--user NAME|UID]",
 		Short: "Show the recorded flows, grouped by user",
@@ -168,7 +170,11 @@ hits, first_seen, last_seen, processes, cgroups) for scripts.`,
 			if err != nil {
 				return err
 			}
-			var opts learn.ReportOptions
+			now, err := g.Now()
+			if err != nil {
+				return err
+			}
+			opts := learn.ReportOptions{Now: now, StaleAfter: staleAfter}
 			names := config.UserNames{}
 			opts.UserName = names.Name
 			if userArg != "" {
@@ -190,11 +196,84 @@ hits, first_seen, last_seen, processes, cgroups) for scripts.`,
 			if asJSON {
 				return learn.WriteReportJSON(cmd.OutOrStdout(), rows)
 			}
-			return learn.WriteReportTable(cmd.OutOrStdout(), rows, snap.Runs)
+			var flows []store.Flow
+			for _, f := range snap.Flows {
+				if (opts.UID == nil || f.UID == *opts.UID) && f.State(now, 0) != store.StateRetired {
+					flows = append(flows, f)
+				}
+			}
+			conv := store.Converge(flows, now, 7, stableAfter)
+			for i := range conv {
+				conv[i].User = names.Name(conv[i].UID)
+			}
+			return learn.WriteReportTable(cmd.OutOrStdout(), rows, snap.Runs, conv, now)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of flows")
 	cmd.Flags().StringVar(&userArg, "user", "", "only this user's flows (name or UID)")
+	cmd.Flags().DurationVar(&staleAfter, "stale-after", 30*24*time.Hour, "approved flows not seen for this long are shown as stale")
+	cmd.Flags().DurationVar(&stableAfter, "stable-after", 72*time.Hour, "a user has converged when no new destination appeared for this long")
+	return cmd
+}
+
+func newExport(g *cli.Globals) *cobra.Command {
+	var out, host string
+	cmd := &cobra.Command{
+		Use:   "export [--db PATH] [-o FILE]",
+		Short: "Write this host's baseline as JSON, for a fleet baseline",
+		Long: `export writes this host's baseline (every flow with its hits, seen interval,
+names, processes and approval, and the names of its users) as one JSON
+document. "egress-enforce generate --from a.json --from b.json" merges the
+exports of several hosts into one role baseline, keeping which hosts saw
+each flow, so a fleet shares one reviewed nft file.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, _, err := g.Load(cmd)
+			if err != nil {
+				return err
+			}
+			now, err := g.Now()
+			if err != nil {
+				return err
+			}
+			st, err := store.Open(cfg.DB, store.Options{LockTimeout: 10 * time.Second})
+			if err != nil {
+				return err
+			}
+			flows, err := st.Flows()
+			if err != nil {
+				return err
+			}
+			if host == "" {
+				if host, err = os.Hostname(); err != nil {
+					return fmt.Errorf("read host name: %w", err)
+				}
+			}
+			names := config.UserNames{}
+			e := store.Export{Format: store.ExportFormat, Host: host, Exported: now.UTC(), Users: map[uint32]string{}, Flows: flows}
+			if e.Flows == nil {
+				e.Flows = []store.Flow{}
+			}
+			for _, f := range flows {
+				e.Users[f.UID] = names.Name(f.UID)
+			}
+			w := cmd.OutOrStdout()
+			if out != "" && out != "-" {
+				f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+				if err != nil {
+					return fmt.Errorf("write %s: %w", out, err)
+				}
+				defer f.Close()
+				w = f
+			}
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			return enc.Encode(e)
+		},
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", "", "write to FILE instead of standard output")
+	cmd.Flags().StringVar(&host, "host", "", "the host name to record (default: this host's)")
+	cmd.Flags().Bool("json", true, "JSON output (the only format)")
 	return cmd
 }
 

@@ -24,6 +24,7 @@ import (
 type Globals struct {
 	Loader     *config.Loader
 	configFile string
+	now        string
 }
 
 // NewGlobals adds --config, --db and --log-level to root.
@@ -35,7 +36,22 @@ func NewGlobals(root *cobra.Command) *Globals {
 	pf.String("log-level", "info", "log level: debug, info, warn, error")
 	g.Loader.Bind("db", "db")
 	g.Loader.Bind("log_level", "log-level")
+	// Tests move the clock: --now makes "now" a fixed time (RFC 3339).
+	pf.StringVar(&g.now, "now", "", "pretend the time is this (RFC 3339), for tests")
+	_ = pf.MarkHidden("now")
 	return g
+}
+
+// Now is the time commands work at: --now when given.
+func (g *Globals) Now() (time.Time, error) {
+	if g.now == "" {
+		return time.Now(), nil
+	}
+	t, err := time.Parse(time.RFC3339, g.now)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--now: %q is not an RFC 3339 time", g.now)
+	}
+	return t, nil
 }
 
 // Load reads the configuration, with the flags of the running command, and

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/internal/lab"
+	"github.com/egresskit/egress/learn"
+	"github.com/egresskit/egress/store"
+)
+
+// TestReconcileEndToEnd: learn, enforce, a client starts using a new
+// destination and is denied, the learner records it as a candidate,
+// reconcile proposes it, apply, the client now succeeds; a destination no
+// longer used goes stale, is proposed for removal and removed.
+func TestReconcileEndToEnd(t *testing.T) {
+	lab.Require(t, "nft", "curl")
+	pair := lab.NewPair(t)
+	cg := lab.NewCgroup(t)
+	lab.ServeHTTP(t, pair.Server, ":8080")
+	lab.ServeHTTP(t, pair.Server, ":8081")
+	db := filepath.Join(t.TempDir(), "baseline.db")
+	env := []string{"EGRESS_DB=" + db, "EGRESS_NETNS=" + pair.Client.Name, "EGRESS_RESOLV_CONF=/etc/netns/" + pair.Client.Name + "/resolv.conf"}
+	nobody := lab.As{UID: 65534, GID: 65534, Netns: pair.Client, Cgroup: cg}
+	curlOK := func(port int) bool {
+		_, err := nobody.Run("curl", "-sS", "--max-time", "2", fmt.Sprintf("http://%s:%d/", lab.ServerIP4, port))
+		return err == nil
+	}
+	report := func() map[string]learn.ReportFlow {
+		var rows []learn.ReportFlow
+		out := mustRun(t, learnBin, env, "report", "--json", "--stale-after", "3s")
+		if err := json.Unmarshal([]byte(out), &rows); err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]learn.ReportFlow{}
+		for _, r := range rows {
+			m[fmt.Sprintf("%d %s %d", r.UID, r.Proto, r.Port)] = r
+		}
+		return m
+	}
+	proposal := func(args ...string) enforce.Proposal {
+		var p enforce.Proposal
+		if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, append([]string{"reconcile", "--json"}, args...)...)), &p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	// The learner runs all along, beside the enforcing table.
+	learner := exec.Command(learnBin, "run", "--cgroup", cg.Path, "--flush-interval", "200ms")
+	learner.Env = append(os.Environ(), env...)
+	lerr := &lab.Buffer{}
+	learner.Stderr = lerr
+	if err := learner.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = learner.Process.Kill(); _ = learner.Wait() })
+	lab.WaitFor(t, func() bool { return strings.Contains(lerr.String(), "msg=learning") })
+
+	if !curlOK(8080) {
+		t.Fatal("learning blocked a connection")
+	}
+	lab.WaitFor(t, func() bool { _, ok := report()["65534 tcp 8080"]; return ok })
+	mustRun(t, enforceBin, env, "apply", "--mode", "enforce")
+	if r := report()["65534 tcp 8080"]; r.State != store.StateApproved || r.Approved != 1 {
+		t.Errorf("after apply the learned flow is %+v", r)
+	}
+
+	// A new destination: denied, and recorded as a candidate, not approved.
+	if curlOK(8081) {
+		t.Fatal("an unlearned destination went through")
+	}
+	lab.WaitFor(t, func() bool { r, ok := report()["65534 tcp 8081"]; return ok && r.State == store.StateCandidate })
+	var plan enforce.Plan
+	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "generate", "--json", "--mode", "enforce")), &plan); err != nil {
+		t.Fatal(err)
+	}
+	if plan.Flows != 1 {
+		t.Errorf("generate took the candidate into the baseline: %d flows", plan.Flows)
+	}
+	p := proposal()
+	if len(p.Additions) != 1 || p.Additions[0].Port != 8081 || p.Additions[0].Source != "candidate" || p.Against != 1 {
+		t.Fatalf("proposal: %+v", p)
+	}
+	human := mustRun(t, enforceBin, env, "reconcile")
+	if !strings.Contains(human, "+ tcp 10.77.0.1:8081") || !strings.Contains(human, "user nobody (uid 65534)") {
+		t.Errorf("reconcile text:\n%s", human)
+	}
+	nft := filepath.Join(t.TempDir(), "next.nft")
+	mustRun(t, enforceBin, env, "reconcile", "-o", nft)
+	text, _ := os.ReadFile(nft)
+	if !strings.Contains(string(text), "65534 . 10.77.0.1 . tcp . 8081") || !strings.Contains(string(text), "65534 . 10.77.0.1 . tcp . 8080") {
+		t.Errorf("next generation's text:\n%s", text)
+	}
+	lab.MustRun(t, "ip", "netns", "exec", lab.NewNetns(t).Name, "nft", "-c", "-f", nft)
+
+	out := mustRun(t, enforceBin, env, "reconcile", "--apply", "--mode", "enforce")
+	if !strings.Contains(out, "applied generation 2") {
+		t.Fatalf("reconcile --apply: %s", out)
+	}
+	if !curlOK(8081) {
+		t.Error("the reconciled destination is still blocked")
+	}
+	if r := report()["65534 tcp 8081"]; r.State != store.StateApproved || r.Approved != 2 {
+		t.Errorf("after reconcile the new flow is %+v", r)
+	}
+	if p := proposal(); len(p.Additions) != 0 {
+		t.Errorf("a second proposal still adds %+v", p.Additions)
+	}
+
+	// 8080 is no longer used; 8081 keeps being used: after the stale
+	// period only 8080 is proposed for removal.
+	deadline := time.Now().Add(4 * time.Second)
+	for time.Now().Before(deadline) {
+		curlOK(8081)
+		time.Sleep(500 * time.Millisecond)
+	}
+	lab.WaitFor(t, func() bool { return report()["65534 tcp 8080"].State == store.StateStale })
+	p = proposal("--stale-after", "3s")
+	if len(p.Removals) != 1 || p.Removals[0].Port != 8080 {
+		t.Fatalf("removals: %+v", p.Removals)
+	}
+	mustRun(t, enforceBin, env, "reconcile", "--apply", "--only", "remove", "--stale-after", "3s", "--mode", "enforce")
+	if r := report()["65534 tcp 8080"]; r.State != store.StateRetired {
+		t.Errorf("the removed flow is %+v", r)
+	}
+	if curlOK(8080) {
+		t.Error("the removed destination still goes through")
+	}
+	if !curlOK(8081) {
+		t.Error("the used destination was removed")
+	}
+	// Tried again after its removal, it is a candidate once more.
+	lab.WaitFor(t, func() bool { return report()["65534 tcp 8080"].State == store.StateCandidate })
+	gens, cur := (&rolloutLab{env: env, db: db}).history(t)
+	if cur != 3 || !strings.Contains(gens[2].Reason, "0 added, 1 removed") {
+		t.Errorf("history: %d %+v", cur, gens)
+	}
+}
+
+// TestFleetMerge: two hosts' exports make one role table that keeps which
+// hosts saw each flow.
+func TestFleetMerge(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now().UTC()
+	var files []string
+	for i, host := range []string{"web-1", "web-2"} {
+		db := filepath.Join(dir, host+".db")
+		st, err := store.Create(db, store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		flows := []store.Flow{
+			{FlowKey: key(33, "192.0.2.10", 443), Hits: uint64(10 + i), FirstSeen: now, LastSeen: now, Hostnames: []string{"api.example"}},
+			{FlowKey: key(33, fmt.Sprintf("192.0.2.%d", 20+i), 443), Hits: 1, FirstSeen: now, LastSeen: now},
+		}
+		if err := st.Apply(&store.Batch{Flows: flows}); err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(dir, host+".json")
+		mustRun(t, learnBin, nil, "export", "--db", db, "--host", host, "-o", file)
+		files = append(files, file)
+	}
+	var plan enforce.Plan
+	out := mustRun(t, enforceBin, nil, "generate", "--json", "--db", filepath.Join(dir, "none.db"), "--from", files[0], "--from", files[1])
+	if err := json.Unmarshal([]byte(out), &plan); err != nil {
+		t.Fatal(err)
+	}
+	hosts := map[string][]string{}
+	for _, e := range plan.Sets[0].Elements {
+		hosts[e.IP.String()] = e.Hosts
+	}
+	if len(hosts) != 3 || len(hosts["192.0.2.10"]) != 2 || len(hosts["192.0.2.20"]) != 1 || hosts["192.0.2.21"][0] != "web-2" {
+		t.Errorf("provenance: %v", hosts)
+	}
+	text := mustRun(t, enforceBin, nil, "generate", "--db", filepath.Join(dir, "none.db"), "--from", files[0], "--from", files[1])
+	if !strings.Contains(text, `33 . 192.0.2.10 . tcp . 443 comment "hits 21, last `) || !strings.Contains(text, "hosts 2") ||
+		!strings.Contains(text, "from 2 exports (hosts web-1, web-2)") {
+		t.Errorf("merged text:\n%s", text)
+	}
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte(`{"format":"something-else"}`), 0o600)
+	mustFail(t, enforceBin, nil, []string{bad, "format"}, "generate", "--from", bad)
+}
+
+func key(uid uint32, ip string, port uint16) store.FlowKey {
+	return store.FlowKey{UID: uid, Proto: 6, IP: netip.MustParseAddr(ip), Port: port}
+}
