@@ -55,8 +55,19 @@ type Config struct {
 	MinHits      int           `mapstructure:"min_hits"`
 	SinceS       string        `mapstructure:"since"`
 
+	// DNS following.
+	FollowMode       string         `mapstructure:"follow_mode"`
+	FollowNames      []FollowConfig `mapstructure:"follow_names"`
+	FollowIPOnly     []string       `mapstructure:"follow_ip_only"`
+	FollowTTLFloorS  string         `mapstructure:"follow_ttl_floor"`
+	FollowMaxPerName int            `mapstructure:"follow_max_per_name"`
+	FollowMark       int64          `mapstructure:"follow_mark"`
+	FollowWindowS    string         `mapstructure:"follow_window"`
+
 	// Resolved by Load from the values above.
 	Since           time.Duration  `mapstructure:"-"`
+	FollowTTLFloor  time.Duration  `mapstructure:"-"`
+	FollowWindow    time.Duration  `mapstructure:"-"`
 	FlushInterval   time.Duration  `mapstructure:"-"`
 	SummaryInterval time.Duration  `mapstructure:"-"`
 	IgnoreUIDs      []uint32       `mapstructure:"-"`
@@ -67,26 +78,42 @@ type Config struct {
 // defaults lists every key with its default value; a key not listed here
 // is unknown.
 var defaults = map[string]any{
-	"db":               store.DefaultPath,
-	"log_level":        "info",
-	"cgroup":           "",
-	"flush_interval":   "5s",
-	"summary_interval": "1m",
-	"ignore_loopback":  true,
-	"ignore_users":     []string{},
-	"ignore_cidrs":     []string{},
-	"ignore_ports":     []int{},
-	"table":            "egress",
-	"mode":             "audit",
-	"netns":            "",
-	"nflog_group":      100,
-	"audit_log_rate":   10,
-	"resolv_conf":      "/etc/resolv.conf",
-	"dns_servers":      []string{},
-	"ntp_servers":      []string{},
-	"always_allow":     []map[string]any{},
-	"min_hits":         1,
-	"since":            "",
+	"db":                  store.DefaultPath,
+	"log_level":           "info",
+	"cgroup":              "",
+	"flush_interval":      "5s",
+	"summary_interval":    "1m",
+	"ignore_loopback":     true,
+	"ignore_users":        []string{},
+	"ignore_cidrs":        []string{},
+	"ignore_ports":        []int{},
+	"table":               "egress",
+	"mode":                "audit",
+	"netns":               "",
+	"nflog_group":         100,
+	"audit_log_rate":      10,
+	"resolv_conf":         "/etc/resolv.conf",
+	"dns_servers":         []string{},
+	"ntp_servers":         []string{},
+	"always_allow":        []map[string]any{},
+	"min_hits":            1,
+	"since":               "",
+	"follow_mode":         "both",
+	"follow_names":        []map[string]any{},
+	"follow_ip_only":      []string{},
+	"follow_ttl_floor":    "5m",
+	"follow_max_per_name": 64,
+	"follow_mark":         0x10000000,
+	"follow_window":       "30s",
+}
+
+// FollowConfig is one follow_names entry: a name (a leading "*." allowed)
+// whose current addresses a user may reach on a protocol and port.
+type FollowConfig struct {
+	Name  string `mapstructure:"name"`
+	User  string `mapstructure:"user"`
+	Proto string `mapstructure:"proto"`
+	Port  int    `mapstructure:"port"`
 }
 
 // AllowConfig is one always_allow entry of the configuration file.
@@ -258,6 +285,26 @@ func (c *Config) resolve() error {
 		if c.Since, err = ParseDuration("since", c.SinceS); err != nil {
 			return err
 		}
+	}
+	switch c.FollowMode {
+	case "ip", "name", "both":
+	default:
+		return fmt.Errorf("follow_mode: %q is not ip, name or both", c.FollowMode)
+	}
+	if c.FollowTTLFloor, err = ParseDuration("follow_ttl_floor", c.FollowTTLFloorS); err != nil {
+		return err
+	}
+	if c.FollowWindow, err = ParseDuration("follow_window", c.FollowWindowS); err != nil {
+		return err
+	}
+	if c.FollowTTLFloor < time.Second || c.FollowWindow < time.Second {
+		return fmt.Errorf("follow_ttl_floor and follow_window: at least 1s")
+	}
+	if c.FollowMaxPerName < 1 {
+		return fmt.Errorf("follow_max_per_name: %d must be at least 1", c.FollowMaxPerName)
+	}
+	if c.FollowMark <= 0 || c.FollowMark > 0xffffffff || c.FollowMark&(c.FollowMark-1) != 0 {
+		return fmt.Errorf("follow_mark: %#x must be one bit of the 32-bit socket mark", c.FollowMark)
 	}
 	if c.Mode != "audit" && c.Mode != "enforce" {
 		return fmt.Errorf("mode: %q is not audit or enforce", c.Mode)

@@ -72,6 +72,17 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 		}
 		o.NTPServers = append(o.NTPServers, a.Unmap())
 	}
+	if c.FollowMode != FollowIP || len(c.FollowNames) > 0 {
+		o.Follow = &FollowOptions{Mode: c.FollowMode, IPOnly: c.FollowIPOnly, TTLFloor: c.FollowTTLFloor,
+			MaxPerName: c.FollowMaxPerName, Mark: uint32(c.FollowMark)}
+		for i, fc := range c.FollowNames {
+			r, err := nameRuleFromConfig(fc)
+			if err != nil {
+				return o, fmt.Errorf("follow_names #%d: %w", i+1, err)
+			}
+			o.Follow.Names = append(o.Follow.Names, r)
+		}
+	}
 	for i, ac := range c.AlwaysAllow {
 		a, err := allowFromConfig(ac)
 		if err != nil {
@@ -125,4 +136,26 @@ func allowFromConfig(ac config.AllowConfig) (Allow, error) {
 	}
 	a.Reason = ac.Reason
 	return a, nil
+}
+
+func nameRuleFromConfig(fc config.FollowConfig) (NameRule, error) {
+	name := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(fc.Name), "."))
+	if err := ValidRuleName(name); err != nil {
+		return NameRule{}, err
+	}
+	if fc.User == "" {
+		return NameRule{}, errors.New("a user is needed: name rules are per user")
+	}
+	uid, err := config.LookupUID(fc.User)
+	if err != nil {
+		return NameRule{}, fmt.Errorf("user: %w", err)
+	}
+	proto, err := ParseProto(fc.Proto)
+	if err != nil || (proto != ProtoTCP && proto != ProtoUDP) {
+		return NameRule{}, fmt.Errorf("proto %q: tcp or udp", fc.Proto)
+	}
+	if fc.Port < 1 || fc.Port > 65535 {
+		return NameRule{}, fmt.Errorf("port %d is not between 1 and 65535", fc.Port)
+	}
+	return NameRule{UID: uid, Name: name, Proto: proto, Port: uint16(fc.Port)}, nil
 }

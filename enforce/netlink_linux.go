@@ -175,7 +175,7 @@ func comment(s string) []byte {
 // queue adds the whole table to the connection's batch: create the table
 // if missing, delete it, create it again with its contents. The kernel
 // applies the batch as one transaction.
-func (p *Plan) queue(c *nftables.Conn) error {
+func (p *Plan) queue(c *nftables.Conn, carry map[string][]nftables.SetElement) error {
 	t := p.table()
 	c.AddTable(t)
 	c.DelTable(t)
@@ -208,6 +208,24 @@ func (p *Plan) queue(c *nftables.Conn) error {
 			return fmt.Errorf("add set %s: %w", u.Name, err)
 		}
 		sets[u.Name] = ns
+	}
+	if p.Follow != nil {
+		for _, fs := range []struct {
+			name   string
+			family int
+		}{{SetFollow4, 4}, {SetFollow6, 6}} {
+			ns := &nftables.Set{Table: t, Name: fs.name, KeyType: setKeyType(fs.family), Concatenation: true,
+				HasTimeout: true, Timeout: p.Follow.TTLFloor, Size: FollowSetSize, Comment: "filled by the follower from DNS answers"}
+			if err := c.AddSet(ns, nil); err != nil {
+				return fmt.Errorf("add set %s: %w", fs.name, err)
+			}
+			for _, ch := range chunks(carry[fs.name]) {
+				if err := c.SetAddElements(ns, ch); err != nil {
+					return fmt.Errorf("carry elements of set %s: %w", fs.name, err)
+				}
+			}
+			sets[fs.name] = ns
+		}
 	}
 	policy := nftables.ChainPolicyAccept
 	if p.Chain.Policy == "drop" {
@@ -324,6 +342,15 @@ func (p *Plan) ruleExprs(c *nftables.Conn, t *nftables.Table, sets map[string]*n
 			return nil, err
 		}
 		return append(who, accept), nil
+	case RuleFollowMark:
+		m := binaryutil.NativeEndian.PutUint32(p.Follow.Mark)
+		return []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: m, Xor: []byte{0, 0, 0, 0}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: m},
+			&expr.Counter{},
+			accept,
+		}, nil
 	}
 	return nil, fmt.Errorf("unknown rule kind %q", r.Kind)
 }
@@ -436,12 +463,19 @@ var ErrRejected = errors.New("the kernel rejected the new table; the previous ta
 // netlink transaction, then reads it back to verify.
 func Apply(p *Plan, t Target) (*ApplyResult, error) {
 	start := time.Now()
+	var carry map[string][]nftables.SetElement
+	if p.Follow != nil {
+		var err error
+		if carry, err = followedElements(t, p.Table); err != nil {
+			return nil, err
+		}
+	}
 	c, done, err := t.conn()
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	if err := p.queue(c); err != nil {
+	if err := p.queue(c, carry); err != nil {
 		return nil, fmt.Errorf("build netlink batch: %w", err)
 	}
 	if err := c.Flush(); err != nil {
@@ -461,6 +495,42 @@ func Apply(p *Plan, t Target) (*ApplyResult, error) {
 	}
 	res.Verified = true
 	return res, nil
+}
+
+// followedElements reads the live elements of the follow sets, with the
+// time each has left, so a replace carries them over: followed addresses
+// do not vanish because a new generation was applied.
+func followedElements(t Target, table string) (map[string][]nftables.SetElement, error) {
+	c, done, err := t.conn()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	tab, err := c.ListTableOfFamily(table, nftables.TableFamilyINet)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("look up table inet %s: %w", table, err)
+	}
+	out := map[string][]nftables.SetElement{}
+	for _, name := range []string{SetFollow4, SetFollow6} {
+		s, err := c.GetSetByName(tab, name)
+		if err != nil {
+			continue // the current table follows nothing
+		}
+		elems, err := c.GetSetElements(s)
+		if err != nil {
+			return nil, fmt.Errorf("list elements of set %s: %w", name, err)
+		}
+		for _, e := range elems {
+			if e.Expires < time.Second {
+				continue
+			}
+			out[name] = append(out[name], nftables.SetElement{Key: e.Key, Timeout: e.Expires})
+		}
+	}
+	return out, nil
 }
 
 // Remove deletes our table; it reports whether there was one.

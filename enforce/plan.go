@@ -128,6 +128,9 @@ type Options struct {
 	// enforced. At most one of the two.
 	EnforceUIDs []uint32
 	AuditUIDs   []uint32
+	// Follow allows learned flows by name too (see FollowOptions); nil
+	// keeps them to their learned addresses.
+	Follow *FollowOptions
 	// Hosts, for a fleet baseline, lists the hosts that saw each flow: it
 	// goes into the elements (JSON) and their comments (a count).
 	Hosts map[store.FlowKey][]string
@@ -173,6 +176,56 @@ func (o *Options) defaults() {
 	}
 }
 
+// Follow modes for learned flows that carry hostnames.
+const (
+	FollowIP   = "ip"   // the learned addresses only
+	FollowName = "name" // whatever the names resolve to, not the learned addresses
+	FollowBoth = "both" // the learned addresses, and what the names resolve to
+)
+
+// FollowOptions say which names are followed.
+type FollowOptions struct {
+	// Mode applies to learned flows with hostnames: ip, name or both.
+	Mode string
+	// IPOnly lists learned names kept to their learned addresses.
+	IPOnly []string
+	// Names are rules an operator wrote; only these may have wildcards.
+	Names []NameRule
+	// TTLFloor is the least time a followed address stays allowed;
+	// MaxPerName bounds the addresses of one rule's name; Mark is the
+	// socket-mark bit of just-resolved destinations.
+	TTLFloor   time.Duration
+	MaxPerName int
+	Mark       uint32
+}
+
+// NameRule allows a user to reach a name's current addresses on one
+// protocol and port.
+type NameRule struct {
+	UID    uint32 `json:"uid"`
+	User   string `json:"user,omitempty"`
+	Name   string `json:"name"` // lower case, no trailing dot; "*.suffix" from configuration only
+	Proto  uint8  `json:"proto"`
+	Port   uint16 `json:"port"`
+	Source string `json:"source"` // learned or configuration
+}
+
+// FollowSpec is what a plan follows: its rules and their settings.
+type FollowSpec struct {
+	Rules      []NameRule    `json:"rules"`
+	TTLFloor   time.Duration `json:"ttl_floor_ns"`
+	MaxPerName int           `json:"max_per_name"`
+	Mark       uint32        `json:"mark"`
+}
+
+// Set names of followed addresses (timeout sets, filled by the follower).
+const (
+	SetFollow4 = "follow4"
+	SetFollow6 = "follow6"
+	// FollowSetSize bounds the followed addresses of a family.
+	FollowSetSize = 65536
+)
+
 // Plan is the table to install.
 type Plan struct {
 	Table  string `json:"table"`
@@ -188,8 +241,11 @@ type Plan struct {
 	Sets         []Set  `json:"sets"`
 	// UserSets name the users of staged enforcement.
 	UserSets []UserSet `json:"user_sets,omitempty"`
-	Rules    []Rule    `json:"rules"`
-	Skipped  []Skipped `json:"skipped,omitempty"`
+	// Follow, when set, adds the name rules: the follower fills the
+	// follow sets from DNS answers.
+	Follow  *FollowSpec `json:"follow,omitempty"`
+	Rules   []Rule      `json:"rules"`
+	Skipped []Skipped   `json:"skipped,omitempty"`
 	// Flows is how many baseline flows the sets hold.
 	Flows  int       `json:"flows"`
 	Source string    `json:"source,omitempty"`
@@ -261,6 +317,7 @@ const (
 	RuleLookup      RuleKind = "lookup"
 	RuleDefault     RuleKind = "default"
 	RuleAuditAccept RuleKind = "audit-accept"
+	RuleFollowMark  RuleKind = "follow-mark"
 )
 
 // Rule is one rule of the output chain.
@@ -321,6 +378,7 @@ func Build(flows []store.Flow, o Options) *Plan {
 	set4 := Set{Name: SetAllow4, Family: 4}
 	set6 := Set{Name: SetAllow6, Family: 6}
 	ntp := slices.Clone(o.NTPServers)
+	var rules []NameRule
 	skip := func(f *store.Flow, why string) {
 		desc := fmt.Sprintf("uid %d %s %s", f.UID, ProtoName(f.Proto), netip.AddrPortFrom(f.IP, f.Port))
 		p.Skipped = append(p.Skipped, Skipped{desc, why})
@@ -343,6 +401,19 @@ func Build(flows []store.Flow, o Options) *Plan {
 		if f.Proto == ProtoUDP && f.Port == 123 && !slices.Contains(ntp, f.IP) {
 			ntp = append(ntp, f.IP)
 		}
+		if o.Follow != nil && len(f.Hostnames) > 0 {
+			followed := false
+			for _, n := range f.Hostnames {
+				if !slices.Contains(o.Follow.IPOnly, n) && o.Follow.Mode != FollowIP && validName(n, false) {
+					rules = append(rules, NameRule{UID: f.UID, Name: n, Proto: f.Proto, Port: f.Port, Source: "learned"})
+					followed = true
+				}
+			}
+			if followed && o.Follow.Mode == FollowName {
+				p.Flows++
+				continue // the names stand for the addresses
+			}
+		}
 		hosts := o.Hosts[f.FlowKey]
 		e := Element{UID: f.UID, IP: f.IP, Proto: f.Proto, Port: f.Port, Comment: elementComment(f, len(hosts)), Hosts: hosts}
 		if o.UserName != nil {
@@ -361,6 +432,9 @@ func Build(flows []store.Flow, o Options) *Plan {
 		})
 	}
 	set4.Comment, set6.Comment = setComment(len(set4.Elements)), setComment(len(set6.Elements))
+	if o.Follow != nil {
+		p.Follow = followSpec(rules, o)
+	}
 	p.Sets = []Set{set4, set6}
 
 	p.Rules = append(p.Rules,
@@ -388,6 +462,13 @@ func Build(flows []store.Flow, o Options) *Plan {
 		Rule{Kind: RuleLookup, Set: SetAllow4, Family: 4, Comment: "learned ipv4 flows"},
 		Rule{Kind: RuleLookup, Set: SetAllow6, Family: 6, Comment: "learned ipv6 flows"},
 	)
+	if p.Follow != nil {
+		p.Rules = append(p.Rules,
+			Rule{Kind: RuleFollowMark, Comment: "dns-followed: first packets to a just-resolved address"},
+			Rule{Kind: RuleLookup, Set: SetFollow4, Family: 4, Comment: "dns-followed ipv4 addresses"},
+			Rule{Kind: RuleLookup, Set: SetFollow6, Family: 6, Comment: "dns-followed ipv6 addresses"},
+		)
+	}
 	p.Rules = append(p.Rules, p.defaultRules()...)
 	for i := range p.Rules {
 		p.Rules[i].Text = p.ruleText(&p.Rules[i])
@@ -439,6 +520,74 @@ func hostsAllow(addrs []netip.Addr, proto uint8, port uint16, reason string) All
 		a.Addrs = addrs
 	}
 	return a
+}
+
+// Defaults of following.
+const (
+	DefaultTTLFloor   = 5 * time.Minute
+	DefaultMaxPerName = 64
+	DefaultFollowMark = 0x10000000
+)
+
+// followSpec gathers the name rules: the learned ones and the operator's,
+// deduplicated and sorted.
+func followSpec(learned []NameRule, o Options) *FollowSpec {
+	f := &FollowSpec{TTLFloor: o.Follow.TTLFloor, MaxPerName: o.Follow.MaxPerName, Mark: o.Follow.Mark}
+	if f.TTLFloor <= 0 {
+		f.TTLFloor = DefaultTTLFloor
+	}
+	if f.MaxPerName <= 0 {
+		f.MaxPerName = DefaultMaxPerName
+	}
+	if f.Mark == 0 {
+		f.Mark = DefaultFollowMark
+	}
+	for _, r := range o.Follow.Names {
+		r.Source = "configuration"
+		learned = append(learned, r)
+	}
+	for i := range learned {
+		if o.UserName != nil {
+			learned[i].User = o.UserName(learned[i].UID)
+		}
+	}
+	slices.SortFunc(learned, func(a, b NameRule) int {
+		return cmp.Or(cmp.Compare(a.UID, b.UID), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port),
+			cmp.Compare(a.Source, b.Source))
+	})
+	f.Rules = slices.CompactFunc(learned, func(a, b NameRule) bool {
+		return a.UID == b.UID && a.Name == b.Name && a.Proto == b.Proto && a.Port == b.Port
+	})
+	if f.Rules == nil {
+		f.Rules = []NameRule{}
+	}
+	return f
+}
+
+// validName accepts a DNS name as the follower hashes it: lower case, no
+// trailing dot, letters, digits, hyphens, underscores; a leading "*." only
+// when wildcard.
+func validName(n string, wildcard bool) bool {
+	if wildcard && strings.HasPrefix(n, "*.") {
+		n = n[2:]
+	}
+	if n == "" || len(n) > 253 || strings.HasPrefix(n, ".") || strings.HasSuffix(n, ".") || strings.Contains(n, "..") {
+		return false
+	}
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidRuleName checks a configured name rule's name: "*.suffix" allowed.
+func ValidRuleName(n string) error {
+	if !validName(n, true) {
+		return fmt.Errorf("%q is not a name to follow (lower case, no trailing dot; a wildcard only as a leading \"*.\")", n)
+	}
+	return nil
 }
 
 func sortedUIDs(u []uint32) []uint32 {
@@ -604,6 +753,8 @@ func (p *Plan) ruleText(r *Rule) string {
 		return fmt.Sprintf("%scounter limit rate %d/second log prefix %q group %d", who, p.auditRate(), PrefixAudit, p.nflogGroup())
 	case RuleAuditAccept:
 		return usersText(r.Set) + "accept"
+	case RuleFollowMark:
+		return fmt.Sprintf("meta mark & 0x%08x == 0x%08x counter accept", p.Follow.Mark, p.Follow.Mark)
 	}
 	panic("unknown rule kind " + r.Kind)
 }

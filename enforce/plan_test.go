@@ -40,6 +40,7 @@ var goldenCases = []struct {
 	{"enforce", ModeEnforce, nil, nil},
 	{"staged-enforce-users", ModeEnforce, []uint32{65534, 1000}, nil},
 	{"staged-audit-users", ModeEnforce, nil, []uint32{4242}},
+	{"follow", ModeEnforce, nil, nil},
 }
 
 func goldenPlan(mode Mode, stage ...[]uint32) *Plan {
@@ -70,6 +71,24 @@ func goldenPlan(mode Mode, stage ...[]uint32) *Plan {
 	})
 }
 
+// goldenCasePlan is goldenPlan, following names for the "follow" case.
+func goldenCasePlan(name string, mode Mode, enforce, audit []uint32) *Plan {
+	if name != "follow" {
+		return goldenPlan(mode, enforce, audit)
+	}
+	p := goldenPlan(mode)
+	flows := []store.Flow{
+		pflow(65534, ProtoTCP, "10.77.0.1", 8080, 3, tp, "web.lab", "alias.lab"),
+		pflow(65534, ProtoTCP, "fd77::1", 443, 7, tp, "web.lab"),
+		pflow(0, ProtoTCP, "10.77.0.1", 8080, 1, tp),
+	}
+	return Build(flows, Options{
+		Mode: mode, DNSServers: []netip.Addr{netip.MustParseAddr("10.77.0.1")}, Now: tp, Source: p.Source,
+		Follow: &FollowOptions{Mode: FollowBoth, IPOnly: []string{"alias.lab"}, TTLFloor: 5 * time.Minute, MaxPerName: 32,
+			Names: []NameRule{{UID: 107, Name: "*.pool.ntp.org", Proto: ProtoUDP, Port: 123}}},
+	})
+}
+
 func at(l [][]uint32, i int) []uint32 {
 	if i < len(l) {
 		return l[i]
@@ -82,7 +101,7 @@ func at(l [][]uint32, i int) []uint32 {
 // accepts every golden file.
 func TestGoldenText(t *testing.T) {
 	for _, c := range goldenCases {
-		got := goldenPlan(c.mode, c.enforce, c.audit).String()
+		got := goldenCasePlan(c.name, c.mode, c.enforce, c.audit).String()
 		file := filepath.Join("testdata", "golden-"+c.name+".nft")
 		if *update {
 			if err := os.WriteFile(file, []byte(got), 0o644); err != nil {

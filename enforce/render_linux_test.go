@@ -15,14 +15,14 @@ func TestTextAndNetlinkListTheSame(t *testing.T) {
 	lab.Require(t, "nft")
 	for _, c := range goldenCases {
 		t.Run(c.name, func(t *testing.T) {
-			p := goldenPlan(c.mode, c.enforce, c.audit)
+			p := goldenCasePlan(c.name, c.mode, c.enforce, c.audit)
 			byText, byNetlink := lab.NewNetns(t), lab.NewNetns(t)
 			loadText(t, p, byText)
 			res, err := Apply(p, Target{Netns: byNetlink.Name})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !res.Verified || res.Elements != 5 {
+			if !res.Verified || res.Elements != len(p.Sets[0].Elements)+len(p.Sets[1].Elements) {
 				t.Errorf("apply result %+v", res)
 			}
 			a, b := listTable(t, byText, "egress"), listTable(t, byNetlink, "egress")

@@ -35,6 +35,8 @@ type Status struct {
 	AuditUIDs   []uint32 `json:"audit_uids,omitempty"`
 	// Counters of every rule that has one, by rule comment.
 	Counters []RuleCounter `json:"counters,omitempty"`
+	// Follow is what the follower last saved, when one runs for the table.
+	Follow *FollowStats `json:"follow,omitempty"`
 
 	elements map[string][]Element
 }
@@ -111,7 +113,7 @@ func ReadStatus(t Target, table string, elements bool) (*Status, error) {
 			}
 			continue
 		}
-		if !elements && s.Size > 0 {
+		if !elements && s.Size > 0 && !s.HasTimeout {
 			// apply sizes each set to exactly its elements.
 			st.Sets = append(st.Sets, SetStatus{Name: s.Name, Elements: int(s.Size)})
 			continue

@@ -26,6 +26,13 @@ func (p *Plan) Text(w io.Writer) error {
 	for _, s := range p.Skipped {
 		fmt.Fprintf(&b, "# skipped %s: %s\n", s.Flow, s.Reason)
 	}
+	if f := p.Follow; f != nil {
+		fmt.Fprintf(&b, "# Names followed: \"egress-enforce follow\" adds the addresses DNS answers give for them to\n")
+		fmt.Fprintf(&b, "# sets %s and %s, for their TTL (at least %s, at most %d addresses a name).\n", SetFollow4, SetFollow6, f.TTLFloor, f.MaxPerName)
+		for _, r := range f.Rules {
+			fmt.Fprintf(&b, "#   uid %d %s/%d %s (%s)\n", r.UID, ProtoName(r.Proto), r.Port, r.Name, r.Source)
+		}
+	}
 	fmt.Fprintf(&b, "\ntable %s %s\ndelete table %s %s\n\n", p.Family, p.Table, p.Family, p.Table)
 	fmt.Fprintf(&b, "table %s %s {\n", p.Family, p.Table)
 	for _, s := range p.Sets {
@@ -53,6 +60,14 @@ func (p *Plan) Text(w io.Writer) error {
 		}
 		b.WriteString("\t}\n\n")
 	}
+	if f := p.Follow; f != nil {
+		for _, s := range []struct {
+			name, ip string
+		}{{SetFollow4, "ipv4_addr"}, {SetFollow6, "ipv6_addr"}} {
+			fmt.Fprintf(&b, "\tset %s {\n\t\ttype uid . %s . inet_proto . inet_service\n\t\tsize %d\n\t\tflags timeout\n\t\ttimeout %s\n\t\tcomment \"filled by the follower from DNS answers\"\n\t}\n\n",
+				s.name, s.ip, FollowSetSize, nftDuration(f.TTLFloor))
+		}
+	}
 	for _, u := range p.UserSets {
 		fmt.Fprintf(&b, "\tset %s {\n\t\ttype uid\n\t\telements = { %s }\n\t}\n\n", u.Name, strings.ReplaceAll(uidList(u.UIDs), " ", ", "))
 	}
@@ -69,5 +84,23 @@ func (p *Plan) Text(w io.Writer) error {
 func (p *Plan) String() string {
 	var b strings.Builder
 	_ = p.Text(&b)
+	return b.String()
+}
+
+// nftDuration writes a duration as nft does: 5m, 1h30m, 45s, 1d.
+func nftDuration(d time.Duration) string {
+	if d <= 0 {
+		return "0s"
+	}
+	var b strings.Builder
+	for _, u := range []struct {
+		unit string
+		d    time.Duration
+	}{{"d", 24 * time.Hour}, {"h", time.Hour}, {"m", time.Minute}, {"s", time.Second}, {"ms", time.Millisecond}} {
+		if n := d / u.d; n > 0 {
+			fmt.Fprintf(&b, "%d%s", n, u.unit)
+			d -= n * u.d
+		}
+	}
 	return b.String()
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -324,4 +325,23 @@ func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
 		return true, fmt.Errorf("decode record %x: %w", key, err)
 	}
 	return true, nil
+}
+
+// PutMeta stores a small value under key in the meta bucket (for state
+// such as a follower's counters).
+func (s *Store) PutMeta(key string, value []byte) error {
+	return s.update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put([]byte("x-"+key), value)
+	})
+}
+
+// GetMeta returns what PutMeta stored under key, or nil.
+func (s *Store) GetMeta(key string) ([]byte, error) {
+	return read(s, func(tx *bolt.Tx) ([]byte, error) {
+		b := tx.Bucket(bucketMeta)
+		if b == nil {
+			return nil, nil
+		}
+		return bytes.Clone(b.Get([]byte("x-" + key))), nil
+	})
 }

@@ -56,7 +56,7 @@ default rule's counter and log), then apply --mode enforce.
 	pf.String("table", enforce.DefaultTable, "name of our table (family inet)")
 	g.Loader.Bind("table", "table")
 	root.AddCommand(newGenerate(g), newApply(g), newStatus(g), newDiff(g), newRemove(g),
-		newConfirm(g), newHistory(g), newRollback(g), newConfirmGuard(g), newWatch(g), newDenied(g), newReconcile(g))
+		newConfirm(g), newHistory(g), newRollback(g), newConfirmGuard(g), newWatch(g), newDenied(g), newReconcile(g), newFollow(g))
 	return root
 }
 
@@ -322,6 +322,9 @@ func newStatus(g *cli.Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if db, err := store.Open(cfg.DB, store.Options{LockTimeout: 2 * time.Second}); err == nil {
+				st.Follow, _ = enforce.ReadFollowStats(db, target, cfg.Table)
+			}
 			w := cmd.OutOrStdout()
 			if asJSON {
 				return printJSON(w, st)
@@ -348,6 +351,14 @@ func newStatus(g *cli.Globals) *cobra.Command {
 			if st.Default != nil {
 				fmt.Fprintf(w, "  default rules: %d packets dropped (%d bytes), %d logged, not blocked (audit)\n",
 					st.Dropped.Packets, st.Dropped.Bytes, st.Audited.Packets)
+			}
+			if f := st.Follow; f != nil {
+				fmt.Fprintf(w, "  follower (at %s): %d name rules, %d answers used, %d addresses added, %d refreshed, %d left out by the bound\n",
+					f.Updated.Local().Format(time.DateTime), f.Rules, f.Accepted, f.Added, f.Refreshed, f.BoundDropped)
+				fmt.Fprintf(w, "    ignored answers: %d not from a resolver, %d with no matching query, %d with another question, %d malformed\n",
+					f.NotResolver, f.NoQuery, f.Mismatch, f.Malformed)
+				fmt.Fprintf(w, "    answer-to-set latency p50 %.0f us, p99 %.0f us; %d connects let through by the mark before their element was in\n",
+					f.LatencyP50, f.LatencyP99, f.Marked)
 			}
 			return nil
 		},

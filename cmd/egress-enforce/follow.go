@@ -1,0 +1,107 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+
+	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/internal/cli"
+	"github.com/egresskit/egress/store"
+)
+
+func newFollow(g *cli.Globals) *cobra.Command {
+	var cgroup, metricsAddr string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "follow [--cgroup PATH] [--netns NAME|PATH] [--metrics-addr ADDR] [--json]",
+		Short: "Keep name rules true to DNS: add the addresses answers give to the follow sets",
+		Long: `follow loads eBPF programs on a cgroup v2 directory (default: the root of the
+cgroup2 mount) that watch the DNS queries and answers of its sockets. An answer
+is used only if it comes from a configured resolver (resolv_conf, dns_servers),
+from port 53, to a socket that sent a query with that id and question. When a
+name rule of the current generation allows the receiving user that name
+(directly or through a wildcard; CNAME chains included), the answer's addresses
+are authorized for that user in the kernel before the application can read the
+answer, and a socket connecting to one gets the follow bit in its mark, which
+the table accepts: the first connection after a resolution is not dropped.
+Then follow adds the addresses to the sets follow4/follow6 for max(TTL,
+follow_ttl_floor), at most follow_max_per_name per name; later answers refresh
+them, and established connections outlive them.
+
+Ignored answers are counted by reason (status, --metrics-addr). --json prints
+each added address as a JSON object.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := g.Load(cmd)
+			if err != nil {
+				return err
+			}
+			opts, err := enforce.OptionsFromConfig(cfg)
+			if err != nil {
+				return fmt.Errorf("configuration: %w", err)
+			}
+			if len(opts.DNSServers) == 0 {
+				return fmt.Errorf("no resolver to trust: resolv_conf lists none and dns_servers is empty")
+			}
+			st, err := store.Create(cfg.DB, store.Options{LockTimeout: 5 * time.Second})
+			if err != nil {
+				return err
+			}
+			target := enforce.Target{Netns: cfg.Netns}
+			out := cmd.OutOrStdout()
+			enc := json.NewEncoder(out)
+			f, err := enforce.StartFollower(enforce.FollowConfig{
+				Cgroup: cgroup, Target: target, Table: cfg.Table, Store: st, Resolvers: opts.DNSServers,
+				Window: cfg.FollowWindow, Log: log,
+				OnElement: func(e enforce.FollowedElement) {
+					if asJSON {
+						_ = enc.Encode(e)
+						return
+					}
+					verb := "refreshed"
+					if e.New {
+						verb = "added"
+					}
+					fmt.Fprintf(out, "%s %s uid %d %s %s %s for %s (%s after the answer)\n", time.Now().Format(time.TimeOnly), verb,
+						e.UID, e.Name, enforce.ProtoName(e.Proto), netip.AddrPortFrom(e.IP, e.Port), e.Timeout, e.Latency.Round(time.Microsecond))
+				},
+			})
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if metricsAddr != "" {
+				reg := prometheus.NewRegistry()
+				reg.MustRegister(enforce.FollowCollector{F: f})
+				stop, addr, err := cli.ServeMetrics(metricsAddr, reg)
+				if err != nil {
+					return err
+				}
+				defer stop()
+				log.Info("serving metrics", "addr", "http://"+addr+"/metrics")
+			}
+			s := f.Stats()
+			log.Info("following", "cgroup", cgroupOrRoot(cgroup), "netns", cfg.Netns, "generation", s.Generation, "rules", s.Rules,
+				"resolvers", fmt.Sprint(opts.DNSServers))
+			return f.Run(cmd.Context())
+		},
+	}
+	netnsFlag(cmd, g)
+	f := cmd.Flags()
+	f.StringVar(&cgroup, "cgroup", "", "cgroup v2 directory whose sockets are followed (default: the root of the cgroup2 mount)")
+	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address")
+	f.BoolVar(&asJSON, "json", false, "print each added address as JSON")
+	return cmd
+}
+
+func cgroupOrRoot(c string) string {
+	if c == "" {
+		return "the cgroup2 root"
+	}
+	return c
+}

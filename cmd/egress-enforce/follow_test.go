@@ -1,0 +1,111 @@
+package main
+
+import (
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/internal/lab"
+)
+
+// TestFollowCommand: "egress-enforce follow" on a child cgroup lets nobody
+// reach a name a configured rule allows at an address it never learned,
+// prints the element, exports metrics, and leaves counters for status.
+func TestFollowCommand(t *testing.T) {
+	lab.Require(t, "nft", "curl", "dnsmasq")
+	l := newRolloutLab(t)
+	cg := lab.NewCgroup(t)
+	lab.MustRun(t, "ip", "-n", l.pair.Server.Name, "addr", "add", "10.77.0.5/24", "dev", "veth0")
+	lab.MustRun(t, "ip", "-n", l.pair.Server.Name, "addr", "add", "fd77::5/64", "dev", "veth0", "nodad")
+	lab.StartDNS(t, l.pair.Server, []string{lab.ServerIP4}, lab.DNSRecord{Name: "alt.lab", IPs: []string{"10.77.0.5"}},
+		lab.DNSRecord{Name: "alt6.lab", IPs: []string{"fd77::5"}})
+	conf := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(conf, []byte("follow_names:\n  - {name: alt.lab, user: nobody, proto: tcp, port: 8080}\n  - {name: alt6.lab, user: nobody, proto: tcp, port: 8080}\nfollow_ttl_floor: 1m\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l.env = append(l.env, "EGRESS_CONFIG="+conf)
+	nobody := lab.As{UID: 65534, GID: 65534, Netns: l.pair.Client, Cgroup: cg}
+	if _, err := nobody.Run("curl", "-sS", "--max-time", "2", "http://alt.lab:8080/"); err != nil {
+		t.Fatalf("before enforcement: %v", err)
+	}
+	out := l.run(t, "apply", "--mode", "enforce")
+	if !strings.Contains(out, "applied generation 1") {
+		t.Fatal(out)
+	}
+	if gen := l.run(t, "generate", "--mode", "enforce"); !strings.Contains(gen, "uid 65534 tcp/8080 alt.lab (configuration)") || !strings.Contains(gen, "set follow4") {
+		t.Errorf("generate does not show the name rule and its set:\n%s", gen)
+	}
+	if _, err := nobody.Run("curl", "-sS", "--max-time", "2", "http://alt.lab:8080/"); err == nil {
+		t.Fatal("alt.lab is reachable without the follower")
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(enforceBin, "follow", "--cgroup", cg.Path, "--json", "--metrics-addr", addr)
+	cmd.Env = append(os.Environ(), l.env...)
+	stdout, stderr := &lab.Buffer{}, &lab.Buffer{}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("follow stderr:\n%s", stderr.String())
+		}
+	})
+	lab.WaitFor(t, func() bool { return strings.Contains(stderr.String(), "msg=following") })
+	if _, err := nobody.Run("curl", "-sS", "--max-time", "2", "http://alt.lab:8080/"); err != nil {
+		t.Errorf("the followed name is not reachable: %v", err)
+	}
+	if _, err := nobody.Run("curl", "-sS", "-6", "--max-time", "2", "http://alt6.lab:8080/"); err != nil {
+		t.Errorf("the followed IPv6 name is not reachable: %v", err)
+	}
+	if _, err := nobody.Run("curl", "-sS", "-6", "--max-time", "2", "http://[fd77::1]:8080/"); err == nil {
+		t.Error("an IPv6 address no answer gave is reachable")
+	}
+	lab.WaitFor(t, func() bool { return strings.Contains(stdout.String(), "alt.lab") })
+	var e enforce.FollowedElement
+	if err := json.Unmarshal([]byte(strings.SplitN(stdout.String(), "\n", 2)[0]), &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.UID != 65534 || e.Name != "alt.lab" || e.IP.String() != "10.77.0.5" || e.Port != 8080 || e.Timeout != time.Minute {
+		t.Errorf("element %+v", e)
+	}
+	lab.WaitFor(t, func() bool { return strings.Contains(stdout.String(), "fd77::5") })
+	if set := lab.MustRun(t, "ip", "netns", "exec", l.pair.Client.Name, "nft", "list", "set", "inet", "egress", "follow6"); !strings.Contains(set, "65534 . fd77::5 . tcp . 8080") {
+		t.Errorf("set follow6:\n%s", set)
+	}
+	fams := lab.Scrape(t, "http://"+addr+"/metrics")
+	if v, _ := lab.MetricValue(fams, "egress_follow_answers_total", map[string]string{"outcome": "used"}); v < 1 {
+		t.Errorf("answers used: %v", v)
+	}
+	if v, _ := lab.MetricValue(fams, "egress_follow_elements_total", map[string]string{"result": "added"}); v < 1 {
+		t.Errorf("elements added: %v", v)
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("follow after SIGINT: %v", err)
+	}
+	st := l.status(t)
+	if st.Follow == nil || st.Follow.Accepted < 2 || st.Follow.Rules != 2 || st.Follow.Added != 2 {
+		t.Errorf("status follower counters: %+v", st.Follow)
+	}
+	if human := l.run(t, "status"); !strings.Contains(human, "follower (at") || !strings.Contains(human, "ignored answers") {
+		t.Errorf("status:\n%s", human)
+	}
+	mustFail(t, enforceBin, append(l.env, "EGRESS_FOLLOW_MODE=sometimes"), []string{"follow_mode"}, "generate")
+}
