@@ -11,7 +11,6 @@ import (
 
 	"github.com/egresskit/egress/enforce"
 	"github.com/egresskit/egress/internal/cli"
-	"github.com/egresskit/egress/store"
 )
 
 func newFollow(g *cli.Globals) *cobra.Command {
@@ -48,7 +47,7 @@ each added address as a JSON object.`,
 			if len(opts.DNSServers) == 0 {
 				return fmt.Errorf("no resolver to trust: resolv_conf lists none and dns_servers is empty")
 			}
-			st, err := store.Create(cfg.DB, store.Options{LockTimeout: 5 * time.Second})
+			st, err := cli.WriteStore(cfg)
 			if err != nil {
 				return err
 			}

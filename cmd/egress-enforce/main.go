@@ -127,7 +127,7 @@ func buildPlan(cmd *cobra.Command, g *cli.Globals) (*built, error) {
 		return &built{plan: enforce.Build(m.Flows, opts), opts: opts, cfg: cfg}, nil
 	}
 	var flows []store.Flow
-	st, err := store.Open(cfg.DB, store.Options{LockTimeout: 10 * time.Second})
+	st, err := cli.ReadStore(cfg)
 	if err == nil {
 		flows, err = st.Flows()
 	}
@@ -260,7 +260,7 @@ also rolls back early when the table drops more than 50 packets a second.`,
 			if rate > 0 && confirmWithin <= 0 {
 				return fmt.Errorf("--rollback-if-denied-rate needs --confirm-within")
 			}
-			st, err := store.Create(b.cfg.DB, store.Options{LockTimeout: 10 * time.Second})
+			st, err := cli.WriteStore(b.cfg)
 			if err != nil {
 				return fmt.Errorf("record the generation: %w", err)
 			}

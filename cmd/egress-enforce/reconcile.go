@@ -83,7 +83,7 @@ splits the change. Nothing changes without --apply.`,
 				return err
 			}
 			target := enforce.Target{Netns: cfg.Netns}
-			st, err := store.Open(cfg.DB, store.Options{LockTimeout: 10 * time.Second})
+			st, err := cli.ReadStore(cfg)
 			if err != nil {
 				return err
 			}
@@ -148,7 +148,7 @@ splits the change. Nothing changes without --apply.`,
 			if err != nil {
 				return err
 			}
-			wst, err := store.Create(cfg.DB, store.Options{LockTimeout: 10 * time.Second})
+			wst, err := cli.WriteStore(cfg)
 			if err != nil {
 				return err
 			}

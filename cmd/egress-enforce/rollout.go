@@ -94,7 +94,7 @@ func newConfirmGuard(g *cli.Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := store.Create(cfg.DB, store.Options{LockTimeout: 10 * time.Second})
+			st, err := cli.WriteStore(cfg)
 			if err != nil {
 				return err
 			}
@@ -120,7 +120,7 @@ func newConfirm(g *cli.Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := store.Create(cfg.DB, store.Options{LockTimeout: 10 * time.Second})
+			st, err := cli.WriteStore(cfg)
 			if err != nil {
 				return err
 			}
@@ -152,7 +152,7 @@ table. "egress-enforce history" lists the generations.`,
 			if err != nil {
 				return err
 			}
-			st, err := store.Create(cfg.DB, store.Options{LockTimeout: 10 * time.Second})
+			st, err := cli.WriteStore(cfg)
 			if err != nil {
 				return err
 			}
@@ -188,7 +188,7 @@ func newHistory(g *cli.Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := store.Open(cfg.DB, store.Options{LockTimeout: 10 * time.Second})
+			st, err := cli.ReadStore(cfg)
 			if err != nil {
 				return err
 			}

@@ -13,7 +13,6 @@ import (
 	"github.com/egresskit/egress/config"
 	"github.com/egresskit/egress/enforce"
 	"github.com/egresskit/egress/internal/cli"
-	"github.com/egresskit/egress/store"
 )
 
 func newWatch(g *cli.Globals) *cobra.Command {
@@ -40,7 +39,7 @@ the last apply.`,
 				return err
 			}
 			target := enforce.Target{Netns: cfg.Netns}
-			st, err := store.Create(cfg.DB, store.Options{LockTimeout: 5 * time.Second})
+			st, err := cli.WriteStore(cfg)
 			if err != nil {
 				return err
 			}
@@ -121,7 +120,7 @@ sets the window before the apply (default: everything, and an hour).`,
 			if err != nil {
 				return err
 			}
-			st, err := store.Open(cfg.DB, store.Options{LockTimeout: 10 * time.Second})
+			st, err := cli.ReadStore(cfg)
 			if err != nil {
 				return err
 			}

@@ -184,7 +184,7 @@ hits, first_seen, last_seen, processes, cgroups) for scripts.`,
 				}
 				opts.UID = &uid
 			}
-			st, err := store.Open(cfg.DB, store.Options{LockTimeout: 10 * time.Second})
+			st, err := cli.ReadStore(cfg)
 			if err != nil {
 				return err
 			}
@@ -236,7 +236,7 @@ each flow, so a fleet shares one reviewed nft file.`,
 			if err != nil {
 				return err
 			}
-			st, err := store.Open(cfg.DB, store.Options{LockTimeout: 10 * time.Second})
+			st, err := cli.ReadStore(cfg)
 			if err != nil {
 				return err
 			}

@@ -87,3 +87,18 @@ func ServeMetrics(addr string, reg *prometheus.Registry) (stop func(), bound str
 		_ = srv.Shutdown(ctx)
 	}, l.Addr().String(), nil
 }
+
+// storeWait is how long a command waits for the store's file lock (a
+// learner's flush holds it for milliseconds).
+const storeWait = 10 * time.Second
+
+// ReadStore opens the configured store for reading.
+func ReadStore(cfg *config.Config) (*store.Store, error) {
+	return store.Open(cfg.DB, store.Options{LockTimeout: storeWait})
+}
+
+// WriteStore opens the configured store for writing, creating and
+// migrating it as needed.
+func WriteStore(cfg *config.Config) (*store.Store, error) {
+	return store.Create(cfg.DB, store.Options{LockTimeout: storeWait})
+}
