@@ -75,20 +75,8 @@ func ParseProto(s string) (uint8, error) {
 	return 0, fmt.Errorf("protocol %q is not tcp, udp, icmp or icmpv6", s)
 }
 
-// ProtoName is the nft name of a protocol number.
-func ProtoName(p uint8) string {
-	switch p {
-	case ProtoTCP:
-		return "tcp"
-	case ProtoUDP:
-		return "udp"
-	case ProtoICMP:
-		return "icmp"
-	case ProtoICMPv6:
-		return "icmpv6"
-	}
-	return strconv.Itoa(int(p))
-}
+// ProtoName is the nft name of a protocol number (store.ProtoName).
+var ProtoName = store.ProtoName
 
 // Allow is one explicit allow rule: to Dest (any address when invalid and
 // Addrs is empty),

@@ -14,21 +14,8 @@ import (
 	"github.com/egresskit/egress/store"
 )
 
-// ProtoName names an IP protocol number: "tcp", "udp", "icmp", "icmpv6",
-// or the number.
-func ProtoName(p uint8) string {
-	switch p {
-	case 6:
-		return "tcp"
-	case 17:
-		return "udp"
-	case 1:
-		return "icmp"
-	case 58:
-		return "icmpv6"
-	}
-	return strconv.Itoa(int(p))
-}
+// ProtoName is the nft name of a protocol number (store.ProtoName).
+var ProtoName = store.ProtoName
 
 // ReportFlow is one flow as the report shows it.
 type ReportFlow struct {

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -20,6 +21,22 @@ const (
 	MaxNamesPerIP  = 32
 	MaxUIDsPerName = 64
 )
+
+// ProtoName names an IP protocol number as nft does: "tcp", "udp", "icmp",
+// "icmpv6", or the number.
+func ProtoName(p uint8) string {
+	switch p {
+	case 6:
+		return "tcp"
+	case 17:
+		return "udp"
+	case 1:
+		return "icmp"
+	case 58:
+		return "icmpv6"
+	}
+	return strconv.Itoa(int(p))
+}
 
 // FlowKey identifies a flow: who (UID) reaches what (protocol, address, port).
 type FlowKey struct {
