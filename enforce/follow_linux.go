@@ -23,7 +23,6 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/google/nftables"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sys/unix"
 
 	"github.com/egresskit/egress/bpf"
 	"github.com/egresskit/egress/internal/dnsanswer"
@@ -120,7 +119,7 @@ type Follower struct {
 	objs  bpf.FollowObjects
 	links []link.Link
 	rd    *ringbuf.Reader
-	clk   bootClock
+	clk   learn.BootClock // owned by readAnswers
 
 	mu      sync.Mutex
 	spec    *FollowSpec
@@ -130,17 +129,6 @@ type Follower struct {
 	stats   FollowStats
 	latency []time.Duration
 }
-
-// bootClock converts the kernel's boot-time nanoseconds to wall time.
-type bootClock struct{ offset time.Duration }
-
-func newBootClock() bootClock {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
-	return bootClock{offset: time.Duration(time.Now().UnixNano() - ts.Nano())}
-}
-
-func (c bootClock) wall(ns uint64) time.Time { return time.Unix(0, int64(ns)+int64(c.offset)) }
 
 // StartFollower loads and attaches the programs with the rules of the
 // current generation. Run starts following.
@@ -162,7 +150,7 @@ func StartFollower(cfg FollowConfig) (_ *Follower, err error) {
 	if err := learn.CheckCgroup(cfg.Cgroup); err != nil {
 		return nil, err
 	}
-	f := &Follower{cfg: cfg, byHash: map[[2]uint64][]NameRule{}, live: map[string]map[netip.Addr]time.Time{}, clk: newBootClock()}
+	f := &Follower{cfg: cfg, byHash: map[[2]uint64][]NameRule{}, live: map[string]map[netip.Addr]time.Time{}}
 	spec, gen, err := f.currentSpec()
 	if err != nil {
 		return nil, err
@@ -201,21 +189,13 @@ func StartFollower(cfg FollowConfig) (_ *Follower, err error) {
 	if f.rd, err = ringbuf.NewReader(f.objs.FollowEvents); err != nil {
 		return nil, fmt.Errorf("open follower ring buffer: %w", err)
 	}
-	for _, a := range []struct {
-		name string
-		typ  ebpf.AttachType
-		prog *ebpf.Program
-	}{
-		{"query egress", ebpf.AttachCGroupInetEgress, f.objs.FollowQuery},
-		{"answer ingress", ebpf.AttachCGroupInetIngress, f.objs.FollowAnswer},
-		{"connect4", ebpf.AttachCGroupInet4Connect, f.objs.FollowConnect4},
-		{"connect6", ebpf.AttachCGroupInet6Connect, f.objs.FollowConnect6},
-	} {
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: cfg.Cgroup, Attach: a.typ, Program: a.prog})
-		if err != nil {
-			return nil, fmt.Errorf("attach %s to %s: %w", a.name, cfg.Cgroup, err)
-		}
-		f.links = append(f.links, l)
+	if f.links, err = learn.AttachCgroup(cfg.Cgroup, []learn.Attachment{
+		{Name: "query egress", Type: ebpf.AttachCGroupInetEgress, Program: f.objs.FollowQuery},
+		{Name: "answer ingress", Type: ebpf.AttachCGroupInetIngress, Program: f.objs.FollowAnswer},
+		{Name: "connect4", Type: ebpf.AttachCGroupInet4Connect, Program: f.objs.FollowConnect4},
+		{Name: "connect6", Type: ebpf.AttachCGroupInet6Connect, Program: f.objs.FollowConnect6},
+	}); err != nil {
+		return nil, err
 	}
 	return f, nil
 }
@@ -434,7 +414,7 @@ func (f *Follower) readAnswers() error {
 		}
 		e := (*bpf.FollowFollowEvent)(unsafe.Pointer(&rec.RawSample[0]))
 		n := min(int(e.Len), len(e.Data))
-		f.answer(e.Uid, e.Hash, f.clk.wall(e.Ts), e.Data[:n], int(e.OrigLen))
+		f.answer(e.Uid, e.Hash, f.clk.Wall(e.Ts), e.Data[:n], int(e.OrigLen))
 	}
 }
 

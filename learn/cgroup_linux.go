@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
 
@@ -137,4 +139,28 @@ func (c *cgroupNames) Name(id uint64) string {
 		}
 	}
 	return fmt.Sprintf("cgroup-id:%d", id)
+}
+
+// Attachment is a program for one hook of a cgroup.
+type Attachment struct {
+	Name    string
+	Type    ebpf.AttachType
+	Program *ebpf.Program
+}
+
+// AttachCgroup links each program to the cgroup v2 directory at path. On
+// an error it detaches those it attached and returns no link.
+func AttachCgroup(path string, as []Attachment) ([]link.Link, error) {
+	var links []link.Link
+	for _, a := range as {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: path, Attach: a.Type, Program: a.Program})
+		if err != nil {
+			for _, l := range links {
+				_ = l.Close()
+			}
+			return nil, fmt.Errorf("attach %s to %s: %w", a.Name, path, err)
+		}
+		links = append(links, l)
+	}
+	return links, nil
 }

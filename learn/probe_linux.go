@@ -191,23 +191,15 @@ func OpenProbe(path string, opts ProbeOptions) (p *Probe, err error) {
 		return nil, fmt.Errorf("open dns ring buffer: %w", err)
 	}
 
-	for _, a := range []struct {
-		name string
-		typ  ebpf.AttachType
-		prog *ebpf.Program
-	}{
+	if p.links, err = AttachCgroup(path, []Attachment{
 		{"connect4", ebpf.AttachCGroupInet4Connect, p.objs.EgressConnect4},
 		{"connect6", ebpf.AttachCGroupInet6Connect, p.objs.EgressConnect6},
 		{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, p.objs.EgressSendmsg4},
 		{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, p.objs.EgressSendmsg6},
 		{"udp egress", ebpf.AttachCGroupInetEgress, p.objs.EgressUdpSent},
 		{"dns ingress", ebpf.AttachCGroupInetIngress, p.objs.EgressDns},
-	} {
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: path, Attach: a.typ, Program: a.prog})
-		if err != nil {
-			return nil, fmt.Errorf("attach %s to %s: %w", a.name, path, err)
-		}
-		p.links = append(p.links, l)
+	}); err != nil {
+		return nil, err
 	}
 	p.drainComm = comms{}
 	p.keys = make([]bpf.EgressFlowKey, 1024)
@@ -259,30 +251,22 @@ func (p *Probe) close() error {
 	return errors.Join(errs...)
 }
 
-// clock converts the kernel's boot-time nanoseconds to wall time.
-type clock struct{ offset time.Duration }
-
-func newClock() clock {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
-	return clock{offset: time.Duration(time.Now().UnixNano() - ts.Nano())}
+// BootClock converts the kernel's boot-time nanoseconds
+// (bpf_ktime_get_boot_ns) to wall time. It reads the boot clock, a system
+// call too dear for every record, at most once a second, and so follows
+// changes of the wall clock. Not safe for concurrent use: one a reader.
+type BootClock struct {
+	offset time.Duration
+	when   time.Time
 }
 
-// clockCache refreshes the clock at most every second: reading the boot
-// clock is a system call, too dear for every record.
-type clockCache struct {
-	clk  clock
-	when time.Time
-}
-
-func (c *clockCache) get() clock {
+// Wall is the wall time of boot-time nanoseconds.
+func (c *BootClock) Wall(bootNs uint64) time.Time {
 	if now := time.Now(); now.Sub(c.when) > time.Second {
-		c.clk, c.when = newClock(), now
+		var ts unix.Timespec
+		_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+		c.offset, c.when = time.Duration(now.UnixNano()-ts.Nano()), now
 	}
-	return c.clk
-}
-
-func (c clock) wall(bootNs uint64) time.Time {
 	return time.Unix(0, int64(bootNs)+int64(c.offset))
 }
 
@@ -326,7 +310,7 @@ func commString(c [16]int8) string {
 // of an attempt go to counted.
 func (p *Probe) ReadEvents(seen, counted func(Attempt)) error {
 	var rec ringbuf.Record
-	var clk clockCache
+	var clk BootClock
 	names := comms{}
 	for {
 		if p.opts.WakeupBytes > 0 {
@@ -349,7 +333,7 @@ func (p *Probe) ReadEvents(seen, counted func(Attempt)) error {
 			continue
 		}
 		e := (*bpf.EgressEvent)(unsafe.Pointer(&rec.RawSample[0]))
-		t := clk.get().wall(e.TsNs)
+		t := clk.Wall(e.TsNs)
 		a := Attempt{
 			CgroupID: e.CgroupId, UID: e.Uid, GID: e.Gid, TGID: e.Tgid, Comm: names.get(e.Comm),
 			Proto: e.Proto, IP: addrOf(e.Family, e.Addr), Port: e.Port, Cookie: e.Cookie,
@@ -367,7 +351,7 @@ func (p *Probe) ReadEvents(seen, counted func(Attempt)) error {
 // StopReaders and every pending answer is delivered.
 func (p *Probe) ReadDNS(fn func(DNSPacket)) error {
 	var rec ringbuf.Record
-	var clk clockCache
+	var clk BootClock
 	for {
 		err := p.dns.ReadInto(&rec)
 		if errors.Is(err, ringbuf.ErrFlushed) {
@@ -391,7 +375,7 @@ func (p *Probe) ReadDNS(fn func(DNSPacket)) error {
 			n = len(e.Data)
 		}
 		fn(DNSPacket{
-			Time:    clk.get().wall(e.TsNs),
+			Time:    clk.Wall(e.TsNs),
 			Cookie:  e.Cookie,
 			UID:     e.Uid,
 			Src:     netip.AddrPortFrom(addrOf(e.Family, e.Saddr), e.Sport),
@@ -417,7 +401,7 @@ func (p *Probe) Drain(fn func(Attempt)) error {
 	}
 	drained := p.active
 	p.active, p.spare = p.spare, drained
-	clk := newClock()
+	var clk BootClock
 
 	var cursor ebpf.MapBatchCursor
 	for {
@@ -427,7 +411,7 @@ func (p *Probe) Drain(fn func(Attempt)) error {
 			fn(Attempt{
 				CgroupID: k.CgroupId, UID: k.Uid, GID: v.Gid, TGID: v.Tgid, Comm: p.drainComm.get(k.Comm),
 				Proto: k.Proto, IP: addrOf(k.Family, k.Addr), Port: k.Port, Cookie: v.Cookie,
-				Hits: v.Hits, First: clk.wall(v.FirstNs), Last: clk.wall(v.LastNs),
+				Hits: v.Hits, First: clk.Wall(v.FirstNs), Last: clk.Wall(v.LastNs),
 			})
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
