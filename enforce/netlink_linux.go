@@ -497,6 +497,18 @@ func Apply(p *Plan, t Target) (*ApplyResult, error) {
 	return res, nil
 }
 
+// ourTable looks up our table: nil, and no error, when it is not there.
+func ourTable(c *nftables.Conn, t Target, table string) (*nftables.Table, error) {
+	tab, err := c.ListTableOfFamily(table, nftables.TableFamilyINet)
+	if isNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up table inet %s in %s: %w", table, t, err)
+	}
+	return tab, nil
+}
+
 // followedElements reads the live elements of the follow sets, with the
 // time each has left, so a replace carries them over: followed addresses
 // do not vanish because a new generation was applied.
@@ -506,12 +518,9 @@ func followedElements(t Target, table string) (map[string][]nftables.SetElement,
 		return nil, err
 	}
 	defer done()
-	tab, err := c.ListTableOfFamily(table, nftables.TableFamilyINet)
-	if err != nil {
-		if isNotFound(err) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("look up table inet %s: %w", table, err)
+	tab, err := ourTable(c, t, table)
+	if tab == nil || err != nil {
+		return nil, err
 	}
 	out := map[string][]nftables.SetElement{}
 	for _, name := range []string{SetFollow4, SetFollow6} {
@@ -540,11 +549,8 @@ func Remove(t Target, table string) (bool, error) {
 		return false, err
 	}
 	defer done()
-	if _, err := c.ListTableOfFamily(table, nftables.TableFamilyINet); err != nil {
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, os.ErrNotExist) {
-			return false, nil
-		}
-		return false, fmt.Errorf("look up table inet %s in %s: %w", table, t, err)
+	if tab, err := ourTable(c, t, table); tab == nil || err != nil {
+		return false, err
 	}
 	c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: table})
 	if err := c.Flush(); err != nil {

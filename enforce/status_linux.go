@@ -78,12 +78,12 @@ func ReadStatus(t Target, table string, elements bool) (*Status, error) {
 		return nil, err
 	}
 	defer done()
-	tab, err := c.ListTableOfFamily(table, nftables.TableFamilyINet)
+	tab, err := ourTable(c, t, table)
 	if err != nil {
-		if isNotFound(err) {
-			return st, nil
-		}
-		return nil, fmt.Errorf("look up table inet %s in %s: %w", table, t, err)
+		return nil, err
+	}
+	if tab == nil {
+		return st, nil
 	}
 	st.Present = true
 	sets, err := c.GetSets(tab)

@@ -138,17 +138,9 @@ func (s *Store) UpdateGeneration(n uint64, fn func(*Generation) error) (Generati
 // Generations returns every generation, oldest first.
 func (s *Store) Generations() ([]Generation, error) {
 	return read(s, func(tx *bolt.Tx) ([]Generation, error) {
-		b := tx.Bucket(bucketGenerations)
-		if b == nil {
-			return nil, nil
-		}
 		var out []Generation
-		err := b.ForEach(func(k, _ []byte) error {
-			var g Generation
-			if _, err := getJSON(b, k, &g); err != nil {
-				return err
-			}
-			out = append(out, g)
+		err := each(tx, bucketGenerations, func(_ []byte, g *Generation) error {
+			out = append(out, *g)
 			return nil
 		})
 		return out, err
@@ -259,12 +251,8 @@ func (s *Store) AddObservations(obs []Observation, minutes map[int64]DenialCount
 // Observations returns what the monitor recorded, drops first.
 func (s *Store) Observations() ([]Observation, error) {
 	return read(s, func(tx *bolt.Tx) ([]Observation, error) {
-		b := tx.Bucket(bucketObservations)
-		if b == nil {
-			return nil, nil
-		}
 		var out []Observation
-		err := b.ForEach(func(k, _ []byte) error {
+		err := each(tx, bucketObservations, func(k []byte, rec *obsRecord) error {
 			if len(k) != 1+flowKeyLen {
 				return fmt.Errorf("observation key of %d bytes", len(k))
 			}
@@ -275,10 +263,6 @@ func (s *Store) Observations() ([]Observation, error) {
 			kind := ObsAudit
 			if k[0] == ObsDrop[0] {
 				kind = ObsDrop
-			}
-			var rec obsRecord
-			if _, err := getJSON(b, k, &rec); err != nil {
-				return err
 			}
 			out = append(out, Observation{Kind: kind, FlowKey: fk, Hits: rec.Hits, FirstSeen: rec.FirstSeen, LastSeen: rec.LastSeen})
 			return nil

@@ -391,19 +391,30 @@ func read[T any](s *Store, fn func(*bolt.Tx) (T, error)) (out T, err error) {
 	return out, err
 }
 
-func readFlows(tx *bolt.Tx) ([]Flow, error) {
-	b := tx.Bucket(bucketFlows)
+// each decodes every record of a bucket in key order and passes it to fn
+// with its key; a bucket the file does not have yet has none.
+func each[R any](tx *bolt.Tx, bucket []byte, fn func(k []byte, rec *R) error) error {
+	b := tx.Bucket(bucket)
 	if b == nil {
-		return nil, nil
+		return nil
 	}
-	out := make([]Flow, 0, b.Stats().KeyN)
-	err := b.ForEach(func(k, v []byte) error {
-		key, err := parseFlowKey(k)
-		if err != nil {
+	return b.ForEach(func(k, _ []byte) error {
+		var rec R
+		if _, err := getJSON(b, k, &rec); err != nil {
 			return err
 		}
-		var rec flowRecord
-		if _, err := getJSON(b, k, &rec); err != nil {
+		return fn(k, &rec)
+	})
+}
+
+func readFlows(tx *bolt.Tx) ([]Flow, error) {
+	var out []Flow
+	if b := tx.Bucket(bucketFlows); b != nil {
+		out = make([]Flow, 0, b.Stats().KeyN)
+	}
+	err := each(tx, bucketFlows, func(k []byte, rec *flowRecord) error {
+		key, err := parseFlowKey(k)
+		if err != nil {
 			return err
 		}
 		out = append(out, rec.flow(key))
@@ -413,18 +424,10 @@ func readFlows(tx *bolt.Tx) ([]Flow, error) {
 }
 
 func readDNS(tx *bolt.Tx) ([]DNSEntry, error) {
-	b := tx.Bucket(bucketDNS)
-	if b == nil {
-		return nil, nil
-	}
 	var out []DNSEntry
-	err := b.ForEach(func(k, v []byte) error {
+	err := each(tx, bucketDNS, func(k []byte, rec *dnsRecord) error {
 		if len(k) != 16 {
 			return fmt.Errorf("dns key of %d bytes, want 16", len(k))
-		}
-		var rec dnsRecord
-		if _, err := getJSON(b, k, &rec); err != nil {
-			return err
 		}
 		out = append(out, DNSEntry{IP: netip.AddrFrom16([16]byte(k)).Unmap(), Names: rec.Names})
 		return nil
@@ -433,17 +436,9 @@ func readDNS(tx *bolt.Tx) ([]DNSEntry, error) {
 }
 
 func readRuns(tx *bolt.Tx) ([]Run, error) {
-	b := tx.Bucket(bucketRuns)
-	if b == nil {
-		return nil, nil
-	}
 	var out []Run
-	err := b.ForEach(func(k, v []byte) error {
-		var r Run
-		if _, err := getJSON(b, k, &r); err != nil {
-			return err
-		}
-		out = append(out, r)
+	err := each(tx, bucketRuns, func(_ []byte, r *Run) error {
+		out = append(out, *r)
 		return nil
 	})
 	return out, err
