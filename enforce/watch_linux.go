@@ -196,8 +196,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descPresent, prometheus.GaugeValue, present, c.Table)
 	}
 	if c.Store != nil {
-		if _, cur, err := History(c.Store, c.Target, c.Table); err == nil && cur != 0 {
-			gens, _ := c.Store.Generations()
+		if gens, cur, err := History(c.Store, c.Target, c.Table); err == nil && cur != 0 {
 			for _, g := range gens {
 				if g.N == cur {
 					ch <- prometheus.MustNewConstMetric(descGeneration, prometheus.GaugeValue, float64(g.N), c.Table)
