@@ -4,9 +4,10 @@
 //
 // Egress discovery programs. Attached to one cgroup v2 directory, they see
 // every outbound connect() and unconnected UDP sendmsg() of the processes in
-// that cgroup and its descendants, and every UDP datagram from port 53 those
-// processes receive (DNS answers). They never change a verdict: every program
-// returns 1 (allow).
+// that cgroup and its descendants, every DNS query those processes send (a
+// UDP datagram to port 53) and every UDP datagram from port 53 they receive
+// (DNS answers). They never change a verdict: every program returns 1
+// (allow).
 //
 // Connection attempts are counted in the kernel, in a hash map keyed by
 // (cgroup, uid, comm, family, protocol, address, port). Only the first attempt
@@ -16,6 +17,11 @@
 // returns, so the drained map is complete and no count is lost. When the map
 // is full or not installed, every attempt becomes a counted ring buffer record
 // instead, and a record that cannot be written is counted as lost.
+//
+// DNS queries and answers go to one ring buffer, in the order the kernel
+// handles them: a query is written before its datagram leaves, so before
+// any answer to it. User space uses an answer only when it matches a query
+// of the same socket (id, question and server).
 
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -40,8 +46,12 @@ struct task_struct {
 #define AF_INET6 10
 #define TASK_COMM_LEN 16
 
-// DNS_MAX is the largest DNS payload copied; it must be a power of two.
+// DNS_MAX is the largest DNS answer payload copied; it must be a power of
+// two. QUERY_MAX is the same for queries: a question (at most 255 bytes of
+// name) follows the 12-byte header.
 #define DNS_MAX 4096
+#define QUERY_MAX 512
+#define DNS_PORT 53
 
 enum hook {
 	HOOK_CONNECT4 = 1,
@@ -65,7 +75,13 @@ enum stat_index {
 	STAT_DNS_ERRORS = 3,     // DNS answers that could not be copied
 	STAT_MAP_FULL = 4,       // attempts recorded through the ring buffer: map full
 	STAT_UDP_UNSENT = 5,     // connected UDP sockets replaced before sending anything
-	STAT_MAX = 6,
+	STAT_QUERY_LOST = 6,     // DNS queries dropped: ring buffer full (their answers go unused)
+	STAT_MAX = 7,
+};
+
+enum dns_kind {
+	DNS_ANSWER = 1,
+	DNS_QUERY = 2,
 };
 
 struct flow_key {
@@ -113,19 +129,44 @@ struct event {
 	char comm[TASK_COMM_LEN];
 };
 
+// dns_event heads every record of the dns ring; len bytes of UDP payload
+// follow it in the record.
 struct dns_event {
 	__u64 cookie;
 	__u64 ts_ns;
 	__u32 uid;
-	__u16 len; // bytes copied into data
+	__u16 len; // bytes of payload copied after the header
 	__u16 orig_len; // UDP payload length
 	__u16 sport;
 	__u16 dport;
 	__u8 family; // 4 or 6
-	__u8 _pad[3];
+	__u8 kind; // enum dns_kind
+	__u8 _pad[2];
 	__u8 saddr[16];
+	// For a query, the server the socket addressed (before any NAT in the
+	// output path): the last connect() or sendmsg() to port 53.
 	__u8 daddr[16];
+};
+
+struct dns_answer_rec {
+	struct dns_event h;
 	__u8 data[DNS_MAX];
+};
+
+struct dns_query_rec {
+	struct dns_event h;
+	__u8 data[QUERY_MAX];
+};
+
+// dns_dest is where a UDP socket last connected or sent to, kept while
+// that was port 53. The output path may rewrite the destination (a DNAT to
+// a resolver on another port, as Docker's 127.0.0.11 does): the query is
+// recognized by this, and its answer comes back from this address.
+struct dns_dest {
+	__u8 family;
+	__u8 _pad;
+	__u16 port; // host byte order; 0: not a DNS socket
+	__u8 addr[16];
 };
 
 // Force BTF for the types user space decodes.
@@ -168,6 +209,14 @@ struct {
 	__type(key, __u64);
 	__type(value, struct pending);
 } udp_pending SEC(".maps");
+
+// The DNS server each UDP socket addresses, freed with the socket.
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct dns_dest);
+} dns_dests SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
@@ -269,6 +318,27 @@ static __always_inline void count_flow(struct flow_key *k, __u64 cookie, __u64 n
 	emit(k, cookie, now, gid, tgid, hook, EVENT_COUNTED);
 }
 
+// track_dns_dest remembers the destination of a UDP socket's connect() or
+// sendmsg() when it is port 53, and forgets it otherwise.
+static __always_inline void track_dns_dest(struct bpf_sock_addr *ctx, struct flow_key *k)
+{
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk)
+		return;
+	if (k->port != DNS_PORT) {
+		struct dns_dest *d = bpf_sk_storage_get(&dns_dests, sk, 0, 0);
+		if (d)
+			d->port = 0;
+		return;
+	}
+	struct dns_dest *d = bpf_sk_storage_get(&dns_dests, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!d)
+		return;
+	d->family = k->family;
+	d->port = DNS_PORT;
+	__builtin_memcpy(d->addr, k->addr, sizeof(d->addr));
+}
+
 static __always_inline void record(struct bpf_sock_addr *ctx, struct flow_key *k, __u8 hook)
 {
 	__u64 uidgid = bpf_get_current_uid_gid();
@@ -286,6 +356,8 @@ static __always_inline void record(struct bpf_sock_addr *ctx, struct flow_key *k
 	if (!leader || bpf_probe_read_kernel_str(k->comm, sizeof(k->comm), leader->comm) < 0)
 		bpf_get_current_comm(k->comm, sizeof(k->comm));
 
+	if (k->proto == IPPROTO_UDP)
+		track_dns_dest(ctx, k);
 	if (k->proto == IPPROTO_UDP && (hook == HOOK_CONNECT4 || hook == HOOK_CONNECT6)) {
 		struct pending p = {
 			.key = *k,
@@ -364,8 +436,107 @@ int egress_sendmsg6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
+// udp_of finds the UDP header of the IPv4 or IPv6 packet in skb (which
+// starts at the IP header). It returns -1 for anything else, and for a
+// fragment that is not the first.
+static __always_inline int udp_of(struct __sk_buff *skb, __u8 *family, __u32 *l4off, struct udphdr *udp)
+{
+	__u8 vbyte;
+	if (bpf_skb_load_bytes(skb, 0, &vbyte, 1) < 0)
+		return -1;
+	if ((vbyte >> 4) == 4) {
+		struct iphdr ip;
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
+			return -1;
+		if (ip.protocol != IPPROTO_UDP || (ip.frag_off & bpf_htons(0x1fff)))
+			return -1;
+		*family = 4;
+		*l4off = ip.ihl * 4;
+	} else if ((vbyte >> 4) == 6) {
+		struct ipv6hdr ip6;
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) < 0)
+			return -1;
+		if (ip6.nexthdr != IPPROTO_UDP)
+			return -1;
+		*family = 6;
+		*l4off = sizeof(ip6);
+	} else {
+		return -1;
+	}
+	if (bpf_skb_load_bytes(skb, *l4off, udp, sizeof(*udp)) < 0)
+		return -1;
+	return 0;
+}
+
+// dns_head fills the header of a dns ring record from the packet.
+static __always_inline void dns_head(struct __sk_buff *skb, struct dns_event *h, __u8 family,
+				     struct udphdr *udp, __u16 plen, __u8 kind)
+{
+	h->cookie = bpf_get_socket_cookie(skb);
+	h->ts_ns = bpf_ktime_get_boot_ns();
+	h->uid = bpf_get_socket_uid(skb);
+	h->family = family;
+	h->kind = kind;
+	h->_pad[0] = 0;
+	h->_pad[1] = 0;
+	h->sport = bpf_ntohs(udp->source);
+	h->dport = bpf_ntohs(udp->dest);
+	h->orig_len = plen;
+	h->len = 0;
+	__builtin_memset(h->saddr, 0, sizeof(h->saddr));
+	__builtin_memset(h->daddr, 0, sizeof(h->daddr));
+	if (family == 4) {
+		bpf_skb_load_bytes(skb, 12, h->saddr, 4);
+		bpf_skb_load_bytes(skb, 16, h->daddr, 4);
+	} else {
+		bpf_skb_load_bytes(skb, 8, h->saddr, 16);
+		bpf_skb_load_bytes(skb, 24, h->daddr, 16);
+	}
+}
+
+// dns_query copies a DNS query leaving a UDP socket: a datagram to port 53,
+// or to where a DNAT sent a datagram the socket addressed to port 53.
+static __always_inline void dns_query(struct __sk_buff *skb, struct bpf_sock *sk)
+{
+	__u8 family;
+	__u32 l4off;
+	struct udphdr udp;
+	if (udp_of(skb, &family, &l4off, &udp) < 0)
+		return;
+	struct dns_dest *d = bpf_sk_storage_get(&dns_dests, sk, 0, 0);
+	int tracked = d && d->port == DNS_PORT && d->family == family;
+	if (!tracked && udp.dest != bpf_htons(DNS_PORT))
+		return;
+	__u64 plen = bpf_ntohs(udp.len);
+	if (plen < sizeof(udp) + 12) // no room for a DNS header
+		return;
+	plen -= sizeof(udp);
+
+	struct dns_query_rec *e = bpf_ringbuf_reserve(&dns_events, sizeof(*e), 0);
+	if (!e) {
+		count(STAT_QUERY_LOST);
+		return;
+	}
+	dns_head(skb, &e->h, family, &udp, plen, DNS_QUERY);
+	if (tracked) {
+		e->h.dport = DNS_PORT;
+		__builtin_memcpy(e->h.daddr, d->addr, sizeof(e->h.daddr));
+	}
+	__u64 n = plen;
+	if (n > QUERY_MAX)
+		n = QUERY_MAX;
+	n = ((n - 1) & (QUERY_MAX - 1)) + 1;
+	if (bpf_skb_load_bytes(skb, l4off + sizeof(udp), e->data, n) < 0) {
+		bpf_ringbuf_discard(e, 0);
+		count(STAT_DNS_ERRORS);
+		return;
+	}
+	e->h.len = n;
+	bpf_ringbuf_submit(e, 0);
+}
+
 // egress_udp_sent counts a connected UDP flow when its socket sends its
-// first datagram.
+// first datagram, and copies DNS queries.
 SEC("cgroup_skb/egress")
 int egress_udp_sent(struct __sk_buff *skb)
 {
@@ -377,11 +548,12 @@ int egress_udp_sent(struct __sk_buff *skb)
 		return 1;
 	__u64 cookie = bpf_get_socket_cookie(skb);
 	struct pending *pp = bpf_map_lookup_elem(&udp_pending, &cookie);
-	if (!pp)
-		return 1;
-	struct pending p = *pp;
-	bpf_map_delete_elem(&udp_pending, &cookie);
-	count_flow(&p.key, cookie, bpf_ktime_get_boot_ns(), p.gid, p.tgid, p.hook);
+	if (pp) {
+		struct pending p = *pp;
+		bpf_map_delete_elem(&udp_pending, &cookie);
+		count_flow(&p.key, cookie, bpf_ktime_get_boot_ns(), p.gid, p.tgid, p.hook);
+	}
+	dns_query(skb, sk);
 	return 1;
 }
 
@@ -390,67 +562,22 @@ int egress_udp_sent(struct __sk_buff *skb)
 SEC("cgroup_skb/ingress")
 int egress_dns(struct __sk_buff *skb)
 {
-	__u8 vbyte;
-	__u32 l4off;
 	__u8 family;
-
-	if (bpf_skb_load_bytes(skb, 0, &vbyte, 1) < 0)
-		return 1;
-
-	if ((vbyte >> 4) == 4) {
-		struct iphdr ip;
-		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
-			return 1;
-		if (ip.protocol != IPPROTO_UDP)
-			return 1;
-		if (ip.frag_off & bpf_htons(0x1fff))
-			return 1;
-		family = 4;
-		l4off = ip.ihl * 4;
-	} else if ((vbyte >> 4) == 6) {
-		struct ipv6hdr ip6;
-		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) < 0)
-			return 1;
-		if (ip6.nexthdr != IPPROTO_UDP)
-			return 1;
-		family = 6;
-		l4off = sizeof(ip6);
-	} else {
-		return 1;
-	}
-
+	__u32 l4off;
 	struct udphdr udp;
-	if (bpf_skb_load_bytes(skb, l4off, &udp, sizeof(udp)) < 0)
-		return 1;
-	if (udp.source != bpf_htons(53))
+	if (udp_of(skb, &family, &l4off, &udp) < 0 || udp.source != bpf_htons(DNS_PORT))
 		return 1;
 	__u64 plen = bpf_ntohs(udp.len);
 	if (plen <= sizeof(udp))
 		return 1;
 	plen -= sizeof(udp);
 
-	struct dns_event *e = bpf_ringbuf_reserve(&dns_events, sizeof(*e), 0);
+	struct dns_answer_rec *e = bpf_ringbuf_reserve(&dns_events, sizeof(*e), 0);
 	if (!e) {
 		count(STAT_DNS_LOST);
 		return 1;
 	}
-	e->cookie = bpf_get_socket_cookie(skb);
-	e->ts_ns = bpf_ktime_get_boot_ns();
-	e->uid = bpf_get_socket_uid(skb);
-	e->family = family;
-	e->sport = bpf_ntohs(udp.source);
-	e->dport = bpf_ntohs(udp.dest);
-	e->orig_len = plen;
-	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
-	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
-	if (family == 4) {
-		bpf_skb_load_bytes(skb, 12, e->saddr, 4);
-		bpf_skb_load_bytes(skb, 16, e->daddr, 4);
-	} else {
-		bpf_skb_load_bytes(skb, 8, e->saddr, 16);
-		bpf_skb_load_bytes(skb, 24, e->daddr, 16);
-	}
-
+	dns_head(skb, &e->h, family, &udp, plen, DNS_ANSWER);
 	__u64 n = plen;
 	if (n > DNS_MAX)
 		n = DNS_MAX;
@@ -460,7 +587,7 @@ int egress_dns(struct __sk_buff *skb)
 		count(STAT_DNS_ERRORS);
 		return 1;
 	}
-	e->len = n;
+	e->h.len = n;
 	bpf_ringbuf_submit(e, 0);
 	return 1;
 }

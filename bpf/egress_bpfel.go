@@ -13,6 +13,14 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type EgressDnsDest struct {
+	_      structs.HostLayout
+	Family uint8
+	Pad    uint8
+	Port   uint16
+	Addr   [16]uint8
+}
+
 type EgressDnsEvent struct {
 	_       structs.HostLayout
 	Cookie  uint64
@@ -23,10 +31,10 @@ type EgressDnsEvent struct {
 	Sport   uint16
 	Dport   uint16
 	Family  uint8
-	Pad     [3]uint8
+	Kind    uint8
+	Pad     [2]uint8
 	Saddr   [16]uint8
 	Daddr   [16]uint8
-	Data    [4096]uint8
 }
 
 type EgressEvent struct {
@@ -81,6 +89,7 @@ type EgressPending struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	EgressMapDnsDests        = "dns_dests"
 	EgressMapDnsEvents       = "dns_events"
 	EgressMapEvents          = "events"
 	EgressMapFlows           = "flows"
@@ -154,6 +163,7 @@ type EgressProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EgressMapSpecs struct {
+	DnsDests   *ebpf.MapSpec `ebpf:"dns_dests"`
 	DnsEvents  *ebpf.MapSpec `ebpf:"dns_events"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Flows      *ebpf.MapSpec `ebpf:"flows"`
@@ -193,6 +203,7 @@ func (o *EgressObjects) Close() error {
 //
 // It can be passed to LoadEgressObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EgressMaps struct {
+	DnsDests   *ebpf.Map `ebpf:"dns_dests"`
 	DnsEvents  *ebpf.Map `ebpf:"dns_events"`
 	Events     *ebpf.Map `ebpf:"events"`
 	Flows      *ebpf.Map `ebpf:"flows"`
@@ -202,6 +213,7 @@ type EgressMaps struct {
 
 func (m *EgressMaps) Close() error {
 	return _EgressClose(
+		m.DnsDests,
 		m.DnsEvents,
 		m.Events,
 		m.Flows,

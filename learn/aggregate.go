@@ -253,7 +253,11 @@ type Status struct {
 	SinceLastNew  time.Duration `json:"since_last_new"` // -1: no new flow this run
 	Lost          uint64        `json:"lost"`
 	DNSAnswers    uint64        `json:"dns_answers"`
-	Ignored       uint64        `json:"ignored"`
+	// DNSIgnored counts the DNS answers that matched no query of the
+	// receiving socket (unsolicited, forged, replayed): their names are
+	// not used.
+	DNSIgnored uint64 `json:"dns_ignored"`
+	Ignored    uint64 `json:"ignored"`
 }
 
 func (a *aggregator) status(now time.Time) Status {
@@ -285,6 +289,6 @@ func (s Status) Line() string {
 	if s.SinceLastNew >= 0 {
 		last = s.SinceLastNew.Round(time.Second).String() + " ago"
 	}
-	return fmt.Sprintf("learning %s | %.0f events/s | %d flows, %d new in the last minute | last new flow %s | lost %d | dns answers %d",
-		s.Elapsed.Round(time.Second), s.EventsPerSec, s.Flows, s.NewLastMinute, last, s.Lost, s.DNSAnswers)
+	return fmt.Sprintf("learning %s | %.0f events/s | %d flows, %d new in the last minute | last new flow %s | lost %d | dns answers %d, ignored %d",
+		s.Elapsed.Round(time.Second), s.EventsPerSec, s.Flows, s.NewLastMinute, last, s.Lost, s.DNSAnswers, s.DNSIgnored)
 }

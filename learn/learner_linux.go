@@ -35,6 +35,11 @@ type Config struct {
 	Log          *slog.Logger
 	// Metrics, when set, gets the run's figures as Prometheus metrics.
 	Metrics prometheus.Registerer
+	// Ready, when set, is called once the programs are attached and their
+	// readers run: every connection attempt and DNS message of the cgroup
+	// from then on is recorded. The "learning" log line comes at the same
+	// point.
+	Ready func()
 }
 
 func (c *Config) defaults() {
@@ -91,8 +96,6 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.Log.Info("learning", "cgroup", cfg.Cgroup, "db", cfg.DB, "run", run.ID, "known_flows", len(keys), "duration", cfg.Duration)
-
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
@@ -110,26 +113,12 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	var readers errgroup.Group
 	readers.Go(func() error { return probe.ReadEvents(func(Attempt) {}, agg.add) })
 	readers.Go(func() error { return probe.ReadDNS(agg.addDNS) })
+	cfg.Log.Info("learning", "cgroup", cfg.Cgroup, "db", cfg.DB, "run", run.ID, "known_flows", len(keys), "duration", cfg.Duration)
+	if cfg.Ready != nil {
+		cfg.Ready()
+	}
 
-	// Flushes run beside the loop, so a long one does not hold up the
-	// draining of the kernel's flow map.
-	flushReq := make(chan struct{}, 1)
-	flushErr := make(chan error, 1)
-	flusherDone := make(chan struct{})
-	go func() {
-		defer close(flusherDone)
-		for range flushReq {
-			err := l.flush(st)
-			if errors.Is(err, store.ErrBusy) {
-				cfg.Log.Warn("store busy, keeping the batch for the next flush", "err", err)
-				continue
-			}
-			if err != nil {
-				flushErr <- err
-				return
-			}
-		}
-	}()
+	flushReq, flushErr, flusherDone := l.startFlusher(st)
 	loopErr := l.loop(ctx, flushReq, flushErr)
 
 	// Stop: detach, so nothing new arrives; let the readers deliver what
@@ -172,6 +161,28 @@ type learner struct {
 	lastTick   time.Time
 }
 
+// startFlusher runs flushes beside the loop, so a long one does not hold
+// up the draining of the kernel's flow map. Closing req stops it; done is
+// closed when it has stopped.
+func (l *learner) startFlusher(st *store.Store) (req chan struct{}, errc chan error, done chan struct{}) {
+	req, errc, done = make(chan struct{}, 1), make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(done)
+		for range req {
+			err := l.flush(st)
+			if errors.Is(err, store.ErrBusy) {
+				l.cfg.Log.Warn("store busy, keeping the batch for the next flush", "err", err)
+				continue
+			}
+			if err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	return req, errc, done
+}
+
 func (l *learner) loop(ctx context.Context, flushReq chan<- struct{}, flushErr <-chan error) error {
 	drain := time.NewTicker(l.cfg.Drain)
 	defer drain.Stop()
@@ -207,7 +218,8 @@ func (l *learner) loop(ctx context.Context, flushReq chan<- struct{}, flushErr <
 				s := l.lastStatus
 				l.cfg.Log.Info("learning", "elapsed", s.Elapsed.Round(time.Second), "events", s.Events,
 					"events_per_sec", int(s.EventsPerSec), "flows", s.Flows, "new_last_minute", s.NewLastMinute,
-					"since_last_new", s.SinceLastNew.Round(time.Second), "lost", s.Lost, "dns_answers", s.DNSAnswers)
+					"since_last_new", s.SinceLastNew.Round(time.Second), "lost", s.Lost, "dns_answers", s.DNSAnswers,
+					"dns_ignored", s.DNSIgnored)
 			}
 		}
 	}
@@ -223,7 +235,8 @@ func (l *learner) refresh(now time.Time) Status {
 	}
 	s := l.agg.status(now)
 	s.Elapsed = now.Sub(l.start)
-	s.Lost = l.stats.Lost() + l.stats.DNSLost
+	s.Lost = l.stats.Lost() + l.stats.DNSLost + l.stats.DNSQueryLost
+	s.DNSIgnored = l.stats.DNS.Ignored()
 	if dt := now.Sub(l.lastTick).Seconds(); dt > 0 {
 		s.EventsPerSec = float64(s.Events-l.lastEvents) / dt
 	}
@@ -253,7 +266,8 @@ func (l *learner) flush(st *store.Store) error {
 	l.run.Events = status.Events
 	l.run.LostEvents = stats.Lost()
 	l.run.DNSAnswers = status.DNSAnswers
-	l.run.DNSLost = stats.DNSLost + stats.DNSErrors
+	l.run.DNSLost = stats.DNSLost + stats.DNSErrors + stats.DNSQueryLost
+	l.run.DNS = stats.DNS
 	n := len(t.flows)
 	for i := 0; i == 0 || i < n; i += flushChunk {
 		j := min(i+flushChunk, n)

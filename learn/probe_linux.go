@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/egresskit/egress/bpf"
+	"github.com/egresskit/egress/internal/dnsanswer"
 )
 
 // Kernel record flags, as in bpf/egress.c.
@@ -35,6 +36,7 @@ const (
 	statDNSErrors
 	statMapFull
 	statUDPUnsent
+	statQueryLost
 	statMax
 )
 
@@ -54,6 +56,13 @@ type ProbeOptions struct {
 	// PerEvent turns in-kernel counting off: every attempt is a record.
 	// Only for comparison in benchmarks.
 	PerEvent bool
+	// DNSQueries bounds the table of DNS queries waiting for their answer
+	// (default 8192); DNSQueryShare bounds one user's part of it (default
+	// an eighth); a query unanswered after DNSQueryTTL (default 30s) is
+	// forgotten.
+	DNSQueries    int
+	DNSQueryShare int
+	DNSQueryTTL   time.Duration
 }
 
 func (o *ProbeOptions) defaults() {
@@ -87,8 +96,9 @@ type Attempt struct {
 	Last     time.Time
 }
 
-// DNSPacket is a UDP datagram from port 53 received by a socket of the
-// cgroup.
+// DNSPacket is a DNS answer received by a socket of the cgroup, which
+// answers a query that socket sent: same id, same question, from the
+// server the query went to (see DNSMatchStats).
 type DNSPacket struct {
 	Time    time.Time
 	Cookie  uint64
@@ -107,6 +117,11 @@ type ProbeStats struct {
 	DNSErrors  uint64 // DNS answers that could not be copied
 	MapFull    uint64 // attempts recorded one by one: flow map full
 	UDPUnsent  uint64 // connected UDP sockets that connected again before sending
+	// DNSQueryLost counts DNS queries the kernel could not deliver (ring
+	// buffer full); their answers are ignored.
+	DNSQueryLost uint64
+	// DNS is what the reader did with the queries and answers.
+	DNS DNSMatchStats
 }
 
 // Lost is every record the kernel could not deliver.
@@ -126,6 +141,8 @@ type Probe struct {
 	closeErr  error
 	stopping  atomic.Bool
 	drainMu   sync.Mutex
+	dnsMu     sync.Mutex // guards queries
+	queries   *queryTable
 	keys      []bpf.EgressFlowKey
 	vals      []bpf.EgressFlowVal
 	drainComm comms
@@ -159,7 +176,7 @@ func OpenProbe(path string, opts ProbeOptions) (p *Probe, err error) {
 		return nil, fmt.Errorf("set aggregate: %w", err)
 	}
 
-	p = &Probe{opts: opts}
+	p = &Probe{opts: opts, queries: newQueryTable(opts.DNSQueries, opts.DNSQueryShare, opts.DNSQueryTTL)}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -347,8 +364,17 @@ func (p *Probe) ReadEvents(seen, counted func(Attempt)) error {
 	}
 }
 
-// ReadDNS delivers DNS answers until the probe is closed, or until
-// StopReaders and every pending answer is delivered.
+// Kinds of dns ring records, as in bpf/egress.c.
+const (
+	dnsAnswer = 1
+	dnsQuery  = 2
+)
+
+// ReadDNS reads the DNS queries and answers of the cgroup and delivers the
+// answers that match a query (see DNSMatchStats), until the probe is
+// closed, or until StopReaders and every pending record is read. A query
+// is always read before its answer: the kernel writes it to the same ring
+// buffer before the datagram leaves.
 func (p *Probe) ReadDNS(fn func(DNSPacket)) error {
 	var rec ringbuf.Record
 	var clk BootClock
@@ -366,24 +392,47 @@ func (p *Probe) ReadDNS(fn func(DNSPacket)) error {
 			}
 			return fmt.Errorf("read dns ring buffer: %w", err)
 		}
-		if len(rec.RawSample) < int(unsafe.Offsetof(bpf.EgressDnsEvent{}.Data)) {
-			continue
+		if pkt, ok := p.matchDNS(rec.RawSample, &clk); ok {
+			fn(pkt)
 		}
-		e := (*bpf.EgressDnsEvent)(unsafe.Pointer(&rec.RawSample[0]))
-		n := int(e.Len)
-		if n > len(e.Data) {
-			n = len(e.Data)
-		}
-		fn(DNSPacket{
-			Time:    clk.Wall(e.TsNs),
-			Cookie:  e.Cookie,
-			UID:     e.Uid,
-			Src:     netip.AddrPortFrom(addrOf(e.Family, e.Saddr), e.Sport),
-			Dst:     netip.AddrPortFrom(addrOf(e.Family, e.Daddr), e.Dport),
-			Payload: append([]byte(nil), e.Data[:n]...),
-			OrigLen: int(e.OrigLen),
-		})
 	}
+}
+
+// matchDNS remembers a query, or checks an answer against the queries and
+// returns it when it matches one.
+func (p *Probe) matchDNS(raw []byte, clk *BootClock) (DNSPacket, bool) {
+	const head = int(unsafe.Sizeof(bpf.EgressDnsEvent{}))
+	if len(raw) < head {
+		return DNSPacket{}, false
+	}
+	e := (*bpf.EgressDnsEvent)(unsafe.Pointer(&raw[0]))
+	payload := raw[head:min(len(raw), head+int(e.Len))]
+	src := netip.AddrPortFrom(addrOf(e.Family, e.Saddr), e.Sport)
+	dst := netip.AddrPortFrom(addrOf(e.Family, e.Daddr), e.Dport)
+	q, qerr := dnsanswer.ParseQuestion(payload)
+	now := time.Duration(e.TsNs)
+
+	p.dnsMu.Lock()
+	defer p.dnsMu.Unlock()
+	t := p.queries
+	switch {
+	case e.Kind == dnsQuery:
+		if qerr == nil && !q.Response {
+			t.query(e.Cookie, e.Uid, q, dst, now)
+		}
+		return DNSPacket{}, false
+	case e.Kind != dnsAnswer:
+		return DNSPacket{}, false
+	case qerr != nil || !q.Response:
+		t.stats.Malformed++
+		return DNSPacket{}, false
+	case !t.answer(e.Cookie, q, src, now):
+		return DNSPacket{}, false
+	}
+	return DNSPacket{
+		Time: clk.Wall(e.TsNs), Cookie: e.Cookie, UID: e.Uid, Src: src, Dst: dst,
+		Payload: append([]byte(nil), payload...), OrigLen: int(e.OrigLen),
+	}, true
 }
 
 // Drain swaps in the empty flow map and passes every flow counted in the
@@ -436,11 +485,19 @@ func (p *Probe) Stats() (ProbeStats, error) {
 		}
 	}
 	return ProbeStats{
-		EventsLost: out[statEventsLost],
-		NotifyLost: out[statNotifyLost],
-		DNSLost:    out[statDNSLost],
-		DNSErrors:  out[statDNSErrors],
-		MapFull:    out[statMapFull],
-		UDPUnsent:  out[statUDPUnsent],
+		EventsLost:   out[statEventsLost],
+		NotifyLost:   out[statNotifyLost],
+		DNSLost:      out[statDNSLost],
+		DNSErrors:    out[statDNSErrors],
+		MapFull:      out[statMapFull],
+		UDPUnsent:    out[statUDPUnsent],
+		DNSQueryLost: out[statQueryLost],
+		DNS:          p.dnsStats(),
 	}, nil
+}
+
+func (p *Probe) dnsStats() DNSMatchStats {
+	p.dnsMu.Lock()
+	defer p.dnsMu.Unlock()
+	return p.queries.stats
 }

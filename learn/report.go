@@ -132,19 +132,20 @@ func WriteReportTable(w io.Writer, rows []ReportFlow, runs []store.Run, conv []s
 		return err
 	}
 	if len(runs) > 0 {
-		var events, lost, dnsLost uint64
+		var events, lost, dnsLost, dnsIgnored uint64
 		for _, r := range runs {
 			events += r.Events
 			lost += r.LostEvents
 			dnsLost += r.DNSLost
+			dnsIgnored += r.DNS.Ignored()
 		}
 		first, last := runs[0], runs[len(runs)-1]
 		state := "finished"
 		if !last.Finished {
 			state = "running or interrupted, last flush"
 		}
-		fmt.Fprintf(w, "\n%d learning run(s) from %s to %s (%s); %d events recorded, %d lost, %d DNS answers lost\n",
-			len(runs), first.Start.Local().Format(time.DateTime), last.End.Local().Format(time.DateTime), state, events, lost, dnsLost)
+		fmt.Fprintf(w, "\n%d learning run(s) from %s to %s (%s); %d events recorded, %d lost, %d DNS answers lost, %d ignored (no matching query)\n",
+			len(runs), first.Start.Local().Format(time.DateTime), last.End.Local().Format(time.DateTime), state, events, lost, dnsLost, dnsIgnored)
 	}
 	if len(conv) > 0 {
 		fmt.Fprintf(w, "\nconvergence (new destinations per day, the last %d days, oldest first):\n", len(conv[0].NewPerDay))

@@ -157,7 +157,8 @@ type Run struct {
 	Events     uint64    `json:"events"`
 	LostEvents uint64    `json:"lost_events"`
 	DNSAnswers uint64    `json:"dns_answers"`
-	DNSLost    uint64    `json:"dns_lost"`
+	DNSLost    uint64    `json:"dns_lost"` // answers and queries the kernel could not deliver
+	DNS        DNSMatch  `json:"dns"`      // queries seen, answers used and ignored
 	Finished   bool      `json:"finished"`
 }
 

@@ -76,9 +76,15 @@ left and exits 0. Runs add up in the same store. Writes are batched and
 committed every --flush-interval; other processes (a report, egress-enforce)
 can read the store meanwhile.
 
-On a terminal it shows a live status line; otherwise it logs a summary line
-every summary_interval. Loopback destinations are ignored unless
---ignore-loopback=false.`,
+Once the eBPF programs are attached it logs its ready line (msg=learning):
+every connection from then on is recorded. On a terminal it shows a live
+status line; otherwise it logs a summary line every summary_interval.
+Loopback destinations are ignored unless --ignore-loopback=false.
+
+DNS answers name the addresses they give only when they reach a socket that
+sent a query with the same id and question to the server they come from,
+once; the others (unsolicited, forged, replayed) are counted as ignored, by
+reason, in the status line, the run record and the metrics.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, log, err := g.Load(cmd)
@@ -128,7 +134,7 @@ every summary_interval. Loopback destinations are ignored unless
 				s := sum.Status
 				log.Info("learning stopped", "run", sum.Run.ID, "elapsed", s.Elapsed.Round(time.Second),
 					"events", s.Events, "flows", s.Flows, "lost_events", sum.Probe.Lost(), "dns_answers", s.DNSAnswers,
-					"dns_lost", sum.Probe.DNSLost, "db", cfg.DB)
+					"dns_lost", sum.Run.DNSLost, "dns_ignored", sum.Probe.DNS.Ignored(), "db", cfg.DB)
 			}
 			return err
 		},
@@ -136,7 +142,7 @@ every summary_interval. Loopback destinations are ignored unless
 	f := cmd.Flags()
 	f.String("cgroup", "", "cgroup v2 directory to learn from (default: the root of the cgroup2 mount)")
 	f.DurationVar(&duration, "duration", 0, "stop after this long (default: until SIGINT/SIGTERM)")
-	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9311): events, lost events, distinct flows, seconds since the last new flow")
+	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9311): events, lost events, distinct flows, seconds since the last new flow, DNS answers used and ignored")
 	f.String("flush-interval", "5s", "how often batched observations are committed to the store")
 	f.Bool("ignore-loopback", true, "do not record connections to 127.0.0.0/8 and ::1")
 	f.StringSlice("ignore-users", nil, "users (names or UIDs) whose connections are not recorded")
