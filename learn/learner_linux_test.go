@@ -3,8 +3,6 @@
 package learn
 
 import (
-	"context"
-	"fmt"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -33,22 +31,10 @@ func TestLearnRealClients(t *testing.T) {
 	)
 
 	db := filepath.Join(t.TempDir(), "baseline.db")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	type result struct {
-		sum *Summary
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		sum, err := Run(ctx, Config{
-			DB: db, Cgroup: cg.Path, Flush: 200 * time.Millisecond, Drain: 100 * time.Millisecond,
-			Filter: Filter{Loopback: true}, Probe: DefaultProbeOptions(),
-		})
-		done <- result{sum, err}
-	}()
-	lab.WaitFor(t, func() bool { _, err := store.Open(db, store.Options{}); return err == nil })
-	time.Sleep(300 * time.Millisecond) // the probe is attached before the store is created
+	run := startRun(t, Config{
+		DB: db, Cgroup: cg.Path, Flush: 200 * time.Millisecond, Drain: 100 * time.Millisecond,
+		Filter: Filter{Loopback: true}, Probe: DefaultProbeOptions(),
+	})
 
 	nobody := lab.As{UID: 65534, GID: 65534, Netns: pair.Client, Cgroup: cg}
 	root := lab.As{UID: 0, GID: 0, Netns: pair.Client, Cgroup: cg}
@@ -70,27 +56,10 @@ func TestLearnRealClients(t *testing.T) {
 	other.MustRun(t, "bash", "-c", "echo x | socat -u - UDP4:10.77.0.1:9997")
 	stranger.MustRun(t, "curl", "-sS", "-4", "http://10.77.0.1:8080/")
 
-	time.Sleep(300 * time.Millisecond)
-	cancel()
-	r := <-done
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-
-	st, err := store.Open(db, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap, err := st.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	flows := map[string]store.Flow{}
-	for _, f := range snap.Flows {
-		k := fmt.Sprintf("%d %s %s", f.UID, ProtoName(f.Proto), netip.AddrPortFrom(f.IP, f.Port))
-		flows[k] = f
-		t.Logf("flow %s hits=%d names=%v procs=%v cgroups=%v", k, f.Hits, f.Hostnames, f.Processes, f.Cgroups)
-	}
+	// Everything the clients did is in the kernel once they have exited;
+	// stopping writes all of it.
+	sum := run.stop(t)
+	flows, snap := flowsOf(t, db)
 	want := func(key string, procs ...string) store.Flow {
 		t.Helper()
 		f, ok := flows[key]
@@ -165,7 +134,12 @@ func TestLearnRealClients(t *testing.T) {
 	if len(snap.Runs) != 1 || !snap.Runs[0].Finished || snap.Runs[0].Events == 0 {
 		t.Errorf("runs = %+v", snap.Runs)
 	}
-	if r.sum.Probe.Lost() != 0 || snap.Runs[0].LostEvents != 0 {
-		t.Errorf("lost events: probe %+v, run %+v", r.sum.Probe, snap.Runs[0])
+	if sum.Probe.Lost() != 0 || snap.Runs[0].LostEvents != 0 {
+		t.Errorf("lost events: probe %+v, run %+v", sum.Probe, snap.Runs[0])
+	}
+	// dig and curl (getaddrinfo: A and AAAA) asked, and nothing else
+	// answered: every answer matched its query.
+	if d := sum.Probe.DNS; d.Matched < 3 || d.Ignored() != 0 || snap.Runs[0].DNS != d {
+		t.Errorf("dns: probe %+v, run %+v", d, snap.Runs[0].DNS)
 	}
 }

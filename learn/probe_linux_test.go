@@ -3,17 +3,23 @@
 package learn
 
 import (
+	"bufio"
+	"context"
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/egresskit/egress/internal/lab"
 )
 
 // collector gathers what a probe reports.
 type collector struct {
+	readers  errgroup.Group
 	mu       sync.Mutex
 	attempts []Attempt
 	dns      []DNSPacket
@@ -32,6 +38,8 @@ func (c *collector) hits() map[string]uint64 {
 	return m
 }
 
+// startProbe opens a probe on cg with readers running; stopReaders ends
+// them once they have delivered every record.
 func startProbe(t *testing.T, cg *lab.Cgroup, opts ProbeOptions, readEvents bool) (*Probe, *collector) {
 	t.Helper()
 	p, err := OpenProbe(cg.Path, opts)
@@ -41,15 +49,35 @@ func startProbe(t *testing.T, cg *lab.Cgroup, opts ProbeOptions, readEvents bool
 	t.Cleanup(func() { p.Close() })
 	c := &collector{}
 	if readEvents {
-		go p.ReadEvents(func(Attempt) {}, c.add)
+		c.readers.Go(func() error { return p.ReadEvents(func(Attempt) {}, c.add) })
 	}
-	go p.ReadDNS(func(d DNSPacket) { c.mu.Lock(); c.dns = append(c.dns, d); c.mu.Unlock() })
+	c.readers.Go(func() error {
+		return p.ReadDNS(func(d DNSPacket) { c.mu.Lock(); c.dns = append(c.dns, d); c.mu.Unlock() })
+	})
 	return p, c
 }
 
-// TestDrainCountsEveryAttempt: 2000 TCP connects while the flow map is
-// swapped every 5 ms: the drained counts add up to exactly 2000.
+// stopReaders detaches the probe and waits until its readers have
+// delivered every record: the signal that the collector holds them all.
+func (c *collector) stopReaders(t *testing.T, p *Probe) {
+	t.Helper()
+	if err := p.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	p.StopReaders()
+	if err := c.readers.Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDrainCountsEveryAttempt: 2000 TCP connects in 20 batches. The flow
+// map is swapped by a concurrent swapper as often as it can, and once
+// after every batch (the client waits for it): after each of those
+// drains the drained counts add up to exactly the connects made so far.
+// No count is lost or counted twice across the swaps, and the number of
+// swaps does not depend on the machine's speed.
 func TestDrainCountsEveryAttempt(t *testing.T) {
+	const batches, perBatch = 20, 100
 	lab.Require(t, "bash")
 	pair := lab.NewPair(t)
 	cg := lab.NewCgroup(t)
@@ -57,43 +85,65 @@ func TestDrainCountsEveryAttempt(t *testing.T) {
 	p, c := startProbe(t, cg, DefaultProbeOptions(), true)
 
 	stop := make(chan struct{})
-	done := make(chan struct{})
-	swaps := 0
-	go func() {
-		defer close(done)
+	var swapper errgroup.Group
+	var swaps atomic.Int64
+	swapper.Go(func() error {
 		for {
 			select {
 			case <-stop:
-				return
-			case <-time.After(5 * time.Millisecond):
-				if err := p.Drain(c.add); err != nil {
-					t.Error(err)
-					return
-				}
-				swaps++
+				return nil
+			default:
 			}
+			if err := p.Drain(c.add); err != nil {
+				return err
+			}
+			swaps.Add(1)
+		}
+	})
+	defer func() {
+		close(stop)
+		if err := swapper.Wait(); err != nil {
+			t.Error(err)
 		}
 	}()
+
 	user := lab.As{UID: 4242, GID: 4242, Netns: pair.Client, Cgroup: cg}
-	user.MustRun(t, "bash", "-c", `for i in $(seq 2000); do exec 3<>/dev/tcp/10.77.0.1/8080 && exec 3>&-; done`)
-	close(stop)
-	<-done
-	if err := p.Drain(c.add); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := user.Command(ctx, "bash", "-c", fmt.Sprintf(`for b in $(seq %d); do read -r go || exit 1; `+
+		`for i in $(seq %d); do exec 3<>/dev/tcp/10.77.0.1/8080 && exec 3>&-; done; echo "batch $b"; done`, batches, perBatch))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
 		t.Fatal(err)
 	}
-	got := c.hits()["4242 tcp 10.77.0.1:8080"]
-	if got != 2000 {
-		t.Errorf("counted %d connects, want 2000 (map swapped %d times)", got, swaps)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if swaps < 10 {
-		t.Errorf("only %d swaps happened during the connects", swaps)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
 	}
+	defer func() { _ = stdin.Close(); _ = cmd.Wait() }()
+	lines := bufio.NewScanner(stdout)
+	for b := 1; b <= batches; b++ {
+		fmt.Fprintln(stdin, "go")
+		if !lines.Scan() || lines.Text() != fmt.Sprintf("batch %d", b) {
+			t.Fatalf("batch %d: the client said %q (%v)", b, lines.Text(), lines.Err())
+		}
+		if err := p.Drain(c.add); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.hits()["4242 tcp 10.77.0.1:8080"]; got != uint64(b*perBatch) {
+			t.Fatalf("after batch %d: counted %d connects, want %d (%d concurrent swaps so far)", b, got, b*perBatch, swaps.Load())
+		}
+	}
+	t.Logf("%d batches, %d concurrent swaps", batches, swaps.Load())
 	st, err := p.Stats()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.EventsLost != 0 {
-		t.Errorf("stats %+v: lost events", st)
+	if st.EventsLost != 0 || st.MapFull != 0 {
+		t.Errorf("stats %+v: lost events or a full map", st)
 	}
 }
 
@@ -111,7 +161,7 @@ func TestFullFlowMapFallsBackToRecords(t *testing.T) {
 	p, c := startProbe(t, cg, opts, true)
 	user := lab.As{UID: 4242, GID: 4242, Netns: pair.Client, Cgroup: cg}
 	user.MustRun(t, "bash", "-c", `for port in $(seq 10001 10020); do echo x > /dev/udp/10.77.0.1/$port; done`)
-	time.Sleep(200 * time.Millisecond) // let the reader take the records
+	c.stopReaders(t, p)
 	if err := p.Drain(c.add); err != nil {
 		t.Fatal(err)
 	}
@@ -122,8 +172,8 @@ func TestFullFlowMapFallsBackToRecords(t *testing.T) {
 		}
 	}
 	st, _ := p.Stats()
-	if st.MapFull < 16 {
-		t.Errorf("map-full fallbacks = %d, want >= 16", st.MapFull)
+	if st.MapFull != 16 {
+		t.Errorf("map-full fallbacks = %d, want 16", st.MapFull)
 	}
 }
 
