@@ -12,6 +12,17 @@ import (
 	"github.com/egresskit/egress/store"
 )
 
+// freeAddr is a loopback address with a port nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 // TestIgnoredDNSAnswersAreCounted: a server answers dig's query twice,
 // first with a wrong id (dig ignores it, and waits for the right one).
 // The learner uses the right one only, and counts the other as ignored
@@ -19,12 +30,7 @@ import (
 // report.
 func TestIgnoredDNSAnswersAreCounted(t *testing.T) {
 	lab.Require(t, "dig")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	l := startLearner(t, "--metrics-addr", addr)
 	lab.ServeDNS(t, l.pair.Server, lab.ServerIP4+":53", func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -363,12 +362,7 @@ func TestConfigFileAndEnvironment(t *testing.T) {
 // scraped over HTTP and parsed with the Prometheus parser, they match
 // what the clients did.
 func TestLearnerMetrics(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	l := startLearner(t, "--metrics-addr", addr)
 	for range 3 {
 		l.client.MustRun(t, "curl", "-sS", "-4", "http://10.77.0.1:8080/")
