@@ -35,8 +35,9 @@ lint: ## go vet and gofmt
 test: ## Run every test (kernel tests need root; with CI=true they fail instead of skipping)
 	$(GO) test -count=1 -timeout 15m ./...
 
-fuzz: ## Fuzz the DNS answer parser for FUZZTIME (default 20s)
+fuzz: ## Fuzz the DNS answer parser and the nft script generator, FUZZTIME each (default 20s)
 	$(GO) test ./internal/dnsanswer/ -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./enforce/ -run '^$$' -fuzz '^FuzzGenerate$$' -fuzztime $(FUZZTIME)
 
 check: deps check-generate lint test fuzz ## What CI runs: deps, generate check, vet, gofmt, tests, a short fuzz
 

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
@@ -92,7 +93,7 @@ var defaults = map[string]any{
 	"netns":               "",
 	"nflog_group":         100,
 	"audit_log_rate":      10,
-	"resolv_conf":         "/etc/resolv.conf",
+	"resolv_conf":         "",
 	"dns_servers":         []string{},
 	"ntp_servers":         []string{},
 	"always_allow":        []map[string]any{},
@@ -265,6 +266,11 @@ func (c *Config) resolve() error {
 	if c.DB == "" {
 		return errors.New("db: must not be empty")
 	}
+	for key, v := range map[string]string{"db": c.DB, "netns": c.Netns, "resolv_conf": c.ResolvConf, "cgroup": c.Cgroup} {
+		if strings.ContainsFunc(v, unicode.IsControl) {
+			return fmt.Errorf("%s: %q holds a control character", key, v)
+		}
+	}
 	var err error
 	if c.FlushInterval, err = ParseDuration("flush_interval", c.FlushIntervalS); err != nil {
 		return err
@@ -309,8 +315,8 @@ func (c *Config) resolve() error {
 	if c.Mode != "audit" && c.Mode != "enforce" {
 		return fmt.Errorf("mode: %q is not audit or enforce", c.Mode)
 	}
-	if c.Table == "" || len(c.Table) > 255 || strings.ContainsAny(c.Table, " \t\"'/;{}") {
-		return fmt.Errorf("table: %q is not a valid table name", c.Table)
+	if err := ValidIdentifier(c.Table); err != nil {
+		return fmt.Errorf("table: %w", err)
 	}
 	if c.NFLOGGroup < 0 || c.NFLOGGroup > 65535 {
 		return fmt.Errorf("nflog_group: %d is not between 0 and 65535", c.NFLOGGroup)
@@ -322,13 +328,13 @@ func (c *Config) resolve() error {
 		return fmt.Errorf("min_hits: %d is negative", c.MinHits)
 	}
 	for _, a := range c.DNSServers {
-		if _, err := netip.ParseAddr(strings.TrimSpace(a)); err != nil {
-			return fmt.Errorf("dns_servers: %q is not an address", a)
+		if ad, err := netip.ParseAddr(strings.TrimSpace(a)); err != nil || ad.Zone() != "" {
+			return fmt.Errorf("dns_servers: %q is not an address (without a zone)", a)
 		}
 	}
 	for _, a := range c.NTPServers {
-		if _, err := netip.ParseAddr(strings.TrimSpace(a)); err != nil {
-			return fmt.Errorf("ntp_servers: %q is not an address", a)
+		if ad, err := netip.ParseAddr(strings.TrimSpace(a)); err != nil || ad.Zone() != "" {
+			return fmt.Errorf("ntp_servers: %q is not an address (without a zone)", a)
 		}
 	}
 	c.IgnoreUIDs = nil
@@ -353,6 +359,20 @@ func (c *Config) resolve() error {
 			return fmt.Errorf("ignore_ports: %d is not a port (1-65535)", p)
 		}
 		c.IgnorePortList = append(c.IgnorePortList, uint16(p))
+	}
+	return nil
+}
+
+// ValidIdentifier checks a name nft reads bare (a table): a letter or an
+// underscore, then letters, digits, underscores or hyphens, 64 at most.
+func ValidIdentifier(s string) error {
+	ok := s != "" && len(s) <= 64
+	for i, r := range s {
+		letter := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '_'
+		ok = ok && (letter || i > 0 && (r >= '0' && r <= '9' || r == '-'))
+	}
+	if !ok {
+		return fmt.Errorf("%q is not a valid name (a letter or _, then letters, digits, _ or -; 64 at most)", s)
 	}
 	return nil
 }

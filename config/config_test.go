@@ -46,7 +46,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.DB != store.DefaultPath || c.FlushInterval != 5*time.Second || !c.IgnoreLoopback || c.Mode != "audit" ||
-		c.Table != "egress" || c.NFLOGGroup != 100 || c.ResolvConf != "/etc/resolv.conf" || c.MinHits != 1 || c.Since != 0 {
+		c.Table != "egress" || c.NFLOGGroup != 100 || c.ResolvConf != "" || c.MinHits != 1 || c.Since != 0 {
 		t.Errorf("defaults: %+v", c)
 	}
 }

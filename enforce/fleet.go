@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -11,23 +12,86 @@ import (
 	"github.com/egresskit/egress/store"
 )
 
-// ReadExport reads a file written by "egress-learn export".
-func ReadExport(path string) (*store.Export, error) {
+// ReadExport reads a file written by "egress-learn export" and checks it
+// (CheckExport): an export is another host's word, and a fleet is only as
+// safe as its least safe host. Warnings say what was left out.
+func ReadExport(path string) (*store.Export, []string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read export: %w", err)
+		return nil, nil, fmt.Errorf("read export: %w", err)
 	}
 	var e store.Export
 	if err := json.Unmarshal(data, &e); err != nil {
-		return nil, fmt.Errorf("read export %s: not an egress baseline: %w", path, err)
+		return nil, nil, fmt.Errorf("read export %s: not an egress baseline: %w", path, err)
 	}
 	if e.Format != store.ExportFormat {
-		return nil, fmt.Errorf("read export %s: format %q, want %q", path, e.Format, store.ExportFormat)
+		return nil, nil, fmt.Errorf("read export %s: format %q, want %q", path, e.Format, store.ExportFormat)
 	}
-	if e.Host == "" {
-		return nil, fmt.Errorf("read export %s: no host name", path)
+	warnings, err := CheckExport(&e)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read export %s: %w", path, err)
 	}
-	return &e, nil
+	for i, w := range warnings {
+		warnings[i] = path + ": " + w
+	}
+	return &e, warnings, nil
+}
+
+// CheckExport refuses an export whose host name, user names, addresses or
+// protocols are not what a learner writes: a host name and user names of
+// letters, digits, '.', '_' and '-' (a user name may end in '$'),
+// addresses without a zone (IPv4-mapped ones are unmapped), a protocol
+// number. A hostname of a flow that is not a DNS name (a forged DNS answer
+// can put anything there) is left out with a warning. Ports and protocols
+// are numbers by type (JSON refuses what does not fit).
+func CheckExport(e *store.Export) ([]string, error) {
+	if !validHost(e.Host, 253, false) {
+		return nil, fmt.Errorf("host %q is not a host name (letters, digits, '.', '_', '-'; 253 at most)", e.Host)
+	}
+	for uid, name := range e.Users {
+		if !validHost(name, 64, true) {
+			return nil, fmt.Errorf("user %q (uid %d) is not a user name (letters, digits, '.', '_', '-', a final '$'; 64 at most)", name, uid)
+		}
+	}
+	var warnings []string
+	for i := range e.Flows {
+		f := &e.Flows[i]
+		if err := CheckAddr(f.IP); err != nil {
+			return nil, fmt.Errorf("flow #%d (uid %d, port %d): %w", i+1, f.UID, f.Port, err)
+		}
+		f.IP = f.IP.Unmap()
+		if f.Proto == 0 {
+			return nil, fmt.Errorf("flow #%d (uid %d, %s): no protocol", i+1, f.UID, f.IP)
+		}
+		names := f.Hostnames[:0:0]
+		for _, n := range f.Hostnames {
+			if n := strings.ToLower(n); validName(n, false) {
+				names = append(names, n)
+				continue
+			}
+			warnings = append(warnings, fmt.Sprintf("flow uid %d %s %s: hostname %q left out: not a DNS name",
+				f.UID, ProtoName(f.Proto), netip.AddrPortFrom(f.IP, f.Port), n))
+		}
+		f.Hostnames = names
+	}
+	return warnings, nil
+}
+
+// validHost accepts letters, digits, '.', '_' and '-', not first, up to
+// max bytes; with user, a final '$' too.
+func validHost(s string, max int, user bool) bool {
+	if user {
+		s = strings.TrimSuffix(s, "$")
+	}
+	if s == "" || len(s) > max || s[0] == '-' || s[0] == '.' {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // Merged is a role baseline built from several hosts' exports.

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/egresskit/egress/config"
@@ -40,6 +41,48 @@ func ResolvConfServers(path string) ([]netip.Addr, error) {
 	return out, sc.Err()
 }
 
+// HostResolvConf gives the DNS servers when resolv_conf is not
+// configured and the namespace has no resolv.conf of its own.
+const HostResolvConf = "/etc/resolv.conf"
+
+// netnsEtc holds, per namespace name, the files `ip netns exec NAME`
+// mounts over /etc (iproute2); tests move it.
+var netnsEtc = "/etc/netns"
+
+// ResolvConfFor says which resolv.conf gives the DNS servers: the
+// configured one when there is one; for a namespace given by name (NAME or
+// /run/netns/NAME), /etc/netns/NAME/resolv.conf when it exists, the file
+// processes of that namespace see; otherwise /etc/resolv.conf.
+func ResolvConfFor(configured, netns string) string {
+	if configured != "" {
+		return configured
+	}
+	name := strings.TrimPrefix(netns, "/run/netns/")
+	if name != "" && name != "." && name != ".." && !strings.Contains(name, "/") {
+		p := filepath.Join(netnsEtc, name, "resolv.conf")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return HostResolvConf
+}
+
+// parseAddrs reads a list of addresses of the configuration.
+func parseAddrs(key string, list []string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, s := range list {
+		a, err := netip.ParseAddr(strings.TrimSpace(s))
+		if err == nil {
+			err = CheckAddr(a)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q is not an address (without a zone)", key, s)
+		}
+		out = append(out, a.Unmap())
+	}
+	return out, nil
+}
+
 // OptionsFromConfig turns the configuration into plan options.
 func OptionsFromConfig(c *config.Config) (Options, error) {
 	o := Options{
@@ -48,33 +91,36 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 		AuditLogRate: uint32(c.AuditLogRate),
 		MinHits:      uint64(c.MinHits),
 		Since:        c.Since,
+		ResolvConf:   ResolvConfFor(c.ResolvConf, c.Netns),
 	}
 	var err error
 	if o.Mode, err = ParseMode(c.Mode); err != nil {
 		return o, err
 	}
-	resolv, err := ResolvConfServers(c.ResolvConf)
+	if err := config.ValidIdentifier(c.Table); err != nil {
+		return o, fmt.Errorf("table: %w", err)
+	}
+	if o.DNSServers, err = ResolvConfServers(o.ResolvConf); err != nil {
+		return o, err
+	}
+	dns, err := parseAddrs("dns_servers", c.DNSServers)
 	if err != nil {
 		return o, err
 	}
-	o.DNSServers = append(o.DNSServers, resolv...)
-	for _, s := range c.DNSServers {
-		a, err := netip.ParseAddr(strings.TrimSpace(s))
-		if err != nil {
-			return o, fmt.Errorf("dns_servers: %q is not an address", s)
-		}
-		o.DNSServers = append(o.DNSServers, a.Unmap())
-	}
-	for _, s := range c.NTPServers {
-		a, err := netip.ParseAddr(strings.TrimSpace(s))
-		if err != nil {
-			return o, fmt.Errorf("ntp_servers: %q is not an address", s)
-		}
-		o.NTPServers = append(o.NTPServers, a.Unmap())
+	o.DNSServers = append(o.DNSServers, dns...)
+	if o.NTPServers, err = parseAddrs("ntp_servers", c.NTPServers); err != nil {
+		return o, err
 	}
 	if c.FollowMode != FollowIP || len(c.FollowNames) > 0 {
-		o.Follow = &FollowOptions{Mode: c.FollowMode, IPOnly: c.FollowIPOnly, TTLFloor: c.FollowTTLFloor,
+		o.Follow = &FollowOptions{Mode: c.FollowMode, TTLFloor: c.FollowTTLFloor,
 			MaxPerName: c.FollowMaxPerName, Mark: uint32(c.FollowMark)}
+		for _, n := range c.FollowIPOnly {
+			n = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(n), "."))
+			if !validName(n, false) {
+				return o, fmt.Errorf("follow_ip_only: %q is not a DNS name (letters, digits, -, _ and dots)", n)
+			}
+			o.Follow.IPOnly = append(o.Follow.IPOnly, n)
+		}
 		for i, fc := range c.FollowNames {
 			r, err := nameRuleFromConfig(fc)
 			if err != nil {
@@ -133,6 +179,9 @@ func allowFromConfig(ac config.AllowConfig) (Allow, error) {
 	}
 	if a.Proto == 0 && !a.Dest.IsValid() && a.UID == nil {
 		return a, errors.New("allows everything: give at least a proto, a dest or a user")
+	}
+	if err := CheckReason(ac.Reason); err != nil {
+		return a, err
 	}
 	a.Reason = ac.Reason
 	return a, nil

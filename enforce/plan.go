@@ -126,6 +126,8 @@ type Options struct {
 	UserName func(uint32) string
 	// Source names the baseline in the header of the text.
 	Source string
+	// ResolvConf is the file DNSServers were read from (for the record).
+	ResolvConf string
 }
 
 // Defaults for Options.
@@ -238,6 +240,8 @@ type Plan struct {
 	Flows  int       `json:"flows"`
 	Source string    `json:"source,omitempty"`
 	Built  time.Time `json:"built"`
+	// ResolvConf is the file the DNS servers were read from.
+	ResolvConf string `json:"resolv_conf,omitempty"`
 }
 
 // Chain is the output chain.
@@ -291,7 +295,7 @@ type Element struct {
 
 // Key identifies an element.
 func (e Element) Key() string {
-	return fmt.Sprintf("%d . %s . %s . %d", e.UID, e.IP, ProtoName(e.Proto), e.Port)
+	return fmt.Sprintf("%d . %s . %s . %d", e.UID, addrText(e.IP), ProtoName(e.Proto), e.Port)
 }
 
 // RuleKind says what a rule does; each kind renders one way.
@@ -349,6 +353,7 @@ func Build(flows []store.Flow, o Options) *Plan {
 		AuditLogRate: o.AuditLogRate,
 		Chain:        Chain{Name: "output", Hook: "output", Priority: "filter", Policy: "accept"},
 		Source:       o.Source,
+		ResolvConf:   o.ResolvConf,
 		Built:        o.Now.UTC().Truncate(time.Second),
 	}
 	enforce, audit := sortedUIDs(o.EnforceUIDs), sortedUIDs(o.AuditUIDs)
@@ -382,6 +387,9 @@ func Build(flows []store.Flow, o Options) *Plan {
 			continue
 		case f.Proto != ProtoTCP && f.Proto != ProtoUDP:
 			skip(f, "only tcp and udp flows are learned into the allow-list; allow others with always_allow")
+			continue
+		case CheckAddr(f.IP) != nil:
+			skip(f, "not an address of a rule: "+CheckAddr(f.IP).Error())
 			continue
 		case f.IP.IsLoopback():
 			continue // the loopback rule covers it
@@ -434,7 +442,7 @@ func Build(flows []store.Flow, o Options) *Plan {
 	// before the set lookup costs every new packet.
 	for _, fam := range byFamily(o.DNSServers) {
 		for _, proto := range []uint8{ProtoUDP, ProtoTCP} {
-			p.Rules = append(p.Rules, allowRule(hostsAllow(fam, proto, 53, "dns servers")))
+			p.Rules = append(p.Rules, allowRule(hostsAllow(fam, proto, 53, ReasonDNS)))
 		}
 	}
 	for _, fam := range byFamily(ntp) {
@@ -482,6 +490,9 @@ func (p *Plan) auditRate() uint32 {
 func byFamily(addrs []netip.Addr) [][]netip.Addr {
 	var v4, v6 []netip.Addr
 	for _, a := range addrs {
+		if !a.IsValid() {
+			continue
+		}
 		if a = a.Unmap(); a.Is4() {
 			v4 = append(v4, a)
 		} else {
@@ -695,22 +706,8 @@ func elementComment(f *store.Flow, hosts int) string {
 }
 
 // sanitizeComment keeps characters nft accepts inside a quoted comment and
-// cuts at its length limit.
-func sanitizeComment(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case strings.IndexByte(" .,:;-_+*=/#()[]@", c) >= 0:
-		default:
-			b[i] = '?'
-		}
-	}
-	if len(b) > maxComment-1 {
-		b = b[:maxComment-1]
-	}
-	return string(b)
-}
+// cuts at its length limit (the one path of escape.go).
+func sanitizeComment(s string) string { return clean(s, true, maxComment-1) }
 
 // ruleText is the nft statement of a rule, without its comment.
 func (p *Plan) ruleText(r *Rule) string {
@@ -778,7 +775,7 @@ func allowText(a *Allow) string {
 		}
 		list := make([]string, len(a.Addrs))
 		for i, ad := range a.Addrs {
-			list[i] = ad.String()
+			list[i] = addrText(ad)
 		}
 		parts = append(parts, ip+" daddr { "+strings.Join(list, ", ")+" }")
 	}
@@ -787,7 +784,7 @@ func allowText(a *Allow) string {
 		if a.Dest.Addr().Is6() {
 			ip = "ip6"
 		}
-		dest := a.Dest.Addr().String()
+		dest := addrText(a.Dest.Addr())
 		if a.Dest.Bits() != a.Dest.Addr().BitLen() {
 			dest = a.Dest.String()
 		}

@@ -199,7 +199,7 @@ func TestGuard(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			c.opts.Now = tp
-			err := Guard(Build(c.flows, c.opts), c.opts, c.readErr)
+			err := Guard(Build(c.flows, c.opts), c.readErr)
 			switch {
 			case c.want == "" && err != nil:
 				t.Errorf("refused: %v", err)

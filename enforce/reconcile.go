@@ -42,6 +42,11 @@ type ReconcileOptions struct {
 	StableAfter time.Duration
 	Now         time.Time
 	UserName    func(uint32) string
+
+	// IncludeDenied adds the destinations only the monitor saw (denied or
+	// audited, never learned) to the next baseline; without it they are
+	// listed apart and left out: anyone can knock on any destination.
+	IncludeDenied bool
 }
 
 // Defaults of ReconcileOptions.
@@ -88,11 +93,25 @@ type Proposal struct {
 	// Stable: every user has converged.
 	Stable bool `json:"stable"`
 
+	// Denied are destinations only the monitor saw the table drop or log:
+	// never learned. They join the next baseline only with IncludeDenied.
+	Denied        []Change `json:"denied"`
+	IncludeDenied bool     `json:"include_denied"`
+
 	next []store.Flow
 }
 
 // Empty reports whether the proposal changes nothing.
-func (p *Proposal) Empty() bool { return len(p.Additions) == 0 && len(p.Removals) == 0 }
+func (p *Proposal) Empty() bool { return len(p.Adding()) == 0 && len(p.Removals) == 0 }
+
+// Adding is what the next baseline adds: the additions, and the denied
+// destinations when they are included.
+func (p *Proposal) Adding() []Change {
+	if !p.IncludeDenied {
+		return p.Additions
+	}
+	return append(slices.Clone(p.Additions), p.Denied...)
+}
 
 // Next is the baseline of the next generation: the approved flows, less
 // the removals, plus the additions.
@@ -123,7 +142,7 @@ func Reconcile(flows []store.Flow, obs []store.Observation, names map[netip.Addr
 		o.MinHits = 1
 	}
 	p := &Proposal{Against: against, Now: o.Now.UTC(), StaleAfter: o.StaleAfter.String(), MinHits: o.MinHits,
-		Additions: []Change{}, Removals: []Change{}, Renamed: []Rename{}}
+		Additions: []Change{}, Removals: []Change{}, Denied: []Change{}, Renamed: []Rename{}, IncludeDenied: o.IncludeDenied}
 	learnable := func(f store.Flow) bool {
 		return (f.Proto == ProtoTCP || f.Proto == ProtoUDP) && !f.IP.IsLoopback()
 	}
@@ -177,14 +196,17 @@ func Reconcile(flows []store.Flow, obs []store.Observation, names map[netip.Addr
 		for _, k := range order {
 			f := *seen[k]
 			if f.Hits >= o.MinHits && learnable(f) {
-				p.Additions = append(p.Additions, changeOf(f, source[k], o.UserName))
-				p.next = append(p.next, f)
+				p.Denied = append(p.Denied, changeOf(f, source[k], o.UserName))
+				if o.IncludeDenied {
+					p.next = append(p.next, f)
+				}
 			}
 		}
 	}
 	p.Renamed = dedupRenames(p.Renamed)
 	sortChanges(p.Additions)
 	sortChanges(p.Removals)
+	sortChanges(p.Denied)
 	var live []store.Flow
 	for _, f := range flows {
 		if f.State(o.Now, 0) != store.StateRetired {
@@ -265,6 +287,11 @@ func (p *Proposal) Write(w io.Writer) error {
 	}
 	writeChanges("add", "+", p.Additions)
 	writeChanges("remove", "-", p.Removals)
+	if p.IncludeDenied {
+		writeChanges("denied only, added (--include-denied)", "+", p.Denied)
+	} else {
+		writeChanges("denied only, never learned (not added; --include-denied adds them)", "?", p.Denied)
+	}
 	if len(p.Renamed) > 0 {
 		fmt.Fprintf(&b, "\nrenamed (names changed since approval; the rules follow addresses):\n")
 		for _, r := range p.Renamed {
@@ -289,7 +316,11 @@ func (p *Proposal) Write(w io.Writer) error {
 	} else {
 		b.WriteString("not converged yet: some users still reach new destinations\n")
 	}
-	fmt.Fprintf(&b, "\n%d to add, %d to remove\n", len(p.Additions), len(p.Removals))
+	fmt.Fprintf(&b, "\n%d to add, %d to remove", len(p.Adding()), len(p.Removals))
+	if len(p.Denied) > 0 && !p.IncludeDenied {
+		fmt.Fprintf(&b, ", %d denied only left out", len(p.Denied))
+	}
+	b.WriteString("\n")
 	_, err := io.WriteString(w, b.String())
 	return err
 }

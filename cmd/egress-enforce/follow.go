@@ -21,7 +21,8 @@ func newFollow(g *cli.Globals) *cobra.Command {
 		Short: "Keep name rules true to DNS: add the addresses answers give to the follow sets",
 		Long: `follow loads eBPF programs on a cgroup v2 directory (default: the root of the
 cgroup2 mount) that watch the DNS queries and answers of its sockets. An answer
-is used only if it comes from a configured resolver (resolv_conf, dns_servers),
+is used only if it comes from a configured resolver (resolv_conf, dns_servers;
+with --netns NAME, /etc/netns/NAME/resolv.conf when it exists),
 from port 53, to a socket that sent a query with that id and question. When a
 name rule of the current generation allows the receiving user that name
 (directly or through a wildcard; CNAME chains included), the answer's addresses
@@ -45,7 +46,7 @@ each added address as a JSON object.`,
 				return fmt.Errorf("configuration: %w", err)
 			}
 			if len(opts.DNSServers) == 0 {
-				return fmt.Errorf("no resolver to trust: resolv_conf lists none and dns_servers is empty")
+				return fmt.Errorf("no resolver to trust: %s lists none and dns_servers is empty", opts.ResolvConf)
 			}
 			st, err := cli.WriteStore(cfg)
 			if err != nil {
@@ -86,7 +87,7 @@ each added address as a JSON object.`,
 			}
 			s := f.Stats()
 			log.Info("following", "cgroup", cgroupOrRoot(cgroup), "netns", cfg.Netns, "generation", s.Generation, "rules", s.Rules,
-				"resolvers", fmt.Sprint(opts.DNSServers))
+				"resolvers", fmt.Sprint(opts.DNSServers), "resolv_conf", opts.ResolvConf)
 			return f.Run(cmd.Context())
 		},
 	}

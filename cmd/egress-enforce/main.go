@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -75,8 +76,32 @@ func planFlags(cmd *cobra.Command, g *cli.Globals) {
 }
 
 func netnsFlag(cmd *cobra.Command, g *cli.Globals) {
-	cmd.Flags().String("netns", "", "network namespace: a name under /run/netns or a path such as /proc/PID/ns/net (default: this host's)")
+	cmd.Flags().String("netns", "", "network namespace: a name under /run/netns or a path such as /proc/PID/ns/net (default: this host's); "+
+		"with a name, the DNS servers come from /etc/netns/NAME/resolv.conf when it exists")
 	g.Loader.Bind("netns", "netns")
+}
+
+// dnsServers says where the allowed DNS servers came from, for the log
+// and JSON: a namespace's resolv.conf is not the host's.
+type dnsServers struct {
+	ResolvConf string       `json:"resolv_conf"`
+	Servers    []netip.Addr `json:"dns_servers"`
+}
+
+func dnsOf(p *enforce.Plan) dnsServers {
+	return dnsServers{p.ResolvConf, nonNil(p.DNSServers())}
+}
+
+// guardPlan runs the pre-apply check of every path that can drop; --force
+// turns a refusal into a warning.
+func guardPlan(p *enforce.Plan, baselineErr error, force bool) error {
+	if err := enforce.Guard(p, baselineErr); err != nil {
+		if !force {
+			return err
+		}
+		slog.Warn("--force: " + err.Error())
+	}
+	return nil
 }
 
 // built is a plan with what it was built from.
@@ -90,7 +115,7 @@ type built struct {
 // buildPlan reads the baseline and builds the plan. A baseline that cannot
 // be read is returned in baselineErr with an empty plan, for the guard.
 func buildPlan(cmd *cobra.Command, g *cli.Globals) (*built, error) {
-	cfg, _, err := g.Load(cmd)
+	cfg, log, err := g.Load(cmd)
 	if err != nil {
 		return nil, err
 	}
@@ -98,6 +123,7 @@ func buildPlan(cmd *cobra.Command, g *cli.Globals) (*built, error) {
 	if err != nil {
 		return nil, fmt.Errorf("configuration: %w", err)
 	}
+	log.Info("dns servers", "resolv_conf", opts.ResolvConf, "servers", fmt.Sprint(opts.DNSServers))
 	names := config.UserNames{}
 	opts.UserName = names.Name
 	opts.Source = cfg.DB
@@ -111,9 +137,12 @@ func buildPlan(cmd *cobra.Command, g *cli.Globals) (*built, error) {
 		var exports []*store.Export
 		var hosts []string
 		for _, f := range from {
-			e, err := enforce.ReadExport(f)
+			e, warnings, err := enforce.ReadExport(f)
 			if err != nil {
 				return nil, err
+			}
+			for _, w := range warnings {
+				slog.Warn(w)
 			}
 			exports = append(exports, e)
 			hosts = append(hosts, e.Host)
@@ -149,6 +178,18 @@ func stagedUsers(cmd *cobra.Command, opts *enforce.Options) error {
 	return opts.Check()
 }
 
+// addrList writes addresses for people: "none" for none.
+func addrList(a []netip.Addr) string {
+	if len(a) == 0 {
+		return "none"
+	}
+	s := make([]string, len(a))
+	for i, v := range a {
+		s[i] = v.String()
+	}
+	return strings.Join(s, ", ")
+}
+
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -159,12 +200,20 @@ func newGenerate(g *cli.Globals) *cobra.Command {
 	var out string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "generate [--db PATH] [--mode audit|enforce] [-o FILE] [--json]",
+		Use:   "generate [--db PATH] [--mode audit|enforce] [--netns NAME] [-o FILE] [--json]",
 		Short: "Print the nft script (or the plan as JSON) built from the baseline",
 		Long: `generate prints the table egress-enforce would apply, as an nft script that
 "nft -f" loads (it replaces the table atomically), for review and version
 control. Every set element carries a comment with its hits, last-seen date,
-processes and hostnames. --json prints the plan instead.`,
+processes and hostnames. --json prints the plan instead.
+
+--netns NAME builds the table for that namespace: its DNS servers come from
+/etc/netns/NAME/resolv.conf when it exists (what "ip netns exec NAME" shows
+its processes), else /etc/resolv.conf; a configured resolv_conf wins. The
+script's header and the JSON say which file was read.
+
+--from reads exports of other hosts; each is checked (host and user names,
+addresses without zones, protocols) and refused if it holds anything else.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			b, err := buildPlan(cmd, g)
@@ -195,6 +244,7 @@ processes and hostnames. --json prints the plan instead.`,
 		},
 	}
 	planFlags(cmd, g)
+	netnsFlag(cmd, g)
 	cmd.Flags().StringVarP(&out, "output", "o", "", "write to FILE instead of standard output")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON")
 	return cmd
@@ -212,9 +262,14 @@ table, add table and its contents, in one batch): no packet ever meets a
 missing or half-built table. If the kernel rejects the batch, the previous
 table stays as it was. The result is read back to verify it.
 
---mode enforce refuses a missing or unreadable baseline, an empty one, and
-one that would cut off DNS, unless --force. --dry-run shows what would change
-and applies nothing.
+Every plan that drops (--mode enforce, and staged enforcement either way)
+is refused for a missing or unreadable baseline, an empty one, and one that
+would cut off DNS, unless --force. --dry-run shows what would change and
+applies nothing.
+
+With --netns NAME the DNS servers come from /etc/netns/NAME/resolv.conf when
+it exists, else /etc/resolv.conf (a configured resolv_conf wins); the log
+and --json say which.
 
 Staged enforcement: --mode enforce --enforce-users alice,www-data drops only
 for those users and keeps logging (not dropping) for everyone else;
@@ -233,12 +288,10 @@ also rolls back early when the table drops more than 50 packets a second.`,
 				return err
 			}
 			target := enforce.Target{Netns: b.cfg.Netns}
-			if err := enforce.Guard(b.plan, b.opts, b.baselineErr); err != nil {
-				if !force {
-					return err
-				}
-				slog.Warn("--force: " + err.Error())
-			} else if b.baselineErr != nil {
+			if err := guardPlan(b.plan, b.baselineErr, force); err != nil {
+				return err
+			}
+			if b.baselineErr != nil && !b.plan.Drops() {
 				return b.baselineErr
 			}
 			w := cmd.OutOrStdout()
@@ -279,7 +332,8 @@ also rolls back early when the table drops more than 50 packets a second.`,
 					Generation uint64 `json:"generation"`
 					State      string `json:"state"`
 					*enforce.ApplyResult
-				}{gen.N, gen.State, res})
+					dnsServers
+				}{gen.N, gen.State, res, dnsOf(b.plan)})
 			}
 			fmt.Fprintf(w, "applied generation %d: table inet %s in %s, %s mode, %d elements, %d rules, in %s; read back and verified\n",
 				gen.N, b.plan.Table, target, b.plan.Mode, res.Elements, res.Rules, res.Took.Round(time.Millisecond))
@@ -325,10 +379,20 @@ func newStatus(g *cli.Globals) *cobra.Command {
 			if db, err := store.Open(cfg.DB, store.Options{LockTimeout: 2 * time.Second}); err == nil {
 				st.Follow, _ = enforce.ReadFollowStats(db, target, cfg.Table)
 			}
+			dns := dnsServers{ResolvConf: enforce.ResolvConfFor(cfg.ResolvConf, cfg.Netns)}
+			dns.Servers, err = enforce.ResolvConfServers(dns.ResolvConf)
+			if err != nil {
+				return err
+			}
+			dns.Servers = nonNil(dns.Servers)
 			w := cmd.OutOrStdout()
 			if asJSON {
-				return printJSON(w, st)
+				return printJSON(w, struct {
+					*enforce.Status
+					dnsServers
+				}{st, dns})
 			}
+			fmt.Fprintf(w, "resolvers of %s: %s (from %s)\n", target, addrList(dns.Servers), dns.ResolvConf)
 			if !st.Present {
 				fmt.Fprintf(w, "table inet %s is not installed in %s\n", st.Table, target)
 				return nil
@@ -391,7 +455,10 @@ added and removed, and a mode change. Exit status 0 either way.`,
 				return err
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), d)
+				return printJSON(cmd.OutOrStdout(), struct {
+					*enforce.Diff
+					dnsServers
+				}{d, dnsOf(b.plan)})
 			}
 			return d.Write(cmd.OutOrStdout())
 		},

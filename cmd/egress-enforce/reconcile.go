@@ -36,18 +36,21 @@ func approvePlan(st *store.Store, p *enforce.Plan, n uint64, now time.Time) erro
 func newReconcile(g *cli.Globals) *cobra.Command {
 	var staleAfter, stableAfter time.Duration
 	var only, out, reason, deniedRate string
-	var asJSON, apply bool
+	var asJSON, apply, force, includeDenied bool
 	var confirmWithin time.Duration
 	cmd := &cobra.Command{
-		Use:   "reconcile [--stale-after D] [--min-hits N] [--json] [-o FILE] [--apply [--only add|remove] ...]",
+		Use:   "reconcile [--stale-after D] [--min-hits N] [--json] [-o FILE] [--apply [--only add|remove] [--include-denied] [--force] ...]",
 		Short: "Propose the next generation: new destinations to add, stale ones to remove",
 		Long: `reconcile compares what was learned and observed since the current generation
 with that generation's approved baseline, and proposes a change:
 
   add     candidates: flows the learner recorded since (seen at least --min-hits
-          times), and destinations the monitor saw the table drop or log;
+          times);
   remove  approved flows not seen for --stale-after (default 30 days);
-  renamed approved addresses whose DNS names changed since approval.
+  renamed approved addresses whose DNS names changed since approval;
+  denied  destinations only the monitor saw the table drop or log, never
+          learned: listed apart, and added only with --include-denied (any
+          user can make the table deny a destination by knocking on it).
 
 It prints the proposal per user with names, hits and last seen (--json for
 scripts), and -o writes the nft text of the next generation. Per user it shows
@@ -55,8 +58,10 @@ when the last new destination appeared and how many appeared each day, and
 says whether the soak has converged (no new destination for --stable-after).
 
 --apply applies the proposal through the same path as apply (--mode,
---confirm-within, --enforce-users, --reason); --only add or --only remove
-splits the change. Nothing changes without --apply.`,
+--confirm-within, --enforce-users, --reason) and the same check: a table
+that drops is refused for an empty or DNS-cutting baseline unless --force.
+--only add or --only remove splits the change. Nothing changes without
+--apply.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, _, err := g.Load(cmd)
@@ -109,6 +114,7 @@ splits the change. Nothing changes without --apply.`,
 			}
 			p := enforce.Reconcile(flows, obs, dnsNames, cur, enforce.ReconcileOptions{
 				StaleAfter: staleAfter, MinHits: uint64(cfg.MinHits), Only: only, StableAfter: stableAfter, Now: now, UserName: names.Name,
+				IncludeDenied: includeDenied,
 			})
 			// The proposal chose the flows: no further filtering.
 			opts.MinHits, opts.Since = 0, 0
@@ -141,19 +147,22 @@ splits the change. Nothing changes without --apply.`,
 				fmt.Fprintln(cmd.ErrOrStderr(), "nothing to apply")
 				return nil
 			}
-			if err := enforce.Guard(plan, opts, nil); err != nil {
+			if err := guardPlan(plan, nil, force); err != nil {
 				return err
 			}
 			rate, err := parseRate(deniedRate)
 			if err != nil {
 				return err
 			}
+			if rate > 0 && confirmWithin <= 0 {
+				return fmt.Errorf("--rollback-if-denied-rate needs --confirm-within")
+			}
 			wst, err := cli.WriteStore(cfg)
 			if err != nil {
 				return err
 			}
 			if reason == "" {
-				reason = fmt.Sprintf("reconcile: %d added, %d removed", len(p.Additions), len(p.Removals))
+				reason = fmt.Sprintf("reconcile: %d added, %d removed", len(p.Adding()), len(p.Removals))
 			}
 			gen, res, err := enforce.ApplyGeneration(plan, target, enforce.RolloutOptions{
 				Store: wst, Command: commandLine(), Reason: reason, ConfirmWithin: confirmWithin,
@@ -163,10 +172,10 @@ splits the change. Nothing changes without --apply.`,
 				return err
 			}
 			added := map[store.FlowKey]enforce.Change{}
-			for _, c := range p.Additions {
+			for _, c := range p.Adding() {
 				added[enforce.Keys([]enforce.Change{c})[0]] = c
 			}
-			if err := wst.SetApproval(enforce.Keys(p.Additions), func(f *store.Flow) {
+			if err := wst.SetApproval(enforce.Keys(p.Adding()), func(f *store.Flow) {
 				if f.Hits == 0 { // a destination only the monitor saw
 					c := added[f.FlowKey]
 					f.Hits, f.FirstSeen, f.LastSeen, f.Hostnames = c.Hits, c.FirstSeen, c.LastSeen, c.Hostnames
@@ -181,7 +190,7 @@ splits the change. Nothing changes without --apply.`,
 				return err
 			}
 			fmt.Fprintf(w, "applied generation %d: %s mode, %d elements (%d added, %d removed), in %s\n",
-				gen.N, plan.Mode, res.Elements, len(p.Additions), len(p.Removals), res.Took.Round(time.Millisecond))
+				gen.N, plan.Mode, res.Elements, len(p.Adding()), len(p.Removals), res.Took.Round(time.Millisecond))
 			return nil
 		},
 	}
@@ -194,6 +203,8 @@ splits the change. Nothing changes without --apply.`,
 	f.StringVarP(&out, "output", "o", "", "write the nft text of the next generation to FILE")
 	f.BoolVar(&asJSON, "json", false, "print the proposal as JSON")
 	f.BoolVar(&apply, "apply", false, "apply the proposal as a new generation")
+	f.BoolVar(&includeDenied, "include-denied", false, "add the destinations only the monitor saw denied (never learned) too")
+	f.BoolVar(&force, "force", false, "with --apply: apply a table that drops even when the baseline is empty or would cut off DNS")
 	f.DurationVar(&confirmWithin, "confirm-within", 0, "with --apply: roll back unless confirmed within this long")
 	f.StringVar(&deniedRate, "rollback-if-denied-rate", "", "with --confirm-within: roll back early above this drop rate (e.g. 50/s)")
 	f.StringVar(&reason, "reason", "", "why: kept in the history")
