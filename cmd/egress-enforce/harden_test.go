@@ -183,7 +183,7 @@ func TestNetnsResolvConf(t *testing.T) {
 		t.Errorf("the script does not say where the DNS servers came from:\n%s", script)
 	}
 
-	for _, args := range [][]string{{"diff", "--json"}, {"status", "--json"}} {
+	for _, args := range [][]string{{"diff", "--json"}, {"status", "--json"}, {"apply", "--dry-run", "--json"}} {
 		var d dnsJSON
 		if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, append(args, "--netns", ns.Name)...)), &d); err != nil || d.ResolvConf != own {
 			t.Errorf("%v: %+v %v", args, d, err)

@@ -92,6 +92,12 @@ func dnsOf(p *enforce.Plan) dnsServers {
 	return dnsServers{p.ResolvConf, nonNil(p.DNSServers())}
 }
 
+// diffJSON is a diff with where the plan's DNS servers came from.
+type diffJSON struct {
+	*enforce.Diff
+	dnsServers
+}
+
 // guardPlan runs the pre-apply check of every path that can drop; --force
 // turns a refusal into a warning.
 func guardPlan(p *enforce.Plan, baselineErr error, force bool) error {
@@ -301,7 +307,7 @@ also rolls back early when the table drops more than 50 packets a second.`,
 					return err
 				}
 				if asJSON {
-					return printJSON(w, d)
+					return printJSON(w, diffJSON{d, dnsOf(b.plan)})
 				}
 				fmt.Fprintln(w, "dry run: nothing applied")
 				return d.Write(w)
@@ -455,10 +461,7 @@ added and removed, and a mode change. Exit status 0 either way.`,
 				return err
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), struct {
-					*enforce.Diff
-					dnsServers
-				}{d, dnsOf(b.plan)})
+				return printJSON(cmd.OutOrStdout(), diffJSON{d, dnsOf(b.plan)})
 			}
 			return d.Write(cmd.OutOrStdout())
 		},
