@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/user"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,6 +43,7 @@ type Config struct {
 	IgnoreUsers      []string `mapstructure:"ignore_users"`
 	IgnoreCIDRs      []string `mapstructure:"ignore_cidrs"`
 	IgnorePorts      []int    `mapstructure:"ignore_ports"`
+	DNSResolverUsers []string `mapstructure:"dns_resolver_users"`
 
 	// egress-enforce
 	Table        string        `mapstructure:"table"`
@@ -74,6 +76,8 @@ type Config struct {
 	IgnoreUIDs      []uint32       `mapstructure:"-"`
 	IgnorePrefixes  []netip.Prefix `mapstructure:"-"`
 	IgnorePortList  []uint16       `mapstructure:"-"`
+	// DNSResolverUIDs are the UIDs of dns_resolver_users.
+	DNSResolverUIDs []uint32 `mapstructure:"-"`
 }
 
 // defaults lists every key with its default value; a key not listed here
@@ -88,6 +92,7 @@ var defaults = map[string]any{
 	"ignore_users":        []string{},
 	"ignore_cidrs":        []string{},
 	"ignore_ports":        []int{},
+	"dns_resolver_users":  []string{DefaultResolvers},
 	"table":               "egress",
 	"mode":                "audit",
 	"netns":               "",
@@ -106,6 +111,50 @@ var defaults = map[string]any{
 	"follow_max_per_name": 64,
 	"follow_mark":         0x10000000,
 	"follow_window":       "30s",
+}
+
+// DefaultResolvers, in dns_resolver_users, stands for those of
+// DefaultResolverUsers this host has.
+const DefaultResolvers = "default"
+
+// DefaultResolverUsers are the users local DNS resolvers usually run as:
+// systemd-resolved, nscd, dnsmasq, unbound, BIND, PowerDNS Recursor, Knot
+// Resolver, and root (nscd's default on Debian, dockerd's embedded
+// resolver, dnsmasq run with user=root). Root is trusted with everything
+// already: it can rewrite the baseline and the table; and since the
+// learner takes a socket's UID in the initial user namespace, a user in a
+// user namespace of its own cannot pass for root.
+var DefaultResolverUsers = []string{
+	"root", "systemd-resolve", "systemd-resolved", "nscd", "dnsmasq", "unbound",
+	"bind", "named", "pdns", "pdns-recursor", "knot-resolver",
+}
+
+// resolverUIDs resolves dns_resolver_users: names or UIDs, and
+// DefaultResolvers for those of defaults that exist here (the others are
+// left out silently; a name given explicitly must exist).
+func resolverUIDs(list, defaults []string) ([]uint32, error) {
+	out := []uint32{}
+	add := func(uid uint32) {
+		if !slices.Contains(out, uid) {
+			out = append(out, uid)
+		}
+	}
+	for _, s := range list {
+		if strings.TrimSpace(s) == DefaultResolvers {
+			for _, d := range defaults {
+				if uid, err := LookupUID(d); err == nil {
+					add(uid)
+				}
+			}
+			continue
+		}
+		uid, err := LookupUID(s)
+		if err != nil {
+			return nil, fmt.Errorf("dns_resolver_users: %w (%q stands for the usual resolver users this host has)", err, DefaultResolvers)
+		}
+		add(uid)
+	}
+	return out, nil
 }
 
 // FollowConfig is one follow_names entry: a name (a leading "*." allowed)
@@ -344,6 +393,9 @@ func (c *Config) resolve() error {
 			return fmt.Errorf("ignore_users: %w", err)
 		}
 		c.IgnoreUIDs = append(c.IgnoreUIDs, uid)
+	}
+	if c.DNSResolverUIDs, err = resolverUIDs(c.DNSResolverUsers, DefaultResolverUsers); err != nil {
+		return err
 	}
 	c.IgnorePrefixes = nil
 	for _, s := range c.IgnoreCIDRs {

@@ -26,7 +26,12 @@ type Config struct {
 	// Drain is the interval between reads of the kernel's flow counts.
 	Drain  time.Duration
 	Filter Filter
-	Probe  ProbeOptions
+	// Resolvers are the UIDs of the local resolvers (systemd-resolved,
+	// nscd, dnsmasq...) that ask on behalf of other users' processes: a
+	// flow whose user resolved nothing for its address takes the names of
+	// their answers, and of nobody else's.
+	Resolvers []uint32
+	Probe     ProbeOptions
 	// Status, when set (a terminal), gets a live status line every second.
 	Status io.Writer
 	// SummaryEvery is the interval of the summary log line when Status is
@@ -113,7 +118,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	var readers errgroup.Group
 	readers.Go(func() error { return probe.ReadEvents(func(Attempt) {}, agg.add) })
 	readers.Go(func() error { return probe.ReadDNS(agg.addDNS) })
-	cfg.Log.Info("learning", "cgroup", cfg.Cgroup, "db", cfg.DB, "run", run.ID, "known_flows", len(keys), "duration", cfg.Duration)
+	cfg.Log.Info("learning", "cgroup", cfg.Cgroup, "db", cfg.DB, "run", run.ID, "known_flows", len(keys), "duration", cfg.Duration, "dns_resolvers", cfg.Resolvers)
 	if cfg.Ready != nil {
 		cfg.Ready()
 	}
@@ -271,7 +276,7 @@ func (l *learner) flush(st *store.Store) error {
 	n := len(t.flows)
 	for i := 0; i == 0 || i < n; i += flushChunk {
 		j := min(i+flushChunk, n)
-		b := &store.Batch{Flows: t.chunk(i, j)}
+		b := &store.Batch{Flows: t.chunk(i, j), Resolvers: l.cfg.Resolvers}
 		if i == 0 {
 			b.DNS = t.dns
 		}

@@ -168,6 +168,9 @@ type Batch struct {
 	Flows []Flow
 	DNS   []DNSObservation
 	Run   *Run // updated when set; its ID must come from BeginRun
+	// Resolvers are the UIDs whose DNS answers may name other users'
+	// flows (local resolvers asking on their behalf); see NamesFor.
+	Resolvers []uint32
 }
 
 // Empty reports whether the batch has nothing to write.
@@ -204,7 +207,7 @@ func (s *Store) Apply(b *Batch) error {
 		}
 		flows := tx.Bucket(bucketFlows)
 		for _, f := range b.Flows {
-			if err := applyFlow(flows, dns, f); err != nil {
+			if err := applyFlow(flows, dns, f, b.Resolvers); err != nil {
 				return err
 			}
 		}
@@ -256,24 +259,59 @@ func applyDNS(b *bolt.Bucket, o DNSObservation) error {
 	return putJSON(b, key, &rec)
 }
 
-// namesFor returns the names ip was resolved from by uid, or, when uid
-// resolved none (a caching resolver asked for it), by anyone.
-func namesFor(b *bolt.Bucket, ip netip.Addr, uid uint32) ([]string, error) {
+// namesFor returns the names the DNS table gives ip for a flow of uid
+// (see NamesFor).
+func namesFor(b *bolt.Bucket, ip netip.Addr, uid uint32, resolvers []uint32) ([]string, error) {
 	var rec dnsRecord
 	if ok, err := getJSON(b, ipKey(ip), &rec); !ok || err != nil {
 		return nil, err
 	}
-	var own, any []string
-	for _, n := range rec.Names {
-		any = append(any, n.Name)
+	return NamesFor(rec.Names, uid, resolvers), nil
+}
+
+// NamesFor picks, from the names an address was resolved from, those a
+// flow of uid to that address carries: the names uid resolved itself, or,
+// when it resolved none, the names from answers that one of the resolvers
+// received (a local caching resolver that asked on uid's behalf, over a
+// channel the learner does not see: nss-resolve's varlink, nscd). Another
+// user's answers never name the flow: that user could have resolved a
+// name it controls pointing at uid's destination.
+func NamesFor(names []DNSName, uid uint32, resolvers []uint32) []string {
+	var own, resolved []string
+	for _, n := range names {
 		if slices.Contains(n.UIDs, uid) {
 			own = append(own, n.Name)
+		} else if slices.ContainsFunc(n.UIDs, func(u uint32) bool { return slices.Contains(resolvers, u) }) {
+			resolved = append(resolved, n.Name)
 		}
 	}
 	if len(own) > 0 {
-		return own, nil
+		return own
 	}
-	return any, nil
+	return resolved
+}
+
+// FlowNames returns, for each key the DNS table has names for, the names
+// a flow of that key carries (see NamesFor), as the learner would give
+// them: for flows the learner did not record, such as the monitor's.
+func (s *Store) FlowNames(keys []FlowKey, resolvers []uint32) (map[FlowKey][]string, error) {
+	return read(s, func(tx *bolt.Tx) (map[FlowKey][]string, error) {
+		out := map[FlowKey][]string{}
+		b := tx.Bucket(bucketDNS)
+		if b == nil {
+			return out, nil
+		}
+		for _, k := range keys {
+			names, err := namesFor(b, k.IP, k.UID, resolvers)
+			if err != nil {
+				return nil, err
+			}
+			if len(names) > 0 {
+				out[k] = names
+			}
+		}
+		return out, nil
+	})
 }
 
 // mergeList adds the new entries of add to list, up to max; it returns the
@@ -293,7 +331,7 @@ func mergeList(list, add []string, max int) ([]string, uint64) {
 	return list, dropped
 }
 
-func applyFlow(flows, dns *bolt.Bucket, f Flow) error {
+func applyFlow(flows, dns *bolt.Bucket, f Flow, resolvers []uint32) error {
 	key := f.FlowKey.bytes()
 	var rec flowRecord
 	found, err := getJSON(flows, key, &rec)
@@ -308,7 +346,7 @@ func applyFlow(flows, dns *bolt.Bucket, f Flow) error {
 	}
 	rec.Hits += f.Hits
 	rec.Dropped += f.Dropped
-	names, err := namesFor(dns, f.IP, f.UID)
+	names, err := namesFor(dns, f.IP, f.UID, resolvers)
 	if err != nil {
 		return err
 	}

@@ -142,7 +142,8 @@ func TestNamesPreferTheSameUser(t *testing.T) {
 			{IP: ip, Names: []string{"a.example"}, TTL: 30, UID: 1, Seen: t0},
 			{IP: ip, Names: []string{"b.example"}, TTL: 30, UID: 2, Seen: t0},
 		},
-		Flows: []Flow{flow(2, "192.0.2.7", 443, 1, t0), flow(3, "192.0.2.7", 443, 1, t0)},
+		Flows:     []Flow{flow(2, "192.0.2.7", 443, 1, t0), flow(3, "192.0.2.7", 443, 1, t0)},
+		Resolvers: []uint32{1},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -154,8 +155,8 @@ func TestNamesPreferTheSameUser(t *testing.T) {
 	if got := strings.Join(flows[0].Hostnames, ","); got != "b.example" {
 		t.Errorf("uid 2 names = %q, want its own lookup b.example", got)
 	}
-	if got := strings.Join(flows[1].Hostnames, ","); got != "a.example,b.example" {
-		t.Errorf("uid 3 (resolved nothing) names = %q, want every name of the address", got)
+	if got := strings.Join(flows[1].Hostnames, ","); got != "a.example" {
+		t.Errorf("uid 3 (resolved nothing) names = %q, want the resolver's a.example", got)
 	}
 }
 

@@ -84,7 +84,11 @@ Loopback destinations are ignored unless --ignore-loopback=false.
 DNS answers name the addresses they give only when they reach a socket that
 sent a query with the same id and question to the server they come from,
 once; the others (unsolicited, forged, replayed) are counted as ignored, by
-reason, in the status line, the run record and the metrics.`,
+reason, in the status line, the run record and the metrics. A flow carries
+the names its own user resolved for its address or, when that user resolved
+none, those from the answers of the local resolvers of dns_resolver_users
+(--dns-resolver-users; default: root and the usual resolver daemons' users
+this host has), never another user's.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, log, err := g.Load(cmd)
@@ -111,6 +115,7 @@ reason, in the status line, the run record and the metrics.`,
 					Ports:    cfg.IgnorePortList,
 					Loopback: cfg.IgnoreLoopback,
 				},
+				Resolvers:    cfg.DNSResolverUIDs,
 				Probe:        learn.DefaultProbeOptions(),
 				SummaryEvery: cfg.SummaryInterval,
 				Log:          log,
@@ -148,12 +153,14 @@ reason, in the status line, the run record and the metrics.`,
 	f.StringSlice("ignore-users", nil, "users (names or UIDs) whose connections are not recorded")
 	f.StringSlice("ignore-cidrs", nil, "destinations (CIDRs or addresses) not recorded")
 	f.IntSlice("ignore-ports", nil, "destination ports not recorded")
+	f.StringSlice("dns-resolver-users", nil, `users (names or UIDs) of the local DNS resolvers whose answers name the flows of users that resolved nothing themselves; "default": root and the usual resolver users this host has`)
 	g.Loader.Bind("cgroup", "cgroup")
 	g.Loader.Bind("flush_interval", "flush-interval")
 	g.Loader.Bind("ignore_loopback", "ignore-loopback")
 	g.Loader.Bind("ignore_users", "ignore-users")
 	g.Loader.Bind("ignore_cidrs", "ignore-cidrs")
 	g.Loader.Bind("ignore_ports", "ignore-ports")
+	g.Loader.Bind("dns_resolver_users", "dns-resolver-users")
 	return cmd
 }
 
