@@ -42,6 +42,28 @@ struct task_struct {
 	char comm[16];
 } __attribute__((preserve_access_index));
 
+// The socket of a cgroup_skb program's packet, read from the kernel's
+// sk_buff (bpf_cast_to_kern_ctx) and relocated against the running
+// kernel's BTF: sk_uid is the socket owner's kuid, a UID of the initial
+// user namespace, as bpf_get_current_uid_gid gives the flows' UIDs.
+typedef struct {
+	__u32 val;
+} kuid_t;
+
+struct sock {
+	kuid_t sk_uid;
+} __attribute__((preserve_access_index));
+
+struct sk_buff {
+	struct sock *sk;
+} __attribute__((preserve_access_index));
+
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+// NO_UID names the owner of a packet without a full socket: no user has
+// it ((uid_t)-1 is invalid), so such a packet names nothing.
+#define NO_UID 0xffffffff
+
 #define AF_INET 2
 #define AF_INET6 10
 #define TASK_COMM_LEN 16
@@ -468,13 +490,30 @@ static __always_inline int udp_of(struct __sk_buff *skb, __u8 *family, __u32 *l4
 	return 0;
 }
 
+// socket_uid is the UID, in the initial user namespace, of the owner of
+// the socket skb belongs to. Not bpf_get_socket_uid: it maps the UID into
+// the user namespace that owns the socket's network namespace, where an
+// unprivileged user may be any UID it likes (unshare --map-user=N --net)
+// and so pose as the victim of a name, or as a trusted resolver.
+static __always_inline __u32 socket_uid(struct __sk_buff *skb)
+{
+	struct bpf_sock *bs = skb->sk;
+	if (!bs || !bpf_sk_fullsock(bs))
+		return NO_UID;
+	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
+	struct sock *sk = kskb->sk;
+	if (!sk)
+		return NO_UID;
+	return sk->sk_uid.val;
+}
+
 // dns_head fills the header of a dns ring record from the packet.
 static __always_inline void dns_head(struct __sk_buff *skb, struct dns_event *h, __u8 family,
 				     struct udphdr *udp, __u16 plen, __u8 kind)
 {
 	h->cookie = bpf_get_socket_cookie(skb);
 	h->ts_ns = bpf_ktime_get_boot_ns();
-	h->uid = bpf_get_socket_uid(skb);
+	h->uid = socket_uid(skb);
 	h->family = family;
 	h->kind = kind;
 	h->_pad[0] = 0;
