@@ -130,8 +130,9 @@ func changeOf(f store.Flow, source string, name func(uint32) string) Change {
 }
 
 // Reconcile proposes the next baseline from the store's flows, the
-// monitor's observations, and the DNS names of their addresses.
-func Reconcile(flows []store.Flow, obs []store.Observation, names map[netip.Addr][]string, against uint64, o ReconcileOptions) *Proposal {
+// monitor's observations, and the DNS names of the observed flows
+// (store.FlowNames: the user's own lookups or a trusted resolver's).
+func Reconcile(flows []store.Flow, obs []store.Observation, names map[store.FlowKey][]string, against uint64, o ReconcileOptions) *Proposal {
 	if o.StaleAfter <= 0 {
 		o.StaleAfter = DefaultStaleAfter
 	}
@@ -179,7 +180,7 @@ func Reconcile(flows []store.Flow, obs []store.Observation, names map[netip.Addr
 		}
 		f, ok := seen[ob.FlowKey]
 		if !ok {
-			f = &store.Flow{FlowKey: ob.FlowKey, FirstSeen: ob.FirstSeen, LastSeen: ob.LastSeen, Hostnames: names[ob.IP]}
+			f = &store.Flow{FlowKey: ob.FlowKey, FirstSeen: ob.FirstSeen, LastSeen: ob.LastSeen, Hostnames: names[ob.FlowKey]}
 			seen[ob.FlowKey] = f
 			order = append(order, ob.FlowKey)
 		}

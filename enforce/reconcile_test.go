@@ -51,7 +51,7 @@ func TestReconcileWithAMovingClock(t *testing.T) {
 		{Kind: store.ObsAudit, FlowKey: flows[0].FlowKey, Hits: 3, FirstSeen: now, LastSeen: now}, // known: ignored
 		{Kind: store.ObsAudit, FlowKey: store.FlowKey{UID: NoUID, Proto: ProtoTCP, IP: netip.MustParseAddr("198.51.100.8"), Port: 1}, Hits: 9, FirstSeen: now, LastSeen: now},
 	}
-	names := map[netip.Addr][]string{netip.MustParseAddr("198.51.100.7"): {"api.example"}}
+	names := map[store.FlowKey][]string{obs[0].FlowKey: {"api.example"}}
 	p := Reconcile(flows, obs, names, 3, ReconcileOptions{MinHits: 2, Now: now})
 
 	if got := keysOf(p.Additions); !slices.Equal(got, []string{"candidate 192.0.2.3:443", "candidate 192.0.2.6:443"}) {

@@ -2,9 +2,7 @@ package main
 
 import (
 	"fmt"
-	"net/netip"
 	"os"
-	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -50,7 +48,9 @@ with that generation's approved baseline, and proposes a change:
   renamed approved addresses whose DNS names changed since approval;
   denied  destinations only the monitor saw the table drop or log, never
           learned: listed apart, and added only with --include-denied (any
-          user can make the table deny a destination by knocking on it).
+          user can make the table deny a destination by knocking on it);
+          named as the learner names flows: the user's own DNS lookups, or
+          those of the resolvers of dns_resolver_users, never another user's.
 
 It prints the proposal per user with names, hits and last seen (--json for
 scripts), and -o writes the nft text of the next generation. Per user it shows
@@ -104,7 +104,9 @@ that drops is refused for an empty or DNS-cutting baseline unless --force.
 			for _, o := range obs {
 				keys = append(keys, o.FlowKey)
 			}
-			dnsNames, err := st.NamesOf(addrs(keys))
+			// Names as the learner gives them: the user's own lookups, or
+			// a trusted resolver's; never another user's.
+			dnsNames, err := st.FlowNames(keys, cfg.DNSResolverUIDs)
 			if err != nil {
 				return err
 			}
@@ -209,14 +211,4 @@ that drops is refused for an empty or DNS-cutting baseline unless --force.
 	f.StringVar(&deniedRate, "rollback-if-denied-rate", "", "with --confirm-within: roll back early above this drop rate (e.g. 50/s)")
 	f.StringVar(&reason, "reason", "", "why: kept in the history")
 	return cmd
-}
-
-func addrs(keys []store.FlowKey) []netip.Addr {
-	out := make([]netip.Addr, 0, len(keys))
-	for _, k := range keys {
-		if !slices.Contains(out, k.IP) {
-			out = append(out, k.IP)
-		}
-	}
-	return out
 }
