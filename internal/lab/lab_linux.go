@@ -209,6 +209,9 @@ type As struct {
 	UID, GID uint32
 	Netns    *Netns
 	Cgroup   *Cgroup // nil: stay in the test's own cgroup
+	// Caps are capabilities the client keeps as ambient ones (e.g.
+	// "net_raw"), as a container or a ping helper would hold them.
+	Caps []string
 }
 
 // Command prepares args to run as a.UID inside a.Netns (through
@@ -216,7 +219,12 @@ type As struct {
 // (joined at clone, before the namespace is entered).
 func (a As) Command(ctx context.Context, args ...string) *exec.Cmd {
 	full := []string{"netns", "exec", a.Netns.Name, "setpriv",
-		"--reuid=" + strconv.Itoa(int(a.UID)), "--regid=" + strconv.Itoa(int(a.GID)), "--clear-groups", "--"}
+		"--reuid=" + strconv.Itoa(int(a.UID)), "--regid=" + strconv.Itoa(int(a.GID)), "--clear-groups"}
+	if len(a.Caps) > 0 {
+		caps := "+" + strings.Join(a.Caps, ",+")
+		full = append(full, "--inh-caps="+caps, "--ambient-caps="+caps)
+	}
+	full = append(full, "--")
 	full = append(full, args...)
 	cmd := exec.CommandContext(ctx, "ip", full...)
 	if a.Cgroup != nil {
