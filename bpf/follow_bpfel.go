@@ -29,17 +29,19 @@ type FollowAuthVal struct {
 }
 
 type FollowFollowEvent struct {
-	_       structs.HostLayout
-	Ts      uint64
-	Cookie  uint64
-	Hash    uint64
-	Uid     uint32
-	Len     uint16
-	OrigLen uint16
-	Family  uint8
-	Pad     [7]uint8
-	Saddr   [16]uint8
-	Data    [4096]uint8
+	_      structs.HostLayout
+	Ts     uint64
+	Cookie uint64
+	Hash   uint64
+	Uid    uint32
+	Naddrs uint32
+	Addrs  [32]struct {
+		_      structs.HostLayout
+		Family uint8
+		Pad    [3]uint8
+		Ttl    uint32
+		Addr   [16]uint8
+	}
 }
 
 type FollowQueryKey struct {
@@ -92,8 +94,10 @@ type FollowScratch struct {
 		H      uint64
 		Starts [5]uint32
 		Done   int32
-		Mode   uint32
-		_      [4]byte
+		End    uint32
+		Low    uint32
+		Chars  uint32
+		Jumped uint32
 	}
 	A struct {
 		_       structs.HostLayout
@@ -102,14 +106,24 @@ type FollowScratch struct {
 		Ancount uint32
 		Uid     uint32
 		Nports  uint32
+		Nchain  uint32
+		Naddrs  uint32
 		Pad     uint32
 		Now     uint64
 		Hash    uint64
+		Chain   [8]uint64
 		Ports   [8]struct {
 			_     structs.HostLayout
 			Proto uint8
 			Pad   uint8
 			Port  uint16
+		}
+		Addrs [32]struct {
+			_      structs.HostLayout
+			Family uint8
+			Pad    [3]uint8
+			Ttl    uint32
+			Addr   [16]uint8
 		}
 	}
 }
@@ -125,14 +139,19 @@ const (
 	FollowMapResolvers         = "resolvers"
 	FollowMapRules             = "rules"
 	FollowMapScratch           = "scratch"
+	FollowMapSockauth          = "sockauth"
 	FollowProgFollowAnswer     = "follow_answer"
 	FollowProgFollowConnect4   = "follow_connect4"
 	FollowProgFollowConnect6   = "follow_connect6"
-	FollowProgFollowQuery      = "follow_query"
+	FollowProgFollowEgress     = "follow_egress"
 	FollowVarFloorNs           = "floor_ns"
 	FollowVarFollowMark        = "follow_mark"
+	FollowVarNetnsCookie       = "netns_cookie"
+	FollowVarTtlMaxNs          = "ttl_max_ns"
 	FollowVarUnusedAuthKey     = "unused_auth_key"
 	FollowVarUnusedFollowEvent = "unused_follow_event"
+	FollowVarUnusedQueryKey    = "unused_query_key"
+	FollowVarUnusedQueryVal    = "unused_query_val"
 	FollowVarUnusedResolverKey = "unused_resolver_key"
 	FollowVarUnusedRuleKey     = "unused_rule_key"
 	FollowVarUnusedRuleVal     = "unused_rule_val"
@@ -184,7 +203,7 @@ type FollowProgramSpecs struct {
 	FollowAnswer   *ebpf.ProgramSpec `ebpf:"follow_answer"`
 	FollowConnect4 *ebpf.ProgramSpec `ebpf:"follow_connect4"`
 	FollowConnect6 *ebpf.ProgramSpec `ebpf:"follow_connect6"`
-	FollowQuery    *ebpf.ProgramSpec `ebpf:"follow_query"`
+	FollowEgress   *ebpf.ProgramSpec `ebpf:"follow_egress"`
 }
 
 // FollowMapSpecs contains maps before they are loaded into the kernel.
@@ -198,6 +217,7 @@ type FollowMapSpecs struct {
 	Resolvers    *ebpf.MapSpec `ebpf:"resolvers"`
 	Rules        *ebpf.MapSpec `ebpf:"rules"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
+	Sockauth     *ebpf.MapSpec `ebpf:"sockauth"`
 }
 
 // FollowVariableSpecs contains global variables before they are loaded into the kernel.
@@ -206,8 +226,12 @@ type FollowMapSpecs struct {
 type FollowVariableSpecs struct {
 	FloorNs           *ebpf.VariableSpec `ebpf:"floor_ns"`
 	FollowMark        *ebpf.VariableSpec `ebpf:"follow_mark"`
+	NetnsCookie       *ebpf.VariableSpec `ebpf:"netns_cookie"`
+	TtlMaxNs          *ebpf.VariableSpec `ebpf:"ttl_max_ns"`
 	UnusedAuthKey     *ebpf.VariableSpec `ebpf:"unused_auth_key"`
 	UnusedFollowEvent *ebpf.VariableSpec `ebpf:"unused_follow_event"`
+	UnusedQueryKey    *ebpf.VariableSpec `ebpf:"unused_query_key"`
+	UnusedQueryVal    *ebpf.VariableSpec `ebpf:"unused_query_val"`
 	UnusedResolverKey *ebpf.VariableSpec `ebpf:"unused_resolver_key"`
 	UnusedRuleKey     *ebpf.VariableSpec `ebpf:"unused_rule_key"`
 	UnusedRuleVal     *ebpf.VariableSpec `ebpf:"unused_rule_val"`
@@ -241,6 +265,7 @@ type FollowMaps struct {
 	Resolvers    *ebpf.Map `ebpf:"resolvers"`
 	Rules        *ebpf.Map `ebpf:"rules"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
+	Sockauth     *ebpf.Map `ebpf:"sockauth"`
 }
 
 func (m *FollowMaps) Close() error {
@@ -252,6 +277,7 @@ func (m *FollowMaps) Close() error {
 		m.Resolvers,
 		m.Rules,
 		m.Scratch,
+		m.Sockauth,
 	)
 }
 
@@ -261,8 +287,12 @@ func (m *FollowMaps) Close() error {
 type FollowVariables struct {
 	FloorNs           *ebpf.Variable `ebpf:"floor_ns"`
 	FollowMark        *ebpf.Variable `ebpf:"follow_mark"`
+	NetnsCookie       *ebpf.Variable `ebpf:"netns_cookie"`
+	TtlMaxNs          *ebpf.Variable `ebpf:"ttl_max_ns"`
 	UnusedAuthKey     *ebpf.Variable `ebpf:"unused_auth_key"`
 	UnusedFollowEvent *ebpf.Variable `ebpf:"unused_follow_event"`
+	UnusedQueryKey    *ebpf.Variable `ebpf:"unused_query_key"`
+	UnusedQueryVal    *ebpf.Variable `ebpf:"unused_query_val"`
 	UnusedResolverKey *ebpf.Variable `ebpf:"unused_resolver_key"`
 	UnusedRuleKey     *ebpf.Variable `ebpf:"unused_rule_key"`
 	UnusedRuleVal     *ebpf.Variable `ebpf:"unused_rule_val"`
@@ -276,7 +306,7 @@ type FollowPrograms struct {
 	FollowAnswer   *ebpf.Program `ebpf:"follow_answer"`
 	FollowConnect4 *ebpf.Program `ebpf:"follow_connect4"`
 	FollowConnect6 *ebpf.Program `ebpf:"follow_connect6"`
-	FollowQuery    *ebpf.Program `ebpf:"follow_query"`
+	FollowEgress   *ebpf.Program `ebpf:"follow_egress"`
 }
 
 func (p *FollowPrograms) Close() error {
@@ -284,7 +314,7 @@ func (p *FollowPrograms) Close() error {
 		p.FollowAnswer,
 		p.FollowConnect4,
 		p.FollowConnect6,
-		p.FollowQuery,
+		p.FollowEgress,
 	)
 }
 

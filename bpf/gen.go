@@ -5,4 +5,4 @@
 package bpf
 
 //go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel -type event -type dns_event -type flow_key -type flow_val Egress egress.c
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel -type follow_event -type auth_key -type auth_val -type rule_key -type rule_val -type resolver_key Follow follow.c
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel -type follow_event -type auth_key -type auth_val -type rule_key -type rule_val -type resolver_key -type query_key -type query_val Follow follow.c

@@ -63,6 +63,7 @@ type Config struct {
 	FollowNames      []FollowConfig `mapstructure:"follow_names"`
 	FollowIPOnly     []string       `mapstructure:"follow_ip_only"`
 	FollowTTLFloorS  string         `mapstructure:"follow_ttl_floor"`
+	FollowTTLMaxS    string         `mapstructure:"follow_ttl_max"`
 	FollowMaxPerName int            `mapstructure:"follow_max_per_name"`
 	FollowMark       int64          `mapstructure:"follow_mark"`
 	FollowWindowS    string         `mapstructure:"follow_window"`
@@ -70,6 +71,7 @@ type Config struct {
 	// Resolved by Load from the values above.
 	Since           time.Duration  `mapstructure:"-"`
 	FollowTTLFloor  time.Duration  `mapstructure:"-"`
+	FollowTTLMax    time.Duration  `mapstructure:"-"`
 	FollowWindow    time.Duration  `mapstructure:"-"`
 	FlushInterval   time.Duration  `mapstructure:"-"`
 	SummaryInterval time.Duration  `mapstructure:"-"`
@@ -108,6 +110,7 @@ var defaults = map[string]any{
 	"follow_names":        []map[string]any{},
 	"follow_ip_only":      []string{},
 	"follow_ttl_floor":    "5m",
+	"follow_ttl_max":      "1h",
 	"follow_max_per_name": 64,
 	"follow_mark":         0x10000000,
 	"follow_window":       "30s",
@@ -352,8 +355,14 @@ func (c *Config) resolve() error {
 	if c.FollowWindow, err = ParseDuration("follow_window", c.FollowWindowS); err != nil {
 		return err
 	}
+	if c.FollowTTLMax, err = ParseDuration("follow_ttl_max", c.FollowTTLMaxS); err != nil {
+		return err
+	}
 	if c.FollowTTLFloor < time.Second || c.FollowWindow < time.Second {
 		return fmt.Errorf("follow_ttl_floor and follow_window: at least 1s")
+	}
+	if c.FollowTTLMax < c.FollowTTLFloor {
+		return fmt.Errorf("follow_ttl_max: %s is shorter than follow_ttl_floor %s", c.FollowTTLMax, c.FollowTTLFloor)
 	}
 	if c.FollowMaxPerName < 1 {
 		return fmt.Errorf("follow_max_per_name: %d must be at least 1", c.FollowMaxPerName)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -40,6 +41,14 @@ type followLab struct {
 	nobody lab.As
 	other  lab.As
 	f      *Follower
+	sink   *udpSink
+	pins   string // the follower's bpf file system
+	// gateTimeout is the follower's GateTimeout (0: the default).
+	gateTimeout time.Duration
+	// stop stops the follower: cleanly, or as if it died (not graceful).
+	stop func(graceful bool)
+	// slow.rot.lab is answered once the test closes slowRelease.
+	slowAsked, slowRelease chan struct{}
 
 	mu    sync.Mutex
 	added []FollowedElement
@@ -47,10 +56,31 @@ type followLab struct {
 
 const followPool = 250
 
+// followLabOpts shape a followLab.
+type followLabOpts struct {
+	floor      time.Duration
+	maxPerName int
+	// noFollower builds the table and starts no follower (startFollower
+	// starts one later).
+	noFollower bool
+	// gateTimeout is the follower's GateTimeout (default).
+	gateTimeout time.Duration
+}
+
 func newFollowLab(t *testing.T, floor time.Duration, maxPerName int) *followLab {
+	return newFollowLabWith(t, followLabOpts{floor: floor, maxPerName: maxPerName})
+}
+
+// newFollowLabWith builds the lab. Besides rot.lab, the server has HTTP on
+// 10.77.0.1:9090 (allowed to nobody), UDP sinks on ports 9000 and 9001
+// (l.sink), and its DNS server answers own.lab. The baseline allows uid
+// 4242 and nobody UDP 10.77.0.1:9001 (the sentinel of the attack tests);
+// name rules give nobody udp.lab (rotating like rot.lab) on UDP 9000, and uid 4242 and root
+// own.lab on TCP 8080.
+func newFollowLabWith(t *testing.T, o followLabOpts) *followLab {
 	t.Helper()
 	lab.Require(t, "nft", "curl", "dig", "socat")
-	l := &followLab{pair: lab.NewPair(t), cg: lab.NewCgroup(t), pool: followPool}
+	l := &followLab{pair: lab.NewPair(t), cg: lab.NewCgroup(t), pool: followPool, gateTimeout: o.gateTimeout}
 	var batch strings.Builder
 	for i := 1; i <= l.pool; i++ {
 		fmt.Fprintf(&batch, "addr add 10.77.1.%d/32 dev veth0\n", i)
@@ -61,14 +91,29 @@ func newFollowLab(t *testing.T, floor time.Duration, maxPerName int) *followLab 
 	}
 	lab.MustRun(t, "ip", "-n", l.pair.Server.Name, "-batch", file)
 	lab.MustRun(t, "ip", "-n", l.pair.Client.Name, "route", "add", "10.77.1.0/24", "dev", "veth1")
+	// Permanent neighbours: no datagram waits for ARP, so two sent one
+	// after the other arrive in that order (the attack tests rely on it).
+	mac := strings.TrimSpace(lab.MustRun(t, "ip", "netns", "exec", l.pair.Server.Name, "cat", "/sys/class/net/veth0/address"))
+	batch.Reset()
+	for i := 1; i <= l.pool; i++ {
+		fmt.Fprintf(&batch, "neigh replace 10.77.1.%d lladdr %s dev veth1 nud permanent\n", i, mac)
+	}
+	fmt.Fprintf(&batch, "neigh replace %s lladdr %s dev veth1 nud permanent\n", lab.ServerIP4, mac)
+	if err := os.WriteFile(file, []byte(batch.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lab.MustRun(t, "ip", "-n", l.pair.Client.Name, "-batch", file)
 	lab.ServeHTTP(t, l.pair.Server, ":8080")
+	lab.ServeHTTP(t, l.pair.Server, ":9090")
+	l.sink = newUDPSink(t, l.pair.Server, 9000, 9001)
 	l.next.Store(1)
+	l.slowAsked, l.slowRelease = make(chan struct{}, 1), make(chan struct{})
 	l.dns = lab.ServeDNS(t, l.pair.Server, lab.ServerIP4+":53", func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(r)
 		q := r.Question[0]
 		switch strings.ToLower(q.Name) {
-		case "rot.lab.":
+		case "rot.lab.", "udp.lab.":
 			if q.Qtype == dns.TypeA {
 				n := (l.next.Add(1)-2)%uint32(l.pool) + 1
 				m.Answer = append(m.Answer, lab.A(q.Name, fmt.Sprintf("10.77.1.%d", n), 1))
@@ -78,6 +123,23 @@ func newFollowLab(t *testing.T, floor time.Duration, maxPerName int) *followLab 
 				n := (l.next.Add(1)-2)%uint32(l.pool) + 1
 				m.Answer = append(m.Answer, &dns.CNAME{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 60}, Target: "edge.cdn.lab."},
 					lab.A("edge.cdn.lab", fmt.Sprintf("10.77.1.%d", n), 1))
+			}
+		case "owner.rot.lab.": // an address record of another owner
+			m.Answer = append(m.Answer, lab.A("unrelated.lab", "10.77.1.235", 60))
+		case "chain.rot.lab.": // a CNAME, then an address of another owner
+			m.Answer = append(m.Answer, &dns.CNAME{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 60}, Target: "a.cdn.lab."},
+				lab.A("b.cdn.lab", "10.77.1.236", 60))
+		case "ttl.rot.lab.": // a TTL of 30 days
+			m.Answer = append(m.Answer, lab.A(q.Name, "10.77.1.237", 30*24*3600))
+		case "slow.rot.lab.": // answered when the test says so
+			l.slowAsked <- struct{}{}
+			<-l.slowRelease
+			m.Answer = append(m.Answer, lab.A(q.Name, "10.77.1.238", 60))
+		case "flood.lab.": // never answered
+			return
+		case "own.lab.":
+			if q.Qtype == dns.TypeA {
+				m.Answer = append(m.Answer, lab.A(q.Name, "10.77.1.9", 60))
 			}
 		case "wrongid.lab.":
 			m.Id++
@@ -94,25 +156,48 @@ func newFollowLab(t *testing.T, floor time.Duration, maxPerName int) *followLab 
 		t.Fatal(err)
 	}
 	now := time.Now()
+	server := netip.MustParseAddr(lab.ServerIP4)
 	err = l.st.Apply(&store.Batch{Flows: []store.Flow{
 		{FlowKey: store.FlowKey{UID: 65534, Proto: ProtoTCP, IP: netip.MustParseAddr("10.77.1.1"), Port: 8080}, Hits: 2, FirstSeen: now, LastSeen: now, Hostnames: []string{"rot.lab"}},
-		{FlowKey: store.FlowKey{UID: 4242, Proto: ProtoTCP, IP: netip.MustParseAddr(lab.ServerIP4), Port: 8080}, Hits: 2, FirstSeen: now, LastSeen: now},
+		{FlowKey: store.FlowKey{UID: 4242, Proto: ProtoTCP, IP: server, Port: 8080}, Hits: 2, FirstSeen: now, LastSeen: now},
+		{FlowKey: store.FlowKey{UID: 4242, Proto: ProtoUDP, IP: server, Port: 9001}, Hits: 2, FirstSeen: now, LastSeen: now},
+		{FlowKey: store.FlowKey{UID: 65534, Proto: ProtoUDP, IP: server, Port: 9001}, Hits: 2, FirstSeen: now, LastSeen: now},
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.target = Target{Netns: l.pair.Client.Name}
 	flows, _ := l.st.Flows()
-	p := Build(flows, Options{Mode: ModeEnforce, DNSServers: []netip.Addr{netip.MustParseAddr(lab.ServerIP4)},
-		Follow: &FollowOptions{Mode: FollowBoth, TTLFloor: floor, MaxPerName: maxPerName,
-			Names: []NameRule{{UID: 65534, Name: "*.rot.lab", Proto: ProtoTCP, Port: 8080}}}})
+	p := Build(flows, Options{Mode: ModeEnforce, DNSServers: []netip.Addr{server},
+		Follow: &FollowOptions{Mode: FollowBoth, TTLFloor: o.floor, MaxPerName: o.maxPerName,
+			Names: []NameRule{{UID: 65534, Name: "*.rot.lab", Proto: ProtoTCP, Port: 8080},
+				{UID: 65534, Name: "udp.lab", Proto: ProtoUDP, Port: 9000},
+				{UID: 4242, Name: "own.lab", Proto: ProtoTCP, Port: 8080},
+				{UID: 0, Name: "own.lab", Proto: ProtoTCP, Port: 8080}}}})
 	if _, _, err := ApplyGeneration(p, l.target, RolloutOptions{Store: l.st}); err != nil {
 		t.Fatal(err)
 	}
+	l.nobody = lab.As{UID: 65534, GID: 65534, Netns: l.pair.Client, Cgroup: l.cg}
+	l.other = lab.As{UID: 4242, GID: 4242, Netns: l.pair.Client, Cgroup: l.cg}
+	if !o.noFollower {
+		l.startFollower(t)
+	}
+	return l
+}
+
+// startFollower starts the follower on the lab's cgroup; l.stop or
+// t.Cleanup stops it.
+func (l *followLab) startFollower(t *testing.T) {
+	t.Helper()
 	ready := make(chan struct{})
+	var err error
+	if l.pins == "" {
+		l.pins = lab.NewBPFFS(t)
+	}
 	l.f, err = StartFollower(FollowConfig{Cgroup: l.cg.Path, Target: l.target, Table: DefaultTable, Store: l.st,
-		Resolvers: []netip.Addr{netip.MustParseAddr(lab.ServerIP4)}, Window: 30 * time.Second, Ready: ready,
-		OnElement: func(e FollowedElement) { l.mu.Lock(); l.added = append(l.added, e); l.mu.Unlock() }})
+		Resolvers: []netip.Addr{netip.MustParseAddr(lab.ServerIP4)}, Window: 30 * time.Second, Ready: ready, PinRoot: l.pins,
+		GateTimeout: l.gateTimeout,
+		OnElement:   func(e FollowedElement) { l.mu.Lock(); l.added = append(l.added, e); l.mu.Unlock() }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,16 +205,23 @@ func newFollowLab(t *testing.T, floor time.Duration, maxPerName int) *followLab 
 	done := make(chan error, 1)
 	go func() { done <- l.f.Run(ctx) }()
 	<-ready
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("follower: %v", err)
-		}
-		l.f.Close()
-	})
-	l.nobody = lab.As{UID: 65534, GID: 65534, Netns: l.pair.Client, Cgroup: l.cg}
-	l.other = lab.As{UID: 4242, GID: 4242, Netns: l.pair.Client, Cgroup: l.cg}
-	return l
+	var once sync.Once
+	f := l.f
+	l.stop = func(graceful bool) {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("follower: %v", err)
+			}
+			if !graceful {
+				_ = f.closeKernel(false) // as if the process died
+			} else if err := f.Close(); err != nil {
+				t.Errorf("stop the follower: %v", err)
+			}
+		})
+	}
+	stop := l.stop
+	t.Cleanup(func() { stop(true) })
 }
 
 func (l *followLab) curl(a lab.As, url string) error {
@@ -200,11 +292,9 @@ func TestFollowNameAcrossAddressChanges(t *testing.T) {
 	if l.drops(t) == before {
 		t.Error("nothing was dropped")
 	}
-	// Without a new lookup, the address expires with its TTL floor (3 s).
-	time.Sleep(3500 * time.Millisecond)
-	if l.setElements(t)[key] {
-		t.Errorf("%s is still in the set after its timeout", key)
-	}
+	// Without a new lookup, the address expires with its TTL floor (3 s):
+	// the element leaves the set (within WaitFor's deadline).
+	lab.WaitFor(t, func() bool { return !l.setElements(t)[key] })
 	if err := l.curl(l.nobody, direct); err == nil {
 		t.Error("the followed address still works after it expired, without a lookup")
 	}
@@ -352,7 +442,10 @@ func TestForgedAnswersOpenNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cancel(); _ = listener.Wait() })
-	time.Sleep(300 * time.Millisecond)
+	lab.WaitFor(t, func() bool {
+		out, _ := exec.Command("ip", "netns", "exec", l.pair.Client.Name, "ss", "-Hlun", "sport", "= :5353").Output()
+		return len(strings.TrimSpace(string(out))) > 0
+	})
 	forged := new(dns.Msg)
 	forged.SetQuestion("rot.lab.", dns.TypeA)
 	forged.Response = true
@@ -372,7 +465,11 @@ func TestForgedAnswersOpenNothing(t *testing.T) {
 	if _, err := rogue.Conn.WriteTo(wire, &net.UDPAddr{IP: net.ParseIP(lab.ClientIP4), Port: 5353}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// The kernel counts each answer as it sees it.
+	lab.WaitFor(t, func() bool {
+		s := l.f.Stats()
+		return s.NotResolver > s0.NotResolver && s.NoQuery >= s0.NoQuery+2 && s.Mismatch > s0.Mismatch
+	})
 
 	s := l.f.Stats()
 	if d := s.NotResolver - s0.NotResolver; d == 0 {

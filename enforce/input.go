@@ -112,7 +112,7 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 		return o, err
 	}
 	if c.FollowMode != FollowIP || len(c.FollowNames) > 0 {
-		o.Follow = &FollowOptions{Mode: c.FollowMode, TTLFloor: c.FollowTTLFloor,
+		o.Follow = &FollowOptions{Mode: c.FollowMode, TTLFloor: c.FollowTTLFloor, TTLMax: c.FollowTTLMax,
 			MaxPerName: c.FollowMaxPerName, Mark: uint32(c.FollowMark)}
 		for _, n := range c.FollowIPOnly {
 			n = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(n), "."))

@@ -226,6 +226,12 @@ func (p *Plan) queue(c *nftables.Conn, carry map[string][]nftables.SetElement) e
 			}
 			sets[fs.name] = ns
 		}
+		gate := &nftables.Set{Table: t, Name: SetFollowGate, KeyType: nftables.TypeCGroupV2, HasTimeout: true,
+			Timeout: FollowGateTimeout, Comment: followGateComment}
+		if err := c.AddSet(gate, carry[SetFollowGate]); err != nil {
+			return fmt.Errorf("add set %s: %w", SetFollowGate, err)
+		}
+		sets[SetFollowGate] = gate
 	}
 	policy := nftables.ChainPolicyAccept
 	if p.Chain.Policy == "drop" {
@@ -343,11 +349,17 @@ func (p *Plan) ruleExprs(c *nftables.Conn, t *nftables.Table, sets map[string]*n
 		}
 		return append(who, accept), nil
 	case RuleFollowMark:
+		gate, ok := sets[r.Set]
+		if !ok {
+			return nil, fmt.Errorf("rule looks up missing set %s", r.Set)
+		}
 		m := binaryutil.NativeEndian.PutUint32(p.Follow.Mark)
 		return []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: m, Xor: []byte{0, 0, 0, 0}},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: m},
+			&expr.Socket{Key: expr.SocketKeyCgroupv2, Level: uint32(r.Level), Register: 1},
+			&expr.Lookup{SourceRegister: 1, SetName: gate.Name, SetID: gate.ID},
 			&expr.Counter{},
 			accept,
 		}, nil
@@ -523,7 +535,7 @@ func followedElements(t Target, table string) (map[string][]nftables.SetElement,
 		return nil, err
 	}
 	out := map[string][]nftables.SetElement{}
-	for _, name := range []string{SetFollow4, SetFollow6} {
+	for _, name := range []string{SetFollow4, SetFollow6, SetFollowGate} {
 		s, err := c.GetSetByName(tab, name)
 		if err != nil {
 			continue // the current table follows nothing

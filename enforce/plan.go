@@ -181,10 +181,11 @@ type FollowOptions struct {
 	IPOnly []string
 	// Names are rules an operator wrote; only these may have wildcards.
 	Names []NameRule
-	// TTLFloor is the least time a followed address stays allowed;
-	// MaxPerName bounds the addresses of one rule's name; Mark is the
-	// socket-mark bit of just-resolved destinations.
+	// TTLFloor is the least time a followed address stays allowed, TTLMax
+	// the most; MaxPerName bounds the addresses of one rule's name; Mark
+	// is the socket-mark bit of just-resolved destinations.
 	TTLFloor   time.Duration
+	TTLMax     time.Duration
 	MaxPerName int
 	Mark       uint32
 }
@@ -204,9 +205,20 @@ type NameRule struct {
 type FollowSpec struct {
 	Rules      []NameRule    `json:"rules"`
 	TTLFloor   time.Duration `json:"ttl_floor_ns"`
+	TTLMax     time.Duration `json:"ttl_max_ns,omitempty"` // 0 in plans older than the cap: DefaultTTLMax
 	MaxPerName int           `json:"max_per_name"`
 	Mark       uint32        `json:"mark"`
 }
+
+// ttlMax is the TTL cap; plans older than the cap have none: the default.
+func (f *FollowSpec) ttlMax() time.Duration {
+	if f.TTLMax <= 0 {
+		return DefaultTTLMax
+	}
+	return f.TTLMax
+}
+
+const followGateComment = "cgroups of running followers: the follow mark counts only for their sockets"
 
 // Set names of followed addresses (timeout sets, filled by the follower).
 const (
@@ -214,6 +226,16 @@ const (
 	SetFollow6 = "follow6"
 	// FollowSetSize bounds the followed addresses of a family.
 	FollowSetSize = 65536
+	// SetFollowGate holds the cgroups of the running followers (cgroup v2
+	// ids, with a timeout each follower keeps refreshing): the follow mark
+	// counts only for sockets in one of them.
+	SetFollowGate = "follow_gate"
+	// FollowGateLevels is how deep in the cgroup tree a follower's cgroup
+	// may be: one mark rule per level, 0 (the root) to 7.
+	FollowGateLevels = 8
+	// FollowGateTimeout is the gate element's timeout when the follower
+	// gives none.
+	FollowGateTimeout = 5 * time.Second
 )
 
 // Plan is the table to install.
@@ -316,9 +338,10 @@ const (
 type Rule struct {
 	Kind    RuleKind `json:"kind"`
 	Allow   *Allow   `json:"allow,omitempty"`  // RuleAllow
-	Set     string   `json:"set,omitempty"`    // RuleLookup; RuleDefault, RuleAuditAccept: the users' set
+	Set     string   `json:"set,omitempty"`    // RuleLookup; RuleDefault, RuleAuditAccept: the users' set; RuleFollowMark: the gate
 	Action  string   `json:"action,omitempty"` // RuleDefault: drop or audit
 	Family  int      `json:"family,omitempty"` // RuleLookup, RuleAllow (from Dest)
+	Level   int      `json:"level,omitempty"`  // RuleFollowMark: the cgroup level matched
 	Comment string   `json:"comment"`          // also the rule's identity in diffs
 	Text    string   `json:"text"`             // the nft statement
 }
@@ -429,7 +452,10 @@ func Build(flows []store.Flow, o Options) *Plan {
 	}
 	set4.Comment, set6.Comment = setComment(len(set4.Elements)), setComment(len(set6.Elements))
 	if o.Follow != nil {
-		p.Follow = followSpec(rules, o)
+		// A table that follows no name has no follow sets and no mark rule.
+		if p.Follow = followSpec(rules, o); len(p.Follow.Rules) == 0 {
+			p.Follow = nil
+		}
 	}
 	p.Sets = []Set{set4, set6}
 
@@ -460,10 +486,10 @@ func Build(flows []store.Flow, o Options) *Plan {
 	)
 	if p.Follow != nil {
 		p.Rules = append(p.Rules,
-			Rule{Kind: RuleFollowMark, Comment: "dns-followed: first packets to a just-resolved address"},
 			Rule{Kind: RuleLookup, Set: SetFollow4, Family: 4, Comment: "dns-followed ipv4 addresses"},
 			Rule{Kind: RuleLookup, Set: SetFollow6, Family: 6, Comment: "dns-followed ipv6 addresses"},
 		)
+		p.Rules = append(p.Rules, followMarkRules()...)
 	}
 	p.Rules = append(p.Rules, p.defaultRules()...)
 	for i := range p.Rules {
@@ -524,17 +550,37 @@ func hostsAllow(addrs []netip.Addr, proto uint8, port uint16, reason string) All
 // Defaults of following.
 const (
 	DefaultTTLFloor   = 5 * time.Minute
+	DefaultTTLMax     = time.Hour
 	DefaultMaxPerName = 64
 	DefaultFollowMark = 0x10000000
 )
 
+// followMarkRules accept the first packets to a just-resolved address:
+// packets with the follow mark, from a socket in the cgroup of a running
+// follower (set follow_gate), which drops in the kernel every marked
+// packet whose socket it did not authorize for that destination. One rule
+// per level of the cgroup tree, since a rule matches the socket's
+// ancestor at one level.
+func followMarkRules() []Rule {
+	r := make([]Rule, FollowGateLevels)
+	for l := range r {
+		r[l] = Rule{Kind: RuleFollowMark, Level: l, Set: SetFollowGate,
+			Comment: fmt.Sprintf("dns-followed: just resolved, follower cgroup at level %d", l)}
+	}
+	return r
+}
+
 // followSpec gathers the name rules: the learned ones and the operator's,
 // deduplicated and sorted.
 func followSpec(learned []NameRule, o Options) *FollowSpec {
-	f := &FollowSpec{TTLFloor: o.Follow.TTLFloor, MaxPerName: o.Follow.MaxPerName, Mark: o.Follow.Mark}
+	f := &FollowSpec{TTLFloor: o.Follow.TTLFloor, TTLMax: o.Follow.TTLMax, MaxPerName: o.Follow.MaxPerName, Mark: o.Follow.Mark}
 	if f.TTLFloor <= 0 {
 		f.TTLFloor = DefaultTTLFloor
 	}
+	if f.TTLMax <= 0 {
+		f.TTLMax = DefaultTTLMax
+	}
+	f.TTLMax = max(f.TTLMax, f.TTLFloor)
 	if f.MaxPerName <= 0 {
 		f.MaxPerName = DefaultMaxPerName
 	}
@@ -739,7 +785,7 @@ func (p *Plan) ruleText(r *Rule) string {
 	case RuleAuditAccept:
 		return usersText(r.Set) + "accept"
 	case RuleFollowMark:
-		return fmt.Sprintf("meta mark & 0x%08x == 0x%08x counter accept", p.Follow.Mark, p.Follow.Mark)
+		return fmt.Sprintf("meta mark & 0x%08x == 0x%08x socket cgroupv2 level %d @%s counter accept", p.Follow.Mark, p.Follow.Mark, r.Level, r.Set)
 	}
 	panic("unknown rule kind " + r.Kind)
 }

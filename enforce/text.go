@@ -57,6 +57,8 @@ func (p *Plan) Text(w io.Writer) error {
 			fmt.Fprintf(&b, "\tset %s {\n\t\ttype uid . %s . inet_proto . inet_service\n\t\tsize %d\n\t\tflags timeout\n\t\ttimeout %s\n\t\tcomment \"filled by the follower from DNS answers\"\n\t}\n\n",
 				s.name, s.ip, FollowSetSize, nftDuration(f.TTLFloor))
 		}
+		fmt.Fprintf(&b, "\tset %s {\n\t\ttype cgroupsv2\n\t\tflags timeout\n\t\ttimeout %s\n\t\tcomment %s\n\t}\n\n",
+			SetFollowGate, nftDuration(FollowGateTimeout), quote(followGateComment))
 	}
 	for _, u := range p.UserSets {
 		fmt.Fprintf(&b, "\tset %s {\n\t\ttype uid\n\t\telements = { %s }\n\t}\n\n", u.Name, strings.ReplaceAll(uidList(u.UIDs), " ", ", "))
@@ -95,7 +97,8 @@ func (p *Plan) header(b *strings.Builder) {
 	}
 	if f := p.Follow; f != nil {
 		fmt.Fprintf(b, "# Names followed: \"egress-enforce follow\" adds the addresses DNS answers give for them to\n")
-		fmt.Fprintf(b, "# sets %s and %s, for their TTL (at least %s, at most %d addresses a name).\n", SetFollow4, SetFollow6, f.TTLFloor, f.MaxPerName)
+		fmt.Fprintf(b, "# sets %s and %s, for their TTL (at least %s, at most %s; at most %d addresses a name).\n", SetFollow4, SetFollow6,
+			f.TTLFloor, f.ttlMax(), f.MaxPerName)
 		for _, r := range f.Rules {
 			fmt.Fprintf(b, "#   uid %d %s/%d %s (%s)\n", r.UID, ProtoName(r.Proto), r.Port, headerText(r.Name), headerText(r.Source))
 		}

@@ -14,24 +14,33 @@ import (
 )
 
 func newFollow(g *cli.Globals) *cobra.Command {
-	var cgroup, metricsAddr string
+	var cgroup, metricsAddr, pinDir string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "follow [--cgroup PATH] [--netns NAME|PATH] [--metrics-addr ADDR] [--json]",
+		Use:   "follow [--cgroup PATH] [--netns NAME|PATH] [--pin-dir DIR] [--metrics-addr ADDR] [--json]",
 		Short: "Keep name rules true to DNS: add the addresses answers give to the follow sets",
 		Long: `follow loads eBPF programs on a cgroup v2 directory (default: the root of the
-cgroup2 mount) that watch the DNS queries and answers of its sockets. An answer
-is used only if it comes from a configured resolver (resolv_conf, dns_servers;
+cgroup2 mount) that watch the DNS queries and answers of its sockets in the
+enforced network namespace (--netns). An answer is used only in that
+namespace, if it comes from a configured resolver (resolv_conf, dns_servers;
 with --netns NAME, /etc/netns/NAME/resolv.conf when it exists),
 from port 53, to a socket that sent a query with that id and question. When a
 name rule of the current generation allows the receiving user that name
-(directly or through a wildcard; CNAME chains included), the answer's addresses
-are authorized for that user in the kernel before the application can read the
-answer, and a socket connecting to one gets the follow bit in its mark, which
-the table accepts: the first connection after a resolution is not dropped.
-Then follow adds the addresses to the sets follow4/follow6 for max(TTL,
-follow_ttl_floor), at most follow_max_per_name per name; later answers refresh
-them, and established connections outlive them.
+(directly or through a wildcard), the addresses of the records whose owner is
+the question or a name of its CNAME chain are authorized for that user in the
+kernel before the application can read the answer, and a socket connecting to
+one gets the follow bit in its mark, which the table accepts while follow runs:
+the first connection after a resolution is not dropped. A packet with the bit
+whose socket was not marked for that very destination is dropped in the
+kernel, so a mark set by a process itself opens nothing. Then follow adds the
+addresses to the sets follow4/follow6 for their TTL, at least follow_ttl_floor
+and at most follow_ttl_max, at most follow_max_per_name per name; later
+answers refresh them, and established connections outlive them.
+
+The mark check and the sockets' authorizations are pinned under --pin-dir (a
+bpf file system): if follow dies, the check stays attached and the table stops
+accepting the mark within 5 seconds; a new follow takes over both. A clean
+stop (SIGINT, SIGTERM) closes the table's gate first, then detaches.
 
 Ignored answers are counted by reason (status, --metrics-addr). --json prints
 each added address as a JSON object.`,
@@ -57,7 +66,7 @@ each added address as a JSON object.`,
 			enc := json.NewEncoder(out)
 			f, err := enforce.StartFollower(enforce.FollowConfig{
 				Cgroup: cgroup, Target: target, Table: cfg.Table, Store: st, Resolvers: opts.DNSServers,
-				Window: cfg.FollowWindow, Log: log,
+				Window: cfg.FollowWindow, Log: log, PinRoot: pinDir,
 				OnElement: func(e enforce.FollowedElement) {
 					if asJSON {
 						_ = enc.Encode(e)
@@ -95,6 +104,7 @@ each added address as a JSON object.`,
 	f := cmd.Flags()
 	f.StringVar(&cgroup, "cgroup", "", "cgroup v2 directory whose sockets are followed (default: the root of the cgroup2 mount)")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address")
+	f.StringVar(&pinDir, "pin-dir", enforce.DefaultPinRoot, "directory on a bpf file system where the mark check and the sockets' authorizations are pinned")
 	f.BoolVar(&asJSON, "json", false, "print each added address as JSON")
 	return cmd
 }

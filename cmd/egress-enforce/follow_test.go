@@ -51,7 +51,7 @@ func TestFollowCommand(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(enforceBin, "follow", "--cgroup", cg.Path, "--json", "--metrics-addr", addr)
+	cmd := exec.Command(enforceBin, "follow", "--cgroup", cg.Path, "--json", "--metrics-addr", addr, "--pin-dir", lab.NewBPFFS(t))
 	cmd.Env = append(os.Environ(), l.env...)
 	stdout, stderr := &lab.Buffer{}, &lab.Buffer{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr

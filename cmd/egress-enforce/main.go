@@ -270,8 +270,9 @@ table stays as it was. The result is read back to verify it.
 
 Every plan that drops (--mode enforce, and staged enforcement either way)
 is refused for a missing or unreadable baseline, an empty one, and one that
-would cut off DNS, unless --force. --dry-run shows what would change and
-applies nothing.
+would cut off DNS, unless --force. A table that follows names is refused
+when another table or a routing rule of the namespace uses its follow_mark
+bit, unless --force. --dry-run shows what would change and applies nothing.
 
 With --netns NAME the DNS servers come from /etc/netns/NAME/resolv.conf when
 it exists, else /etc/resolv.conf (a configured resolv_conf wins); the log
@@ -299,6 +300,12 @@ also rolls back early when the table drops more than 50 packets a second.`,
 			}
 			if b.baselineErr != nil && !b.plan.Drops() {
 				return b.baselineErr
+			}
+			if err := enforce.CheckPlanMark(b.plan, target); err != nil {
+				if !force {
+					return fmt.Errorf("%w (pass --force to apply anyway)", err)
+				}
+				slog.Warn("--force: " + err.Error())
 			}
 			w := cmd.OutOrStdout()
 			if dryRun {
@@ -425,8 +432,10 @@ func newStatus(g *cli.Globals) *cobra.Command {
 			if f := st.Follow; f != nil {
 				fmt.Fprintf(w, "  follower (at %s): %d name rules, %d answers used, %d addresses added, %d refreshed, %d left out by the bound\n",
 					f.Updated.Local().Format(time.DateTime), f.Rules, f.Accepted, f.Added, f.Refreshed, f.BoundDropped)
-				fmt.Fprintf(w, "    ignored answers: %d not from a resolver, %d with no matching query, %d with another question, %d malformed\n",
-					f.NotResolver, f.NoQuery, f.Mismatch, f.Malformed)
+				fmt.Fprintf(w, "    ignored answers: %d not from a resolver, %d with no matching query, %d with another question, %d malformed, %d in another network namespace; %d records of other owners\n",
+					f.NotResolver, f.NoQuery, f.Mismatch, f.Malformed, f.OtherNetns, f.OwnerMismatch)
+				fmt.Fprintf(w, "    mark check: %d packets dropped (a mark no authorization covers); queries: %d over their user's share, %d expired unanswered; %d TTLs capped\n",
+					f.MarkDropped, f.OverShare, f.QueriesExpired, f.TTLCapped)
 				fmt.Fprintf(w, "    answer-to-set latency p50 %.0f us, p99 %.0f us; %d connects let through by the mark before their element was in\n",
 					f.LatencyP50, f.LatencyP99, f.Marked)
 			}

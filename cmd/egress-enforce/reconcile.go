@@ -152,6 +152,9 @@ that drops is refused for an empty or DNS-cutting baseline unless --force.
 			if err := guardPlan(plan, nil, force); err != nil {
 				return err
 			}
+			if err := enforce.CheckPlanMark(plan, target); err != nil {
+				return err
+			}
 			rate, err := parseRate(deniedRate)
 			if err != nil {
 				return err
