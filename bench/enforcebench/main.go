@@ -555,6 +555,7 @@ type options struct {
 	noData     bool
 	noCP       bool
 	noChecks   bool
+	follow     bool
 	nftText    bool
 	cpuprofile string
 	jsonOut    bool
@@ -600,6 +601,7 @@ func benchMain() int {
 	flag.BoolVar(&o.noData, "no-datapath", false, "skip the datapath measurement")
 	flag.BoolVar(&o.noCP, "no-control", false, "skip the control-plane measurement")
 	flag.BoolVar(&o.noChecks, "no-checks", false, "skip the ct-state and negative-control checks")
+	flag.BoolVar(&o.follow, "follow", true, "also measure the small table with the DNS follower's eBPF programs on the sender's cgroup")
 	flag.BoolVar(&o.nftText, "nft-text", false, "also time `nft -f` of the control-plane plan's text")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the control-plane Build+Apply calls to this file")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the results as JSON instead of the summary")
@@ -803,6 +805,9 @@ func (b *bench) send(c *tableCase, ports []int, warmup, d time.Duration) (sendRe
 	defer cancel()
 	target(c.client)
 	cmd := exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+c.client, "--", b.self)
+	if c.follow {
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: c.cgroupFD}
+	}
 	cmd.Env = []string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		childEnv + "=send", childCfgEnv + "=" + string(cfg), "GOMAXPROCS=1",
@@ -848,6 +853,8 @@ type tableCase struct {
 	rules          int
 	pos            string
 	client, server string
+	follow         bool    // the follower's programs run on the sender's packets
+	cgroupFD       int     // the sender's cgroup (follow)
 	applyMS        float64 // enforce.Apply wall time, including its verify
 	tookMS         float64 // ApplyResult.Took
 }
@@ -955,6 +962,11 @@ func (b *bench) datapath() error {
 		{name: fmt.Sprintf("rules, %d", o.rules), plan: rules, rules: len(rules.Rules),
 			pos: fmt.Sprintf("the last %d of %d allow rules (chain rules %d-%d of %d)", o.nPorts, o.rules, len(rules.Rules)-o.nPorts-2, len(rules.Rules)-3, len(rules.Rules))},
 	}
+	if o.follow {
+		fp := b.followPlan(bench, opts)
+		cases = append(cases, &tableCase{name: fmt.Sprintf("set, %d+follow", o.small), plan: fp, entries: o.small, rules: len(fp.Rules),
+			pos: "all of the set; the follower's programs on the sender's cgroup", follow: true})
+	}
 	for i, c := range cases {
 		c.client, c.server = fmt.Sprintf("%s-%c%c", b.base, 'a'+i, 'c'), fmt.Sprintf("%s-%c%c", b.base, 'a'+i, 's')
 		if err := b.setupPair(c.client, c.server); err != nil {
@@ -962,6 +974,11 @@ func (b *bench) datapath() error {
 		}
 		if err := b.install(c); err != nil {
 			return err
+		}
+		if c.follow {
+			if err := b.startFollower(c); err != nil {
+				return err
+			}
 		}
 	}
 
@@ -976,7 +993,8 @@ func (b *bench) datapath() error {
 		results[i] = caseResult{Name: c.name, Entries: c.entries, Rules: c.rules, BenchPos: c.pos, ApplyMS: c.applyMS, ApplyTookMS: c.tookMS}
 	}
 	for r := 1; r <= o.rounds; r++ {
-		for i, c := range cases {
+		for _, i := range roundOrder(len(cases), r) {
+			c := cases[i]
 			d0, err := b.quickDefaultCounter(c)
 			if err != nil {
 				return fmt.Errorf("%s: read the default counter: %w", c.name, err)
@@ -1342,6 +1360,13 @@ func printSummary(w io.Writer, res *output, o options) {
 				}
 				fmt.Fprintf(w, "  set %d vs %d, %s: ratio %.3f, %s the 1.1x goal (>= 0.909)\n", o.large, o.small, v.what, v.r, verdict)
 			}
+		}
+		for _, c := range res.Datapath[2:] {
+			if !strings.HasSuffix(c.Name, "+follow") {
+				continue
+			}
+			fmt.Fprintf(w, "  follower's per-packet check, %s vs set %d (paired): wall rate %.3f, cpu rate %.3f; cost x%.3f wall, x%.3f cpu (goal <= 1.05)\n",
+				c.Name, o.small, c.PairedRatio, c.PairedCPURatio, 1/c.PairedRatio, 1/c.PairedCPURatio)
 		}
 		fmt.Fprintf(w, "  per round (pkt/s wall, cpu us/pkt):\n")
 		var maxDrop uint64
