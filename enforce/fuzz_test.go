@@ -42,7 +42,7 @@ const (
 
 var shapes = map[string][]*regexp.Regexp{
 	"table": res(`set `+idRe+` \{`, `chain `+idRe+` \{`),
-	"set": res(`type uid( \. ipv[46]_addr \. inet_proto \. inet_service)?`, `size [0-9]+`, `flags timeout`,
+	"set": res(`type uid( \. ipv[46]_addr \. inet_proto \. inet_service)?`, `type cgroupsv2`, `size [0-9]+`, `flags timeout`,
 		`timeout [0-9dhms]+`, `comment `+qs, `elements = \{ [0-9, ]* \}`),
 	"elements": res(`[0-9]+ \. ` + addrRe + ` \. ` + protoRe + ` \. [0-9]+ comment ` + qs + `,?`),
 	"chain": res(`type filter hook output priority filter; policy (accept|drop);`,

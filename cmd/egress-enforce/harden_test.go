@@ -195,7 +195,7 @@ func TestNetnsResolvConf(t *testing.T) {
 
 	// The follower trusts the namespace's resolver.
 	cg := lab.NewCgroup(t)
-	cmd := exec.Command(enforceBin, "follow", "--cgroup", cg.Path, "--netns", ns.Name)
+	cmd := exec.Command(enforceBin, "follow", "--cgroup", cg.Path, "--netns", ns.Name, "--pin-dir", lab.NewBPFFS(t))
 	cmd.Env = append(os.Environ(), env...)
 	errBuf := &lab.Buffer{}
 	cmd.Stderr = errBuf
