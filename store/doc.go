@@ -18,7 +18,8 @@
 //	    <n:8>                             -> Generation JSON
 //	        time, target, table, mode, staged uids, command, reason,
 //	        state (applying, applied, pending, confirmed, rolled-back,
-//	        failed), restores, deadline, rollback_to, guard_pid, note
+//	        failed), restores, deadline, confirm_within_ns, rollback_to,
+//	        guard_pid, guard_boot (the boot id the guard runs in), note
 //	plans/                                                     (since v2)
 //	    <n:8>                             -> gzip of the generation's plan
 //	observations/                                              (since v2)
@@ -39,6 +40,13 @@
 // for the time it copies what it needs. Both wait for the other with a
 // bounded timeout; a learner that cannot get the lock keeps its batch in
 // memory and tries again at the next flush.
+//
+// Beside the file. The enforcer keeps two things next to the store, outside
+// bbolt: <file>.lock, an flock that puts every change of a table in one
+// order (apply, confirm, rollback, restore, the guard's rollback), and
+// <file>.applied/<table>@<target>/, the current and the kept generation
+// with their plans as JSON and nft text, which restore reads when this
+// file cannot be read (see enforce.AppliedDir).
 //
 // Schema versions. meta/schema holds the version of the layout. Opening a
 // file for writing runs the migrations from its version up to SchemaVersion

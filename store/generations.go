@@ -49,14 +49,25 @@ type Generation struct {
 	State       string   `json:"state"`
 	// Restores is the generation whose plan this one re-applied (rollback).
 	Restores uint64 `json:"restores,omitempty"`
-	// For a pending generation: when it is rolled back unless confirmed,
-	// to which generation (0: the table is removed), and the guard process.
-	Deadline   time.Time `json:"deadline,omitzero"`
-	RollbackTo uint64    `json:"rollback_to,omitempty"`
-	GuardPID   int       `json:"guard_pid,omitempty"`
+	// For a pending generation: when it is rolled back unless confirmed
+	// (the window starts when the kernel has the table), to which
+	// generation (0: the table is removed), and the guard process (its pid
+	// and the boot it runs in: after a reboot no guard is left).
+	Deadline      time.Time     `json:"deadline,omitzero"`
+	ConfirmWithin time.Duration `json:"confirm_within_ns,omitempty"`
+	RollbackTo    uint64        `json:"rollback_to,omitempty"`
+	GuardPID      int           `json:"guard_pid,omitempty"`
+	GuardBoot     string        `json:"guard_boot,omitempty"`
 	// Note says what happened to it later (confirmed, rolled back, why).
 	Note    string    `json:"note,omitempty"`
 	Updated time.Time `json:"updated"`
+}
+
+// Kept reports whether the generation took effect and stays: applied, or
+// confirmed in time. Only a kept generation may be put back by a rollback
+// or a restore.
+func (g *Generation) Kept() bool {
+	return g.State == GenApplied || g.State == GenConfirmed
 }
 
 // Effective is the generation whose plan this one installed.
