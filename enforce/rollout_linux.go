@@ -3,11 +3,16 @@
 package enforce
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/egresskit/egress/store"
@@ -20,13 +25,27 @@ import (
 // Commit-confirmed apply: a generation applied with a confirm window is
 // recorded first, with the generation to go back to; then a guard process
 // of its own (started by the caller, detached from the terminal) is told
-// its number; then the table is applied. Unless confirm marks the
-// generation confirmed before the deadline, the guard rolls back. The
-// store's file lock makes confirm and the guard's rollback exclusive: the
-// first to change the generation's state wins.
+// its number; then the table is applied, and the window starts. Unless
+// confirm marks the generation confirmed before the deadline, the guard
+// rolls back. The store's file lock makes confirm and the guard's rollback
+// exclusive: the first to change the generation's state wins.
+//
+// Order: every change of a table (apply, confirm, rollback, restore, the
+// guard's rollback) holds the lock beside the store (LockPath) while it
+// reads the generations and until the kernel and the store agree. An apply
+// while a generation is pending is refused (Force rolls it back first), so
+// a guard never rolls back over a later apply. A rollback, automatic or by
+// hand, and a restore only put back a kept generation: applied, or
+// confirmed in time; never a pending, rolled-back or failed one.
 
-// ModeRemoved marks a generation that removed the table.
-const ModeRemoved = "removed"
+// Generation modes besides the plan modes.
+const (
+	// ModeRemoved marks a generation that removed the table.
+	ModeRemoved = "removed"
+	// ModeClosed marks the minimal table restore applied for boot_policy
+	// closed (ClosedPlan).
+	ModeClosed = "closed"
+)
 
 // RolloutOptions say how to record and guard an apply.
 type RolloutOptions struct {
@@ -38,24 +57,72 @@ type RolloutOptions struct {
 	// StartGuard starts the detached guard process of generation n; it
 	// returns its pid. Required with ConfirmWithin.
 	StartGuard func(n uint64) (int, error)
+	// Force rolls back a pending generation first; without it, an apply
+	// while one is pending is refused (ErrPending).
+	Force bool
+	// LockWait bounds the wait for another change to finish (0:
+	// DefaultLockWait).
+	LockWait time.Duration
+	Logger   *slog.Logger // default slog.Default()
+}
+
+func orDefault(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.Default()
+	}
+	return l
+}
+
+func lockWait(d time.Duration) time.Duration {
+	if d == 0 {
+		return DefaultLockWait
+	}
+	return d
 }
 
 func targetKey(t Target) string { return t.Path() }
+
+func ours(g *store.Generation, target, table string) bool {
+	return g.Target == target && g.Table == table
+}
+
+// pendingish: installed (or being installed) with a confirm window, and
+// neither confirmed nor rolled back yet.
+func pendingish(g *store.Generation) bool {
+	return g.State == store.GenPending || g.State == store.GenApplying
+}
 
 // current is the newest generation of the target and table that took
 // effect (nil when there is none).
 func current(gens []store.Generation, t Target, table string) *store.Generation {
 	for i := len(gens) - 1; i >= 0; i-- {
 		g := &gens[i]
-		if g.Target != targetKey(t) || g.Table != table {
-			continue
-		}
-		if g.State == store.GenFailed {
+		if !ours(g, targetKey(t), table) || g.State == store.GenFailed {
 			continue
 		}
 		return g
 	}
 	return nil
+}
+
+// kept is the newest kept generation of the target and table older than
+// before (any when before is 0); nil when there is none.
+func kept(gens []store.Generation, target, table string, before uint64) *store.Generation {
+	for i := len(gens) - 1; i >= 0; i-- {
+		g := &gens[i]
+		if ours(g, target, table) && g.Kept() && (before == 0 || g.N < before) {
+			return g
+		}
+	}
+	return nil
+}
+
+func find(gens []store.Generation, n uint64) *store.Generation {
+	i := slices.IndexFunc(gens, func(g store.Generation) bool { return g.N == n })
+	if i < 0 {
+		return nil
+	}
+	return &gens[i]
 }
 
 // History returns the generations of the target and table, oldest first,
@@ -67,7 +134,7 @@ func History(st *store.Store, t Target, table string) ([]store.Generation, uint6
 	}
 	var out []store.Generation
 	for _, g := range gens {
-		if g.Target == targetKey(t) && g.Table == table {
+		if ours(&g, targetKey(t), table) {
 			out = append(out, g)
 		}
 	}
@@ -92,9 +159,19 @@ func generationOf(p *Plan, t Target, o RolloutOptions) store.Generation {
 
 // ApplyGeneration applies p like Apply and records it as a new
 // generation. With a confirm window, the generation is pending until
-// Confirm, and the guard restores the current generation (or removes the
-// table when there is none) if it is not confirmed in time.
+// Confirm, and the guard puts the kept generation back (or removes the
+// table when there is none) unless it is confirmed within the window,
+// which starts when the kernel has the table.
 func ApplyGeneration(p *Plan, t Target, o RolloutOptions) (*store.Generation, *ApplyResult, error) {
+	log := orDefault(o.Logger)
+	unlock, err := lockApplies(context.Background(), o.Store.Path(), lockWait(o.LockWait), log)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unlock()
+	if err := settlePending(o.Store, t, p.Table, o, log); err != nil {
+		return nil, nil, err
+	}
 	gens, err := o.Store.Generations()
 	if err != nil {
 		return nil, nil, err
@@ -109,10 +186,13 @@ func ApplyGeneration(p *Plan, t Target, o RolloutOptions) (*store.Generation, *A
 		if o.StartGuard == nil {
 			return nil, nil, errors.New("confirm window without a guard")
 		}
-		if cur := current(gens, t, p.Table); cur != nil && cur.Mode != ModeRemoved {
-			g.RollbackTo = cur.Effective()
+		if k := kept(gens, targetKey(t), p.Table, 0); k != nil && k.Mode != ModeRemoved {
+			g.RollbackTo = k.N
 		}
-		g.Deadline = time.Now().Add(o.ConfirmWithin).UTC()
+		// Provisional: it rolls back an apply that never finishes. The
+		// window starts again when the kernel has the table.
+		g.ConfirmWithin, g.Deadline = o.ConfirmWithin, time.Now().Add(o.ConfirmWithin).UTC()
+		g.GuardBoot = bootID()
 	}
 	g, err = o.Store.AddGeneration(g, planJSON)
 	if err != nil {
@@ -129,31 +209,45 @@ func ApplyGeneration(p *Plan, t Target, o RolloutOptions) (*store.Generation, *A
 		}
 		g, _ = o.Store.UpdateGeneration(g.N, func(g *store.Generation) error { g.GuardPID = pid; return nil })
 	}
-	res, err := Apply(p, t)
-	if err != nil && !errors.Is(err, ErrRejected) && res != nil {
-		// Applied, but the read-back disagreed: keep the generation, and
-		// say so.
+	// The script for the files beside the store renders while the kernel
+	// works.
+	textc := make(chan []byte, 1)
+	go func() {
+		var b bytes.Buffer
+		if p.Text(&b) == nil {
+			textc <- b.Bytes()
+		}
+		close(textc)
+	}()
+	res, applyErr := Apply(p, t)
+	if applyErr != nil && (errors.Is(applyErr, ErrRejected) || res == nil) {
 		g, _ = o.Store.UpdateGeneration(g.N, func(g *store.Generation) error {
-			g.State, g.Note = applyState(o), "read-back failed: "+err.Error()
+			g.State, g.Note = store.GenFailed, applyErr.Error()
 			return nil
 		})
-		return &g, res, err
+		return &g, nil, applyErr
 	}
-	if err != nil {
-		g, _ = o.Store.UpdateGeneration(g.N, func(g *store.Generation) error {
-			g.State, g.Note = store.GenFailed, err.Error()
-			return nil
-		})
-		return &g, nil, err
-	}
+	// Applied (when the read-back disagreed, keep the generation and say so).
 	g, err = o.Store.UpdateGeneration(g.N, func(g *store.Generation) error {
 		if g.State != store.GenApplying {
 			return fmt.Errorf("generation %d became %s while it was applied", g.N, g.State)
 		}
 		g.State = applyState(o)
+		if o.ConfirmWithin > 0 {
+			g.Deadline = time.Now().Add(o.ConfirmWithin).UTC()
+		}
+		if applyErr != nil {
+			g.Note = "read-back failed: " + applyErr.Error()
+		}
 		return nil
 	})
-	return &g, res, err
+	if err != nil {
+		return &g, res, err
+	}
+	if err := syncApplied(o.Store, t, p.Table, knownPlan{g.N, p, planJSON, <-textc}); err != nil {
+		log.Error("generation "+strconv.FormatUint(g.N, 10)+" is applied, but the files restore falls back on are not written", "err", err)
+	}
+	return &g, res, applyErr
 }
 
 func applyState(o RolloutOptions) string {
@@ -163,6 +257,101 @@ func applyState(o RolloutOptions) string {
 	return store.GenApplied
 }
 
+// ErrPending means a generation applied with a confirm window is neither
+// confirmed nor rolled back yet.
+var ErrPending = errors.New("a generation is waiting for confirmation")
+
+// errResolved: the generation is no longer pending (confirmed, rolled back
+// or failed meanwhile).
+var errResolved = errors.New("no longer pending")
+
+// settlePending deals with the unfinished generations of the target and
+// table before an apply (the caller holds the lock, so no other apply is
+// running): one whose apply died before the kernel answered is marked
+// failed; a pending one refuses the apply, or with Force is rolled back.
+func settlePending(st *store.Store, t Target, table string, o RolloutOptions, log *slog.Logger) error {
+	gens, err := st.Generations()
+	if err != nil {
+		return err
+	}
+	for i := range gens {
+		g := &gens[i]
+		if !ours(g, targetKey(t), table) || !pendingish(g) {
+			continue
+		}
+		if g.State == store.GenApplying && g.Deadline.IsZero() {
+			if err := markInterrupted(st, g.N); err != nil {
+				return err
+			}
+			continue
+		}
+		if !o.Force {
+			return pendingError(g)
+		}
+		log.Warn(fmt.Sprintf("--force: rolling back generation %d first (%s, not confirmed)", g.N, g.State))
+		_, err := rollbackPending(st, t, gens, g, o.Command, "rolled back by a forced apply: not confirmed", log)
+		if err != nil && !errors.Is(err, errResolved) {
+			return fmt.Errorf("roll back pending generation %d: %w", g.N, err)
+		}
+	}
+	return nil
+}
+
+func markInterrupted(st *store.Store, n uint64) error {
+	_, err := st.UpdateGeneration(n, func(g *store.Generation) error {
+		if g.State == store.GenApplying {
+			g.State = store.GenFailed
+			g.Note = "interrupted: its apply ended before the kernel's answer was recorded (the kernel may have held its table until the next change)"
+		}
+		return nil
+	})
+	return err
+}
+
+func pendingError(g *store.Generation) error {
+	fix := `run "egress-enforce confirm" to keep it, or "egress-enforce rollback" to drop it, then apply again (apply --force rolls it back first)`
+	if guardAlive(g) {
+		return fmt.Errorf("%w: generation %d (%s mode) is %s until %s, and its guard (pid %d) rolls it back unless it is confirmed: %s",
+			ErrPending, g.N, g.Mode, g.State, g.Deadline.Local().Format(time.DateTime), g.GuardPID, fix)
+	}
+	return fmt.Errorf("%w: generation %d (%s mode) is %s, but its guard (pid %d) is gone, so nothing will roll it back: %s",
+		ErrPending, g.N, g.Mode, g.State, g.GuardPID, fix)
+}
+
+// rollbackPending marks pending generation g rolled back (unless it was
+// confirmed meanwhile: errResolved) and puts the kept generation before it
+// back. The caller holds the lock.
+func rollbackPending(st *store.Store, t Target, gens []store.Generation, g *store.Generation, command, note string, log *slog.Logger) (*store.Generation, error) {
+	if err := markRolledBack(st, g.N, note); err != nil {
+		return nil, err
+	}
+	b, err := resolveBack(st, gens, t, g.Table, rollbackTarget(gens, g))
+	if err != nil {
+		return nil, err
+	}
+	return b.putBack(st, t, g.Table, command, fmt.Sprintf("rollback of generation %d: %s", g.N, note), log)
+}
+
+func markRolledBack(st *store.Store, n uint64, note string) error {
+	_, err := st.UpdateGeneration(n, func(g *store.Generation) error {
+		if !pendingish(g) {
+			return fmt.Errorf("%w: generation %d is %s", errResolved, g.N, g.State)
+		}
+		g.State, g.Note = store.GenRolledBack, note
+		return nil
+	})
+	return err
+}
+
+// rollbackTarget is the generation a pending generation goes back to: the
+// newest kept one before it (0: none, the table is removed).
+func rollbackTarget(gens []store.Generation, g *store.Generation) uint64 {
+	if k := kept(gens, g.Target, g.Table, g.N); k != nil && k.Mode != ModeRemoved {
+		return k.N
+	}
+	return 0
+}
+
 // ErrNothingToConfirm means the current generation is not waiting for a
 // confirmation.
 var ErrNothingToConfirm = errors.New("nothing to confirm")
@@ -170,6 +359,11 @@ var ErrNothingToConfirm = errors.New("nothing to confirm")
 // Confirm keeps the pending current generation: its guard will not roll
 // it back.
 func Confirm(st *store.Store, t Target, table string) (*store.Generation, error) {
+	unlock, err := lockApplies(context.Background(), st.Path(), DefaultLockWait, slog.Default())
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	gens, err := st.Generations()
 	if err != nil {
 		return nil, err
@@ -179,7 +373,7 @@ func Confirm(st *store.Store, t Target, table string) (*store.Generation, error)
 	var last *store.Generation
 	for i := len(gens) - 1; i >= 0; i-- {
 		g := &gens[i]
-		if g.Target == targetKey(t) && g.Table == table && !g.Deadline.IsZero() {
+		if ours(g, targetKey(t), table) && !g.Deadline.IsZero() {
 			last = g
 			break
 		}
@@ -203,6 +397,9 @@ func Confirm(st *store.Store, t Target, table string) (*store.Generation, error)
 	if err != nil {
 		return nil, err
 	}
+	if err := syncApplied(st, t, table, knownPlan{}); err != nil {
+		slog.Error("generation "+strconv.FormatUint(g.N, 10)+" is confirmed, but the files restore falls back on are not written", "err", err)
+	}
 	return &g, nil
 }
 
@@ -219,166 +416,217 @@ func loadPlan(st *store.Store, n uint64) (*Plan, error) {
 	return &p, nil
 }
 
-// restore puts generation n's table back (removes the table for n == 0 or
-// a removal) and records it as a new generation.
-func restore(st *store.Store, t Target, table string, n uint64, command, reason string) (*store.Generation, error) {
-	if n == 0 {
-		if _, err := Remove(t, table); err != nil {
-			return nil, err
-		}
-		g, err := st.AddGeneration(store.Generation{Target: targetKey(t), Table: table, Mode: ModeRemoved,
-			State: store.GenApplied, Command: command, Reason: reason}, nil)
-		return &g, err
+// loadPlanAny reads generation n's plan from the store, or else from the
+// files beside it.
+func loadPlanAny(st *store.Store, t Target, table string, n uint64) (*Plan, error) {
+	p, err := loadPlan(st, n)
+	if err == nil {
+		return p, nil
 	}
-	gens, err := st.Generations()
-	if err != nil {
-		return nil, err
+	if fp, ferr := readAppliedPlan(AppliedDir(st.Path(), targetKey(t), table), n); ferr == nil {
+		return fp, nil
 	}
-	i := slices.IndexFunc(gens, func(g store.Generation) bool { return g.N == n })
-	if i < 0 || gens[i].Target != targetKey(t) || gens[i].Table != table {
-		return nil, fmt.Errorf("generation %d: %w for table inet %s in %s", n, store.ErrNoGeneration, table, t)
-	}
-	if gens[i].Mode == ModeRemoved {
-		return restore(st, t, table, 0, command, reason)
-	}
-	p, err := loadPlan(st, gens[i].Effective())
-	if err != nil {
-		return nil, err
-	}
-	if _, err := Apply(p, t); err != nil {
-		return nil, fmt.Errorf("restore generation %d: %w", n, err)
-	}
-	g := generationOf(p, t, RolloutOptions{Command: command, Reason: reason})
-	g.State, g.Restores = store.GenApplied, gens[i].Effective()
-	g, err = st.AddGeneration(g, nil)
-	return &g, err
+	return nil, err
 }
 
-// Rollback puts an earlier generation back: to, or when to is 0 the one
-// before the current (the newest earlier generation that took effect with
-// another table); with none, it removes the table.
-func Rollback(st *store.Store, t Target, table string, to uint64, command, reason string) (*store.Generation, error) {
+// backTo is what a rollback or restore puts back: a kept generation and
+// its plan; a nil plan removes the table.
+type backTo struct {
+	gen  *store.Generation // nil: no generation, remove the table
+	plan *Plan
+}
+
+// resolveBack finds kept generation n (0: none) of the target and table
+// and loads its plan.
+func resolveBack(st *store.Store, gens []store.Generation, t Target, table string, n uint64) (backTo, error) {
+	if n == 0 {
+		return backTo{}, nil
+	}
+	g := find(gens, n)
+	if g == nil || !ours(g, targetKey(t), table) {
+		return backTo{}, fmt.Errorf("generation %d: %w for table inet %s in %s", n, store.ErrNoGeneration, table, t)
+	}
+	if !g.Kept() {
+		note := ""
+		if g.Note != "" {
+			note = " (" + g.Note + ")"
+		}
+		return backTo{}, fmt.Errorf("generation %d is %s%s: only a generation that was applied and kept (applied, or confirmed in time) can be put back", n, g.State, note)
+	}
+	if g.Mode == ModeRemoved {
+		return backTo{gen: g}, nil
+	}
+	p, err := loadPlanAny(st, t, table, g.Effective())
+	if err != nil {
+		return backTo{}, err
+	}
+	return backTo{gen: g, plan: p}, nil
+}
+
+// n is the generation put back (0: none).
+func (b backTo) n() uint64 {
+	if b.gen == nil {
+		return 0
+	}
+	return b.gen.N
+}
+
+// apply puts the table in the kernel (or removes ours).
+func (b backTo) apply(t Target, table string) error {
+	if b.plan == nil {
+		_, err := Remove(t, table)
+		return err
+	}
+	if _, err := Apply(b.plan, t); err != nil {
+		return fmt.Errorf("restore generation %d: %w", b.gen.N, err)
+	}
+	return nil
+}
+
+// record adds the generation saying what apply did.
+func (b backTo) record(st *store.Store, t Target, table, command, reason string) (store.Generation, error) {
+	if b.plan == nil {
+		return st.AddGeneration(store.Generation{Target: targetKey(t), Table: table, Mode: ModeRemoved,
+			State: store.GenApplied, Command: command, Reason: reason}, nil)
+	}
+	g := generationOf(b.plan, t, RolloutOptions{Command: command, Reason: reason})
+	g.State, g.Restores = store.GenApplied, b.gen.Effective()
+	if b.gen.Mode == ModeClosed {
+		g.Mode = ModeClosed
+	}
+	return st.AddGeneration(g, nil)
+}
+
+// putBack applies and records, then writes the files beside the store.
+// The caller holds the lock.
+func (b backTo) putBack(st *store.Store, t Target, table, command, reason string, log *slog.Logger) (*store.Generation, error) {
+	if err := b.apply(t, table); err != nil {
+		return nil, err
+	}
+	g, err := b.record(st, t, table, command, reason)
+	if err != nil {
+		return nil, err
+	}
+	if err := syncApplied(st, t, table, knownPlan{n: g.Effective(), plan: b.plan}); err != nil {
+		log.Error("generation "+strconv.FormatUint(g.N, 10)+" is applied, but the files restore falls back on are not written", "err", err)
+	}
+	return &g, nil
+}
+
+// RollbackOptions say where a rollback goes.
+type RollbackOptions struct {
+	// To is the generation to put back; 0: the newest earlier kept
+	// generation with another table (none: the table is removed).
+	To      uint64
+	Command string
+	Reason  string
+	// Force puts back a table that fails the pre-apply check.
+	Force    bool
+	LockWait time.Duration
+	Logger   *slog.Logger
+}
+
+// Rollback puts an earlier kept generation back, after the pre-apply check
+// of its plan when it drops traffic. A pending current generation is
+// marked rolled back.
+func Rollback(st *store.Store, t Target, table string, o RollbackOptions) (*store.Generation, error) {
+	log := orDefault(o.Logger)
+	unlock, err := lockApplies(context.Background(), st.Path(), lockWait(o.LockWait), log)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	gens, err := st.Generations()
 	if err != nil {
 		return nil, err
 	}
 	cur := current(gens, t, table)
+	to := o.To
 	if to == 0 && cur != nil {
-		for i := len(gens) - 1; i >= 0; i-- {
-			g := &gens[i]
-			if g.N >= cur.N || g.Target != targetKey(t) || g.Table != table {
-				continue
+		to = defaultBack(gens, cur)
+	}
+	b, err := resolveBack(st, gens, t, table, to)
+	if err != nil {
+		return nil, err
+	}
+	if b.plan != nil && b.gen.Mode != ModeClosed {
+		if err := Guard(b.plan, nil); err != nil {
+			if !o.Force {
+				return nil, fmt.Errorf("roll back to generation %d: %w", to, err)
 			}
-			if g.State == store.GenFailed || g.State == store.GenRolledBack || g.State == store.GenApplying {
-				continue
-			}
-			if g.Effective() == cur.Effective() || (g.Mode == ModeRemoved && cur.Mode == ModeRemoved) {
-				continue
-			}
-			to = g.N
-			break
+			log.Warn("--force: " + err.Error())
 		}
 	}
-	if cur != nil && (cur.State == store.GenPending || cur.State == store.GenApplying) {
+	if cur != nil && pendingish(cur) {
 		// A rollback by hand of a pending generation ends its window.
-		_, _ = st.UpdateGeneration(cur.N, func(g *store.Generation) error {
-			if g.State == store.GenPending || g.State == store.GenApplying {
-				g.State, g.Note = store.GenRolledBack, "rolled back by hand: "+reason
-			}
-			return nil
-		})
+		if err := markRolledBack(st, cur.N, "rolled back by hand: "+o.Reason); err != nil && !errors.Is(err, errResolved) {
+			return nil, err
+		}
 	}
-	return restore(st, t, table, to, command, reason)
+	return b.putBack(st, t, table, o.Command, o.Reason, log)
 }
 
-// GuardOptions tune a rollback guard.
-type GuardOptions struct {
-	// MaxDeniedRate rolls back before the deadline when the default rule
-	// drops more packets per second (0: off).
-	MaxDeniedRate float64
-	Poll          time.Duration // default 500 ms
-	Log           func(format string, args ...any)
+// defaultBack is the newest kept generation before cur with another table.
+func defaultBack(gens []store.Generation, cur *store.Generation) uint64 {
+	for i := len(gens) - 1; i >= 0; i-- {
+		g := &gens[i]
+		if g.N >= cur.N || !ours(g, cur.Target, cur.Table) || !g.Kept() {
+			continue
+		}
+		if g.Effective() == cur.Effective() || (g.Mode == ModeRemoved && cur.Mode == ModeRemoved) {
+			continue
+		}
+		return g.N
+	}
+	return 0
 }
 
-// GuardGeneration watches pending generation n until it is confirmed, or its
-// deadline passes (or the drop rate exceeds the limit), and then rolls it
-// back. It is the body of the detached guard process.
-func GuardGeneration(ctx context.Context, st *store.Store, t Target, n uint64, o GuardOptions) error {
-	if o.Poll == 0 {
-		o.Poll = 500 * time.Millisecond
-	}
-	logf := o.Log
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
-	var lastDrops uint64
-	var lastAt time.Time
-	tick := time.NewTicker(o.Poll)
-	defer tick.Stop()
-	for {
-		gens, err := st.Generations()
-		if err != nil {
-			return err
-		}
-		i := slices.IndexFunc(gens, func(g store.Generation) bool { return g.N == n })
-		if i < 0 {
-			return fmt.Errorf("generation %d: %w", n, store.ErrNoGeneration)
-		}
-		g := gens[i]
-		switch g.State {
-		case store.GenConfirmed, store.GenFailed, store.GenRolledBack, store.GenApplied:
-			logf("generation %d is %s: nothing to do", n, g.State)
-			return nil
-		}
-		now := time.Now()
-		why := ""
-		if !now.Before(g.Deadline) {
-			why = fmt.Sprintf("not confirmed within %s", g.Deadline.Sub(g.Time).Round(time.Second))
-		} else if o.MaxDeniedRate > 0 && g.State == store.GenPending {
-			if s, err := ReadStatus(t, g.Table, false); err == nil && s.Present {
-				if !lastAt.IsZero() && s.Dropped.Packets >= lastDrops {
-					rate := float64(s.Dropped.Packets-lastDrops) / now.Sub(lastAt).Seconds()
-					if rate > o.MaxDeniedRate {
-						why = fmt.Sprintf("%.1f dropped packets/s, above --rollback-if-denied-rate %g/s", rate, o.MaxDeniedRate)
-					}
-				}
-				lastDrops, lastAt = s.Dropped.Packets, now
-			}
-		}
-		if why != "" {
-			return guardRollback(st, t, g, why, logf)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
+// knownPlan is a plan the caller has at hand (and its JSON and nft text,
+// when it has them).
+type knownPlan struct {
+	n    uint64
+	plan *Plan
+	raw  []byte
+	text []byte
 }
 
-func guardRollback(st *store.Store, t Target, g store.Generation, why string, logf func(string, ...any)) error {
-	_, err := st.UpdateGeneration(g.N, func(cur *store.Generation) error {
-		if cur.State != store.GenPending && cur.State != store.GenApplying {
-			return fmt.Errorf("generation %d became %s", cur.N, cur.State)
+// syncApplied writes the files beside the store for the target and table:
+// the current and the kept generation, and their plans (known, else from
+// the store).
+func syncApplied(st *store.Store, t Target, table string, known knownPlan) error {
+	gens, err := st.Generations()
+	if err != nil {
+		return err
+	}
+	s := AppliedState{Target: targetKey(t), Table: table,
+		Current: appliedGenOf(current(gens, t, table)), Kept: appliedGenOf(kept(gens, targetKey(t), table, 0))}
+	return writeApplied(AppliedDir(st.Path(), targetKey(t), table), s, func(n uint64) (*Plan, []byte, []byte, error) {
+		if known.plan != nil && known.n == n {
+			return known.plan, known.raw, known.text, nil
 		}
-		cur.State = store.GenRolledBack
-		cur.Note = "rolled back automatically: " + why
-		return nil
+		p, err := loadPlan(st, n)
+		return p, nil, nil, err
 	})
-	if err != nil {
-		logf("not rolling back: %v", err)
-		return nil // confirmed meanwhile
+}
+
+// bootID identifies this boot of the kernel: a guard recorded in another
+// boot is gone.
+func bootID() string {
+	b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	return strings.TrimSpace(string(b))
+}
+
+// guardAlive reports whether the guard process of pending generation g
+// still runs: same boot, and its pid runs "confirm-guard --generation N".
+func guardAlive(g *store.Generation) bool {
+	if g.GuardPID <= 0 || (g.GuardBoot != "" && g.GuardBoot != bootID()) {
+		return false
 	}
-	logf("rolling back generation %d: %s", g.N, why)
-	reason := fmt.Sprintf("automatic rollback of generation %d: %s", g.N, why)
-	r, err := restore(st, t, g.Table, g.RollbackTo, "rollback guard", reason)
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", g.GuardPID))
 	if err != nil {
-		_, _ = st.UpdateGeneration(g.N, func(cur *store.Generation) error {
-			cur.Note += "; the rollback failed: " + err.Error()
-			return nil
-		})
-		return fmt.Errorf("roll back generation %d: %w", g.N, err)
+		return false
 	}
-	logf("restored generation %d as generation %d", g.RollbackTo, r.N)
-	return nil
+	args := strings.Split(string(cmdline), "\x00")
+	i := slices.Index(args, "--generation")
+	return slices.Contains(args, "confirm-guard") && i >= 0 && i+1 < len(args) && args[i+1] == strconv.FormatUint(g.N, 10)
 }

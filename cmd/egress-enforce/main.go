@@ -287,7 +287,10 @@ Every apply is recorded as a generation in the store (history, rollback).
 runs within 2 minutes, the previous generation is put back. A guard process
 of its own does it, detached from the terminal: it still happens if the
 session that ran apply dies or apply is killed. --rollback-if-denied-rate 50/s
-also rolls back early when the table drops more than 50 packets a second.`,
+also rolls back early when the table drops more than 50 packets a second.
+While a generation is pending, another apply is refused; --force rolls the
+pending one back first. Applies, rollbacks and restores wait for each other
+(a lock beside the store).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			b, err := buildPlan(cmd, g)
@@ -331,7 +334,7 @@ also rolls back early when the table drops more than 50 packets a second.`,
 				return fmt.Errorf("record the generation: %w", err)
 			}
 			gen, res, err := enforce.ApplyGeneration(b.plan, target, enforce.RolloutOptions{
-				Store: st, Command: commandLine(), Reason: reason, ConfirmWithin: confirmWithin,
+				Store: st, Command: commandLine(), Reason: reason, ConfirmWithin: confirmWithin, Force: force,
 				StartGuard: func(n uint64) (int, error) { return startGuard(b.cfg, n, rate) },
 			})
 			if err != nil {
@@ -365,7 +368,7 @@ also rolls back early when the table drops more than 50 packets a second.`,
 	netnsFlag(cmd, g)
 	f := cmd.Flags()
 	f.BoolVar(&dryRun, "dry-run", false, "show what would change, apply nothing")
-	f.BoolVar(&force, "force", false, "enforce even when the baseline is missing, empty or would cut off DNS")
+	f.BoolVar(&force, "force", false, "enforce even when the baseline is missing, empty or would cut off DNS; roll back a pending generation first")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.DurationVar(&confirmWithin, "confirm-within", 0, "roll back unless \"egress-enforce confirm\" runs within this long (e.g. 2m)")
 	f.StringVar(&deniedRate, "rollback-if-denied-rate", "", "with --confirm-within: roll back early when drops exceed this rate (e.g. 50/s)")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -94,13 +93,8 @@ func newConfirmGuard(g *cli.Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := cli.WriteStore(cfg)
-			if err != nil {
-				return err
-			}
-			log.Info("guarding", "generation", gen, "netns", cfg.Netns, "table", cfg.Table, "max_denied_rate", rate)
-			return enforce.GuardGeneration(context.Background(), st, enforce.Target{Netns: cfg.Netns}, gen,
-				enforce.GuardOptions{MaxDeniedRate: rate, Log: func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) }})
+			return enforce.GuardGeneration(cmd.Context(), cfg.DB, enforce.Target{Netns: cfg.Netns}, gen,
+				enforce.GuardOptions{MaxDeniedRate: rate, Logger: log})
 		},
 	}
 	netnsFlag(cmd, g)
@@ -139,16 +133,23 @@ func newConfirm(g *cli.Globals) *cobra.Command {
 func newRollback(g *cli.Globals) *cobra.Command {
 	var to uint64
 	var reason string
+	var force bool
 	cmd := &cobra.Command{
-		Use:   "rollback [--to N] [--netns NAME|PATH]",
+		Use:   "rollback [--to N] [--netns NAME|PATH] [--reason TEXT] [--force]",
 		Short: "Put an earlier generation back (default: the one before the current)",
 		Long: `rollback re-applies the table of an earlier generation atomically and records
 it as a new generation. Without --to it goes back to the newest earlier
 generation with a different table; with no earlier generation it removes the
-table. "egress-enforce history" lists the generations.`,
+table. "egress-enforce history" lists the generations.
+
+Only a generation that was applied and kept (applied, or confirmed in time)
+can be put back: never a pending, rolled-back or failed one. A table that
+drops traffic goes through the same check as apply --mode enforce (an empty
+baseline, or one that would cut off DNS, is refused); --force puts it back
+anyway. A pending current generation is marked rolled back.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, _, err := g.Load(cmd)
+			cfg, log, err := g.Load(cmd)
 			if err != nil {
 				return err
 			}
@@ -159,7 +160,8 @@ table. "egress-enforce history" lists the generations.`,
 			if reason == "" {
 				reason = "rollback by hand"
 			}
-			gen, err := enforce.Rollback(st, enforce.Target{Netns: cfg.Netns}, cfg.Table, to, commandLine(), reason)
+			gen, err := enforce.Rollback(st, enforce.Target{Netns: cfg.Netns}, cfg.Table, enforce.RollbackOptions{
+				To: to, Command: commandLine(), Reason: reason, Force: force, Logger: log})
 			if err != nil {
 				return err
 			}
@@ -174,6 +176,7 @@ table. "egress-enforce history" lists the generations.`,
 	netnsFlag(cmd, g)
 	cmd.Flags().Uint64Var(&to, "to", 0, "the generation to put back")
 	cmd.Flags().StringVar(&reason, "reason", "", "why: kept in the history")
+	cmd.Flags().BoolVar(&force, "force", false, "put the table back even when the pre-apply check refuses it")
 	return cmd
 }
 

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/egresskit/egress/enforce"
 	"github.com/egresskit/egress/internal/lab"
 	"github.com/egresskit/egress/store"
@@ -110,6 +112,8 @@ func reaches(a lab.As, port int) bool {
 
 func alive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
 
+// waitUntil polls cond until it holds. d only bounds a test that would
+// otherwise hang: it is generous, never a speed requirement.
 func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -124,7 +128,9 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 func TestConfirmKeepsTheTable(t *testing.T) {
 	l := newRolloutLab(t)
 	l.run(t, "apply", "--mode", "audit")
-	out := l.run(t, "apply", "--mode", "enforce", "--confirm-within", "3s", "--reason", "go live")
+	// A window long enough for any machine: what keeps the table is the
+	// confirm and the guard's exit, not the clock.
+	out := l.run(t, "apply", "--mode", "enforce", "--confirm-within", "10m", "--reason", "go live")
 	if !strings.Contains(out, "egress-enforce confirm") || !strings.Contains(out, "rolls back to generation 1") {
 		t.Errorf("apply --confirm-within says:\n%s", out)
 	}
@@ -136,10 +142,14 @@ func TestConfirmKeepsTheTable(t *testing.T) {
 	if out := l.run(t, "confirm"); !strings.Contains(out, "confirmed generation 2") {
 		t.Errorf("confirm: %s", out)
 	}
-	waitUntil(t, 5*time.Second, "the guard to exit", func() bool { return !alive(guard) })
-	time.Sleep(3 * time.Second) // past the deadline
+	// The guard is the only one that rolls back: once it has exited after
+	// seeing the confirmation, nothing will.
+	waitUntil(t, waitFor, "the guard to exit", func() bool { return !alive(guard) })
+	if log := guardLog(t, l, 2); !strings.Contains(log, "is confirmed: nothing to roll back") || strings.Contains(log, "level=ERROR") {
+		t.Errorf("guard log:\n%s", log)
+	}
 	if st := l.status(t); st.Mode != enforce.ModeEnforce {
-		t.Errorf("after confirm and the deadline the mode is %s", st.Mode)
+		t.Errorf("after confirm the mode is %s", st.Mode)
 	}
 	gens, cur := l.history(t)
 	if cur != 2 || gens[1].State != store.GenConfirmed || gens[1].Reason != "go live" || len(gens) != 2 {
@@ -154,18 +164,24 @@ func TestConfirmKeepsTheTable(t *testing.T) {
 func TestNoConfirmRollsBack(t *testing.T) {
 	l := newRolloutLab(t)
 	l.run(t, "apply", "--mode", "audit")
-	l.run(t, "apply", "--mode", "enforce", "--confirm-within", "2s")
-	if reaches(l.nobody, 8081) {
-		t.Fatal("the enforcing table does not enforce")
-	}
-	waitUntil(t, 10*time.Second, "the rollback", func() bool { return l.status(t).Mode == enforce.ModeAudit })
-	if !reaches(l.nobody, 8081) {
-		t.Error("after the rollback an unlearned flow is still blocked")
+	before := time.Now()
+	l.run(t, "apply", "--mode", "enforce", "--confirm-within", "3s")
+	waitUntil(t, waitFor, "the rollback", func() bool { _, cur := l.history(t); return cur == 3 })
+	if st := l.status(t); st.Mode != enforce.ModeAudit || !reaches(l.nobody, 8081) {
+		t.Errorf("after the rollback the table is in %s mode", st.Mode)
 	}
 	gens, cur := l.history(t)
-	if len(gens) != 3 || cur != 3 || gens[1].State != store.GenRolledBack || !strings.Contains(gens[1].Note, "not confirmed within 2s") ||
+	if len(gens) != 3 || cur != 3 || gens[1].State != store.GenRolledBack || !strings.Contains(gens[1].Note, "not confirmed within 3s") ||
 		gens[2].Restores != 1 || !strings.Contains(gens[2].Reason, "automatic rollback of generation 2") {
-		t.Errorf("history: current %d, %+v", cur, gens)
+		t.Fatalf("history: current %d, %+v", cur, gens)
+	}
+	// The window started when the table was in, and the rollback came
+	// after it closed.
+	if start := gens[1].Deadline.Add(-3 * time.Second); start.Before(gens[1].Time) || start.Before(before) {
+		t.Errorf("the window started at %s, before the generation was recorded (%s)", start, gens[1].Time)
+	}
+	if gens[2].Time.Before(gens[1].Deadline) {
+		t.Errorf("rolled back at %s, before the deadline %s", gens[2].Time, gens[1].Deadline)
 	}
 	mustFail(t, enforceBin, l.env, []string{"already rolled back"}, "confirm")
 }
@@ -187,7 +203,7 @@ func TestKilledApplyStillRollsBack(t *testing.T) {
 			}
 			if when == "after the guard started" {
 				st, _ := store.Open(l.db, store.Options{})
-				waitUntil(t, 10*time.Second, "the guard's pid in the store", func() bool {
+				waitUntil(t, waitFor, "the guard's pid in the store", func() bool {
 					gens, _ := st.Generations()
 					return len(gens) == 2 && gens[1].GuardPID != 0
 				})
@@ -199,7 +215,7 @@ func TestKilledApplyStillRollsBack(t *testing.T) {
 			}
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			_ = cmd.Wait()
-			waitUntil(t, 10*time.Second, "the rollback", func() bool {
+			waitUntil(t, waitFor, "the rollback", func() bool {
 				gens, cur := l.history(t)
 				return cur == 3 && gens[1].State == store.GenRolledBack
 			})
@@ -352,7 +368,7 @@ func (w *watcher) entries(t *testing.T) []enforce.LogEntry {
 func (w *watcher) waitEntries(t *testing.T, cond func([]enforce.LogEntry) bool) []enforce.LogEntry {
 	t.Helper()
 	var es []enforce.LogEntry
-	waitUntil(t, 10*time.Second, "the monitor's entries", func() bool { es = w.entries(t); return cond(es) })
+	waitUntil(t, waitFor, "the monitor's entries", func() bool { es = w.entries(t); return cond(es) })
 	return es
 }
 
@@ -372,6 +388,7 @@ func TestMonitorMetricsAndDenied(t *testing.T) {
 	l := newRolloutLab(t)
 	w := startWatch(t, l)
 	l.run(t, "apply", "--mode", "enforce")
+	applied, _ := l.history(t)
 	for range 3 {
 		if reaches(l.nobody, 8081) {
 			t.Fatal("an unlearned flow went through")
@@ -381,8 +398,15 @@ func TestMonitorMetricsAndDenied(t *testing.T) {
 	if !reaches(l.nobody, 8080) {
 		t.Fatal("a learned flow was blocked")
 	}
+	// Every drop is logged (NFLOG); the kernel's counter says how many.
 	es := w.waitEntries(t, func(es []enforce.LogEntry) bool {
-		return hasEntry(es, "drop", 65534, 8081) && hasEntry(es, "drop", 4242, 9998)
+		drops := 0
+		for _, e := range es {
+			if e.Action == "drop" {
+				drops++
+			}
+		}
+		return hasEntry(es, "drop", 65534, 8081) && hasEntry(es, "drop", 4242, 9998) && uint64(drops) == l.status(t).Dropped.Packets
 	})
 	var syns, udp float64
 	for _, e := range es {
@@ -398,10 +422,13 @@ func TestMonitorMetricsAndDenied(t *testing.T) {
 	if udp != 4 {
 		t.Errorf("%v UDP drops logged for uid 4242, want 4", udp)
 	}
-	time.Sleep(300 * time.Millisecond)
-
 	st := l.status(t)
-	fams := lab.Scrape(t, w.metrics)
+	var fams map[string]*dto.MetricFamily
+	waitUntil(t, waitFor, "the metrics to count every logged drop", func() bool {
+		fams = lab.Scrape(t, w.metrics)
+		v, _ := lab.MetricValue(fams, "egress_denied_packets_total", map[string]string{"action": "drop"})
+		return v == syns+udp
+	})
 	kernel, _ := lab.MetricValue(fams, "egress_kernel_dropped_packets_total", nil)
 	if kernel != float64(st.Dropped.Packets) || kernel != syns+udp {
 		t.Errorf("kernel drop counter: metric %v, status %d, logged %v", kernel, st.Dropped.Packets, syns+udp)
@@ -429,8 +456,8 @@ func TestMonitorMetricsAndDenied(t *testing.T) {
 	if v, ok := lab.MetricValue(fams, "egress_table_mode", map[string]string{"mode": "enforce"}); !ok || v != 1 {
 		t.Errorf("mode metric %v %v", v, ok)
 	}
-	if v, _ := lab.MetricValue(fams, "egress_last_apply_timestamp_seconds", nil); time.Since(time.Unix(int64(v), 0)) > time.Minute {
-		t.Errorf("last apply metric %v", v)
+	if v, _ := lab.MetricValue(fams, "egress_last_apply_timestamp_seconds", nil); int64(v) != applied[0].Time.Unix() {
+		t.Errorf("last apply metric %v, generation 1 applied at %s", v, applied[0].Time)
 	}
 
 	w.stop(t) // flushes the observations
@@ -470,16 +497,15 @@ func TestMonitorMetricsAndDenied(t *testing.T) {
 func TestDeniedRateRollsBackEarly(t *testing.T) {
 	l := newRolloutLab(t)
 	l.run(t, "apply", "--mode", "audit")
-	start := time.Now()
-	l.run(t, "apply", "--mode", "enforce", "--confirm-within", "60s", "--rollback-if-denied-rate", "5/s")
-	burst := fmt.Sprintf("for i in $(seq 40); do echo x > /dev/udp/%s/9997; sleep 0.05; done", lab.ServerIP4)
-	_, _ = l.other.Run("bash", "-c", burst)
-	waitUntil(t, 15*time.Second, "the early rollback", func() bool { return l.status(t).Mode == enforce.ModeAudit })
-	if el := time.Since(start); el > 30*time.Second {
-		t.Errorf("rolled back after %v: that is the deadline, not the rate guard", el)
-	}
+	// The deadline is far: only the rate guard can roll back in time.
+	l.run(t, "apply", "--mode", "enforce", "--confirm-within", "30m", "--rollback-if-denied-rate", "5/s")
+	burst := fmt.Sprintf("for i in $(seq 20); do echo x > /dev/udp/%s/9997; done", lab.ServerIP4)
+	waitUntil(t, waitFor, "the early rollback", func() bool {
+		_, _ = l.other.Run("bash", "-c", burst) // bursts until it happens, however fast the machine
+		return l.status(t).Mode == enforce.ModeAudit
+	})
 	gens, _ := l.history(t)
-	if !strings.Contains(gens[1].Note, "above --rollback-if-denied-rate 5/s") {
+	if gens[1].State != store.GenRolledBack || !strings.Contains(gens[1].Note, "above --rollback-if-denied-rate 5/s") {
 		t.Errorf("the rollback does not say why: %+v", gens[1])
 	}
 	mustFail(t, enforceBin, l.env, []string{"needs --confirm-within"}, "apply", "--mode", "enforce", "--rollback-if-denied-rate", "5/s")
