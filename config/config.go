@@ -57,6 +57,9 @@ type Config struct {
 	AlwaysAllow  []AllowConfig `mapstructure:"always_allow"`
 	MinHits      int           `mapstructure:"min_hits"`
 	SinceS       string        `mapstructure:"since"`
+	// BootPolicy is what restore does with no generation to put back:
+	// open (no table) or closed (DNS, NTP and loopback only).
+	BootPolicy string `mapstructure:"boot_policy"`
 
 	// DNS following.
 	FollowMode       string         `mapstructure:"follow_mode"`
@@ -106,6 +109,7 @@ var defaults = map[string]any{
 	"always_allow":        []map[string]any{},
 	"min_hits":            1,
 	"since":               "",
+	"boot_policy":         "open",
 	"follow_mode":         "both",
 	"follow_names":        []map[string]any{},
 	"follow_ip_only":      []string{},
@@ -369,6 +373,9 @@ func (c *Config) resolve() error {
 	}
 	if c.FollowMark <= 0 || c.FollowMark > 0xffffffff || c.FollowMark&(c.FollowMark-1) != 0 {
 		return fmt.Errorf("follow_mark: %#x must be one bit of the 32-bit socket mark", c.FollowMark)
+	}
+	if c.BootPolicy != "open" && c.BootPolicy != "closed" {
+		return fmt.Errorf("boot_policy: %q is not open or closed", c.BootPolicy)
 	}
 	if c.Mode != "audit" && c.Mode != "enforce" {
 		return fmt.Errorf("mode: %q is not audit or enforce", c.Mode)
