@@ -1,0 +1,227 @@
+//go:build linux
+
+// Command restorebench measures what putting a large table back costs: the
+// time of "egress-enforce restore" for a generation of -flows flows (default
+// 100,000), from the store and from the files beside it (the fallback when
+// the store cannot be read), and what writing those files adds to an apply.
+// It prints figures, not pass/fail; the machine is shared, so it repeats
+// each step -rounds times and prints the minimum, median and maximum.
+//
+// Run it as root from the module root:
+//
+//	go run ./bench/restorebench [-flows 100000] [-rounds 7]
+//
+// Everything happens in one network namespace of its own (egrb-XXXXXXXX),
+// removed at the end, also on SIGINT/SIGTERM/SIGHUP; the store is in a
+// temporary folder.
+package main
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/egresskit/egress/bench/internal/benchutil"
+	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/store"
+)
+
+const nsPrefix = "egrb-"
+
+// quiet swallows restore's logs (the fallback logs at error level, by design).
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func main() { os.Exit(benchMain()) }
+
+func benchMain() int {
+	flows := flag.Int("flows", 100000, "flows in the generation")
+	rounds := flag.Int("rounds", 7, "repetitions of each step")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "restorebench: run as root (it creates a network namespace)")
+		return 1
+	}
+	cl := &benchutil.Cleaner{}
+	defer cl.Run()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() { <-sig; cl.Run(); os.Exit(130) }()
+	b, err := setup(cl, *flows)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "restorebench:", err)
+		return 1
+	}
+	if err := b.measure(*rounds); err != nil {
+		fmt.Fprintln(os.Stderr, "restorebench:", err)
+		return 1
+	}
+	return 0
+}
+
+type bench struct {
+	ns     string
+	target enforce.Target
+	dir    string
+	db     string
+	plan   *enforce.Plan
+	st     *store.Store
+}
+
+func setup(cl *benchutil.Cleaner, n int) (*bench, error) {
+	var id [4]byte
+	_, _ = rand.Read(id[:])
+	b := &bench{ns: nsPrefix + hex.EncodeToString(id[:])}
+	if out, err := exec.Command("ip", "netns", "add", b.ns).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ip netns add: %v: %s", err, out)
+	}
+	cl.Add(func() { _ = exec.Command("ip", "netns", "del", b.ns).Run() })
+	b.target = enforce.Target{Netns: b.ns}
+	var err error
+	if b.dir, err = os.MkdirTemp("", "restorebench"); err != nil {
+		return nil, err
+	}
+	cl.Add(func() { os.RemoveAll(b.dir) })
+	b.db = filepath.Join(b.dir, "baseline.db")
+	if b.st, err = store.Create(b.db, store.Options{}); err != nil {
+		return nil, err
+	}
+	b.plan = enforce.Build(synthFlows(n), enforce.Options{Mode: enforce.ModeEnforce,
+		DNSServers: []netip.Addr{netip.MustParseAddr("192.0.2.53")}, Source: "restorebench"})
+	benchutil.Logf("namespace %s, store %s, %d flows, kernel %s", b.ns, b.db, b.plan.Flows, benchutil.KernelRelease())
+	return b, nil
+}
+
+// synthFlows makes n distinct TCP flows over 40 users and random public
+// IPv4 addresses, with hostnames and processes, as a learner stores them.
+func synthFlows(n int) []store.Flow {
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	seen := map[store.FlowKey]bool{}
+	now := time.Now()
+	var out []store.Flow
+	for len(out) < n {
+		var a [4]byte
+		binary.BigEndian.PutUint32(a[:], 0x0b000000+rng.Uint32()%0xb0000000)
+		if a[0] == 127 {
+			continue
+		}
+		k := store.FlowKey{UID: 1000 + uint32(rng.IntN(40)), Proto: enforce.ProtoTCP, IP: netip.AddrFrom4(a),
+			Port: []uint16{443, 80, 8443, 5432}[rng.IntN(4)]}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, store.Flow{FlowKey: k, Hits: 1 + uint64(rng.IntN(5000)), FirstSeen: now.Add(-48 * time.Hour), LastSeen: now,
+			Hostnames: []string{fmt.Sprintf("svc%d.r%d.cdn.example.net", rng.IntN(100000), rng.IntN(20))}, Processes: []string{"java"}})
+	}
+	return out
+}
+
+func (b *bench) dropTable() error {
+	if !strings.HasPrefix(b.target.Netns, nsPrefix) {
+		panic("restorebench: refusing to act outside its own namespace")
+	}
+	_, err := enforce.Remove(b.target, b.plan.Table)
+	return err
+}
+
+func (b *bench) measure(rounds int) error {
+	var plain, withGen, fromStore, fromFiles []float64
+	for i := range rounds {
+		start := time.Now()
+		if _, err := enforce.Apply(b.plan, b.target); err != nil {
+			return err
+		}
+		plain = append(plain, ms(time.Since(start)))
+		start = time.Now()
+		if _, _, err := enforce.ApplyGeneration(b.plan, b.target, enforce.RolloutOptions{Store: b.st, Command: "restorebench"}); err != nil {
+			return err
+		}
+		withGen = append(withGen, ms(time.Since(start)))
+		d, err := b.restore(b.db)
+		if err != nil {
+			return err
+		}
+		fromStore = append(fromStore, d)
+		if d, err = b.restoreFromFiles(); err != nil {
+			return err
+		}
+		fromFiles = append(fromFiles, d)
+		benchutil.Logf("round %d: apply %.0f ms, apply as a generation %.0f ms, restore %.0f ms, restore from files %.0f ms",
+			i+1, plain[i], withGen[i], fromStore[i], fromFiles[i])
+	}
+	b.report(plain, withGen, fromStore, fromFiles)
+	return nil
+}
+
+// restore deletes the table and times Restore with the store db.
+func (b *bench) restore(db string) (float64, error) {
+	if err := b.dropTable(); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	res, err := enforce.Restore(enforce.RestoreOptions{DB: db, Target: b.target, Table: b.plan.Table, BootPolicy: enforce.BootOpen,
+		Command: "restorebench", Logger: quiet})
+	d := ms(time.Since(start))
+	if res == nil || res.Action != enforce.RestoreRestored || res.Elements != b.plan.Flows {
+		return 0, fmt.Errorf("restore: %+v %v", res, err)
+	}
+	if err != nil && res.FromFiles == "" {
+		return 0, err
+	}
+	return d, nil
+}
+
+// restoreFromFiles times the fallback: a store path with no store, and the
+// files of the real one beside it.
+func (b *bench) restoreFromFiles() (float64, error) {
+	missing := filepath.Join(b.dir, "missing.db")
+	os.RemoveAll(missing + ".applied")
+	if out, err := exec.Command("cp", "-a", b.db+".applied", missing+".applied").CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("cp: %v: %s", err, out)
+	}
+	return b.restore(missing)
+}
+
+func (b *bench) report(plain, withGen, fromStore, fromFiles []float64) {
+	size := func(glob string) int64 {
+		var n int64
+		files, _ := filepath.Glob(filepath.Join(enforce.AppliedDir(b.db, b.target.Path(), b.plan.Table), glob))
+		for _, f := range files {
+			if fi, err := os.Stat(f); err == nil {
+				n += fi.Size()
+			}
+		}
+		return n
+	}
+	fmt.Printf("restorebench: %d flows, kernel %s, %d rounds (min / median / max, ms)\n", b.plan.Flows, benchutil.KernelRelease(), len(plain))
+	for _, r := range []struct {
+		name string
+		v    []float64
+	}{
+		{"apply (netlink, no store)", plain},
+		{"apply as a generation (store, files)", withGen},
+		{"restore from the store", fromStore},
+		{"restore from the files", fromFiles},
+	} {
+		s := slices.Sorted(slices.Values(r.v))
+		fmt.Printf("  %-38s %7.0f %7.0f %7.0f   spread %.0f%%\n", r.name, s[0], s[len(s)/2], s[len(s)-1], 100*(s[len(s)-1]-s[0])/s[len(s)/2])
+	}
+	fmt.Printf("  files beside the store: plan JSON %.1f MiB, nft script %.1f MiB (per plan kept)\n",
+		float64(size("plan-*.json"))/(1<<20), float64(size("plan-*.nft"))/(1<<20))
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
