@@ -566,6 +566,44 @@ func Rollback(st *store.Store, t Target, table string, o RollbackOptions) (*stor
 	return b.putBack(st, t, table, o.Command, o.Reason, log)
 }
 
+// RemoveGeneration deletes our table and records the removal, so that a
+// restore at boot leaves no table either. A pending generation is ended
+// (its guard then has nothing to roll back). removed says whether a table
+// was there; g is nil when there was nothing to record.
+func RemoveGeneration(st *store.Store, t Target, table string, o RolloutOptions) (removed bool, g *store.Generation, err error) {
+	log := orDefault(o.Logger)
+	unlock, err := lockApplies(context.Background(), st.Path(), lockWait(o.LockWait), log)
+	if err != nil {
+		return false, nil, err
+	}
+	defer unlock()
+	gens, err := st.Generations()
+	if err != nil {
+		return false, nil, err
+	}
+	for i := range gens {
+		if ours(&gens[i], targetKey(t), table) && pendingish(&gens[i]) {
+			if err := markRolledBack(st, gens[i].N, "ended by remove: "+o.Reason); err != nil && !errors.Is(err, errResolved) {
+				return false, nil, err
+			}
+		}
+	}
+	if removed, err = Remove(t, table); err != nil {
+		return false, nil, err
+	}
+	if cur := current(gens, t, table); !removed && (cur == nil || cur.Mode == ModeRemoved) {
+		return false, nil, nil
+	}
+	rec, err := backTo{}.record(st, t, table, o.Command, o.Reason)
+	if err != nil {
+		return removed, nil, fmt.Errorf("the table is removed, but the store does not record it (restore would put it back): %w", err)
+	}
+	if err := syncApplied(st, t, table, knownPlan{}); err != nil {
+		log.Error("the files restore falls back on are not written", "err", err)
+	}
+	return removed, &rec, nil
+}
+
 // defaultBack is the newest kept generation before cur with another table.
 func defaultBack(gens []store.Generation, cur *store.Generation) uint64 {
 	for i := len(gens) - 1; i >= 0; i-- {

@@ -485,17 +485,21 @@ added and removed, and a mode change. Exit status 0 either way.`,
 }
 
 func newRemove(g *cli.Globals) *cobra.Command {
+	var reason string
 	cmd := &cobra.Command{
-		Use:   "remove [--netns NAME|PATH]",
+		Use:   "remove [--netns NAME|PATH] [--reason TEXT]",
 		Short: "Delete our table (and only ours)",
-		Args:  cobra.NoArgs,
+		Long: `remove deletes table inet egress and records the removal as a generation, so
+that restore (at boot) leaves no table either. A pending generation is ended:
+its guard has nothing left to roll back.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, _, err := g.Load(cmd)
+			cfg, log, err := g.Load(cmd)
 			if err != nil {
 				return err
 			}
 			target := enforce.Target{Netns: cfg.Netns}
-			removed, err := enforce.Remove(target, cfg.Table)
+			removed, err := removeTable(cfg, log, target, reason)
 			if err != nil {
 				return err
 			}
@@ -508,5 +512,27 @@ func newRemove(g *cli.Globals) *cobra.Command {
 		},
 	}
 	netnsFlag(cmd, g)
+	cmd.Flags().StringVar(&reason, "reason", "", "why: kept in the history")
 	return cmd
+}
+
+// removeTable removes the table through the store when there is one (the
+// removal is recorded), else directly. A store that cannot be used does
+// not keep the table in: it is removed, and the error says restore would
+// put it back.
+func removeTable(cfg *config.Config, log *slog.Logger, target enforce.Target, reason string) (bool, error) {
+	if _, err := os.Stat(cfg.DB); err != nil {
+		return enforce.Remove(target, cfg.Table)
+	}
+	st, err := cli.WriteStore(cfg)
+	if err == nil {
+		var removed bool
+		removed, _, err = enforce.RemoveGeneration(st, target, cfg.Table, enforce.RolloutOptions{Command: commandLine(), Reason: reason, Logger: log})
+		return removed, err
+	}
+	removed, rerr := enforce.Remove(target, cfg.Table)
+	if rerr != nil {
+		return false, rerr
+	}
+	return removed, fmt.Errorf("the table is removed, but not recorded (restore would put it back): %w", err)
 }

@@ -231,3 +231,34 @@ func TestPutBackRunsThePreApplyCheck(t *testing.T) {
 		t.Errorf("the closed table is not recorded: %+v", last)
 	}
 }
+
+// TestRemoveIsRecorded: remove is a generation, so a restore leaves no
+// table; and it ends a pending generation, so its guard does not put a
+// table back later.
+func TestRemoveIsRecorded(t *testing.T) {
+	l := newRolloutLab(t)
+	l.run(t, "apply", "--mode", "audit")                              // 1
+	l.run(t, "apply", "--mode", "enforce", "--confirm-within", "10m") // 2
+	gens, _ := l.history(t)
+	guard := gens[1].GuardPID
+	if out := l.run(t, "remove", "--reason", "maintenance"); !strings.Contains(out, "removed table inet egress") {
+		t.Errorf("remove: %s", out)
+	}
+	waitUntil(t, waitFor, "the guard to exit", func() bool { return gone(guard) })
+	if log := guardLog(t, l, 2); !strings.Contains(log, "is rolled-back: nothing to roll back") {
+		t.Errorf("guard log:\n%s", log)
+	}
+	gens, cur := l.history(t)
+	if cur != 3 || gens[1].State != store.GenRolledBack || gens[2].Mode != enforce.ModeRemoved || gens[2].Reason != "maintenance" {
+		t.Errorf("history: current %d, %+v", cur, gens)
+	}
+	if r := l.restore(t); r.Action != enforce.RestoreRemoved || r.Restores != 3 || l.status(t).Present {
+		t.Errorf("restore after remove: %+v", r)
+	}
+	if out := l.run(t, "remove"); !strings.Contains(out, "nothing to remove") {
+		t.Errorf("second remove: %s", out)
+	}
+	if gens, _ := l.history(t); len(gens) != 3 {
+		t.Errorf("a remove with nothing to remove was recorded: %+v", gens)
+	}
+}
