@@ -18,7 +18,7 @@ import (
 
 // LockPath is the file lock beside the store that puts every change of
 // our tables in one order: apply, reconcile --apply, confirm, rollback,
-// restore and the guard's rollback each hold it from the moment they read
+// remove, restore and the guard's rollback each hold it from the moment they read
 // the generations until the kernel and the store agree again.
 func LockPath(db string) string { return db + ".lock" }
 
