@@ -3,8 +3,11 @@
 // The bucket tree:
 //
 //	meta/
-//	    schema   -> "2"                    decimal schema version
+//	    schema   -> "3"                    decimal schema version
 //	    created  -> RFC 3339 time          when the file was made
+//	    obs_unrecorded -> {drop, audit, records}                  (since v3)
+//	        packets the monitor counted without a stored destination:
+//	        past its bound between flushes, or the observations' bound
 //	flows/
 //	    <uid:4><proto:1><ip:16><port:2>   -> Flow JSON
 //	        hits, first_seen, last_seen, hostnames, processes, cgroups
@@ -22,9 +25,14 @@
 //	        guard_pid, guard_boot (the boot id the guard runs in), note
 //	plans/                                                     (since v2)
 //	    <n:8>                             -> gzip of the generation's plan
+//	        kept for the newest keep_generations generations, the current
+//	        one and rollback targets; the others are pruned to:
+//	plan_summaries/                                            (since v3)
+//	    <n:8>                             -> {bytes, sha256, pruned}
 //	observations/                                              (since v2)
 //	    <kind:1 'd'|'a'><flow key:23>     -> {hits, first_seen, last_seen}
-//	        packets the default rule dropped or logged, from the monitor
+//	        packets the default rule dropped or logged, from the monitor;
+//	        at most Options.MaxObservations keys (the lightest give way)
 //	denials/                                                   (since v2)
 //	    <unix minute:8>                   -> {drop, audit} packet counts
 //
@@ -47,6 +55,12 @@
 // <file>.applied/<table>@<target>/, the current and the kept generation
 // with their plans as JSON and nft text, which restore reads when this
 // file cannot be read (see enforce.AppliedDir).
+//
+// Retention. Prune deletes observations not seen within the retention
+// (default 90 days), older per-minute denials, and runs that ended before
+// it; flows, DNS names and generation records are the baseline and its
+// history, and stay. bbolt reuses the freed pages, so a store that is
+// pruned regularly stops growing (retention.go).
 //
 // Schema versions. meta/schema holds the version of the layout. Opening a
 // file for writing runs the migrations from its version up to SchemaVersion

@@ -171,13 +171,20 @@ func (s *Store) GenerationPlan(n uint64) ([]byte, error) {
 		return nil, err
 	}
 	if packed == nil {
-		return nil, fmt.Errorf("plan of generation %d: %w", n, ErrNoGeneration)
+		if err := s.view(func(tx *bolt.Tx) error { return planPruned(tx, n) }); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("plan of generation %d in %s: %w", n, s.path, ErrNoGeneration)
 	}
 	zr, err := gzip.NewReader(bytes.NewReader(packed))
 	if err != nil {
-		return nil, fmt.Errorf("read plan of generation %d: %w", n, err)
+		return nil, fmt.Errorf("read plan of generation %d in %s: %w: %w", n, s.path, ErrCorrupt, err)
 	}
-	return io.ReadAll(zr)
+	plan, err := io.ReadAll(zr)
+	if err != nil {
+		return nil, fmt.Errorf("read plan of generation %d in %s: %w: %w", n, s.path, ErrCorrupt, err)
+	}
+	return plan, nil
 }
 
 // Observation kinds: what the default rule did with a packet.
@@ -213,70 +220,25 @@ type DenialCount struct {
 }
 
 // AddObservations merges observations (as deltas) and per-minute counts
-// (keyed by Unix minute) into the store in one transaction.
+// (keyed by Unix minute) into the store in one transaction (see
+// RecordObservations).
 func (s *Store) AddObservations(obs []Observation, minutes map[int64]DenialCount) error {
-	err := s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketObservations)
-		for _, o := range obs {
-			if o.Kind != ObsDrop && o.Kind != ObsAudit {
-				return fmt.Errorf("observation kind %q", o.Kind)
-			}
-			key := obsKey(o.Kind, o.FlowKey)
-			var rec obsRecord
-			found, err := getJSON(b, key, &rec)
-			if err != nil {
-				return err
-			}
-			if !found || o.FirstSeen.Before(rec.FirstSeen) {
-				rec.FirstSeen = o.FirstSeen
-			}
-			if o.LastSeen.After(rec.LastSeen) {
-				rec.LastSeen = o.LastSeen
-			}
-			rec.Hits += o.Hits
-			if err := putJSON(b, key, &rec); err != nil {
-				return err
-			}
-		}
-		d := tx.Bucket(bucketDenials)
-		for m, c := range minutes {
-			key := binary.BigEndian.AppendUint64(nil, uint64(m))
-			var cur DenialCount
-			if _, err := getJSON(d, key, &cur); err != nil {
-				return err
-			}
-			cur.Drop += c.Drop
-			cur.Audit += c.Audit
-			if err := putJSON(d, key, &cur); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("record observations: %w", err)
-	}
-	return nil
+	_, err := s.RecordObservations(&ObservationBatch{Observations: obs, Minutes: minutes})
+	return err
 }
 
 // Observations returns what the monitor recorded, drops first.
 func (s *Store) Observations() ([]Observation, error) {
 	return read(s, func(tx *bolt.Tx) ([]Observation, error) {
 		var out []Observation
-		err := each(tx, bucketObservations, func(k []byte, rec *obsRecord) error {
-			if len(k) != 1+flowKeyLen {
-				return fmt.Errorf("observation key of %d bytes", len(k))
-			}
-			fk, err := parseFlowKey(k[1:])
-			if err != nil {
-				return err
-			}
-			kind := ObsAudit
-			if k[0] == ObsDrop[0] {
-				kind = ObsDrop
-			}
-			out = append(out, Observation{Kind: kind, FlowKey: fk, Hits: rec.Hits, FirstSeen: rec.FirstSeen, LastSeen: rec.LastSeen})
-			return nil
+		b := tx.Bucket(bucketObservations)
+		if b == nil {
+			return nil, nil
+		}
+		err := b.ForEach(func(k, v []byte) error {
+			o, err := decodeObs(k, v)
+			out = append(out, o)
+			return err
 		})
 		return out, err
 	})

@@ -60,7 +60,7 @@ func (k FlowKey) bytes() []byte {
 
 func parseFlowKey(b []byte) (FlowKey, error) {
 	if len(b) != flowKeyLen {
-		return FlowKey{}, fmt.Errorf("flow key of %d bytes, want %d", len(b), flowKeyLen)
+		return FlowKey{}, badData("flow key of %d bytes, want %d", len(b), flowKeyLen)
 	}
 	return FlowKey{
 		UID:   binary.BigEndian.Uint32(b[0:4]),
@@ -466,7 +466,7 @@ func readDNS(tx *bolt.Tx) ([]DNSEntry, error) {
 	var out []DNSEntry
 	err := each(tx, bucketDNS, func(k []byte, rec *dnsRecord) error {
 		if len(k) != 16 {
-			return fmt.Errorf("dns key of %d bytes, want 16", len(k))
+			return badData("dns key of %d bytes, want 16", len(k))
 		}
 		out = append(out, DNSEntry{IP: netip.AddrFrom16([16]byte(k)).Unmap(), Names: rec.Names})
 		return nil

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -17,7 +18,7 @@ import (
 )
 
 // SchemaVersion is the layout this binary reads and writes.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // DefaultPath is where the baseline lives unless configured otherwise.
 const DefaultPath = "/var/lib/egress/baseline.db"
@@ -43,6 +44,9 @@ var ErrNotExist = errors.New("store does not exist")
 type Options struct {
 	// LockTimeout bounds the wait for the file lock. Zero means 5 seconds.
 	LockTimeout time.Duration
+	// MaxObservations bounds the monitor's observations (destinations).
+	// Zero means DefaultMaxObservations.
+	MaxObservations int
 }
 
 // Store is a baseline file. It holds no open file between calls: each
@@ -54,13 +58,17 @@ type Store struct {
 
 	mu          sync.Mutex
 	lastRelease time.Time // when this Store last let go of the write lock
+
+	faultMu sync.Mutex
+	fault   error // set once a transaction faulted on the file (fault.go)
 }
 
 // writeGap is the least time between two write locks of one Store. bbolt
 // polls for the file lock every 50 ms; without the gap, a writer that
 // commits chunk after chunk would hold the lock at every poll of a waiting
-// reader, which would then time out.
-const writeGap = 60 * time.Millisecond
+// reader, which would then time out. (A variable: the soak test turns it
+// off.)
+var writeGap = 60 * time.Millisecond
 
 // Create opens the store at path for writing, creating it (mode 0600, and
 // its folder mode 0700) when it does not exist. An existing file must be a
@@ -107,78 +115,89 @@ func (s *Store) timeout() time.Duration {
 	return 5 * time.Second
 }
 
-func (s *Store) open(readOnly bool) (*bolt.DB, error) {
+func (s *Store) open(readOnly bool, h *handle) error {
 	if readOnly {
 		st, err := os.Stat(s.path)
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("open store %s: %w (run egress-learn run first, or pass --db)", s.path, ErrNotExist)
+			return fmt.Errorf("open store %s: %w (run egress-learn run first, or pass --db)", s.path, ErrNotExist)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("open store %s: %w", s.path, err)
+			return fmt.Errorf("open store %s: %w", s.path, err)
 		}
 		if st.Size() == 0 {
-			return nil, fmt.Errorf("open store %s: the file is empty, not a store", s.path)
+			return fmt.Errorf("open store %s: the file is empty, not a store", s.path)
 		}
 	}
 	db, err := bolt.Open(s.path, 0o600, &bolt.Options{
 		Timeout:  s.timeout(),
 		ReadOnly: readOnly,
+		OpenFile: h.openFile,
 	})
 	switch {
 	case errors.Is(err, bolterrors.ErrTimeout):
-		return nil, fmt.Errorf("open store %s: %w for %s", s.path, ErrBusy, s.timeout())
+		return fmt.Errorf("open store %s: %w for %s", s.path, ErrBusy, s.timeout())
 	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum), errors.Is(err, bolterrors.ErrVersionMismatch):
-		return nil, fmt.Errorf("open store %s: not a valid store file (corrupt or another format): %w", s.path, err)
+		return fmt.Errorf("open store %s: not a valid store file (corrupt or another format): %w", s.path, err)
 	case err != nil:
-		return nil, fmt.Errorf("open store %s: %w", s.path, err)
+		return fmt.Errorf("open store %s: %w", s.path, err)
 	}
-	return db, nil
+	h.db = db
+	return nil
 }
 
-// view runs fn in a read transaction on a freshly opened file. A panic of
-// bbolt on a damaged page becomes an error naming the file.
+// view runs fn in a read transaction on a freshly opened file. A fault or
+// a panic on a damaged page becomes an error naming the file (fault.go).
 func (s *Store) view(fn func(*bolt.Tx) error) (err error) {
-	db, err := s.open(true)
-	if err != nil {
+	if err := s.faulted(); err != nil {
 		return err
 	}
-	defer db.Close()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	h := &handle{}
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("read store %s: the file is corrupt: %v", s.path, r)
+			err = s.corrupted("read", h, r)
 		}
 	}()
-	return db.View(func(tx *bolt.Tx) error {
+	if err := s.open(true, h); err != nil {
+		return err
+	}
+	err = h.db.View(func(tx *bolt.Tx) error {
 		if err := checkSchema(tx, s.path); err != nil {
 			return err
 		}
 		return fn(tx)
 	})
+	_ = h.db.Close()
+	return s.named("read", err)
 }
 
-// update runs fn in a write transaction on a freshly opened file.
+// update runs fn in a write transaction on a freshly opened file, with
+// the same protection as view.
 func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
+	if err := s.faulted(); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if d := time.Since(s.lastRelease); d < writeGap {
 		time.Sleep(writeGap - d)
 	}
 	defer func() { s.lastRelease = time.Now() }()
-	db, err := s.open(false)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := db.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("close store %s: %w", s.path, cerr)
-		}
-	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	h := &handle{}
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("write store %s: the file is corrupt: %v", s.path, r)
+			err = s.corrupted("write", h, r)
 		}
 	}()
-	return db.Update(fn)
+	if err := s.open(false, h); err != nil {
+		return err
+	}
+	err = h.db.Update(fn)
+	if cerr := h.db.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("close store %s: %w", s.path, cerr)
+	}
+	return s.named("write", err)
 }
 
 // schemaOf reads the schema version: 0 for a file with no meta bucket.
@@ -236,6 +255,10 @@ var migrations = []migration{
 			}
 		}
 		return nil
+	}},
+	{3, "summaries of pruned plans", func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketPlanSummaries)
+		return err
 	}},
 }
 
@@ -321,10 +344,7 @@ func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
 	if data == nil {
 		return false, nil
 	}
-	if err := json.Unmarshal(data, v); err != nil {
-		return true, fmt.Errorf("decode record %x: %w", key, err)
-	}
-	return true, nil
+	return true, jsonUnmarshal(key, data, v)
 }
 
 // PutMeta stores a small value under key in the meta bucket (for state

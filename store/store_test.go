@@ -485,7 +485,7 @@ func TestMigrationFromVersion1(t *testing.T) {
 		t.Fatal(err)
 	}
 	info, err := s.Info()
-	if err != nil || info.Schema != 2 || info.Flows != 1 {
+	if err != nil || info.Schema != SchemaVersion || info.Flows != 1 {
 		t.Fatalf("after migration: %+v, %v", info, err)
 	}
 	g, err := s.AddGeneration(Generation{Table: "egress", Mode: "audit", State: GenApplied}, []byte("plan"))
