@@ -51,6 +51,7 @@ type Config struct {
 	Netns        string        `mapstructure:"netns"`
 	NFLOGGroup   int           `mapstructure:"nflog_group"`
 	AuditLogRate int           `mapstructure:"audit_log_rate"`
+	DropLogRate  int           `mapstructure:"drop_log_rate"`
 	ResolvConf   string        `mapstructure:"resolv_conf"`
 	DNSServers   []string      `mapstructure:"dns_servers"`
 	NTPServers   []string      `mapstructure:"ntp_servers"`
@@ -60,6 +61,10 @@ type Config struct {
 	// BootPolicy is what restore does with no generation to put back:
 	// open (no table) or closed (DNS, NTP and loopback only).
 	BootPolicy string `mapstructure:"boot_policy"`
+
+	// Store bounds (egress-enforce watch and prune).
+	RetentionS      string `mapstructure:"retention"`
+	KeepGenerations int    `mapstructure:"keep_generations"`
 
 	// DNS following.
 	FollowMode       string         `mapstructure:"follow_mode"`
@@ -73,6 +78,7 @@ type Config struct {
 
 	// Resolved by Load from the values above.
 	Since           time.Duration  `mapstructure:"-"`
+	Retention       time.Duration  `mapstructure:"-"`
 	FollowTTLFloor  time.Duration  `mapstructure:"-"`
 	FollowTTLMax    time.Duration  `mapstructure:"-"`
 	FollowWindow    time.Duration  `mapstructure:"-"`
@@ -103,6 +109,9 @@ var defaults = map[string]any{
 	"netns":               "",
 	"nflog_group":         100,
 	"audit_log_rate":      10,
+	"drop_log_rate":       100,
+	"retention":           "90d",
+	"keep_generations":    50,
 	"resolv_conf":         "",
 	"dns_servers":         []string{},
 	"ntp_servers":         []string{},
@@ -318,6 +327,27 @@ func ParseDuration(key, s string) (time.Duration, error) {
 	return d, nil
 }
 
+// ParseDays parses a duration that may also be a number of days ("90d");
+// "0" is zero.
+func ParseDays(key, s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.ParseUint(n, 10, 16)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %q is not a number of days or a duration (examples: 90d, 720h)", key, s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	if s == "0" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%s: %q is not a number of days or a duration (examples: 90d, 720h)", key, s)
+	}
+	return d, nil
+}
+
 func (c *Config) resolve() error {
 	if c.DB == "" {
 		return errors.New("db: must not be empty")
@@ -388,6 +418,18 @@ func (c *Config) resolve() error {
 	}
 	if c.AuditLogRate < 1 {
 		return fmt.Errorf("audit_log_rate: %d must be at least 1 (packets per second)", c.AuditLogRate)
+	}
+	if c.DropLogRate < 1 {
+		return fmt.Errorf("drop_log_rate: %d must be at least 1 (packets per second; every packet is still counted and dropped)", c.DropLogRate)
+	}
+	if c.Retention, err = ParseDays("retention", c.RetentionS); err != nil {
+		return err
+	}
+	if c.Retention != 0 && c.Retention < time.Hour {
+		return fmt.Errorf("retention: %s is too short (at least 1h, or 0 to keep everything)", c.Retention)
+	}
+	if c.KeepGenerations < 0 {
+		return fmt.Errorf("keep_generations: %d is negative (0 keeps every plan)", c.KeepGenerations)
 	}
 	if c.MinHits < 0 {
 		return fmt.Errorf("min_hits: %d is negative", c.MinHits)

@@ -384,7 +384,8 @@ func TestDiffAgainstKernel(t *testing.T) {
 	if len(d.Removed) != 1 || d.Removed[0].Key() != "65534 . 10.77.0.1 . tcp . 8080" {
 		t.Errorf("removed %+v", d.Removed)
 	}
-	if len(d.RulesAdded) != 1 || len(d.RulesRemoved) != 1 || !strings.Contains(d.RulesAdded[0], "enforce") {
+	// The default enforce rules: the rate-limited log and the drop.
+	if len(d.RulesAdded) != 2 || len(d.RulesRemoved) != 1 || !strings.Contains(d.RulesAdded[0], "enforce") {
 		t.Errorf("rules +%v -%v", d.RulesAdded, d.RulesRemoved)
 	}
 	if _, err := Apply(p1, l.target); err != nil {

@@ -89,6 +89,7 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 		Table:        c.Table,
 		NFLOGGroup:   uint16(c.NFLOGGroup),
 		AuditLogRate: uint32(c.AuditLogRate),
+		DropLogRate:  uint32(c.DropLogRate),
 		MinHits:      uint64(c.MinHits),
 		Since:        c.Since,
 		ResolvConf:   ResolvConfFor(c.ResolvConf, c.Netns),

@@ -330,18 +330,25 @@ func (p *Plan) ruleExprs(c *nftables.Conn, t *nftables.Table, sets map[string]*n
 		if err != nil {
 			return nil, err
 		}
-		if r.Action == "drop" {
+		switch {
+		case p.DropLogRate == 0 && r.Action == "drop": // a plan from before drop_log_rate
 			return append(who,
 				&expr.Counter{},
 				logExpr(PrefixDrop, p.nflogGroup()),
 				&expr.Verdict{Kind: expr.VerdictDrop},
 			), nil
+		case p.DropLogRate == 0:
+			return append(who, &expr.Counter{}, limitExpr(p.auditRate()), logExpr(PrefixAudit, p.nflogGroup())), nil
+		case r.Action == "drop":
+			return append(who, &expr.Counter{}, limitExpr(p.DropLogRate), &expr.Counter{}, logExpr(PrefixDrop, p.nflogGroup())), nil
 		}
-		return append(who,
-			&expr.Counter{},
-			&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(p.auditRate()), Unit: expr.LimitTimeSecond, Burst: 5},
-			logExpr(PrefixAudit, p.nflogGroup()),
-		), nil
+		return append(who, &expr.Counter{}, limitExpr(p.auditRate()), &expr.Counter{}, logExpr(PrefixAudit, p.nflogGroup())), nil
+	case RuleDrop:
+		who, err := usersExprs(sets, r.Set)
+		if err != nil {
+			return nil, err
+		}
+		return append(who, &expr.Verdict{Kind: expr.VerdictDrop}), nil
 	case RuleAuditAccept:
 		who, err := usersExprs(sets, r.Set)
 		if err != nil {
@@ -365,6 +372,11 @@ func (p *Plan) ruleExprs(c *nftables.Conn, t *nftables.Table, sets map[string]*n
 		}, nil
 	}
 	return nil, fmt.Errorf("unknown rule kind %q", r.Kind)
+}
+
+// limitExpr passes rate packets a second, with nft's default burst of 5.
+func limitExpr(rate uint32) *expr.Limit {
+	return &expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(rate), Unit: expr.LimitTimeSecond, Burst: 5}
 }
 
 func logExpr(prefix string, group uint16) *expr.Log {

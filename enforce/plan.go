@@ -99,6 +99,10 @@ type Options struct {
 	NFLOGGroup uint16
 	// AuditLogRate limits the audit log, in packets per second.
 	AuditLogRate uint32
+	// DropLogRate limits the log of dropped packets, in packets per
+	// second; the counter before the limit and the drop after it see
+	// every packet.
+	DropLogRate uint32
 	// DNSServers are allowed on UDP and TCP 53 for everyone (from
 	// resolv.conf and configuration).
 	DNSServers []netip.Addr
@@ -135,6 +139,7 @@ const (
 	DefaultTable        = "egress"
 	DefaultNFLOGGroup   = 100
 	DefaultAuditLogRate = 10
+	DefaultDropLogRate  = 100
 )
 
 // Check reports options that make no sense together.
@@ -160,6 +165,9 @@ func (o *Options) defaults() {
 	}
 	if o.AuditLogRate == 0 {
 		o.AuditLogRate = DefaultAuditLogRate
+	}
+	if o.DropLogRate == 0 {
+		o.DropLogRate = DefaultDropLogRate
 	}
 	if o.Now.IsZero() {
 		o.Now = time.Now()
@@ -246,9 +254,12 @@ type Plan struct {
 	// Staged enforcement (Mode staged): who is enforced, or who is audited.
 	EnforceUIDs []uint32 `json:"enforce_uids,omitempty"`
 	AuditUIDs   []uint32 `json:"audit_uids,omitempty"`
-	// NFLOGGroup and AuditLogRate shape the default rule.
+	// NFLOGGroup, AuditLogRate and DropLogRate shape the default rules.
+	// A plan of a version without DropLogRate (0) logged every drop in
+	// the rule that dropped: restored, it renders the same.
 	NFLOGGroup   uint16 `json:"nflog_group"`
 	AuditLogRate uint32 `json:"audit_log_rate"`
+	DropLogRate  uint32 `json:"drop_log_rate,omitempty"`
 	Chain        Chain  `json:"chain"`
 	Sets         []Set  `json:"sets"`
 	// UserSets name the users of staged enforcement.
@@ -330,6 +341,7 @@ const (
 	RuleAllow       RuleKind = "allow"
 	RuleLookup      RuleKind = "lookup"
 	RuleDefault     RuleKind = "default"
+	RuleDrop        RuleKind = "drop"
 	RuleAuditAccept RuleKind = "audit-accept"
 	RuleFollowMark  RuleKind = "follow-mark"
 )
@@ -338,7 +350,7 @@ const (
 type Rule struct {
 	Kind    RuleKind `json:"kind"`
 	Allow   *Allow   `json:"allow,omitempty"`  // RuleAllow
-	Set     string   `json:"set,omitempty"`    // RuleLookup; RuleDefault, RuleAuditAccept: the users' set; RuleFollowMark: the gate
+	Set     string   `json:"set,omitempty"`    // RuleLookup; RuleDefault, RuleAuditAccept, RuleDrop: the users' set; RuleFollowMark: the gate
 	Action  string   `json:"action,omitempty"` // RuleDefault: drop or audit
 	Family  int      `json:"family,omitempty"` // RuleLookup, RuleAllow (from Dest)
 	Level   int      `json:"level,omitempty"`  // RuleFollowMark: the cgroup level matched
@@ -374,6 +386,7 @@ func Build(flows []store.Flow, o Options) *Plan {
 		Mode:         o.Mode,
 		NFLOGGroup:   o.NFLOGGroup,
 		AuditLogRate: o.AuditLogRate,
+		DropLogRate:  o.DropLogRate,
 		Chain:        Chain{Name: "output", Hook: "output", Priority: "filter", Policy: "accept"},
 		Source:       o.Source,
 		ResolvConf:   o.ResolvConf,
@@ -651,26 +664,30 @@ func uidList(u []uint32) string {
 
 // defaultRules say what happens to what the allow-list did not accept.
 // Staged enforcement matches its users in a named set (status reads the
-// users back from it).
+// users back from it). A log rule stops at its rate limit, so the drop is
+// a rule of its own after it: every packet is counted (before the limit)
+// and dropped, and only the log is limited.
 func (p *Plan) defaultRules() []Rule {
-	drop := func(set, who string) Rule {
-		return Rule{Kind: RuleDefault, Action: "drop", Set: set, Comment: "default enforce: " + who}
+	drop := func(set, who string) []Rule {
+		return []Rule{
+			{Kind: RuleDefault, Action: "drop", Set: set, Comment: "default enforce: " + who},
+			{Kind: RuleDrop, Set: set, Comment: "default enforce: drop " + who},
+		}
 	}
 	audit := func(set, who string) Rule {
 		return Rule{Kind: RuleDefault, Action: "audit", Set: set, Comment: "default audit: " + who}
 	}
 	switch {
 	case len(p.EnforceUIDs) > 0:
-		return []Rule{drop(SetEnforceUsers, "uids "+uidList(p.EnforceUIDs)), audit("", "everyone else")}
+		return append(drop(SetEnforceUsers, "uids "+uidList(p.EnforceUIDs)), audit("", "everyone else"))
 	case len(p.AuditUIDs) > 0:
-		return []Rule{
+		return append([]Rule{
 			audit(SetAuditUsers, "uids "+uidList(p.AuditUIDs)),
 			// The log rule stops at its rate limit: accept separately.
 			{Kind: RuleAuditAccept, Set: SetAuditUsers, Comment: "audited users pass"},
-			drop("", "everyone else"),
-		}
+		}, drop("", "everyone else")...)
 	case p.Mode == ModeEnforce:
-		return []Rule{drop("", "everyone")}
+		return drop("", "everyone")
 	}
 	return []Rule{audit("", "everyone")}
 }
@@ -777,11 +794,20 @@ func (p *Plan) ruleText(r *Rule) string {
 		}
 		return fmt.Sprintf("meta skuid . %s daddr . meta l4proto . th dport @%s counter accept", ip, r.Set)
 	case RuleDefault:
+		// The first counter sees every packet, the second the packets the
+		// limit lets through to the log: their difference went unlogged.
 		who := usersText(r.Set)
-		if r.Action == "drop" {
+		switch {
+		case p.DropLogRate == 0 && r.Action == "drop": // a plan from before drop_log_rate
 			return fmt.Sprintf("%scounter log prefix %q group %d drop", who, PrefixDrop, p.nflogGroup())
+		case p.DropLogRate == 0:
+			return fmt.Sprintf("%scounter limit rate %d/second log prefix %q group %d", who, p.auditRate(), PrefixAudit, p.nflogGroup())
+		case r.Action == "drop":
+			return fmt.Sprintf("%scounter limit rate %d/second counter log prefix %q group %d", who, p.DropLogRate, PrefixDrop, p.nflogGroup())
 		}
-		return fmt.Sprintf("%scounter limit rate %d/second log prefix %q group %d", who, p.auditRate(), PrefixAudit, p.nflogGroup())
+		return fmt.Sprintf("%scounter limit rate %d/second counter log prefix %q group %d", who, p.auditRate(), PrefixAudit, p.nflogGroup())
+	case RuleDrop:
+		return usersText(r.Set) + "drop"
 	case RuleAuditAccept:
 		return usersText(r.Set) + "accept"
 	case RuleFollowMark:

@@ -30,6 +30,11 @@ type Status struct {
 	// Dropped and Audited split Default by what the rules did.
 	Dropped Counter `json:"dropped"`
 	Audited Counter `json:"audited"`
+	// DropsLogged and AuditsLogged are the packets of Dropped and Audited
+	// the rate limits let through to the log (counted by a second counter
+	// after the limit; nil for a table without it).
+	DropsLogged  *Counter `json:"drops_logged,omitempty"`
+	AuditsLogged *Counter `json:"audits_logged,omitempty"`
 	// Staged enforcement: the users enforced, or the users audited.
 	EnforceUIDs []uint32 `json:"enforce_uids,omitempty"`
 	AuditUIDs   []uint32 `json:"audit_uids,omitempty"`
@@ -151,12 +156,16 @@ func ReadStatus(t Target, table string, elements bool) (*Status, error) {
 		for _, r := range rules {
 			cmt, _ := userdata.GetString(r.UserData, userdata.TypeComment)
 			st.Rules = append(st.Rules, cmt)
-			var cnt *Counter
+			var cnt, logged *Counter // the rule's counter; one after a limit
 			prefix := ""
 			for _, e := range r.Exprs {
 				switch e := e.(type) {
 				case *expr.Counter:
-					cnt = &Counter{Packets: e.Packets, Bytes: e.Bytes}
+					if cnt == nil {
+						cnt = &Counter{Packets: e.Packets, Bytes: e.Bytes}
+					} else {
+						logged = &Counter{Packets: e.Packets, Bytes: e.Bytes}
+					}
 				case *expr.Log:
 					prefix = string(e.Data)
 				}
@@ -177,10 +186,12 @@ func ReadStatus(t Target, table string, elements bool) (*Status, error) {
 				drops++
 				st.Dropped.Packets += cnt.Packets
 				st.Dropped.Bytes += cnt.Bytes
+				st.DropsLogged = addCounter(st.DropsLogged, logged)
 			case PrefixAudit:
 				audits++
 				st.Audited.Packets += cnt.Packets
 				st.Audited.Bytes += cnt.Bytes
+				st.AuditsLogged = addCounter(st.AuditsLogged, logged)
 			}
 		}
 		switch {
@@ -193,6 +204,19 @@ func ReadStatus(t Target, table string, elements bool) (*Status, error) {
 		}
 	}
 	return st, nil
+}
+
+// addCounter adds c to sum; nil stays nil.
+func addCounter(sum, c *Counter) *Counter {
+	if c == nil {
+		return sum
+	}
+	if sum == nil {
+		sum = &Counter{}
+	}
+	sum.Packets += c.Packets
+	sum.Bytes += c.Bytes
+	return sum
 }
 
 // matches checks the table read back against the plan applied.
