@@ -23,6 +23,9 @@ type DeniedSummary struct {
 	Destinations []DeniedDest `json:"destinations"`
 	Users        []DeniedUser `json:"users"`
 	Rate         *RateChange  `json:"rate,omitempty"`
+	// Unrecorded are packets (since the store was made) whose destination
+	// the monitor's bounds left out; they are not in Dropped or Audited.
+	Unrecorded store.Unrecorded `json:"unrecorded"`
 }
 
 // DeniedDest is one destination one user was denied (or audited).
@@ -148,6 +151,9 @@ func Denied(st *store.Store, t Target, table string, since time.Duration, now ti
 	if s.Rate, err = rateChange(st, t, table, since, now); err != nil {
 		return nil, err
 	}
+	if s.Unrecorded, err = st.Unrecorded(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -230,6 +236,10 @@ func (s *DeniedSummary) Write(w io.Writer, top int) error {
 			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%d\n", u.User, u.UID, u.Dropped, u.Audited, u.Destinations)
 		}
 		_ = tw.Flush()
+	}
+	if u := s.Unrecorded; !u.IsZero() {
+		fmt.Fprintf(&b, "\nnot in this list: %d dropped and %d audited packets (%d observations) that the monitor's bounds left out (a flood of distinct destinations)\n",
+			u.Drop, u.Audit, u.Records)
 	}
 	if r := s.Rate; r != nil {
 		fmt.Fprintf(&b, "\nlast apply: generation %d (%s) at %s: %.1f logged packets/min in the %s before, %.1f/min since (dropped %d -> %d, audited %d -> %d)\n",

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	nflog "github.com/florianl/go-nflog/v2"
+	"golang.org/x/sys/unix"
 )
 
 // LogEntry is one packet the default rule logged.
@@ -67,9 +68,26 @@ func (e *LogEntry) DecodePacket(pkt []byte) error {
 // fn for each packet logged with one of our prefixes, until ctx ends.
 // ready, if not nil, is closed once the subscription is in place.
 func ListenLog(ctx context.Context, t Target, group uint16, ready chan<- struct{}, fn func(LogEntry)) error {
+	return listenLog(ctx, t, group, ready, fn, nil)
+}
+
+// logLoss hears what the NFLOG socket lost: receive errors (ENOBUFS, the
+// socket's buffer overflowed) and the messages they cost, from the gaps in
+// the kernel's per-group sequence numbers.
+type logLoss interface {
+	NoteReceiveError()
+	NoteLost(n uint64)
+}
+
+// nflogBuffer is the NFLOG socket's receive buffer: room for a burst of
+// log messages while the reader is busy.
+const nflogBuffer = 4 << 20
+
+// listenLog is ListenLog; loss, when not nil, hears what the socket lost.
+func listenLog(ctx context.Context, t Target, group uint16, ready chan<- struct{}, fn func(LogEntry), loss logLoss) error {
 	// QThresh 1: hand each packet over at once (the kernel default batches
 	// them for up to a second).
-	cfg := nflog.Config{Group: group, Copymode: nflog.CopyPacket, Bufsize: 256, QThresh: 1, Timeout: 1}
+	cfg := nflog.Config{Group: group, Copymode: nflog.CopyPacket, Bufsize: 256, QThresh: 1, Timeout: 1, Flags: nflog.FlagSeq}
 	if p := t.Path(); p != "" {
 		f, err := os.Open(p)
 		if err != nil {
@@ -83,7 +101,20 @@ func ListenLog(ctx context.Context, t Target, group uint16, ready chan<- struct{
 		return fmt.Errorf("open nflog group %d in %s: %w", group, t, err)
 	}
 	defer nf.Close()
+	if rc, err := nf.Con.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, nflogBuffer)
+		})
+	}
+	var seq uint32
+	seqSeen := false
 	hook := func(a nflog.Attribute) int {
+		if a.Seq != nil && loss != nil {
+			if seqSeen && *a.Seq != seq+1 {
+				loss.NoteLost(uint64(*a.Seq - seq - 1)) // wraps like the kernel's
+			}
+			seq, seqSeen = *a.Seq, true
+		}
 		if a.Prefix == nil {
 			return 0
 		}
@@ -111,6 +142,9 @@ func ListenLog(ctx context.Context, t Target, group uint16, ready chan<- struct{
 	errfn := func(err error) int {
 		if ctx.Err() != nil {
 			return 1
+		}
+		if loss != nil {
+			loss.NoteReceiveError()
 		}
 		return 0
 	}

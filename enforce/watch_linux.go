@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,8 +27,14 @@ type WatchOptions struct {
 	// Ready is closed once the NFLOG subscription is in place (optional).
 	Ready chan<- struct{}
 	// OnFlushError hears about a flush that failed; the observations are
-	// kept for the next one.
+	// kept for the next one (within the monitor's bounds).
 	OnFlushError func(error)
+	// Prune, when set, prunes the store at the start and every PruneEvery
+	// (default an hour), with Now filled in and the plans of the current
+	// generations and rollback targets kept; OnPrune hears the result.
+	Prune      *store.PruneOptions
+	PruneEvery time.Duration
+	OnPrune    func(store.PruneResult, error)
 }
 
 // Watch subscribes to the NFLOG group of the default rules in the target
@@ -37,34 +44,51 @@ func Watch(ctx context.Context, t Target, m *Monitor, o WatchOptions) error {
 	if o.Flush <= 0 {
 		o.Flush = 5 * time.Second
 	}
+	if o.PruneEvery <= 0 {
+		o.PruneEvery = time.Hour
+	}
 	errc := make(chan error, 1)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
-		errc <- ListenLog(ctx, t, o.Group, o.Ready, func(e LogEntry) {
+		errc <- listenLog(ctx, t, o.Group, o.Ready, func(e LogEntry) {
 			m.Add(e)
 			if o.OnEntry != nil {
 				o.OnEntry(e)
 			}
-		})
+		}, m)
 	}()
 	flush := func() {
 		if o.Store == nil {
 			return
 		}
-		obs, minutes := m.Take()
-		if len(obs) == 0 && len(minutes) == 0 {
+		b := m.Take()
+		if len(b.Observations) == 0 && len(b.Minutes) == 0 && b.Unrecorded.IsZero() {
 			return
 		}
-		if err := o.Store.AddObservations(obs, minutes); err != nil {
-			m.GiveBack(obs, minutes)
+		if _, err := o.Store.RecordObservations(b); err != nil {
+			m.GiveBack(b)
 			if o.OnFlushError != nil {
 				o.OnFlushError(err)
 			}
 		}
 	}
+	prune := func() {
+		if o.Store == nil || o.Prune == nil {
+			return
+		}
+		po := *o.Prune
+		po.Now, po.KeepPlans = time.Now(), PlansToKeep
+		res, err := o.Store.Prune(po)
+		if o.OnPrune != nil {
+			o.OnPrune(res, err)
+		}
+	}
+	prune()
 	tick := time.NewTicker(o.Flush)
 	defer tick.Stop()
+	pruneTick := time.NewTicker(o.PruneEvery)
+	defer pruneTick.Stop()
 	for {
 		select {
 		case err := <-errc:
@@ -75,6 +99,8 @@ func Watch(ctx context.Context, t Target, m *Monitor, o WatchOptions) error {
 			return nil
 		case <-tick.C:
 			flush()
+		case <-pruneTick.C:
+			prune()
 		}
 	}
 }
@@ -82,6 +108,10 @@ func Watch(ctx context.Context, t Target, m *Monitor, o WatchOptions) error {
 // Collector exposes the monitor's counts and the kernel's view of our
 // table as Prometheus metrics. Destinations and users are the top K by
 // packets; the rest is folded into destination="other" (user="other").
+//
+// A scrape never waits on the kernel or the store: Run reads them every
+// Refresh in the background, and Collect serves the last reading with the
+// monitor's counts (kept in memory, bounded, read under a short lock).
 type Collector struct {
 	Monitor  *Monitor
 	Target   Target
@@ -89,17 +119,40 @@ type Collector struct {
 	Store    *store.Store // generations and DNS names (optional)
 	UserName func(uint32) string
 	TopK     int
+	// Refresh is how often Run reads the kernel and the store (default 2s).
+	Refresh time.Duration
+
+	mu   sync.Mutex
+	last *reading
+}
+
+// reading is what one refresh read from the kernel and the store.
+type reading struct {
+	status    *Status
+	statusErr error
+	gen       *store.Generation
+	names     map[netip.Addr][]string
 }
 
 var (
 	descDenied = prometheus.NewDesc("egress_denied_packets_total",
-		"Packets the default rule logged (action drop or audit), by user and destination; the top destinations, the rest as destination=\"other\".",
+		"Packets the default rule logged (action drop or audit), by user and destination; the top destinations, the rest as destination=\"other\". A destination that displaced others in the monitor's bounded summary may be overstated by at most their packets.",
 		[]string{"action", "uid", "user", "proto", "destination", "port", "hostname"}, nil)
 	descDeniedUser = prometheus.NewDesc("egress_denied_packets_by_user_total",
 		"Packets the default rule logged, by user; the top users, the rest as user=\"other\".",
 		[]string{"action", "uid", "user"}, nil)
 	descEntries = prometheus.NewDesc("egress_monitor_log_entries_total",
 		"NFLOG messages the monitor received.", nil, nil)
+	descUnlogged = prometheus.NewDesc("egress_unlogged_packets_total",
+		"Packets the default rules counted but did not log, over drop_log_rate (action drop) or audit_log_rate (action audit): the kernel's counter before the rate limit minus the one after it.", []string{"table", "action"}, nil)
+	descUnrecorded = prometheus.NewDesc("egress_monitor_unrecorded_packets_total",
+		"Logged packets whose destination the monitor could not keep until the next flush (its bound on destinations between flushes); they are in the totals, not in the store's observations.", []string{"action"}, nil)
+	descReceiveErrors = prometheus.NewDesc("egress_monitor_receive_errors_total",
+		"Errors reading the NFLOG socket (ENOBUFS: its buffer overflowed).", nil, nil)
+	descLostLogs = prometheus.NewDesc("egress_monitor_lost_log_entries_total",
+		"Log messages the kernel sent that the monitor never received (gaps in their sequence numbers: its socket overflowed).", nil, nil)
+	descTracked = prometheus.NewDesc("egress_monitor_tracked_entries",
+		"Entries of the monitor's bounded structures: the top destinations and users, and the destinations pending the next flush.", []string{"structure", "bound"}, nil)
 	descPresent = prometheus.NewDesc("egress_table_present",
 		"1 when our table is installed.", []string{"table"}, nil)
 	descMode = prometheus.NewDesc("egress_table_mode",
@@ -122,8 +175,9 @@ var (
 
 // Describe sends the descriptions of every metric.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descDenied, descDeniedUser, descEntries, descPresent, descMode, descElements,
-		descRulePackets, descRuleBytes, descKernelDropped, descKernelAudited, descGeneration, descLastApply} {
+	for _, d := range []*prometheus.Desc{descDenied, descDeniedUser, descEntries, descUnlogged, descUnrecorded, descReceiveErrors, descLostLogs,
+		descTracked, descPresent, descMode, descElements, descRulePackets, descRuleBytes, descKernelDropped, descKernelAudited,
+		descGeneration, descLastApply} {
 		ch <- d
 	}
 }
@@ -138,71 +192,137 @@ func (c *Collector) user(uid uint32) string {
 	return strconv.FormatUint(uint64(uid), 10)
 }
 
-// Collect reads the monitor, the kernel and the store.
-func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	k := c.TopK
-	if k <= 0 {
-		k = 20
+func (c *Collector) topK() int {
+	if c.TopK <= 0 {
+		return 20
 	}
-	counter := prometheus.CounterValue
-	if c.Monitor != nil {
-		top, other, entries := c.Monitor.Top(k)
-		var names map[netip.Addr][]string
-		if c.Store != nil {
+	return c.TopK
+}
+
+// Run refreshes the reading every Refresh until ctx ends.
+func (c *Collector) Run(ctx context.Context) {
+	every := c.Refresh
+	if every <= 0 {
+		every = 2 * time.Second
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		c.RefreshNow()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// RefreshNow reads the kernel and the store once.
+func (c *Collector) RefreshNow() {
+	r := &reading{}
+	r.status, r.statusErr = ReadStatus(c.Target, c.Table, false)
+	if c.Store != nil {
+		if gens, cur, err := History(c.Store, c.Target, c.Table); err == nil && cur != 0 {
+			for i := range gens {
+				if gens[i].N == cur {
+					r.gen = &gens[i]
+				}
+			}
+		}
+		if c.Monitor != nil {
+			top, _, _ := c.Monitor.Top(c.topK())
 			ips := make([]netip.Addr, len(top))
 			for i, t := range top {
 				ips[i] = t.IP
 			}
-			names, _ = c.Store.NamesOf(ips)
+			r.names, _ = c.Store.NamesOf(ips)
 		}
-		for _, t := range top {
-			host := ""
-			if n := names[t.IP]; len(n) > 0 {
-				host = n[0]
-			}
-			ch <- prometheus.MustNewConstMetric(descDenied, counter, float64(t.Hits), t.Action,
-				strconv.FormatUint(uint64(t.UID), 10), c.user(t.UID), ProtoName(t.Proto), t.IP.String(), strconv.Itoa(int(t.Port)), host)
-		}
-		for action, n := range other {
-			ch <- prometheus.MustNewConstMetric(descDenied, counter, float64(n), action, "", "other", "", "other", "", "")
-		}
-		users, otherUsers := c.Monitor.ByUser(k)
-		for _, u := range users {
-			ch <- prometheus.MustNewConstMetric(descDeniedUser, counter, float64(u.Hits), u.Action, strconv.FormatUint(uint64(u.UID), 10), c.user(u.UID))
-		}
-		for action, n := range otherUsers {
-			ch <- prometheus.MustNewConstMetric(descDeniedUser, counter, float64(n), action, "", "other")
-		}
-		ch <- prometheus.MustNewConstMetric(descEntries, counter, float64(entries))
 	}
-	st, err := ReadStatus(c.Target, c.Table, false)
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(descPresent, err)
+	c.mu.Lock()
+	c.last = r
+	c.mu.Unlock()
+}
+
+// Collect serves the monitor's counts and the last reading.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	r := c.last
+	c.mu.Unlock()
+	if c.Monitor != nil {
+		var names map[netip.Addr][]string
+		if r != nil {
+			names = r.names
+		}
+		c.collectMonitor(ch, names)
+	}
+	if r != nil {
+		c.collectReading(ch, r)
+	}
+}
+
+func (c *Collector) collectMonitor(ch chan<- prometheus.Metric, names map[netip.Addr][]string) {
+	counter := prometheus.CounterValue
+	top, other, entries := c.Monitor.Top(c.topK())
+	for _, t := range top {
+		host := ""
+		if n := names[t.IP]; len(n) > 0 {
+			host = n[0]
+		}
+		ch <- prometheus.MustNewConstMetric(descDenied, counter, float64(t.Hits), t.Action,
+			strconv.FormatUint(uint64(t.UID), 10), c.user(t.UID), ProtoName(t.Proto), t.IP.String(), strconv.Itoa(int(t.Port)), host)
+	}
+	for action, n := range other {
+		ch <- prometheus.MustNewConstMetric(descDenied, counter, float64(n), action, "", "other", "", "other", "", "")
+	}
+	users, otherUsers := c.Monitor.ByUser(c.topK())
+	for _, u := range users {
+		ch <- prometheus.MustNewConstMetric(descDeniedUser, counter, float64(u.Hits), u.Action, strconv.FormatUint(uint64(u.UID), 10), c.user(u.UID))
+	}
+	for action, n := range otherUsers {
+		ch <- prometheus.MustNewConstMetric(descDeniedUser, counter, float64(n), action, "", "other")
+	}
+	ch <- prometheus.MustNewConstMetric(descEntries, counter, float64(entries))
+	st := c.Monitor.Stats()
+	ch <- prometheus.MustNewConstMetric(descUnrecorded, counter, float64(st.UnrecordedDrop), ObsActionDrop)
+	ch <- prometheus.MustNewConstMetric(descUnrecorded, counter, float64(st.UnrecordedAudit), ObsActionAudit)
+	ch <- prometheus.MustNewConstMetric(descReceiveErrors, counter, float64(st.ReceiveErrors))
+	ch <- prometheus.MustNewConstMetric(descLostLogs, counter, float64(st.LostLogs))
+	ch <- prometheus.MustNewConstMetric(descTracked, prometheus.GaugeValue, float64(st.Tracked), "top", strconv.Itoa(st.TrackedCap))
+	ch <- prometheus.MustNewConstMetric(descTracked, prometheus.GaugeValue, float64(st.Pending), "pending", strconv.Itoa(st.PendingCap))
+}
+
+func (c *Collector) collectReading(ch chan<- prometheus.Metric, r *reading) {
+	counter := prometheus.CounterValue
+	if r.statusErr != nil {
+		ch <- prometheus.NewInvalidMetric(descPresent, r.statusErr)
 	} else {
 		present := 0.0
-		if st.Present {
+		if st := r.status; st.Present {
 			present = 1
 			ch <- prometheus.MustNewConstMetric(descMode, prometheus.GaugeValue, 1, c.Table, string(st.Mode))
 			for _, s := range st.Sets {
 				ch <- prometheus.MustNewConstMetric(descElements, prometheus.GaugeValue, float64(s.Elements), c.Table, s.Name)
 			}
-			for _, r := range st.Counters {
-				ch <- prometheus.MustNewConstMetric(descRulePackets, counter, float64(r.Packets), c.Table, r.Rule)
-				ch <- prometheus.MustNewConstMetric(descRuleBytes, counter, float64(r.Bytes), c.Table, r.Rule)
+			for _, rc := range st.Counters {
+				ch <- prometheus.MustNewConstMetric(descRulePackets, counter, float64(rc.Packets), c.Table, rc.Rule)
+				ch <- prometheus.MustNewConstMetric(descRuleBytes, counter, float64(rc.Bytes), c.Table, rc.Rule)
 			}
 			ch <- prometheus.MustNewConstMetric(descKernelDropped, counter, float64(st.Dropped.Packets), c.Table)
 			ch <- prometheus.MustNewConstMetric(descKernelAudited, counter, float64(st.Audited.Packets), c.Table)
-		}
-		ch <- prometheus.MustNewConstMetric(descPresent, prometheus.GaugeValue, present, c.Table)
-	}
-	if c.Store != nil {
-		if gens, cur, err := History(c.Store, c.Target, c.Table); err == nil && cur != 0 {
-			for _, g := range gens {
-				if g.N == cur {
-					ch <- prometheus.MustNewConstMetric(descGeneration, prometheus.GaugeValue, float64(g.N), c.Table)
-					ch <- prometheus.MustNewConstMetric(descLastApply, prometheus.GaugeValue, float64(g.Time.Unix()), c.Table)
+			for _, u := range []struct {
+				action string
+				all    Counter
+				logged *Counter
+			}{{ObsActionDrop, st.Dropped, st.DropsLogged}, {ObsActionAudit, st.Audited, st.AuditsLogged}} {
+				if u.logged != nil && u.all.Packets >= u.logged.Packets {
+					ch <- prometheus.MustNewConstMetric(descUnlogged, counter, float64(u.all.Packets-u.logged.Packets), c.Table, u.action)
 				}
 			}
 		}
+		ch <- prometheus.MustNewConstMetric(descPresent, prometheus.GaugeValue, present, c.Table)
+	}
+	if r.gen != nil {
+		ch <- prometheus.MustNewConstMetric(descGeneration, prometheus.GaugeValue, float64(r.gen.N), c.Table)
+		ch <- prometheus.MustNewConstMetric(descLastApply, prometheus.GaugeValue, float64(r.gen.Time.Unix()), c.Table)
 	}
 }

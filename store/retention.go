@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"compress/gzip"
+	"container/heap"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -40,7 +41,7 @@ var (
 const (
 	DefaultRetention       = 90 * 24 * time.Hour
 	DefaultKeepGenerations = 50
-	DefaultMaxObservations = 50_000
+	DefaultMaxObservations = 20_000
 )
 
 // pruneChunk bounds the records one prune transaction deletes, so that a
@@ -61,7 +62,8 @@ type Unrecorded struct {
 	Records uint64 `json:"records"`
 }
 
-func (u *Unrecorded) add(kind string, hits uint64) {
+// Add counts one left-out observation of kind with its packets.
+func (u *Unrecorded) Add(kind string, hits uint64) {
 	if kind == ObsDrop {
 		u.Drop += hits
 	} else {
@@ -72,6 +74,11 @@ func (u *Unrecorded) add(kind string, hits uint64) {
 
 // IsZero reports whether nothing was left out.
 func (u Unrecorded) IsZero() bool { return u == Unrecorded{} }
+
+// Plus is u and v added up.
+func (u Unrecorded) Plus(v Unrecorded) Unrecorded {
+	return Unrecorded{Drop: u.Drop + v.Drop, Audit: u.Audit + v.Audit, Records: u.Records + v.Records}
+}
 
 // ObservationBatch is what the monitor gathered since its last flush.
 type ObservationBatch struct {
@@ -102,11 +109,7 @@ func (s *Store) RecordObservations(b *ObservationBatch) (Unrecorded, error) {
 		if err := putMinutes(denials, b.Minutes); err != nil {
 			return err
 		}
-		total := b.Unrecorded
-		total.Drop += left.Drop
-		total.Audit += left.Audit
-		total.Records += left.Records
-		return addUnrecorded(tx, total)
+		return addUnrecorded(tx, b.Unrecorded.Plus(left))
 	})
 	if err != nil {
 		return Unrecorded{}, fmt.Errorf("record observations: %w", err)
@@ -170,13 +173,13 @@ func putObservations(b *bolt.Bucket, obs []Observation, limit int) (Unrecorded, 
 	}
 	for i, o := range rest {
 		if i >= len(victims) || o.Hits < victims[i].Hits {
-			left.add(o.Kind, o.Hits)
+			left.Add(o.Kind, o.Hits)
 			continue
 		}
 		if err := b.Delete(obsKey(victims[i].Kind, victims[i].FlowKey)); err != nil {
 			return left, err
 		}
-		left.add(victims[i].Kind, victims[i].Hits)
+		left.Add(victims[i].Kind, victims[i].Hits)
 		if err := putNew(b, []Observation{o}); err != nil {
 			return left, err
 		}
@@ -205,21 +208,56 @@ func putNew(b *bolt.Bucket, obs []Observation) error {
 }
 
 // lightest returns the n stored observations with the fewest packets,
-// least recently seen first among equals.
+// least recently seen first among equals. It keeps n candidates in a heap,
+// not the whole bucket.
 func lightest(b *bolt.Bucket, n int) ([]Observation, error) {
-	var all []Observation
+	h := &obsHeap{}
 	err := b.ForEach(func(k, v []byte) error {
 		o, err := decodeObs(k, v)
-		all = append(all, o)
-		return err
+		if err != nil {
+			return err
+		}
+		switch {
+		case h.Len() < n:
+			heap.Push(h, o)
+		case lighter(o, (*h)[0]):
+			(*h)[0] = o
+			heap.Fix(h, 0)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(all, func(a, b Observation) int {
-		return cmp.Or(cmp.Compare(a.Hits, b.Hits), a.LastSeen.Compare(b.LastSeen))
+	out := []Observation(*h)
+	slices.SortFunc(out, func(a, b Observation) int {
+		if lighter(a, b) {
+			return -1
+		}
+		if lighter(b, a) {
+			return 1
+		}
+		return 0
 	})
-	return all[:min(n, len(all))], nil
+	return out, nil
+}
+
+func lighter(a, b Observation) bool {
+	return a.Hits < b.Hits || a.Hits == b.Hits && a.LastSeen.Before(b.LastSeen)
+}
+
+// obsHeap is a max-heap: the heaviest candidate on top, to be replaced.
+type obsHeap []Observation
+
+func (h obsHeap) Len() int           { return len(h) }
+func (h obsHeap) Less(i, j int) bool { return lighter(h[j], h[i]) }
+func (h obsHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *obsHeap) Push(x any)        { *h = append(*h, x.(Observation)) }
+func (h *obsHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 func decodeObs(k, v []byte) (Observation, error) {
@@ -273,9 +311,7 @@ func addUnrecorded(tx *bolt.Tx, u Unrecorded) error {
 	if _, err := getJSON(meta, keyUnrecorded, &cur); err != nil {
 		return err
 	}
-	cur.Drop += u.Drop
-	cur.Audit += u.Audit
-	cur.Records += u.Records
+	cur = cur.Plus(u)
 	return putJSON(meta, keyUnrecorded, &cur)
 }
 

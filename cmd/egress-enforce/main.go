@@ -57,7 +57,8 @@ default rule's counter and log), then apply --mode enforce.
 	pf.String("table", enforce.DefaultTable, "name of our table (family inet)")
 	g.Loader.Bind("table", "table")
 	root.AddCommand(newGenerate(g), newApply(g), newStatus(g), newDiff(g), newRemove(g),
-		newConfirm(g), newHistory(g), newRollback(g), newConfirmGuard(g), newRestore(g), newWatch(g), newDenied(g), newReconcile(g), newFollow(g))
+		newConfirm(g), newHistory(g), newRollback(g), newConfirmGuard(g), newRestore(g), newWatch(g), newDenied(g), newReconcile(g), newFollow(g),
+		newPrune(g))
 	return root
 }
 
@@ -431,6 +432,16 @@ func newStatus(g *cli.Globals) *cobra.Command {
 			if st.Default != nil {
 				fmt.Fprintf(w, "  default rules: %d packets dropped (%d bytes), %d logged, not blocked (audit)\n",
 					st.Dropped.Packets, st.Dropped.Bytes, st.Audited.Packets)
+			}
+			if st.DropsLogged != nil || st.AuditsLogged != nil {
+				var dl, al enforce.Counter
+				if st.DropsLogged != nil {
+					dl = *st.DropsLogged
+				}
+				if st.AuditsLogged != nil {
+					al = *st.AuditsLogged
+				}
+				fmt.Fprintf(w, "  under the log's rate limits: %d of the dropped and %d of the audited packets were logged\n", dl.Packets, al.Packets)
 			}
 			if f := st.Follow; f != nil {
 				fmt.Fprintf(w, "  follower (at %s): %d name rules, %d answers used, %d addresses added, %d refreshed, %d left out by the bound\n",

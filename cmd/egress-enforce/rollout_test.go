@@ -330,7 +330,7 @@ func startWatch(t *testing.T, l *rolloutLab) *watcher {
 	addr := ln.Addr().String()
 	ln.Close()
 	w := &watcher{metrics: "http://" + addr + "/metrics", out: &lab.Buffer{}, stderr: &lab.Buffer{}}
-	w.cmd = exec.Command(enforceBin, "watch", "--json", "--metrics-addr", addr, "--flush-interval", "200ms")
+	w.cmd = exec.Command(enforceBin, "watch", "--json", "--metrics-addr", addr, "--flush-interval", "200ms", "--metrics-refresh", "100ms")
 	w.cmd.Env = append(os.Environ(), l.env...)
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.stderr
 	if err := w.cmd.Start(); err != nil {
@@ -422,14 +422,18 @@ func TestMonitorMetricsAndDenied(t *testing.T) {
 	if udp != 4 {
 		t.Errorf("%v UDP drops logged for uid 4242, want 4", udp)
 	}
-	st := l.status(t)
+	// Scrapes serve the last gathering (every --metrics-refresh): wait for
+	// one taken after the drops were counted and logged.
+	var st enforce.Status
 	var fams map[string]*dto.MetricFamily
+	var kernel float64
 	waitUntil(t, waitFor, "the metrics to count every logged drop", func() bool {
+		st = l.status(t)
 		fams = lab.Scrape(t, w.metrics)
 		v, _ := lab.MetricValue(fams, "egress_denied_packets_total", map[string]string{"action": "drop"})
-		return v == syns+udp
+		kernel, _ = lab.MetricValue(fams, "egress_kernel_dropped_packets_total", nil)
+		return v == syns+udp && kernel == float64(st.Dropped.Packets)
 	})
-	kernel, _ := lab.MetricValue(fams, "egress_kernel_dropped_packets_total", nil)
 	if kernel != float64(st.Dropped.Packets) || kernel != syns+udp {
 		t.Errorf("kernel drop counter: metric %v, status %d, logged %v", kernel, st.Dropped.Packets, syns+udp)
 	}

@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
+	"runtime/debug"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,12 +16,14 @@ import (
 	"github.com/egresskit/egress/config"
 	"github.com/egresskit/egress/enforce"
 	"github.com/egresskit/egress/internal/cli"
+	"github.com/egresskit/egress/store"
 )
 
 func newWatch(g *cli.Globals) *cobra.Command {
 	var metricsAddr string
 	var asJSON, quiet bool
 	var topK int
+	var refresh time.Duration
 	cmd := &cobra.Command{
 		Use:   "watch [--netns NAME|PATH] [--metrics-addr ADDR] [--json]",
 		Short: "Monitor denied (and audited) packets: print them, record them, export metrics",
@@ -30,13 +35,26 @@ flush_interval, for "egress-enforce denied" and reconciliation.
 
 --metrics-addr serves Prometheus metrics: denied and audited packets by user
 and destination (the top --top-k, the rest as "other"), set sizes and rule
-counters read from the kernel, the current generation, mode and the time of
-the last apply.`,
+counters read from the kernel, drops that went unlogged (over drop_log_rate),
+the current generation, mode and the time of the last apply. Scrapes serve
+what was last read from the kernel and the store (every --metrics-refresh).
+
+Its memory is bounded whatever the number of distinct destinations denied:
+the top destinations come from a bounded summary, and at most ` + strconv.Itoa(enforce.DefaultPendingCapacity) + `
+destinations are kept between two flushes (the packets of others are
+counted as unrecorded). Every hour it prunes the store: observations,
+per-minute denials and learning runs older than retention (default 90d),
+and the plans of generations older than the newest keep_generations (50),
+which keep a summary; the current generation's plan and rollback targets
+stay.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, log, err := g.Load(cmd)
 			if err != nil {
 				return err
+			}
+			if os.Getenv("GOMEMLIMIT") == "" {
+				debug.SetMemoryLimit(watchMemoryLimit)
 			}
 			target := enforce.Target{Netns: cfg.Netns}
 			st, err := cli.WriteStore(cfg)
@@ -64,9 +82,12 @@ the last apply.`,
 			defer close(out)
 			ctx := cmd.Context()
 			if metricsAddr != "" {
+				coll := &enforce.Collector{Monitor: mon, Target: target, Table: cfg.Table, Store: st, UserName: names.Name, TopK: topK,
+					Refresh: refresh}
+				coll.RefreshNow()
+				go coll.Run(ctx)
 				reg := prometheus.NewRegistry()
-				reg.MustRegister(&enforce.Collector{Monitor: mon, Target: target, Table: cfg.Table, Store: st, UserName: names.Name, TopK: topK},
-					collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+				reg.MustRegister(coll, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 				stop, addr, err := cli.ServeMetrics(metricsAddr, reg)
 				if err != nil {
 					return err
@@ -87,6 +108,15 @@ the last apply.`,
 					}
 				},
 				OnFlushError: func(err error) { log.Warn("keeping observations for the next flush", "err", err) },
+				Prune:        &store.PruneOptions{Retention: cfg.Retention, KeepGenerations: cfg.KeepGenerations},
+				OnPrune: func(res store.PruneResult, err error) {
+					if err != nil {
+						log.Warn("prune the store", "err", err)
+					} else if res != (store.PruneResult{}) {
+						log.Info("pruned the store", "observations", res.Observations, "denial_minutes", res.Denials,
+							"runs", res.Runs, "plans", res.Plans, "retention", cfg.Retention, "keep_generations", cfg.KeepGenerations)
+					}
+				},
 			})
 		},
 	}
@@ -96,8 +126,57 @@ the last apply.`,
 	f.BoolVar(&asJSON, "json", false, "print each logged packet as a JSON object")
 	f.BoolVar(&quiet, "quiet", false, "print nothing per packet")
 	f.IntVar(&topK, "top-k", 20, "destinations and users with their own metric series; the rest is \"other\"")
+	f.DurationVar(&refresh, "metrics-refresh", 2*time.Second, "how often the kernel's counters and the store are read for the metrics")
 	f.String("flush-interval", "5s", "how often observations are written to the store")
 	g.Loader.Bind("flush_interval", "flush-interval")
+	return cmd
+}
+
+// watchMemoryLimit is the monitor's soft heap limit unless GOMEMLIMIT says
+// otherwise (its unit allows 256 MiB; its structures are bounded well
+// below this).
+const watchMemoryLimit = 48 << 20
+
+func newPrune(g *cli.Globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "prune [--json]",
+		Short: "Delete records older than retention and plans past keep_generations",
+		Long: `prune deletes from the store the monitor's observations not seen within
+retention (default 90d), per-minute denials older than that, and learning
+runs that ended before it; and replaces the plans of generations older than
+the newest keep_generations (default 50) by a summary (size and SHA-256).
+The plans the current generation and a rollback need are kept whatever
+their age. "egress-enforce watch" does this every hour. Learned flows, DNS
+names and the generations' records are never pruned.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, _, err := g.Load(cmd)
+			if err != nil {
+				return err
+			}
+			st, err := cli.WriteStore(cfg)
+			if err != nil {
+				return err
+			}
+			now, err := g.Now()
+			if err != nil {
+				return err
+			}
+			res, err := st.Prune(store.PruneOptions{Now: now, Retention: cfg.Retention, KeepGenerations: cfg.KeepGenerations,
+				KeepPlans: enforce.PlansToKeep})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "pruned %d observations, %d minutes of denials, %d runs (older than %s), %d plans (past the newest %d generations)\n",
+				res.Observations, res.Denials, res.Runs, cfg.Retention, res.Plans, cfg.KeepGenerations)
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print what was pruned as JSON")
 	return cmd
 }
 
