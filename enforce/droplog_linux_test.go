@@ -122,9 +122,7 @@ func TestDropLogIsRateLimitedCountersExact(t *testing.T) {
 			}
 			// The monitor receives the logged ones.
 			lab.WaitFor(t, func() bool { return mon.Stats().Entries >= logged })
-			coll := &Collector{Monitor: mon, Target: l.target, Table: DefaultTable}
-			coll.RefreshNow()
-			m := collect(t, coll)
+			m := collect(t, &Collector{Monitor: mon, Target: l.target, Table: DefaultTable})
 			if got := m["egress_unlogged_packets_total drop"]; got != float64(n-logged) {
 				t.Errorf("unlogged drops metric %v, want %d - %d", got, n, logged)
 			}

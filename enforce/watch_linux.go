@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net/netip"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -109,9 +108,9 @@ func Watch(ctx context.Context, t Target, m *Monitor, o WatchOptions) error {
 // table as Prometheus metrics. Destinations and users are the top K by
 // packets; the rest is folded into destination="other" (user="other").
 //
-// A scrape never waits on the kernel or the store: Run reads them every
-// Refresh in the background, and Collect serves the last reading with the
-// monitor's counts (kept in memory, bounded, read under a short lock).
+// Collect reads the kernel and the store: serve it through a snapshot
+// gathered in the background (cli.MetricsSnapshot), so that a scrape never
+// waits on them.
 type Collector struct {
 	Monitor  *Monitor
 	Target   Target
@@ -119,14 +118,9 @@ type Collector struct {
 	Store    *store.Store // generations and DNS names (optional)
 	UserName func(uint32) string
 	TopK     int
-	// Refresh is how often Run reads the kernel and the store (default 2s).
-	Refresh time.Duration
-
-	mu   sync.Mutex
-	last *reading
 }
 
-// reading is what one refresh read from the kernel and the store.
+// reading is what Collect reads from the kernel and the store.
 type reading struct {
 	status    *Status
 	statusErr error
@@ -199,65 +193,38 @@ func (c *Collector) topK() int {
 	return c.TopK
 }
 
-// Run refreshes the reading every Refresh until ctx ends.
-func (c *Collector) Run(ctx context.Context) {
-	every := c.Refresh
-	if every <= 0 {
-		every = 2 * time.Second
-	}
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		c.RefreshNow()
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
-}
-
-// RefreshNow reads the kernel and the store once.
-func (c *Collector) RefreshNow() {
+// read reads the kernel and the store.
+func (c *Collector) read() *reading {
 	r := &reading{}
 	r.status, r.statusErr = ReadStatus(c.Target, c.Table, false)
-	if c.Store != nil {
-		if gens, cur, err := History(c.Store, c.Target, c.Table); err == nil && cur != 0 {
-			for i := range gens {
-				if gens[i].N == cur {
-					r.gen = &gens[i]
-				}
+	if c.Store == nil {
+		return r
+	}
+	if gens, cur, err := History(c.Store, c.Target, c.Table); err == nil && cur != 0 {
+		for i := range gens {
+			if gens[i].N == cur {
+				r.gen = &gens[i]
 			}
-		}
-		if c.Monitor != nil {
-			top, _, _ := c.Monitor.Top(c.topK())
-			ips := make([]netip.Addr, len(top))
-			for i, t := range top {
-				ips[i] = t.IP
-			}
-			r.names, _ = c.Store.NamesOf(ips)
 		}
 	}
-	c.mu.Lock()
-	c.last = r
-	c.mu.Unlock()
+	if c.Monitor != nil {
+		top, _, _ := c.Monitor.Top(c.topK())
+		ips := make([]netip.Addr, len(top))
+		for i, t := range top {
+			ips[i] = t.IP
+		}
+		r.names, _ = c.Store.NamesOf(ips)
+	}
+	return r
 }
 
-// Collect serves the monitor's counts and the last reading.
+// Collect reads the monitor, the kernel and the store.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	c.mu.Lock()
-	r := c.last
-	c.mu.Unlock()
+	r := c.read()
 	if c.Monitor != nil {
-		var names map[netip.Addr][]string
-		if r != nil {
-			names = r.names
-		}
-		c.collectMonitor(ch, names)
+		c.collectMonitor(ch, r.names)
 	}
-	if r != nil {
-		c.collectReading(ch, r)
-	}
+	c.collectReading(ch, r)
 }
 
 func (c *Collector) collectMonitor(ch chan<- prometheus.Metric, names map[netip.Addr][]string) {

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"runtime/debug"
@@ -19,15 +21,8 @@ import (
 	"github.com/egresskit/egress/store"
 )
 
-func newWatch(g *cli.Globals) *cobra.Command {
-	var metricsAddr string
-	var asJSON, quiet bool
-	var topK int
-	var refresh time.Duration
-	cmd := &cobra.Command{
-		Use:   "watch [--netns NAME|PATH] [--metrics-addr ADDR] [--json]",
-		Short: "Monitor denied (and audited) packets: print them, record them, export metrics",
-		Long: `watch subscribes to the NFLOG group of our table's default rules and decodes
+// watchHelp is watch's --help.
+var watchHelp = `watch subscribes to the NFLOG group of our table's default rules and decodes
 every packet they log: drop or audit, user, protocol, destination and port.
 It prints each one (--json: one JSON object a line; --quiet: none), counts
 them by user and destination, and records them in the store every
@@ -37,7 +32,8 @@ flush_interval, for "egress-enforce denied" and reconciliation.
 and destination (the top --top-k, the rest as "other"), set sizes and rule
 counters read from the kernel, drops that went unlogged (over drop_log_rate),
 the current generation, mode and the time of the last apply. Scrapes serve
-what was last read from the kernel and the store (every --metrics-refresh).
+what was gathered last (every --metrics-refresh): a scrape never waits on
+the kernel, the store or the monitor.
 
 Its memory is bounded whatever the number of distinct destinations denied:
 the top destinations come from a bounded summary, and at most ` + strconv.Itoa(enforce.DefaultPendingCapacity) + `
@@ -46,8 +42,18 @@ counted as unrecorded). Every hour it prunes the store: observations,
 per-minute denials and learning runs older than retention (default 90d),
 and the plans of generations older than the newest keep_generations (50),
 which keep a summary; the current generation's plan and rollback targets
-stay.`,
-		Args: cobra.NoArgs,
+stay.`
+
+func newWatch(g *cli.Globals) *cobra.Command {
+	var metricsAddr string
+	var asJSON, quiet bool
+	var topK int
+	var refresh time.Duration
+	cmd := &cobra.Command{
+		Use:   "watch [--netns NAME|PATH] [--metrics-addr ADDR] [--json]",
+		Short: "Monitor denied (and audited) packets: print them, record them, export metrics",
+		Long:  watchHelp,
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, log, err := g.Load(cmd)
 			if err != nil {
@@ -82,18 +88,12 @@ stay.`,
 			defer close(out)
 			ctx := cmd.Context()
 			if metricsAddr != "" {
-				coll := &enforce.Collector{Monitor: mon, Target: target, Table: cfg.Table, Store: st, UserName: names.Name, TopK: topK,
-					Refresh: refresh}
-				coll.RefreshNow()
-				go coll.Run(ctx)
-				reg := prometheus.NewRegistry()
-				reg.MustRegister(coll, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-				stop, addr, err := cli.ServeMetrics(metricsAddr, reg)
+				coll := &enforce.Collector{Monitor: mon, Target: target, Table: cfg.Table, Store: st, UserName: names.Name, TopK: topK}
+				stop, err := serveCollector(ctx, log, metricsAddr, coll, refresh)
 				if err != nil {
 					return err
 				}
 				defer stop()
-				log.Info("serving metrics", "addr", "http://"+addr+"/metrics")
 			}
 			log.Info("watching", "netns", cfg.Netns, "nflog_group", cfg.NFLOGGroup, "db", cfg.DB)
 			return enforce.Watch(ctx, target, mon, enforce.WatchOptions{
@@ -109,14 +109,7 @@ stay.`,
 				},
 				OnFlushError: func(err error) { log.Warn("keeping observations for the next flush", "err", err) },
 				Prune:        &store.PruneOptions{Retention: cfg.Retention, KeepGenerations: cfg.KeepGenerations},
-				OnPrune: func(res store.PruneResult, err error) {
-					if err != nil {
-						log.Warn("prune the store", "err", err)
-					} else if res != (store.PruneResult{}) {
-						log.Info("pruned the store", "observations", res.Observations, "denial_minutes", res.Denials,
-							"runs", res.Runs, "plans", res.Plans, "retention", cfg.Retention, "keep_generations", cfg.KeepGenerations)
-					}
-				},
+				OnPrune:      pruneLogger(log, cfg),
 			})
 		},
 	}
@@ -130,6 +123,37 @@ stay.`,
 	f.String("flush-interval", "5s", "how often observations are written to the store")
 	g.Loader.Bind("flush_interval", "flush-interval")
 	return cmd
+}
+
+// serveCollector gathers the collector's metrics (with the Go runtime's
+// and the process's) now and every interval in the background, and serves
+// the last gathering on addr.
+func serveCollector(ctx context.Context, log *slog.Logger, addr string, coll *enforce.Collector, every time.Duration) (stop func(), err error) {
+	if every <= 0 {
+		return nil, fmt.Errorf("--metrics-refresh: %s is not a positive duration", every)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(coll, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	snap := &cli.MetricsSnapshot{}
+	snap.Start(ctx, reg, every)
+	stop, bound, err := cli.ServeMetrics(addr, snap)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("serving metrics", "addr", "http://"+bound+"/metrics")
+	return stop, nil
+}
+
+// pruneLogger logs what a prune of the watch deleted.
+func pruneLogger(log *slog.Logger, cfg *config.Config) func(store.PruneResult, error) {
+	return func(res store.PruneResult, err error) {
+		if err != nil {
+			log.Warn("prune the store", "err", err)
+		} else if res != (store.PruneResult{}) {
+			log.Info("pruned the store", "observations", res.Observations, "denial_minutes", res.Denials,
+				"runs", res.Runs, "plans", res.Plans, "retention", cfg.Retention, "keep_generations", cfg.KeepGenerations)
+		}
+	}
 }
 
 // watchMemoryLimit is the monitor's soft heap limit unless GOMEMLIMIT says

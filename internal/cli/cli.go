@@ -72,7 +72,7 @@ flags winning. An unknown key or an invalid value is an error that names it.`
 
 // ServeMetrics serves reg's metrics on addr (port 0 picks one) at /metrics
 // until stop is called; bound is the address it listens on.
-func ServeMetrics(addr string, reg *prometheus.Registry) (stop func(), bound string, err error) {
+func ServeMetrics(addr string, reg prometheus.Gatherer) (stop func(), bound string, err error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, "", fmt.Errorf("listen for metrics on %s: %w", addr, err)
