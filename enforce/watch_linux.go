@@ -144,7 +144,7 @@ var (
 	descReceiveErrors = prometheus.NewDesc("egress_monitor_receive_errors_total",
 		"Errors reading the NFLOG socket (ENOBUFS: its buffer overflowed).", nil, nil)
 	descLostLogs = prometheus.NewDesc("egress_monitor_lost_log_entries_total",
-		"Log messages the kernel sent that the monitor never received (gaps in their sequence numbers: its socket overflowed).", nil, nil)
+		"Log messages the kernel sent that the monitor never received (gaps in their sequence numbers: its socket overflowed; a loss shows when a later message arrives).", nil, nil)
 	descTracked = prometheus.NewDesc("egress_monitor_tracked_entries",
 		"Entries of the monitor's bounded structures: the top destinations and users, and the destinations pending the next flush.", []string{"structure", "bound"}, nil)
 	descPresent = prometheus.NewDesc("egress_table_present",
