@@ -5,13 +5,14 @@ package enforce
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/egresskit/egress/internal/lab"
 	"github.com/egresskit/egress/store"
@@ -100,16 +101,56 @@ func (l *enforceLab) apply(t *testing.T, mode Mode) *Plan {
 	return p
 }
 
+// curl fetches url as a; the time limit is generous (an allowed flow
+// answers at once), so a slow machine cannot fail it.
 func curl(a lab.As, url string, extra ...string) error {
-	_, err := a.Run(append([]string{"curl", "-sS", "--max-time", "2", url}, extra...)...)
+	_, err := a.Run(append([]string{"curl", "-sS", "--max-time", "30", url}, extra...)...)
 	return err
+}
+
+// blockedTCP runs curl to url as a, a flow the table should drop, until the
+// default drop counter shows the drop: the SYN and the SYN sent again,
+// which only happens when no answer came (the server answers an accepted
+// SYN at once). curl has no time limit: it runs until the drop is seen.
+// See lab.As.Blocked.
+func (l *enforceLab) blockedTCP(t *testing.T, a lab.As, url string, extra ...string) error {
+	t.Helper()
+	return l.blocked(t, a, 2, append([]string{"curl", "-sS", url}, extra...)...)
+}
+
+// blockedUDP sends a datagram tagged tag as a, a flow the table should
+// drop. The drop happens in the sender's own sendto, which fails with
+// EPERM, after the default counter took the datagram.
+func (l *enforceLab) blockedUDP(t *testing.T, a lab.As, tag string) error {
+	t.Helper()
+	before := l.defaultPackets(t)
+	out, err := a.Run(udpArgs(tag)...)
+	switch after := l.defaultPackets(t); {
+	case err == nil:
+		return fmt.Errorf("datagram %s got through", tag)
+	case !strings.Contains(out, "Operation not permitted"):
+		return fmt.Errorf("datagram %s: the sender failed, but not from a drop: %v", tag, err)
+	case after != before+1:
+		return fmt.Errorf("datagram %s: the default counter went from %d to %d, want one more", tag, before, after)
+	}
+	return nil
+}
+
+func (l *enforceLab) blocked(t *testing.T, a lab.As, packets uint64, args ...string) error {
+	t.Helper()
+	before := l.defaultPackets(t)
+	return a.Blocked(func() bool { return l.defaultPackets(t) >= before+packets }, args...)
 }
 
 // sendUDP sends one datagram tagged tag to the UDP counter. A dropped
 // send fails with EPERM, so the exit status is not checked: the counter
 // tells what arrived.
 func (l *enforceLab) sendUDP(a lab.As, tag string) {
-	_, _ = a.Run("bash", "-c", "echo "+tag+" | socat -u - UDP4-SENDTO:"+lab.ServerIP4+":9999")
+	_, _ = a.Run(udpArgs(tag)...)
+}
+
+func udpArgs(tag string) []string {
+	return []string{"bash", "-c", "echo " + tag + " | socat -u - UDP4-SENDTO:" + lab.ServerIP4 + ":9999"}
 }
 
 func (l *enforceLab) defaultPackets(t *testing.T) uint64 {
@@ -124,16 +165,45 @@ func (l *enforceLab) defaultPackets(t *testing.T) uint64 {
 	return st.Default.Packets
 }
 
-// listenLog collects what the default rule logs in the client namespace.
-func (l *enforceLab) listenLog(t *testing.T) func() []LogEntry {
+// nflogEntries is what the default rule logged, as it arrives.
+type nflogEntries struct {
+	mu  sync.Mutex
+	got []LogEntry
+}
+
+func (n *nflogEntries) all() []LogEntry {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]LogEntry(nil), n.got...)
+}
+
+// String lists the entries readably (a test failure prints it).
+func (n *nflogEntries) String() string {
+	var b strings.Builder
+	for _, e := range n.all() {
+		uid := "-"
+		if e.UID != nil {
+			uid = strconv.FormatUint(uint64(*e.UID), 10)
+		}
+		fmt.Fprintf(&b, "\n  %s uid %s proto %d %s", e.Action, uid, e.Proto, netip.AddrPortFrom(e.Dst, e.Port))
+	}
+	return b.String()
+}
+
+func (n *nflogEntries) has(action string, uid uint32, dst string, port uint16) bool {
+	return hasLog(n.all(), action, uid, dst, port)
+}
+
+// listenLog collects what the default rule logs in the client namespace,
+// from the moment the subscription is in place.
+func (l *enforceLab) listenLog(t *testing.T) *nflogEntries {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var mu sync.Mutex
-	var got []LogEntry
+	n := &nflogEntries{}
 	ready := make(chan struct{})
 	errc := make(chan error, 1)
 	go func() {
-		errc <- ListenLog(ctx, l.target, 77, ready, func(e LogEntry) { mu.Lock(); got = append(got, e); mu.Unlock() })
+		errc <- ListenLog(ctx, l.target, 77, ready, func(e LogEntry) { n.mu.Lock(); n.got = append(n.got, e); n.mu.Unlock() })
 	}()
 	select {
 	case <-ready:
@@ -141,11 +211,47 @@ func (l *enforceLab) listenLog(t *testing.T) func() []LogEntry {
 		t.Fatalf("listen nflog: %v", err)
 	}
 	t.Cleanup(cancel)
-	return func() []LogEntry {
-		time.Sleep(200 * time.Millisecond)
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]LogEntry(nil), got...)
+	return n
+}
+
+// countedIsLogged waits until the default rule's counter equals the number
+// of entries it logged (each packet it takes is counted and logged once),
+// and returns that number. Call it once the clients are done.
+func (l *enforceLab) countedIsLogged(t *testing.T, logs *nflogEntries) uint64 {
+	t.Helper()
+	var counted uint64
+	var logged int
+	if !lab.Eventually(func() bool {
+		counted, logged = l.defaultPackets(t), len(logs.all())
+		return counted == uint64(logged)
+	}) {
+		t.Errorf("the default rule counted %d packets and logged %d:%s", counted, logged, logs)
+	}
+	return counted
+}
+
+type logWant struct {
+	uid  uint32
+	dst  string
+	port uint16
+}
+
+// awaitLogged waits until logs hold an entry of action for each of wants,
+// and reports those missing after lab.Patience.
+func awaitLogged(t *testing.T, logs *nflogEntries, action string, wants ...logWant) {
+	t.Helper()
+	lab.Eventually(func() bool {
+		for _, w := range wants {
+			if !logs.has(action, w.uid, w.dst, w.port) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, w := range wants {
+		if !logs.has(action, w.uid, w.dst, w.port) {
+			t.Errorf("no NFLOG %s entry for uid %d to %s port %d; got:%s", action, w.uid, w.dst, w.port, logs)
+		}
 	}
 }
 
@@ -168,7 +274,7 @@ func TestEnforcePerUser(t *testing.T) {
 
 	// DNS keeps working, for any user.
 	for _, a := range []lab.As{l.nobody, l.other} {
-		if out := a.MustRun(t, "dig", "+short", "+time=2", "web.lab"); !strings.Contains(out, lab.ServerIP4) {
+		if out := a.MustRun(t, "dig", "+short", "+time=10", "web.lab"); !strings.Contains(out, lab.ServerIP4) {
 			t.Errorf("uid %d: dig web.lab = %q", a.UID, out)
 		}
 	}
@@ -179,43 +285,41 @@ func TestEnforcePerUser(t *testing.T) {
 	if err := curl(l.nobody, "http://web.lab:8080/", "-6"); err != nil {
 		t.Errorf("learned ipv6 flow dropped: %v", err)
 	}
+	// A datagram nobody never sent before is dropped; uid 4242's learned
+	// one, sent after it, arrives (and shows that nothing sent before it
+	// is still on its way).
+	if err := l.blockedUDP(t, l.nobody, "nobody-unlearned"); err != nil {
+		t.Errorf("unlearned udp flow: %v", err)
+	}
 	l.sendUDP(l.other, "other-learned")
 
-	before := l.defaultPackets(t)
 	// The same destinations for another user are dropped.
-	if err := curl(l.other, "http://web.lab:8080/", "-4"); err == nil {
-		t.Error("uid 4242 reached nobody's ipv4 destination")
+	if err := l.blockedTCP(t, l.other, "http://web.lab:8080/", "-4"); err != nil {
+		t.Errorf("uid 4242 to nobody's ipv4 destination: %v", err)
 	}
-	if err := curl(l.other, "http://web.lab:8080/", "-6"); err == nil {
-		t.Error("uid 4242 reached nobody's ipv6 destination")
+	if err := l.blockedTCP(t, l.other, "http://web.lab:8080/", "-6"); err != nil {
+		t.Errorf("uid 4242 to nobody's ipv6 destination: %v", err)
 	}
-	l.sendUDP(l.nobody, "nobody-unlearned")
 	// An unseen destination is dropped.
-	if err := curl(l.nobody, "http://10.77.0.1:8081/"); err == nil {
-		t.Error("nobody reached an unseen destination")
+	if err := l.blockedTCP(t, l.nobody, "http://10.77.0.1:8081/"); err != nil {
+		t.Errorf("nobody to an unseen destination: %v", err)
 	}
-	if err := curl(l.nobody, "http://[fd77::1]:8081/"); err == nil {
-		t.Error("nobody reached an unseen ipv6 destination")
+	if err := l.blockedTCP(t, l.nobody, "http://[fd77::1]:8081/"); err != nil {
+		t.Errorf("nobody to an unseen ipv6 destination: %v", err)
 	}
-	time.Sleep(100 * time.Millisecond)
-	if n := l.udp.count("other-learned"); n != 1 {
-		t.Errorf("learned udp flow: %d datagrams arrived, want 1", n)
+	if !lab.Eventually(func() bool { return l.udp.count("other-learned") == 1 }) {
+		t.Errorf("learned udp flow: %d datagrams arrived, want 1", l.udp.count("other-learned"))
 	}
 	if n := l.udp.count("nobody-unlearned"); n != 0 {
 		t.Errorf("unlearned udp flow: %d datagrams arrived, want 0", n)
 	}
-	after := l.defaultPackets(t)
-	if after-before < 5 {
-		t.Errorf("default drop counter went from %d to %d, want at least 5 more", before, after)
-	}
-	entries := logs()
-	for _, w := range []struct {
-		uid  uint32
-		dst  string
-		port uint16
-	}{{4242, lab.ServerIP4, 8080}, {4242, lab.ServerIP6, 8080}, {65534, lab.ServerIP4, 8081}, {65534, lab.ServerIP4, 9999}} {
-		if !hasLog(entries, "drop", w.uid, w.dst, w.port) {
-			t.Errorf("no NFLOG drop entry for uid %d to %s port %d (got %d entries)", w.uid, w.dst, w.port, len(entries))
+	// Each drop is logged with its user and destination, and counted.
+	awaitLogged(t, logs, "drop", logWant{4242, lab.ServerIP4, 8080}, logWant{4242, lab.ServerIP6, 8080},
+		logWant{65534, lab.ServerIP4, 8081}, logWant{65534, lab.ServerIP6, 8081}, logWant{65534, lab.ServerIP4, 9999})
+	l.countedIsLogged(t, logs)
+	for _, e := range logs.all() {
+		if e.Action != "drop" {
+			t.Errorf("enforce mode logged %s; all:%s", e.Action, logs)
 		}
 	}
 }
@@ -233,20 +337,15 @@ func TestAuditBlocksNothing(t *testing.T) {
 		t.Errorf("audit mode blocked an unseen ipv6 destination: %v", err)
 	}
 	l.sendUDP(l.nobody, "audit-udp")
-	time.Sleep(100 * time.Millisecond)
-	if l.udp.count("audit-udp") != 1 {
-		t.Error("audit mode blocked a datagram")
+	if !lab.Eventually(func() bool { return l.udp.count("audit-udp") == 1 }) {
+		t.Errorf("audit mode: %d datagrams arrived, want 1", l.udp.count("audit-udp"))
 	}
-	if n := l.defaultPackets(t); n < 3 {
-		t.Errorf("audit counter = %d, want at least 3", n)
-	}
-	entries := logs()
-	if !hasLog(entries, "audit", 4242, lab.ServerIP4, 8080) || !hasLog(entries, "audit", 65534, lab.ServerIP6, 8081) {
-		t.Errorf("audit log entries missing: %+v", entries)
-	}
-	for _, e := range entries {
+	awaitLogged(t, logs, "audit", logWant{4242, lab.ServerIP4, 8080}, logWant{65534, lab.ServerIP6, 8081},
+		logWant{65534, lab.ServerIP4, 9999})
+	l.countedIsLogged(t, logs)
+	for _, e := range logs.all() {
 		if e.Action != "audit" {
-			t.Errorf("audit mode logged %+v", e)
+			t.Errorf("audit mode logged %s; all:%s", e.Action, logs)
 		}
 	}
 }
@@ -273,31 +372,40 @@ func TestRejectedBatchKeepsTheOldTable(t *testing.T) {
 	if err := curl(l.nobody, "http://10.77.0.1:8080/"); err != nil {
 		t.Errorf("the old table stopped allowing a learned flow: %v", err)
 	}
-	if err := curl(l.nobody, "http://10.77.0.1:8081/"); err == nil {
-		t.Error("the rejected table's new element took effect")
+	if err := l.blockedTCP(t, l.nobody, "http://10.77.0.1:8081/"); err != nil {
+		t.Errorf("the rejected table's new element: %v", err)
 	}
 }
 
-// TestReplaceUnderLoad: 40 replaces while a client connects in a loop:
-// no allowed connection fails.
+// TestReplaceUnderLoad: 40 replaces while a client connects in a loop: no
+// allowed connection fails, and no packet of it is dropped even for a
+// moment (a dropped SYN is sent again and may still connect, so the log is
+// what shows it). Each replace waits for one more finished connection, so
+// the replaces are spread over the load whatever the speed of either side.
 func TestReplaceUnderLoad(t *testing.T) {
+	const replaces = 40
 	l := newEnforceLab(t)
+	logs := l.listenLog(t)
 	plans := []*Plan{l.apply(t, ModeEnforce), Build(labBaseline(), labOptions(ModeEnforce))}
 	plans[1].Sets[0].Elements = append(plans[1].Sets[0].Elements, Element{UID: 1, IP: netip.MustParseAddr("192.0.2.1"), Proto: ProtoTCP, Port: 1})
 
-	var ok, failed atomic.Int64
+	var attempts, ok, failed atomic.Int64
 	var firstErr atomic.Value
 	stop := make(chan struct{})
+	var stopOnce sync.Once
+	stopLoad := func() { stopOnce.Do(func() { close(stop) }) }
+	t.Cleanup(stopLoad)
 	done := make(chan error, 1)
 	go func() {
 		done <- lab.InNetns(l.pair.Client, func() error {
-			d := net.Dialer{Timeout: 2 * time.Second}
+			d := net.Dialer{Timeout: lab.Patience}
 			for {
 				select {
 				case <-stop:
 					return nil
 				default:
 				}
+				attempts.Add(1)
 				c, err := d.Dial("tcp", lab.ServerIP4+":8080") // as root (uid 0): a learned flow
 				if err != nil {
 					failed.Add(1)
@@ -309,22 +417,36 @@ func TestReplaceUnderLoad(t *testing.T) {
 			}
 		})
 	}()
-	for i := 0; i < 40; i++ {
+	finished := func() int64 { return ok.Load() + failed.Load() }
+	oneMore := func(what string) {
+		n := finished()
+		lab.Await(t, "a connection to finish "+what, func() bool { return finished() > n })
+	}
+	for i := 0; i < replaces; i++ {
+		oneMore("before a replace")
 		if _, err := Apply(plans[i%2], l.target); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
-	close(stop)
+	oneMore("after the last replace")
+	stopLoad()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d connections during 40 replaces, %d failed", ok.Load(), failed.Load())
-	if failed.Load() != 0 {
-		t.Errorf("%d allowed connections failed during replaces (first: %v)", failed.Load(), firstErr.Load())
+	t.Logf("%d connections during %d replaces, %d failed", attempts.Load(), replaces, failed.Load())
+	if failed.Load() != 0 || ok.Load() != attempts.Load() {
+		t.Errorf("%d of %d allowed connections failed during replaces (first: %v)", failed.Load(), attempts.Load(), firstErr.Load())
 	}
-	if ok.Load() < 100 {
-		t.Errorf("only %d connections were made", ok.Load())
+	if st, err := ReadStatus(l.target, DefaultTable, false); err != nil || st.Sets[0].Elements != len(plans[(replaces-1)%2].Sets[0].Elements) {
+		t.Errorf("after the replaces the table is not the last plan: %+v, %v", st, err)
+	}
+	// A drop after the load: once its entry is in, every earlier entry is.
+	if err := l.blockedUDP(t, l.nobody, "barrier"); err != nil {
+		t.Fatal(err)
+	}
+	awaitLogged(t, logs, "drop", logWant{65534, lab.ServerIP4, 9999})
+	if n := len(logs.all()); n != 1 {
+		t.Errorf("%d packets dropped during the replaces; logged:%s", n-1, logs)
 	}
 }
 

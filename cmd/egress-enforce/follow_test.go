@@ -31,7 +31,7 @@ func TestFollowCommand(t *testing.T) {
 	}
 	l.env = append(l.env, "EGRESS_CONFIG="+conf)
 	nobody := lab.As{UID: 65534, GID: 65534, Netns: l.pair.Client, Cgroup: cg}
-	if _, err := nobody.Run("curl", "-sS", "--max-time", "2", "http://alt.lab:8080/"); err != nil {
+	if err := reach(nobody, "http://alt.lab:8080/"); err != nil {
 		t.Fatalf("before enforcement: %v", err)
 	}
 	out := l.run(t, "apply", "--mode", "enforce")
@@ -41,8 +41,8 @@ func TestFollowCommand(t *testing.T) {
 	if gen := l.run(t, "generate", "--mode", "enforce"); !strings.Contains(gen, "uid 65534 tcp/8080 alt.lab (configuration)") || !strings.Contains(gen, "set follow4") {
 		t.Errorf("generate does not show the name rule and its set:\n%s", gen)
 	}
-	if _, err := nobody.Run("curl", "-sS", "--max-time", "2", "http://alt.lab:8080/"); err == nil {
-		t.Fatal("alt.lab is reachable without the follower")
+	if err := blocked(t, nobody, "http://alt.lab:8080/"); err != nil {
+		t.Fatalf("alt.lab without the follower: %v", err)
 	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -67,17 +67,18 @@ func TestFollowCommand(t *testing.T) {
 			t.Logf("follow stderr:\n%s", stderr.String())
 		}
 	})
-	lab.WaitFor(t, func() bool { return strings.Contains(stderr.String(), "msg=following") })
-	if _, err := nobody.Run("curl", "-sS", "--max-time", "2", "http://alt.lab:8080/"); err != nil {
+	// "following" is logged once the programs are attached.
+	lab.Await(t, "the follower to attach", func() bool { return strings.Contains(stderr.String(), "msg=following") })
+	if err := reach(nobody, "http://alt.lab:8080/"); err != nil {
 		t.Errorf("the followed name is not reachable: %v", err)
 	}
-	if _, err := nobody.Run("curl", "-sS", "-6", "--max-time", "2", "http://alt6.lab:8080/"); err != nil {
+	if err := reach(nobody, "http://alt6.lab:8080/", "-6"); err != nil {
 		t.Errorf("the followed IPv6 name is not reachable: %v", err)
 	}
-	if _, err := nobody.Run("curl", "-sS", "-6", "--max-time", "2", "http://[fd77::1]:8080/"); err == nil {
-		t.Error("an IPv6 address no answer gave is reachable")
+	if err := blocked(t, nobody, "http://[fd77::1]:8080/", "-6"); err != nil {
+		t.Errorf("an IPv6 address no answer gave: %v", err)
 	}
-	lab.WaitFor(t, func() bool { return strings.Contains(stdout.String(), "alt.lab") })
+	lab.Await(t, "the follower to print alt.lab", func() bool { return strings.Contains(stdout.String(), "alt.lab") })
 	var e enforce.FollowedElement
 	if err := json.Unmarshal([]byte(strings.SplitN(stdout.String(), "\n", 2)[0]), &e); err != nil {
 		t.Fatal(err)
@@ -85,7 +86,7 @@ func TestFollowCommand(t *testing.T) {
 	if e.UID != 65534 || e.Name != "alt.lab" || e.IP.String() != "10.77.0.5" || e.Port != 8080 || e.Timeout != time.Minute {
 		t.Errorf("element %+v", e)
 	}
-	lab.WaitFor(t, func() bool { return strings.Contains(stdout.String(), "fd77::5") })
+	lab.Await(t, "the follower to print fd77::5", func() bool { return strings.Contains(stdout.String(), "fd77::5") })
 	if set := lab.MustRun(t, "ip", "netns", "exec", l.pair.Client.Name, "nft", "list", "set", "inet", "egress", "follow6"); !strings.Contains(set, "65534 . fd77::5 . tcp . 8080") {
 		t.Errorf("set follow6:\n%s", set)
 	}

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/egresskit/egress/enforce"
 	"github.com/egresskit/egress/internal/lab"
@@ -74,6 +73,41 @@ func mustFail(t *testing.T, bin string, env []string, want []string, args ...str
 	return stderr
 }
 
+// reach fetches url as a. The time limit is generous: an allowed flow
+// answers at once, and a slow machine must not fail it.
+func reach(a lab.As, url string, extra ...string) error {
+	_, err := a.Run(append([]string{"curl", "-sS", "--max-time", "30", url}, extra...)...)
+	return err
+}
+
+// blocked runs curl to url as a, a flow the table in a's namespace should
+// drop, until its default drop counter shows the SYN and the SYN sent
+// again, which only happens when no answer came (see lab.As.Blocked). curl
+// has no time limit of its own.
+func blocked(t *testing.T, a lab.As, url string, extra ...string) error {
+	t.Helper()
+	target := enforce.Target{Netns: a.Netns.Name}
+	dropped := func() uint64 {
+		st, err := enforce.ReadStatus(target, enforce.DefaultTable, false)
+		if err != nil || st.Default == nil {
+			t.Fatalf("read the default drop counter: %+v, %v", st, err)
+		}
+		return st.Default.Packets
+	}
+	before := dropped()
+	return a.Blocked(func() bool { return dropped() >= before+2 }, append([]string{"curl", "-sS", url}, extra...)...)
+}
+
+// stopLearner stops a learner with SIGINT: it then writes what it saw
+// before it exits 0, so no wait for a periodic flush is needed.
+func stopLearner(t *testing.T, learner *exec.Cmd, stderr *lab.Buffer) {
+	t.Helper()
+	_ = learner.Process.Signal(os.Interrupt)
+	if err := learner.Wait(); err != nil {
+		t.Fatalf("learner: %v\n%s", err, stderr.String())
+	}
+}
+
 // TestLearnThenEnforce is the whole product on a lab: learn what two
 // users do with real clients, generate and review the table, apply it in
 // enforce mode in the client namespace, and check that learned flows pass,
@@ -106,16 +140,17 @@ func TestLearnThenEnforce(t *testing.T) {
 	if err := learner.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = learner.Process.Kill(); _ = learner.Wait() })
-	lab.WaitFor(t, func() bool { return strings.Contains(lerr.String(), "msg=learning") })
+	t.Cleanup(func() {
+		if learner.ProcessState == nil {
+			_ = learner.Process.Kill()
+			_ = learner.Wait()
+		}
+	})
+	lab.Await(t, "the learner to attach", func() bool { return strings.Contains(lerr.String(), "msg=learning") })
 	nobody.MustRun(t, "curl", "-sS", "-4", "http://www.lab:8080/")
 	nobody.MustRun(t, "curl", "-sS", "-6", "http://www.lab:8080/")
 	other.MustRun(t, "curl", "-sS", "-4", "http://web.lab:8081/")
-	time.Sleep(300 * time.Millisecond)
-	_ = learner.Process.Signal(os.Interrupt)
-	if err := learner.Wait(); err != nil {
-		t.Fatalf("learner: %v\n%s", err, lerr.String())
-	}
+	stopLearner(t, learner, &lerr)
 
 	// Review: the script nft accepts, and the comments say why.
 	script := mustRun(t, enforceBin, env, "generate", "--mode", "enforce")
@@ -160,25 +195,26 @@ func TestLearnThenEnforce(t *testing.T) {
 
 	// Learned flows pass, names resolve; the rest is dropped and counted.
 	noCG := func(a lab.As) lab.As { a.Cgroup = nil; return a }
-	if _, err := noCG(nobody).Run("curl", "-sS", "--max-time", "3", "-4", "http://www.lab:8080/"); err != nil {
+	if err := reach(noCG(nobody), "http://www.lab:8080/", "-4"); err != nil {
 		t.Errorf("learned flow blocked: %v", err)
 	}
-	if _, err := noCG(nobody).Run("curl", "-sS", "--max-time", "3", "-6", "http://www.lab:8080/"); err != nil {
+	if err := reach(noCG(nobody), "http://www.lab:8080/", "-6"); err != nil {
 		t.Errorf("learned ipv6 flow blocked: %v", err)
 	}
-	if _, err := noCG(other).Run("curl", "-sS", "--max-time", "3", "http://web.lab:8081/"); err != nil {
+	if err := reach(noCG(other), "http://web.lab:8081/"); err != nil {
 		t.Errorf("uid 4242's learned flow blocked: %v", err)
 	}
-	if _, err := noCG(other).Run("curl", "-sS", "--max-time", "2", "-4", "http://www.lab:8080/"); err == nil {
-		t.Error("uid 4242 reached nobody's destination")
+	if err := blocked(t, noCG(other), "http://www.lab:8080/", "-4"); err != nil {
+		t.Errorf("uid 4242 to nobody's destination: %v", err)
 	}
-	if _, err := noCG(nobody).Run("curl", "-sS", "--max-time", "2", "http://web.lab:8081/"); err == nil {
-		t.Error("nobody reached uid 4242's destination")
+	if err := blocked(t, noCG(nobody), "http://web.lab:8081/"); err != nil {
+		t.Errorf("nobody to uid 4242's destination: %v", err)
 	}
 	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "status", "--json")), &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Mode != enforce.ModeEnforce || st.Policy != "drop" || st.Default == nil || st.Default.Packets < 2 {
+	// Two blocked attempts, each seen dropped twice (SYN and retry).
+	if st.Mode != enforce.ModeEnforce || st.Policy != "drop" || st.Default == nil || st.Default.Packets < 4 {
 		t.Errorf("status after enforce: %+v", st)
 	}
 	human := mustRun(t, enforceBin, env, "status")
@@ -232,11 +268,15 @@ func TestGuards(t *testing.T) {
 	if err := learner.Start(); err != nil {
 		t.Fatal(err)
 	}
-	lab.WaitFor(t, func() bool { return strings.Contains(lerr.String(), "msg=learning") })
+	t.Cleanup(func() {
+		if learner.ProcessState == nil {
+			_ = learner.Process.Kill()
+			_ = learner.Wait()
+		}
+	})
+	lab.Await(t, "the learner to attach", func() bool { return strings.Contains(lerr.String(), "msg=learning") })
 	lab.As{UID: 1, GID: 1, Netns: pair.Client, Cgroup: cg}.MustRun(t, "curl", "-sS", "http://10.77.0.1:8080/")
-	time.Sleep(200 * time.Millisecond)
-	_ = learner.Process.Signal(os.Interrupt)
-	_ = learner.Wait()
+	stopLearner(t, learner, &lerr)
 	mustFail(t, enforceBin, []string{"EGRESS_RESOLV_CONF=" + local}, []string{"local resolver", "127.0.0.53", "cut off DNS"},
 		append(base, "--mode", "enforce", "--db", withFlows)...)
 	mustFail(t, enforceBin, []string{"EGRESS_RESOLV_CONF=" + filepath.Join(dir, "none")}, []string{"no DNS server"},

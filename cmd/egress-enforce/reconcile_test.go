@@ -30,13 +30,12 @@ func TestReconcileEndToEnd(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "baseline.db")
 	env := []string{"EGRESS_DB=" + db, "EGRESS_NETNS=" + pair.Client.Name, "EGRESS_RESOLV_CONF=/etc/netns/" + pair.Client.Name + "/resolv.conf"}
 	nobody := lab.As{UID: 65534, GID: 65534, Netns: pair.Client, Cgroup: cg}
-	curlOK := func(port int) bool {
-		_, err := nobody.Run("curl", "-sS", "--max-time", "2", fmt.Sprintf("http://%s:%d/", lab.ServerIP4, port))
-		return err == nil
-	}
-	report := func() map[string]learn.ReportFlow {
+	url := func(port int) string { return fmt.Sprintf("http://%s:%d/", lab.ServerIP4, port) }
+	// report classifies the flows at the real time, with the 30-day stale
+	// period, unless args say otherwise.
+	report := func(args ...string) map[string]learn.ReportFlow {
 		var rows []learn.ReportFlow
-		out := mustRun(t, learnBin, env, "report", "--json", "--stale-after", "3s")
+		out := mustRun(t, learnBin, env, append([]string{"report", "--json"}, args...)...)
 		if err := json.Unmarshal([]byte(out), &rows); err != nil {
 			t.Fatal(err)
 		}
@@ -63,22 +62,25 @@ func TestReconcileEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = learner.Process.Kill(); _ = learner.Wait() })
-	lab.WaitFor(t, func() bool { return strings.Contains(lerr.String(), "msg=learning") })
+	lab.Await(t, "the learner to attach", func() bool { return strings.Contains(lerr.String(), "msg=learning") })
 
-	if !curlOK(8080) {
-		t.Fatal("learning blocked a connection")
+	if err := reach(nobody, url(8080)); err != nil {
+		t.Fatalf("learning blocked a connection: %v", err)
 	}
-	lab.WaitFor(t, func() bool { _, ok := report()["65534 tcp 8080"]; return ok })
+	lab.Await(t, "the learner to record 8080", func() bool { _, ok := report()["65534 tcp 8080"]; return ok })
 	mustRun(t, enforceBin, env, "apply", "--mode", "enforce")
 	if r := report()["65534 tcp 8080"]; r.State != store.StateApproved || r.Approved != 1 {
 		t.Errorf("after apply the learned flow is %+v", r)
 	}
 
 	// A new destination: denied, and recorded as a candidate, not approved.
-	if curlOK(8081) {
-		t.Fatal("an unlearned destination went through")
+	if err := blocked(t, nobody, url(8081)); err != nil {
+		t.Fatalf("an unlearned destination: %v", err)
 	}
-	lab.WaitFor(t, func() bool { r, ok := report()["65534 tcp 8081"]; return ok && r.State == store.StateCandidate })
+	lab.Await(t, "the learner to record 8081 as a candidate", func() bool {
+		r, ok := report()["65534 tcp 8081"]
+		return ok && r.State == store.StateCandidate
+	})
 	var plan enforce.Plan
 	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "generate", "--json", "--mode", "enforce")), &plan); err != nil {
 		t.Fatal(err)
@@ -106,8 +108,8 @@ func TestReconcileEndToEnd(t *testing.T) {
 	if !strings.Contains(out, "applied generation 2") {
 		t.Fatalf("reconcile --apply: %s", out)
 	}
-	if !curlOK(8081) {
-		t.Error("the reconciled destination is still blocked")
+	if err := reach(nobody, url(8081)); err != nil {
+		t.Errorf("the reconciled destination is still blocked: %v", err)
 	}
 	if r := report()["65534 tcp 8081"]; r.State != store.StateApproved || r.Approved != 2 {
 		t.Errorf("after reconcile the new flow is %+v", r)
@@ -116,30 +118,44 @@ func TestReconcileEndToEnd(t *testing.T) {
 		t.Errorf("a second proposal still adds %+v", p.Additions)
 	}
 
-	// 8080 is no longer used; 8081 keeps being used: after the stale
-	// period only 8080 is proposed for removal.
-	deadline := time.Now().Add(4 * time.Second)
-	for time.Now().Before(deadline) {
-		curlOK(8081)
-		time.Sleep(500 * time.Millisecond)
+	// 8080 is no longer used; 8081 keeps being used: only 8080 is proposed
+	// for removal. The clock (--now) is fixed, and the stale period lies
+	// halfway between the ages of the two flows at that time, so that no
+	// step has to happen within some time: 8080 is older than the period
+	// and 8081 younger, each by half the gap between their last uses.
+	seen80, seen81 := lastSeen(t, db, 8080), lastSeen(t, db, 8081)
+	if err := reach(nobody, url(8081)); err != nil {
+		t.Fatal(err)
 	}
-	lab.WaitFor(t, func() bool { return report()["65534 tcp 8080"].State == store.StateStale })
-	p = proposal("--stale-after", "3s")
+	lab.Await(t, "the learner to record the new use of 8081", func() bool { return lastSeen(t, db, 8081).After(seen81) })
+	seen81 = lastSeen(t, db, 8081)
+	if seen81.Sub(seen80) < 2*time.Millisecond {
+		t.Fatalf("8080 last seen at %v, 8081 at %v: no gap to put a stale period in", seen80, seen81)
+	}
+	now := time.Now()
+	staleAfter := ((now.Sub(seen80) + now.Sub(seen81)) / 2).Truncate(time.Millisecond)
+	stale := []string{"--stale-after", staleAfter.String(), "--now", now.Format(time.RFC3339Nano)}
+	if r := report(stale...); r["65534 tcp 8080"].State != store.StateStale || r["65534 tcp 8081"].State != store.StateApproved {
+		t.Errorf("with %v: 8080 is %+v, 8081 is %+v", stale, r["65534 tcp 8080"], r["65534 tcp 8081"])
+	}
+	p = proposal(stale...)
 	if len(p.Removals) != 1 || p.Removals[0].Port != 8080 {
 		t.Fatalf("removals: %+v", p.Removals)
 	}
-	mustRun(t, enforceBin, env, "reconcile", "--apply", "--only", "remove", "--stale-after", "3s", "--mode", "enforce")
+	mustRun(t, enforceBin, env, append([]string{"reconcile", "--apply", "--only", "remove", "--mode", "enforce"}, stale...)...)
 	if r := report()["65534 tcp 8080"]; r.State != store.StateRetired {
 		t.Errorf("the removed flow is %+v", r)
 	}
-	if curlOK(8080) {
-		t.Error("the removed destination still goes through")
+	if err := blocked(t, nobody, url(8080)); err != nil {
+		t.Errorf("the removed destination: %v", err)
 	}
-	if !curlOK(8081) {
-		t.Error("the used destination was removed")
+	if err := reach(nobody, url(8081)); err != nil {
+		t.Errorf("the used destination was removed: %v", err)
 	}
 	// Tried again after its removal, it is a candidate once more.
-	lab.WaitFor(t, func() bool { return report()["65534 tcp 8080"].State == store.StateCandidate })
+	lab.Await(t, "the learner to record 8080 as a candidate again", func() bool {
+		return report()["65534 tcp 8080"].State == store.StateCandidate
+	})
 	gens, cur := (&rolloutLab{env: env, db: db}).history(t)
 	if cur != 3 || !strings.Contains(gens[2].Reason, "0 added, 1 removed") {
 		t.Errorf("history: %d %+v", cur, gens)
@@ -189,6 +205,28 @@ func TestFleetMerge(t *testing.T) {
 	bad := filepath.Join(dir, "bad.json")
 	os.WriteFile(bad, []byte(`{"format":"something-else"}`), 0o600)
 	mustFail(t, enforceBin, nil, []string{bad, "format"}, "generate", "--from", bad)
+}
+
+// lastSeen reads from the store when the learner last saw uid 65534 reach
+// the server's port over TCP, at full precision (the report rounds to the
+// second).
+func lastSeen(t *testing.T, db string, port uint16) time.Time {
+	t.Helper()
+	st, err := store.Open(db, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	flows, err := st.Flows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range flows {
+		if f.FlowKey == key(65534, lab.ServerIP4, port) {
+			return f.LastSeen
+		}
+	}
+	t.Fatalf("the store has no flow of uid 65534 to port %d", port)
+	return time.Time{}
 }
 
 func key(uid uint32, ip string, port uint16) store.FlowKey {

@@ -32,8 +32,8 @@ func ServeDNS(t testing.TB, ns *Netns, addr string, h dns.HandlerFunc) *DNSServe
 	go func() { _ = s.srv.ActivateAndServe() }()
 	select {
 	case <-started:
-	case <-time.After(5 * time.Second):
-		t.Fatal("dns server did not start")
+	case <-time.After(Patience):
+		t.Fatalf("dns server did not start within %v", Patience)
 	}
 	t.Cleanup(func() { _ = s.srv.Shutdown() })
 	return s

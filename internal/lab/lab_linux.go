@@ -234,9 +234,9 @@ func (a As) Command(ctx context.Context, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// Run runs a client to completion (at most 20 s) and returns its output.
+// Run runs a client to completion (at most Patience) and returns its output.
 func (a As) Run(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), Patience)
 	defer cancel()
 	var out bytes.Buffer
 	cmd := a.Command(ctx, args...)
@@ -317,15 +317,13 @@ func StartDNS(t testing.TB, ns *Netns, listen []string, records ...DNSRecord) {
 // WaitUDP waits until a DNS query to addr inside ns gets any answer.
 func WaitUDP(t testing.TB, ns *Netns, addr string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		host, port, _ := net.SplitHostPort(addr)
-		if exec.Command("ip", "netns", "exec", ns.Name, "dig", "+time=1", "+tries=1", "-p", port, "@"+host, "ready.lab").Run() == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	host, port, _ := net.SplitHostPort(addr)
+	answered := Eventually(func() bool {
+		return exec.Command("ip", "netns", "exec", ns.Name, "dig", "+time=1", "+tries=1", "-p", port, "@"+host, "ready.lab").Run() == nil
+	})
+	if !answered {
+		t.Fatalf("no DNS server answered on %s within %v", addr, Patience)
 	}
-	t.Fatalf("no DNS server answered on %s", addr)
 }
 
 // InNetns runs fn on an OS thread that has entered ns. Sockets fn creates
@@ -410,14 +408,86 @@ func (b *Buffer) String() string {
 	return b.b.String()
 }
 
-// WaitFor polls cond until it holds, failing the test after 10 s.
-func WaitFor(t testing.TB, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+// Patience bounds every wait of the lab. It is generous on purpose: a slow
+// or busy machine makes a test slower, never makes it fail. It is no speed
+// claim: each wait ends as soon as its signal holds.
+const Patience = 60 * time.Second
+
+// Eventually polls cond, with growing pauses, until it holds or Patience
+// has passed, and says whether it held.
+func Eventually(cond func() bool) bool {
+	deadline := time.Now().Add(Patience)
+	pause := 5 * time.Millisecond
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("timed out waiting for a condition")
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(pause)
+		pause = min(2*pause, 200*time.Millisecond)
 	}
+	return true
+}
+
+// WaitFor polls cond until it holds, failing the test after Patience.
+func WaitFor(t testing.TB, cond func() bool) {
+	t.Helper()
+	Await(t, "a condition", cond)
+}
+
+// Await polls cond until it holds, failing the test after Patience with
+// what it was waiting for.
+func Await(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	if !Eventually(cond) {
+		t.Fatalf("waited %v for %s", Patience, what)
+	}
+}
+
+// Blocked runs a client whose traffic should be dropped, for as long as it
+// takes to see the drop: it returns nil once dropped reports it, and then
+// stops the client. It returns an error when the client succeeds, or when
+// no drop is seen within Patience: a client that failed for another reason
+// (a name that did not resolve, a client that gave up early) proves
+// nothing. No client time limit is involved, so a slow machine cannot make
+// a passing attempt look blocked. dropped must hold only after a drop, not
+// after a packet that may have passed: for TCP, a drop counter that grew by
+// two (the SYN and the SYN sent again for want of an answer), not by one.
+func (a As) Blocked(dropped func() bool, args ...string) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out Buffer
+	cmd := a.Command(ctx, args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.WaitDelay = time.Second // a child of the client must not hold the output open
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("%s: %w", strings.Join(args, " "), err)
+	}
+	waitc := make(chan error, 1)
+	go func() { waitc <- cmd.Wait() }()
+	var exitErr error
+	exited := false
+	seen := Eventually(func() bool {
+		if !exited {
+			select {
+			case exitErr = <-waitc:
+				exited = true
+			default:
+			}
+		}
+		if exited && exitErr == nil {
+			return true // it got through: nothing more to wait for
+		}
+		return dropped()
+	})
+	cancel()
+	if !exited {
+		exitErr = <-waitc
+	}
+	switch {
+	case exitErr == nil:
+		return fmt.Errorf("%s got through: %s", strings.Join(args, " "), out.String())
+	case !seen:
+		return fmt.Errorf("%s: no drop seen in %v (client: %v: %s)", strings.Join(args, " "), Patience, exitErr, out.String())
+	}
+	return nil
 }
