@@ -224,7 +224,17 @@ func (l *followLab) startFollower(t *testing.T) {
 	t.Cleanup(func() { stop(true) })
 }
 
+// curl fetches url as a and says whether it went through. Flows that
+// should pass get a generous time limit (a slow machine must not make them
+// look blocked); flows that should be dropped use blockedCurl.
 func (l *followLab) curl(a lab.As, url string) error {
+	_, err := a.Run("curl", "-sS", "--max-time", "30", url)
+	return err
+}
+
+// blockedCurl is curl for flows that should be dropped: a dropped SYN
+// never completes, so 2 s only bounds the wait.
+func (l *followLab) blockedCurl(a lab.As, url string) error {
 	_, err := a.Run("curl", "-sS", "--max-time", "2", url)
 	return err
 }
@@ -283,10 +293,10 @@ func TestFollowNameAcrossAddressChanges(t *testing.T) {
 	}
 
 	before := l.drops(t)
-	if err := l.curl(l.other, "http://rot.lab:8080/"); err == nil {
+	if err := l.blockedCurl(l.other, "http://rot.lab:8080/"); err == nil {
 		t.Error("uid 4242 reached rot.lab: it has no name rule")
 	}
-	if err := l.curl(l.nobody, "http://10.77.1.240:8080/"); err == nil {
+	if err := l.blockedCurl(l.nobody, "http://10.77.1.240:8080/"); err == nil {
 		t.Error("nobody reached an address no answer gave")
 	}
 	if l.drops(t) == before {
@@ -295,7 +305,7 @@ func TestFollowNameAcrossAddressChanges(t *testing.T) {
 	// Without a new lookup, the address expires with its TTL floor (3 s):
 	// the element leaves the set (within WaitFor's deadline).
 	lab.WaitFor(t, func() bool { return !l.setElements(t)[key] })
-	if err := l.curl(l.nobody, direct); err == nil {
+	if err := l.blockedCurl(l.nobody, direct); err == nil {
 		t.Error("the followed address still works after it expired, without a lookup")
 	}
 	s := l.f.Stats()
@@ -485,7 +495,7 @@ func TestForgedAnswersOpenNothing(t *testing.T) {
 		t.Errorf("a forged answer was used: %+v -> %+v", s0, s)
 	}
 	for _, ip := range []string{"10.77.1.201", "10.77.1.202", "10.77.1.203", "10.77.1.204"} {
-		if err := l.curl(l.nobody, "http://"+ip+":8080/"); err == nil {
+		if err := l.blockedCurl(l.nobody, "http://"+ip+":8080/"); err == nil {
 			t.Errorf("a forged answer opened %s", ip)
 		}
 	}

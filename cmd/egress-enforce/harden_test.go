@@ -237,7 +237,7 @@ func TestKnockingDoesNotSeedTheNextGeneration(t *testing.T) {
 	l := newRolloutLab(t)
 	w := startWatch(t, l)
 	l.run(t, "apply", "--mode", "enforce")
-	if reaches(l.nobody, 8081) {
+	if !cannotReach(l.nobody, 8081) {
 		t.Fatal("an unlearned destination went through")
 	}
 	w.waitEntries(t, func(es []enforce.LogEntry) bool { return hasEntry(es, "drop", 65534, 8081) })
@@ -257,7 +257,7 @@ func TestKnockingDoesNotSeedTheNextGeneration(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reconcile --apply: %v\n%s", err, stderr)
 	}
-	if reaches(l.nobody, 8081) {
+	if !cannotReach(l.nobody, 8081) {
 		t.Fatal("a knock seeded the next generation: the denied destination now goes through")
 	}
 	out := l.run(t, "reconcile", "--apply", "--include-denied", "--mode", "enforce", "--min-hits", "1")

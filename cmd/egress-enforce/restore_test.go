@@ -44,7 +44,7 @@ func TestRestoreAfterReboot(t *testing.T) {
 	if got := l.listing(t); got != want {
 		t.Errorf("restored table:\n%s\nwant:\n%s", got, want)
 	}
-	if reaches(l.nobody, 8081) || !reaches(l.nobody, 8080) {
+	if !cannotReach(l.nobody, 8081) || !reaches(l.nobody, 8080) {
 		t.Error("the restored table does not enforce the learned flows")
 	}
 	gens, cur := l.history(t)
@@ -147,7 +147,7 @@ func TestRestoreWithAnUnreadableStore(t *testing.T) {
 	lab.MustRun(t, "ip", "netns", "exec", l.pair.Client.Name, "nft", "delete", "table", "inet", "egress")
 	mustFail(t, enforceBin, l.env, []string{"the store cannot be read", "boot_policy closed: applied the minimal table"},
 		"restore", "--boot-policy", "closed")
-	if st := l.status(t); !st.Present || st.Mode != enforce.ModeEnforce || reaches(l.nobody, 8080) {
+	if st := l.status(t); !st.Present || st.Mode != enforce.ModeEnforce || !cannotReach(l.nobody, 8080) {
 		t.Errorf("boot_policy closed: %+v", st)
 	}
 }
@@ -176,7 +176,7 @@ func TestRestoreBootPolicy(t *testing.T) {
 			t.Errorf("the closed table lacks %q:\n%s", w, table)
 		}
 	}
-	if reaches(l.nobody, 8080) {
+	if !cannotReach(l.nobody, 8080) {
 		t.Error("the closed table lets a learned flow through")
 	}
 
