@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
+	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/store"
 )
 
@@ -410,7 +411,7 @@ func (c *Config) resolve() error {
 	if c.Mode != "audit" && c.Mode != "enforce" {
 		return fmt.Errorf("mode: %q is not audit or enforce", c.Mode)
 	}
-	if err := ValidIdentifier(c.Table); err != nil {
+	if err := plan.ValidIdentifier(c.Table); err != nil {
 		return fmt.Errorf("table: %w", err)
 	}
 	if c.NFLOGGroup < 0 || c.NFLOGGroup > 65535 {
@@ -469,20 +470,6 @@ func (c *Config) resolve() error {
 			return fmt.Errorf("ignore_ports: %d is not a port (1-65535)", p)
 		}
 		c.IgnorePortList = append(c.IgnorePortList, uint16(p))
-	}
-	return nil
-}
-
-// ValidIdentifier checks a name nft reads bare (a table): a letter or an
-// underscore, then letters, digits, underscores or hyphens, 64 at most.
-func ValidIdentifier(s string) error {
-	ok := s != "" && len(s) <= 64
-	for i, r := range s {
-		letter := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '_'
-		ok = ok && (letter || i > 0 && (r >= '0' && r <= '9' || r == '-'))
-	}
-	if !ok {
-		return fmt.Errorf("%q is not a valid name (a letter or _, then letters, digits, _ or -; 64 at most)", s)
 	}
 	return nil
 }

@@ -3,6 +3,8 @@ package config
 import (
 	"strings"
 	"testing"
+
+	"github.com/egresskit/egress/enforce/plan"
 )
 
 // TestStringsThatReachTheScript: the table name, addresses with a zone and
@@ -23,7 +25,7 @@ func TestStringsThatReachTheScript(t *testing.T) {
 		}
 	}
 	for _, ok := range []string{"egress", "egress_2", "Egress-test", "_x"} {
-		if err := ValidIdentifier(ok); err != nil {
+		if err := plan.ValidIdentifier(ok); err != nil {
 			t.Errorf("%s: %v", ok, err)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/egresskit/egress/internal/cgroupbpf"
 	"github.com/egresskit/egress/store"
 )
 
@@ -85,7 +86,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		return nil, err
 	}
 
-	mount, err := Cgroup2Mount()
+	mount, err := cgroupbpf.Mount()
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +96,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	defer probe.Close()
 
-	agg := newAggregator(cfg.Filter, newCgroupNames(mount).Name, keys)
+	agg := newAggregator(cfg.Filter, cgroupbpf.NewNames(mount).Name, keys)
 	start := time.Now()
 	run, err := st.BeginRun(store.Run{Start: start.UTC(), End: start.UTC(), Cgroup: cfg.Cgroup})
 	if err != nil {

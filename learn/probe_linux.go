@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,9 +15,9 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
-	"golang.org/x/sys/unix"
 
 	"github.com/egresskit/egress/bpf"
+	"github.com/egresskit/egress/internal/cgroupbpf"
 	"github.com/egresskit/egress/internal/dnsanswer"
 )
 
@@ -152,7 +151,7 @@ type Probe struct {
 // directory at path.
 func OpenProbe(path string, opts ProbeOptions) (p *Probe, err error) {
 	opts.defaults()
-	if err := CheckCgroup(path); err != nil {
+	if err := cgroupbpf.Check(path); err != nil {
 		return nil, err
 	}
 	_ = rlimit.RemoveMemlock() // only needed before memcg accounting (5.11)
@@ -182,12 +181,8 @@ func OpenProbe(path string, opts ProbeOptions) (p *Probe, err error) {
 			p.Close()
 		}
 	}()
-	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
-		var verr *ebpf.VerifierError
-		if errors.As(err, &verr) {
-			return nil, fmt.Errorf("load bpf programs: %+v", verr)
-		}
-		return nil, fmt.Errorf("load bpf programs: %w", err)
+	if err := cgroupbpf.Load(spec, &p.objs, nil, "bpf programs"); err != nil {
+		return nil, err
 	}
 	inner := spec.Maps[bpf.EgressMapFlows].InnerMap
 	if p.active, err = ebpf.NewMap(inner); err != nil {
@@ -208,13 +203,13 @@ func OpenProbe(path string, opts ProbeOptions) (p *Probe, err error) {
 		return nil, fmt.Errorf("open dns ring buffer: %w", err)
 	}
 
-	if p.links, err = AttachCgroup(path, []Attachment{
-		{"connect4", ebpf.AttachCGroupInet4Connect, p.objs.EgressConnect4},
-		{"connect6", ebpf.AttachCGroupInet6Connect, p.objs.EgressConnect6},
-		{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, p.objs.EgressSendmsg4},
-		{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, p.objs.EgressSendmsg6},
-		{"udp egress", ebpf.AttachCGroupInetEgress, p.objs.EgressUdpSent},
-		{"dns ingress", ebpf.AttachCGroupInetIngress, p.objs.EgressDns},
+	if p.links, err = cgroupbpf.Attach(path, []cgroupbpf.Attachment{
+		{Name: "connect4", Type: ebpf.AttachCGroupInet4Connect, Program: p.objs.EgressConnect4},
+		{Name: "connect6", Type: ebpf.AttachCGroupInet6Connect, Program: p.objs.EgressConnect6},
+		{Name: "sendmsg4", Type: ebpf.AttachCGroupUDP4Sendmsg, Program: p.objs.EgressSendmsg4},
+		{Name: "sendmsg6", Type: ebpf.AttachCGroupUDP6Sendmsg, Program: p.objs.EgressSendmsg6},
+		{Name: "udp egress", Type: ebpf.AttachCGroupInetEgress, Program: p.objs.EgressUdpSent},
+		{Name: "dns ingress", Type: ebpf.AttachCGroupInetIngress, Program: p.objs.EgressDns},
 	}); err != nil {
 		return nil, err
 	}
@@ -268,25 +263,6 @@ func (p *Probe) close() error {
 	return errors.Join(errs...)
 }
 
-// BootClock converts the kernel's boot-time nanoseconds
-// (bpf_ktime_get_boot_ns) to wall time. It reads the boot clock, a system
-// call too dear for every record, at most once a second, and so follows
-// changes of the wall clock. Not safe for concurrent use: one a reader.
-type BootClock struct {
-	offset time.Duration
-	when   time.Time
-}
-
-// Wall is the wall time of boot-time nanoseconds.
-func (c *BootClock) Wall(bootNs uint64) time.Time {
-	if now := time.Now(); now.Sub(c.when) > time.Second {
-		var ts unix.Timespec
-		_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
-		c.offset, c.when = time.Duration(now.UnixNano()-ts.Nano()), now
-	}
-	return time.Unix(0, int64(bootNs)+int64(c.offset))
-}
-
 func addrOf(family uint8, raw [16]uint8) netip.Addr {
 	if family == 4 {
 		return netip.AddrFrom4([4]byte(raw[:4]))
@@ -326,30 +302,17 @@ func commString(c [16]int8) string {
 // seen (they carry no hit of their own); records that are the only count
 // of an attempt go to counted.
 func (p *Probe) ReadEvents(seen, counted func(Attempt)) error {
-	var rec ringbuf.Record
-	var clk BootClock
+	var clk cgroupbpf.BootClock
 	names := comms{}
-	for {
-		if p.opts.WakeupBytes > 0 {
-			p.events.SetDeadline(time.Now().Add(p.opts.PollInterval))
+	r := cgroupbpf.Ring{Reader: p.events, Name: "event", Stopping: p.stopping.Load}
+	if p.opts.WakeupBytes > 0 {
+		r.Poll = p.opts.PollInterval
+	}
+	return r.Each(func(raw []byte) {
+		if len(raw) < int(unsafe.Sizeof(bpf.EgressEvent{})) {
+			return
 		}
-		err := p.events.ReadInto(&rec)
-		if errors.Is(err, ringbuf.ErrFlushed) && p.stopping.Load() {
-			return nil
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
-			continue
-		}
-		if err != nil {
-			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
-				return nil
-			}
-			return fmt.Errorf("read event ring buffer: %w", err)
-		}
-		if len(rec.RawSample) < int(unsafe.Sizeof(bpf.EgressEvent{})) {
-			continue
-		}
-		e := (*bpf.EgressEvent)(unsafe.Pointer(&rec.RawSample[0]))
+		e := (*bpf.EgressEvent)(unsafe.Pointer(&raw[0]))
 		t := clk.Wall(e.TsNs)
 		a := Attempt{
 			CgroupID: e.CgroupId, UID: e.Uid, GID: e.Gid, TGID: e.Tgid, Comm: names.get(e.Comm),
@@ -361,7 +324,7 @@ func (p *Probe) ReadEvents(seen, counted func(Attempt)) error {
 		} else {
 			seen(a)
 		}
-	}
+	})
 }
 
 // Kinds of dns ring records, as in bpf/egress.c.
@@ -376,31 +339,18 @@ const (
 // is always read before its answer: the kernel writes it to the same ring
 // buffer before the datagram leaves.
 func (p *Probe) ReadDNS(fn func(DNSPacket)) error {
-	var rec ringbuf.Record
-	var clk BootClock
-	for {
-		err := p.dns.ReadInto(&rec)
-		if errors.Is(err, ringbuf.ErrFlushed) {
-			if p.stopping.Load() {
-				return nil
-			}
-			continue
-		}
-		if err != nil {
-			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
-				return nil
-			}
-			return fmt.Errorf("read dns ring buffer: %w", err)
-		}
-		if pkt, ok := p.matchDNS(rec.RawSample, &clk); ok {
+	var clk cgroupbpf.BootClock
+	r := cgroupbpf.Ring{Reader: p.dns, Name: "dns", Stopping: p.stopping.Load}
+	return r.Each(func(raw []byte) {
+		if pkt, ok := p.matchDNS(raw, &clk); ok {
 			fn(pkt)
 		}
-	}
+	})
 }
 
 // matchDNS remembers a query, or checks an answer against the queries and
 // returns it when it matches one.
-func (p *Probe) matchDNS(raw []byte, clk *BootClock) (DNSPacket, bool) {
+func (p *Probe) matchDNS(raw []byte, clk *cgroupbpf.BootClock) (DNSPacket, bool) {
 	const head = int(unsafe.Sizeof(bpf.EgressDnsEvent{}))
 	if len(raw) < head {
 		return DNSPacket{}, false
@@ -450,7 +400,7 @@ func (p *Probe) Drain(fn func(Attempt)) error {
 	}
 	drained := p.active
 	p.active, p.spare = p.spare, drained
-	var clk BootClock
+	var clk cgroupbpf.BootClock
 
 	var cursor ebpf.MapBatchCursor
 	for {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -44,6 +45,27 @@ type FlowKey struct {
 	Proto uint8      `json:"proto"`
 	IP    netip.Addr `json:"ip"`
 	Port  uint16     `json:"port"`
+}
+
+// Compare orders flow keys as every list of flows shows them: by UID, then
+// address, protocol and port.
+func (k FlowKey) Compare(o FlowKey) int {
+	return cmp.Or(cmp.Compare(k.UID, o.UID), k.IP.Compare(o.IP), cmp.Compare(k.Proto, o.Proto), cmp.Compare(k.Port, o.Port))
+}
+
+// NoUID is the UID of packets no local socket owns (the monitor's
+// observations of them).
+const NoUID = 1<<32 - 1
+
+// WidenSeen widens the seen interval [*first, *last] to take in
+// [from, to].
+func WidenSeen(first, last *time.Time, from, to time.Time) {
+	if from.Before(*first) {
+		*first = from
+	}
+	if to.After(*last) {
+		*last = to
+	}
 }
 
 const flowKeyLen = 4 + 1 + 16 + 2

@@ -12,8 +12,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/egresskit/egress/enforce"
-	"github.com/egresskit/egress/learn"
+	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/follow"
+	"github.com/egresskit/egress/internal/cgroupbpf"
 	"github.com/egresskit/egress/store"
 )
 
@@ -26,10 +27,10 @@ import (
 // the same round, this is the per-packet cost of following.
 
 // followPlan is the small plan with a name rule of the sender's.
-func (b *bench) followPlan(flows []store.Flow, opts enforce.Options) *enforce.Plan {
-	opts.Follow = &enforce.FollowOptions{Mode: enforce.FollowIP,
-		Names: []enforce.NameRule{{UID: b.o.uid, Name: "bench.follow.lab", Proto: enforce.ProtoUDP, Port: 9}}}
-	return enforce.Build(flows, opts)
+func (b *bench) followPlan(flows []store.Flow, opts plan.Options) *plan.Plan {
+	opts.Follow = &plan.FollowOptions{Mode: plan.FollowIP,
+		Names: []plan.NameRule{{UID: b.o.uid, Name: "bench.follow.lab", Proto: plan.ProtoUDP, Port: 9}}}
+	return plan.Build(flows, opts)
 }
 
 // startFollower makes a child cgroup of the cgroup2 root for the case's
@@ -37,7 +38,7 @@ func (b *bench) followPlan(flows []store.Flow, opts enforce.Options) *enforce.Pl
 // follower for the case's namespace on that cgroup. The cleaner stops it
 // and removes both.
 func (b *bench) startFollower(c *tableCase) error {
-	root, err := learn.Cgroup2Mount()
+	root, err := cgroupbpf.Mount()
 	if err != nil {
 		return err
 	}
@@ -66,7 +67,7 @@ func (b *bench) startFollower(c *tableCase) error {
 		return fmt.Errorf("mount a bpf file system: %w", err)
 	}
 	b.cl.Add(func() { _ = unix.Unmount(pins, unix.MNT_DETACH); _ = os.Remove(pins) })
-	f, err := enforce.StartFollower(enforce.FollowConfig{Cgroup: cg, Target: target(c.client), Table: tableName,
+	f, err := follow.Start(follow.Config{Cgroup: cg, Target: target(c.client), Table: tableName,
 		Resolvers: []netip.Addr{serverIP}, PinRoot: pins})
 	if err != nil {
 		return fmt.Errorf("start the follower: %w", err)

@@ -4,7 +4,7 @@
 // new outbound UDP packets through the output chain with no table, with
 // our table holding 10 and 100,000 allow-set entries, and, for comparison,
 // with 10,000 entries as one rule each; and the control-plane time of
-// enforce.Build plus enforce.Apply for a 100,000-flow baseline. It prints
+// plan.Build plus nft.Netlink.Apply for a 100,000-flow baseline. It prints
 // figures and ratios; it is not a test.
 //
 // Run it as root from the module root:
@@ -16,7 +16,7 @@
 // (egbe-XXXXXXXX-ac/-as for the first case, -bc/-bs, ...), and one for the
 // control plane (egbe-XXXXXXXX-p); all are removed at the end, also on
 // SIGINT/SIGTERM/SIGHUP or failure. See README.md for the method. No table is ever installed in the
-// host's own network namespace: every enforce.Target and nft call names one
+// host's own network namespace: every nft.Target and nft call names one
 // of those namespaces, and the code refuses any other target.
 package main
 
@@ -30,7 +30,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/egresskit/egress/bench/internal/benchutil"
 	"io"
 	"math"
 	mrand "math/rand/v2"
@@ -55,7 +54,9 @@ import (
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 
-	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/bench/internal/benchutil"
+	"github.com/egresskit/egress/enforce/nft"
+	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/internal/lab"
 	"github.com/egresskit/egress/store"
 )
@@ -225,14 +226,14 @@ func tvSeconds(tv unix.Timeval) float64 { return float64(tv.Sec) + float64(tv.Us
 
 // target is an enforce target for one of our namespaces; it refuses any
 // other, so no table can land in the host's namespace.
-func target(ns string) enforce.Target {
+func target(ns string) nft.Target {
 	if !strings.HasPrefix(ns, nsPrefix) || strings.Contains(ns, "/") {
 		panic("enforcebench: refusing to act outside its own namespaces: " + strconv.Quote(ns))
 	}
 	if _, err := os.Stat("/run/netns/" + ns); err != nil {
 		panic("enforcebench: namespace " + ns + " is gone: " + err.Error())
 	}
-	return enforce.Target{Netns: ns}
+	return nft.Target{Netns: ns}
 }
 
 func run(name string, args ...string) (string, error) {
@@ -356,18 +357,18 @@ func synthFlows(n int, v6share float64, ntp bool, seed uint64) []store.Flow {
 		}
 		switch r := rng.Float64(); {
 		case r < 0.06:
-			k.Proto, k.Port = enforce.ProtoUDP, 53
+			k.Proto, k.Port = plan.ProtoUDP, 53
 		case r < 0.10:
-			k.Proto, k.Port = enforce.ProtoUDP, 443
+			k.Proto, k.Port = plan.ProtoUDP, 443
 		case r < 0.12:
-			k.Proto, k.Port = enforce.ProtoUDP, uint16(1024+rng.IntN(64512))
+			k.Proto, k.Port = plan.ProtoUDP, uint16(1024+rng.IntN(64512))
 		case r < 0.13 && ntp:
-			k.Proto, k.Port = enforce.ProtoUDP, 123
+			k.Proto, k.Port = plan.ProtoUDP, 123
 			k.IP = ntpServers[rng.IntN(len(ntpServers))]
 		case r < 0.80:
-			k.Proto, k.Port = enforce.ProtoTCP, commonTCP[rng.IntN(len(commonTCP))]
+			k.Proto, k.Port = plan.ProtoTCP, commonTCP[rng.IntN(len(commonTCP))]
 		default:
-			k.Proto, k.Port = enforce.ProtoTCP, uint16(1024+rng.IntN(64512))
+			k.Proto, k.Port = plan.ProtoTCP, uint16(1024+rng.IntN(64512))
 		}
 		if _, dup := seen[k]; dup {
 			continue
@@ -392,7 +393,7 @@ func benchFlows(uid uint32, ports []int) []store.Flow {
 	var out []store.Flow
 	for _, p := range ports {
 		out = append(out, store.Flow{
-			FlowKey:   store.FlowKey{UID: uid, Proto: enforce.ProtoUDP, IP: serverIP, Port: uint16(p)},
+			FlowKey:   store.FlowKey{UID: uid, Proto: plan.ProtoUDP, IP: serverIP, Port: uint16(p)},
 			Hits:      100,
 			FirstSeen: now.Add(-time.Hour),
 			LastSeen:  now,
@@ -404,11 +405,11 @@ func benchFlows(uid uint32, ports []int) []store.Flow {
 }
 
 // asAllows turns flows into always_allow entries: one rule each, in order.
-func asAllows(flows []store.Flow) []enforce.Allow {
-	out := make([]enforce.Allow, len(flows))
+func asAllows(flows []store.Flow) []plan.Allow {
+	out := make([]plan.Allow, len(flows))
 	for i, f := range flows {
 		uid := f.UID
-		out[i] = enforce.Allow{Proto: f.Proto, Dest: netip.PrefixFrom(f.IP, f.IP.BitLen()), Port: f.Port, UID: &uid,
+		out[i] = plan.Allow{Proto: f.Proto, Dest: netip.PrefixFrom(f.IP, f.IP.BitLen()), Port: f.Port, UID: &uid,
 			Reason: fmt.Sprintf("flow %d", i+1)}
 	}
 	return out
@@ -460,7 +461,7 @@ type caseResult struct {
 	Entries  int    `json:"set_entries"`
 	Rules    int    `json:"chain_rules"`
 	BenchPos string `json:"bench_flow_position,omitempty"`
-	// ApplyMS is enforce.Apply of the case's table (once, before the
+	// ApplyMS is nft.Netlink.Apply of the case's table (once, before the
 	// rounds), verify included; ApplyTookMS its ApplyResult.Took.
 	ApplyMS     float64       `json:"apply_ms,omitempty"`
 	ApplyTookMS float64       `json:"apply_took_ms,omitempty"`
@@ -485,7 +486,7 @@ type cpRep struct {
 	Rep      int     `json:"rep"`
 	Replace  bool    `json:"replace"`
 	BuildMS  float64 `json:"build_ms"`
-	ApplyMS  float64 `json:"apply_ms"`  // enforce.Apply wall time
+	ApplyMS  float64 `json:"apply_ms"`  // nft.Netlink.Apply wall time
 	FlushMS  float64 `json:"flush_ms"`  // ApplyResult.Took: connect, encode, flush
 	VerifyMS float64 `json:"verify_ms"` // the rest: the read-back
 	ReadMS   float64 `json:"read_status_ms"`
@@ -541,7 +542,7 @@ type options struct {
 	rounds     int
 	duration   time.Duration
 	warmup     time.Duration
-	mode       enforce.Mode
+	mode       plan.Mode
 	uid        uint32
 	basePort   int
 	nPorts     int
@@ -615,7 +616,7 @@ func benchMain() int {
 		}
 		o.scaling = append(o.scaling, n)
 	}
-	m, err := enforce.ParseMode(mode)
+	m, err := plan.ParseMode(mode)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -848,14 +849,14 @@ func (b *bench) send(c *tableCase, ports []int, warmup, d time.Duration) (sendRe
 // between measurements, and no conntrack state crosses cases.
 type tableCase struct {
 	name           string
-	plan           *enforce.Plan // nil: no table
+	plan           *plan.Plan // nil: no table
 	entries        int
 	rules          int
 	pos            string
 	client, server string
 	follow         bool    // the follower's programs run on the sender's packets
 	cgroupFD       int     // the sender's cgroup (follow)
-	applyMS        float64 // enforce.Apply wall time, including its verify
+	applyMS        float64 // nft.Netlink.Apply wall time, including its verify
 	tookMS         float64 // ApplyResult.Took
 }
 
@@ -865,7 +866,7 @@ func (b *bench) install(c *tableCase) error {
 		return nil
 	}
 	start := time.Now()
-	res, err := enforce.Apply(c.plan, target(c.client))
+	res, err := nft.Open(target(c.client)).Apply(c.plan)
 	c.applyMS = ms(time.Since(start))
 	if res != nil {
 		c.tookMS = ms(res.Took)
@@ -877,9 +878,9 @@ func (b *bench) install(c *tableCase) error {
 	return nil
 }
 
-// statusDefault reads the default counter through enforce.ReadStatus.
+// statusDefault reads the default counter through nft.Netlink.Status.
 func (b *bench) statusDefault(c *tableCase) (uint64, error) {
-	st, err := enforce.ReadStatus(target(c.client), tableName, false)
+	st, err := nft.Open(target(c.client)).Status(tableName, false)
 	if err != nil {
 		return 0, err
 	}
@@ -890,7 +891,7 @@ func (b *bench) statusDefault(c *tableCase) (uint64, error) {
 }
 
 // quickDefaultCounter reads the default rule's counter with a rule dump
-// only: enforce.ReadStatus also dumps every set element, which takes
+// only: nft.Netlink.Status also dumps every set element, which takes
 // seconds at 100,000 (see the control-plane figures).
 func (b *bench) quickDefaultCounter(c *tableCase) (uint64, error) {
 	if c.plan == nil {
@@ -934,26 +935,26 @@ func (b *bench) stats(c *tableCase) (clientTx, serverRx uint64, err error) {
 func (b *bench) datapath() error {
 	o := b.o
 	bench := benchFlows(o.uid, b.ports)
-	opts := enforce.Options{Mode: o.mode, Source: "enforcebench"}
+	opts := plan.Options{Mode: o.mode, Source: "enforcebench"}
 
 	// Large set: synthetic IPv4 flows plus the benchmark's.
 	t0 := time.Now()
 	synth := synthFlows(max(o.large, o.rules)-o.nPorts, 0, false, 1)
 	benchutil.Logf("generated %d synthetic flows in %v", len(synth), time.Since(t0).Round(time.Millisecond))
 
-	small := enforce.Build(bench, opts)
-	large := enforce.Build(append(slices.Clone(synth[:o.large-o.nPorts]), bench...), opts)
+	small := plan.Build(bench, opts)
+	large := plan.Build(append(slices.Clone(synth[:o.large-o.nPorts]), bench...), opts)
 	if large.Flows != o.large || len(large.Sets[0].Elements) != o.large || len(large.Skipped) > 0 {
 		return fmt.Errorf("large plan holds %d flows (%d ipv4, %d skipped), want %d", large.Flows, len(large.Sets[0].Elements), len(large.Skipped), o.large)
 	}
-	first := slices.IndexFunc(large.Sets[0].Elements, func(e enforce.Element) bool { return e.UID == o.uid && e.IP == serverIP })
+	first := slices.IndexFunc(large.Sets[0].Elements, func(e plan.Element) bool { return e.UID == o.uid && e.IP == serverIP })
 	largePos := fmt.Sprintf("elements %d-%d of %d in the plan's sorted order (a hash set in the kernel)", first+1, first+o.nPorts, o.large)
 
 	// One rule each: the first synthetic flows (mostly TCP) as always_allow
 	// rules, the benchmark's flows last.
 	ruleOpts := opts
 	ruleOpts.AlwaysAllow = asAllows(append(slices.Clone(synth[:o.rules-o.nPorts]), bench...))
-	rules := enforce.Build(nil, ruleOpts)
+	rules := plan.Build(nil, ruleOpts)
 
 	cases := []*tableCase{
 		{name: "no table"},
@@ -1065,7 +1066,7 @@ func (b *bench) datapath() error {
 // benchmark's packets by conntrack state, so we see they are NEW (the
 // `ct state established,related accept` rule does not take them, the set
 // lookup or the rules do); the default counter (read with
-// enforce.ReadStatus) stays 0 and the server namespace receives them. Then
+// nft.Netlink.Status) stays 0 and the server namespace receives them. Then
 // a negative control: the same uid to a port not in the set must be
 // refused by the default drop.
 func (b *bench) checks(cases []*tableCase) error {
@@ -1136,10 +1137,10 @@ func (b *bench) checks(cases []*tableCase) error {
 	nc := &checkResult{Case: fmt.Sprintf("%s, uid %d to port %d (not in the set)", c.name, b.o.uid, off[0]), Sent: s.Sent, Errors: s.Errors, FirstErr: s.FirstErr, DefaultPkts: d1 - d0}
 	b.res.Negative = nc
 	benchutil.Logf("negative control: %d sendto calls refused (%s), %d succeeded, default counter +%d", nc.Errors, nc.FirstErr, nc.Sent, nc.DefaultPkts)
-	if b.o.mode == enforce.ModeEnforce && (nc.Sent != 0 || nc.DefaultPkts != nc.Errors) {
+	if b.o.mode == plan.ModeEnforce && (nc.Sent != 0 || nc.DefaultPkts != nc.Errors) {
 		b.note("negative control: %d sends succeeded and the default counter is %d for %d refused: expected all refused and counted", nc.Sent, nc.DefaultPkts, nc.Errors)
 	}
-	if b.o.mode == enforce.ModeAudit && nc.DefaultPkts != nc.Sent {
+	if b.o.mode == plan.ModeAudit && nc.DefaultPkts != nc.Sent {
 		b.note("negative control (audit): default counter %d for %d sent", nc.DefaultPkts, nc.Sent)
 	}
 	return nil
@@ -1152,7 +1153,7 @@ func (b *bench) controlPlane() error {
 	t0 := time.Now()
 	flows := synthFlows(o.cpFlows, o.cpV6, true, 2)
 	benchutil.Logf("generated %d control-plane flows (%.0f%% ipv6) in %v", len(flows), o.cpV6*100, time.Since(t0).Round(time.Millisecond))
-	opts := enforce.Options{Mode: o.mode, Source: "enforcebench",
+	opts := plan.Options{Mode: o.mode, Source: "enforcebench",
 		DNSServers: []netip.Addr{netip.MustParseAddr("10.77.0.53")}}
 	t := target(b.cp)
 	res := &cpResult{Flows: len(flows), GoalMS: 500}
@@ -1167,20 +1168,20 @@ func (b *bench) controlPlane() error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	var plan *enforce.Plan
+	var p *plan.Plan
 	for rep := 1; rep <= o.cpReps; rep++ {
 		runtime.GC()
 		start := time.Now()
-		plan = enforce.Build(flows, opts)
+		p = plan.Build(flows, opts)
 		build := time.Since(start)
 		start = time.Now()
-		ar, err := enforce.Apply(plan, t)
+		ar, err := nft.Open(t).Apply(p)
 		apply := time.Since(start)
 		if err != nil {
-			return fmt.Errorf("rep %d: apply %d flows: %w", rep, plan.Flows, err)
+			return fmt.Errorf("rep %d: apply %d flows: %w", rep, p.Flows, err)
 		}
 		start = time.Now()
-		st, err := enforce.ReadStatus(t, plan.Table, true)
+		st, err := nft.Open(t).Status(p.Table, true)
 		read := time.Since(start)
 		if err != nil {
 			return fmt.Errorf("rep %d: read status: %w", rep, err)
@@ -1189,8 +1190,8 @@ func (b *bench) controlPlane() error {
 		for _, s := range st.Sets {
 			n += s.Elements
 		}
-		if n != plan.Flows {
-			return fmt.Errorf("rep %d: the kernel holds %d elements, want %d", rep, n, plan.Flows)
+		if n != p.Flows {
+			return fmt.Errorf("rep %d: the kernel holds %d elements, want %d", rep, n, p.Flows)
 		}
 		r := cpRep{Rep: rep, Replace: rep > 1, BuildMS: ms(build), ApplyMS: ms(apply), FlushMS: ms(ar.Took),
 			VerifyMS: ms(apply - ar.Took), ReadMS: ms(read), TotalMS: ms(build + apply)}
@@ -1198,9 +1199,9 @@ func (b *bench) controlPlane() error {
 		benchutil.Logf("control plane rep %d: build %.0f ms, apply %.0f ms (flush %.0f, verify %.0f), total %.0f ms; ReadStatus alone %.0f ms",
 			rep, r.BuildMS, r.ApplyMS, r.FlushMS, r.VerifyMS, r.TotalMS, r.ReadMS)
 	}
-	res.IPv4, res.IPv6, res.Rules = len(plan.Sets[0].Elements), len(plan.Sets[1].Elements), len(plan.Rules)
+	res.IPv4, res.IPv6, res.Rules = len(p.Sets[0].Elements), len(p.Sets[1].Elements), len(p.Rules)
 	var text bytes.Buffer
-	_ = plan.Text(&text)
+	_ = p.Text(&text)
 	res.TextBytes = text.Len()
 	pick := func(f func(cpRep) float64) []float64 {
 		var v []float64
@@ -1229,7 +1230,7 @@ func (b *bench) controlPlane() error {
 		res.NftTextMS = ms(time.Since(start))
 		benchutil.Logf("nft -f of the plan's text (%d bytes): %.0f ms %s", text.Len(), res.NftTextMS, res.NftTextErr)
 	}
-	if _, err := enforce.Remove(t, plan.Table); err != nil {
+	if _, err := nft.Open(t).Remove(p.Table); err != nil {
 		return err
 	}
 	b.res.ControlPlane = res
@@ -1244,11 +1245,11 @@ func (b *bench) controlPlane() error {
 func (b *bench) readScaling() error {
 	t := target(b.cp)
 	flows := synthFlows(slices.Max(b.o.scaling), 0, false, 3)
-	opts := enforce.Options{Mode: b.o.mode, Source: "enforcebench"}
+	opts := plan.Options{Mode: b.o.mode, Source: "enforcebench"}
 	for _, comments := range []bool{true, false} {
 		var prev scalePoint
 		for _, n := range b.o.scaling {
-			p := enforce.Build(flows[:n], opts)
+			p := plan.Build(flows[:n], opts)
 			if !comments {
 				for i := range p.Sets {
 					for j := range p.Sets[i].Elements {
@@ -1257,13 +1258,13 @@ func (b *bench) readScaling() error {
 				}
 			}
 			start := time.Now()
-			ar, err := enforce.Apply(p, t)
+			ar, err := nft.Open(t).Apply(p)
 			apply := time.Since(start)
 			if err != nil {
 				return fmt.Errorf("apply %d elements: %w", n, err)
 			}
 			start = time.Now()
-			if _, err := enforce.ReadStatus(t, p.Table, true); err != nil {
+			if _, err := nft.Open(t).Status(p.Table, true); err != nil {
 				return err
 			}
 			read := time.Since(start)
@@ -1278,7 +1279,7 @@ func (b *bench) readScaling() error {
 				n, comments, sp.FlushMS, sp.VerifyMS, sp.ReadMS, sp.ReadUSPerEl)
 		}
 	}
-	_, err := enforce.Remove(t, tableName)
+	_, err := nft.Open(t).Remove(tableName)
 	return err
 }
 
@@ -1410,7 +1411,7 @@ func printSummary(w io.Writer, res *output, o options) {
 		}
 	}
 	if len(res.ReadScaling) > 0 {
-		fmt.Fprintf(w, "read scaling (enforce.Apply into a fresh table, then enforce.ReadStatus alone):\n")
+		fmt.Fprintf(w, "read scaling (nft.Netlink.Apply into a fresh table, then nft.Netlink.Status alone):\n")
 		for _, p := range res.ReadScaling {
 			fmt.Fprintf(w, "  %6d elements, comments %-5v: flush %5.0f ms, verify %5.0f ms, ReadStatus %5.0f ms (%.1f us/element", p.Elements, p.Comments, p.FlushMS, p.VerifyMS, p.ReadMS, p.ReadUSPerEl)
 			if p.ReadVsHalfNo > 0 {

@@ -25,7 +25,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/egresskit/egress/bench/internal/benchutil"
 	"io"
 	"os"
 	"os/exec"
@@ -45,6 +44,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/egresskit/egress/bench/internal/benchutil"
+	"github.com/egresskit/egress/internal/cgroupbpf"
 	"github.com/egresskit/egress/learn"
 	"github.com/egresskit/egress/store"
 )
@@ -544,7 +545,7 @@ func (b *bench) run(cl *benchutil.Cleaner, o runOptions) (*output, error) {
 	}
 
 	// 2. Cgroup and namespace.
-	mount, err := learn.Cgroup2Mount()
+	mount, err := cgroupbpf.Mount()
 	if err != nil {
 		return nil, err
 	}

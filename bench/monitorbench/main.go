@@ -53,7 +53,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/egresskit/egress/bench/internal/benchutil"
-	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/enforce/nft"
+	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/store"
 )
 
@@ -162,7 +163,7 @@ func run(clean *benchutil.Cleaner, rounds, days int) (*results, error) {
 		return nil, err
 	}
 	for r := range rounds {
-		for _, rate := range []uint32{unlimited, enforce.DefaultDropLogRate} {
+		for _, rate := range []uint32{unlimited, plan.DefaultDropLogRate} {
 			benchutil.Logf("flood %d/%d, drop_log_rate %d", r+1, rounds, rate)
 			f, err := flood(bin, ns, filepath.Join(dir, fmt.Sprintf("flood-%d-%d.db", r, rate)), rate)
 			if err != nil {
@@ -213,19 +214,19 @@ func newNetns(clean *benchutil.Cleaner) (string, error) {
 }
 
 // target is the flood's namespace; it refuses any other.
-func target(ns string) enforce.Target {
+func target(ns string) nft.Target {
 	if !strings.HasPrefix(ns, nsPrefix) {
 		panic("monitorbench: not one of its namespaces: " + ns)
 	}
-	return enforce.Target{Netns: ns}
+	return nft.Target{Netns: ns}
 }
 
 func flood(bin, ns, db string, rate uint32) (*floodResult, error) {
 	f := &floodResult{DropLogRate: rate}
-	flows := []store.Flow{{FlowKey: store.FlowKey{UID: 0, Proto: enforce.ProtoTCP, IP: netip.MustParseAddr("10.99.0.2"), Port: 443}, Hits: 1}}
-	p := enforce.Build(flows, enforce.Options{Mode: enforce.ModeEnforce, DropLogRate: rate, NFLOGGroup: group,
+	flows := []store.Flow{{FlowKey: store.FlowKey{UID: 0, Proto: plan.ProtoTCP, IP: netip.MustParseAddr("10.99.0.2"), Port: 443}, Hits: 1}}
+	p := plan.Build(flows, plan.Options{Mode: plan.ModeEnforce, DropLogRate: rate, NFLOGGroup: group,
 		DNSServers: []netip.Addr{netip.MustParseAddr("10.99.0.2")}})
-	if _, err := enforce.Apply(p, target(ns)); err != nil {
+	if _, err := nft.Open(target(ns)).Apply(p); err != nil {
 		return nil, err
 	}
 	w, err := startWatch(bin, ns, db)

@@ -13,7 +13,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/egresskit/egress/bench/internal/benchutil"
-	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/enforce/rollout"
 	"github.com/egresskit/egress/store"
 )
 
@@ -25,7 +26,7 @@ func soak(db string, days int, pruned bool) (*soakResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	plan, err := bigPlan()
+	planJSON, err := bigPlan()
 	if err != nil {
 		return nil, err
 	}
@@ -34,13 +35,13 @@ func soak(db string, days int, pruned bool) (*soakResult, error) {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for day := range days {
 		now := start.Add(time.Duration(day) * 24 * time.Hour)
-		if err := soakDay(st, rng, day, now, plan); err != nil {
+		if err := soakDay(st, rng, day, now, planJSON); err != nil {
 			return nil, err
 		}
 		if pruned {
 			t0 := time.Now()
 			if _, err := st.Prune(store.PruneOptions{Now: now, Retention: store.DefaultRetention,
-				KeepGenerations: store.DefaultKeepGenerations, KeepPlans: enforce.PlansToKeep}); err != nil {
+				KeepGenerations: store.DefaultKeepGenerations, KeepPlans: rollout.PlansToKeep}); err != nil {
 				return nil, err
 			}
 			res.PruneMillis = append(res.PruneMillis, float64(time.Since(t0).Milliseconds()))
@@ -64,25 +65,25 @@ func bigPlan() ([]byte, error) {
 	flows := make([]store.Flow, 0, 100_000)
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range 100_000 {
-		flows = append(flows, store.Flow{FlowKey: store.FlowKey{UID: uint32(1000 + i%50), Proto: enforce.ProtoTCP,
+		flows = append(flows, store.Flow{FlowKey: store.FlowKey{UID: uint32(1000 + i%50), Proto: plan.ProtoTCP,
 			IP: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), Port: uint16(443 + i%7)},
 			Hits: uint64(1 + i%100), FirstSeen: now, LastSeen: now, Hostnames: []string{fmt.Sprintf("host%d.example.com", i%5000)}})
 	}
-	p := enforce.Build(flows, enforce.Options{Mode: enforce.ModeEnforce, Now: now,
+	p := plan.Build(flows, plan.Options{Mode: plan.ModeEnforce, Now: now,
 		DNSServers: []netip.Addr{netip.MustParseAddr("10.0.0.53")}})
 	return json.Marshal(p)
 }
 
 // soakDay is one day: 20,000 new denied destinations in 288 flushes (every
 // 5 minutes), every minute with denials, a learning run, a generation.
-func soakDay(st *store.Store, rng *rand.Rand, day int, now time.Time, plan []byte) error {
+func soakDay(st *store.Store, rng *rand.Rand, day int, now time.Time, planJSON []byte) error {
 	minutes := map[int64]store.DenialCount{}
 	for m := range int64(1440) {
 		minutes[now.Unix()/60+m] = store.DenialCount{Drop: uint64(1 + rng.IntN(1000))}
 	}
 	var obs []store.Observation
 	for i := range 20_000 {
-		k := store.FlowKey{UID: uint32(rng.IntN(20)), Proto: enforce.ProtoUDP,
+		k := store.FlowKey{UID: uint32(rng.IntN(20)), Proto: plan.ProtoUDP,
 			IP: netip.AddrFrom4([4]byte{100, byte(day), byte(i >> 8), byte(i)}), Port: uint16(1 + rng.IntN(65535))}
 		at := now.Add(time.Duration(i) * 4 * time.Second)
 		obs = append(obs, store.Observation{Kind: store.ObsDrop, FlowKey: k, Hits: uint64(1 + rng.IntN(3)), FirstSeen: at, LastSeen: at})
@@ -100,7 +101,7 @@ func soakDay(st *store.Store, rng *rand.Rand, day int, now time.Time, plan []byt
 		return err
 	}
 	_, err = st.AddGeneration(store.Generation{Time: now, Target: "/run/netns/soak", Table: "egress", Mode: "enforce",
-		State: store.GenApplied, Elements: 100_000, Command: "egress-enforce apply"}, plan)
+		State: store.GenApplied, Elements: 100_000, Command: "egress-enforce apply"}, planJSON)
 	return err
 }
 

@@ -36,7 +36,9 @@ import (
 	"time"
 
 	"github.com/egresskit/egress/bench/internal/benchutil"
-	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/enforce/nft"
+	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/enforce/rollout"
 	"github.com/egresskit/egress/store"
 )
 
@@ -74,10 +76,10 @@ func benchMain() int {
 
 type bench struct {
 	ns     string
-	target enforce.Target
+	target nft.Target
 	dir    string
 	db     string
-	plan   *enforce.Plan
+	plan   *plan.Plan
 	st     *store.Store
 }
 
@@ -89,7 +91,7 @@ func setup(cl *benchutil.Cleaner, n int) (*bench, error) {
 		return nil, fmt.Errorf("ip netns add: %v: %s", err, out)
 	}
 	cl.Add(func() { _ = exec.Command("ip", "netns", "del", b.ns).Run() })
-	b.target = enforce.Target{Netns: b.ns}
+	b.target = nft.Target{Netns: b.ns}
 	var err error
 	if b.dir, err = os.MkdirTemp("", "restorebench"); err != nil {
 		return nil, err
@@ -99,7 +101,7 @@ func setup(cl *benchutil.Cleaner, n int) (*bench, error) {
 	if b.st, err = store.Create(b.db, store.Options{}); err != nil {
 		return nil, err
 	}
-	b.plan = enforce.Build(synthFlows(n), enforce.Options{Mode: enforce.ModeEnforce,
+	b.plan = plan.Build(synthFlows(n), plan.Options{Mode: plan.ModeEnforce,
 		DNSServers: []netip.Addr{netip.MustParseAddr("192.0.2.53")}, Source: "restorebench"})
 	benchutil.Logf("namespace %s, store %s, %d flows, kernel %s", b.ns, b.db, b.plan.Flows, benchutil.KernelRelease())
 	return b, nil
@@ -118,7 +120,7 @@ func synthFlows(n int) []store.Flow {
 		if a[0] == 127 {
 			continue
 		}
-		k := store.FlowKey{UID: 1000 + uint32(rng.IntN(40)), Proto: enforce.ProtoTCP, IP: netip.AddrFrom4(a),
+		k := store.FlowKey{UID: 1000 + uint32(rng.IntN(40)), Proto: plan.ProtoTCP, IP: netip.AddrFrom4(a),
 			Port: []uint16{443, 80, 8443, 5432}[rng.IntN(4)]}
 		if seen[k] {
 			continue
@@ -134,7 +136,7 @@ func (b *bench) dropTable() error {
 	if !strings.HasPrefix(b.target.Netns, nsPrefix) {
 		panic("restorebench: refusing to act outside its own namespace")
 	}
-	_, err := enforce.Remove(b.target, b.plan.Table)
+	_, err := nft.Open(b.target).Remove(b.plan.Table)
 	return err
 }
 
@@ -142,12 +144,12 @@ func (b *bench) measure(rounds int) error {
 	var plain, withGen, fromStore, fromFiles []float64
 	for i := range rounds {
 		start := time.Now()
-		if _, err := enforce.Apply(b.plan, b.target); err != nil {
+		if _, err := nft.Open(b.target).Apply(b.plan); err != nil {
 			return err
 		}
 		plain = append(plain, ms(time.Since(start)))
 		start = time.Now()
-		if _, _, err := enforce.ApplyGeneration(b.plan, b.target, enforce.RolloutOptions{Store: b.st, Command: "restorebench"}); err != nil {
+		if _, _, err := rollout.Apply(nft.Open(b.target), b.plan, rollout.Options{Store: b.st, Command: "restorebench"}); err != nil {
 			return err
 		}
 		withGen = append(withGen, ms(time.Since(start)))
@@ -173,10 +175,10 @@ func (b *bench) restore(db string) (float64, error) {
 		return 0, err
 	}
 	start := time.Now()
-	res, err := enforce.Restore(enforce.RestoreOptions{DB: db, Target: b.target, Table: b.plan.Table, BootPolicy: enforce.BootOpen,
+	res, err := rollout.Restore(rollout.RestoreOptions{DB: db, Kernel: nft.Open(b.target), Table: b.plan.Table, BootPolicy: rollout.BootOpen,
 		Command: "restorebench", Logger: quiet})
 	d := ms(time.Since(start))
-	if res == nil || res.Action != enforce.RestoreRestored || res.Elements != b.plan.Flows {
+	if res == nil || res.Action != rollout.RestoreRestored || res.Elements != b.plan.Flows {
 		return 0, fmt.Errorf("restore: %+v %v", res, err)
 	}
 	if err != nil && res.FromFiles == "" {
@@ -199,7 +201,7 @@ func (b *bench) restoreFromFiles() (float64, error) {
 func (b *bench) report(plain, withGen, fromStore, fromFiles []float64) {
 	size := func(glob string) int64 {
 		var n int64
-		files, _ := filepath.Glob(filepath.Join(enforce.AppliedDir(b.db, b.target.Path(), b.plan.Table), glob))
+		files, _ := filepath.Glob(filepath.Join(rollout.AppliedDir(b.db, b.target.Path(), b.plan.Table), glob))
 		for _, f := range files {
 			if fi, err := os.Stat(f); err == nil {
 				n += fi.Size()

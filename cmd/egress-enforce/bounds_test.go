@@ -13,7 +13,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/monitor"
 	"github.com/egresskit/egress/store"
 )
 
@@ -62,7 +62,7 @@ func TestPruneCommand(t *testing.T) {
 	if res.Observations != 50 || res.Denials != 1 || res.Plans != 3 {
 		t.Errorf("pruned %+v, want 50 observations, 1 minute, 3 plans", res)
 	}
-	var sum enforce.DeniedSummary
+	var sum monitor.DeniedSummary
 	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "denied", "--json")), &sum); err != nil {
 		t.Fatal(err)
 	}

@@ -3,13 +3,16 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
-	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/enforce/options"
+	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/follow"
 	"github.com/egresskit/egress/internal/cli"
 )
 
@@ -45,40 +48,21 @@ stop (SIGINT, SIGTERM) closes the table's gate first, then detaches.
 Ignored answers are counted by reason (status, --metrics-addr). --json prints
 each added address as a JSON object.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := g.Load(cmd)
-			if err != nil {
-				return err
-			}
-			opts, err := enforce.OptionsFromConfig(cfg)
+		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
+			opts, err := options.FromConfig(e.Cfg)
 			if err != nil {
 				return fmt.Errorf("configuration: %w", err)
 			}
 			if len(opts.DNSServers) == 0 {
 				return fmt.Errorf("no resolver to trust: %s lists none and dns_servers is empty", opts.ResolvConf)
 			}
-			st, err := cli.WriteStore(cfg)
+			st, err := e.WriteStore()
 			if err != nil {
 				return err
 			}
-			target := enforce.Target{Netns: cfg.Netns}
-			out := cmd.OutOrStdout()
-			enc := json.NewEncoder(out)
-			f, err := enforce.StartFollower(enforce.FollowConfig{
-				Cgroup: cgroup, Target: target, Table: cfg.Table, Store: st, Resolvers: opts.DNSServers,
-				Window: cfg.FollowWindow, Log: log, PinRoot: pinDir,
-				OnElement: func(e enforce.FollowedElement) {
-					if asJSON {
-						_ = enc.Encode(e)
-						return
-					}
-					verb := "refreshed"
-					if e.New {
-						verb = "added"
-					}
-					fmt.Fprintf(out, "%s %s uid %d %s %s %s for %s (%s after the answer)\n", time.Now().Format(time.TimeOnly), verb,
-						e.UID, e.Name, enforce.ProtoName(e.Proto), netip.AddrPortFrom(e.IP, e.Port), e.Timeout, e.Latency.Round(time.Microsecond))
-				},
+			f, err := follow.Start(follow.Config{
+				Cgroup: cgroup, Target: e.target, Table: e.Cfg.Table, Store: st, Resolvers: opts.DNSServers,
+				Window: e.Cfg.FollowWindow, Log: e.Log, PinRoot: pinDir, OnElement: addressPrinter(cmd.OutOrStdout(), asJSON),
 			})
 			if err != nil {
 				return err
@@ -86,27 +70,44 @@ each added address as a JSON object.`,
 			defer f.Close()
 			if metricsAddr != "" {
 				reg := prometheus.NewRegistry()
-				reg.MustRegister(enforce.FollowCollector{F: f})
+				reg.MustRegister(follow.Collector{F: f})
 				stop, addr, err := cli.ServeMetrics(metricsAddr, reg)
 				if err != nil {
 					return err
 				}
 				defer stop()
-				log.Info("serving metrics", "addr", "http://"+addr+"/metrics")
+				e.Log.Info("serving metrics", "addr", "http://"+addr+"/metrics")
 			}
 			s := f.Stats()
-			log.Info("following", "cgroup", cgroupOrRoot(cgroup), "netns", cfg.Netns, "generation", s.Generation, "rules", s.Rules,
+			e.Log.Info("following", "cgroup", cgroupOrRoot(cgroup), "netns", e.Cfg.Netns, "generation", s.Generation, "rules", s.Rules,
 				"resolvers", fmt.Sprint(opts.DNSServers), "resolv_conf", opts.ResolvConf)
 			return f.Run(cmd.Context())
-		},
+		}),
 	}
 	netnsFlag(cmd, g)
 	f := cmd.Flags()
 	f.StringVar(&cgroup, "cgroup", "", "cgroup v2 directory whose sockets are followed (default: the root of the cgroup2 mount)")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address")
-	f.StringVar(&pinDir, "pin-dir", enforce.DefaultPinRoot, "directory on a bpf file system where the mark check and the sockets' authorizations are pinned")
+	f.StringVar(&pinDir, "pin-dir", follow.DefaultPinRoot, "directory on a bpf file system where the mark check and the sockets' authorizations are pinned")
 	f.BoolVar(&asJSON, "json", false, "print each added address as JSON")
 	return cmd
+}
+
+// addressPrinter prints each address the follower adds or refreshes.
+func addressPrinter(out io.Writer, asJSON bool) func(follow.Address) {
+	enc := json.NewEncoder(out)
+	return func(e follow.Address) {
+		if asJSON {
+			_ = enc.Encode(e)
+			return
+		}
+		verb := "refreshed"
+		if e.New {
+			verb = "added"
+		}
+		fmt.Fprintf(out, "%s %s uid %d %s %s %s for %s (%s after the answer)\n", time.Now().Format(time.TimeOnly), verb,
+			e.UID, e.Name, plan.ProtoName(e.Proto), netip.AddrPortFrom(e.IP, e.Port), e.Timeout, e.Latency.Round(time.Microsecond))
+	}
 }
 
 func cgroupOrRoot(c string) string {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/follow"
 	"github.com/egresskit/egress/internal/lab"
 )
 
@@ -79,7 +79,7 @@ func TestFollowCommand(t *testing.T) {
 		t.Errorf("an IPv6 address no answer gave: %v", err)
 	}
 	lab.Await(t, "the follower to print alt.lab", func() bool { return strings.Contains(stdout.String(), "alt.lab") })
-	var e enforce.FollowedElement
+	var e follow.Address
 	if err := json.Unmarshal([]byte(strings.SplitN(stdout.String(), "\n", 2)[0]), &e); err != nil {
 		t.Fatal(err)
 	}

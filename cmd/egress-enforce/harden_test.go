@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egresskit/egress/enforce"
 	"github.com/egresskit/egress/internal/lab"
+	"github.com/egresskit/egress/monitor"
 	"github.com/egresskit/egress/store"
 )
 
@@ -240,7 +240,7 @@ func TestKnockingDoesNotSeedTheNextGeneration(t *testing.T) {
 	if !cannotReach(l.nobody, 8081) {
 		t.Fatal("an unlearned destination went through")
 	}
-	w.waitEntries(t, func(es []enforce.LogEntry) bool { return hasEntry(es, "drop", 65534, 8081) })
+	w.waitEntries(t, func(es []monitor.LogEntry) bool { return hasEntry(es, "drop", 65534, 8081) })
 	w.stop(t) // flushes the observations
 
 	var p struct {

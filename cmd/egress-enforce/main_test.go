@@ -9,7 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/enforce/nft"
+	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/internal/lab"
 )
 
@@ -86,9 +87,9 @@ func reach(a lab.As, url string, extra ...string) error {
 // has no time limit of its own.
 func blocked(t *testing.T, a lab.As, url string, extra ...string) error {
 	t.Helper()
-	target := enforce.Target{Netns: a.Netns.Name}
+	target := nft.Target{Netns: a.Netns.Name}
 	dropped := func() uint64 {
-		st, err := enforce.ReadStatus(target, enforce.DefaultTable, false)
+		st, err := nft.Open(target).Status(plan.DefaultTable, false)
 		if err != nil || st.Default == nil {
 			t.Fatalf("read the default drop counter: %+v, %v", st, err)
 		}
@@ -163,12 +164,12 @@ func TestLearnThenEnforce(t *testing.T) {
 	mustRun(t, enforceBin, env, "generate", "--mode", "enforce", "-o", file)
 	scratch := lab.NewNetns(t)
 	lab.MustRun(t, "ip", "netns", "exec", scratch.Name, "nft", "-c", "-f", file)
-	var plan enforce.Plan
-	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "generate", "--json")), &plan); err != nil {
+	var generated plan.Plan
+	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "generate", "--json")), &generated); err != nil {
 		t.Fatalf("generate --json: %v", err)
 	}
-	if plan.Mode != enforce.ModeAudit || plan.Flows < 4 {
-		t.Errorf("plan: mode %s, %d flows", plan.Mode, plan.Flows)
+	if generated.Mode != plan.ModeAudit || generated.Flows < 4 {
+		t.Errorf("plan: mode %s, %d flows", generated.Mode, generated.Flows)
 	}
 
 	// Audit first, then enforce.
@@ -183,9 +184,9 @@ func TestLearnThenEnforce(t *testing.T) {
 	if !strings.Contains(dry, "dry run") {
 		t.Errorf("dry run:\n%s", dry)
 	}
-	var st enforce.Status
+	var st nft.Status
 	_ = json.Unmarshal([]byte(mustRun(t, enforceBin, env, "status", "--json")), &st)
-	if st.Mode != enforce.ModeAudit {
+	if st.Mode != plan.ModeAudit {
 		t.Errorf("a dry run changed the mode to %s", st.Mode)
 	}
 	out := mustRun(t, enforceBin, env, "apply", "--mode", "enforce")
@@ -214,7 +215,7 @@ func TestLearnThenEnforce(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Two blocked attempts, each seen dropped twice (SYN and retry).
-	if st.Mode != enforce.ModeEnforce || st.Policy != "drop" || st.Default == nil || st.Default.Packets < 4 {
+	if st.Mode != plan.ModeEnforce || st.Policy != "drop" || st.Default == nil || st.Default.Packets < 4 {
 		t.Errorf("status after enforce: %+v", st)
 	}
 	human := mustRun(t, enforceBin, env, "status")
@@ -223,7 +224,7 @@ func TestLearnThenEnforce(t *testing.T) {
 			t.Errorf("status lacks %q:\n%s", w, human)
 		}
 	}
-	var d enforce.Diff
+	var d plan.Diff
 	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "diff", "--mode", "enforce", "--json")), &d); err != nil || !d.Empty() {
 		t.Errorf("diff after apply: %+v %v", d, err)
 	}

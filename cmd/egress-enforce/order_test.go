@@ -10,7 +10,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/enforce/rollout"
 	"github.com/egresskit/egress/internal/lab"
 	"github.com/egresskit/egress/store"
 )
@@ -36,7 +37,7 @@ func TestApplyWhilePendingIsRefused(t *testing.T) {
 	if gens, _ := l.history(t); len(gens) != 2 {
 		t.Fatalf("a refused apply was recorded: %+v", gens)
 	}
-	if st := l.status(t); st.Mode != enforce.ModeEnforce {
+	if st := l.status(t); st.Mode != plan.ModeEnforce {
 		t.Fatalf("a refused apply changed the table to %s", st.Mode)
 	}
 
@@ -55,7 +56,7 @@ func TestApplyWhilePendingIsRefused(t *testing.T) {
 	if gens[4].Restores != 1 {
 		t.Errorf("the guard of generation 4 put back generation %d's table, want 1 (audit): %+v", gens[4].Restores, gens)
 	}
-	if st := l.status(t); st.Mode != enforce.ModeAudit {
+	if st := l.status(t); st.Mode != plan.ModeAudit {
 		t.Errorf("after the rollback the table is in %s mode, want audit", st.Mode)
 	}
 }
@@ -90,7 +91,7 @@ func TestRollbackOnlyToKeptGenerations(t *testing.T) {
 // and says so; it applies once the lock is free.
 func TestAppliesWaitForEachOther(t *testing.T) {
 	l := newRolloutLab(t)
-	f, err := os.OpenFile(enforce.LockPath(l.db), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(rollout.LockPath(l.db), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,13 +164,13 @@ func TestGuardOutlastsABusyStore(t *testing.T) {
 			if !alive(guard) {
 				t.Fatalf("the guard gave up:\n%s", guardLog(t, l, 2))
 			}
-			if st := l.status(t); st.Mode != enforce.ModeEnforce {
+			if st := l.status(t); st.Mode != plan.ModeEnforce {
 				t.Errorf("mode %s while the store was busy", st.Mode)
 			}
 			if err := unix.Flock(int(f.Fd()), unix.LOCK_UN); err != nil {
 				t.Fatal(err)
 			}
-			waitUntil(t, waitFor, "the rollback", func() bool { return l.status(t).Mode == enforce.ModeAudit })
+			waitUntil(t, waitFor, "the rollback", func() bool { return l.status(t).Mode == plan.ModeAudit })
 			waitUntil(t, waitFor, "the guard to exit", func() bool { return gone(guard) })
 			gens, cur := l.history(t)
 			if cur != 3 || gens[1].State != store.GenRolledBack || gens[2].Restores != 1 {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/enforce/baseline"
 	"github.com/egresskit/egress/store"
 )
 
@@ -48,7 +48,7 @@ func TestReconcileNamesDeniedFlowsLikeTheLearner(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := []string{"EGRESS_DB=" + db, "EGRESS_DNS_RESOLVER_USERS=4343"}
-	var p enforce.Proposal
+	var p baseline.Proposal
 	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "reconcile", "--json", "--include-denied")), &p); err != nil {
 		t.Fatal(err)
 	}

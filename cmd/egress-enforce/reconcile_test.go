@@ -11,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/enforce/baseline"
+	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/internal/lab"
 	"github.com/egresskit/egress/learn"
 	"github.com/egresskit/egress/store"
@@ -45,8 +46,8 @@ func TestReconcileEndToEnd(t *testing.T) {
 		}
 		return m
 	}
-	proposal := func(args ...string) enforce.Proposal {
-		var p enforce.Proposal
+	proposal := func(args ...string) baseline.Proposal {
+		var p baseline.Proposal
 		if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, append([]string{"reconcile", "--json"}, args...)...)), &p); err != nil {
 			t.Fatal(err)
 		}
@@ -81,12 +82,12 @@ func TestReconcileEndToEnd(t *testing.T) {
 		r, ok := report()["65534 tcp 8081"]
 		return ok && r.State == store.StateCandidate
 	})
-	var plan enforce.Plan
-	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "generate", "--json", "--mode", "enforce")), &plan); err != nil {
+	var generated plan.Plan
+	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "generate", "--json", "--mode", "enforce")), &generated); err != nil {
 		t.Fatal(err)
 	}
-	if plan.Flows != 1 {
-		t.Errorf("generate took the candidate into the baseline: %d flows", plan.Flows)
+	if generated.Flows != 1 {
+		t.Errorf("generate took the candidate into the baseline: %d flows", generated.Flows)
 	}
 	p := proposal()
 	if len(p.Additions) != 1 || p.Additions[0].Port != 8081 || p.Additions[0].Source != "candidate" || p.Against != 1 {
@@ -185,13 +186,13 @@ func TestFleetMerge(t *testing.T) {
 		mustRun(t, learnBin, nil, "export", "--db", db, "--host", host, "-o", file)
 		files = append(files, file)
 	}
-	var plan enforce.Plan
+	var generated plan.Plan
 	out := mustRun(t, enforceBin, nil, "generate", "--json", "--db", filepath.Join(dir, "none.db"), "--from", files[0], "--from", files[1])
-	if err := json.Unmarshal([]byte(out), &plan); err != nil {
+	if err := json.Unmarshal([]byte(out), &generated); err != nil {
 		t.Fatal(err)
 	}
 	hosts := map[string][]string{}
-	for _, e := range plan.Sets[0].Elements {
+	for _, e := range generated.Sets[0].Elements {
 		hosts[e.IP.String()] = e.Hosts
 	}
 	if len(hosts) != 3 || len(hosts["192.0.2.10"]) != 2 || len(hosts["192.0.2.20"]) != 1 || hosts["192.0.2.21"][0] != "web-2" {

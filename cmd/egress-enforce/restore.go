@@ -9,7 +9,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/egresskit/egress/config"
-	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/enforce/nft"
+	"github.com/egresskit/egress/enforce/options"
+	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/enforce/rollout"
 	"github.com/egresskit/egress/internal/cli"
 )
 
@@ -38,27 +41,25 @@ refused or cannot be applied, boot_policy decides: open (no table) or closed
 rest is dropped and logged). Any failure exits with status 1, after the safer
 state is in place.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := g.Load(cmd)
-			if err != nil {
-				return err
-			}
-			o := enforce.RestoreOptions{DB: cfg.DB, Target: enforce.Target{Netns: cfg.Netns}, Table: cfg.Table,
-				Force: force, BootPolicy: cfg.BootPolicy, Command: commandLine(), Logger: log}
-			if cfg.BootPolicy == enforce.BootClosed {
+		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
+			cfg := e.Cfg
+			o := rollout.RestoreOptions{DB: cfg.DB, Kernel: e.kernel, Table: cfg.Table,
+				Force: force, BootPolicy: cfg.BootPolicy, Command: commandLine(), Logger: e.Log}
+			if cfg.BootPolicy == rollout.BootClosed {
+				var err error
 				if o.Closed, err = closedPlan(cfg); err != nil {
 					return err
 				}
 			}
-			res, rerr := enforce.Restore(o)
-			w := cmd.OutOrStdout()
+			res, rerr := rollout.Restore(o)
+			var err error
 			if asJSON {
-				err = printJSON(w, res)
+				err = printJSON(cmd.OutOrStdout(), res)
 			} else {
-				writeRestore(w, cfg, o.Target, res)
+				writeRestore(cmd.OutOrStdout(), cfg, e.target, res)
 			}
 			return errors.Join(rerr, err)
-		},
+		}),
 	}
 	netnsFlag(cmd, g)
 	cmd.Flags().String("boot-policy", "open", "with no generation to put back: open (no table) or closed (DNS, NTP and loopback only)")
@@ -70,16 +71,16 @@ state is in place.`,
 
 // closedPlan is the minimal table of boot_policy closed, from the
 // configuration.
-func closedPlan(cfg *config.Config) (*enforce.Plan, error) {
-	opts, err := enforce.OptionsFromConfig(cfg)
+func closedPlan(cfg *config.Config) (*plan.Plan, error) {
+	opts, err := options.FromConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("configuration: %w", err)
 	}
 	opts.UserName = config.UserNames{}.Name
-	return enforce.ClosedPlan(opts), nil
+	return plan.ClosedPlan(opts), nil
 }
 
-func writeRestore(w io.Writer, cfg *config.Config, t enforce.Target, res *enforce.RestoreResult) {
+func writeRestore(w io.Writer, cfg *config.Config, t nft.Target, res *rollout.RestoreResult) {
 	for _, n := range res.RolledBack {
 		fmt.Fprintf(w, "generation %d was pending and its guard is gone: rolled back (not confirmed before restart)\n", n)
 	}
@@ -88,18 +89,18 @@ func writeRestore(w io.Writer, cfg *config.Config, t enforce.Target, res *enforc
 		from = " from " + res.FromFiles + " (the store cannot be read)"
 	}
 	switch res.Action {
-	case enforce.RestoreRestored:
+	case rollout.RestoreRestored:
 		as := ""
 		if res.Generation != 0 {
 			as = fmt.Sprintf(" as generation %d", res.Generation)
 		}
 		fmt.Fprintf(w, "restored generation %d%s%s: table inet %s in %s, %s mode, %d elements, in %s\n",
 			res.Restores, as, from, cfg.Table, t, res.Mode, res.Elements, res.Took.Round(time.Millisecond))
-	case enforce.RestoreRemoved:
+	case rollout.RestoreRemoved:
 		fmt.Fprintf(w, "generation %d removed table inet %s%s: nothing to restore\n", res.Restores, cfg.Table, from)
-	case enforce.RestoreClosed:
+	case rollout.RestoreClosed:
 		fmt.Fprintf(w, "boot_policy closed: applied the minimal table inet %s in %s (DNS, NTP, loopback; the rest is dropped and logged)\n", cfg.Table, t)
-	case enforce.RestoreOpen:
+	case rollout.RestoreOpen:
 		fmt.Fprintf(w, "no table restored in %s: boot_policy open, the host's egress is open\n", t)
 	}
 }

@@ -8,14 +8,15 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/enforce/rollout"
 	"github.com/egresskit/egress/internal/lab"
 	"github.com/egresskit/egress/store"
 )
 
-func (l *rolloutLab) restore(t *testing.T, args ...string) enforce.RestoreResult {
+func (l *rolloutLab) restore(t *testing.T, args ...string) rollout.RestoreResult {
 	t.Helper()
-	var r enforce.RestoreResult
+	var r rollout.RestoreResult
 	if err := json.Unmarshal([]byte(l.run(t, append([]string{"restore", "--json"}, args...)...)), &r); err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +24,7 @@ func (l *rolloutLab) restore(t *testing.T, args ...string) enforce.RestoreResult
 }
 
 func (l *rolloutLab) appliedDir() string {
-	return enforce.AppliedDir(l.db, l.pair.Client.Path(), "egress")
+	return rollout.AppliedDir(l.db, l.pair.Client.Path(), "egress")
 }
 
 // TestRestoreAfterReboot: apply and confirm, then a simulated reboot; restore
@@ -55,7 +56,7 @@ func TestRestoreAfterReboot(t *testing.T) {
 	// The files: state.json names generation 3 (the plan of 2), and the
 	// script loads into an empty namespace as the same table.
 	dir := l.appliedDir()
-	s, err := enforce.ReadApplied(dir)
+	s, err := rollout.ReadApplied(dir)
 	if err != nil || s.Current == nil || s.Current.N != 3 || s.Current.Plan != 2 || s.Kept.N != 3 {
 		t.Fatalf("state.json: %+v %v", s, err)
 	}
@@ -93,7 +94,7 @@ func TestRestorePendingIsNotConfirmed(t *testing.T) {
 	l.reboot(t)
 
 	r := l.restore(t)
-	if r.Action != enforce.RestoreRestored || r.Restores != 1 || r.Generation != 3 || !slices.Equal(r.RolledBack, []uint64{2}) {
+	if r.Action != rollout.RestoreRestored || r.Restores != 1 || r.Generation != 3 || !slices.Equal(r.RolledBack, []uint64{2}) {
 		t.Errorf("restore: %+v", r)
 	}
 	if got := l.listing(t); got != want {
@@ -147,7 +148,7 @@ func TestRestoreWithAnUnreadableStore(t *testing.T) {
 	lab.MustRun(t, "ip", "netns", "exec", l.pair.Client.Name, "nft", "delete", "table", "inet", "egress")
 	mustFail(t, enforceBin, l.env, []string{"the store cannot be read", "boot_policy closed: applied the minimal table"},
 		"restore", "--boot-policy", "closed")
-	if st := l.status(t); !st.Present || st.Mode != enforce.ModeEnforce || !cannotReach(l.nobody, 8080) {
+	if st := l.status(t); !st.Present || st.Mode != plan.ModeEnforce || !cannotReach(l.nobody, 8080) {
 		t.Errorf("boot_policy closed: %+v", st)
 	}
 }
@@ -184,11 +185,11 @@ func TestRestoreBootPolicy(t *testing.T) {
 	lab.MustRun(t, "ip", "netns", "exec", l.pair.Client.Name, "nft", "delete", "table", "inet", "egress")
 	r := l.restore(t, "--boot-policy", "closed")
 	gens, cur := l.history(t)
-	if r.Action != enforce.RestoreClosed || cur != 1 || gens[0].Mode != enforce.ModeClosed || r.Generation != 1 {
+	if r.Action != rollout.RestoreClosed || cur != 1 || gens[0].Mode != rollout.ModeClosed || r.Generation != 1 {
 		t.Errorf("restore: %+v; history: %+v", r, gens)
 	}
 	lab.MustRun(t, "ip", "netns", "exec", l.pair.Client.Name, "nft", "delete", "table", "inet", "egress")
-	if r := l.restore(t); r.Action != enforce.RestoreRestored || r.Restores != 1 || r.Mode != enforce.ModeClosed {
+	if r := l.restore(t); r.Action != rollout.RestoreRestored || r.Restores != 1 || r.Mode != rollout.ModeClosed {
 		t.Errorf("restore of the closed generation: %+v", r)
 	}
 	if got := l.listing(t); got != table {
@@ -212,7 +213,7 @@ func TestPutBackRunsThePreApplyCheck(t *testing.T) {
 	l.run(t, "apply", "--mode", "enforce", "--force") // 1
 	l.run(t, "apply", "--mode", "audit")              // 2
 	mustFail(t, enforceBin, l.env, []string{"roll back to generation 1", "holds no flows", "--force"}, "rollback", "--to", "1")
-	if st := l.status(t); st.Mode != enforce.ModeAudit {
+	if st := l.status(t); st.Mode != plan.ModeAudit {
 		t.Errorf("a refused rollback changed the table to %s", st.Mode)
 	}
 	l.run(t, "rollback", "--to", "1", "--force") // 3, restores 1
@@ -223,11 +224,11 @@ func TestPutBackRunsThePreApplyCheck(t *testing.T) {
 		t.Error("boot_policy open: a table is in")
 	}
 	mustFail(t, enforceBin, l.env, []string{"generation 3 is NOT restored", "boot_policy closed"}, "restore", "--boot-policy", "closed")
-	if st := l.status(t); st.Mode != enforce.ModeEnforce || st.Sets[0].Elements != 0 {
+	if st := l.status(t); st.Mode != plan.ModeEnforce || st.Sets[0].Elements != 0 {
 		t.Errorf("boot_policy closed: %+v", st)
 	}
 	gens, _ := l.history(t)
-	if last := gens[len(gens)-1]; last.Mode != enforce.ModeClosed {
+	if last := gens[len(gens)-1]; last.Mode != rollout.ModeClosed {
 		t.Errorf("the closed table is not recorded: %+v", last)
 	}
 }
@@ -249,10 +250,10 @@ func TestRemoveIsRecorded(t *testing.T) {
 		t.Errorf("guard log:\n%s", log)
 	}
 	gens, cur := l.history(t)
-	if cur != 3 || gens[1].State != store.GenRolledBack || gens[2].Mode != enforce.ModeRemoved || gens[2].Reason != "maintenance" {
+	if cur != 3 || gens[1].State != store.GenRolledBack || gens[2].Mode != rollout.ModeRemoved || gens[2].Reason != "maintenance" {
 		t.Errorf("history: current %d, %+v", cur, gens)
 	}
-	if r := l.restore(t); r.Action != enforce.RestoreRemoved || r.Restores != 3 || l.status(t).Present {
+	if r := l.restore(t); r.Action != rollout.RestoreRemoved || r.Restores != 3 || l.status(t).Present {
 		t.Errorf("restore after remove: %+v", r)
 	}
 	if out := l.run(t, "remove"); !strings.Contains(out, "nothing to remove") {

@@ -2,11 +2,9 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -14,68 +12,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/egresskit/egress/config"
-	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/enforce/rollout"
 	"github.com/egresskit/egress/internal/cli"
 	"github.com/egresskit/egress/store"
 )
-
-// commandLine is the command as typed, for the history.
-func commandLine() string {
-	args := append([]string{filepath.Base(os.Args[0])}, os.Args[1:]...)
-	for i, a := range args {
-		if strings.ContainsAny(a, " \t\"'") {
-			args[i] = strconv.Quote(a)
-		}
-	}
-	return strings.Join(args, " ")
-}
-
-// parseRate reads "50/s", "50" or "" (off).
-func parseRate(s string) (float64, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return 0, nil
-	}
-	v, err := strconv.ParseFloat(strings.TrimSuffix(s, "/s"), 64)
-	if err != nil || v <= 0 {
-		return 0, fmt.Errorf("--rollback-if-denied-rate: %q is not a rate such as 50/s", s)
-	}
-	return v, nil
-}
-
-// startGuard starts "egress-enforce confirm-guard" for generation n in a
-// session of its own, its output in a log next to the store, and lets it
-// go: it outlives this process, its terminal and a SIGKILL of it.
-func startGuard(cfg *config.Config, n uint64, rate float64) (int, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return 0, err
-	}
-	logPath := filepath.Join(filepath.Dir(cfg.DB), fmt.Sprintf("guard-%d.log", n))
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return 0, err
-	}
-	defer logFile.Close()
-	args := []string{"confirm-guard", "--db", cfg.DB, "--table", cfg.Table, "--generation", strconv.FormatUint(n, 10)}
-	if cfg.Netns != "" {
-		args = append(args, "--netns", enforce.Target{Netns: cfg.Netns}.Path())
-	}
-	if rate > 0 {
-		args = append(args, "--rollback-if-denied-rate", strconv.FormatFloat(rate, 'g', -1, 64))
-	}
-	cmd := exec.Command(self, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	cmd.Dir = "/"
-	if err := cmd.Start(); err != nil {
-		return 0, err
-	}
-	pid := cmd.Process.Pid
-	_ = cmd.Process.Release()
-	return pid, nil
-}
 
 func newConfirmGuard(g *cli.Globals) *cobra.Command {
 	var gen uint64
@@ -85,17 +25,15 @@ func newConfirmGuard(g *cli.Globals) *cobra.Command {
 		Short:  "Roll generation N back unless it is confirmed in time (started by apply --confirm-within)",
 		Hidden: true,
 		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		PreRun: func(*cobra.Command, []string) {
 			// Detached from any terminal; a stray signal of the session
 			// that started it must not stop it.
 			signal.Ignore(syscall.SIGHUP, syscall.SIGINT)
-			cfg, log, err := g.Load(cmd)
-			if err != nil {
-				return err
-			}
-			return enforce.GuardGeneration(cmd.Context(), cfg.DB, enforce.Target{Netns: cfg.Netns}, gen,
-				enforce.GuardOptions{MaxDeniedRate: rate, Logger: log})
 		},
+		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
+			return rollout.GuardGeneration(cmd.Context(), e.Cfg.DB, e.kernel, gen,
+				rollout.GuardOptions{MaxDeniedRate: rate, Logger: e.Log})
+		}),
 	}
 	netnsFlag(cmd, g)
 	cmd.Flags().Uint64Var(&gen, "generation", 0, "the pending generation")
@@ -109,22 +47,18 @@ func newConfirm(g *cli.Globals) *cobra.Command {
 		Use:   "confirm [--netns NAME|PATH]",
 		Short: "Keep the table applied with --confirm-within (stop its automatic rollback)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, _, err := g.Load(cmd)
+		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
+			st, err := e.WriteStore()
 			if err != nil {
 				return err
 			}
-			st, err := cli.WriteStore(cfg)
-			if err != nil {
-				return err
-			}
-			gen, err := enforce.Confirm(st, enforce.Target{Netns: cfg.Netns}, cfg.Table)
+			gen, err := rollout.Confirm(st, e.target, e.Cfg.Table)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "confirmed generation %d (%s mode); it stays\n", gen.N, gen.Mode)
 			return nil
-		},
+		}),
 	}
 	netnsFlag(cmd, g)
 	return cmd
@@ -148,30 +82,26 @@ drops traffic goes through the same check as apply --mode enforce (an empty
 baseline, or one that would cut off DNS, is refused); --force puts it back
 anyway. A pending current generation is marked rolled back.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := g.Load(cmd)
-			if err != nil {
-				return err
-			}
-			st, err := cli.WriteStore(cfg)
+		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
+			st, err := e.WriteStore()
 			if err != nil {
 				return err
 			}
 			if reason == "" {
 				reason = "rollback by hand"
 			}
-			gen, err := enforce.Rollback(st, enforce.Target{Netns: cfg.Netns}, cfg.Table, enforce.RollbackOptions{
-				To: to, Command: commandLine(), Reason: reason, Force: force, Logger: log})
+			gen, err := rollout.Rollback(st, e.kernel, e.Cfg.Table, rollout.RollbackOptions{
+				To: to, Command: commandLine(), Reason: reason, Force: force, Logger: e.Log})
 			if err != nil {
 				return err
 			}
-			if gen.Mode == enforce.ModeRemoved {
-				fmt.Fprintf(cmd.OutOrStdout(), "no earlier generation: removed table inet %s (generation %d)\n", cfg.Table, gen.N)
+			if gen.Mode == rollout.ModeRemoved {
+				fmt.Fprintf(cmd.OutOrStdout(), "no earlier generation: removed table inet %s (generation %d)\n", e.Cfg.Table, gen.N)
 				return nil
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "restored generation %d as generation %d (%s mode, %d elements)\n", gen.Restores, gen.N, gen.Mode, gen.Elements)
 			return nil
-		},
+		}),
 	}
 	netnsFlag(cmd, g)
 	cmd.Flags().Uint64Var(&to, "to", 0, "the generation to put back")
@@ -186,16 +116,12 @@ func newHistory(g *cli.Globals) *cobra.Command {
 		Use:   "history [--netns NAME|PATH] [--json]",
 		Short: "List the generations applied to our table",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, _, err := g.Load(cmd)
+		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
+			st, err := e.ReadStore()
 			if err != nil {
 				return err
 			}
-			st, err := cli.ReadStore(cfg)
-			if err != nil {
-				return err
-			}
-			gens, cur, err := enforce.History(st, enforce.Target{Netns: cfg.Netns}, cfg.Table)
+			gens, cur, err := rollout.History(st, e.target, e.Cfg.Table)
 			if err != nil {
 				return err
 			}
@@ -207,55 +133,92 @@ func newHistory(g *cli.Globals) *cobra.Command {
 				}{cur, nonNil(gens)})
 			}
 			if len(gens) == 0 {
-				fmt.Fprintf(w, "no generation of table inet %s in %s\n", cfg.Table, enforce.Target{Netns: cfg.Netns})
+				fmt.Fprintf(w, "no generation of table inet %s in %s\n", e.Cfg.Table, e.target)
 				return nil
 			}
-			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "  GEN\tTIME\tMODE\tELEMENTS\tSTATE\tCOMMAND\tREASON / NOTE")
-			for _, gen := range gens {
-				mark := " "
-				if gen.N == cur {
-					mark = "*"
-				}
-				mode := gen.Mode
-				if len(gen.EnforceUIDs) > 0 {
-					mode += " (enforce " + uids(gen.EnforceUIDs) + ")"
-				} else if len(gen.AuditUIDs) > 0 {
-					mode += " (audit " + uids(gen.AuditUIDs) + ")"
-				}
-				state := gen.State
-				if gen.Restores != 0 {
-					state += fmt.Sprintf(", restores %d", gen.Restores)
-				}
-				note := strings.TrimSpace(strings.Join([]string{gen.Reason, gen.Note}, "; "))
-				note = strings.Trim(note, "; ")
-				fmt.Fprintf(tw, "%s %d\t%s\t%s\t%d\t%s\t%s\t%s\n", mark, gen.N, gen.Time.Local().Format(time.DateTime),
-					mode, gen.Elements, state, gen.Command, note)
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			fmt.Fprintln(w, "* the current generation")
-			return nil
-		},
+			return writeHistory(w, gens, cur)
+		}),
 	}
 	netnsFlag(cmd, g)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the generations as JSON")
 	return cmd
 }
 
-func uids(u []uint32) string {
-	names := config.UserNames{}
-	s := make([]string, len(u))
-	for i, v := range u {
-		s[i] = names.Name(v)
+// writeHistory prints the generations for people, the current one marked.
+func writeHistory(w io.Writer, gens []store.Generation, cur uint64) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  GEN\tTIME\tMODE\tELEMENTS\tSTATE\tCOMMAND\tREASON / NOTE")
+	for _, gen := range gens {
+		mark := " "
+		if gen.N == cur {
+			mark = "*"
+		}
+		mode := gen.Mode
+		if len(gen.EnforceUIDs) > 0 {
+			mode += " (enforce " + uids(gen.EnforceUIDs) + ")"
+		} else if len(gen.AuditUIDs) > 0 {
+			mode += " (audit " + uids(gen.AuditUIDs) + ")"
+		}
+		state := gen.State
+		if gen.Restores != 0 {
+			state += fmt.Sprintf(", restores %d", gen.Restores)
+		}
+		note := strings.TrimSpace(strings.Join([]string{gen.Reason, gen.Note}, "; "))
+		note = strings.Trim(note, "; ")
+		fmt.Fprintf(tw, "%s %d\t%s\t%s\t%d\t%s\t%s\t%s\n", mark, gen.N, gen.Time.Local().Format(time.DateTime),
+			mode, gen.Elements, state, gen.Command, note)
 	}
-	return strings.Join(s, ",")
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "* the current generation")
+	return nil
 }
 
-func nonNil[T any](s []T) []T {
-	if s == nil {
-		return []T{}
+func newRemove(g *cli.Globals) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "remove [--netns NAME|PATH] [--reason TEXT]",
+		Short: "Delete our table (and only ours)",
+		Long: `remove deletes table inet egress and records the removal as a generation, so
+that restore (at boot) leaves no table either. A pending generation is ended:
+its guard has nothing left to roll back.`,
+		Args: cobra.NoArgs,
+		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
+			removed, err := removeTable(e, reason)
+			if err != nil {
+				return err
+			}
+			if removed {
+				fmt.Fprintf(cmd.OutOrStdout(), "removed table inet %s from %s\n", e.Cfg.Table, e.target)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "table inet %s is not installed in %s: nothing to remove\n", e.Cfg.Table, e.target)
+			}
+			return nil
+		}),
 	}
-	return s
+	netnsFlag(cmd, g)
+	cmd.Flags().StringVar(&reason, "reason", "", "why: kept in the history")
+	return cmd
+}
+
+// removeTable removes the table through the store when there is one (the
+// removal is recorded), else directly. A store that cannot be used does
+// not keep the table in: it is removed, and the error says restore would
+// put it back.
+func removeTable(e *env, reason string) (bool, error) {
+	if _, err := os.Stat(e.Cfg.DB); err != nil {
+		return e.kernel.Remove(e.Cfg.Table)
+	}
+	st, err := e.WriteStore()
+	if err == nil {
+		var removed bool
+		removed, _, err = rollout.Remove(st, e.kernel, e.Cfg.Table, rollout.Options{Command: commandLine(), Reason: reason, Logger: e.Log})
+		return removed, err
+	}
+	removed, rerr := e.kernel.Remove(e.Cfg.Table)
+	if rerr != nil {
+		return false, rerr
+	}
+	return removed, fmt.Errorf("the table is removed, but not recorded (restore would put it back): %w", err)
 }

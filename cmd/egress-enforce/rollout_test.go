@@ -16,8 +16,9 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/internal/lab"
+	"github.com/egresskit/egress/monitor"
 	"github.com/egresskit/egress/store"
 )
 
@@ -80,9 +81,9 @@ func (l *rolloutLab) history(t *testing.T) ([]store.Generation, uint64) {
 	return h.Generations, h.Current
 }
 
-func (l *rolloutLab) status(t *testing.T) enforce.Status {
+func (l *rolloutLab) status(t *testing.T) status {
 	t.Helper()
-	var st enforce.Status
+	var st status
 	if err := json.Unmarshal([]byte(l.run(t, "status", "--json")), &st); err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +158,7 @@ func TestConfirmKeepsTheTable(t *testing.T) {
 	if log := guardLog(t, l, 2); !strings.Contains(log, "is confirmed: nothing to roll back") || strings.Contains(log, "level=ERROR") {
 		t.Errorf("guard log:\n%s", log)
 	}
-	if st := l.status(t); st.Mode != enforce.ModeEnforce {
+	if st := l.status(t); st.Mode != plan.ModeEnforce {
 		t.Errorf("after confirm the mode is %s", st.Mode)
 	}
 	gens, cur := l.history(t)
@@ -176,7 +177,7 @@ func TestNoConfirmRollsBack(t *testing.T) {
 	before := time.Now()
 	l.run(t, "apply", "--mode", "enforce", "--confirm-within", "3s")
 	waitUntil(t, waitFor, "the rollback", func() bool { _, cur := l.history(t); return cur == 3 })
-	if st := l.status(t); st.Mode != enforce.ModeAudit || !reaches(l.nobody, 8081) {
+	if st := l.status(t); st.Mode != plan.ModeAudit || !reaches(l.nobody, 8081) {
 		t.Errorf("after the rollback the table is in %s mode", st.Mode)
 	}
 	gens, cur := l.history(t)
@@ -228,7 +229,7 @@ func TestKilledApplyStillRollsBack(t *testing.T) {
 				gens, cur := l.history(t)
 				return cur == 3 && gens[1].State == store.GenRolledBack
 			})
-			if st := l.status(t); st.Mode != enforce.ModeAudit {
+			if st := l.status(t); st.Mode != plan.ModeAudit {
 				t.Errorf("after the rollback the mode is %s", st.Mode)
 			}
 		})
@@ -243,17 +244,17 @@ func TestRollbackToAGeneration(t *testing.T) {
 	if out := l.run(t, "rollback", "--to", "1"); !strings.Contains(out, "restored generation 1 as generation 4") {
 		t.Errorf("rollback --to 1: %s", out)
 	}
-	if st := l.status(t); st.Mode != enforce.ModeAudit {
+	if st := l.status(t); st.Mode != plan.ModeAudit {
 		t.Errorf("after rollback --to 1: %s", st.Mode)
 	}
 	// The default goes back to the newest earlier table that differs: 3.
 	if out := l.run(t, "rollback"); !strings.Contains(out, "restored generation 3 as generation 5") {
 		t.Errorf("rollback: %s", out)
 	}
-	if st := l.status(t); st.Mode != enforce.ModeStaged || len(st.EnforceUIDs) != 1 || st.EnforceUIDs[0] != 4242 {
+	if st := l.status(t); st.Mode != plan.ModeStaged || len(st.EnforceUIDs) != 1 || st.EnforceUIDs[0] != 4242 {
 		t.Errorf("after rollback to 3: %+v", st)
 	}
-	var d enforce.Diff
+	var d plan.Diff
 	if err := json.Unmarshal([]byte(l.run(t, "diff", "--json", "--mode", "enforce", "--enforce-users", "4242")), &d); err != nil || !d.Empty() {
 		t.Errorf("the restored table differs from generation 3's plan: %+v %v", d, err)
 	}
@@ -276,7 +277,7 @@ func TestStagedEnforcement(t *testing.T) {
 	w := startWatch(t, l)
 	l.run(t, "apply", "--mode", "enforce", "--enforce-users", "nobody")
 	st := l.status(t)
-	if st.Mode != enforce.ModeStaged || len(st.EnforceUIDs) != 1 || st.EnforceUIDs[0] != 65534 || st.Policy != "accept" {
+	if st.Mode != plan.ModeStaged || len(st.EnforceUIDs) != 1 || st.EnforceUIDs[0] != 65534 || st.Policy != "accept" {
 		t.Errorf("status: %+v", st)
 	}
 	if human := l.run(t, "status"); !strings.Contains(human, "enforced: nobody") || !strings.Contains(human, "audited: everyone else") {
@@ -291,7 +292,7 @@ func TestStagedEnforcement(t *testing.T) {
 	if !reaches(l.other, 8081) {
 		t.Error("the audited user was blocked")
 	}
-	entries := w.waitEntries(t, func(es []enforce.LogEntry) bool {
+	entries := w.waitEntries(t, func(es []monitor.LogEntry) bool {
 		return hasEntry(es, "drop", 65534, 8081) && hasEntry(es, "audit", 4242, 8081)
 	})
 	for _, e := range entries {
@@ -302,7 +303,7 @@ func TestStagedEnforcement(t *testing.T) {
 
 	// The reverse: everyone enforced but uid 4242.
 	l.run(t, "apply", "--mode", "enforce", "--audit-users", "4242")
-	if st := l.status(t); st.Mode != enforce.ModeStaged || len(st.AuditUIDs) != 1 || st.Policy != "drop" {
+	if st := l.status(t); st.Mode != plan.ModeStaged || len(st.AuditUIDs) != 1 || st.Policy != "drop" {
 		t.Errorf("status with --audit-users: %+v", st)
 	}
 	if !reaches(l.other, 8081) || !cannotReach(l.nobody, 8081) {
@@ -313,7 +314,7 @@ func TestStagedEnforcement(t *testing.T) {
 	mustFail(t, enforceBin, l.env, []string{"no-such-user"}, "apply", "--mode", "enforce", "--enforce-users", "no-such-user")
 }
 
-func hasEntry(es []enforce.LogEntry, action string, uid uint32, port uint16) bool {
+func hasEntry(es []monitor.LogEntry, action string, uid uint32, port uint16) bool {
 	for _, e := range es {
 		if e.Action == action && e.UID != nil && *e.UID == uid && e.Port == port && e.Dst == netip.MustParseAddr(lab.ServerIP4) {
 			return true
@@ -358,14 +359,14 @@ func startWatch(t *testing.T, l *rolloutLab) *watcher {
 	return w
 }
 
-func (w *watcher) entries(t *testing.T) []enforce.LogEntry {
+func (w *watcher) entries(t *testing.T) []monitor.LogEntry {
 	t.Helper()
-	var out []enforce.LogEntry
+	var out []monitor.LogEntry
 	for _, line := range strings.Split(strings.TrimSpace(w.out.String()), "\n") {
 		if line == "" {
 			continue
 		}
-		var e enforce.LogEntry
+		var e monitor.LogEntry
 		if err := json.Unmarshal([]byte(line), &e); err != nil {
 			t.Fatalf("watch --json printed %q: %v", line, err)
 		}
@@ -374,9 +375,9 @@ func (w *watcher) entries(t *testing.T) []enforce.LogEntry {
 	return out
 }
 
-func (w *watcher) waitEntries(t *testing.T, cond func([]enforce.LogEntry) bool) []enforce.LogEntry {
+func (w *watcher) waitEntries(t *testing.T, cond func([]monitor.LogEntry) bool) []monitor.LogEntry {
 	t.Helper()
-	var es []enforce.LogEntry
+	var es []monitor.LogEntry
 	waitUntil(t, waitFor, "the monitor's entries", func() bool { es = w.entries(t); return cond(es) })
 	return es
 }
@@ -408,7 +409,7 @@ func TestMonitorMetricsAndDenied(t *testing.T) {
 		t.Fatal("a learned flow was blocked")
 	}
 	// Every drop is logged (NFLOG); the kernel's counter says how many.
-	es := w.waitEntries(t, func(es []enforce.LogEntry) bool {
+	es := w.waitEntries(t, func(es []monitor.LogEntry) bool {
 		drops := 0
 		for _, e := range es {
 			if e.Action == "drop" {
@@ -433,7 +434,7 @@ func TestMonitorMetricsAndDenied(t *testing.T) {
 	}
 	// Scrapes serve the last gathering (every --metrics-refresh): wait for
 	// one taken after the drops were counted and logged.
-	var st enforce.Status
+	var st status
 	var fams map[string]*dto.MetricFamily
 	var kernel float64
 	waitUntil(t, waitFor, "the metrics to count every logged drop", func() bool {
@@ -474,7 +475,7 @@ func TestMonitorMetricsAndDenied(t *testing.T) {
 	}
 
 	w.stop(t) // flushes the observations
-	var sum enforce.DeniedSummary
+	var sum monitor.DeniedSummary
 	if err := json.Unmarshal([]byte(l.run(t, "denied", "--json")), &sum); err != nil {
 		t.Fatal(err)
 	}
@@ -515,7 +516,7 @@ func TestDeniedRateRollsBackEarly(t *testing.T) {
 	burst := fmt.Sprintf("for i in $(seq 20); do echo x > /dev/udp/%s/9997; done", lab.ServerIP4)
 	waitUntil(t, waitFor, "the early rollback", func() bool {
 		_, _ = l.other.Run("bash", "-c", burst) // bursts until it happens, however fast the machine
-		return l.status(t).Mode == enforce.ModeAudit
+		return l.status(t).Mode == plan.ModeAudit
 	})
 	gens, _ := l.history(t)
 	if gens[1].State != store.GenRolledBack || !strings.Contains(gens[1].Note, "above --rollback-if-denied-rate 5/s") {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -16,8 +17,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/egresskit/egress/config"
-	"github.com/egresskit/egress/enforce"
+	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/enforce/rollout"
 	"github.com/egresskit/egress/internal/cli"
+	"github.com/egresskit/egress/monitor"
 	"github.com/egresskit/egress/store"
 )
 
@@ -36,7 +39,7 @@ what was gathered last (every --metrics-refresh): a scrape never waits on
 the kernel, the store or the monitor.
 
 Its memory is bounded whatever the number of distinct destinations denied:
-the top destinations come from a bounded summary, and at most ` + strconv.Itoa(enforce.DefaultPendingCapacity) + `
+the top destinations come from a bounded summary, and at most ` + strconv.Itoa(monitor.DefaultPendingCapacity) + `
 destinations are kept between two flushes (the packets of others are
 counted as unrecorded). Every hour it prunes the store: observations,
 per-minute denials and learning runs older than retention (default 90d),
@@ -54,64 +57,45 @@ func newWatch(g *cli.Globals) *cobra.Command {
 		Short: "Monitor denied (and audited) packets: print them, record them, export metrics",
 		Long:  watchHelp,
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := g.Load(cmd)
-			if err != nil {
-				return err
-			}
+		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
 			if os.Getenv("GOMEMLIMIT") == "" {
 				debug.SetMemoryLimit(watchMemoryLimit)
 			}
-			target := enforce.Target{Netns: cfg.Netns}
-			st, err := cli.WriteStore(cfg)
+			st, err := e.WriteStore()
 			if err != nil {
 				return err
 			}
 			names := config.UserNames{}
-			mon := enforce.NewMonitor()
-			out := make(chan enforce.LogEntry, 1024)
-			go func() {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				for e := range out {
-					if asJSON {
-						_ = enc.Encode(e)
-						continue
-					}
-					user := "none"
-					if e.UID != nil {
-						user = fmt.Sprintf("%d (%s)", *e.UID, names.Name(*e.UID))
-					}
-					fmt.Fprintf(cmd.OutOrStdout(), "%s %-5s uid %s %s %s\n", e.Time.Local().Format(time.TimeOnly), e.Action, user,
-						enforce.ProtoName(e.Proto), netip.AddrPortFrom(e.Dst, e.Port))
-				}
-			}()
+			mon := monitor.NewMonitor()
+			out := make(chan monitor.LogEntry, 1024)
+			go printEntries(cmd.OutOrStdout(), out, asJSON, names.Name)
 			defer close(out)
-			ctx := cmd.Context()
+			ctx, cfg := cmd.Context(), e.Cfg
 			if metricsAddr != "" {
-				coll := &enforce.Collector{Monitor: mon, Target: target, Table: cfg.Table, Store: st, UserName: names.Name, TopK: topK}
-				stop, err := serveCollector(ctx, log, metricsAddr, coll, refresh)
+				coll := &monitor.Collector{Monitor: mon, Target: e.target, Table: cfg.Table, Store: st, UserName: names.Name, TopK: topK}
+				stop, err := serveCollector(ctx, e.Log, metricsAddr, coll, refresh)
 				if err != nil {
 					return err
 				}
 				defer stop()
 			}
-			log.Info("watching", "netns", cfg.Netns, "nflog_group", cfg.NFLOGGroup, "db", cfg.DB)
-			return enforce.Watch(ctx, target, mon, enforce.WatchOptions{
+			e.Log.Info("watching", "netns", cfg.Netns, "nflog_group", cfg.NFLOGGroup, "db", cfg.DB)
+			return monitor.Watch(ctx, e.target, mon, monitor.WatchOptions{
 				Group: uint16(cfg.NFLOGGroup), Store: st, Flush: cfg.FlushInterval,
-				OnEntry: func(e enforce.LogEntry) {
+				OnEntry: func(le monitor.LogEntry) {
 					if quiet {
 						return
 					}
 					select {
-					case out <- e:
+					case out <- le:
 					default: // a slow terminal must not stall the monitor
 					}
 				},
-				OnFlushError: func(err error) { log.Warn("keeping observations for the next flush", "err", err) },
+				OnFlushError: func(err error) { e.Log.Warn("keeping observations for the next flush", "err", err) },
 				Prune:        &store.PruneOptions{Retention: cfg.Retention, KeepGenerations: cfg.KeepGenerations},
-				OnPrune:      pruneLogger(log, cfg),
+				OnPrune:      pruneLogger(e.Log, cfg),
 			})
-		},
+		}),
 	}
 	netnsFlag(cmd, g)
 	f := cmd.Flags()
@@ -125,10 +109,27 @@ func newWatch(g *cli.Globals) *cobra.Command {
 	return cmd
 }
 
+// printEntries prints the logged packets it receives, until out closes.
+func printEntries(w io.Writer, out <-chan monitor.LogEntry, asJSON bool, userName func(uint32) string) {
+	enc := json.NewEncoder(w)
+	for e := range out {
+		if asJSON {
+			_ = enc.Encode(e)
+			continue
+		}
+		user := "none"
+		if e.UID != nil {
+			user = fmt.Sprintf("%d (%s)", *e.UID, userName(*e.UID))
+		}
+		fmt.Fprintf(w, "%s %-5s uid %s %s %s\n", e.Time.Local().Format(time.TimeOnly), e.Action, user,
+			plan.ProtoName(e.Proto), netip.AddrPortFrom(e.Dst, e.Port))
+	}
+}
+
 // serveCollector gathers the collector's metrics (with the Go runtime's
 // and the process's) now and every interval in the background, and serves
 // the last gathering on addr.
-func serveCollector(ctx context.Context, log *slog.Logger, addr string, coll *enforce.Collector, every time.Duration) (stop func(), err error) {
+func serveCollector(ctx context.Context, log *slog.Logger, addr string, coll *monitor.Collector, every time.Duration) (stop func(), err error) {
 	if every <= 0 {
 		return nil, fmt.Errorf("--metrics-refresh: %s is not a positive duration", every)
 	}
@@ -174,21 +175,18 @@ The plans the current generation and a rollback need are kept whatever
 their age. "egress-enforce watch" does this every hour. Learned flows, DNS
 names and the generations' records are never pruned.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, _, err := g.Load(cmd)
+		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
+			st, err := e.WriteStore()
 			if err != nil {
 				return err
 			}
-			st, err := cli.WriteStore(cfg)
+			now, err := e.Now()
 			if err != nil {
 				return err
 			}
-			now, err := g.Now()
-			if err != nil {
-				return err
-			}
+			cfg := e.Cfg
 			res, err := st.Prune(store.PruneOptions{Now: now, Retention: cfg.Retention, KeepGenerations: cfg.KeepGenerations,
-				KeepPlans: enforce.PlansToKeep})
+				KeepPlans: rollout.PlansToKeep})
 			if err != nil {
 				return err
 			}
@@ -198,7 +196,7 @@ names and the generations' records are never pruned.`,
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "pruned %d observations, %d minutes of denials, %d runs (older than %s), %d plans (past the newest %d generations)\n",
 				res.Observations, res.Denials, res.Runs, cfg.Retention, res.Plans, cfg.KeepGenerations)
 			return err
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print what was pruned as JSON")
 	return cmd
@@ -218,17 +216,12 @@ logged packets per minute before and after the last apply (the error rate
 after a policy change). --since keeps destinations seen within that long and
 sets the window before the apply (default: everything, and an hour).`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, _, err := g.Load(cmd)
+		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
+			st, err := e.ReadStore()
 			if err != nil {
 				return err
 			}
-			st, err := cli.ReadStore(cfg)
-			if err != nil {
-				return err
-			}
-			names := config.UserNames{}
-			sum, err := enforce.Denied(st, enforce.Target{Netns: cfg.Netns}, cfg.Table, since, time.Now(), names.Name)
+			sum, err := monitor.Denied(st, e.target, e.Cfg.Table, since, time.Now(), config.UserNames{}.Name)
 			if err != nil {
 				return err
 			}
@@ -236,7 +229,7 @@ sets the window before the apply (default: everything, and an hour).`,
 				return printJSON(cmd.OutOrStdout(), sum)
 			}
 			return sum.Write(cmd.OutOrStdout(), top)
-		},
+		}),
 	}
 	netnsFlag(cmd, g)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")

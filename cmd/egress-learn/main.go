@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/egresskit/egress/config"
+	"github.com/egresskit/egress/internal/cgroupbpf"
 	"github.com/egresskit/egress/internal/cli"
 	"github.com/egresskit/egress/learn"
 	"github.com/egresskit/egress/store"
@@ -90,38 +90,13 @@ none, those from the answers of the local resolvers of dns_resolver_users
 (--dns-resolver-users; default: root and the usual resolver daemons' users
 this host has), never another user's.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := g.Load(cmd)
+		RunE: g.RunE(func(cmd *cobra.Command, e *cli.Env) error {
+			lc, err := learnConfig(e.Cfg, e.Log, duration)
 			if err != nil {
 				return err
 			}
-			cgroup := cfg.Cgroup
-			if cgroup == "" {
-				if cgroup, err = learn.Cgroup2Mount(); err != nil {
-					return err
-				}
-			}
 			if duration < 0 {
 				return fmt.Errorf("--duration: %s is negative", duration)
-			}
-			lc := learn.Config{
-				DB:       cfg.DB,
-				Cgroup:   cgroup,
-				Duration: duration,
-				Flush:    cfg.FlushInterval,
-				Filter: learn.Filter{
-					Users:    cfg.IgnoreUIDs,
-					Prefixes: cfg.IgnorePrefixes,
-					Ports:    cfg.IgnorePortList,
-					Loopback: cfg.IgnoreLoopback,
-				},
-				Resolvers:    cfg.DNSResolverUIDs,
-				Probe:        learn.DefaultProbeOptions(),
-				SummaryEvery: cfg.SummaryInterval,
-				Log:          log,
-			}
-			if isTerminal(os.Stderr) {
-				lc.Status = os.Stderr
 			}
 			if metricsAddr != "" {
 				reg := prometheus.NewRegistry()
@@ -132,22 +107,59 @@ this host has), never another user's.`,
 				}
 				defer stop()
 				lc.Metrics = reg
-				log.Info("serving metrics", "addr", "http://"+addr+"/metrics")
+				e.Log.Info("serving metrics", "addr", "http://"+addr+"/metrics")
 			}
 			sum, err := learn.Run(cmd.Context(), lc)
 			if sum != nil {
 				s := sum.Status
-				log.Info("learning stopped", "run", sum.Run.ID, "elapsed", s.Elapsed.Round(time.Second),
+				e.Log.Info("learning stopped", "run", sum.Run.ID, "elapsed", s.Elapsed.Round(time.Second),
 					"events", s.Events, "flows", s.Flows, "lost_events", sum.Probe.Lost(), "dns_answers", s.DNSAnswers,
-					"dns_lost", sum.Run.DNSLost, "dns_ignored", sum.Probe.DNS.Ignored(), "db", cfg.DB)
+					"dns_lost", sum.Run.DNSLost, "dns_ignored", sum.Probe.DNS.Ignored(), "db", e.Cfg.DB)
 			}
 			return err
-		},
+		}),
 	}
+	runFlags(cmd, g, &duration, &metricsAddr)
+	return cmd
+}
+
+// learnConfig is the learner's configuration from the settings.
+func learnConfig(cfg *config.Config, log *slog.Logger, duration time.Duration) (learn.Config, error) {
+	cgroup := cfg.Cgroup
+	if cgroup == "" {
+		var err error
+		if cgroup, err = cgroupbpf.Mount(); err != nil {
+			return learn.Config{}, err
+		}
+	}
+	lc := learn.Config{
+		DB:       cfg.DB,
+		Cgroup:   cgroup,
+		Duration: duration,
+		Flush:    cfg.FlushInterval,
+		Filter: learn.Filter{
+			Users:    cfg.IgnoreUIDs,
+			Prefixes: cfg.IgnorePrefixes,
+			Ports:    cfg.IgnorePortList,
+			Loopback: cfg.IgnoreLoopback,
+		},
+		Resolvers:    cfg.DNSResolverUIDs,
+		Probe:        learn.DefaultProbeOptions(),
+		SummaryEvery: cfg.SummaryInterval,
+		Log:          log,
+	}
+	if isTerminal(os.Stderr) {
+		lc.Status = os.Stderr
+	}
+	return lc, nil
+}
+
+// runFlags are run's flags.
+func runFlags(cmd *cobra.Command, g *cli.Globals, duration *time.Duration, metricsAddr *string) {
 	f := cmd.Flags()
 	f.String("cgroup", "", "cgroup v2 directory to learn from (default: the root of the cgroup2 mount)")
-	f.DurationVar(&duration, "duration", 0, "stop after this long (default: until SIGINT/SIGTERM)")
-	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9311): events, lost events, distinct flows, seconds since the last new flow, DNS answers used and ignored")
+	f.DurationVar(duration, "duration", 0, "stop after this long (default: until SIGINT/SIGTERM)")
+	f.StringVar(metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9311): events, lost events, distinct flows, seconds since the last new flow, DNS answers used and ignored")
 	f.String("flush-interval", "5s", "how often batched observations are committed to the store")
 	f.Bool("ignore-loopback", true, "do not record connections to 127.0.0.0/8 and ::1")
 	f.StringSlice("ignore-users", nil, "users (names or UIDs) whose connections are not recorded")
@@ -161,7 +173,6 @@ this host has), never another user's.`,
 	g.Loader.Bind("ignore_cidrs", "ignore-cidrs")
 	g.Loader.Bind("ignore_ports", "ignore-ports")
 	g.Loader.Bind("dns_resolver_users", "dns-resolver-users")
-	return cmd
 }
 
 func newReport(g *cli.Globals) *cobra.Command {
@@ -178,18 +189,12 @@ It can run while a learner writes to the same store.
 --json prints an array of flow objects (uid, user, proto, ip, port, hostnames,
 hits, first_seen, last_seen, processes, cgroups) for scripts.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, _, err := g.Load(cmd)
+		RunE: g.RunE(func(cmd *cobra.Command, e *cli.Env) error {
+			now, err := e.Now()
 			if err != nil {
 				return err
 			}
-			now, err := g.Now()
-			if err != nil {
-				return err
-			}
-			opts := learn.ReportOptions{Now: now, StaleAfter: staleAfter}
-			names := config.UserNames{}
-			opts.UserName = names.Name
+			opts := learn.ReportOptions{Now: now, StaleAfter: staleAfter, UserName: config.UserNames{}.Name}
 			if userArg != "" {
 				uid, err := config.LookupUID(userArg)
 				if err != nil {
@@ -197,7 +202,7 @@ hits, first_seen, last_seen, processes, cgroups) for scripts.`,
 				}
 				opts.UID = &uid
 			}
-			st, err := cli.ReadStore(cfg)
+			st, err := e.ReadStore()
 			if err != nil {
 				return err
 			}
@@ -209,24 +214,30 @@ hits, first_seen, last_seen, processes, cgroups) for scripts.`,
 			if asJSON {
 				return learn.WriteReportJSON(cmd.OutOrStdout(), rows)
 			}
-			var flows []store.Flow
-			for _, f := range snap.Flows {
-				if (opts.UID == nil || f.UID == *opts.UID) && f.State(now, 0) != store.StateRetired {
-					flows = append(flows, f)
-				}
-			}
-			conv := store.Converge(flows, now, 7, stableAfter)
-			for i := range conv {
-				conv[i].User = names.Name(conv[i].UID)
-			}
-			return learn.WriteReportTable(cmd.OutOrStdout(), rows, snap.Runs, conv, now)
-		},
+			return learn.WriteReportTable(cmd.OutOrStdout(), rows, snap.Runs, convergence(snap.Flows, opts, stableAfter), now)
+		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of flows")
 	cmd.Flags().StringVar(&userArg, "user", "", "only this user's flows (name or UID)")
 	cmd.Flags().DurationVar(&staleAfter, "stale-after", 30*24*time.Hour, "approved flows not seen for this long are shown as stale")
 	cmd.Flags().DurationVar(&stableAfter, "stable-after", 72*time.Hour, "a user has converged when no new destination appeared for this long")
 	return cmd
+}
+
+// convergence is each reported user's convergence: when its last new
+// destination appeared, and how many appeared each day of the last week.
+func convergence(all []store.Flow, o learn.ReportOptions, stableAfter time.Duration) []store.Convergence {
+	var flows []store.Flow
+	for _, f := range all {
+		if (o.UID == nil || f.UID == *o.UID) && f.State(o.Now, 0) != store.StateRetired {
+			flows = append(flows, f)
+		}
+	}
+	conv := store.Converge(flows, o.Now, 7, stableAfter)
+	for i := range conv {
+		conv[i].User = o.UserName(conv[i].UID)
+	}
+	return conv
 }
 
 func newExport(g *cli.Globals) *cobra.Command {
@@ -240,16 +251,12 @@ document. "egress-enforce generate --from a.json --from b.json" merges the
 exports of several hosts into one role baseline, keeping which hosts saw
 each flow, so a fleet shares one reviewed nft file.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, _, err := g.Load(cmd)
+		RunE: g.RunE(func(cmd *cobra.Command, e *cli.Env) error {
+			now, err := e.Now()
 			if err != nil {
 				return err
 			}
-			now, err := g.Now()
-			if err != nil {
-				return err
-			}
-			st, err := cli.ReadStore(cfg)
+			st, err := e.ReadStore()
 			if err != nil {
 				return err
 			}
@@ -263,26 +270,20 @@ each flow, so a fleet shares one reviewed nft file.`,
 				}
 			}
 			names := config.UserNames{}
-			e := store.Export{Format: store.ExportFormat, Host: host, Exported: now.UTC(), Users: map[uint32]string{}, Flows: flows}
-			if e.Flows == nil {
-				e.Flows = []store.Flow{}
+			x := store.Export{Format: store.ExportFormat, Host: host, Exported: now.UTC(), Users: map[uint32]string{}, Flows: flows}
+			if x.Flows == nil {
+				x.Flows = []store.Flow{}
 			}
 			for _, f := range flows {
-				e.Users[f.UID] = names.Name(f.UID)
+				x.Users[f.UID] = names.Name(f.UID)
 			}
-			w := cmd.OutOrStdout()
-			if out != "" && out != "-" {
-				f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-				if err != nil {
-					return fmt.Errorf("write %s: %w", out, err)
-				}
-				defer f.Close()
-				w = f
+			w, err := cli.Output(cmd, out, 0o600)
+			if err != nil {
+				return err
 			}
-			enc := json.NewEncoder(w)
-			enc.SetIndent("", "  ")
-			return enc.Encode(e)
-		},
+			defer w.Close()
+			return cli.PrintJSON(w, x)
+		}),
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "write to FILE instead of standard output")
 	cmd.Flags().StringVar(&host, "host", "", "the host name to record (default: this host's)")

@@ -4,7 +4,9 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -13,7 +15,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/spf13/cobra"
 
 	"github.com/egresskit/egress/config"
@@ -63,6 +64,60 @@ func (g *Globals) Load(cmd *cobra.Command) (*config.Config, *slog.Logger, error)
 	}
 	level, _ := cfg.SlogLevel()
 	return cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})), nil
+}
+
+// Env is what a command's body works with: the configuration, loaded
+// with the command's flags, and its logger.
+type Env struct {
+	Cfg *config.Config
+	Log *slog.Logger
+	g   *Globals
+}
+
+// RunE is a cobra RunE that loads the configuration, then runs body: the
+// preamble every command shares.
+func (g *Globals) RunE(body func(cmd *cobra.Command, e *Env) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		cfg, log, err := g.Load(cmd)
+		if err != nil {
+			return err
+		}
+		return body(cmd, &Env{Cfg: cfg, Log: log, g: g})
+	}
+}
+
+// Now is the time the command works at (--now when given).
+func (e *Env) Now() (time.Time, error) { return e.g.Now() }
+
+// ReadStore opens the configured store for reading.
+func (e *Env) ReadStore() (*store.Store, error) { return ReadStore(e.Cfg) }
+
+// WriteStore opens the configured store for writing, creating and
+// migrating it as needed.
+func (e *Env) WriteStore() (*store.Store, error) { return WriteStore(e.Cfg) }
+
+// Output is where a command writes: standard output, or the file path
+// (mode perm, truncated) when path is neither "" nor "-". Close it when done.
+func Output(cmd *cobra.Command, path string, perm os.FileMode) (io.WriteCloser, error) {
+	if path == "" || path == "-" {
+		return nopCloser{cmd.OutOrStdout()}, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return f, nil
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
+// PrintJSON writes v as indented JSON.
+func PrintJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // ConfigHelp is the paragraph on settings both commands print in --help.

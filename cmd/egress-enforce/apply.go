@@ -1,0 +1,249 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/egresskit/egress/config"
+	"github.com/egresskit/egress/enforce/baseline"
+	"github.com/egresskit/egress/enforce/nft"
+	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/enforce/rollout"
+	"github.com/egresskit/egress/internal/cli"
+	"github.com/egresskit/egress/store"
+)
+
+// rolloutFlags are the flags of the commands that apply a table as a new
+// generation: apply and reconcile --apply.
+type rolloutFlags struct {
+	force         bool
+	confirmWithin time.Duration
+	deniedRate    string
+	reason        string
+}
+
+func (r *rolloutFlags) add(f *pflag.FlagSet, forceHelp, confirmHelp, rateHelp, reasonHelp string) {
+	f.BoolVar(&r.force, "force", false, forceHelp)
+	f.DurationVar(&r.confirmWithin, "confirm-within", 0, confirmHelp)
+	f.StringVar(&r.deniedRate, "rollback-if-denied-rate", "", rateHelp)
+	f.StringVar(&r.reason, "reason", "", reasonHelp)
+}
+
+// preApply runs the checks of every path that can install a table that
+// drops: the pre-apply check of the plan (plan.Guard; --force turns a
+// refusal into a warning); a baseline that could not be read stops a plan
+// that drops nothing too; and a table that follows names needs its follow
+// mark unused (--force overrides that too where forceMark).
+func preApply(e *env, p *plan.Plan, baselineErr error, force, forceMark bool) error {
+	if err := plan.Guard(p, baselineErr); err != nil {
+		if !force {
+			return err
+		}
+		slog.Warn("--force: " + err.Error())
+	}
+	if baselineErr != nil && !p.Drops() {
+		return baselineErr
+	}
+	if err := e.kernel.CheckPlanMark(p); err != nil {
+		switch {
+		case !forceMark:
+			return err
+		case !force:
+			return fmt.Errorf("%w (pass --force to apply anyway)", err)
+		}
+		slog.Warn("--force: " + err.Error())
+	}
+	return nil
+}
+
+// applied is a generation rollOut applied, with the store it is in.
+type applied struct {
+	gen *store.Generation
+	res *nft.ApplyResult
+	st  *store.Store
+}
+
+// rollOut applies p as a new generation (rollout.Apply), with a guard
+// process when it has a confirm window: the one path of apply and
+// reconcile --apply. forcePending: --force rolls a pending generation
+// back first.
+func rollOut(e *env, p *plan.Plan, r rolloutFlags, forcePending bool) (*applied, error) {
+	rate, err := parseRate(r.deniedRate)
+	if err != nil {
+		return nil, err
+	}
+	if rate > 0 && r.confirmWithin <= 0 {
+		return nil, fmt.Errorf("--rollback-if-denied-rate needs --confirm-within")
+	}
+	st, err := e.WriteStore()
+	if err != nil {
+		return nil, fmt.Errorf("record the generation: %w", err)
+	}
+	gen, res, err := rollout.Apply(e.kernel, p, rollout.Options{
+		Store: st, Command: commandLine(), Reason: r.reason, ConfirmWithin: r.confirmWithin, Force: forcePending && r.force,
+		StartGuard: func(n uint64) (int, error) { return startGuard(e.Cfg, n, rate) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &applied{gen: gen, res: res, st: st}, nil
+}
+
+func newApply(g *cli.Globals) *cobra.Command {
+	var dryRun, asJSON bool
+	var r rolloutFlags
+	cmd := &cobra.Command{
+		Use:   "apply [--db PATH] [--mode audit|enforce] [--netns NAME|PATH] [--dry-run] [--force]",
+		Short: "Replace our table in the kernel with the one built from the baseline",
+		Long: `apply replaces table inet egress in one netlink transaction (add table, delete
+table, add table and its contents, in one batch): no packet ever meets a
+missing or half-built table. If the kernel rejects the batch, the previous
+table stays as it was. The result is read back to verify it.
+
+Every plan that drops (--mode enforce, and staged enforcement either way)
+is refused for a missing or unreadable baseline, an empty one, and one that
+would cut off DNS, unless --force. A table that follows names is refused
+when another table or a routing rule of the namespace uses its follow_mark
+bit, unless --force. --dry-run shows what would change and applies nothing.
+
+With --netns NAME the DNS servers come from /etc/netns/NAME/resolv.conf when
+it exists, else /etc/resolv.conf (a configured resolv_conf wins); the log
+and --json say which.
+
+Staged enforcement: --mode enforce --enforce-users alice,www-data drops only
+for those users and keeps logging (not dropping) for everyone else;
+--audit-users is the reverse. One table, one datapath.
+
+Every apply is recorded as a generation in the store (history, rollback).
+--confirm-within 2m makes it commit-confirmed: unless "egress-enforce confirm"
+runs within 2 minutes, the previous generation is put back. A guard process
+of its own does it, detached from the terminal: it still happens if the
+session that ran apply dies or apply is killed. --rollback-if-denied-rate 50/s
+also rolls back early when the table drops more than 50 packets a second.
+While a generation is pending, another apply is refused; --force rolls the
+pending one back first. Applies, rollbacks and restores wait for each other
+(a lock beside the store).`,
+		Args: cobra.NoArgs,
+		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
+			b, err := buildPlan(cmd, e)
+			if err != nil {
+				return err
+			}
+			if err := preApply(e, b.plan, b.baselineErr, r.force, true); err != nil {
+				return err
+			}
+			if dryRun {
+				return writeDiff(cmd, e, b.plan, asJSON, "dry run: nothing applied\n")
+			}
+			a, err := rollOut(e, b.plan, r, true)
+			if err != nil {
+				return err
+			}
+			if err := baseline.ApprovePlan(a.st, b.plan, a.gen.N, b.opts.Now); err != nil {
+				return err
+			}
+			return writeApplied(cmd, e, b.plan, a, r.confirmWithin, asJSON)
+		}),
+	}
+	planFlags(cmd, g)
+	netnsFlag(cmd, g)
+	f := cmd.Flags()
+	f.BoolVar(&dryRun, "dry-run", false, "show what would change, apply nothing")
+	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	r.add(f, "enforce even when the baseline is missing, empty or would cut off DNS; roll back a pending generation first",
+		"roll back unless \"egress-enforce confirm\" runs within this long (e.g. 2m)",
+		"with --confirm-within: roll back early when drops exceed this rate (e.g. 50/s)",
+		"why this apply: kept in the history")
+	return cmd
+}
+
+// writeApplied says what apply did.
+func writeApplied(cmd *cobra.Command, e *env, p *plan.Plan, a *applied, confirmWithin time.Duration, asJSON bool) error {
+	w := cmd.OutOrStdout()
+	if asJSON {
+		return printJSON(w, struct {
+			Generation uint64 `json:"generation"`
+			State      string `json:"state"`
+			*nft.ApplyResult
+			dnsServers
+		}{a.gen.N, a.gen.State, a.res, dnsOf(p)})
+	}
+	fmt.Fprintf(w, "applied generation %d: table inet %s in %s, %s mode, %d elements, %d rules, in %s; read back and verified\n",
+		a.gen.N, p.Table, e.target, p.Mode, a.res.Elements, a.res.Rules, a.res.Took.Round(time.Millisecond))
+	if confirmWithin > 0 {
+		back := fmt.Sprintf("generation %d", a.gen.RollbackTo)
+		if a.gen.RollbackTo == 0 {
+			back = "no table (it will be removed)"
+		}
+		fmt.Fprintf(w, "run \"egress-enforce confirm\" before %s (within %s), or the guard (pid %d) rolls back to %s\n",
+			a.gen.Deadline.Local().Format(time.TimeOnly), confirmWithin, a.gen.GuardPID, back)
+	}
+	return nil
+}
+
+// commandLine is the command as typed, for the history.
+func commandLine() string {
+	args := append([]string{filepath.Base(os.Args[0])}, os.Args[1:]...)
+	for i, a := range args {
+		if strings.ContainsAny(a, " \t\"'") {
+			args[i] = strconv.Quote(a)
+		}
+	}
+	return strings.Join(args, " ")
+}
+
+// parseRate reads "50/s", "50" or "" (off).
+func parseRate(s string) (float64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	v, err := strconv.ParseFloat(strings.TrimSuffix(s, "/s"), 64)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("--rollback-if-denied-rate: %q is not a rate such as 50/s", s)
+	}
+	return v, nil
+}
+
+// startGuard starts "egress-enforce confirm-guard" for generation n in a
+// session of its own, its output in a log next to the store, and lets it
+// go: it outlives this process, its terminal and a SIGKILL of it.
+func startGuard(cfg *config.Config, n uint64, rate float64) (int, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	logPath := filepath.Join(filepath.Dir(cfg.DB), fmt.Sprintf("guard-%d.log", n))
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	defer logFile.Close()
+	args := []string{"confirm-guard", "--db", cfg.DB, "--table", cfg.Table, "--generation", strconv.FormatUint(n, 10)}
+	if cfg.Netns != "" {
+		args = append(args, "--netns", nft.Target{Netns: cfg.Netns}.Path())
+	}
+	if rate > 0 {
+		args = append(args, "--rollback-if-denied-rate", strconv.FormatFloat(rate, 'g', -1, 64))
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Dir = "/"
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	pid := cmd.Process.Pid
+	_ = cmd.Process.Release()
+	return pid, nil
+}

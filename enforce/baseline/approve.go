@@ -1,0 +1,48 @@
+package baseline
+
+import (
+	"time"
+
+	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/store"
+)
+
+// ApprovePlan marks the flows of an applied plan approved by generation n
+// (those not approved before): later learning records new flows as
+// candidates for a reviewed reconcile instead.
+func ApprovePlan(st *store.Store, p *plan.Plan, n uint64, now time.Time) error {
+	var keys []store.FlowKey
+	for _, s := range p.Sets {
+		for _, e := range s.Elements {
+			keys = append(keys, store.FlowKey{UID: e.UID, Proto: e.Proto, IP: e.IP, Port: e.Port})
+		}
+	}
+	return st.SetApproval(keys, func(f *store.Flow) {
+		if f.Approved == 0 {
+			f.Approved, f.ApprovedAt, f.ApprovedNames = n, now.UTC(), f.Hostnames
+			f.Retired = time.Time{}
+		}
+	})
+}
+
+// Approve records an applied proposal as generation n: what it added is
+// approved (a destination only the monitor saw is added to the store with
+// what the monitor knew of it), what it removed is retired.
+func (p *Proposal) Approve(st *store.Store, n uint64, now time.Time) error {
+	added := map[store.FlowKey]Change{}
+	for _, c := range p.Adding() {
+		added[c.key] = c
+	}
+	if err := st.SetApproval(Keys(p.Adding()), func(f *store.Flow) {
+		if f.Hits == 0 { // a destination only the monitor saw
+			c := added[f.FlowKey]
+			f.Hits, f.FirstSeen, f.LastSeen, f.Hostnames = c.Hits, c.FirstSeen, c.LastSeen, c.Hostnames
+		}
+		f.Approved, f.ApprovedAt, f.ApprovedNames, f.Retired = n, now.UTC(), f.Hostnames, time.Time{}
+	}); err != nil {
+		return err
+	}
+	return st.SetApproval(Keys(p.Removals), func(f *store.Flow) {
+		f.Approved, f.ApprovedAt, f.ApprovedNames, f.Retired = 0, time.Time{}, nil, now.UTC()
+	})
+}

@@ -1,0 +1,198 @@
+package baseline
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/store"
+)
+
+// ReadExport reads a file written by "egress-learn export" and checks it
+// (CheckExport): an export is another host's word, and a fleet is only as
+// safe as its least safe host. Warnings say what was left out.
+func ReadExport(path string) (*store.Export, []string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read export: %w", err)
+	}
+	var e store.Export
+	if err := json.Unmarshal(data, &e); err != nil {
+		return nil, nil, fmt.Errorf("read export %s: not an egress baseline: %w", path, err)
+	}
+	if e.Format != store.ExportFormat {
+		return nil, nil, fmt.Errorf("read export %s: format %q, want %q", path, e.Format, store.ExportFormat)
+	}
+	warnings, err := CheckExport(&e)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read export %s: %w", path, err)
+	}
+	for i, w := range warnings {
+		warnings[i] = path + ": " + w
+	}
+	return &e, warnings, nil
+}
+
+// CheckExport refuses an export whose host name, user names, addresses or
+// protocols are not what a learner writes: a host name and user names of
+// letters, digits, '.', '_' and '-' (a user name may end in '$'),
+// addresses without a zone (IPv4-mapped ones are unmapped), a protocol
+// number. A hostname of a flow that is not a DNS name (a forged DNS answer
+// can put anything there) is left out with a warning. Ports and protocols
+// are numbers by type (JSON refuses what does not fit).
+func CheckExport(e *store.Export) ([]string, error) {
+	if !validHost(e.Host, 253, false) {
+		return nil, fmt.Errorf("host %q is not a host name (letters, digits, '.', '_', '-'; 253 at most)", e.Host)
+	}
+	for uid, name := range e.Users {
+		if !validHost(name, 64, true) {
+			return nil, fmt.Errorf("user %q (uid %d) is not a user name (letters, digits, '.', '_', '-', a final '$'; 64 at most)", name, uid)
+		}
+	}
+	var warnings []string
+	for i := range e.Flows {
+		f := &e.Flows[i]
+		if err := plan.CheckAddr(f.IP); err != nil {
+			return nil, fmt.Errorf("flow #%d (uid %d, port %d): %w", i+1, f.UID, f.Port, err)
+		}
+		f.IP = f.IP.Unmap()
+		if f.Proto == 0 {
+			return nil, fmt.Errorf("flow #%d (uid %d, %s): no protocol", i+1, f.UID, f.IP)
+		}
+		names := f.Hostnames[:0:0]
+		for _, n := range f.Hostnames {
+			if n := strings.ToLower(n); plan.ValidName(n, false) {
+				names = append(names, n)
+				continue
+			}
+			warnings = append(warnings, fmt.Sprintf("flow uid %d %s %s: hostname %q left out: not a DNS name",
+				f.UID, plan.ProtoName(f.Proto), netip.AddrPortFrom(f.IP, f.Port), n))
+		}
+		f.Hostnames = names
+	}
+	return warnings, nil
+}
+
+// validHost accepts letters, digits, '.', '_' and '-', not first, up to
+// max bytes; with user, a final '$' too.
+func validHost(s string, max int, user bool) bool {
+	if user {
+		s = strings.TrimSuffix(s, "$")
+	}
+	if s == "" || len(s) > max || s[0] == '-' || s[0] == '.' {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Merged is a role baseline built from several hosts' exports.
+type Merged struct {
+	Flows []store.Flow
+	// Hosts lists, per flow, the hosts that saw it.
+	Hosts map[store.FlowKey][]string
+	// Warnings say where the hosts disagree in a way that matters, such as
+	// one user name with different UIDs (the rules match UIDs).
+	Warnings []string
+}
+
+// Merge unites exports: a flow seen by several hosts has their hits added,
+// the widest seen interval, the union of names and processes, and the list
+// of hosts. Retired flows are left out.
+func Merge(exports []*store.Export) *Merged {
+	m := &Merged{Hosts: map[store.FlowKey][]string{}}
+	by := map[store.FlowKey]*store.Flow{}
+	uidOf := map[string]map[uint32][]string{} // user name -> uid -> hosts
+	for _, e := range exports {
+		for uid, name := range e.Users {
+			if uidOf[name] == nil {
+				uidOf[name] = map[uint32][]string{}
+			}
+			uidOf[name][uid] = append(uidOf[name][uid], e.Host)
+		}
+		for _, f := range e.Flows {
+			if f.State(e.Exported, 0) == store.StateRetired {
+				continue
+			}
+			cur, ok := by[f.FlowKey]
+			if !ok {
+				g := f
+				g.Approval = store.Approval{}
+				g.Hostnames = slices.Clone(f.Hostnames)
+				g.Processes = slices.Clone(f.Processes)
+				by[f.FlowKey] = &g
+				m.Hosts[f.FlowKey] = []string{e.Host}
+				continue
+			}
+			cur.Hits += f.Hits
+			store.WidenSeen(&cur.FirstSeen, &cur.LastSeen, f.FirstSeen, f.LastSeen)
+			cur.Hostnames = union(cur.Hostnames, f.Hostnames)
+			cur.Processes = union(cur.Processes, f.Processes)
+			if !slices.Contains(m.Hosts[f.FlowKey], e.Host) {
+				m.Hosts[f.FlowKey] = append(m.Hosts[f.FlowKey], e.Host)
+			}
+		}
+	}
+	for _, f := range by {
+		m.Flows = append(m.Flows, *f)
+	}
+	slices.SortFunc(m.Flows, func(a, b store.Flow) int { return a.FlowKey.Compare(b.FlowKey) })
+	names := make([]string, 0, len(uidOf))
+	for n := range uidOf {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		if len(uidOf[n]) < 2 {
+			continue
+		}
+		var parts []string
+		for uid, hosts := range uidOf[n] {
+			parts = append(parts, fmt.Sprintf("uid %d on %s", uid, strings.Join(hosts, ",")))
+		}
+		slices.Sort(parts)
+		m.Warnings = append(m.Warnings, fmt.Sprintf("user %s has different UIDs (%s): the rules match UIDs, so align them across the fleet", n, strings.Join(parts, "; ")))
+	}
+	return m
+}
+
+func union(a, b []string) []string {
+	for _, s := range b {
+		if !slices.Contains(a, s) {
+			a = append(a, s)
+		}
+	}
+	return a
+}
+
+// ReadFleet reads the exports at paths (each checked, see ReadExport) and
+// merges them; warn hears what was left out and where the hosts disagree.
+// source names the merged baseline ("2 exports (hosts a, b)").
+func ReadFleet(paths []string, warn func(string)) (m *Merged, source string, err error) {
+	var exports []*store.Export
+	var hosts []string
+	for _, path := range paths {
+		e, warnings, err := ReadExport(path)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, w := range warnings {
+			warn(w)
+		}
+		exports = append(exports, e)
+		hosts = append(hosts, e.Host)
+	}
+	m = Merge(exports)
+	for _, w := range m.Warnings {
+		warn(w)
+	}
+	return m, fmt.Sprintf("%d exports (hosts %s)", len(exports), strings.Join(hosts, ", ")), nil
+}

@@ -1,0 +1,352 @@
+package baseline
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/store"
+)
+
+// Select picks the flows a plan is built from: once an apply has
+// approved flows, the approved ones (new flows wait as candidates for a
+// reviewed reconcile); before that, every flow the learner saw.
+func Select(flows []store.Flow) []store.Flow {
+	var approved []store.Flow
+	for _, f := range flows {
+		if f.Approved != 0 {
+			approved = append(approved, f)
+		}
+	}
+	if approved == nil {
+		return flows
+	}
+	return approved
+}
+
+// ReconcileOptions shape a proposal.
+type ReconcileOptions struct {
+	// StaleAfter proposes removing approved flows not seen for this long.
+	StaleAfter time.Duration
+	// MinHits is the hits a candidate (or a denied or audited
+	// destination) needs to be proposed.
+	MinHits uint64
+	// Only keeps only additions ("add") or removals ("remove").
+	Only string
+	// StableAfter: a user with no new destination for this long has
+	// converged.
+	StableAfter time.Duration
+	Now         time.Time
+	UserName    func(uint32) string
+
+	// IncludeDenied adds the destinations only the monitor saw (denied or
+	// audited, never learned) to the next baseline; without it they are
+	// listed apart and left out: anyone can knock on any destination.
+	IncludeDenied bool
+}
+
+// Defaults of ReconcileOptions.
+const (
+	DefaultStaleAfter  = 30 * 24 * time.Hour
+	DefaultStableAfter = 72 * time.Hour
+)
+
+// Change is one flow a proposal adds or removes.
+type Change struct {
+	UID       uint32     `json:"uid"`
+	User      string     `json:"user,omitempty"`
+	Proto     string     `json:"proto"`
+	IP        netip.Addr `json:"ip"`
+	Port      uint16     `json:"port"`
+	Hostnames []string   `json:"hostnames"`
+	Hits      uint64     `json:"hits"`
+	FirstSeen time.Time  `json:"first_seen"`
+	LastSeen  time.Time  `json:"last_seen"`
+	// Source: candidate (the learner saw it), denied or audit (the
+	// monitor saw the table drop or log it), stale (not seen recently).
+	Source string `json:"source"`
+
+	key store.FlowKey
+}
+
+// Rename is an approved destination whose names changed since approval.
+type Rename struct {
+	IP  netip.Addr `json:"ip"`
+	Old []string   `json:"old"`
+	New []string   `json:"new"`
+}
+
+// Proposal is a reviewable change to the baseline of the next generation.
+type Proposal struct {
+	Against     uint64              `json:"against_generation"` // 0: none applied
+	Now         time.Time           `json:"now"`
+	StaleAfter  string              `json:"stale_after"`
+	MinHits     uint64              `json:"min_hits"`
+	Additions   []Change            `json:"additions"`
+	Removals    []Change            `json:"removals"`
+	Renamed     []Rename            `json:"renamed"`
+	Convergence []store.Convergence `json:"convergence"`
+	// Stable: every user has converged.
+	Stable bool `json:"stable"`
+
+	// Denied are destinations only the monitor saw the table drop or log:
+	// never learned. They join the next baseline only with IncludeDenied.
+	Denied        []Change `json:"denied"`
+	IncludeDenied bool     `json:"include_denied"`
+
+	next []store.Flow
+}
+
+// Empty reports whether the proposal changes nothing.
+func (p *Proposal) Empty() bool { return len(p.Adding()) == 0 && len(p.Removals) == 0 }
+
+// Adding is what the next baseline adds: the additions, and the denied
+// destinations when they are included.
+func (p *Proposal) Adding() []Change {
+	if !p.IncludeDenied {
+		return p.Additions
+	}
+	return append(slices.Clone(p.Additions), p.Denied...)
+}
+
+// Next is the baseline of the next generation: the approved flows, less
+// the removals, plus the additions.
+func (p *Proposal) Next() []store.Flow { return p.next }
+
+func changeOf(f store.Flow, source string, name func(uint32) string) Change {
+	c := Change{UID: f.UID, Proto: plan.ProtoName(f.Proto), IP: f.IP, Port: f.Port, Hostnames: f.Hostnames, Hits: f.Hits,
+		FirstSeen: f.FirstSeen, LastSeen: f.LastSeen, Source: source, key: f.FlowKey}
+	if c.Hostnames == nil {
+		c.Hostnames = []string{}
+	}
+	if name != nil {
+		c.User = name(f.UID)
+	}
+	return c
+}
+
+// Reconcile proposes the next baseline from the store's flows, the
+// monitor's observations, and the DNS names of the observed flows
+// (store.FlowNames: the user's own lookups or a trusted resolver's).
+func Reconcile(flows []store.Flow, obs []store.Observation, names map[store.FlowKey][]string, against uint64, o ReconcileOptions) *Proposal {
+	if o.StaleAfter <= 0 {
+		o.StaleAfter = DefaultStaleAfter
+	}
+	if o.StableAfter <= 0 {
+		o.StableAfter = DefaultStableAfter
+	}
+	if o.MinHits == 0 {
+		o.MinHits = 1
+	}
+	p := &Proposal{Against: against, Now: o.Now.UTC(), StaleAfter: o.StaleAfter.String(), MinHits: o.MinHits,
+		Additions: []Change{}, Removals: []Change{}, Denied: []Change{}, Renamed: []Rename{}, IncludeDenied: o.IncludeDenied}
+	learnable := func(f store.Flow) bool {
+		return (f.Proto == plan.ProtoTCP || f.Proto == plan.ProtoUDP) && !f.IP.IsLoopback()
+	}
+	known := map[store.FlowKey]bool{}
+	for _, f := range flows {
+		known[f.FlowKey] = true
+		switch f.State(o.Now, o.StaleAfter) {
+		case store.StateStale:
+			if o.Only != "add" {
+				p.Removals = append(p.Removals, changeOf(f, "stale", o.UserName))
+				continue
+			}
+			p.next = append(p.next, f)
+		case store.StateApproved:
+			p.next = append(p.next, f)
+			if !sameNames(f.Hostnames, f.ApprovedNames) {
+				p.Renamed = append(p.Renamed, Rename{IP: f.IP, Old: nonNilStrings(f.ApprovedNames), New: nonNilStrings(f.Hostnames)})
+			}
+		case store.StateCandidate:
+			if o.Only != "remove" && f.Hits >= o.MinHits && learnable(f) {
+				p.Additions = append(p.Additions, changeOf(f, "candidate", o.UserName))
+				p.next = append(p.next, f)
+			}
+		}
+	}
+	// What the monitor saw the table drop or log, and the learner did not
+	// record (it may not run beside the table).
+	seen := map[store.FlowKey]*store.Flow{}
+	source := map[store.FlowKey]string{} // drop wins over audit
+	var order []store.FlowKey
+	for _, ob := range obs {
+		if known[ob.FlowKey] || ob.UID == store.NoUID {
+			continue
+		}
+		f, ok := seen[ob.FlowKey]
+		if !ok {
+			f = &store.Flow{FlowKey: ob.FlowKey, FirstSeen: ob.FirstSeen, LastSeen: ob.LastSeen, Hostnames: names[ob.FlowKey]}
+			seen[ob.FlowKey] = f
+			order = append(order, ob.FlowKey)
+		}
+		f.Hits += ob.Hits
+		store.WidenSeen(&f.FirstSeen, &f.LastSeen, ob.FirstSeen, ob.LastSeen)
+		if ob.Kind == store.ObsDrop || source[ob.FlowKey] == "" {
+			source[ob.FlowKey] = ob.Kind
+		}
+	}
+	if o.Only != "remove" {
+		for _, k := range order {
+			f := *seen[k]
+			if f.Hits >= o.MinHits && learnable(f) {
+				p.Denied = append(p.Denied, changeOf(f, source[k], o.UserName))
+				if o.IncludeDenied {
+					p.next = append(p.next, f)
+				}
+			}
+		}
+	}
+	p.Renamed = dedupRenames(p.Renamed)
+	sortChanges(p.Additions)
+	sortChanges(p.Removals)
+	sortChanges(p.Denied)
+	var live []store.Flow
+	for _, f := range flows {
+		if f.State(o.Now, 0) != store.StateRetired {
+			live = append(live, f)
+		}
+	}
+	p.Convergence = store.Converge(live, o.Now, 7, o.StableAfter)
+	p.Stable = true
+	for i := range p.Convergence {
+		if o.UserName != nil {
+			p.Convergence[i].User = o.UserName(p.Convergence[i].UID)
+		}
+		p.Stable = p.Stable && p.Convergence[i].Stable
+	}
+	return p
+}
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func sameNames(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+func dedupRenames(r []Rename) []Rename {
+	slices.SortFunc(r, func(a, b Rename) int { return a.IP.Compare(b.IP) })
+	return slices.CompactFunc(r, func(a, b Rename) bool { return a.IP == b.IP })
+}
+
+func sortChanges(c []Change) {
+	// Changes are of tcp and udp flows: the key's protocol number sorts
+	// them as their names would.
+	slices.SortFunc(c, func(a, b Change) int { return a.key.Compare(b.key) })
+}
+
+// Keys returns the flow keys of changes.
+func Keys(c []Change) []store.FlowKey {
+	out := make([]store.FlowKey, len(c))
+	for i := range c {
+		out[i] = c[i].key
+	}
+	return out
+}
+
+// Write prints the proposal for review: per user, with names, hits and
+// last seen.
+func (p *Proposal) Write(w io.Writer) error {
+	var b strings.Builder
+	against := "no generation applied yet"
+	if p.Against != 0 {
+		against = fmt.Sprintf("generation %d", p.Against)
+	}
+	fmt.Fprintf(&b, "reconcile against %s at %s (stale after %s, min hits %d)\n", against, p.Now.Local().Format(time.DateTime), p.StaleAfter, p.MinHits)
+	writeChanges := func(title, sign string, cs []Change) {
+		if len(cs) == 0 {
+			fmt.Fprintf(&b, "\n%s: none\n", title)
+			return
+		}
+		fmt.Fprintf(&b, "\n%s:\n", title)
+		for i, c := range cs {
+			if i == 0 || c.UID != cs[i-1].UID {
+				fmt.Fprintf(&b, "  user %s (uid %d)\n", c.User, c.UID)
+			}
+			names := strings.Join(c.Hostnames, ",")
+			if names == "" {
+				names = "-"
+			}
+			fmt.Fprintf(&b, "    %s %s %s  %s  hits %d  last seen %s  [%s]\n", sign, c.Proto, netip.AddrPortFrom(c.IP, c.Port), names,
+				c.Hits, c.LastSeen.Local().Format(time.DateTime), c.Source)
+		}
+	}
+	writeChanges("add", "+", p.Additions)
+	writeChanges("remove", "-", p.Removals)
+	if p.IncludeDenied {
+		writeChanges("denied only, added (--include-denied)", "+", p.Denied)
+	} else {
+		writeChanges("denied only, never learned (not added; --include-denied adds them)", "?", p.Denied)
+	}
+	if len(p.Renamed) > 0 {
+		fmt.Fprintf(&b, "\nrenamed (names changed since approval; the rules follow addresses):\n")
+		for _, r := range p.Renamed {
+			fmt.Fprintf(&b, "    ~ %s: %s -> %s\n", r.IP, dash(strings.Join(r.Old, ",")), dash(strings.Join(r.New, ",")))
+		}
+	}
+	fmt.Fprintf(&b, "\nconvergence (new destinations per day, the last 7 days, oldest first):\n")
+	for _, c := range p.Convergence {
+		state := "stable"
+		if !c.Stable {
+			state = "still learning"
+		}
+		days := make([]string, len(c.NewPerDay))
+		for i, n := range c.NewPerDay {
+			days[i] = fmt.Sprint(n)
+		}
+		fmt.Fprintf(&b, "  %s (uid %d): %d destinations, last new %s ago, per day [%s]: %s\n", c.User, c.UID, c.Flows,
+			p.Now.Sub(c.LastNew).Round(time.Minute), strings.Join(days, " "), state)
+	}
+	if p.Stable {
+		b.WriteString("every user has converged: no new destination recently\n")
+	} else {
+		b.WriteString("not converged yet: some users still reach new destinations\n")
+	}
+	fmt.Fprintf(&b, "\n%d to add, %d to remove", len(p.Adding()), len(p.Removals))
+	if len(p.Denied) > 0 && !p.IncludeDenied {
+		fmt.Fprintf(&b, ", %d denied only left out", len(p.Denied))
+	}
+	b.WriteString("\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// dash stands for an empty list.
+func dash(s string) string { return cmp.Or(s, "-") }
+
+// ReconcileStore proposes the next baseline from what the store holds:
+// its flows, the monitor's observations, and the DNS names of the observed
+// flows as the learner gives them (the user's own lookups, or those of the
+// trusted resolvers; never another user's).
+func ReconcileStore(st *store.Store, resolvers []uint32, against uint64, o ReconcileOptions) (*Proposal, error) {
+	flows, err := st.Flows()
+	if err != nil {
+		return nil, err
+	}
+	obs, err := st.Observations()
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]store.FlowKey, 0, len(obs))
+	for _, o := range obs {
+		keys = append(keys, o.FlowKey)
+	}
+	names, err := st.FlowNames(keys, resolvers)
+	if err != nil {
+		return nil, err
+	}
+	return Reconcile(flows, obs, names, against, o), nil
+}

@@ -1,0 +1,175 @@
+//go:build linux
+
+package nft
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
+
+	"github.com/egresskit/egress/enforce/plan"
+)
+
+func isNotFound(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, os.ErrNotExist)
+}
+
+// IsNotFound reports whether err says an object is not in the kernel.
+func IsNotFound(err error) bool { return isNotFound(err) }
+
+// Status reads our table from the target namespace. A missing table is
+// not an error: Present is false. With elements, every set element is
+// read (diff needs them; the kernel's dump of a 100,000-element set takes
+// seconds); without, a set's number of elements is its size, which apply
+// sets to exactly that.
+func (n *Netlink) Status(table string, elements bool) (*Status, error) {
+	st := &Status{Target: n.t.String(), Table: table, elements: map[string][]plan.Element{}}
+	c, done, err := n.conn()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	tab, err := n.ourTable(c, table)
+	if err != nil {
+		return nil, err
+	}
+	if tab == nil {
+		return st, nil
+	}
+	st.Present = true
+	if err := st.readSets(c, tab, elements); err != nil {
+		return nil, err
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("list chains: %w", err)
+	}
+	for _, ch := range chains {
+		if ch.Table.Name != table || ch.Name != "output" {
+			continue
+		}
+		if err := st.readChain(c, tab, ch); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+// readSets reads the sizes (or the elements) of our sets, and the users
+// of staged enforcement.
+func (st *Status) readSets(c *nftables.Conn, tab *nftables.Table, elements bool) error {
+	sets, err := c.GetSets(tab)
+	if err != nil {
+		return fmt.Errorf("list sets of table inet %s: %w", tab.Name, err)
+	}
+	for _, s := range sets {
+		switch {
+		case s.Anonymous:
+		case s.Name == plan.SetEnforceUsers || s.Name == plan.SetAuditUsers:
+			err = st.readUsers(c, s)
+		case !elements && s.Size > 0 && !s.HasTimeout:
+			// apply sizes each set to exactly its elements.
+			st.Sets = append(st.Sets, SetStatus{Name: s.Name, Elements: int(s.Size)})
+		default:
+			err = st.readElements(c, s)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (st *Status) readUsers(c *nftables.Conn, s *nftables.Set) error {
+	elems, err := c.GetSetElements(s)
+	if err != nil {
+		return fmt.Errorf("list elements of set %s: %w", s.Name, err)
+	}
+	var uids []uint32
+	for _, e := range elems {
+		if len(e.Key) == 4 {
+			uids = append(uids, binaryutil.NativeEndian.Uint32(e.Key))
+		}
+	}
+	slices.Sort(uids)
+	if s.Name == plan.SetEnforceUsers {
+		st.EnforceUIDs = uids
+	} else {
+		st.AuditUIDs = uids
+	}
+	return nil
+}
+
+func (st *Status) readElements(c *nftables.Conn, s *nftables.Set) error {
+	elems, err := c.GetSetElements(s)
+	if err != nil {
+		return fmt.Errorf("list elements of set %s: %w", s.Name, err)
+	}
+	st.Sets = append(st.Sets, SetStatus{Name: s.Name, Elements: len(elems), Counted: true})
+	for _, el := range elems {
+		if e, ok := parseElementKey(el.Key); ok {
+			e.Comment = el.Comment
+			st.elements[s.Name] = append(st.elements[s.Name], e)
+		}
+	}
+	return nil
+}
+
+// readChain reads the output chain: its policy, its rules' comments and
+// counters, and the mode its default rules make.
+func (st *Status) readChain(c *nftables.Conn, tab *nftables.Table, ch *nftables.Chain) error {
+	st.Policy = "accept"
+	if ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop {
+		st.Policy = "drop"
+	}
+	rules, err := c.GetRules(tab, ch)
+	if err != nil {
+		return fmt.Errorf("list rules of chain output: %w", err)
+	}
+	var drops, audits int
+	for _, r := range rules {
+		cmt, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+		st.Rules = append(st.Rules, cmt)
+		cnt, logged, prefix := ruleCounters(r.Exprs)
+		if cnt != nil {
+			st.Counters = append(st.Counters, RuleCounter{Rule: cmt, Counter: *cnt})
+		}
+		if cnt == nil || prefix == "" {
+			continue
+		}
+		st.countDefault(prefix, cnt, logged)
+		switch prefix {
+		case plan.PrefixDrop:
+			drops++
+		case plan.PrefixAudit:
+			audits++
+		}
+	}
+	st.Mode = modeOf(drops, audits)
+	return nil
+}
+
+// ruleCounters finds a rule's counter, a second one after a limit (the
+// packets logged), and its log prefix.
+func ruleCounters(exprs []expr.Any) (cnt, logged *Counter, prefix string) {
+	for _, e := range exprs {
+		switch e := e.(type) {
+		case *expr.Counter:
+			if cnt == nil {
+				cnt = &Counter{Packets: e.Packets, Bytes: e.Bytes}
+			} else {
+				logged = &Counter{Packets: e.Packets, Bytes: e.Bytes}
+			}
+		case *expr.Log:
+			prefix = string(e.Data)
+		}
+	}
+	return cnt, logged, prefix
+}

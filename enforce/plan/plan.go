@@ -1,0 +1,896 @@
+// Package enforce turns a learned baseline into an nftables allow-list.
+//
+// Build is a pure function from the baseline and the options to a Plan: one
+// table of our own with per-family sets of (uid . address . protocol .
+// port) elements, an output chain with the baseline a host needs (replies,
+// loopback, IPv6 neighbour discovery, DNS and NTP servers, always_allow
+// entries), one set lookup per family, and a counted, logged default.
+// A Plan renders to `nft -f` text (Text) for review, and to google/nftables
+// netlink objects (Apply) for the kernel; tests load both and compare.
+package plan
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/egresskit/egress/store"
+)
+
+// Mode is how the default rule treats traffic the allow-list does not
+// cover.
+type Mode string
+
+const (
+	// ModeAudit logs and counts, blocks nothing: the chain policy stays
+	// accept.
+	ModeAudit Mode = "audit"
+	// ModeEnforce logs, counts and drops: the chain policy is drop.
+	ModeEnforce Mode = "enforce"
+	// ModeStaged enforces for some users and audits the others: see
+	// Options.EnforceUIDs and Options.AuditUIDs.
+	ModeStaged Mode = "staged"
+)
+
+// ParseMode accepts "audit" or "enforce".
+func ParseMode(s string) (Mode, error) {
+	switch Mode(s) {
+	case ModeAudit, ModeEnforce:
+		return Mode(s), nil
+	}
+	return "", fmt.Errorf("mode %q is not audit or enforce", s)
+}
+
+// Log prefixes of the default rule; the monitor tells drop from audit by
+// them.
+const (
+	PrefixDrop  = "NFT-EGRESS-DROP "
+	PrefixAudit = "NFT-EGRESS-AUDIT "
+)
+
+// Protocol numbers.
+const (
+	ProtoICMP   uint8 = 1
+	ProtoTCP    uint8 = 6
+	ProtoUDP    uint8 = 17
+	ProtoICMPv6 uint8 = 58
+)
+
+// ParseProto accepts tcp, udp, icmp, icmpv6.
+func ParseProto(s string) (uint8, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "tcp":
+		return ProtoTCP, nil
+	case "udp":
+		return ProtoUDP, nil
+	case "icmp":
+		return ProtoICMP, nil
+	case "icmpv6", "ipv6-icmp":
+		return ProtoICMPv6, nil
+	}
+	return 0, fmt.Errorf("protocol %q is not tcp, udp, icmp or icmpv6", s)
+}
+
+// ProtoName is the nft name of a protocol number (store.ProtoName).
+var ProtoName = store.ProtoName
+
+// Allow is one explicit allow rule: to Dest (any address when invalid and
+// Addrs is empty),
+// Proto (any when 0), Port (any when 0), for one user (any when UID is nil).
+type Allow struct {
+	Proto uint8        `json:"proto"`
+	Dest  netip.Prefix `json:"dest"`
+	// Addrs, when set instead of Dest, are several host addresses of one
+	// family, matched with one lookup in an anonymous set.
+	Addrs  []netip.Addr `json:"addrs,omitempty"`
+	Port   uint16       `json:"port,omitempty"`
+	UID    *uint32      `json:"uid,omitempty"`
+	Reason string       `json:"reason"`
+}
+
+// Options shape a plan.
+type Options struct {
+	Table      string // default "egress"
+	Mode       Mode
+	NFLOGGroup uint16
+	// AuditLogRate limits the audit log, in packets per second.
+	AuditLogRate uint32
+	// DropLogRate limits the log of dropped packets, in packets per
+	// second; the counter before the limit and the drop after it see
+	// every packet.
+	DropLogRate uint32
+	// DNSServers are allowed on UDP and TCP 53 for everyone (from
+	// resolv.conf and configuration).
+	DNSServers []netip.Addr
+	// NTPServers are allowed on UDP 123 for everyone (configuration);
+	// baseline flows to UDP 123 are added to them.
+	NTPServers  []netip.Addr
+	AlwaysAllow []Allow
+	// MinHits drops flows seen fewer times; Since drops flows not seen
+	// since Now-Since (0: keep all).
+	MinHits uint64
+	Since   time.Duration
+	Now     time.Time
+	// Staged enforcement, with Mode enforce: EnforceUIDs are enforced and
+	// everyone else audited; or AuditUIDs are audited and everyone else
+	// enforced. At most one of the two.
+	EnforceUIDs []uint32
+	AuditUIDs   []uint32
+	// Follow allows learned flows by name too (see FollowOptions); nil
+	// keeps them to their learned addresses.
+	Follow *FollowOptions
+	// Hosts, for a fleet baseline, lists the hosts that saw each flow: it
+	// goes into the elements (JSON) and their comments (a count).
+	Hosts map[store.FlowKey][]string
+	// UserName names UIDs in comments and JSON (optional).
+	UserName func(uint32) string
+	// Source names the baseline in the header of the text.
+	Source string
+	// ResolvConf is the file DNSServers were read from (for the record).
+	ResolvConf string
+}
+
+// Defaults for Options.
+const (
+	DefaultTable        = "egress"
+	DefaultNFLOGGroup   = 100
+	DefaultAuditLogRate = 10
+	DefaultDropLogRate  = 100
+)
+
+// Check reports options that make no sense together.
+func (o *Options) Check() error {
+	if len(o.EnforceUIDs) > 0 && len(o.AuditUIDs) > 0 {
+		return fmt.Errorf("--enforce-users and --audit-users exclude each other: give the users to enforce, or the users to keep in audit")
+	}
+	if (len(o.EnforceUIDs) > 0 || len(o.AuditUIDs) > 0) && o.Mode != ModeEnforce {
+		return fmt.Errorf("--enforce-users and --audit-users stage an enforcement: use them with --mode enforce")
+	}
+	return nil
+}
+
+func (o *Options) defaults() {
+	if o.Table == "" {
+		o.Table = DefaultTable
+	}
+	if o.Mode == "" {
+		o.Mode = ModeAudit
+	}
+	if o.NFLOGGroup == 0 {
+		o.NFLOGGroup = DefaultNFLOGGroup
+	}
+	if o.AuditLogRate == 0 {
+		o.AuditLogRate = DefaultAuditLogRate
+	}
+	if o.DropLogRate == 0 {
+		o.DropLogRate = DefaultDropLogRate
+	}
+	if o.Now.IsZero() {
+		o.Now = time.Now()
+	}
+}
+
+// Follow modes for learned flows that carry hostnames.
+const (
+	FollowIP   = "ip"   // the learned addresses only
+	FollowName = "name" // whatever the names resolve to, not the learned addresses
+	FollowBoth = "both" // the learned addresses, and what the names resolve to
+)
+
+// FollowOptions say which names are followed.
+type FollowOptions struct {
+	// Mode applies to learned flows with hostnames: ip, name or both.
+	Mode string
+	// IPOnly lists learned names kept to their learned addresses.
+	IPOnly []string
+	// Names are rules an operator wrote; only these may have wildcards.
+	Names []NameRule
+	// TTLFloor is the least time a followed address stays allowed, TTLMax
+	// the most; MaxPerName bounds the addresses of one rule's name; Mark
+	// is the socket-mark bit of just-resolved destinations.
+	TTLFloor   time.Duration
+	TTLMax     time.Duration
+	MaxPerName int
+	Mark       uint32
+}
+
+// NameRule allows a user to reach a name's current addresses on one
+// protocol and port.
+type NameRule struct {
+	UID    uint32 `json:"uid"`
+	User   string `json:"user,omitempty"`
+	Name   string `json:"name"` // lower case, no trailing dot; "*.suffix" from configuration only
+	Proto  uint8  `json:"proto"`
+	Port   uint16 `json:"port"`
+	Source string `json:"source"` // learned or configuration
+}
+
+// FollowSpec is what a plan follows: its rules and their settings.
+type FollowSpec struct {
+	Rules      []NameRule    `json:"rules"`
+	TTLFloor   time.Duration `json:"ttl_floor_ns"`
+	TTLMax     time.Duration `json:"ttl_max_ns,omitempty"` // 0 in plans older than the cap: DefaultTTLMax
+	MaxPerName int           `json:"max_per_name"`
+	Mark       uint32        `json:"mark"`
+}
+
+// MaxTTL is the TTL cap; plans older than the cap have none: the default.
+func (f *FollowSpec) MaxTTL() time.Duration {
+	if f.TTLMax <= 0 {
+		return DefaultTTLMax
+	}
+	return f.TTLMax
+}
+
+// FollowGateComment is the comment of the follow_gate set.
+const FollowGateComment = "cgroups of running followers: the follow mark counts only for their sockets"
+
+// Set names of followed addresses (timeout sets, filled by the follower).
+const (
+	SetFollow4 = "follow4"
+	SetFollow6 = "follow6"
+	// FollowSetSize bounds the followed addresses of a family.
+	FollowSetSize = 65536
+	// SetFollowGate holds the cgroups of the running followers (cgroup v2
+	// ids, with a timeout each follower keeps refreshing): the follow mark
+	// counts only for sockets in one of them.
+	SetFollowGate = "follow_gate"
+	// FollowGateLevels is how deep in the cgroup tree a follower's cgroup
+	// may be: one mark rule per level, 0 (the root) to 7.
+	FollowGateLevels = 8
+	// FollowGateTimeout is the gate element's timeout when the follower
+	// gives none.
+	FollowGateTimeout = 5 * time.Second
+)
+
+// Plan is the table to install.
+type Plan struct {
+	Table  string `json:"table"`
+	Family string `json:"family"` // always "inet"
+	Mode   Mode   `json:"mode"`
+	// Staged enforcement (Mode staged): who is enforced, or who is audited.
+	EnforceUIDs []uint32 `json:"enforce_uids,omitempty"`
+	AuditUIDs   []uint32 `json:"audit_uids,omitempty"`
+	// NFLOGGroup, AuditLogRate and DropLogRate shape the default rules.
+	// A plan of a version without DropLogRate (0) logged every drop in
+	// the rule that dropped: restored, it renders the same.
+	NFLOGGroup   uint16 `json:"nflog_group"`
+	AuditLogRate uint32 `json:"audit_log_rate"`
+	DropLogRate  uint32 `json:"drop_log_rate,omitempty"`
+	Chain        Chain  `json:"chain"`
+	Sets         []Set  `json:"sets"`
+	// UserSets name the users of staged enforcement.
+	UserSets []UserSet `json:"user_sets,omitempty"`
+	// Follow, when set, adds the name rules: the follower fills the
+	// follow sets from DNS answers.
+	Follow  *FollowSpec `json:"follow,omitempty"`
+	Rules   []Rule      `json:"rules"`
+	Skipped []Skipped   `json:"skipped,omitempty"`
+	// Flows is how many baseline flows the sets hold.
+	Flows  int       `json:"flows"`
+	Source string    `json:"source,omitempty"`
+	Built  time.Time `json:"built"`
+	// ResolvConf is the file the DNS servers were read from.
+	ResolvConf string `json:"resolv_conf,omitempty"`
+}
+
+// Chain is the output chain.
+type Chain struct {
+	Name     string `json:"name"`
+	Hook     string `json:"hook"`
+	Priority string `json:"priority"`
+	Policy   string `json:"policy"` // accept or drop
+}
+
+// Set names.
+const (
+	SetAllow4 = "allow4"
+	SetAllow6 = "allow6"
+)
+
+// Set is a named set of allow elements of one family.
+type Set struct {
+	Name     string    `json:"name"`
+	Family   int       `json:"family"` // 4 or 6
+	Comment  string    `json:"comment"`
+	Elements []Element `json:"elements"`
+}
+
+// setComment is the comment of a set of n elements.
+func setComment(n int) string { return fmt.Sprintf("learned flows: %d", n) }
+
+// UserSet is a named set of UIDs (type uid).
+type UserSet struct {
+	Name string   `json:"name"`
+	UIDs []uint32 `json:"uids"`
+}
+
+// Names of the user sets of staged enforcement.
+const (
+	SetEnforceUsers = "enforce_users"
+	SetAuditUsers   = "audit_users"
+)
+
+// Element is one learned flow: uid . address . protocol . port.
+type Element struct {
+	UID     uint32     `json:"uid"`
+	User    string     `json:"user,omitempty"`
+	IP      netip.Addr `json:"ip"`
+	Proto   uint8      `json:"proto"`
+	Port    uint16     `json:"port"`
+	Comment string     `json:"comment"`
+	// Hosts saw the flow (a fleet baseline); empty for one host's.
+	Hosts []string `json:"hosts,omitempty"`
+}
+
+// Elements is how many elements the allow sets hold.
+func (p *Plan) Elements() int {
+	n := 0
+	for _, s := range p.Sets {
+		n += len(s.Elements)
+	}
+	return n
+}
+
+// Key identifies an element.
+func (e Element) Key() string {
+	return fmt.Sprintf("%d . %s . %s . %d", e.UID, addrText(e.IP), ProtoName(e.Proto), e.Port)
+}
+
+// RuleKind says what a rule does; each kind renders one way.
+type RuleKind string
+
+const (
+	RuleEstablished RuleKind = "established"
+	RuleLoopback    RuleKind = "loopback"
+	RuleICMPv6ND    RuleKind = "icmpv6-nd"
+	RuleAllow       RuleKind = "allow"
+	RuleLookup      RuleKind = "lookup"
+	RuleDefault     RuleKind = "default"
+	RuleDrop        RuleKind = "drop"
+	RuleAuditAccept RuleKind = "audit-accept"
+	RuleFollowMark  RuleKind = "follow-mark"
+)
+
+// Rule is one rule of the output chain.
+type Rule struct {
+	Kind    RuleKind `json:"kind"`
+	Allow   *Allow   `json:"allow,omitempty"`  // RuleAllow
+	Set     string   `json:"set,omitempty"`    // RuleLookup; RuleDefault, RuleAuditAccept, RuleDrop: the users' set; RuleFollowMark: the gate
+	Action  string   `json:"action,omitempty"` // RuleDefault: drop or audit
+	Family  int      `json:"family,omitempty"` // RuleLookup, RuleAllow (from Dest)
+	Level   int      `json:"level,omitempty"`  // RuleFollowMark: the cgroup level matched
+	Comment string   `json:"comment"`          // also the rule's identity in diffs
+	Text    string   `json:"text"`             // the nft statement
+}
+
+// Skipped is a baseline flow left out of the plan, and why.
+type Skipped struct {
+	Flow   string `json:"flow"`
+	Reason string `json:"reason"`
+}
+
+// ICMPv6ND are the ICMPv6 types a host sends for neighbour discovery and
+// multicast listener reports; a drop policy would otherwise cut them.
+var ICMPv6ND = []struct {
+	Type uint8
+	Name string
+}{
+	{133, "nd-router-solicit"},
+	{135, "nd-neighbor-solicit"},
+	{136, "nd-neighbor-advert"},
+	{131, "mld-listener-report"},
+	{143, "mld2-listener-report"},
+}
+
+// Build makes the plan for flows.
+func Build(flows []store.Flow, o Options) *Plan {
+	o.defaults()
+	p := &Plan{
+		Table:        o.Table,
+		Family:       "inet",
+		Mode:         o.Mode,
+		NFLOGGroup:   o.NFLOGGroup,
+		AuditLogRate: o.AuditLogRate,
+		DropLogRate:  o.DropLogRate,
+		Chain:        Chain{Name: "output", Hook: "output", Priority: "filter", Policy: "accept"},
+		Source:       o.Source,
+		ResolvConf:   o.ResolvConf,
+		Built:        o.Now.UTC().Truncate(time.Second),
+	}
+	enforce, audit := sortedUIDs(o.EnforceUIDs), sortedUIDs(o.AuditUIDs)
+	switch {
+	case len(enforce) > 0:
+		p.Mode, p.EnforceUIDs = ModeStaged, enforce // others audited: policy accept
+		p.UserSets = []UserSet{{SetEnforceUsers, enforce}}
+	case len(audit) > 0:
+		p.Mode, p.AuditUIDs = ModeStaged, audit
+		p.UserSets = []UserSet{{SetAuditUsers, audit}}
+		p.Chain.Policy = "drop"
+	case o.Mode == ModeEnforce:
+		p.Chain.Policy = "drop"
+	}
+	set4 := Set{Name: SetAllow4, Family: 4}
+	set6 := Set{Name: SetAllow6, Family: 6}
+	ntp := slices.Clone(o.NTPServers)
+	var rules []NameRule
+	skip := func(f *store.Flow, why string) {
+		desc := fmt.Sprintf("uid %d %s %s", f.UID, ProtoName(f.Proto), netip.AddrPortFrom(f.IP, f.Port))
+		p.Skipped = append(p.Skipped, Skipped{desc, why})
+	}
+	for i := range flows {
+		f := &flows[i]
+		switch {
+		case f.Hits < o.MinHits:
+			skip(f, fmt.Sprintf("%d hits, fewer than --min-hits %d", f.Hits, o.MinHits))
+			continue
+		case o.Since > 0 && f.LastSeen.Before(o.Now.Add(-o.Since)):
+			skip(f, fmt.Sprintf("last seen %s, before --since %s", f.LastSeen.UTC().Format(time.RFC3339), o.Since))
+			continue
+		case f.Proto != ProtoTCP && f.Proto != ProtoUDP:
+			skip(f, "only tcp and udp flows are learned into the allow-list; allow others with always_allow")
+			continue
+		case CheckAddr(f.IP) != nil:
+			skip(f, "not an address of a rule: "+CheckAddr(f.IP).Error())
+			continue
+		case f.IP.IsLoopback():
+			continue // the loopback rule covers it
+		}
+		if f.Proto == ProtoUDP && f.Port == 123 && !slices.Contains(ntp, f.IP) {
+			ntp = append(ntp, f.IP)
+		}
+		if o.Follow != nil && len(f.Hostnames) > 0 {
+			followed := false
+			for _, n := range f.Hostnames {
+				if !slices.Contains(o.Follow.IPOnly, n) && o.Follow.Mode != FollowIP && ValidName(n, false) {
+					rules = append(rules, NameRule{UID: f.UID, Name: n, Proto: f.Proto, Port: f.Port, Source: "learned"})
+					followed = true
+				}
+			}
+			if followed && o.Follow.Mode == FollowName {
+				p.Flows++
+				continue // the names stand for the addresses
+			}
+		}
+		hosts := o.Hosts[f.FlowKey]
+		e := Element{UID: f.UID, IP: f.IP, Proto: f.Proto, Port: f.Port, Comment: elementComment(f, len(hosts)), Hosts: hosts}
+		if o.UserName != nil {
+			e.User = o.UserName(f.UID)
+		}
+		if f.IP.Is4() {
+			set4.Elements = append(set4.Elements, e)
+		} else {
+			set6.Elements = append(set6.Elements, e)
+		}
+		p.Flows++
+	}
+	for _, s := range []*Set{&set4, &set6} {
+		slices.SortFunc(s.Elements, func(a, b Element) int {
+			return cmp.Or(cmp.Compare(a.UID, b.UID), a.IP.Compare(b.IP), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port))
+		})
+	}
+	set4.Comment, set6.Comment = setComment(len(set4.Elements)), setComment(len(set6.Elements))
+	if o.Follow != nil {
+		// A table that follows no name has no follow sets and no mark rule.
+		if p.Follow = followSpec(rules, o); len(p.Follow.Rules) == 0 {
+			p.Follow = nil
+		}
+	}
+	p.Sets = []Set{set4, set6}
+
+	p.Rules = append(p.Rules,
+		Rule{Kind: RuleEstablished, Comment: "replies and related traffic of allowed connections"},
+		Rule{Kind: RuleLoopback, Comment: "loopback"},
+		Rule{Kind: RuleICMPv6ND, Comment: "ipv6 neighbour discovery and multicast listener reports"},
+	)
+	// One rule per family and protocol, however many servers: each rule
+	// before the set lookup costs every new packet.
+	for _, fam := range byFamily(o.DNSServers) {
+		for _, proto := range []uint8{ProtoUDP, ProtoTCP} {
+			p.Rules = append(p.Rules, allowRule(hostsAllow(fam, proto, 53, ReasonDNS)))
+		}
+	}
+	for _, fam := range byFamily(ntp) {
+		p.Rules = append(p.Rules, allowRule(hostsAllow(fam, ProtoUDP, 123, "ntp servers")))
+	}
+	for i, a := range o.AlwaysAllow {
+		if a.Reason == "" {
+			a.Reason = fmt.Sprintf("always_allow #%d", i+1)
+		}
+		p.Rules = append(p.Rules, allowRule(a))
+	}
+	p.Rules = append(p.Rules,
+		Rule{Kind: RuleLookup, Set: SetAllow4, Family: 4, Comment: "learned ipv4 flows"},
+		Rule{Kind: RuleLookup, Set: SetAllow6, Family: 6, Comment: "learned ipv6 flows"},
+	)
+	if p.Follow != nil {
+		p.Rules = append(p.Rules,
+			Rule{Kind: RuleLookup, Set: SetFollow4, Family: 4, Comment: "dns-followed ipv4 addresses"},
+			Rule{Kind: RuleLookup, Set: SetFollow6, Family: 6, Comment: "dns-followed ipv6 addresses"},
+		)
+		p.Rules = append(p.Rules, followMarkRules()...)
+	}
+	p.Rules = append(p.Rules, p.defaultRules()...)
+	for i := range p.Rules {
+		p.Rules[i].Text = p.RuleText(&p.Rules[i])
+	}
+	return p
+}
+
+// ClosedPlan is the table of boot_policy closed: replies, loopback, IPv6
+// neighbour discovery, the DNS and NTP servers and the always_allow
+// entries of o; everything else is dropped and logged.
+func ClosedPlan(o Options) *Plan {
+	o.Mode = ModeEnforce
+	o.EnforceUIDs, o.AuditUIDs, o.Follow, o.Hosts = nil, nil, nil, nil
+	o.Source = "boot_policy closed: no generation to restore"
+	return Build(nil, o)
+}
+
+// LogGroup is the NFLOG group of the default rules.
+func (p *Plan) LogGroup() uint16 {
+	if p.NFLOGGroup == 0 {
+		return DefaultNFLOGGroup
+	}
+	return p.NFLOGGroup
+}
+
+// AuditRate is the audit log's limit, in packets per second.
+func (p *Plan) AuditRate() uint32 {
+	if p.AuditLogRate == 0 {
+		return DefaultAuditLogRate
+	}
+	return p.AuditLogRate
+}
+
+// byFamily sorts and dedups addresses and splits them into IPv4 and IPv6.
+func byFamily(addrs []netip.Addr) [][]netip.Addr {
+	var v4, v6 []netip.Addr
+	for _, a := range addrs {
+		if !a.IsValid() {
+			continue
+		}
+		if a = a.Unmap(); a.Is4() {
+			v4 = append(v4, a)
+		} else {
+			v6 = append(v6, a)
+		}
+	}
+	var out [][]netip.Addr
+	for _, l := range [][]netip.Addr{v4, v6} {
+		if len(l) > 0 {
+			slices.SortFunc(l, netip.Addr.Compare)
+			out = append(out, slices.Compact(l))
+		}
+	}
+	return out
+}
+
+// hostsAllow allows proto/port to the addresses (of one family): a plain
+// match for one, an anonymous set for more.
+func hostsAllow(addrs []netip.Addr, proto uint8, port uint16, reason string) Allow {
+	a := Allow{Proto: proto, Port: port, Reason: reason}
+	if len(addrs) == 1 {
+		a.Dest = hostPrefix(addrs[0])
+	} else {
+		a.Addrs = addrs
+	}
+	return a
+}
+
+// Defaults of following.
+const (
+	DefaultTTLFloor   = 5 * time.Minute
+	DefaultTTLMax     = time.Hour
+	DefaultMaxPerName = 64
+	DefaultFollowMark = 0x10000000
+)
+
+// followMarkRules accept the first packets to a just-resolved address:
+// packets with the follow mark, from a socket in the cgroup of a running
+// follower (set follow_gate), which drops in the kernel every marked
+// packet whose socket it did not authorize for that destination. One rule
+// per level of the cgroup tree, since a rule matches the socket's
+// ancestor at one level.
+func followMarkRules() []Rule {
+	r := make([]Rule, FollowGateLevels)
+	for l := range r {
+		r[l] = Rule{Kind: RuleFollowMark, Level: l, Set: SetFollowGate,
+			Comment: fmt.Sprintf("dns-followed: just resolved, follower cgroup at level %d", l)}
+	}
+	return r
+}
+
+// followSpec gathers the name rules: the learned ones and the operator's,
+// deduplicated and sorted.
+func followSpec(learned []NameRule, o Options) *FollowSpec {
+	f := &FollowSpec{TTLFloor: o.Follow.TTLFloor, TTLMax: o.Follow.TTLMax, MaxPerName: o.Follow.MaxPerName, Mark: o.Follow.Mark}
+	if f.TTLFloor <= 0 {
+		f.TTLFloor = DefaultTTLFloor
+	}
+	if f.TTLMax <= 0 {
+		f.TTLMax = DefaultTTLMax
+	}
+	f.TTLMax = max(f.TTLMax, f.TTLFloor)
+	if f.MaxPerName <= 0 {
+		f.MaxPerName = DefaultMaxPerName
+	}
+	if f.Mark == 0 {
+		f.Mark = DefaultFollowMark
+	}
+	for _, r := range o.Follow.Names {
+		r.Source = "configuration"
+		learned = append(learned, r)
+	}
+	for i := range learned {
+		if o.UserName != nil {
+			learned[i].User = o.UserName(learned[i].UID)
+		}
+	}
+	slices.SortFunc(learned, func(a, b NameRule) int {
+		return cmp.Or(cmp.Compare(a.UID, b.UID), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port),
+			cmp.Compare(a.Source, b.Source))
+	})
+	f.Rules = slices.CompactFunc(learned, func(a, b NameRule) bool {
+		return a.UID == b.UID && a.Name == b.Name && a.Proto == b.Proto && a.Port == b.Port
+	})
+	if f.Rules == nil {
+		f.Rules = []NameRule{}
+	}
+	return f
+}
+
+// ValidName accepts a DNS name as the follower hashes it: lower case, no
+// trailing dot, letters, digits, hyphens, underscores; a leading "*." only
+// when wildcard.
+func ValidName(n string, wildcard bool) bool {
+	if wildcard && strings.HasPrefix(n, "*.") {
+		n = n[2:]
+	}
+	if n == "" || len(n) > 253 || strings.HasPrefix(n, ".") || strings.HasSuffix(n, ".") || strings.Contains(n, "..") {
+		return false
+	}
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidRuleName checks a configured name rule's name: "*.suffix" allowed.
+func ValidRuleName(n string) error {
+	if !ValidName(n, true) {
+		return fmt.Errorf("%q is not a name to follow (lower case, no trailing dot; a wildcard only as a leading \"*.\")", n)
+	}
+	return nil
+}
+
+func sortedUIDs(u []uint32) []uint32 {
+	u = slices.Clone(u)
+	slices.Sort(u)
+	return slices.Compact(u)
+}
+
+func uidList(u []uint32) string {
+	s := make([]string, len(u))
+	for i, v := range u {
+		s[i] = strconv.FormatUint(uint64(v), 10)
+	}
+	return strings.Join(s, " ")
+}
+
+// defaultRules say what happens to what the allow-list did not accept.
+// Staged enforcement matches its users in a named set (status reads the
+// users back from it). A log rule stops at its rate limit, so the drop is
+// a rule of its own after it: every packet is counted (before the limit)
+// and dropped, and only the log is limited.
+func (p *Plan) defaultRules() []Rule {
+	drop := func(set, who string) []Rule {
+		return []Rule{
+			{Kind: RuleDefault, Action: "drop", Set: set, Comment: "default enforce: " + who},
+			{Kind: RuleDrop, Set: set, Comment: "default enforce: drop " + who},
+		}
+	}
+	audit := func(set, who string) Rule {
+		return Rule{Kind: RuleDefault, Action: "audit", Set: set, Comment: "default audit: " + who}
+	}
+	switch {
+	case len(p.EnforceUIDs) > 0:
+		return append(drop(SetEnforceUsers, "uids "+uidList(p.EnforceUIDs)), audit("", "everyone else"))
+	case len(p.AuditUIDs) > 0:
+		return append([]Rule{
+			audit(SetAuditUsers, "uids "+uidList(p.AuditUIDs)),
+			// The log rule stops at its rate limit: accept separately.
+			{Kind: RuleAuditAccept, Set: SetAuditUsers, Comment: "audited users pass"},
+		}, drop("", "everyone else")...)
+	case p.Mode == ModeEnforce:
+		return drop("", "everyone")
+	}
+	return []Rule{audit("", "everyone")}
+}
+
+func hostPrefix(a netip.Addr) netip.Prefix {
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen())
+}
+
+func allowRule(a Allow) Rule {
+	r := Rule{Kind: RuleAllow, Allow: &a, Family: a.Family()}
+	desc := []string{a.Reason + ":"}
+	if a.UID != nil {
+		desc = append(desc, "uid "+strconv.FormatUint(uint64(*a.UID), 10))
+	}
+	if a.Proto != 0 {
+		desc = append(desc, ProtoName(a.Proto))
+	}
+	switch {
+	case len(a.Addrs) > 0:
+		for _, ad := range a.Addrs {
+			desc = append(desc, ad.String())
+		}
+	case a.Dest.IsValid():
+		desc = append(desc, a.Dest.String())
+	default:
+		desc = append(desc, "any address")
+	}
+	if a.Port != 0 {
+		desc = append(desc, "port "+strconv.Itoa(int(a.Port)))
+	}
+	r.Comment = sanitizeComment(strings.Join(desc, " "))
+	return r
+}
+
+// maxComment is nft's limit on a comment's length.
+const maxComment = 128
+
+// elementCommentMax bounds an element's comment. The kernel stores it with
+// the element: at 100,000 elements every byte of comment adds about 3 ms
+// to an apply (measured: 120-byte comments made it 3.3x slower than none).
+const elementCommentMax = 64
+
+// elementComment says why an element is there: hits, last seen, how many
+// hosts saw it (fleet baselines), and the names the address was resolved
+// from ("+N" for those that do not fit).
+// The processes are in the report.
+func elementComment(f *store.Flow, hosts int) string {
+	b := make([]byte, 0, elementCommentMax+8)
+	b = append(b, "hits "...)
+	b = strconv.AppendUint(b, f.Hits, 10)
+	b = append(b, ", last "...)
+	b = f.LastSeen.UTC().AppendFormat(b, "2006-01-02")
+	if hosts > 0 {
+		b = append(b, ", hosts "...)
+		b = strconv.AppendInt(b, int64(hosts), 10)
+	}
+	for i, n := range f.Hostnames {
+		sep := ", "
+		if i > 0 {
+			sep = " "
+		}
+		rest := len(f.Hostnames) - i
+		more := 0
+		if rest > 1 {
+			more = 4 // room for " +N"
+		}
+		// The first name always goes in (nft allows 128 bytes); the
+		// others only while they fit.
+		if i > 0 && len(b)+len(sep)+len(n)+more > elementCommentMax {
+			b = append(b, " +"...)
+			b = strconv.AppendInt(b, int64(rest), 10)
+			break
+		}
+		b = append(b, sep...)
+		b = append(b, n...)
+	}
+	return sanitizeComment(string(b))
+}
+
+// sanitizeComment keeps characters nft accepts inside a quoted comment and
+// cuts at its length limit (the one path of escape.go).
+func sanitizeComment(s string) string { return clean(s, true, maxComment-1) }
+
+// RuleText is the nft statement of a rule, without its comment (what
+// Build puts in Rule.Text).
+func (p *Plan) RuleText(r *Rule) string {
+	switch r.Kind {
+	case RuleEstablished:
+		return "ct state established,related accept"
+	case RuleLoopback:
+		return `oifname "lo" accept`
+	case RuleICMPv6ND:
+		names := make([]string, len(ICMPv6ND))
+		for i, t := range ICMPv6ND {
+			names[i] = t.Name
+		}
+		return "icmpv6 type { " + strings.Join(names, ", ") + " } accept"
+	case RuleAllow:
+		return allowText(r.Allow)
+	case RuleLookup:
+		ip := "ip"
+		if r.Family == 6 {
+			ip = "ip6"
+		}
+		return fmt.Sprintf("meta skuid . %s daddr . meta l4proto . th dport @%s counter accept", ip, r.Set)
+	case RuleDefault:
+		// The first counter sees every packet, the second the packets the
+		// limit lets through to the log: their difference went unlogged.
+		who := usersText(r.Set)
+		switch {
+		case p.DropLogRate == 0 && r.Action == "drop": // a plan from before drop_log_rate
+			return fmt.Sprintf("%scounter log prefix %q group %d drop", who, PrefixDrop, p.LogGroup())
+		case p.DropLogRate == 0:
+			return fmt.Sprintf("%scounter limit rate %d/second log prefix %q group %d", who, p.AuditRate(), PrefixAudit, p.LogGroup())
+		case r.Action == "drop":
+			return fmt.Sprintf("%scounter limit rate %d/second counter log prefix %q group %d", who, p.DropLogRate, PrefixDrop, p.LogGroup())
+		}
+		return fmt.Sprintf("%scounter limit rate %d/second counter log prefix %q group %d", who, p.AuditRate(), PrefixAudit, p.LogGroup())
+	case RuleDrop:
+		return usersText(r.Set) + "drop"
+	case RuleAuditAccept:
+		return usersText(r.Set) + "accept"
+	case RuleFollowMark:
+		return fmt.Sprintf("meta mark & 0x%08x == 0x%08x socket cgroupv2 level %d @%s counter accept", p.Follow.Mark, p.Follow.Mark, r.Level, r.Set)
+	}
+	panic("unknown rule kind " + r.Kind)
+}
+
+// Family is 4 or 6 when the rule matches a destination, 0 when not.
+func (a *Allow) Family() int {
+	switch {
+	case len(a.Addrs) > 0 && a.Addrs[0].Is4(), a.Dest.IsValid() && a.Dest.Addr().Is4():
+		return 4
+	case len(a.Addrs) > 0, a.Dest.IsValid():
+		return 6
+	}
+	return 0
+}
+
+// usersText matches the socket's owner against a named set of UIDs.
+func usersText(set string) string {
+	if set == "" {
+		return ""
+	}
+	return "meta skuid @" + set + " "
+}
+
+func allowText(a *Allow) string {
+	var parts []string
+	if a.UID != nil {
+		parts = append(parts, fmt.Sprintf("meta skuid %d", *a.UID))
+	}
+	if len(a.Addrs) > 0 {
+		ip := "ip"
+		if a.Family() == 6 {
+			ip = "ip6"
+		}
+		list := make([]string, len(a.Addrs))
+		for i, ad := range a.Addrs {
+			list[i] = addrText(ad)
+		}
+		parts = append(parts, ip+" daddr { "+strings.Join(list, ", ")+" }")
+	}
+	if a.Dest.IsValid() {
+		ip := "ip"
+		if a.Dest.Addr().Is6() {
+			ip = "ip6"
+		}
+		dest := addrText(a.Dest.Addr())
+		if a.Dest.Bits() != a.Dest.Addr().BitLen() {
+			dest = a.Dest.String()
+		}
+		parts = append(parts, ip+" daddr "+dest)
+	}
+	switch {
+	case a.Port != 0:
+		parts = append(parts, fmt.Sprintf("%s dport %d", ProtoName(a.Proto), a.Port))
+	case a.Proto != 0:
+		parts = append(parts, "meta l4proto "+ProtoName(a.Proto))
+	}
+	parts = append(parts, "counter", "accept")
+	return strings.Join(parts, " ")
+}

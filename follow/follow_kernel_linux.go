@@ -1,0 +1,358 @@
+//go:build linux
+
+package follow
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/egresskit/egress/bpf"
+	"github.com/egresskit/egress/enforce/nft"
+	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/internal/cgroupbpf"
+)
+
+// The follower's kernel side: loading its programs with maps sized from
+// the plan, the pinned mark check, the gate element that makes the table
+// accept the follow mark only while a follower runs, the enforced
+// namespace, and the users' shares of the query table.
+
+// DefaultPinRoot is where the follower pins its mark check and the
+// sockets' authorizations: a directory on the bpf file system.
+const DefaultPinRoot = "/sys/fs/bpf/egress"
+
+// pinCheck and pinSockauth name the pins in the follower's directory.
+const (
+	pinCheck    = "mark_check"
+	pinSockauth = "sockauth"
+)
+
+// initUserNS is the inode of the initial user namespace (PROC_USER_INIT_INO).
+const initUserNS = 0xEFFFFFFD
+
+// followSizes are the map sizes a follower was loaded with: a generation
+// that needs more makes it stop, to be restarted with larger ones.
+type followSizes struct {
+	rules, uids int
+}
+
+func sizesFor(spec *plan.FollowSpec) followSizes {
+	var rules, uids int
+	if spec != nil {
+		seen := map[uint32]bool{}
+		keys := map[[2]uint64]bool{}
+		for _, r := range spec.Rules {
+			seen[r.UID] = true
+			keys[[2]uint64{uint64(r.UID), nameHash(r.Name)}] = true
+		}
+		rules, uids = len(keys), len(seen)
+	}
+	// Room for later generations to grow before a restart is needed.
+	return followSizes{rules: max(2*rules, 16384), uids: max(2*uids, 1024)}
+}
+
+// enforcedNetns returns the cookie of the target's network namespace
+// (what bpf_get_netns_cookie gives for its sockets). It refuses a
+// namespace owned by another user namespace than the initial one: its
+// sockets' uids would not be the host's.
+func enforcedNetns(t nft.Target) (uint64, error) {
+	fd, done, err := t.OpenNetns()
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	if fd >= 0 {
+		userns, err := unix.IoctlRetInt(fd, unix.NS_GET_USERNS)
+		if err != nil {
+			return 0, fmt.Errorf("find the user namespace of %s: %w", t, err)
+		}
+		var st unix.Stat_t
+		err = unix.Fstat(userns, &st)
+		unix.Close(userns)
+		if err != nil {
+			return 0, fmt.Errorf("find the user namespace of %s: %w", t, err)
+		}
+		if st.Ino != initUserNS {
+			return 0, fmt.Errorf("%s belongs to a user namespace of its own: the uids of its sockets are not the host's, and the follower cannot trust them", t)
+		}
+	}
+	var cookie uint64
+	err = inNetns(fd, func() error {
+		s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(s)
+		v, err := unix.GetsockoptUint64(s, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+		cookie = v
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read the cookie of %s: %w", t, err)
+	}
+	return cookie, nil
+}
+
+// inNetns runs fn on a thread that entered the namespace fd (the
+// caller's own for -1); the thread is thrown away after.
+func inNetns(fd int, fn func() error) error {
+	if fd < 0 {
+		return fn()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("enter network namespace: %w", err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// pinDir is the follower's own directory under the pin root: one per
+// enforced namespace and table.
+func pinDir(root, table string, netns uint64) (string, error) {
+	probe := root
+	for {
+		var st unix.Statfs_t
+		err := unix.Statfs(probe, &st)
+		if err == nil {
+			if st.Type != unix.BPF_FS_MAGIC {
+				return "", fmt.Errorf("pin directory %s is not on a bpf file system: mount one (mount -t bpf bpf /sys/fs/bpf) or give --pin-dir", root)
+			}
+			break
+		}
+		if !errors.Is(err, os.ErrNotExist) || probe == filepath.Dir(probe) {
+			return "", fmt.Errorf("check pin directory %s: %w", root, err)
+		}
+		probe = filepath.Dir(probe)
+	}
+	// bpffs refuses dots in names; the table's name may have some.
+	safe := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, table)
+	dir := filepath.Join(root, fmt.Sprintf("%s-netns-%x", safe, netns))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("create pin directory: %w", err)
+	}
+	return dir, nil
+}
+
+// load loads the programs with maps sized for spec. The socket
+// authorizations are pinned and shared with earlier followers of the same
+// namespace and table.
+func (f *Follower) load(spec *plan.FollowSpec, netns uint64) error {
+	s, err := bpf.LoadFollow()
+	if err != nil {
+		return fmt.Errorf("load follower spec: %w", err)
+	}
+	mark, floor, ttlMax := uint32(plan.DefaultFollowMark), plan.DefaultTTLFloor, plan.DefaultTTLMax
+	if spec != nil {
+		mark, floor, ttlMax = spec.Mark, spec.TTLFloor, spec.MaxTTL()
+	}
+	for name, v := range map[string]any{"follow_mark": mark, "window_ns": uint64(f.cfg.Window), "floor_ns": uint64(floor),
+		"ttl_max_ns": uint64(ttlMax), "netns_cookie": netns} {
+		if err := s.Variables[name].Set(v); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	f.sizes = sizesFor(spec)
+	s.Maps["rules"].MaxEntries = uint32(f.sizes.rules)
+	s.Maps["queries"].MaxEntries = uint32(f.sizes.uids)
+	f.shareSpec = s.Maps["queries"].InnerMap.Copy()
+	f.shareSpec.MaxEntries = uint32(f.cfg.QueryShare)
+	s.Maps["sockauth"].Pinning = ebpf.PinByName
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: f.pinDir}}
+	err = cgroupbpf.Load(s, &f.objs, opts, "follower programs")
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		// Another version's map: start afresh. Sockets it marked lose
+		// their authorization (their marked datagrams are dropped).
+		f.cfg.Log.Warn("the pinned socket authorizations do not fit this version: replacing them", "dir", f.pinDir)
+		if err = os.Remove(filepath.Join(f.pinDir, pinSockauth)); err == nil {
+			err = cgroupbpf.Load(s, &f.objs, opts, "follower programs")
+		} else {
+			err = fmt.Errorf("load follower programs: %w", err)
+		}
+	}
+	return err
+}
+
+// attach links the programs to the cgroup. The mark check (the egress
+// program) is pinned, so that it outlives a follower that dies: the one
+// an earlier follower left is replaced once ours is in place.
+func (f *Follower) attach() error {
+	links, err := cgroupbpf.Attach(f.cfg.Cgroup, []cgroupbpf.Attachment{
+		{Name: "mark check and queries (egress)", Type: ebpf.AttachCGroupInetEgress, Program: f.objs.FollowEgress},
+		{Name: "answers (ingress)", Type: ebpf.AttachCGroupInetIngress, Program: f.objs.FollowAnswer},
+		{Name: "connect4", Type: ebpf.AttachCGroupInet4Connect, Program: f.objs.FollowConnect4},
+		{Name: "connect6", Type: ebpf.AttachCGroupInet6Connect, Program: f.objs.FollowConnect6},
+	})
+	if err != nil {
+		return err
+	}
+	f.check, f.links = links[0], links[1:]
+	// Pin ours beside the old one first: if that fails, the old check
+	// stays.
+	path := filepath.Join(f.pinDir, pinCheck)
+	if err := f.check.Pin(path + "_new"); err != nil {
+		return fmt.Errorf("pin the mark check: %w", err)
+	}
+	if old, err := link.LoadPinnedLink(path, nil); err == nil {
+		f.cfg.Log.Warn("replacing the mark check a follower that did not stop cleanly left", "pin", path)
+		_ = old.Unpin()
+		_ = old.Close()
+	} else if !errors.Is(err, os.ErrNotExist) {
+		_ = f.check.Unpin()
+		return fmt.Errorf("open the pinned mark check %s: %w", path, err)
+	}
+	if err := f.check.Pin(path); err != nil { // moves the pin
+		_ = f.check.Unpin()
+		return fmt.Errorf("pin the mark check: %w", err)
+	}
+	return nil
+}
+
+// refreshGate (re)adds the follower's cgroup to the gate set with its
+// timeout: while it is there, the table accepts the follow mark for
+// sockets of that cgroup. It says so once when it cannot.
+func (f *Follower) refreshGate() {
+	err := f.nl.OpenGate(f.cfg.Table, f.cgroupID, f.cfg.GateTimeout)
+	switch {
+	case err != nil && !f.gateFailing:
+		f.cfg.Log.Warn("open the follow gate: the table does not accept the follow mark, so a first connection may be dropped until its address is in the set",
+			"set", plan.SetFollowGate, "err", err)
+	case err == nil && f.gateFailing:
+		f.cfg.Log.Info("the follow gate is open again", "set", plan.SetFollowGate)
+	}
+	f.gateFailing = err != nil
+}
+
+// closeGate removes the follower's cgroup from the gate set: the table
+// stops accepting the follow mark at once.
+func (f *Follower) closeGate() error {
+	err := f.nl.CloseGate(f.cfg.Table, f.cgroupID)
+	if err != nil && !nft.IsNotFound(err) {
+		return fmt.Errorf("close the follow gate: %w", err)
+	}
+	return nil
+}
+
+// setShares gives each user with name rules its own share of the query
+// table, and takes it from users that have none any more.
+func (f *Follower) setShares(uids map[uint32]bool) error {
+	if len(uids) > f.sizes.uids {
+		return fmt.Errorf("%d users have name rules, more than the %d the follower's maps were sized for: restart the follower", len(uids), f.sizes.uids)
+	}
+	for uid, m := range f.shares {
+		if !uids[uid] {
+			_ = f.objs.Queries.Delete(uid)
+			m.Close()
+			delete(f.shares, uid)
+		}
+	}
+	for uid := range uids {
+		if f.shares[uid] != nil {
+			continue
+		}
+		m, err := ebpf.NewMap(f.shareSpec)
+		if err != nil {
+			return fmt.Errorf("create the query share of uid %d: %w", uid, err)
+		}
+		if err := f.objs.Queries.Put(uid, m); err != nil {
+			m.Close()
+			return fmt.Errorf("install the query share of uid %d: %w", uid, err)
+		}
+		f.shares[uid] = m
+	}
+	return nil
+}
+
+// reapQueries removes the queries nobody answered within QueryLife, so
+// they stop counting against their user's share.
+func (f *Follower) reapQueries() {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	limit := uint64(ts.Nano() - int64(f.cfg.QueryLife))
+	var k bpf.FollowQueryKey
+	var v bpf.FollowQueryVal
+	n := 0
+	for _, m := range f.shares {
+		var old []bpf.FollowQueryKey
+		it := m.Iterate()
+		for it.Next(&k, &v) {
+			if v.Ts < limit {
+				old = append(old, k)
+			}
+		}
+		for _, k := range old {
+			if m.Delete(k) == nil {
+				n++
+			}
+		}
+	}
+	if n > 0 {
+		f.mu.Lock()
+		f.stats.QueriesExpired += uint64(n)
+		f.mu.Unlock()
+	}
+}
+
+// closeKernel detaches and frees everything. graceful also closes the
+// gate and unpins the mark check; without it (a crash, in tests) the
+// check stays attached and the gate element times out.
+func (f *Follower) closeKernel(graceful bool) error {
+	var errs []error
+	if graceful && f.check != nil {
+		// The gate first: once the table no longer accepts the mark, the
+		// check has nothing left to guard.
+		if err := f.closeGate(); err != nil {
+			errs = append(errs, fmt.Errorf("%w; the mark check stays pinned at %s", err, filepath.Join(f.pinDir, pinCheck)))
+		} else {
+			errs = append(errs, f.check.Unpin())
+		}
+	}
+	if f.check != nil {
+		errs = append(errs, f.check.Close())
+		f.check = nil
+	}
+	for _, l := range f.links {
+		errs = append(errs, l.Close())
+	}
+	f.links = nil
+	if f.rd != nil {
+		errs = append(errs, f.rd.Close())
+	}
+	for uid, m := range f.shares {
+		m.Close()
+		delete(f.shares, uid)
+	}
+	errs = append(errs, f.objs.Close())
+	return errors.Join(errs...)
+}
+
+// gateTimeout is the gate element's lifetime: after a crash, the table
+// accepts the follow mark this long (the pinned check still drops what
+// no authorization covers).
+func (c *Config) gateDefaults() {
+	if c.GateRefresh <= 0 {
+		c.GateRefresh = time.Second
+	}
+	if c.GateTimeout <= 0 {
+		c.GateTimeout = plan.FollowGateTimeout
+	}
+	c.GateTimeout = max(c.GateTimeout, 2*c.GateRefresh)
+}

@@ -1,0 +1,243 @@
+//go:build linux
+
+package monitor
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/egresskit/egress/enforce/nft"
+	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/enforce/rollout"
+	"github.com/egresskit/egress/store"
+)
+
+// DeniedSummary is what the monitor recorded: the destinations the
+// allow-list did not cover, by user, and the rate around the last apply.
+type DeniedSummary struct {
+	Since        time.Time    `json:"since,omitzero"` // zero: everything recorded
+	Until        time.Time    `json:"until"`
+	Dropped      uint64       `json:"dropped"`
+	Audited      uint64       `json:"audited"`
+	Destinations []DeniedDest `json:"destinations"`
+	Users        []DeniedUser `json:"users"`
+	Rate         *RateChange  `json:"rate,omitempty"`
+	// Unrecorded are packets (since the store was made) whose destination
+	// the monitor's bounds left out; they are not in Dropped or Audited.
+	Unrecorded store.Unrecorded `json:"unrecorded"`
+}
+
+// DeniedDest is one destination one user was denied (or audited).
+type DeniedDest struct {
+	UID       uint32     `json:"uid"`
+	User      string     `json:"user"`
+	Proto     string     `json:"proto"`
+	IP        netip.Addr `json:"ip"`
+	Port      uint16     `json:"port"`
+	Hostnames []string   `json:"hostnames"`
+	Dropped   uint64     `json:"dropped"`
+	Audited   uint64     `json:"audited"`
+	FirstSeen time.Time  `json:"first_seen"`
+	LastSeen  time.Time  `json:"last_seen"`
+	// Processes come from the learner's record of the same flow, when it
+	// has one.
+	Processes []string `json:"processes"`
+}
+
+// DeniedUser sums one user's denied packets.
+type DeniedUser struct {
+	UID          uint32 `json:"uid"`
+	User         string `json:"user"`
+	Dropped      uint64 `json:"dropped"`
+	Audited      uint64 `json:"audited"`
+	Destinations int    `json:"destinations"`
+}
+
+// RateChange compares the logged packets per minute before and after the
+// last apply: the error rate after a policy change.
+type RateChange struct {
+	Generation   uint64    `json:"generation"`
+	Mode         string    `json:"mode"`
+	Applied      time.Time `json:"applied"`
+	Window       string    `json:"window"` // how far before the apply was looked at
+	BeforePerMin float64   `json:"before_per_min"`
+	AfterPerMin  float64   `json:"after_per_min"`
+	DropBefore   uint64    `json:"drop_before"`
+	DropAfter    uint64    `json:"drop_after"`
+	AuditBefore  uint64    `json:"audit_before"`
+	AuditAfter   uint64    `json:"audit_after"`
+}
+
+// Denied summarizes the observations seen since now-since (all for 0)
+// and, when the target has a generation, the rate around its last apply.
+func Denied(st *store.Store, t nft.Target, table string, since time.Duration, now time.Time, userName func(uint32) string) (*DeniedSummary, error) {
+	obs, err := st.Observations()
+	if err != nil {
+		return nil, err
+	}
+	s := &DeniedSummary{Until: now.UTC(), Destinations: []DeniedDest{}, Users: []DeniedUser{}}
+	if since > 0 {
+		s.Since = now.Add(-since).UTC()
+	}
+	dests := map[store.FlowKey]*DeniedDest{}
+	var keys []store.FlowKey
+	for _, o := range obs {
+		if since > 0 && o.LastSeen.Before(s.Since) {
+			continue
+		}
+		d, ok := dests[o.FlowKey]
+		if !ok {
+			d = &DeniedDest{UID: o.UID, Proto: plan.ProtoName(o.Proto), IP: o.IP, Port: o.Port, FirstSeen: o.FirstSeen, LastSeen: o.LastSeen,
+				Hostnames: []string{}, Processes: []string{}}
+			if userName != nil {
+				d.User = userName(o.UID)
+			}
+			dests[o.FlowKey] = d
+			keys = append(keys, o.FlowKey)
+		}
+		if o.Kind == store.ObsDrop {
+			d.Dropped += o.Hits
+			s.Dropped += o.Hits
+		} else {
+			d.Audited += o.Hits
+			s.Audited += o.Hits
+		}
+		store.WidenSeen(&d.FirstSeen, &d.LastSeen, o.FirstSeen, o.LastSeen)
+	}
+	ips := make([]netip.Addr, 0, len(keys))
+	for _, k := range keys {
+		ips = append(ips, k.IP)
+	}
+	names, err := st.NamesOf(ips)
+	if err != nil {
+		return nil, err
+	}
+	learned, err := st.FlowsFor(keys)
+	if err != nil {
+		return nil, err
+	}
+	users := map[uint32]*DeniedUser{}
+	for _, k := range keys {
+		d := dests[k]
+		if n := names[k.IP]; n != nil {
+			d.Hostnames = n
+		}
+		if f, ok := learned[k]; ok && f.Processes != nil {
+			d.Processes = f.Processes
+		}
+		s.Destinations = append(s.Destinations, *d)
+		u, ok := users[d.UID]
+		if !ok {
+			u = &DeniedUser{UID: d.UID, User: d.User}
+			users[d.UID] = u
+		}
+		u.Dropped += d.Dropped
+		u.Audited += d.Audited
+		u.Destinations++
+	}
+	slices.SortFunc(s.Destinations, func(a, b DeniedDest) int {
+		return cmp.Or(cmp.Compare(b.Dropped+b.Audited, a.Dropped+a.Audited), cmp.Compare(a.UID, b.UID), a.IP.Compare(b.IP), cmp.Compare(a.Port, b.Port))
+	})
+	for _, u := range users {
+		s.Users = append(s.Users, *u)
+	}
+	slices.SortFunc(s.Users, func(a, b DeniedUser) int {
+		return cmp.Or(cmp.Compare(b.Dropped+b.Audited, a.Dropped+a.Audited), cmp.Compare(a.UID, b.UID))
+	})
+	if s.Rate, err = rateChange(st, t, table, since, now); err != nil {
+		return nil, err
+	}
+	if s.Unrecorded, err = st.Unrecorded(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// rateChange compares the minutes before and after the current
+// generation's apply; the window before is --since, or an hour.
+func rateChange(st *store.Store, t nft.Target, table string, since time.Duration, now time.Time) (*RateChange, error) {
+	g, err := rollout.Current(st, t, table)
+	if err != nil || g == nil {
+		return nil, err
+	}
+	window := since
+	if window <= 0 {
+		window = time.Hour
+	}
+	applied := g.Time
+	from, at, to := applied.Add(-window).Unix()/60, applied.Unix()/60, now.Unix()/60
+	minutes, err := st.Denials(from, to)
+	if err != nil {
+		return nil, err
+	}
+	r := &RateChange{Generation: g.N, Mode: g.Mode, Applied: applied, Window: window.String()}
+	for m, c := range minutes {
+		if m < at {
+			r.DropBefore += c.Drop
+			r.AuditBefore += c.Audit
+		} else {
+			r.DropAfter += c.Drop
+			r.AuditAfter += c.Audit
+		}
+	}
+	r.BeforePerMin = float64(r.DropBefore+r.AuditBefore) / window.Minutes()
+	after := now.Sub(applied).Minutes()
+	if after < 1 {
+		after = 1
+	}
+	r.AfterPerMin = float64(r.DropAfter+r.AuditAfter) / after
+	return r, nil
+}
+
+// Write prints the summary for people.
+func (s *DeniedSummary) Write(w io.Writer, top int) error {
+	var b strings.Builder
+	span := "everything recorded"
+	if !s.Since.IsZero() {
+		span = "since " + s.Since.Local().Format(time.DateTime)
+	}
+	fmt.Fprintf(&b, "denied traffic, %s: %d packets dropped, %d logged in audit\n", span, s.Dropped, s.Audited)
+	if len(s.Destinations) == 0 {
+		b.WriteString("nothing was denied (is \"egress-enforce watch\" running?)\n")
+	} else {
+		fmt.Fprintf(&b, "\nmost denied destinations:\n")
+		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  USER\tDESTINATION\tHOSTNAMES\tDROPPED\tAUDITED\tLAST SEEN\tPROCESSES")
+		for i, d := range s.Destinations {
+			if i == top {
+				fmt.Fprintf(tw, "  ... %d more\n", len(s.Destinations)-top)
+				break
+			}
+			fmt.Fprintf(tw, "  %s\t%s/%d %s\t%s\t%d\t%d\t%s\t%s\n", d.User, d.Proto, d.Port, d.IP, dash(strings.Join(d.Hostnames, ",")),
+				d.Dropped, d.Audited, d.LastSeen.Local().Format(time.DateTime), dash(strings.Join(d.Processes, ",")))
+		}
+		_ = tw.Flush()
+		fmt.Fprintf(&b, "\nby user:\n")
+		tw = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  USER\tUID\tDROPPED\tAUDITED\tDESTINATIONS")
+		for _, u := range s.Users {
+			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%d\n", u.User, u.UID, u.Dropped, u.Audited, u.Destinations)
+		}
+		_ = tw.Flush()
+	}
+	if u := s.Unrecorded; !u.IsZero() {
+		fmt.Fprintf(&b, "\nnot in this list: %d dropped and %d audited packets (%d observations) that the monitor's bounds left out (a flood of distinct destinations)\n",
+			u.Drop, u.Audit, u.Records)
+	}
+	if r := s.Rate; r != nil {
+		fmt.Fprintf(&b, "\nlast apply: generation %d (%s) at %s: %.1f logged packets/min in the %s before, %.1f/min since (dropped %d -> %d, audited %d -> %d)\n",
+			r.Generation, r.Mode, r.Applied.Local().Format(time.DateTime), r.BeforePerMin, r.Window, r.AfterPerMin,
+			r.DropBefore, r.DropAfter, r.AuditBefore, r.AuditAfter)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// dash stands for an empty list.
+func dash(s string) string { return cmp.Or(s, "-") }

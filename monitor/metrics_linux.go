@@ -1,0 +1,199 @@
+//go:build linux
+
+package monitor
+
+import (
+	"net/netip"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/egresskit/egress/enforce/nft"
+	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/enforce/rollout"
+	"github.com/egresskit/egress/store"
+)
+
+// Collector exposes the monitor's counts and the kernel's view of our
+// table as Prometheus metrics. Destinations and users are the top K by
+// packets; the rest is folded into destination="other" (user="other").
+//
+// Collect reads the kernel and the store: serve it through a snapshot
+// gathered in the background (cli.MetricsSnapshot), so that a scrape never
+// waits on them.
+type Collector struct {
+	Monitor  *Monitor
+	Target   nft.Target
+	Table    string
+	Store    *store.Store // generations and DNS names (optional)
+	UserName func(uint32) string
+	TopK     int
+}
+
+// reading is what Collect reads from the kernel and the store.
+type reading struct {
+	status    *nft.Status
+	statusErr error
+	gen       *store.Generation
+	names     map[netip.Addr][]string
+}
+
+var (
+	descDenied = prometheus.NewDesc("egress_denied_packets_total",
+		"Packets the default rule logged (action drop or audit), by user and destination; the top destinations, the rest as destination=\"other\". A destination that displaced others in the monitor's bounded summary may be overstated by at most their packets.",
+		[]string{"action", "uid", "user", "proto", "destination", "port", "hostname"}, nil)
+	descDeniedUser = prometheus.NewDesc("egress_denied_packets_by_user_total",
+		"Packets the default rule logged, by user; the top users, the rest as user=\"other\".",
+		[]string{"action", "uid", "user"}, nil)
+	descEntries = prometheus.NewDesc("egress_monitor_log_entries_total",
+		"NFLOG messages the monitor received.", nil, nil)
+	descUnlogged = prometheus.NewDesc("egress_unlogged_packets_total",
+		"Packets the default rules counted but did not log, over drop_log_rate (action drop) or audit_log_rate (action audit): the kernel's counter before the rate limit minus the one after it.", []string{"table", "action"}, nil)
+	descUnrecorded = prometheus.NewDesc("egress_monitor_unrecorded_packets_total",
+		"Logged packets whose destination the monitor could not keep until the next flush (its bound on destinations between flushes); they are in the totals, not in the store's observations.", []string{"action"}, nil)
+	descReceiveErrors = prometheus.NewDesc("egress_monitor_receive_errors_total",
+		"Errors reading the NFLOG socket (ENOBUFS: its buffer overflowed).", nil, nil)
+	descLostLogs = prometheus.NewDesc("egress_monitor_lost_log_entries_total",
+		"Log messages the kernel sent that the monitor never received (gaps in their sequence numbers: its socket overflowed; a loss shows when a later message arrives).", nil, nil)
+	descTracked = prometheus.NewDesc("egress_monitor_tracked_entries",
+		"Entries of the monitor's bounded structures: the top destinations and users, and the destinations pending the next flush.", []string{"structure", "bound"}, nil)
+	descPresent = prometheus.NewDesc("egress_table_present",
+		"1 when our table is installed.", []string{"table"}, nil)
+	descMode = prometheus.NewDesc("egress_table_mode",
+		"1 for the mode of our table: audit, enforce or staged.", []string{"table", "mode"}, nil)
+	descElements = prometheus.NewDesc("egress_set_elements",
+		"Elements of our table's sets.", []string{"table", "set"}, nil)
+	descRulePackets = prometheus.NewDesc("egress_rule_packets_total",
+		"Packet counter of each rule of our table, by rule comment.", []string{"table", "rule"}, nil)
+	descRuleBytes = prometheus.NewDesc("egress_rule_bytes_total",
+		"Byte counter of each rule of our table, by rule comment.", []string{"table", "rule"}, nil)
+	descKernelDropped = prometheus.NewDesc("egress_kernel_dropped_packets_total",
+		"Packets the default rules dropped, from the kernel's counters.", []string{"table"}, nil)
+	descKernelAudited = prometheus.NewDesc("egress_kernel_audited_packets_total",
+		"Packets the default rules logged without dropping, from the kernel's counters.", []string{"table"}, nil)
+	descGeneration = prometheus.NewDesc("egress_generation",
+		"Number of the current generation of our table.", []string{"table"}, nil)
+	descLastApply = prometheus.NewDesc("egress_last_apply_timestamp_seconds",
+		"When the current generation was applied.", []string{"table"}, nil)
+)
+
+// Describe sends the descriptions of every metric.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descDenied, descDeniedUser, descEntries, descUnlogged, descUnrecorded, descReceiveErrors, descLostLogs,
+		descTracked, descPresent, descMode, descElements, descRulePackets, descRuleBytes, descKernelDropped, descKernelAudited,
+		descGeneration, descLastApply} {
+		ch <- d
+	}
+}
+
+func (c *Collector) user(uid uint32) string {
+	if uid == NoUID {
+		return "none"
+	}
+	if c.UserName != nil {
+		return c.UserName(uid)
+	}
+	return strconv.FormatUint(uint64(uid), 10)
+}
+
+func (c *Collector) topK() int {
+	if c.TopK <= 0 {
+		return 20
+	}
+	return c.TopK
+}
+
+// read reads the kernel and the store.
+func (c *Collector) read() *reading {
+	r := &reading{}
+	r.status, r.statusErr = nft.Open(c.Target).Status(c.Table, false)
+	if c.Store == nil {
+		return r
+	}
+	r.gen, _ = rollout.Current(c.Store, c.Target, c.Table)
+	if c.Monitor != nil {
+		top, _, _ := c.Monitor.Top(c.topK())
+		ips := make([]netip.Addr, len(top))
+		for i, t := range top {
+			ips[i] = t.IP
+		}
+		r.names, _ = c.Store.NamesOf(ips)
+	}
+	return r
+}
+
+// Collect reads the monitor, the kernel and the store.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	r := c.read()
+	if c.Monitor != nil {
+		c.collectMonitor(ch, r.names)
+	}
+	c.collectReading(ch, r)
+}
+
+func (c *Collector) collectMonitor(ch chan<- prometheus.Metric, names map[netip.Addr][]string) {
+	counter := prometheus.CounterValue
+	top, other, entries := c.Monitor.Top(c.topK())
+	for _, t := range top {
+		host := ""
+		if n := names[t.IP]; len(n) > 0 {
+			host = n[0]
+		}
+		ch <- prometheus.MustNewConstMetric(descDenied, counter, float64(t.Hits), t.Action,
+			strconv.FormatUint(uint64(t.UID), 10), c.user(t.UID), plan.ProtoName(t.Proto), t.IP.String(), strconv.Itoa(int(t.Port)), host)
+	}
+	for action, n := range other {
+		ch <- prometheus.MustNewConstMetric(descDenied, counter, float64(n), action, "", "other", "", "other", "", "")
+	}
+	users, otherUsers := c.Monitor.ByUser(c.topK())
+	for _, u := range users {
+		ch <- prometheus.MustNewConstMetric(descDeniedUser, counter, float64(u.Hits), u.Action, strconv.FormatUint(uint64(u.UID), 10), c.user(u.UID))
+	}
+	for action, n := range otherUsers {
+		ch <- prometheus.MustNewConstMetric(descDeniedUser, counter, float64(n), action, "", "other")
+	}
+	ch <- prometheus.MustNewConstMetric(descEntries, counter, float64(entries))
+	st := c.Monitor.Stats()
+	ch <- prometheus.MustNewConstMetric(descUnrecorded, counter, float64(st.UnrecordedDrop), ObsActionDrop)
+	ch <- prometheus.MustNewConstMetric(descUnrecorded, counter, float64(st.UnrecordedAudit), ObsActionAudit)
+	ch <- prometheus.MustNewConstMetric(descReceiveErrors, counter, float64(st.ReceiveErrors))
+	ch <- prometheus.MustNewConstMetric(descLostLogs, counter, float64(st.LostLogs))
+	ch <- prometheus.MustNewConstMetric(descTracked, prometheus.GaugeValue, float64(st.Tracked), "top", strconv.Itoa(st.TrackedCap))
+	ch <- prometheus.MustNewConstMetric(descTracked, prometheus.GaugeValue, float64(st.Pending), "pending", strconv.Itoa(st.PendingCap))
+}
+
+func (c *Collector) collectReading(ch chan<- prometheus.Metric, r *reading) {
+	counter := prometheus.CounterValue
+	if r.statusErr != nil {
+		ch <- prometheus.NewInvalidMetric(descPresent, r.statusErr)
+	} else {
+		present := 0.0
+		if st := r.status; st.Present {
+			present = 1
+			ch <- prometheus.MustNewConstMetric(descMode, prometheus.GaugeValue, 1, c.Table, string(st.Mode))
+			for _, s := range st.Sets {
+				ch <- prometheus.MustNewConstMetric(descElements, prometheus.GaugeValue, float64(s.Elements), c.Table, s.Name)
+			}
+			for _, rc := range st.Counters {
+				ch <- prometheus.MustNewConstMetric(descRulePackets, counter, float64(rc.Packets), c.Table, rc.Rule)
+				ch <- prometheus.MustNewConstMetric(descRuleBytes, counter, float64(rc.Bytes), c.Table, rc.Rule)
+			}
+			ch <- prometheus.MustNewConstMetric(descKernelDropped, counter, float64(st.Dropped.Packets), c.Table)
+			ch <- prometheus.MustNewConstMetric(descKernelAudited, counter, float64(st.Audited.Packets), c.Table)
+			for _, u := range []struct {
+				action string
+				all    nft.Counter
+				logged *nft.Counter
+			}{{ObsActionDrop, st.Dropped, st.DropsLogged}, {ObsActionAudit, st.Audited, st.AuditsLogged}} {
+				if u.logged != nil && u.all.Packets >= u.logged.Packets {
+					ch <- prometheus.MustNewConstMetric(descUnlogged, counter, float64(u.all.Packets-u.logged.Packets), c.Table, u.action)
+				}
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(descPresent, prometheus.GaugeValue, present, c.Table)
+	}
+	if r.gen != nil {
+		ch <- prometheus.MustNewConstMetric(descGeneration, prometheus.GaugeValue, float64(r.gen.N), c.Table)
+		ch <- prometheus.MustNewConstMetric(descLastApply, prometheus.GaugeValue, float64(r.gen.Time.Unix()), c.Table)
+	}
+}
