@@ -3,6 +3,10 @@
 
 GO        ?= go
 FUZZTIME  ?= 20s
+# The eBPF programs' compiler, and the multiarch include directory of its
+# target, where the kernel's UAPI headers are (asm/types.h).
+BPF_CC      ?= clang
+BPF_INCLUDE ?= /usr/include/$(shell $(BPF_CC) -print-multiarch 2>/dev/null)
 # Debian packages the tools, the tests and the demo need.
 DEB_PKGS  := clang llvm libbpf-dev nftables bpftool dnsmasq-base bind9-dnsutils socat curl iproute2 util-linux systemd
 
@@ -20,10 +24,10 @@ deps: ## Install the Debian packages that are missing (as root; apt-get)
 	fi
 
 generate: ## Rebuild the eBPF objects and Go bindings from bpf/*.c (bpf2go, clang)
-	$(GO) generate ./bpf/
+	BPF_INCLUDE=$(BPF_INCLUDE) $(GO) generate ./bpf/
 
 check-generate: generate ## Fail if regenerating changes the committed eBPF output
-	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: the committed bpf2go output differs from egress.c; run make generate and commit"; exit 1; }
+	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: the committed bpf2go output differs from bpf/*.c; run make generate and commit"; exit 1; }
 
 build: ## Build egress-learn and egress-enforce into bin/
 	$(GO) build -o bin/ ./cmd/...

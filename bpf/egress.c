@@ -23,13 +23,7 @@
 // any answer to it. User space uses an answer only when it matches a query
 // of the same socket (id, question and server).
 
-#include <linux/bpf.h>
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
-#include <linux/udp.h>
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_endian.h>
+#include "common.h"
 #include <bpf/bpf_core_read.h>
 
 char __license[] SEC("license") = "Dual BSD/GPL";
@@ -73,7 +67,6 @@ extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 // name) follows the 12-byte header.
 #define DNS_MAX 4096
 #define QUERY_MAX 512
-#define DNS_PORT 53
 
 enum hook {
 	HOOK_CONNECT4 = 1,
@@ -254,9 +247,7 @@ struct {
 
 static __always_inline void count(__u32 idx)
 {
-	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
-	if (v)
-		*v += 1;
+	bump(&stats, idx);
 }
 
 static __always_inline __u64 wakeup_flag(void)
@@ -458,38 +449,6 @@ int egress_sendmsg6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
-// udp_of finds the UDP header of the IPv4 or IPv6 packet in skb (which
-// starts at the IP header). It returns -1 for anything else, and for a
-// fragment that is not the first.
-static __always_inline int udp_of(struct __sk_buff *skb, __u8 *family, __u32 *l4off, struct udphdr *udp)
-{
-	__u8 vbyte;
-	if (bpf_skb_load_bytes(skb, 0, &vbyte, 1) < 0)
-		return -1;
-	if ((vbyte >> 4) == 4) {
-		struct iphdr ip;
-		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
-			return -1;
-		if (ip.protocol != IPPROTO_UDP || (ip.frag_off & bpf_htons(0x1fff)))
-			return -1;
-		*family = 4;
-		*l4off = ip.ihl * 4;
-	} else if ((vbyte >> 4) == 6) {
-		struct ipv6hdr ip6;
-		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) < 0)
-			return -1;
-		if (ip6.nexthdr != IPPROTO_UDP)
-			return -1;
-		*family = 6;
-		*l4off = sizeof(ip6);
-	} else {
-		return -1;
-	}
-	if (bpf_skb_load_bytes(skb, *l4off, udp, sizeof(*udp)) < 0)
-		return -1;
-	return 0;
-}
-
 // socket_uid is the UID, in the initial user namespace, of the owner of
 // the socket skb belongs to. Not bpf_get_socket_uid: it maps the UID into
 // the user namespace that owns the socket's network namespace, where an
@@ -540,7 +499,7 @@ static __always_inline void dns_query(struct __sk_buff *skb, struct bpf_sock *sk
 	__u8 family;
 	__u32 l4off;
 	struct udphdr udp;
-	if (udp_of(skb, &family, &l4off, &udp) < 0)
+	if (udp_hdr(skb, &family, &l4off, &udp, 0) < 0)
 		return;
 	struct dns_dest *d = bpf_sk_storage_get(&dns_dests, sk, 0, 0);
 	int tracked = d && d->port == DNS_PORT && d->family == family;
@@ -604,7 +563,7 @@ int egress_dns(struct __sk_buff *skb)
 	__u8 family;
 	__u32 l4off;
 	struct udphdr udp;
-	if (udp_of(skb, &family, &l4off, &udp) < 0 || udp.source != bpf_htons(DNS_PORT))
+	if (udp_hdr(skb, &family, &l4off, &udp, 0) < 0 || udp.source != bpf_htons(DNS_PORT))
 		return 1;
 	__u64 plen = bpf_ntohs(udp.len);
 	if (plen <= sizeof(udp))

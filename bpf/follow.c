@@ -37,13 +37,7 @@
 //
 // Every ignored answer is counted by reason.
 
-#include <linux/bpf.h>
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
-#include <linux/udp.h>
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_endian.h>
+#include "common.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -275,53 +269,7 @@ struct {
 
 static __always_inline void count(__u32 idx)
 {
-	__u64 *v = bpf_map_lookup_elem(&follow_stats, &idx);
-	if (v)
-		*v += 1;
-}
-
-// ip_hdr reads what the programs need of an IPv4 or IPv6 header: the
-// family, the next protocol, where the transport header starts, and the
-// addresses (when asked for).
-static __always_inline int ip_hdr(struct __sk_buff *skb, __u8 *family, __u8 *proto, __u32 *l4off,
-				  __u8 saddr[16], __u8 daddr[16])
-{
-	__u8 vbyte;
-	if (bpf_skb_load_bytes(skb, 0, &vbyte, 1) < 0)
-		return -1;
-	if ((vbyte >> 4) == 4) {
-		struct iphdr ip;
-		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
-			return -1;
-		if (ip.frag_off & bpf_htons(0x1fff)) // no transport header in a later fragment
-			return -1;
-		*family = 4;
-		*proto = ip.protocol;
-		*l4off = ip.ihl * 4;
-		if (saddr) {
-			__builtin_memset(saddr, 0, 16);
-			__builtin_memcpy(saddr, &ip.saddr, 4);
-		}
-		if (daddr) {
-			__builtin_memset(daddr, 0, 16);
-			__builtin_memcpy(daddr, &ip.daddr, 4);
-		}
-		return 0;
-	}
-	if ((vbyte >> 4) == 6) {
-		struct ipv6hdr ip6;
-		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) < 0)
-			return -1;
-		*family = 6;
-		*proto = ip6.nexthdr;
-		*l4off = sizeof(ip6);
-		if (saddr)
-			__builtin_memcpy(saddr, &ip6.saddr, 16);
-		if (daddr)
-			__builtin_memcpy(daddr, &ip6.daddr, 16);
-		return 0;
-	}
-	return -1;
+	bump(&follow_stats, idx);
 }
 
 // packet_dest reads the destination, protocol and destination port of a
@@ -363,18 +311,6 @@ static __always_inline int mark_allowed(struct __sk_buff *skb)
 		return 0;
 	__u32 *x = (__u32 *)p.addr, *y = (__u32 *)a->addr;
 	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
-}
-
-// udp_payload finds the UDP header of an IPv4 or IPv6 datagram.
-static __always_inline int udp_payload(struct __sk_buff *skb, __u8 *family, __u32 *l4off,
-				       struct udphdr *udp, __u8 saddr[16])
-{
-	__u8 proto;
-	if (ip_hdr(skb, family, &proto, l4off, saddr, 0) < 0 || proto != IPPROTO_UDP)
-		return -1;
-	if (bpf_skb_load_bytes(skb, *l4off, udp, sizeof(*udp)) < 0)
-		return -1;
-	return 0;
 }
 
 // load copies the UDP payload into the per-CPU scratch buffer; it returns
@@ -536,7 +472,7 @@ static __always_inline int maybe_query(struct __sk_buff *skb)
 	}
 	if ((void *)(udp + 1) > end)
 		return 1;
-	return udp->dest == bpf_htons(53);
+	return udp->dest == bpf_htons(DNS_PORT);
 }
 
 // remember_query remembers a DNS query: (cookie, id) -> question hash, in
@@ -546,7 +482,7 @@ static __always_inline void remember_query(struct __sk_buff *skb)
 	__u8 family;
 	__u32 l4off;
 	struct udphdr udp;
-	if (udp_payload(skb, &family, &l4off, &udp, 0) < 0 || udp.dest != bpf_htons(53))
+	if (udp_hdr(skb, &family, &l4off, &udp, 0) < 0 || udp.dest != bpf_htons(DNS_PORT))
 		return;
 	if (bpf_get_netns_cookie(skb) != netns_cookie)
 		return;
@@ -702,7 +638,7 @@ static __always_inline __u32 check_answer(struct __sk_buff *skb, struct scratch 
 	__u32 l4off;
 	struct udphdr udp;
 	struct resolver_key rk = {};
-	if (udp_payload(skb, family, &l4off, &udp, rk.addr) < 0 || udp.source != bpf_htons(53))
+	if (udp_hdr(skb, family, &l4off, &udp, rk.addr) < 0 || udp.source != bpf_htons(DNS_PORT))
 		return 0;
 	if (bpf_get_netns_cookie(skb) != netns_cookie) {
 		count(FS_OTHER_NETNS);
