@@ -125,21 +125,22 @@ type Approval struct {
 	Retired time.Time `json:"retired,omitzero"`
 }
 
-// flowRecord is the stored value; the key holds the FlowKey.
+// flowRecord is a Flow as stored: the key holds its FlowKey, so the value
+// leaves the key's fields out (the empty fields below hide them from
+// encoding/json: a shallower field of the same name wins, and an empty one
+// is omitted).
 type flowRecord struct {
-	Hits      uint64    `json:"hits"`
-	FirstSeen time.Time `json:"first_seen"`
-	LastSeen  time.Time `json:"last_seen"`
-	Hostnames []string  `json:"hostnames,omitempty"`
-	Processes []string  `json:"processes,omitempty"`
-	Cgroups   []string  `json:"cgroups,omitempty"`
-	Dropped   uint64    `json:"dropped,omitempty"`
-	Approval
+	Flow
+	UID   struct{} `json:"uid,omitzero"`
+	Proto struct{} `json:"proto,omitzero"`
+	IP    struct{} `json:"ip,omitzero"`
+	Port  struct{} `json:"port,omitzero"`
 }
 
 func (r *flowRecord) flow(k FlowKey) Flow {
-	return Flow{FlowKey: k, Hits: r.Hits, FirstSeen: r.FirstSeen, LastSeen: r.LastSeen,
-		Hostnames: r.Hostnames, Processes: r.Processes, Cgroups: r.Cgroups, Dropped: r.Dropped, Approval: r.Approval}
+	f := r.Flow
+	f.FlowKey = k
+	return f
 }
 
 // DNSObservation is one address learned from one DNS answer.
@@ -545,8 +546,7 @@ func (s *Store) SetApproval(keys []FlowKey, fn func(f *Flow)) error {
 			if found {
 				rec.Approval = f.Approval
 			} else {
-				rec = flowRecord{Hits: f.Hits, FirstSeen: f.FirstSeen, LastSeen: f.LastSeen, Hostnames: f.Hostnames,
-					Processes: f.Processes, Cgroups: f.Cgroups, Approval: f.Approval}
+				rec.Flow, rec.Dropped = f, 0
 			}
 			if err := putJSON(b, k.bytes(), &rec); err != nil {
 				return err
