@@ -1,7 +1,6 @@
 package learn
 
 import (
-	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -52,9 +51,7 @@ type ReportOptions struct {
 // address, protocol and port.
 func BuildReport(flows []store.Flow, o ReportOptions) []ReportFlow {
 	flows = slices.Clone(flows)
-	slices.SortStableFunc(flows, func(a, b store.Flow) int {
-		return cmp.Or(cmp.Compare(a.UID, b.UID), a.IP.Compare(b.IP), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port))
-	})
+	slices.SortStableFunc(flows, func(a, b store.Flow) int { return a.FlowKey.Compare(b.FlowKey) })
 	out := make([]ReportFlow, 0, len(flows))
 	for _, f := range flows {
 		if o.UID != nil && f.UID != *o.UID {

@@ -336,6 +336,10 @@ func (p *Plan) Elements() int {
 	return n
 }
 
+func (e Element) flowKey() store.FlowKey {
+	return store.FlowKey{UID: e.UID, Proto: e.Proto, IP: e.IP, Port: e.Port}
+}
+
 // Key identifies an element.
 func (e Element) Key() string {
 	return fmt.Sprintf("%d . %s . %s . %d", e.UID, addrText(e.IP), ProtoName(e.Proto), e.Port)
@@ -469,9 +473,7 @@ func Build(flows []store.Flow, o Options) *Plan {
 		p.Flows++
 	}
 	for _, s := range []*Set{&set4, &set6} {
-		slices.SortFunc(s.Elements, func(a, b Element) int {
-			return cmp.Or(cmp.Compare(a.UID, b.UID), a.IP.Compare(b.IP), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port))
-		})
+		slices.SortFunc(s.Elements, func(a, b Element) int { return a.flowKey().Compare(b.flowKey()) })
 	}
 	set4.Comment, set6.Comment = setComment(len(set4.Elements)), setComment(len(set6.Elements))
 	if o.Follow != nil {
