@@ -349,6 +349,7 @@ func ParseDays(key, s string) (time.Duration, error) {
 	return d, nil
 }
 
+// resolve checks the settings and fills the resolved fields.
 func (c *Config) resolve() error {
 	if c.DB == "" {
 		return errors.New("db: must not be empty")
@@ -358,6 +359,16 @@ func (c *Config) resolve() error {
 			return fmt.Errorf("%s: %q holds a control character", key, v)
 		}
 	}
+	for _, step := range []func() error{c.resolveLearn, c.resolveFollow, c.resolveEnforce, c.resolveStore, c.resolveLists} {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resolveLearn checks the learner's intervals, the log level and since.
+func (c *Config) resolveLearn() error {
 	var err error
 	if c.FlushInterval, err = ParseDuration("flush_interval", c.FlushIntervalS); err != nil {
 		return err
@@ -379,11 +390,17 @@ func (c *Config) resolve() error {
 			return err
 		}
 	}
+	return nil
+}
+
+// resolveFollow checks the settings of DNS following.
+func (c *Config) resolveFollow() error {
 	switch c.FollowMode {
 	case "ip", "name", "both":
 	default:
 		return fmt.Errorf("follow_mode: %q is not ip, name or both", c.FollowMode)
 	}
+	var err error
 	if c.FollowTTLFloor, err = ParseDuration("follow_ttl_floor", c.FollowTTLFloorS); err != nil {
 		return err
 	}
@@ -405,6 +422,11 @@ func (c *Config) resolve() error {
 	if c.FollowMark <= 0 || c.FollowMark > 0xffffffff || c.FollowMark&(c.FollowMark-1) != 0 {
 		return fmt.Errorf("follow_mark: %#x must be one bit of the 32-bit socket mark", c.FollowMark)
 	}
+	return nil
+}
+
+// resolveEnforce checks the table's settings.
+func (c *Config) resolveEnforce() error {
 	if c.BootPolicy != "open" && c.BootPolicy != "closed" {
 		return fmt.Errorf("boot_policy: %q is not open or closed", c.BootPolicy)
 	}
@@ -423,6 +445,12 @@ func (c *Config) resolve() error {
 	if c.DropLogRate < 1 {
 		return fmt.Errorf("drop_log_rate: %d must be at least 1 (packets per second; every packet is still counted and dropped)", c.DropLogRate)
 	}
+	return nil
+}
+
+// resolveStore checks the store's bounds and min_hits.
+func (c *Config) resolveStore() error {
+	var err error
 	if c.Retention, err = ParseDays("retention", c.RetentionS); err != nil {
 		return err
 	}
@@ -435,14 +463,19 @@ func (c *Config) resolve() error {
 	if c.MinHits < 0 {
 		return fmt.Errorf("min_hits: %d is negative", c.MinHits)
 	}
-	for _, a := range c.DNSServers {
-		if ad, err := netip.ParseAddr(strings.TrimSpace(a)); err != nil || ad.Zone() != "" {
-			return fmt.Errorf("dns_servers: %q is not an address (without a zone)", a)
-		}
-	}
-	for _, a := range c.NTPServers {
-		if ad, err := netip.ParseAddr(strings.TrimSpace(a)); err != nil || ad.Zone() != "" {
-			return fmt.Errorf("ntp_servers: %q is not an address (without a zone)", a)
+	return nil
+}
+
+// resolveLists checks the lists of addresses, users, prefixes and ports.
+func (c *Config) resolveLists() error {
+	for _, l := range []struct {
+		key  string
+		list []string
+	}{{"dns_servers", c.DNSServers}, {"ntp_servers", c.NTPServers}} {
+		for _, a := range l.list {
+			if ad, err := netip.ParseAddr(strings.TrimSpace(a)); err != nil || ad.Zone() != "" {
+				return fmt.Errorf("%s: %q is not an address (without a zone)", l.key, a)
+			}
 		}
 	}
 	c.IgnoreUIDs = nil
@@ -453,6 +486,7 @@ func (c *Config) resolve() error {
 		}
 		c.IgnoreUIDs = append(c.IgnoreUIDs, uid)
 	}
+	var err error
 	if c.DNSResolverUIDs, err = resolverUIDs(c.DNSResolverUsers, DefaultResolverUsers); err != nil {
 		return err
 	}

@@ -85,10 +85,26 @@ func Denied(st *store.Store, t nft.Target, table string, since time.Duration, no
 	if since > 0 {
 		s.Since = now.Add(-since).UTC()
 	}
+	dests, keys := s.destinations(obs, since > 0, userName)
+	if err := s.describe(st, dests, keys); err != nil {
+		return nil, err
+	}
+	if s.Rate, err = rateChange(st, t, table, since, now); err != nil {
+		return nil, err
+	}
+	if s.Unrecorded, err = st.Unrecorded(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// destinations sums the observations (those since s.Since when recent)
+// by destination, in the order first seen.
+func (s *DeniedSummary) destinations(obs []store.Observation, recent bool, userName func(uint32) string) (map[store.FlowKey]*DeniedDest, []store.FlowKey) {
 	dests := map[store.FlowKey]*DeniedDest{}
 	var keys []store.FlowKey
 	for _, o := range obs {
-		if since > 0 && o.LastSeen.Before(s.Since) {
+		if recent && o.LastSeen.Before(s.Since) {
 			continue
 		}
 		d, ok := dests[o.FlowKey]
@@ -110,17 +126,23 @@ func Denied(st *store.Store, t nft.Target, table string, since time.Duration, no
 		}
 		store.WidenSeen(&d.FirstSeen, &d.LastSeen, o.FirstSeen, o.LastSeen)
 	}
+	return dests, keys
+}
+
+// describe names the destinations and their processes from the store,
+// sums them by user, and sorts both, most denied first.
+func (s *DeniedSummary) describe(st *store.Store, dests map[store.FlowKey]*DeniedDest, keys []store.FlowKey) error {
 	ips := make([]netip.Addr, 0, len(keys))
 	for _, k := range keys {
 		ips = append(ips, k.IP)
 	}
 	names, err := st.NamesOf(ips)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	learned, err := st.FlowsFor(keys)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	users := map[uint32]*DeniedUser{}
 	for _, k := range keys {
@@ -150,13 +172,7 @@ func Denied(st *store.Store, t nft.Target, table string, since time.Duration, no
 	slices.SortFunc(s.Users, func(a, b DeniedUser) int {
 		return cmp.Or(cmp.Compare(b.Dropped+b.Audited, a.Dropped+a.Audited), cmp.Compare(a.UID, b.UID))
 	})
-	if s.Rate, err = rateChange(st, t, table, since, now); err != nil {
-		return nil, err
-	}
-	if s.Unrecorded, err = st.Unrecorded(); err != nil {
-		return nil, err
-	}
-	return s, nil
+	return nil
 }
 
 // rateChange compares the minutes before and after the current

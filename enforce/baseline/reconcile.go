@@ -145,33 +145,54 @@ func Reconcile(flows []store.Flow, obs []store.Observation, names map[store.Flow
 	}
 	p := &Proposal{Against: against, Now: o.Now.UTC(), StaleAfter: o.StaleAfter.String(), MinHits: o.MinHits,
 		Additions: []Change{}, Removals: []Change{}, Denied: []Change{}, Renamed: []Rename{}, IncludeDenied: o.IncludeDenied}
-	learnable := func(f store.Flow) bool {
-		return (f.Proto == plan.ProtoTCP || f.Proto == plan.ProtoUDP) && !f.IP.IsLoopback()
-	}
 	known := map[store.FlowKey]bool{}
 	for _, f := range flows {
 		known[f.FlowKey] = true
-		switch f.State(o.Now, o.StaleAfter) {
-		case store.StateStale:
-			if o.Only != "add" {
-				p.Removals = append(p.Removals, changeOf(f, "stale", o.UserName))
-				continue
-			}
+		p.learned(f, o)
+	}
+	if o.Only != "remove" {
+		p.deniedOnly(obs, known, names, o)
+	}
+	p.Renamed = dedupRenames(p.Renamed)
+	sortChanges(p.Additions)
+	sortChanges(p.Removals)
+	sortChanges(p.Denied)
+	p.converge(flows, o)
+	return p
+}
+
+// learnable: a flow the allow-list can hold (tcp or udp, not loopback).
+func learnable(f store.Flow) bool {
+	return (f.Proto == plan.ProtoTCP || f.Proto == plan.ProtoUDP) && !f.IP.IsLoopback()
+}
+
+// learned sorts a flow of the store: an approved one stays (renamed when
+// its names changed), a stale one goes, a candidate comes.
+func (p *Proposal) learned(f store.Flow, o ReconcileOptions) {
+	switch f.State(o.Now, o.StaleAfter) {
+	case store.StateStale:
+		if o.Only != "add" {
+			p.Removals = append(p.Removals, changeOf(f, "stale", o.UserName))
+			return
+		}
+		p.next = append(p.next, f)
+	case store.StateApproved:
+		p.next = append(p.next, f)
+		if !sameNames(f.Hostnames, f.ApprovedNames) {
+			p.Renamed = append(p.Renamed, Rename{IP: f.IP, Old: nonNilStrings(f.ApprovedNames), New: nonNilStrings(f.Hostnames)})
+		}
+	case store.StateCandidate:
+		if o.Only != "remove" && f.Hits >= o.MinHits && learnable(f) {
+			p.Additions = append(p.Additions, changeOf(f, "candidate", o.UserName))
 			p.next = append(p.next, f)
-		case store.StateApproved:
-			p.next = append(p.next, f)
-			if !sameNames(f.Hostnames, f.ApprovedNames) {
-				p.Renamed = append(p.Renamed, Rename{IP: f.IP, Old: nonNilStrings(f.ApprovedNames), New: nonNilStrings(f.Hostnames)})
-			}
-		case store.StateCandidate:
-			if o.Only != "remove" && f.Hits >= o.MinHits && learnable(f) {
-				p.Additions = append(p.Additions, changeOf(f, "candidate", o.UserName))
-				p.next = append(p.next, f)
-			}
 		}
 	}
-	// What the monitor saw the table drop or log, and the learner did not
-	// record (it may not run beside the table).
+}
+
+// deniedOnly lists what the monitor saw the table drop or log, and the
+// learner did not record (it may not run beside the table); included, it
+// joins the next baseline.
+func (p *Proposal) deniedOnly(obs []store.Observation, known map[store.FlowKey]bool, names map[store.FlowKey][]string, o ReconcileOptions) {
 	seen := map[store.FlowKey]*store.Flow{}
 	source := map[store.FlowKey]string{} // drop wins over audit
 	var order []store.FlowKey
@@ -191,21 +212,19 @@ func Reconcile(flows []store.Flow, obs []store.Observation, names map[store.Flow
 			source[ob.FlowKey] = ob.Kind
 		}
 	}
-	if o.Only != "remove" {
-		for _, k := range order {
-			f := *seen[k]
-			if f.Hits >= o.MinHits && learnable(f) {
-				p.Denied = append(p.Denied, changeOf(f, source[k], o.UserName))
-				if o.IncludeDenied {
-					p.next = append(p.next, f)
-				}
+	for _, k := range order {
+		f := *seen[k]
+		if f.Hits >= o.MinHits && learnable(f) {
+			p.Denied = append(p.Denied, changeOf(f, source[k], o.UserName))
+			if o.IncludeDenied {
+				p.next = append(p.next, f)
 			}
 		}
 	}
-	p.Renamed = dedupRenames(p.Renamed)
-	sortChanges(p.Additions)
-	sortChanges(p.Removals)
-	sortChanges(p.Denied)
+}
+
+// converge says, per user, whether the soak has converged.
+func (p *Proposal) converge(flows []store.Flow, o ReconcileOptions) {
 	var live []store.Flow
 	for _, f := range flows {
 		if f.State(o.Now, 0) != store.StateRetired {
@@ -220,7 +239,6 @@ func Reconcile(flows []store.Flow, obs []store.Observation, names map[store.Flow
 		}
 		p.Stable = p.Stable && p.Convergence[i].Stable
 	}
-	return p
 }
 
 func nonNilStrings(s []string) []string {

@@ -394,6 +394,43 @@ var ICMPv6ND = []struct {
 // Build makes the plan for flows.
 func Build(flows []store.Flow, o Options) *Plan {
 	o.defaults()
+	b := &builder{p: newPlan(o), o: &o, ntp: slices.Clone(o.NTPServers),
+		set4: Set{Name: SetAllow4, Family: 4}, set6: Set{Name: SetAllow6, Family: 6}}
+	for i := range flows {
+		b.add(&flows[i])
+	}
+	p := b.p
+	for _, s := range []*Set{&b.set4, &b.set6} {
+		slices.SortFunc(s.Elements, func(a, b Element) int { return a.flowKey().Compare(b.flowKey()) })
+		s.Comment = setComment(len(s.Elements))
+	}
+	if o.Follow != nil {
+		// A table that follows no name has no follow sets and no mark rule.
+		if p.Follow = followSpec(b.names, o); len(p.Follow.Rules) == 0 {
+			p.Follow = nil
+		}
+	}
+	p.Sets = []Set{b.set4, b.set6}
+	p.Rules = append(baseRules(o, b.ntp),
+		Rule{Kind: RuleLookup, Set: SetAllow4, Family: 4, Comment: "learned ipv4 flows"},
+		Rule{Kind: RuleLookup, Set: SetAllow6, Family: 6, Comment: "learned ipv6 flows"},
+	)
+	if p.Follow != nil {
+		p.Rules = append(p.Rules,
+			Rule{Kind: RuleLookup, Set: SetFollow4, Family: 4, Comment: "dns-followed ipv4 addresses"},
+			Rule{Kind: RuleLookup, Set: SetFollow6, Family: 6, Comment: "dns-followed ipv6 addresses"},
+		)
+		p.Rules = append(p.Rules, followMarkRules()...)
+	}
+	p.Rules = append(p.Rules, p.defaultRules()...)
+	for i := range p.Rules {
+		p.Rules[i].Text = p.RuleText(&p.Rules[i])
+	}
+	return p
+}
+
+// newPlan is an empty plan of the options' table, mode and staging.
+func newPlan(o Options) *Plan {
 	p := &Plan{
 		Table:        o.Table,
 		Family:       "inet",
@@ -418,109 +455,106 @@ func Build(flows []store.Flow, o Options) *Plan {
 	case o.Mode == ModeEnforce:
 		p.Chain.Policy = "drop"
 	}
-	set4 := Set{Name: SetAllow4, Family: 4}
-	set6 := Set{Name: SetAllow6, Family: 6}
-	ntp := slices.Clone(o.NTPServers)
-	var rules []NameRule
-	skip := func(f *store.Flow, why string) {
-		desc := fmt.Sprintf("uid %d %s %s", f.UID, ProtoName(f.Proto), netip.AddrPortFrom(f.IP, f.Port))
-		p.Skipped = append(p.Skipped, Skipped{desc, why})
-	}
-	for i := range flows {
-		f := &flows[i]
-		switch {
-		case f.Hits < o.MinHits:
-			skip(f, fmt.Sprintf("%d hits, fewer than --min-hits %d", f.Hits, o.MinHits))
-			continue
-		case o.Since > 0 && f.LastSeen.Before(o.Now.Add(-o.Since)):
-			skip(f, fmt.Sprintf("last seen %s, before --since %s", f.LastSeen.UTC().Format(time.RFC3339), o.Since))
-			continue
-		case f.Proto != ProtoTCP && f.Proto != ProtoUDP:
-			skip(f, "only tcp and udp flows are learned into the allow-list; allow others with always_allow")
-			continue
-		case CheckAddr(f.IP) != nil:
-			skip(f, "not an address of a rule: "+CheckAddr(f.IP).Error())
-			continue
-		case f.IP.IsLoopback():
-			continue // the loopback rule covers it
-		}
-		if f.Proto == ProtoUDP && f.Port == 123 && !slices.Contains(ntp, f.IP) {
-			ntp = append(ntp, f.IP)
-		}
-		if o.Follow != nil && len(f.Hostnames) > 0 {
-			followed := false
-			for _, n := range f.Hostnames {
-				if !slices.Contains(o.Follow.IPOnly, n) && o.Follow.Mode != FollowIP && ValidName(n, false) {
-					rules = append(rules, NameRule{UID: f.UID, Name: n, Proto: f.Proto, Port: f.Port, Source: "learned"})
-					followed = true
-				}
-			}
-			if followed && o.Follow.Mode == FollowName {
-				p.Flows++
-				continue // the names stand for the addresses
-			}
-		}
-		hosts := o.Hosts[f.FlowKey]
-		e := Element{UID: f.UID, IP: f.IP, Proto: f.Proto, Port: f.Port, Comment: elementComment(f, len(hosts)), Hosts: hosts}
-		if o.UserName != nil {
-			e.User = o.UserName(f.UID)
-		}
-		if f.IP.Is4() {
-			set4.Elements = append(set4.Elements, e)
-		} else {
-			set6.Elements = append(set6.Elements, e)
-		}
-		p.Flows++
-	}
-	for _, s := range []*Set{&set4, &set6} {
-		slices.SortFunc(s.Elements, func(a, b Element) int { return a.flowKey().Compare(b.flowKey()) })
-	}
-	set4.Comment, set6.Comment = setComment(len(set4.Elements)), setComment(len(set6.Elements))
-	if o.Follow != nil {
-		// A table that follows no name has no follow sets and no mark rule.
-		if p.Follow = followSpec(rules, o); len(p.Follow.Rules) == 0 {
-			p.Follow = nil
-		}
-	}
-	p.Sets = []Set{set4, set6}
+	return p
+}
 
-	p.Rules = append(p.Rules,
-		Rule{Kind: RuleEstablished, Comment: "replies and related traffic of allowed connections"},
-		Rule{Kind: RuleLoopback, Comment: "loopback"},
-		Rule{Kind: RuleICMPv6ND, Comment: "ipv6 neighbour discovery and multicast listener reports"},
-	)
+// builder sorts the baseline's flows into the plan.
+type builder struct {
+	p          *Plan
+	o          *Options
+	set4, set6 Set
+	ntp        []netip.Addr // the NTP servers, and those the baseline reaches
+	names      []NameRule   // learned names to follow
+}
+
+// add puts one flow in the plan: as an element, as names to follow, or
+// as a skipped flow with the reason.
+func (b *builder) add(f *store.Flow) {
+	o := b.o
+	if why := b.skip(f); why != "" {
+		desc := fmt.Sprintf("uid %d %s %s", f.UID, ProtoName(f.Proto), netip.AddrPortFrom(f.IP, f.Port))
+		b.p.Skipped = append(b.p.Skipped, Skipped{desc, why})
+		return
+	}
+	if f.IP.IsLoopback() {
+		return // the loopback rule covers it
+	}
+	if f.Proto == ProtoUDP && f.Port == 123 && !slices.Contains(b.ntp, f.IP) {
+		b.ntp = append(b.ntp, f.IP)
+	}
+	b.p.Flows++
+	if b.follow(f) && o.Follow.Mode == FollowName {
+		return // the names stand for the addresses
+	}
+	hosts := o.Hosts[f.FlowKey]
+	e := Element{UID: f.UID, IP: f.IP, Proto: f.Proto, Port: f.Port, Comment: elementComment(f, len(hosts)), Hosts: hosts}
+	if o.UserName != nil {
+		e.User = o.UserName(f.UID)
+	}
+	if f.IP.Is4() {
+		b.set4.Elements = append(b.set4.Elements, e)
+	} else {
+		b.set6.Elements = append(b.set6.Elements, e)
+	}
+}
+
+// skip says why a flow is left out of the plan ("": it is not).
+func (b *builder) skip(f *store.Flow) string {
+	o := b.o
+	switch {
+	case f.Hits < o.MinHits:
+		return fmt.Sprintf("%d hits, fewer than --min-hits %d", f.Hits, o.MinHits)
+	case o.Since > 0 && f.LastSeen.Before(o.Now.Add(-o.Since)):
+		return fmt.Sprintf("last seen %s, before --since %s", f.LastSeen.UTC().Format(time.RFC3339), o.Since)
+	case f.Proto != ProtoTCP && f.Proto != ProtoUDP:
+		return "only tcp and udp flows are learned into the allow-list; allow others with always_allow"
+	case CheckAddr(f.IP) != nil:
+		return "not an address of a rule: " + CheckAddr(f.IP).Error()
+	}
+	return ""
+}
+
+// follow adds the flow's names to follow; it reports whether it has one.
+func (b *builder) follow(f *store.Flow) bool {
+	o := b.o
+	if o.Follow == nil {
+		return false
+	}
+	followed := false
+	for _, n := range f.Hostnames {
+		if !slices.Contains(o.Follow.IPOnly, n) && o.Follow.Mode != FollowIP && ValidName(n, false) {
+			b.names = append(b.names, NameRule{UID: f.UID, Name: n, Proto: f.Proto, Port: f.Port, Source: "learned"})
+			followed = true
+		}
+	}
+	return followed
+}
+
+// baseRules are the rules before the lookups: replies, loopback, IPv6
+// neighbour discovery, the DNS and NTP servers, always_allow.
+func baseRules(o Options, ntp []netip.Addr) []Rule {
+	rules := []Rule{
+		{Kind: RuleEstablished, Comment: "replies and related traffic of allowed connections"},
+		{Kind: RuleLoopback, Comment: "loopback"},
+		{Kind: RuleICMPv6ND, Comment: "ipv6 neighbour discovery and multicast listener reports"},
+	}
 	// One rule per family and protocol, however many servers: each rule
 	// before the set lookup costs every new packet.
 	for _, fam := range byFamily(o.DNSServers) {
 		for _, proto := range []uint8{ProtoUDP, ProtoTCP} {
-			p.Rules = append(p.Rules, allowRule(hostsAllow(fam, proto, 53, ReasonDNS)))
+			rules = append(rules, allowRule(hostsAllow(fam, proto, 53, ReasonDNS)))
 		}
 	}
 	for _, fam := range byFamily(ntp) {
-		p.Rules = append(p.Rules, allowRule(hostsAllow(fam, ProtoUDP, 123, "ntp servers")))
+		rules = append(rules, allowRule(hostsAllow(fam, ProtoUDP, 123, "ntp servers")))
 	}
 	for i, a := range o.AlwaysAllow {
 		if a.Reason == "" {
 			a.Reason = fmt.Sprintf("always_allow #%d", i+1)
 		}
-		p.Rules = append(p.Rules, allowRule(a))
+		rules = append(rules, allowRule(a))
 	}
-	p.Rules = append(p.Rules,
-		Rule{Kind: RuleLookup, Set: SetAllow4, Family: 4, Comment: "learned ipv4 flows"},
-		Rule{Kind: RuleLookup, Set: SetAllow6, Family: 6, Comment: "learned ipv6 flows"},
-	)
-	if p.Follow != nil {
-		p.Rules = append(p.Rules,
-			Rule{Kind: RuleLookup, Set: SetFollow4, Family: 4, Comment: "dns-followed ipv4 addresses"},
-			Rule{Kind: RuleLookup, Set: SetFollow6, Family: 6, Comment: "dns-followed ipv6 addresses"},
-		)
-		p.Rules = append(p.Rules, followMarkRules()...)
-	}
-	p.Rules = append(p.Rules, p.defaultRules()...)
-	for i := range p.Rules {
-		p.Rules[i].Text = p.RuleText(&p.Rules[i])
-	}
-	return p
+	return rules
 }
 
 // ClosedPlan is the table of boot_policy closed: replies, loopback, IPv6
