@@ -130,31 +130,8 @@ func childSend() int {
 		fmt.Fprintln(os.Stderr, "sender: bad configuration:", err)
 		return 2
 	}
-	// Make sure nsenter put us where we think: never send from the host.
-	var self, want unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/net", &self); err != nil {
+	if err := becomeSender(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "sender:", err)
-		return 2
-	}
-	if err := unix.Stat(cfg.Netns, &want); err != nil {
-		fmt.Fprintln(os.Stderr, "sender:", err)
-		return 2
-	}
-	if self.Ino != want.Ino || self.Dev != want.Dev {
-		fmt.Fprintf(os.Stderr, "sender: not in network namespace %s\n", cfg.Netns)
-		return 2
-	}
-	// syscall's Setuid and friends apply to every thread of the process.
-	if err := syscall.Setgroups(nil); err != nil {
-		fmt.Fprintln(os.Stderr, "sender: setgroups:", err)
-		return 2
-	}
-	if err := syscall.Setgid(int(cfg.UID)); err != nil {
-		fmt.Fprintln(os.Stderr, "sender: setgid:", err)
-		return 2
-	}
-	if err := syscall.Setuid(int(cfg.UID)); err != nil {
-		fmt.Fprintln(os.Stderr, "sender: setuid:", err)
 		return 2
 	}
 	runtime.LockOSThread()
@@ -214,6 +191,32 @@ func childSend() int {
 		return 1
 	}
 	return 0
+}
+
+// becomeSender checks that nsenter put the process where cfg says (never
+// send from the host) and takes the sender's uid and gid.
+func becomeSender(cfg sendConfig) error {
+	var self, want unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &self); err != nil {
+		return err
+	}
+	if err := unix.Stat(cfg.Netns, &want); err != nil {
+		return err
+	}
+	if self.Ino != want.Ino || self.Dev != want.Dev {
+		return fmt.Errorf("not in network namespace %s", cfg.Netns)
+	}
+	// syscall's Setuid and friends apply to every thread of the process.
+	if err := syscall.Setgroups(nil); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := syscall.Setgid(int(cfg.UID)); err != nil {
+		return fmt.Errorf("setgid: %w", err)
+	}
+	if err := syscall.Setuid(int(cfg.UID)); err != nil {
+		return fmt.Errorf("setuid: %w", err)
+	}
+	return nil
 }
 
 func tvSeconds(tv unix.Timeval) float64 { return float64(tv.Sec) + float64(tv.Usec)/1e6 }
@@ -583,47 +586,9 @@ func (b *bench) note(format string, args ...any) {
 }
 
 func benchMain() int {
-	var o options
-	var mode string
-	var uid uint
-	flag.IntVar(&o.rounds, "rounds", 3, "datapath rounds (each runs every case once)")
-	flag.DurationVar(&o.duration, "duration", 3*time.Second, "measured send time per case and round")
-	flag.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "unmeasured send time before each measurement")
-	flag.StringVar(&mode, "mode", "enforce", "table mode: enforce (policy drop) or audit")
-	flag.UintVar(&uid, "uid", 1000, "uid the sender runs as (its flows are in the allow-list)")
-	flag.IntVar(&o.basePort, "port", 20000, "first UDP destination port of the benchmark's flows")
-	flag.IntVar(&o.nPorts, "ports", 10, "how many destination ports the sender cycles over (= the small set)")
-	flag.IntVar(&o.large, "entries", 100000, "allow-set entries of the large case")
-	flag.IntVar(&o.rules, "rules", 10000, "entries of the one-rule-each case")
-	flag.IntVar(&o.payload, "payload", 16, "UDP payload bytes")
-	flag.IntVar(&o.cpFlows, "cp-flows", 100000, "flows of the control-plane baseline")
-	flag.IntVar(&o.cpReps, "cp-reps", 5, "control-plane repetitions")
-	flag.Float64Var(&o.cpV6, "cp-v6", 0.1, "share of IPv6 flows in the control-plane baseline")
-	flag.BoolVar(&o.noData, "no-datapath", false, "skip the datapath measurement")
-	flag.BoolVar(&o.noCP, "no-control", false, "skip the control-plane measurement")
-	flag.BoolVar(&o.noChecks, "no-checks", false, "skip the ct-state and negative-control checks")
-	flag.BoolVar(&o.follow, "follow", true, "also measure the small table with the DNS follower's eBPF programs on the sender's cgroup")
-	flag.BoolVar(&o.nftText, "nft-text", false, "also time `nft -f` of the control-plane plan's text")
-	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the control-plane Build+Apply calls to this file")
-	flag.BoolVar(&o.jsonOut, "json", false, "print the results as JSON instead of the summary")
-	scaling := flag.String("read-scaling", "", "comma-separated set sizes (e.g. 12500,25000,50000,100000): time Apply and ReadStatus at each, with and without element comments")
-	flag.Parse()
-	for _, f := range strings.FieldsFunc(*scaling, func(r rune) bool { return r == ',' }) {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			fmt.Fprintf(os.Stderr, "bad -read-scaling size %q\n", f)
-			return 2
-		}
-		o.scaling = append(o.scaling, n)
-	}
-	m, err := plan.ParseMode(mode)
+	o, err := parseFlags()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	o.mode, o.uid, o.small = m, uint32(uid), o.nPorts
-	if o.rounds < 1 || o.nPorts < 1 || o.large < o.nPorts || o.rules < o.nPorts || o.basePort < 1 || o.basePort+o.nPorts > 65536 {
-		fmt.Fprintln(os.Stderr, "bad flags: need rounds >= 1, 1 <= ports <= entries, rules; port range inside 1-65535")
 		return 2
 	}
 	if os.Geteuid() != 0 {
@@ -651,16 +616,7 @@ func benchMain() int {
 	for p := o.basePort; p < o.basePort+o.nPorts; p++ {
 		b.ports = append(b.ports, p)
 	}
-
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sigc
-		benchutil.Logf("got %v: stopping, removing namespaces", s)
-		b.stopChild()
-		cl.Run()
-		os.Exit(130)
-	}()
+	b.stopOnSignal()
 
 	if stale, _ := filepath.Glob("/run/netns/" + nsPrefix + "*"); len(stale) > 0 {
 		benchutil.Logf("note: namespaces from another run exist (left alone): %s", strings.Join(stale, " "))
@@ -692,6 +648,65 @@ func benchMain() int {
 	}
 	printSummary(os.Stdout, b.res, o)
 	return 0
+}
+
+// stopOnSignal stops the bench and removes its namespaces on SIGINT,
+// SIGTERM or SIGHUP.
+func (b *bench) stopOnSignal() {
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sigc
+		benchutil.Logf("got %v: stopping, removing namespaces", s)
+		b.stopChild()
+		b.cl.Run()
+		os.Exit(130)
+	}()
+}
+
+// parseFlags reads the command line into the bench's options.
+func parseFlags() (options, error) {
+	var o options
+	var mode string
+	var uid uint
+	flag.IntVar(&o.rounds, "rounds", 3, "datapath rounds (each runs every case once)")
+	flag.DurationVar(&o.duration, "duration", 3*time.Second, "measured send time per case and round")
+	flag.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "unmeasured send time before each measurement")
+	flag.StringVar(&mode, "mode", "enforce", "table mode: enforce (policy drop) or audit")
+	flag.UintVar(&uid, "uid", 1000, "uid the sender runs as (its flows are in the allow-list)")
+	flag.IntVar(&o.basePort, "port", 20000, "first UDP destination port of the benchmark's flows")
+	flag.IntVar(&o.nPorts, "ports", 10, "how many destination ports the sender cycles over (= the small set)")
+	flag.IntVar(&o.large, "entries", 100000, "allow-set entries of the large case")
+	flag.IntVar(&o.rules, "rules", 10000, "entries of the one-rule-each case")
+	flag.IntVar(&o.payload, "payload", 16, "UDP payload bytes")
+	flag.IntVar(&o.cpFlows, "cp-flows", 100000, "flows of the control-plane baseline")
+	flag.IntVar(&o.cpReps, "cp-reps", 5, "control-plane repetitions")
+	flag.Float64Var(&o.cpV6, "cp-v6", 0.1, "share of IPv6 flows in the control-plane baseline")
+	flag.BoolVar(&o.noData, "no-datapath", false, "skip the datapath measurement")
+	flag.BoolVar(&o.noCP, "no-control", false, "skip the control-plane measurement")
+	flag.BoolVar(&o.noChecks, "no-checks", false, "skip the ct-state and negative-control checks")
+	flag.BoolVar(&o.follow, "follow", true, "also measure the small table with the DNS follower's eBPF programs on the sender's cgroup")
+	flag.BoolVar(&o.nftText, "nft-text", false, "also time `nft -f` of the control-plane plan's text")
+	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the control-plane Build+Apply calls to this file")
+	flag.BoolVar(&o.jsonOut, "json", false, "print the results as JSON instead of the summary")
+	scaling := flag.String("read-scaling", "", "comma-separated set sizes (e.g. 12500,25000,50000,100000): time Apply and ReadStatus at each, with and without element comments")
+	flag.Parse()
+	for _, f := range strings.FieldsFunc(*scaling, func(r rune) bool { return r == ',' }) {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return o, fmt.Errorf("bad -read-scaling size %q", f)
+		}
+		o.scaling = append(o.scaling, n)
+	}
+	m, err := plan.ParseMode(mode)
+	if err != nil {
+		return o, err
+	}
+	o.mode, o.uid, o.small = m, uint32(uid), o.nPorts
+	if o.rounds < 1 || o.nPorts < 1 || o.large < o.nPorts || o.rules < o.nPorts || o.basePort < 1 || o.basePort+o.nPorts > 65536 {
+		return o, errors.New("bad flags: need rounds >= 1, 1 <= ports <= entries, rules; port range inside 1-65535")
+	}
+	return o, nil
 }
 
 func (b *bench) stopChild() {
@@ -933,6 +948,50 @@ func (b *bench) stats(c *tableCase) (clientTx, serverRx uint64, err error) {
 }
 
 func (b *bench) datapath() error {
+	cases, err := b.datapathCases()
+	if err != nil {
+		return err
+	}
+	for i, c := range cases {
+		c.client, c.server = fmt.Sprintf("%s-%c%c", b.base, 'a'+i, 'c'), fmt.Sprintf("%s-%c%c", b.base, 'a'+i, 's')
+		if err := b.setupPair(c.client, c.server); err != nil {
+			return fmt.Errorf("set up namespaces: %w", err)
+		}
+		if err := b.install(c); err != nil {
+			return err
+		}
+		if c.follow {
+			if err := b.startFollower(c); err != nil {
+				return err
+			}
+		}
+	}
+	if !b.o.noChecks {
+		if err := b.checks(cases[1:]); err != nil {
+			return err
+		}
+	}
+	results := make([]caseResult, len(cases))
+	for i, c := range cases {
+		results[i] = caseResult{Name: c.name, Entries: c.entries, Rules: c.rules, BenchPos: c.pos, ApplyMS: c.applyMS, ApplyTookMS: c.tookMS}
+	}
+	for r := 1; r <= b.o.rounds; r++ {
+		for _, i := range roundOrder(len(cases), r) {
+			rr, err := b.datapathRound(cases[i], r)
+			if err != nil {
+				return err
+			}
+			results[i].Rounds = append(results[i].Rounds, rr)
+		}
+	}
+	compareCases(results)
+	b.res.Datapath = results
+	return nil
+}
+
+// datapathCases are the tables the datapath compares: none, a small and
+// a large set, as many rules, and the small set with the follower.
+func (b *bench) datapathCases() ([]*tableCase, error) {
 	o := b.o
 	bench := benchFlows(o.uid, b.ports)
 	opts := plan.Options{Mode: o.mode, Source: "enforcebench"}
@@ -945,7 +1004,7 @@ func (b *bench) datapath() error {
 	small := plan.Build(bench, opts)
 	large := plan.Build(append(slices.Clone(synth[:o.large-o.nPorts]), bench...), opts)
 	if large.Flows != o.large || len(large.Sets[0].Elements) != o.large || len(large.Skipped) > 0 {
-		return fmt.Errorf("large plan holds %d flows (%d ipv4, %d skipped), want %d", large.Flows, len(large.Sets[0].Elements), len(large.Skipped), o.large)
+		return nil, fmt.Errorf("large plan holds %d flows (%d ipv4, %d skipped), want %d", large.Flows, len(large.Sets[0].Elements), len(large.Skipped), o.large)
 	}
 	first := slices.IndexFunc(large.Sets[0].Elements, func(e plan.Element) bool { return e.UID == o.uid && e.IP == serverIP })
 	largePos := fmt.Sprintf("elements %d-%d of %d in the plan's sorted order (a hash set in the kernel)", first+1, first+o.nPorts, o.large)
@@ -968,75 +1027,56 @@ func (b *bench) datapath() error {
 		cases = append(cases, &tableCase{name: fmt.Sprintf("set, %d+follow", o.small), plan: fp, entries: o.small, rules: len(fp.Rules),
 			pos: "all of the set; the follower's programs on the sender's cgroup", follow: true})
 	}
-	for i, c := range cases {
-		c.client, c.server = fmt.Sprintf("%s-%c%c", b.base, 'a'+i, 'c'), fmt.Sprintf("%s-%c%c", b.base, 'a'+i, 's')
-		if err := b.setupPair(c.client, c.server); err != nil {
-			return fmt.Errorf("set up namespaces: %w", err)
-		}
-		if err := b.install(c); err != nil {
-			return err
-		}
-		if c.follow {
-			if err := b.startFollower(c); err != nil {
-				return err
-			}
-		}
-	}
+	return cases, nil
+}
 
-	if !o.noChecks {
-		if err := b.checks(cases[1:]); err != nil {
-			return err
-		}
+// datapathRound sends through case c for round r, and notes what is off.
+func (b *bench) datapathRound(c *tableCase, r int) (roundResult, error) {
+	o := b.o
+	d0, err := b.quickDefaultCounter(c)
+	if err != nil {
+		return roundResult{}, fmt.Errorf("%s: read the default counter: %w", c.name, err)
 	}
+	_, srx0, _ := b.stats(c)
+	s, err := b.send(c, b.ports, o.warmup, o.duration)
+	if err != nil {
+		return roundResult{}, fmt.Errorf("%s, round %d: %w", c.name, r, err)
+	}
+	_, srx1, _ := b.stats(c)
+	d1, err := b.quickDefaultCounter(c)
+	if err != nil {
+		return roundResult{}, fmt.Errorf("%s, round %d: read the default counter: %w", c.name, r, err)
+	}
+	rr := roundResult{Round: r, PPS: float64(s.Sent) / s.Seconds, Sent: s.WarmupSent + s.Sent, Errors: s.Errors, FirstErr: s.FirstErr,
+		ServerRx: srx1 - srx0}
+	if c.plan != nil {
+		d := d1 - d0
+		rr.DefaultPkts = &d
+	}
+	if s.Sent > 0 && s.CPUSeconds > 0 {
+		rr.CPUUS, rr.SysShare = s.CPUSeconds*1e6/float64(s.Sent), s.SysSeconds/s.CPUSeconds
+	}
+	dr := "-"
+	if rr.DefaultPkts != nil {
+		dr = strconv.FormatUint(*rr.DefaultPkts, 10)
+	}
+	benchutil.Logf("round %d %-14s %9.0f pkt/s %7.2f us/pkt (cpu %.2f us/pkt, %.0f%% sys)  sent %d, errors %d, server rx %d, default counter +%s",
+		r, c.name, rr.PPS, 1e6/rr.PPS, rr.CPUUS, rr.SysShare*100, rr.Sent, rr.Errors, rr.ServerRx, dr)
+	if rr.Errors > 0 {
+		b.note("%s, round %d: %d sendto errors (first: %s)", c.name, r, rr.Errors, rr.FirstErr)
+	}
+	if rr.DefaultPkts != nil && *rr.DefaultPkts > 0 {
+		b.note("%s, round %d: the default rule counted %d packets (want 0: the benchmark's flows are all in the allow-list)", c.name, r, *rr.DefaultPkts)
+	}
+	if rr.ServerRx < rr.Sent {
+		b.note("%s, round %d: the server namespace received %d of %d datagrams sent", c.name, r, rr.ServerRx, rr.Sent)
+	}
+	return rr, nil
+}
 
-	results := make([]caseResult, len(cases))
-	for i, c := range cases {
-		results[i] = caseResult{Name: c.name, Entries: c.entries, Rules: c.rules, BenchPos: c.pos, ApplyMS: c.applyMS, ApplyTookMS: c.tookMS}
-	}
-	for r := 1; r <= o.rounds; r++ {
-		for _, i := range roundOrder(len(cases), r) {
-			c := cases[i]
-			d0, err := b.quickDefaultCounter(c)
-			if err != nil {
-				return fmt.Errorf("%s: read the default counter: %w", c.name, err)
-			}
-			_, srx0, _ := b.stats(c)
-			s, err := b.send(c, b.ports, o.warmup, o.duration)
-			if err != nil {
-				return fmt.Errorf("%s, round %d: %w", c.name, r, err)
-			}
-			_, srx1, _ := b.stats(c)
-			d1, err := b.quickDefaultCounter(c)
-			if err != nil {
-				return fmt.Errorf("%s, round %d: read the default counter: %w", c.name, r, err)
-			}
-			rr := roundResult{Round: r, PPS: float64(s.Sent) / s.Seconds, Sent: s.WarmupSent + s.Sent, Errors: s.Errors, FirstErr: s.FirstErr,
-				ServerRx: srx1 - srx0}
-			if c.plan != nil {
-				d := d1 - d0
-				rr.DefaultPkts = &d
-			}
-			if s.Sent > 0 && s.CPUSeconds > 0 {
-				rr.CPUUS, rr.SysShare = s.CPUSeconds*1e6/float64(s.Sent), s.SysSeconds/s.CPUSeconds
-			}
-			results[i].Rounds = append(results[i].Rounds, rr)
-			dr := "-"
-			if rr.DefaultPkts != nil {
-				dr = strconv.FormatUint(*rr.DefaultPkts, 10)
-			}
-			benchutil.Logf("round %d %-14s %9.0f pkt/s %7.2f us/pkt (cpu %.2f us/pkt, %.0f%% sys)  sent %d, errors %d, server rx %d, default counter +%s",
-				r, c.name, rr.PPS, 1e6/rr.PPS, rr.CPUUS, rr.SysShare*100, rr.Sent, rr.Errors, rr.ServerRx, dr)
-			if rr.Errors > 0 {
-				b.note("%s, round %d: %d sendto errors (first: %s)", c.name, r, rr.Errors, rr.FirstErr)
-			}
-			if rr.DefaultPkts != nil && *rr.DefaultPkts > 0 {
-				b.note("%s, round %d: the default rule counted %d packets (want 0: the benchmark's flows are all in the allow-list)", c.name, r, *rr.DefaultPkts)
-			}
-			if rr.ServerRx < rr.Sent {
-				b.note("%s, round %d: the server namespace received %d of %d datagrams sent", c.name, r, rr.ServerRx, rr.Sent)
-			}
-		}
-	}
+// compareCases fills the medians, and the ratios of each case to the
+// no-table case (results[0]) and to the small set (results[1]).
+func compareCases(results []caseResult) {
 	for i := range results {
 		var pps, cpu []float64
 		for _, r := range results[i].Rounds {
@@ -1057,8 +1097,6 @@ func (b *bench) datapath() error {
 			c.PairedRatio, c.PairedCPURatio = median(wall), median(cpu)
 		}
 	}
-	b.res.Datapath = results
-	return nil
 }
 
 // checks proves the setup measures what it claims, for each table case: a
@@ -1170,31 +1208,11 @@ func (b *bench) controlPlane() error {
 	}
 	var p *plan.Plan
 	for rep := 1; rep <= o.cpReps; rep++ {
-		runtime.GC()
-		start := time.Now()
-		p = plan.Build(flows, opts)
-		build := time.Since(start)
-		start = time.Now()
-		ar, err := nft.Open(t).Apply(p)
-		apply := time.Since(start)
+		r, built, err := cpOnce(t, flows, opts, rep)
 		if err != nil {
-			return fmt.Errorf("rep %d: apply %d flows: %w", rep, p.Flows, err)
+			return err
 		}
-		start = time.Now()
-		st, err := nft.Open(t).Status(p.Table, true)
-		read := time.Since(start)
-		if err != nil {
-			return fmt.Errorf("rep %d: read status: %w", rep, err)
-		}
-		n := 0
-		for _, s := range st.Sets {
-			n += s.Elements
-		}
-		if n != p.Flows {
-			return fmt.Errorf("rep %d: the kernel holds %d elements, want %d", rep, n, p.Flows)
-		}
-		r := cpRep{Rep: rep, Replace: rep > 1, BuildMS: ms(build), ApplyMS: ms(apply), FlushMS: ms(ar.Took),
-			VerifyMS: ms(apply - ar.Took), ReadMS: ms(read), TotalMS: ms(build + apply)}
+		p = built
 		res.Reps = append(res.Reps, r)
 		benchutil.Logf("control plane rep %d: build %.0f ms, apply %.0f ms (flush %.0f, verify %.0f), total %.0f ms; ReadStatus alone %.0f ms",
 			rep, r.BuildMS, r.ApplyMS, r.FlushMS, r.VerifyMS, r.TotalMS, r.ReadMS)
@@ -1203,19 +1221,7 @@ func (b *bench) controlPlane() error {
 	var text bytes.Buffer
 	_ = p.Text(&text)
 	res.TextBytes = text.Len()
-	pick := func(f func(cpRep) float64) []float64 {
-		var v []float64
-		for _, r := range res.Reps {
-			v = append(v, f(r))
-		}
-		return v
-	}
-	res.MinBuild, res.MedBuild = slices.Min(pick(func(r cpRep) float64 { return r.BuildMS })), median(pick(func(r cpRep) float64 { return r.BuildMS }))
-	res.MinApply, res.MedApply = slices.Min(pick(func(r cpRep) float64 { return r.ApplyMS })), median(pick(func(r cpRep) float64 { return r.ApplyMS }))
-	res.MinTotal, res.MedTotal = slices.Min(pick(func(r cpRep) float64 { return r.TotalMS })), median(pick(func(r cpRep) float64 { return r.TotalMS }))
-	res.MedFlush = median(pick(func(r cpRep) float64 { return r.FlushMS }))
-	res.MedVerify = median(pick(func(r cpRep) float64 { return r.VerifyMS }))
-	res.MedRead = median(pick(func(r cpRep) float64 { return r.ReadMS }))
+	res.summarize()
 	if res.MedTotal > res.GoalMS {
 		b.note("control plane: median build+apply %.0f ms is over the %.0f ms goal", res.MedTotal, res.GoalMS)
 	}
@@ -1235,6 +1241,53 @@ func (b *bench) controlPlane() error {
 	}
 	b.res.ControlPlane = res
 	return nil
+}
+
+// cpOnce builds the plan of flows, applies it to t and reads it back,
+// timing each.
+func cpOnce(t nft.Target, flows []store.Flow, opts plan.Options, rep int) (cpRep, *plan.Plan, error) {
+	runtime.GC()
+	start := time.Now()
+	p := plan.Build(flows, opts)
+	build := time.Since(start)
+	start = time.Now()
+	ar, err := nft.Open(t).Apply(p)
+	apply := time.Since(start)
+	if err != nil {
+		return cpRep{}, nil, fmt.Errorf("rep %d: apply %d flows: %w", rep, p.Flows, err)
+	}
+	start = time.Now()
+	st, err := nft.Open(t).Status(p.Table, true)
+	read := time.Since(start)
+	if err != nil {
+		return cpRep{}, nil, fmt.Errorf("rep %d: read status: %w", rep, err)
+	}
+	n := 0
+	for _, s := range st.Sets {
+		n += s.Elements
+	}
+	if n != p.Flows {
+		return cpRep{}, nil, fmt.Errorf("rep %d: the kernel holds %d elements, want %d", rep, n, p.Flows)
+	}
+	return cpRep{Rep: rep, Replace: rep > 1, BuildMS: ms(build), ApplyMS: ms(apply), FlushMS: ms(ar.Took),
+		VerifyMS: ms(apply - ar.Took), ReadMS: ms(read), TotalMS: ms(build + apply)}, p, nil
+}
+
+// summarize fills the minima and medians of the repetitions.
+func (res *cpResult) summarize() {
+	pick := func(f func(cpRep) float64) []float64 {
+		var v []float64
+		for _, r := range res.Reps {
+			v = append(v, f(r))
+		}
+		return v
+	}
+	res.MinBuild, res.MedBuild = slices.Min(pick(func(r cpRep) float64 { return r.BuildMS })), median(pick(func(r cpRep) float64 { return r.BuildMS }))
+	res.MinApply, res.MedApply = slices.Min(pick(func(r cpRep) float64 { return r.ApplyMS })), median(pick(func(r cpRep) float64 { return r.ApplyMS }))
+	res.MinTotal, res.MedTotal = slices.Min(pick(func(r cpRep) float64 { return r.TotalMS })), median(pick(func(r cpRep) float64 { return r.TotalMS }))
+	res.MedFlush = median(pick(func(r cpRep) float64 { return r.FlushMS }))
+	res.MedVerify = median(pick(func(r cpRep) float64 { return r.VerifyMS }))
+	res.MedRead = median(pick(func(r cpRep) float64 { return r.ReadMS }))
 }
 
 // readScaling applies plans of growing size into the control-plane
@@ -1316,81 +1369,9 @@ func printSummary(w io.Writer, res *output, o options) {
 		}
 	}
 	if len(res.Datapath) > 0 {
-		fmt.Fprintf(w, "datapath (udp sends through the output chain, %d rounds of %s, median):\n", e.Rounds, e.Duration)
-		ratio := func(r float64) string {
-			s := fmt.Sprintf("ratio to %d: %.3f", o.small, r)
-			if r < 0.5 {
-				s += fmt.Sprintf(" (%.0fx slower)", 1/r)
-			}
-			return s
-		}
-		fmt.Fprintf(w, "  wall clock:\n")
-		for i, c := range res.Datapath {
-			fmt.Fprintf(w, "  %-16s %9.0f pkt/s %7.2f us/pkt", c.Name, c.MedianPPS, c.USPerPkt)
-			if i > 0 {
-				fmt.Fprintf(w, "  %+8.2f us vs no table", c.AddedUS)
-			}
-			if i >= 2 {
-				fmt.Fprintf(w, "  %s", ratio(c.RatioTo10))
-			}
-			fmt.Fprintln(w)
-		}
-		fmt.Fprintf(w, "  sender CPU time (user+sys, incl. the veth receive it runs in softirq):\n")
-		for i, c := range res.Datapath {
-			fmt.Fprintf(w, "  %-16s %9.0f pkt/cpu-s %7.2f us/pkt", c.Name, 1e6/c.MedianCPUUS, c.MedianCPUUS)
-			if i > 0 {
-				fmt.Fprintf(w, "  %+8.2f us vs no table", c.AddedCPUUS)
-			}
-			if i >= 2 {
-				fmt.Fprintf(w, "  %s", ratio(c.CPURatioTo10))
-			}
-			fmt.Fprintln(w)
-		}
-		if len(res.Datapath) >= 4 {
-			l, rl := res.Datapath[2], res.Datapath[3]
-			fmt.Fprintf(w, "  paired (median of per-round ratios): set %d/%d wall %.3f, cpu %.3f; rules %d/set %d wall %.3f (%.0fx slower), cpu %.3f (%.0fx slower)\n",
-				o.large, o.small, l.PairedRatio, l.PairedCPURatio, o.rules, o.small, rl.PairedRatio, 1/rl.PairedRatio, rl.PairedCPURatio, 1/rl.PairedCPURatio)
-			for _, v := range []struct {
-				what string
-				r    float64
-			}{{"wall-clock rate (medians)", l.RatioTo10}, {"cpu-time rate (medians)", l.CPURatioTo10},
-				{"wall-clock rate (paired)", l.PairedRatio}, {"cpu-time rate (paired)", l.PairedCPURatio}} {
-				verdict := "within"
-				if v.r < 1/1.1 {
-					verdict = "NOT within"
-				}
-				fmt.Fprintf(w, "  set %d vs %d, %s: ratio %.3f, %s the 1.1x goal (>= 0.909)\n", o.large, o.small, v.what, v.r, verdict)
-			}
-		}
-		for _, c := range res.Datapath[2:] {
-			if !strings.HasSuffix(c.Name, "+follow") {
-				continue
-			}
-			fmt.Fprintf(w, "  follower's per-packet check, %s vs set %d (paired): wall rate %.3f, cpu rate %.3f; cost x%.3f wall, x%.3f cpu (goal <= 1.05)\n",
-				c.Name, o.small, c.PairedRatio, c.PairedCPURatio, 1/c.PairedRatio, 1/c.PairedCPURatio)
-		}
-		fmt.Fprintf(w, "  per round (pkt/s wall, cpu us/pkt):\n")
-		var maxDrop uint64
-		var errs uint64
-		short := 0
-		for _, c := range res.Datapath {
-			var parts []string
-			for _, r := range c.Rounds {
-				parts = append(parts, fmt.Sprintf("%.0f (%.2f)", r.PPS, r.CPUUS))
-				if r.DefaultPkts != nil {
-					maxDrop = max(maxDrop, *r.DefaultPkts)
-				}
-				errs += r.Errors
-				if r.ServerRx < r.Sent {
-					short++
-				}
-			}
-			fmt.Fprintf(w, "    %-16s %s\n", c.Name, strings.Join(parts, "  "))
-		}
-		for _, c := range res.Datapath[1:] {
-			fmt.Fprintf(w, "  %-16s apply %5.0f ms (flush %4.0f, verify %5.0f); the benchmark's flows: %s\n", c.Name+":", c.ApplyMS, c.ApplyTookMS, c.ApplyMS-c.ApplyTookMS, c.BenchPos)
-		}
-		fmt.Fprintf(w, "  accepted: default drop counter max %d over all rounds, %d send errors, %d runs where the server got fewer than sent\n", maxDrop, errs, short)
+		printRates(w, res, o)
+		printPaired(w, res, o)
+		printRounds(w, res)
 	}
 	if cp := res.ControlPlane; cp != nil {
 		fmt.Fprintf(w, "control plane, %d-entry baseline: build %.0f ms, apply %.0f ms (verify %.0f ms), total %.0f ms (goal < %.0f ms) [medians of %d]\n",
@@ -1427,4 +1408,92 @@ func printSummary(w io.Writer, res *output, o options) {
 		}
 	}
 	fmt.Fprintf(w, "total run time %.0f s; namespaces %s-* removed\n", e.Seconds, e.Netns)
+}
+
+// printRates prints each case's wall-clock and CPU rates.
+func printRates(w io.Writer, res *output, o options) {
+	e := res.Env
+	fmt.Fprintf(w, "datapath (udp sends through the output chain, %d rounds of %s, median):\n", e.Rounds, e.Duration)
+	ratio := func(r float64) string {
+		s := fmt.Sprintf("ratio to %d: %.3f", o.small, r)
+		if r < 0.5 {
+			s += fmt.Sprintf(" (%.0fx slower)", 1/r)
+		}
+		return s
+	}
+	fmt.Fprintf(w, "  wall clock:\n")
+	for i, c := range res.Datapath {
+		printRate(w, i, c.Name, c.MedianPPS, "pkt/s", c.USPerPkt, c.AddedUS, ratio(c.RatioTo10))
+	}
+	fmt.Fprintf(w, "  sender CPU time (user+sys, incl. the veth receive it runs in softirq):\n")
+	for i, c := range res.Datapath {
+		printRate(w, i, c.Name, 1e6/c.MedianCPUUS, "pkt/cpu-s", c.MedianCPUUS, c.AddedCPUUS, ratio(c.CPURatioTo10))
+	}
+}
+
+// printRate prints case i's rate, its cost over no table (case 0) and,
+// from case 2 on, its ratio to the small set.
+func printRate(w io.Writer, i int, name string, rate float64, unit string, us, added float64, ratio string) {
+	fmt.Fprintf(w, "  %-16s %9.0f %s %7.2f us/pkt", name, rate, unit, us)
+	if i > 0 {
+		fmt.Fprintf(w, "  %+8.2f us vs no table", added)
+	}
+	if i >= 2 {
+		fmt.Fprintf(w, "  %s", ratio)
+	}
+	fmt.Fprintln(w)
+}
+
+// printPaired prints the large set's and the follower's ratios to the
+// small set, against their goals.
+func printPaired(w io.Writer, res *output, o options) {
+	if len(res.Datapath) >= 4 {
+		l, rl := res.Datapath[2], res.Datapath[3]
+		fmt.Fprintf(w, "  paired (median of per-round ratios): set %d/%d wall %.3f, cpu %.3f; rules %d/set %d wall %.3f (%.0fx slower), cpu %.3f (%.0fx slower)\n",
+			o.large, o.small, l.PairedRatio, l.PairedCPURatio, o.rules, o.small, rl.PairedRatio, 1/rl.PairedRatio, rl.PairedCPURatio, 1/rl.PairedCPURatio)
+		for _, v := range []struct {
+			what string
+			r    float64
+		}{{"wall-clock rate (medians)", l.RatioTo10}, {"cpu-time rate (medians)", l.CPURatioTo10},
+			{"wall-clock rate (paired)", l.PairedRatio}, {"cpu-time rate (paired)", l.PairedCPURatio}} {
+			verdict := "within"
+			if v.r < 1/1.1 {
+				verdict = "NOT within"
+			}
+			fmt.Fprintf(w, "  set %d vs %d, %s: ratio %.3f, %s the 1.1x goal (>= 0.909)\n", o.large, o.small, v.what, v.r, verdict)
+		}
+	}
+	for _, c := range res.Datapath[2:] {
+		if !strings.HasSuffix(c.Name, "+follow") {
+			continue
+		}
+		fmt.Fprintf(w, "  follower's per-packet check, %s vs set %d (paired): wall rate %.3f, cpu rate %.3f; cost x%.3f wall, x%.3f cpu (goal <= 1.05)\n",
+			c.Name, o.small, c.PairedRatio, c.PairedCPURatio, 1/c.PairedRatio, 1/c.PairedCPURatio)
+	}
+}
+
+// printRounds prints every round, and what the datapath accepted.
+func printRounds(w io.Writer, res *output) {
+	fmt.Fprintf(w, "  per round (pkt/s wall, cpu us/pkt):\n")
+	var maxDrop uint64
+	var errs uint64
+	short := 0
+	for _, c := range res.Datapath {
+		var parts []string
+		for _, r := range c.Rounds {
+			parts = append(parts, fmt.Sprintf("%.0f (%.2f)", r.PPS, r.CPUUS))
+			if r.DefaultPkts != nil {
+				maxDrop = max(maxDrop, *r.DefaultPkts)
+			}
+			errs += r.Errors
+			if r.ServerRx < r.Sent {
+				short++
+			}
+		}
+		fmt.Fprintf(w, "    %-16s %s\n", c.Name, strings.Join(parts, "  "))
+	}
+	for _, c := range res.Datapath[1:] {
+		fmt.Fprintf(w, "  %-16s apply %5.0f ms (flush %4.0f, verify %5.0f); the benchmark's flows: %s\n", c.Name+":", c.ApplyMS, c.ApplyTookMS, c.ApplyMS-c.ApplyTookMS, c.BenchPos)
+	}
+	fmt.Fprintf(w, "  accepted: default drop counter max %d over all rounds, %d send errors, %d runs where the server got fewer than sent\n", maxDrop, errs, short)
 }

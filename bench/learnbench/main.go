@@ -531,51 +531,12 @@ func (b *bench) run(cl *benchutil.Cleaner, o runOptions) (*output, error) {
 		_ = os.RemoveAll(b.tmp)
 	})
 
-	// 1. Build the real binary.
-	gomod, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil || strings.TrimSpace(string(gomod)) == "" || strings.TrimSpace(string(gomod)) == os.DevNull {
-		return nil, fmt.Errorf("find the module root (run from inside the module): %v", err)
-	}
-	b.binary = filepath.Join(b.tmp, "egress-learn")
-	benchutil.Logf("building %s", b.binary)
-	build := exec.CommandContext(b.ctx, "go", "build", "-o", b.binary, "./cmd/egress-learn")
-	build.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
-	if outb, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build ./cmd/egress-learn: %v\n%s", err, outb)
-	}
-
-	// 2. Cgroup and namespace.
-	mount, err := cgroupbpf.Mount()
-	if err != nil {
+	if err := b.buildLearner(); err != nil {
 		return nil, err
 	}
-	b.cgroup = filepath.Join(mount, "egress-bench-"+randomHex())
-	if filepath.Dir(b.cgroup) != filepath.Clean(mount) || b.cgroup == mount {
-		return nil, fmt.Errorf("refusing cgroup path %s", b.cgroup)
-	}
-	if err := os.Mkdir(b.cgroup, 0o755); err != nil {
-		return nil, fmt.Errorf("create cgroup: %w", err)
-	}
-	cl.Add(func() { removeCgroup(b.cgroup) })
-	if b.cgroupFD, err = os.Open(b.cgroup); err != nil {
+	if err := b.makeLab(cl); err != nil {
 		return nil, err
 	}
-	cl.Add(func() { _ = b.cgroupFD.Close() })
-
-	b.netns = "egb-" + randomHex()
-	if out, err := exec.Command("ip", "netns", "add", b.netns).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("ip netns add %s: %v: %s", b.netns, err, out)
-	}
-	cl.Add(func() {
-		if out, err := exec.Command("ip", "netns", "del", b.netns).CombinedOutput(); err != nil {
-			benchutil.Logf("ip netns del %s: %v: %s", b.netns, err, out)
-		}
-	})
-	if out, err := exec.Command("ip", "-n", b.netns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("set lo up in %s: %v: %s", b.netns, err, out)
-	}
-	benchutil.Logf("cgroup %s, netns %s", b.cgroup, b.netns)
-
 	res := &output{Config: config{
 		Duration: o.duration.String(), Clients: b.clients, Rounds: o.rounds, Acceptors: o.acceptors,
 		FlushInterval: b.flush.String(), UDPFlows: o.udpFlows / len(udpAddrs) * len(udpAddrs), UDPPerFlow: o.udpPerFlow,
@@ -606,6 +567,57 @@ func (b *bench) run(cl *benchutil.Cleaner, o runOptions) (*output, error) {
 		}
 	}
 	return res, nil
+}
+
+// buildLearner builds the real binary.
+func (b *bench) buildLearner() error {
+	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(gomod)) == "" || strings.TrimSpace(string(gomod)) == os.DevNull {
+		return fmt.Errorf("find the module root (run from inside the module): %v", err)
+	}
+	b.binary = filepath.Join(b.tmp, "egress-learn")
+	benchutil.Logf("building %s", b.binary)
+	build := exec.CommandContext(b.ctx, "go", "build", "-o", b.binary, "./cmd/egress-learn")
+	build.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
+	if outb, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./cmd/egress-learn: %v\n%s", err, outb)
+	}
+	return nil
+}
+
+// makeLab makes the bench's cgroup and network namespace; cl removes them.
+func (b *bench) makeLab(cl *benchutil.Cleaner) error {
+	mount, err := cgroupbpf.Mount()
+	if err != nil {
+		return err
+	}
+	b.cgroup = filepath.Join(mount, "egress-bench-"+randomHex())
+	if filepath.Dir(b.cgroup) != filepath.Clean(mount) || b.cgroup == mount {
+		return fmt.Errorf("refusing cgroup path %s", b.cgroup)
+	}
+	if err := os.Mkdir(b.cgroup, 0o755); err != nil {
+		return fmt.Errorf("create cgroup: %w", err)
+	}
+	cl.Add(func() { removeCgroup(b.cgroup) })
+	if b.cgroupFD, err = os.Open(b.cgroup); err != nil {
+		return err
+	}
+	cl.Add(func() { _ = b.cgroupFD.Close() })
+
+	b.netns = "egb-" + randomHex()
+	if out, err := exec.Command("ip", "netns", "add", b.netns).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns add %s: %v: %s", b.netns, err, out)
+	}
+	cl.Add(func() {
+		if out, err := exec.Command("ip", "netns", "del", b.netns).CombinedOutput(); err != nil {
+			benchutil.Logf("ip netns del %s: %v: %s", b.netns, err, out)
+		}
+	})
+	if out, err := exec.Command("ip", "-n", b.netns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		return fmt.Errorf("set lo up in %s: %v: %s", b.netns, err, out)
+	}
+	benchutil.Logf("cgroup %s, netns %s", b.cgroup, b.netns)
+	return nil
 }
 
 // removeCgroup kills what still runs in the cgroup and removes it.
@@ -987,6 +999,13 @@ func (b *bench) storm(cl *benchutil.Cleaner, o runOptions, res *output) error {
 		}
 	}
 
+	summarize(res, variants)
+	return nil
+}
+
+// summarize sums the storm's runs up by variant, with their ratios to the
+// bare runs' median.
+func summarize(res *output, variants []string) {
 	median := map[string]float64{}
 	for _, v := range variants {
 		var rates []float64
@@ -1008,38 +1027,42 @@ func (b *bench) storm(cl *benchutil.Cleaner, o runOptions, res *output) error {
 		if bare > 0 {
 			s.Ratio = median[v] / bare
 		}
-		var attach, stop []float64
-		var cpu, life, clientCPU float64
-		var conns uint64
-		for _, r := range res.Storm {
-			if r.Variant != v {
-				continue
-			}
-			s.Runs++
-			s.EventsMade += r.Attempts
-			clientCPU += r.ClientCPU
-			conns += r.Attempts
-			if l := r.Learner; l != nil {
-				s.EventsRecorded += l.Hits
-				s.Lost += l.LostEvents
-				s.DNSLost += l.DNSLost
-				attach = append(attach, l.AttachSeconds)
-				stop = append(stop, l.StopSeconds)
-				cpu += l.CPUSeconds
-				life += r.Seconds + l.AttachSeconds + l.StopSeconds + 0.2
-			}
-		}
-		if conns > 0 {
-			s.ClientCPUPerConn = clientCPU / float64(conns) * 1e6
-		}
-		if life > 0 {
-			s.LearnerCPUPct = 100 * cpu / life
-		}
-		s.MedianAttachSecs = medianOf(attach)
-		s.MedianStopSecs = medianOf(stop)
+		s.add(res.Storm)
 		res.Summary = append(res.Summary, s)
 	}
-	return nil
+}
+
+// add sums up the runs of the summary's variant.
+func (s *variantSummary) add(runs []stormRun) {
+	var attach, stop []float64
+	var cpu, life, clientCPU float64
+	var conns uint64
+	for _, r := range runs {
+		if r.Variant != s.Variant {
+			continue
+		}
+		s.Runs++
+		s.EventsMade += r.Attempts
+		clientCPU += r.ClientCPU
+		conns += r.Attempts
+		if l := r.Learner; l != nil {
+			s.EventsRecorded += l.Hits
+			s.Lost += l.LostEvents
+			s.DNSLost += l.DNSLost
+			attach = append(attach, l.AttachSeconds)
+			stop = append(stop, l.StopSeconds)
+			cpu += l.CPUSeconds
+			life += r.Seconds + l.AttachSeconds + l.StopSeconds + 0.2
+		}
+	}
+	if conns > 0 {
+		s.ClientCPUPerConn = clientCPU / float64(conns) * 1e6
+	}
+	if life > 0 {
+		s.LearnerCPUPct = 100 * cpu / life
+	}
+	s.MedianAttachSecs = medianOf(attach)
+	s.MedianStopSecs = medianOf(stop)
 }
 
 func (b *bench) stormRun(variant string, round int, d time.Duration) (*stormRun, error) {
@@ -1126,16 +1149,8 @@ const udpBasePort = 10000
 func (b *bench) rss(o runOptions) (*rssResult, error) {
 	ports := o.udpFlows / len(udpAddrs)
 	r := &rssResult{Flows: ports * len(udpAddrs)}
-	// gctrace=1 makes the Go runtime log the heap size at every collection
-	// to the learner's log; it costs nothing measurable.
-	kind, env := learnerBinary, []string{"GODEBUG=gctrace=1"}
-	if b.rssProfile != "" {
-		kind, env = learnerChild, append(env, "EGB_CPUPROFILE="+b.rssProfile)
-	}
-	if p := os.Getenv("EGB_HEAPPROFILE"); p != "" {
-		kind, env = learnerChild, append(env, "EGB_HEAPPROFILE="+p)
-	}
-	l, err := b.startLearner(kind, "rss", env...)
+	kind, name, env := b.rssLearner()
+	l, err := b.startLearner(kind, name, env...)
 	if err != nil {
 		return nil, err
 	}
@@ -1154,53 +1169,13 @@ func (b *bench) rss(o runOptions) (*rssResult, error) {
 			l.kill()
 		}
 	}()
-	benchutil.Logf("rss: sending %d datagrams over %d flows", r.Flows*o.udpPerFlow, r.Flows)
-	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Minute)
-	defer cancel()
-	var u udpResult
-	cmd := b.clientCmd(ctx, childEnv+"=udp", "EGB_FLOWS="+strconv.Itoa(r.Flows),
-		"EGB_PER_FLOW="+strconv.Itoa(o.udpPerFlow), "EGB_BASE_PORT="+strconv.Itoa(udpBasePort))
-	if _, err := runChild(cmd, &u); err != nil {
-		return r, err
-	}
-	sent := time.Now()
-	r.Datagrams, r.SendErrors, r.SendSeconds = u.Sent, u.Errors, u.Seconds
-	benchutil.Logf("rss: sent %d datagrams in %.2fs (%.0f/s), %d errors", u.Sent, u.Seconds, float64(u.Sent)/u.Seconds, u.Errors)
-	if u.Errors > 0 {
-		b.note("rss: %d sendto errors (first: %s)", u.Errors, u.FirstErr)
-	}
-
-	// Wait for a flush that happened after the drain following the last
-	// datagram (drains run every second).
-	first, err := flushes.wait(b.ctx, l, func(f flushPoint) bool { return f.End.After(sent.Add(1500 * time.Millisecond)) }, b.flush+30*time.Second)
-	if err != nil {
-		return r, fmt.Errorf("rss: wait for a flush: %w", err)
-	}
-	r.HitsBeforeStop = first.Events
-	r.FlushWaitSecs = time.Since(sent).Seconds()
-	mem, err := procMemory(l.cmd.Process.Pid)
+	sent, u, err := b.rssSend(o, r)
 	if err != nil {
 		return r, err
 	}
-	// Then wait (a while) until a flush holds every datagram sent.
-	if all, err := flushes.wait(b.ctx, l, func(f flushPoint) bool { return f.Events >= u.Sent }, 4*b.flush+10*time.Second); err == nil {
-		r.AllCountedSecs = all.Seen.Sub(sent).Seconds()
-		r.AllCountedRunEnd = all.End.Sub(sent).Seconds()
-	} else {
-		r.AllCountedSecs = -1
-		b.note("rss: no flush held all %d datagrams within %s: %v", u.Sent, 4*b.flush+10*time.Second, err)
-	}
-	if m2, err := procMemory(l.cmd.Process.Pid); err == nil {
-		r.AtAllCounted = m2
-	}
-	flushes.close()
-	r.Flushes = flushes.points()
-	for _, f := range r.Flushes {
-		r.MaxFlushSecs = max(r.MaxFlushSecs, f.Seen.Sub(f.End).Seconds())
-	}
-	for _, f := range r.Flushes {
-		benchutil.Logf("rss: flush seen %6.2fs after start: run end %+6.2fs, events %7d (vs the last datagram: %+.2fs)",
-			f.Seen.Sub(l.started).Seconds(), f.End.Sub(l.started).Seconds(), f.Events, f.End.Sub(sent).Seconds())
+	mem, err := b.rssFlushes(r, l, flushes, sent, u.Sent)
+	if err != nil {
+		return r, err
 	}
 	sampling = false
 	r.Sampled = sampler.finish()
@@ -1220,23 +1195,8 @@ func (b *bench) rss(o runOptions) (*rssResult, error) {
 	if err != nil {
 		return r, err
 	}
-	// Count what the store holds.
-	stf, err := store.Open(l.db, store.Options{LockTimeout: 10 * time.Second})
-	if err != nil {
+	if err := r.countStored(l.db, ports); err != nil {
 		return r, err
-	}
-	flows, err := stf.Flows()
-	if err != nil {
-		return r, err
-	}
-	r.StoredFlows = len(flows)
-	for _, f := range flows {
-		r.AllHits += f.Hits
-		if f.Proto == unix.IPPROTO_UDP && f.Port >= udpBasePort && int(f.Port) < udpBasePort+ports &&
-			f.IP.Is4() && slices.Contains(udpAddrs, f.IP.As4()) {
-			r.MatchingFlows++
-			r.Hits += f.Hits
-		}
 	}
 	r.MaxRSSExitMiB = lr.MaxRSSMiB
 	if lr.MapFull != nil {
@@ -1248,7 +1208,105 @@ func (b *bench) rss(o runOptions) (*rssResult, error) {
 	}
 	benchutil.Logf("rss: stored %d flows (%d matching), %d hits (%d matching), lost %d, dns lost %d, learner cpu %.2fs, max rss at exit %.1f MiB, stop %.2fs",
 		r.StoredFlows, r.MatchingFlows, r.AllHits, r.Hits, lr.LostEvents, lr.DNSLost, lr.CPUSeconds, lr.MaxRSSMiB, lr.StopSeconds)
-	want := uint64(r.Flows * o.udpPerFlow)
+	b.rssNotes(r, uint64(r.Flows*o.udpPerFlow), lr)
+	return r, nil
+}
+
+// rssLearner is the learner the RSS phase measures: the egress-learn
+// binary, or learn.Run in a child of the bench when profiling.
+func (b *bench) rssLearner() (kind int, name string, env []string) {
+	// gctrace=1 makes the Go runtime log the heap size at every collection
+	// to the learner's log; it costs nothing measurable.
+	kind, env = learnerBinary, []string{"GODEBUG=gctrace=1"}
+	if b.rssProfile != "" {
+		kind, env = learnerChild, append(env, "EGB_CPUPROFILE="+b.rssProfile)
+	}
+	if p := os.Getenv("EGB_HEAPPROFILE"); p != "" {
+		kind, env = learnerChild, append(env, "EGB_HEAPPROFILE="+p)
+	}
+	return kind, "rss", env
+}
+
+// rssSend sends the RSS phase's datagrams; sent is when the last left.
+func (b *bench) rssSend(o runOptions, r *rssResult) (sent time.Time, u udpResult, err error) {
+	benchutil.Logf("rss: sending %d datagrams over %d flows", r.Flows*o.udpPerFlow, r.Flows)
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Minute)
+	defer cancel()
+	cmd := b.clientCmd(ctx, childEnv+"=udp", "EGB_FLOWS="+strconv.Itoa(r.Flows),
+		"EGB_PER_FLOW="+strconv.Itoa(o.udpPerFlow), "EGB_BASE_PORT="+strconv.Itoa(udpBasePort))
+	if _, err := runChild(cmd, &u); err != nil {
+		return sent, u, err
+	}
+	sent = time.Now()
+	r.Datagrams, r.SendErrors, r.SendSeconds = u.Sent, u.Errors, u.Seconds
+	benchutil.Logf("rss: sent %d datagrams in %.2fs (%.0f/s), %d errors", u.Sent, u.Seconds, float64(u.Sent)/u.Seconds, u.Errors)
+	if u.Errors > 0 {
+		b.note("rss: %d sendto errors (first: %s)", u.Errors, u.FirstErr)
+	}
+	return sent, u, nil
+}
+
+// rssFlushes waits for a flush that happened after the drain following
+// the last datagram (drains run every second), reads the learner's
+// memory then, and waits (a while) until a flush holds every datagram.
+func (b *bench) rssFlushes(r *rssResult, l *learnerProc, flushes *flushWatcher, sent time.Time, datagrams uint64) (procMem, error) {
+	first, err := flushes.wait(b.ctx, l, func(f flushPoint) bool { return f.End.After(sent.Add(1500 * time.Millisecond)) }, b.flush+30*time.Second)
+	if err != nil {
+		return procMem{}, fmt.Errorf("rss: wait for a flush: %w", err)
+	}
+	r.HitsBeforeStop = first.Events
+	r.FlushWaitSecs = time.Since(sent).Seconds()
+	mem, err := procMemory(l.cmd.Process.Pid)
+	if err != nil {
+		return mem, err
+	}
+	if all, err := flushes.wait(b.ctx, l, func(f flushPoint) bool { return f.Events >= datagrams }, 4*b.flush+10*time.Second); err == nil {
+		r.AllCountedSecs = all.Seen.Sub(sent).Seconds()
+		r.AllCountedRunEnd = all.End.Sub(sent).Seconds()
+	} else {
+		r.AllCountedSecs = -1
+		b.note("rss: no flush held all %d datagrams within %s: %v", datagrams, 4*b.flush+10*time.Second, err)
+	}
+	if m2, err := procMemory(l.cmd.Process.Pid); err == nil {
+		r.AtAllCounted = m2
+	}
+	flushes.close()
+	r.Flushes = flushes.points()
+	for _, f := range r.Flushes {
+		r.MaxFlushSecs = max(r.MaxFlushSecs, f.Seen.Sub(f.End).Seconds())
+	}
+	for _, f := range r.Flushes {
+		benchutil.Logf("rss: flush seen %6.2fs after start: run end %+6.2fs, events %7d (vs the last datagram: %+.2fs)",
+			f.Seen.Sub(l.started).Seconds(), f.End.Sub(l.started).Seconds(), f.Events, f.End.Sub(sent).Seconds())
+	}
+	return mem, nil
+}
+
+// countStored counts what the store holds: every flow and hit, and those
+// of the datagrams sent.
+func (r *rssResult) countStored(db string, ports int) error {
+	stf, err := store.Open(db, store.Options{LockTimeout: 10 * time.Second})
+	if err != nil {
+		return err
+	}
+	flows, err := stf.Flows()
+	if err != nil {
+		return err
+	}
+	r.StoredFlows = len(flows)
+	for _, f := range flows {
+		r.AllHits += f.Hits
+		if f.Proto == unix.IPPROTO_UDP && f.Port >= udpBasePort && int(f.Port) < udpBasePort+ports &&
+			f.IP.Is4() && slices.Contains(udpAddrs, f.IP.As4()) {
+			r.MatchingFlows++
+			r.Hits += f.Hits
+		}
+	}
+	return nil
+}
+
+// rssNotes notes what the RSS phase found wrong: want hits were sent.
+func (b *bench) rssNotes(r *rssResult, want uint64, lr *learnerRun) {
 	if r.MatchingFlows != r.Flows {
 		b.note("rss: %d flows stored, want %d", r.MatchingFlows, r.Flows)
 	}
@@ -1268,7 +1326,6 @@ func (b *bench) rss(o runOptions) (*rssResult, error) {
 	if lr.LostEvents > 0 || lr.DNSLost > 0 {
 		b.note("rss: lost %d events, %d DNS answers", lr.LostEvents, lr.DNSLost)
 	}
-	return r, nil
 }
 
 // flushPoint is one flush of a learner, as its run record shows it.
