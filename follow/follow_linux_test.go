@@ -84,6 +84,26 @@ func newFollowLabWith(t *testing.T, o followLabOpts) *followLab {
 	t.Helper()
 	lab.Require(t, "nft", "curl", "dig", "socat")
 	l := &followLab{pair: lab.NewPair(t), cg: lab.NewCgroup(t), pool: followPool, gateTimeout: o.gateTimeout}
+	l.addPool(t)
+	lab.ServeHTTP(t, l.pair.Server, ":8080")
+	lab.ServeHTTP(t, l.pair.Server, ":9090")
+	l.sink = newUDPSink(t, l.pair.Server, 9000, 9001)
+	l.next.Store(1)
+	l.slowAsked, l.slowRelease = make(chan struct{}, 1), make(chan struct{})
+	l.dns = lab.ServeDNS(t, l.pair.Server, lab.ServerIP4+":53", l.answer)
+	l.applyTable(t, o)
+	l.nobody = lab.As{UID: 65534, GID: 65534, Netns: l.pair.Client, Cgroup: l.cg}
+	l.other = lab.As{UID: 4242, GID: 4242, Netns: l.pair.Client, Cgroup: l.cg}
+	if !o.noFollower {
+		l.startFollower(t)
+	}
+	return l
+}
+
+// addPool gives the server the pool of rot.lab's addresses, and the client
+// permanent neighbours: no datagram waits for ARP, so two sent one after
+// the other arrive in that order (the attack tests rely on it).
+func (l *followLab) addPool(t *testing.T) {
 	var batch strings.Builder
 	for i := 1; i <= l.pool; i++ {
 		fmt.Fprintf(&batch, "addr add 10.77.1.%d/32 dev veth0\n", i)
@@ -94,8 +114,6 @@ func newFollowLabWith(t *testing.T, o followLabOpts) *followLab {
 	}
 	lab.MustRun(t, "ip", "-n", l.pair.Server.Name, "-batch", file)
 	lab.MustRun(t, "ip", "-n", l.pair.Client.Name, "route", "add", "10.77.1.0/24", "dev", "veth1")
-	// Permanent neighbours: no datagram waits for ARP, so two sent one
-	// after the other arrive in that order (the attack tests rely on it).
 	mac := strings.TrimSpace(lab.MustRun(t, "ip", "netns", "exec", l.pair.Server.Name, "cat", "/sys/class/net/veth0/address"))
 	batch.Reset()
 	for i := 1; i <= l.pool; i++ {
@@ -106,53 +124,56 @@ func newFollowLabWith(t *testing.T, o followLabOpts) *followLab {
 		t.Fatal(err)
 	}
 	lab.MustRun(t, "ip", "-n", l.pair.Client.Name, "-batch", file)
-	lab.ServeHTTP(t, l.pair.Server, ":8080")
-	lab.ServeHTTP(t, l.pair.Server, ":9090")
-	l.sink = newUDPSink(t, l.pair.Server, 9000, 9001)
-	l.next.Store(1)
-	l.slowAsked, l.slowRelease = make(chan struct{}, 1), make(chan struct{})
-	l.dns = lab.ServeDNS(t, l.pair.Server, lab.ServerIP4+":53", func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		q := r.Question[0]
-		switch strings.ToLower(q.Name) {
-		case "rot.lab.", "udp.lab.":
-			if q.Qtype == dns.TypeA {
-				n := (l.next.Add(1)-2)%uint32(l.pool) + 1
-				m.Answer = append(m.Answer, lab.A(q.Name, fmt.Sprintf("10.77.1.%d", n), 1))
-			}
-		case "www.rot.lab.": // a CNAME chain to rot.lab's address
-			if q.Qtype == dns.TypeA {
-				n := (l.next.Add(1)-2)%uint32(l.pool) + 1
-				m.Answer = append(m.Answer, &dns.CNAME{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 60}, Target: "edge.cdn.lab."},
-					lab.A("edge.cdn.lab", fmt.Sprintf("10.77.1.%d", n), 1))
-			}
-		case "owner.rot.lab.": // an address record of another owner
-			m.Answer = append(m.Answer, lab.A("unrelated.lab", "10.77.1.235", 60))
-		case "chain.rot.lab.": // a CNAME, then an address of another owner
-			m.Answer = append(m.Answer, &dns.CNAME{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 60}, Target: "a.cdn.lab."},
-				lab.A("b.cdn.lab", "10.77.1.236", 60))
-		case "ttl.rot.lab.": // a TTL of 30 days
-			m.Answer = append(m.Answer, lab.A(q.Name, "10.77.1.237", 30*24*3600))
-		case "slow.rot.lab.": // answered when the test says so
-			l.slowAsked <- struct{}{}
-			<-l.slowRelease
-			m.Answer = append(m.Answer, lab.A(q.Name, "10.77.1.238", 60))
-		case "flood.lab.": // never answered
-			return
-		case "own.lab.":
-			if q.Qtype == dns.TypeA {
-				m.Answer = append(m.Answer, lab.A(q.Name, "10.77.1.9", 60))
-			}
-		case "wrongid.lab.":
-			m.Id++
-			m.Answer = append(m.Answer, lab.A(q.Name, "10.77.1.201", 60))
-		case "swapped.lab.":
-			m.Question[0].Name = "rot.lab."
-			m.Answer = append(m.Answer, lab.A("rot.lab", "10.77.1.202", 60))
+}
+
+// answer is the lab's DNS server: rot.lab and udp.lab rotate over the
+// pool, the other names try what an attacker would.
+func (l *followLab) answer(w dns.ResponseWriter, r *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	q := r.Question[0]
+	switch strings.ToLower(q.Name) {
+	case "rot.lab.", "udp.lab.":
+		if q.Qtype == dns.TypeA {
+			n := (l.next.Add(1)-2)%uint32(l.pool) + 1
+			m.Answer = append(m.Answer, lab.A(q.Name, fmt.Sprintf("10.77.1.%d", n), 1))
 		}
-		_ = w.WriteMsg(m)
-	})
+	case "www.rot.lab.": // a CNAME chain to rot.lab's address
+		if q.Qtype == dns.TypeA {
+			n := (l.next.Add(1)-2)%uint32(l.pool) + 1
+			m.Answer = append(m.Answer, &dns.CNAME{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 60}, Target: "edge.cdn.lab."},
+				lab.A("edge.cdn.lab", fmt.Sprintf("10.77.1.%d", n), 1))
+		}
+	case "owner.rot.lab.": // an address record of another owner
+		m.Answer = append(m.Answer, lab.A("unrelated.lab", "10.77.1.235", 60))
+	case "chain.rot.lab.": // a CNAME, then an address of another owner
+		m.Answer = append(m.Answer, &dns.CNAME{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 60}, Target: "a.cdn.lab."},
+			lab.A("b.cdn.lab", "10.77.1.236", 60))
+	case "ttl.rot.lab.": // a TTL of 30 days
+		m.Answer = append(m.Answer, lab.A(q.Name, "10.77.1.237", 30*24*3600))
+	case "slow.rot.lab.": // answered when the test says so
+		l.slowAsked <- struct{}{}
+		<-l.slowRelease
+		m.Answer = append(m.Answer, lab.A(q.Name, "10.77.1.238", 60))
+	case "flood.lab.": // never answered
+		return
+	case "own.lab.":
+		if q.Qtype == dns.TypeA {
+			m.Answer = append(m.Answer, lab.A(q.Name, "10.77.1.9", 60))
+		}
+	case "wrongid.lab.":
+		m.Id++
+		m.Answer = append(m.Answer, lab.A(q.Name, "10.77.1.201", 60))
+	case "swapped.lab.":
+		m.Question[0].Name = "rot.lab."
+		m.Answer = append(m.Answer, lab.A("rot.lab", "10.77.1.202", 60))
+	}
+	_ = w.WriteMsg(m)
+}
+
+// applyTable records the baseline and applies, as generation 1, a table
+// with name rules for rot.lab's wildcard, udp.lab and own.lab.
+func (l *followLab) applyTable(t *testing.T, o followLabOpts) {
 	db := filepath.Join(t.TempDir(), "baseline.db")
 	var err error
 	if l.st, err = store.Create(db, store.Options{}); err != nil {
@@ -180,12 +201,6 @@ func newFollowLabWith(t *testing.T, o followLabOpts) *followLab {
 	if _, _, err := rollout.Apply(nft.Open(l.target), p, rollout.Options{Store: l.st}); err != nil {
 		t.Fatal(err)
 	}
-	l.nobody = lab.As{UID: 65534, GID: 65534, Netns: l.pair.Client, Cgroup: l.cg}
-	l.other = lab.As{UID: 4242, GID: 4242, Netns: l.pair.Client, Cgroup: l.cg}
-	if !o.noFollower {
-		l.startFollower(t)
-	}
-	return l
 }
 
 // startFollower starts the follower on the lab's cgroup; l.stop or

@@ -21,7 +21,6 @@ func TestLearnRealClients(t *testing.T) {
 	lab.Require(t, "curl", "dig", "socat", "dnsmasq", "bash")
 	pair := lab.NewPair(t)
 	cg := lab.NewCgroup(t)
-	outside := lab.NewCgroup(t)
 	lab.ServeHTTP(t, pair.Server, ":8080")
 	lab.ListenUDP(t, pair.Server, ":9999")
 	lab.StartDNS(t, pair.Server, []string{lab.ServerIP4},
@@ -36,50 +35,14 @@ func TestLearnRealClients(t *testing.T) {
 		Filter: Filter{Loopback: true}, Probe: DefaultProbeOptions(),
 	})
 
-	nobody := lab.As{UID: 65534, GID: 65534, Netns: pair.Client, Cgroup: cg}
-	root := lab.As{UID: 0, GID: 0, Netns: pair.Client, Cgroup: cg}
-	other := lab.As{UID: 4242, GID: 4242, Netns: pair.Client, Cgroup: cg}
-	stranger := lab.As{UID: 4343, GID: 4343, Netns: pair.Client, Cgroup: outside}
-
-	if out := nobody.MustRun(t, "dig", "+short", "@"+lab.ServerIP4, "alias.lab"); !strings.Contains(out, lab.ServerIP4) {
-		t.Fatalf("dig alias.lab: %q", out)
-	}
-	nobody.MustRun(t, "curl", "-sS", "-4", "http://alias.lab:8080/")
-	nobody.MustRun(t, "curl", "-sS", "-6", "http://alias.lab:8080/")
-	_, _ = nobody.Run("curl", "-sS", "--max-time", "2", "http://127.0.0.1:1/") // refused; only the attempt matters
-	root.MustRun(t, "curl", "-sS", "-4", "http://10.77.0.1:8080/")
-	other.MustRun(t, "socat", "-u", "OPEN:/dev/null", "TCP6:[::ffff:10.77.0.1]:8080")
-	other.MustRun(t, "socat", "-u", "OPEN:/dev/null", "TCP6:[fd77::1]:8080")
-	other.MustRun(t, "bash", "-c", "echo x | socat -u - UDP4-SENDTO:10.77.0.1:9999")
-	other.MustRun(t, "bash", "-c", "echo x | socat -u - UDP6-SENDTO:[::ffff:10.77.0.1]:9998")
-	other.MustRun(t, "bash", "-c", "echo x | socat -u - UDP6-SENDTO:[fd77::1]:9996")
-	other.MustRun(t, "bash", "-c", "echo x | socat -u - UDP4:10.77.0.1:9997")
-	stranger.MustRun(t, "curl", "-sS", "-4", "http://10.77.0.1:8080/")
-
+	clients(t, pair.Client, cg, lab.NewCgroup(t))
 	// Everything the clients did is in the kernel once they have exited;
 	// stopping writes all of it.
 	sum := run.stop(t)
 	flows, snap := flowsOf(t, db)
 	want := func(key string, procs ...string) store.Flow {
 		t.Helper()
-		f, ok := flows[key]
-		if !ok {
-			t.Errorf("flow %s not recorded", key)
-			return f
-		}
-		if f.Hits == 0 || f.FirstSeen.IsZero() || f.LastSeen.Before(f.FirstSeen) {
-			t.Errorf("flow %s: hits %d, seen %v..%v", key, f.Hits, f.FirstSeen, f.LastSeen)
-		}
-		for _, p := range procs {
-			if !slices.Contains(f.Processes, p) {
-				t.Errorf("flow %s: processes %v lack %s", key, f.Processes, p)
-			}
-		}
-		cgName := strings.TrimPrefix(cg.Path, filepath.Dir(cg.Path))
-		if !slices.Contains(f.Cgroups, cgName) {
-			t.Errorf("flow %s: cgroups %v lack %s", key, f.Cgroups, cgName)
-		}
-		return f
+		return wantFlow(t, flows, cg, key, procs...)
 	}
 	nobody4 := want("65534 tcp 10.77.0.1:8080", "curl")
 	nobody6 := want("65534 tcp [fd77::1]:8080", "curl")
@@ -109,6 +72,74 @@ func TestLearnRealClients(t *testing.T) {
 			t.Errorf("getaddrinfo's probe socket (connected, never sent) recorded: %s", k)
 		}
 	}
+	checkDNSEntry(t, snap)
+	if len(snap.Runs) != 1 || !snap.Runs[0].Finished || snap.Runs[0].Events == 0 {
+		t.Errorf("runs = %+v", snap.Runs)
+	}
+	if sum.Probe.Lost() != 0 || snap.Runs[0].LostEvents != 0 {
+		t.Errorf("lost events: probe %+v, run %+v", sum.Probe, snap.Runs[0])
+	}
+	// dig and curl (getaddrinfo: A and AAAA) asked, and nothing else
+	// answered: every answer matched its query.
+	if d := sum.Probe.DNS; d.Matched < 3 || d.Ignored() != 0 || snap.Runs[0].DNS != d {
+		t.Errorf("dns: probe %+v, run %+v", d, snap.Runs[0].DNS)
+	}
+}
+
+// clients reach the servers as nobody, root and uid 4242 from cg, and as
+// uid 4343 from the cgroup outside: curl and dig through names, socat to
+// IPv4, IPv6 and IPv4-mapped addresses, TCP, connected and unconnected
+// UDP.
+func clients(t *testing.T, ns *lab.Netns, cg, outside *lab.Cgroup) {
+	nobody := lab.As{UID: 65534, GID: 65534, Netns: ns, Cgroup: cg}
+	root := lab.As{UID: 0, GID: 0, Netns: ns, Cgroup: cg}
+	other := lab.As{UID: 4242, GID: 4242, Netns: ns, Cgroup: cg}
+	stranger := lab.As{UID: 4343, GID: 4343, Netns: ns, Cgroup: outside}
+
+	if out := nobody.MustRun(t, "dig", "+short", "@"+lab.ServerIP4, "alias.lab"); !strings.Contains(out, lab.ServerIP4) {
+		t.Fatalf("dig alias.lab: %q", out)
+	}
+	nobody.MustRun(t, "curl", "-sS", "-4", "http://alias.lab:8080/")
+	nobody.MustRun(t, "curl", "-sS", "-6", "http://alias.lab:8080/")
+	_, _ = nobody.Run("curl", "-sS", "--max-time", "2", "http://127.0.0.1:1/") // refused; only the attempt matters
+	root.MustRun(t, "curl", "-sS", "-4", "http://10.77.0.1:8080/")
+	other.MustRun(t, "socat", "-u", "OPEN:/dev/null", "TCP6:[::ffff:10.77.0.1]:8080")
+	other.MustRun(t, "socat", "-u", "OPEN:/dev/null", "TCP6:[fd77::1]:8080")
+	other.MustRun(t, "bash", "-c", "echo x | socat -u - UDP4-SENDTO:10.77.0.1:9999")
+	other.MustRun(t, "bash", "-c", "echo x | socat -u - UDP6-SENDTO:[::ffff:10.77.0.1]:9998")
+	other.MustRun(t, "bash", "-c", "echo x | socat -u - UDP6-SENDTO:[fd77::1]:9996")
+	other.MustRun(t, "bash", "-c", "echo x | socat -u - UDP4:10.77.0.1:9997")
+	stranger.MustRun(t, "curl", "-sS", "-4", "http://10.77.0.1:8080/")
+
+}
+
+// wantFlow checks that the flow of key was recorded with hits, a seen
+// interval, the processes and cg.
+func wantFlow(t *testing.T, flows map[string]store.Flow, cg *lab.Cgroup, key string, procs ...string) store.Flow {
+	t.Helper()
+	f, ok := flows[key]
+	if !ok {
+		t.Errorf("flow %s not recorded", key)
+		return f
+	}
+	if f.Hits == 0 || f.FirstSeen.IsZero() || f.LastSeen.Before(f.FirstSeen) {
+		t.Errorf("flow %s: hits %d, seen %v..%v", key, f.Hits, f.FirstSeen, f.LastSeen)
+	}
+	for _, p := range procs {
+		if !slices.Contains(f.Processes, p) {
+			t.Errorf("flow %s: processes %v lack %s", key, f.Processes, p)
+		}
+	}
+	cgName := strings.TrimPrefix(cg.Path, filepath.Dir(cg.Path))
+	if !slices.Contains(f.Cgroups, cgName) {
+		t.Errorf("flow %s: cgroups %v lack %s", key, f.Cgroups, cgName)
+	}
+	return f
+}
+
+// checkDNSEntry: the server's address was resolved from web.lab by
+// nobody, with its TTL.
+func checkDNSEntry(t *testing.T, snap *store.Snapshot) {
 	var dns4 *store.DNSEntry
 	for i, e := range snap.DNS {
 		if e.IP == netip.MustParseAddr(lab.ServerIP4) {
@@ -131,15 +162,4 @@ func TestLearnRealClients(t *testing.T) {
 		t.Errorf("dns entry lacks web.lab: %+v", dns4.Names)
 	}
 
-	if len(snap.Runs) != 1 || !snap.Runs[0].Finished || snap.Runs[0].Events == 0 {
-		t.Errorf("runs = %+v", snap.Runs)
-	}
-	if sum.Probe.Lost() != 0 || snap.Runs[0].LostEvents != 0 {
-		t.Errorf("lost events: probe %+v, run %+v", sum.Probe, snap.Runs[0])
-	}
-	// dig and curl (getaddrinfo: A and AAAA) asked, and nothing else
-	// answered: every answer matched its query.
-	if d := sum.Probe.DNS; d.Matched < 3 || d.Ignored() != 0 || snap.Runs[0].DNS != d {
-		t.Errorf("dns: probe %+v, run %+v", d, snap.Runs[0].DNS)
-	}
 }

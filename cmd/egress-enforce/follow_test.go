@@ -45,28 +45,7 @@ func TestFollowCommand(t *testing.T) {
 		t.Fatalf("alt.lab without the follower: %v", err)
 	}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cmd := exec.Command(enforceBin, "follow", "--cgroup", cg.Path, "--json", "--metrics-addr", addr, "--pin-dir", lab.NewBPFFS(t))
-	cmd.Env = append(os.Environ(), l.env...)
-	stdout, stderr := &lab.Buffer{}, &lab.Buffer{}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-		if t.Failed() {
-			t.Logf("follow stderr:\n%s", stderr.String())
-		}
-	})
+	cmd, stdout, stderr, addr := startFollow(t, l, cg)
 	// "following" is logged once the programs are attached.
 	lab.Await(t, "the follower to attach", func() bool { return strings.Contains(stderr.String(), "msg=following") })
 	if err := reach(nobody, "http://alt.lab:8080/"); err != nil {
@@ -109,4 +88,32 @@ func TestFollowCommand(t *testing.T) {
 		t.Errorf("status:\n%s", human)
 	}
 	mustFail(t, enforceBin, append(l.env, "EGRESS_FOLLOW_MODE=sometimes"), []string{"follow_mode"}, "generate")
+}
+
+// startFollow starts "egress-enforce follow" on cg, with its metrics on a
+// free port; it is killed when the test ends.
+func startFollow(t *testing.T, l *rolloutLab, cg *lab.Cgroup) (cmd *exec.Cmd, stdout, stderr *lab.Buffer, addr string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = ln.Addr().String()
+	ln.Close()
+	cmd = exec.Command(enforceBin, "follow", "--cgroup", cg.Path, "--json", "--metrics-addr", addr, "--pin-dir", lab.NewBPFFS(t))
+	cmd.Env = append(os.Environ(), l.env...)
+	stdout, stderr = &lab.Buffer{}, &lab.Buffer{}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("follow stderr:\n%s", stderr.String())
+		}
+	})
+	return cmd, stdout, stderr, addr
 }

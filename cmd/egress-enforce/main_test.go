@@ -133,7 +133,24 @@ func TestLearnThenEnforce(t *testing.T) {
 	nobody := lab.As{UID: 65534, GID: 65534, Netns: pair.Client, Cgroup: cg}
 	other := lab.As{UID: 4242, GID: 4242, Netns: pair.Client, Cgroup: cg}
 
-	// Learn.
+	learnTwoUsers(t, env, cg, nobody, other)
+	reviewScript(t, env, dir)
+	auditThenEnforce(t, env)
+	checkEnforced(t, env, nobody, other)
+	var d plan.Diff
+	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "diff", "--mode", "enforce", "--json")), &d); err != nil || !d.Empty() {
+		t.Errorf("diff after apply: %+v %v", d, err)
+	}
+	if out := mustRun(t, enforceBin, env, "remove"); !strings.Contains(out, "removed table inet egress") {
+		t.Errorf("remove: %s", out)
+	}
+	if out := mustRun(t, enforceBin, env, "remove"); !strings.Contains(out, "nothing to remove") {
+		t.Errorf("second remove: %s", out)
+	}
+}
+
+// learnTwoUsers learns what nobody and uid 4242 do with curl.
+func learnTwoUsers(t *testing.T, env []string, cg *lab.Cgroup, nobody, other lab.As) {
 	learner := exec.Command(learnBin, "run", "--cgroup", cg.Path, "--flush-interval", "200ms")
 	learner.Env = append(os.Environ(), env...)
 	var lerr lab.Buffer
@@ -153,7 +170,10 @@ func TestLearnThenEnforce(t *testing.T) {
 	other.MustRun(t, "curl", "-sS", "-4", "http://web.lab:8081/")
 	stopLearner(t, learner, &lerr)
 
-	// Review: the script nft accepts, and the comments say why.
+}
+
+// reviewScript: the script nft accepts, and the comments say why.
+func reviewScript(t *testing.T, env []string, dir string) {
 	script := mustRun(t, enforceBin, env, "generate", "--mode", "enforce")
 	for _, w := range []string{"65534 . 10.77.0.1 . tcp . 8080", "65534 . fd77::1 . tcp . 8080", "4242 . 10.77.0.1 . tcp . 8081", "www.lab", "policy drop"} {
 		if !strings.Contains(script, w) {
@@ -172,7 +192,11 @@ func TestLearnThenEnforce(t *testing.T) {
 		t.Errorf("plan: mode %s, %d flows", generated.Mode, generated.Flows)
 	}
 
-	// Audit first, then enforce.
+}
+
+// auditThenEnforce applies in audit mode, diffs and dry-runs enforce
+// mode, and applies it.
+func auditThenEnforce(t *testing.T, env []string) {
 	if out := mustRun(t, enforceBin, env, "diff"); !strings.Contains(out, "not installed") {
 		t.Errorf("diff before apply:\n%s", out)
 	}
@@ -194,7 +218,12 @@ func TestLearnThenEnforce(t *testing.T) {
 		t.Errorf("apply: %s", out)
 	}
 
-	// Learned flows pass, names resolve; the rest is dropped and counted.
+}
+
+// checkEnforced: learned flows pass, names resolve; the rest is dropped
+// and counted.
+func checkEnforced(t *testing.T, env []string, nobody, other lab.As) {
+	var st status
 	noCG := func(a lab.As) lab.As { a.Cgroup = nil; return a }
 	if err := reach(noCG(nobody), "http://www.lab:8080/", "-4"); err != nil {
 		t.Errorf("learned flow blocked: %v", err)
@@ -223,16 +252,6 @@ func TestLearnThenEnforce(t *testing.T) {
 		if !strings.Contains(human, w) {
 			t.Errorf("status lacks %q:\n%s", w, human)
 		}
-	}
-	var d plan.Diff
-	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "diff", "--mode", "enforce", "--json")), &d); err != nil || !d.Empty() {
-		t.Errorf("diff after apply: %+v %v", d, err)
-	}
-	if out := mustRun(t, enforceBin, env, "remove"); !strings.Contains(out, "removed table inet egress") {
-		t.Errorf("remove: %s", out)
-	}
-	if out := mustRun(t, enforceBin, env, "remove"); !strings.Contains(out, "nothing to remove") {
-		t.Errorf("second remove: %s", out)
 	}
 }
 

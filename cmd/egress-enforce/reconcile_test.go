@@ -18,45 +18,55 @@ import (
 	"github.com/egresskit/egress/store"
 )
 
-// TestReconcileEndToEnd: learn, enforce, a client starts using a new
-// destination and is denied, the learner records it as a candidate,
-// reconcile proposes it, apply, the client now succeeds; a destination no
-// longer used goes stale, is proposed for removal and removed.
-func TestReconcileEndToEnd(t *testing.T) {
+// reconcileLab is a client namespace and cgroup where a learner runs
+// beside the enforcing table, and a server with HTTP on 8080 and 8081.
+type reconcileLab struct {
+	db     string
+	env    []string
+	cg     *lab.Cgroup
+	nobody lab.As
+}
+
+func newReconcileLab(t *testing.T) *reconcileLab {
 	lab.Require(t, "nft", "curl")
 	pair := lab.NewPair(t)
 	cg := lab.NewCgroup(t)
 	lab.ServeHTTP(t, pair.Server, ":8080")
 	lab.ServeHTTP(t, pair.Server, ":8081")
 	db := filepath.Join(t.TempDir(), "baseline.db")
-	env := []string{"EGRESS_DB=" + db, "EGRESS_NETNS=" + pair.Client.Name, "EGRESS_RESOLV_CONF=/etc/netns/" + pair.Client.Name + "/resolv.conf"}
-	nobody := lab.As{UID: 65534, GID: 65534, Netns: pair.Client, Cgroup: cg}
-	url := func(port int) string { return fmt.Sprintf("http://%s:%d/", lab.ServerIP4, port) }
-	// report classifies the flows at the real time, with the 30-day stale
-	// period, unless args say otherwise.
-	report := func(args ...string) map[string]learn.ReportFlow {
-		var rows []learn.ReportFlow
-		out := mustRun(t, learnBin, env, append([]string{"report", "--json"}, args...)...)
-		if err := json.Unmarshal([]byte(out), &rows); err != nil {
-			t.Fatal(err)
-		}
-		m := map[string]learn.ReportFlow{}
-		for _, r := range rows {
-			m[fmt.Sprintf("%d %s %d", r.UID, r.Proto, r.Port)] = r
-		}
-		return m
-	}
-	proposal := func(args ...string) baseline.Proposal {
-		var p baseline.Proposal
-		if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, append([]string{"reconcile", "--json"}, args...)...)), &p); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	return &reconcileLab{db: db, cg: cg, nobody: lab.As{UID: 65534, GID: 65534, Netns: pair.Client, Cgroup: cg},
+		env: []string{"EGRESS_DB=" + db, "EGRESS_NETNS=" + pair.Client.Name, "EGRESS_RESOLV_CONF=/etc/netns/" + pair.Client.Name + "/resolv.conf"}}
+}
 
-	// The learner runs all along, beside the enforcing table.
-	learner := exec.Command(learnBin, "run", "--cgroup", cg.Path, "--flush-interval", "200ms")
-	learner.Env = append(os.Environ(), env...)
+func url(port int) string { return fmt.Sprintf("http://%s:%d/", lab.ServerIP4, port) }
+
+// report classifies the flows at the real time, with the 30-day stale
+// period, unless args say otherwise.
+func (l *reconcileLab) report(t *testing.T, args ...string) map[string]learn.ReportFlow {
+	var rows []learn.ReportFlow
+	out := mustRun(t, learnBin, l.env, append([]string{"report", "--json"}, args...)...)
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]learn.ReportFlow{}
+	for _, r := range rows {
+		m[fmt.Sprintf("%d %s %d", r.UID, r.Proto, r.Port)] = r
+	}
+	return m
+}
+
+func (l *reconcileLab) proposal(t *testing.T, args ...string) baseline.Proposal {
+	var p baseline.Proposal
+	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, l.env, append([]string{"reconcile", "--json"}, args...)...)), &p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startLearner runs the learner on the cgroup for the rest of the test.
+func (l *reconcileLab) startLearner(t *testing.T) {
+	learner := exec.Command(learnBin, "run", "--cgroup", l.cg.Path, "--flush-interval", "200ms")
+	learner.Env = append(os.Environ(), l.env...)
 	lerr := &lab.Buffer{}
 	learner.Stderr = lerr
 	if err := learner.Start(); err != nil {
@@ -64,103 +74,120 @@ func TestReconcileEndToEnd(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = learner.Process.Kill(); _ = learner.Wait() })
 	lab.Await(t, "the learner to attach", func() bool { return strings.Contains(lerr.String(), "msg=learning") })
+}
 
-	if err := reach(nobody, url(8080)); err != nil {
+// TestReconcileEndToEnd: learn, enforce, a client starts using a new
+// destination and is denied, the learner records it as a candidate,
+// reconcile proposes it, apply, the client now succeeds; a destination no
+// longer used goes stale, is proposed for removal and removed.
+func TestReconcileEndToEnd(t *testing.T) {
+	l := newReconcileLab(t)
+	// The learner runs all along, beside the enforcing table.
+	l.startLearner(t)
+	if err := reach(l.nobody, url(8080)); err != nil {
 		t.Fatalf("learning blocked a connection: %v", err)
 	}
-	lab.Await(t, "the learner to record 8080", func() bool { _, ok := report()["65534 tcp 8080"]; return ok })
-	mustRun(t, enforceBin, env, "apply", "--mode", "enforce")
-	if r := report()["65534 tcp 8080"]; r.State != store.StateApproved || r.Approved != 1 {
+	lab.Await(t, "the learner to record 8080", func() bool { _, ok := l.report(t)["65534 tcp 8080"]; return ok })
+	mustRun(t, enforceBin, l.env, "apply", "--mode", "enforce")
+	if r := l.report(t)["65534 tcp 8080"]; r.State != store.StateApproved || r.Approved != 1 {
 		t.Errorf("after apply the learned flow is %+v", r)
 	}
+	l.addNewDestination(t)
+	l.removeStaleDestination(t)
+	gens, cur := (&rolloutLab{env: l.env, db: l.db}).history(t)
+	if cur != 3 || !strings.Contains(gens[2].Reason, "0 added, 1 removed") {
+		t.Errorf("history: %d %+v", cur, gens)
+	}
+}
 
-	// A new destination: denied, and recorded as a candidate, not approved.
-	if err := blocked(t, nobody, url(8081)); err != nil {
+// addNewDestination: a new destination is denied, recorded as a
+// candidate (not approved), proposed, and reached once applied.
+func (l *reconcileLab) addNewDestination(t *testing.T) {
+	if err := blocked(t, l.nobody, url(8081)); err != nil {
 		t.Fatalf("an unlearned destination: %v", err)
 	}
 	lab.Await(t, "the learner to record 8081 as a candidate", func() bool {
-		r, ok := report()["65534 tcp 8081"]
+		r, ok := l.report(t)["65534 tcp 8081"]
 		return ok && r.State == store.StateCandidate
 	})
 	var generated plan.Plan
-	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "generate", "--json", "--mode", "enforce")), &generated); err != nil {
+	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, l.env, "generate", "--json", "--mode", "enforce")), &generated); err != nil {
 		t.Fatal(err)
 	}
 	if generated.Flows != 1 {
 		t.Errorf("generate took the candidate into the baseline: %d flows", generated.Flows)
 	}
-	p := proposal()
+	p := l.proposal(t)
 	if len(p.Additions) != 1 || p.Additions[0].Port != 8081 || p.Additions[0].Source != "candidate" || p.Against != 1 {
 		t.Fatalf("proposal: %+v", p)
 	}
-	human := mustRun(t, enforceBin, env, "reconcile")
+	human := mustRun(t, enforceBin, l.env, "reconcile")
 	if !strings.Contains(human, "+ tcp 10.77.0.1:8081") || !strings.Contains(human, "user nobody (uid 65534)") {
 		t.Errorf("reconcile text:\n%s", human)
 	}
 	nft := filepath.Join(t.TempDir(), "next.nft")
-	mustRun(t, enforceBin, env, "reconcile", "-o", nft)
+	mustRun(t, enforceBin, l.env, "reconcile", "-o", nft)
 	text, _ := os.ReadFile(nft)
 	if !strings.Contains(string(text), "65534 . 10.77.0.1 . tcp . 8081") || !strings.Contains(string(text), "65534 . 10.77.0.1 . tcp . 8080") {
 		t.Errorf("next generation's text:\n%s", text)
 	}
 	lab.MustRun(t, "ip", "netns", "exec", lab.NewNetns(t).Name, "nft", "-c", "-f", nft)
 
-	out := mustRun(t, enforceBin, env, "reconcile", "--apply", "--mode", "enforce")
+	out := mustRun(t, enforceBin, l.env, "reconcile", "--apply", "--mode", "enforce")
 	if !strings.Contains(out, "applied generation 2") {
 		t.Fatalf("reconcile --apply: %s", out)
 	}
-	if err := reach(nobody, url(8081)); err != nil {
+	if err := reach(l.nobody, url(8081)); err != nil {
 		t.Errorf("the reconciled destination is still blocked: %v", err)
 	}
-	if r := report()["65534 tcp 8081"]; r.State != store.StateApproved || r.Approved != 2 {
+	if r := l.report(t)["65534 tcp 8081"]; r.State != store.StateApproved || r.Approved != 2 {
 		t.Errorf("after reconcile the new flow is %+v", r)
 	}
-	if p := proposal(); len(p.Additions) != 0 {
+	if p := l.proposal(t); len(p.Additions) != 0 {
 		t.Errorf("a second proposal still adds %+v", p.Additions)
 	}
+}
 
-	// 8080 is no longer used; 8081 keeps being used: only 8080 is proposed
-	// for removal. The clock (--now) is fixed, and the stale period lies
-	// halfway between the ages of the two flows at that time, so that no
-	// step has to happen within some time: 8080 is older than the period
-	// and 8081 younger, each by half the gap between their last uses.
-	seen80, seen81 := lastSeen(t, db, 8080), lastSeen(t, db, 8081)
-	if err := reach(nobody, url(8081)); err != nil {
+// removeStaleDestination: 8080 is no longer used; 8081 keeps being used:
+// only 8080 is proposed for removal, and removed. The clock (--now) is
+// fixed, and the stale period lies halfway between the ages of the two
+// flows at that time, so that no step has to happen within some time:
+// 8080 is older than the period and 8081 younger, each by half the gap
+// between their last uses.
+func (l *reconcileLab) removeStaleDestination(t *testing.T) {
+	seen80, seen81 := lastSeen(t, l.db, 8080), lastSeen(t, l.db, 8081)
+	if err := reach(l.nobody, url(8081)); err != nil {
 		t.Fatal(err)
 	}
-	lab.Await(t, "the learner to record the new use of 8081", func() bool { return lastSeen(t, db, 8081).After(seen81) })
-	seen81 = lastSeen(t, db, 8081)
+	lab.Await(t, "the learner to record the new use of 8081", func() bool { return lastSeen(t, l.db, 8081).After(seen81) })
+	seen81 = lastSeen(t, l.db, 8081)
 	if seen81.Sub(seen80) < 2*time.Millisecond {
 		t.Fatalf("8080 last seen at %v, 8081 at %v: no gap to put a stale period in", seen80, seen81)
 	}
 	now := time.Now()
 	staleAfter := ((now.Sub(seen80) + now.Sub(seen81)) / 2).Truncate(time.Millisecond)
 	stale := []string{"--stale-after", staleAfter.String(), "--now", now.Format(time.RFC3339Nano)}
-	if r := report(stale...); r["65534 tcp 8080"].State != store.StateStale || r["65534 tcp 8081"].State != store.StateApproved {
+	if r := l.report(t, stale...); r["65534 tcp 8080"].State != store.StateStale || r["65534 tcp 8081"].State != store.StateApproved {
 		t.Errorf("with %v: 8080 is %+v, 8081 is %+v", stale, r["65534 tcp 8080"], r["65534 tcp 8081"])
 	}
-	p = proposal(stale...)
+	p := l.proposal(t, stale...)
 	if len(p.Removals) != 1 || p.Removals[0].Port != 8080 {
 		t.Fatalf("removals: %+v", p.Removals)
 	}
-	mustRun(t, enforceBin, env, append([]string{"reconcile", "--apply", "--only", "remove", "--mode", "enforce"}, stale...)...)
-	if r := report()["65534 tcp 8080"]; r.State != store.StateRetired {
+	mustRun(t, enforceBin, l.env, append([]string{"reconcile", "--apply", "--only", "remove", "--mode", "enforce"}, stale...)...)
+	if r := l.report(t)["65534 tcp 8080"]; r.State != store.StateRetired {
 		t.Errorf("the removed flow is %+v", r)
 	}
-	if err := blocked(t, nobody, url(8080)); err != nil {
+	if err := blocked(t, l.nobody, url(8080)); err != nil {
 		t.Errorf("the removed destination: %v", err)
 	}
-	if err := reach(nobody, url(8081)); err != nil {
+	if err := reach(l.nobody, url(8081)); err != nil {
 		t.Errorf("the used destination was removed: %v", err)
 	}
 	// Tried again after its removal, it is a candidate once more.
 	lab.Await(t, "the learner to record 8080 as a candidate again", func() bool {
-		return report()["65534 tcp 8080"].State == store.StateCandidate
+		return l.report(t)["65534 tcp 8080"].State == store.StateCandidate
 	})
-	gens, cur := (&rolloutLab{env: env, db: db}).history(t)
-	if cur != 3 || !strings.Contains(gens[2].Reason, "0 added, 1 removed") {
-		t.Errorf("history: %d %+v", cur, gens)
-	}
 }
 
 // TestFleetMerge: two hosts' exports make one role table that keeps which

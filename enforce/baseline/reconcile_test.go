@@ -37,10 +37,11 @@ func keysOf(cs []Change) []string {
 	return out
 }
 
-// TestReconcileWithAMovingClock: the same store reconciled at two times.
-func TestReconcileWithAMovingClock(t *testing.T) {
+// clockStore is a store's flows and observations at now: approved,
+// stale, candidate, retired and renamed flows, a destination only the
+// monitor saw, and one no socket owned.
+func clockStore(now time.Time) ([]store.Flow, []store.Observation, map[store.FlowKey][]string) {
 	day := 24 * time.Hour
-	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	retired := rflow(1, "192.0.2.5", 443, 4, now.Add(-60*day), now.Add(-50*day), 0)
 	retired.Retired = now.Add(-40 * day)
 	back := rflow(1, "192.0.2.6", 443, 9, now.Add(-60*day), now.Add(-1*day), 0)
@@ -60,6 +61,14 @@ func TestReconcileWithAMovingClock(t *testing.T) {
 		{Kind: store.ObsAudit, FlowKey: store.FlowKey{UID: store.NoUID, Proto: plan.ProtoTCP, IP: netip.MustParseAddr("198.51.100.8"), Port: 1}, Hits: 9, FirstSeen: now, LastSeen: now},
 	}
 	names := map[store.FlowKey][]string{obs[0].FlowKey: {"api.example"}}
+	return flows, obs, names
+}
+
+// TestReconcileWithAMovingClock: the same store reconciled at two times.
+func TestReconcileWithAMovingClock(t *testing.T) {
+	day := 24 * time.Hour
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	flows, obs, names := clockStore(now)
 	p := Reconcile(flows, obs, names, 3, ReconcileOptions{MinHits: 2, Now: now})
 
 	if got := keysOf(p.Additions); !slices.Equal(got, []string{"candidate 192.0.2.3:443", "candidate 192.0.2.6:443"}) {
@@ -77,32 +86,7 @@ func TestReconcileWithAMovingClock(t *testing.T) {
 	if p.Denied[0].Hostnames[0] != "api.example" || p.Denied[0].Hits != 6 {
 		t.Errorf("the denied destination: %+v", p.Denied[0])
 	}
-	var next []string
-	for _, f := range p.Next() {
-		next = append(next, f.IP.String())
-	}
-	slices.Sort(next)
-	if !slices.Equal(next, []string{"192.0.2.1", "192.0.2.3", "192.0.2.6", "192.0.2.9"}) {
-		t.Errorf("next baseline %v", next)
-	}
-	// Convergence: user 1's newest destination is 1 day old (the one seen
-	// again); user 2's 10 days.
-	for _, c := range p.Convergence {
-		switch c.UID {
-		case 1:
-			if c.Stable || c.NewPerDay[4] != 2 {
-				t.Errorf("user 1: %+v", c)
-			}
-		case 2:
-			if !c.Stable || c.LastNew != now.Add(-10*day) {
-				t.Errorf("user 2: %+v", c)
-			}
-		}
-	}
-	if p.Stable {
-		t.Error("stable while user 1 still learns")
-	}
-
+	checkNextAndConvergence(t, p, now)
 	// --only splits the change.
 	if a := Reconcile(flows, obs, names, 3, ReconcileOptions{MinHits: 2, Now: now, Only: "add"}); len(a.Removals) != 0 || len(a.Additions) != 2 {
 		t.Errorf("--only add: %d additions, %d removals", len(a.Additions), len(a.Removals))
@@ -129,6 +113,37 @@ func TestReconcileWithAMovingClock(t *testing.T) {
 			t.Errorf("proposal text lacks %q:\n%s", w, b.String())
 		}
 	}
+}
+
+// checkNextAndConvergence: the next baseline keeps the approved flows and
+// adds the candidates; user 1's newest destination is 1 day old (the one
+// seen again), user 2's 10 days.
+func checkNextAndConvergence(t *testing.T, p *Proposal, now time.Time) {
+	day := 24 * time.Hour
+	var next []string
+	for _, f := range p.Next() {
+		next = append(next, f.IP.String())
+	}
+	slices.Sort(next)
+	if !slices.Equal(next, []string{"192.0.2.1", "192.0.2.3", "192.0.2.6", "192.0.2.9"}) {
+		t.Errorf("next baseline %v", next)
+	}
+	for _, c := range p.Convergence {
+		switch c.UID {
+		case 1:
+			if c.Stable || c.NewPerDay[4] != 2 {
+				t.Errorf("user 1: %+v", c)
+			}
+		case 2:
+			if !c.Stable || c.LastNew != now.Add(-10*day) {
+				t.Errorf("user 2: %+v", c)
+			}
+		}
+	}
+	if p.Stable {
+		t.Error("stable while user 1 still learns")
+	}
+
 }
 
 func TestBaselineFlowsAreTheApprovedOnes(t *testing.T) {
