@@ -421,33 +421,20 @@ static __always_inline void record6(struct bpf_sock_addr *ctx, __u8 hook)
 	record(ctx, &k, hook);
 }
 
-SEC("cgroup/connect4")
-int egress_connect4(struct bpf_sock_addr *ctx)
-{
-	record4(ctx, HOOK_CONNECT4);
-	return 1;
-}
+// RECORDER defines the program of one hook: it records the attempt and
+// always allows it.
+#define RECORDER(section, name, recorder, hook)        \
+	SEC(section)                                   \
+	int name(struct bpf_sock_addr *ctx)            \
+	{                                              \
+		recorder(ctx, hook);                   \
+		return 1;                              \
+	}
 
-SEC("cgroup/connect6")
-int egress_connect6(struct bpf_sock_addr *ctx)
-{
-	record6(ctx, HOOK_CONNECT6);
-	return 1;
-}
-
-SEC("cgroup/sendmsg4")
-int egress_sendmsg4(struct bpf_sock_addr *ctx)
-{
-	record4(ctx, HOOK_SENDMSG4);
-	return 1;
-}
-
-SEC("cgroup/sendmsg6")
-int egress_sendmsg6(struct bpf_sock_addr *ctx)
-{
-	record6(ctx, HOOK_SENDMSG6);
-	return 1;
-}
+RECORDER("cgroup/connect4", egress_connect4, record4, HOOK_CONNECT4)
+RECORDER("cgroup/connect6", egress_connect6, record6, HOOK_CONNECT6)
+RECORDER("cgroup/sendmsg4", egress_sendmsg4, record4, HOOK_SENDMSG4)
+RECORDER("cgroup/sendmsg6", egress_sendmsg6, record6, HOOK_SENDMSG6)
 
 // socket_uid is the UID, in the initial user namespace, of the owner of
 // the socket skb belongs to. Not bpf_get_socket_uid: it maps the UID into

@@ -234,11 +234,7 @@ func tcpMarked(addr string) (bool, error) {
 // set before (mark), or connected first and the bit set after the
 // connect (connectMark), or plain.
 func udpSend(addr, msg string, mark, connectMark bool) error {
-	sa, err := sockaddr(addr)
-	if err != nil {
-		return err
-	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	fd, sa, err := udpSocket(addr)
 	if err != nil {
 		return err
 	}
@@ -267,6 +263,15 @@ func udpSend(addr, msg string, mark, connectMark bool) error {
 	return ignoreEPERM(unix.Sendto(fd, []byte(msg), 0, sa))
 }
 
+// udpSocket opens an IPv4 UDP socket for sending to addr; close fd.
+func udpSocket(addr string) (fd int, sa unix.Sockaddr, err error) {
+	if sa, err = sockaddr(addr); err != nil {
+		return -1, nil, err
+	}
+	fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	return fd, sa, err
+}
+
 // ignoreEPERM: a datagram the table drops fails the send with EPERM;
 // whether it arrived is what the tests look at.
 func ignoreEPERM(err error) error {
@@ -286,15 +291,11 @@ func udpFollow(name, port, other, tag string) error {
 		return fmt.Errorf("resolve %s: %v", name, err)
 	}
 	ip := r.Answer[0].(*dns.A).A.String()
-	sa, err := sockaddr(net.JoinHostPort(ip, port))
-	if err != nil {
-		return err
-	}
 	osa, err := sockaddr(other)
 	if err != nil {
 		return err
 	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	fd, sa, err := udpSocket(net.JoinHostPort(ip, port))
 	if err != nil {
 		return err
 	}

@@ -147,14 +147,20 @@ func TestDrainCountsEveryAttempt(t *testing.T) {
 	}
 }
 
+// udpLab is a pair of namespaces whose server listens on UDP 9999, and a
+// cgroup for the clients.
+func udpLab(t *testing.T) (*lab.Pair, *lab.Cgroup) {
+	lab.Require(t, "bash")
+	pair := lab.NewPair(t)
+	lab.ListenUDP(t, pair.Server, ":9999")
+	return pair, lab.NewCgroup(t)
+}
+
 // TestFullFlowMapFallsBackToRecords: with room for 4 flows, 20 distinct
 // destinations are still all counted, through the ring buffer, and the
 // fallback is counted.
 func TestFullFlowMapFallsBackToRecords(t *testing.T) {
-	lab.Require(t, "bash")
-	pair := lab.NewPair(t)
-	cg := lab.NewCgroup(t)
-	lab.ListenUDP(t, pair.Server, ":9999")
+	pair, cg := udpLab(t)
 	opts := DefaultProbeOptions()
 	opts.FlowMapSize = 4
 	opts.WakeupBytes = 0
@@ -180,10 +186,7 @@ func TestFullFlowMapFallsBackToRecords(t *testing.T) {
 // TestLostRecordsAreCounted: with a one-page ring nobody reads, records
 // that do not fit are counted as lost, never silently dropped.
 func TestLostRecordsAreCounted(t *testing.T) {
-	lab.Require(t, "bash")
-	pair := lab.NewPair(t)
-	cg := lab.NewCgroup(t)
-	lab.ListenUDP(t, pair.Server, ":9999")
+	pair, cg := udpLab(t)
 	opts := DefaultProbeOptions()
 	opts.PerEvent = true
 	opts.EventRingBytes = 4096

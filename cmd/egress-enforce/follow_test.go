@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,27 +92,7 @@ func TestFollowCommand(t *testing.T) {
 // startFollow starts "egress-enforce follow" on cg, with its metrics on a
 // free port; it is killed when the test ends.
 func startFollow(t *testing.T, l *rolloutLab, cg *lab.Cgroup) (cmd *exec.Cmd, stdout, stderr *lab.Buffer, addr string) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr = ln.Addr().String()
-	ln.Close()
-	cmd = exec.Command(enforceBin, "follow", "--cgroup", cg.Path, "--json", "--metrics-addr", addr, "--pin-dir", lab.NewBPFFS(t))
-	cmd.Env = append(os.Environ(), l.env...)
-	stdout, stderr = &lab.Buffer{}, &lab.Buffer{}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-		if t.Failed() {
-			t.Logf("follow stderr:\n%s", stderr.String())
-		}
-	})
+	addr = lab.FreeAddr(t)
+	cmd, stdout, stderr = start(t, l.env, enforceBin, "follow", "--cgroup", cg.Path, "--json", "--metrics-addr", addr, "--pin-dir", lab.NewBPFFS(t))
 	return cmd, stdout, stderr, addr
 }

@@ -5,13 +5,8 @@
 package main
 
 import (
-	"context"
-	"log/slog"
 	"net/netip"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -19,16 +14,10 @@ import (
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/internal/cli"
+	"github.com/egresskit/egress/store"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := newRoot().ExecuteContext(ctx); err != nil {
-		slog.Error(err.Error())
-		os.Exit(1)
-	}
-}
+func main() { cli.Main(newRoot()) }
 
 func newRoot() *cobra.Command {
 	root := &cobra.Command{
@@ -72,6 +61,22 @@ func runE(g *cli.Globals, body func(cmd *cobra.Command, e *env) error) func(*cob
 	return g.RunE(func(cmd *cobra.Command, ce *cli.Env) error {
 		t := nft.Target{Netns: ce.Cfg.Netns}
 		return body(cmd, &env{Env: ce, target: t, kernel: nft.Open(t)})
+	})
+}
+
+// withStore is a runE whose body also gets the configured store, opened
+// for writing (created and migrated as needed) or for reading.
+func withStore(g *cli.Globals, write bool, body func(cmd *cobra.Command, e *env, st *store.Store) error) func(*cobra.Command, []string) error {
+	return runE(g, func(cmd *cobra.Command, e *env) error {
+		open := e.ReadStore
+		if write {
+			open = e.WriteStore
+		}
+		st, err := open()
+		if err != nil {
+			return err
+		}
+		return body(cmd, e, st)
 	})
 }
 

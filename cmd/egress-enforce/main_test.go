@@ -101,6 +101,40 @@ func blocked(t *testing.T, a lab.As, url string, extra ...string) error {
 
 // stopLearner stops a learner with SIGINT: it then writes what it saw
 // before it exits 0, so no wait for a periodic flush is needed.
+// start starts bin with args and env added to this process's; it is
+// killed when the test ends, unless it was waited for, and its stderr is
+// logged when the test failed.
+func start(t *testing.T, env []string, bin string, args ...string) (cmd *exec.Cmd, stdout, stderr *lab.Buffer) {
+	t.Helper()
+	cmd = exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	stdout, stderr = &lab.Buffer{}, &lab.Buffer{}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("%s stderr:\n%s", filepath.Base(bin), stderr.String())
+		}
+	})
+	return cmd, stdout, stderr
+}
+
+// startLearner runs "egress-learn run" with args and env until it says
+// it learns; it is killed when the test ends, unless stopLearner stopped
+// it.
+func startLearner(t *testing.T, env []string, args ...string) (*exec.Cmd, *lab.Buffer) {
+	t.Helper()
+	learner, _, lerr := start(t, env, learnBin, append([]string{"run"}, args...)...)
+	lab.Await(t, "the learner to attach", func() bool { return strings.Contains(lerr.String(), "msg=learning") })
+	return learner, lerr
+}
+
 func stopLearner(t *testing.T, learner *exec.Cmd, stderr *lab.Buffer) {
 	t.Helper()
 	_ = learner.Process.Signal(os.Interrupt)
@@ -151,24 +185,11 @@ func TestLearnThenEnforce(t *testing.T) {
 
 // learnTwoUsers learns what nobody and uid 4242 do with curl.
 func learnTwoUsers(t *testing.T, env []string, cg *lab.Cgroup, nobody, other lab.As) {
-	learner := exec.Command(learnBin, "run", "--cgroup", cg.Path, "--flush-interval", "200ms")
-	learner.Env = append(os.Environ(), env...)
-	var lerr lab.Buffer
-	learner.Stderr = &lerr
-	if err := learner.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if learner.ProcessState == nil {
-			_ = learner.Process.Kill()
-			_ = learner.Wait()
-		}
-	})
-	lab.Await(t, "the learner to attach", func() bool { return strings.Contains(lerr.String(), "msg=learning") })
+	learner, lerr := startLearner(t, env, "--cgroup", cg.Path, "--flush-interval", "200ms")
 	nobody.MustRun(t, "curl", "-sS", "-4", "http://www.lab:8080/")
 	nobody.MustRun(t, "curl", "-sS", "-6", "http://www.lab:8080/")
 	other.MustRun(t, "curl", "-sS", "-4", "http://web.lab:8081/")
-	stopLearner(t, learner, &lerr)
+	stopLearner(t, learner, lerr)
 
 }
 
@@ -282,21 +303,9 @@ func TestGuards(t *testing.T) {
 	pair := lab.NewPair(t)
 	lab.ServeHTTP(t, pair.Server, ":8080")
 	withFlows := filepath.Join(dir, "flows.db")
-	learner := exec.Command(learnBin, "run", "--cgroup", cg.Path, "--db", withFlows, "--flush-interval", "100ms")
-	var lerr lab.Buffer
-	learner.Stderr = &lerr
-	if err := learner.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if learner.ProcessState == nil {
-			_ = learner.Process.Kill()
-			_ = learner.Wait()
-		}
-	})
-	lab.Await(t, "the learner to attach", func() bool { return strings.Contains(lerr.String(), "msg=learning") })
+	learner, lerr := startLearner(t, nil, "--cgroup", cg.Path, "--db", withFlows, "--flush-interval", "100ms")
 	lab.As{UID: 1, GID: 1, Netns: pair.Client, Cgroup: cg}.MustRun(t, "curl", "-sS", "http://10.77.0.1:8080/")
-	stopLearner(t, learner, &lerr)
+	stopLearner(t, learner, lerr)
 	mustFail(t, enforceBin, []string{"EGRESS_RESOLV_CONF=" + local}, []string{"local resolver", "127.0.0.53", "cut off DNS"},
 		append(base, "--mode", "enforce", "--db", withFlows)...)
 	mustFail(t, enforceBin, []string{"EGRESS_RESOLV_CONF=" + filepath.Join(dir, "none")}, []string{"no DNS server"},

@@ -79,6 +79,19 @@ func buildPlan(cmd *cobra.Command, e *env) (*built, error) {
 	return &built{plan: plan.Build(baseline.Select(flows), opts), opts: opts, baselineErr: err}, nil
 }
 
+// readPlan builds the plan of a command that shows it: a baseline that
+// cannot be read is an error.
+func readPlan(cmd *cobra.Command, e *env) (*plan.Plan, error) {
+	b, err := buildPlan(cmd, e)
+	if err == nil {
+		err = b.baselineErr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return b.plan, nil
+}
+
 // stagedUsers reads --enforce-users and --audit-users into opts.
 func stagedUsers(cmd *cobra.Command, opts *plan.Options) error {
 	for flag, dst := range map[string]*[]uint32{"enforce-users": &opts.EnforceUIDs, "audit-users": &opts.AuditUIDs} {
@@ -114,12 +127,9 @@ script's header and the JSON say which file was read.
 addresses without zones, protocols) and refused if it holds anything else.`,
 		Args: cobra.NoArgs,
 		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
-			b, err := buildPlan(cmd, e)
+			p, err := readPlan(cmd, e)
 			if err != nil {
 				return err
-			}
-			if b.baselineErr != nil {
-				return b.baselineErr
 			}
 			w, err := cli.Output(cmd, out, 0o644)
 			if err != nil {
@@ -127,9 +137,9 @@ addresses without zones, protocols) and refused if it holds anything else.`,
 			}
 			defer w.Close()
 			if asJSON {
-				err = printJSON(w, b.plan)
+				err = printJSON(w, p)
 			} else {
-				err = b.plan.Text(w)
+				err = p.Text(w)
 			}
 			if err != nil {
 				return fmt.Errorf("write plan: %w", err)
@@ -154,14 +164,11 @@ elements added and removed (with the comment saying why each is there), rules
 added and removed, and a mode change. Exit status 0 either way.`,
 		Args: cobra.NoArgs,
 		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
-			b, err := buildPlan(cmd, e)
+			p, err := readPlan(cmd, e)
 			if err != nil {
 				return err
 			}
-			if b.baselineErr != nil {
-				return b.baselineErr
-			}
-			return writeDiff(cmd, e, b.plan, asJSON, "")
+			return writeDiff(cmd, e, p, asJSON, "")
 		}),
 	}
 	planFlags(cmd, g)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -65,15 +64,7 @@ func (l *reconcileLab) proposal(t *testing.T, args ...string) baseline.Proposal 
 
 // startLearner runs the learner on the cgroup for the rest of the test.
 func (l *reconcileLab) startLearner(t *testing.T) {
-	learner := exec.Command(learnBin, "run", "--cgroup", l.cg.Path, "--flush-interval", "200ms")
-	learner.Env = append(os.Environ(), l.env...)
-	lerr := &lab.Buffer{}
-	learner.Stderr = lerr
-	if err := learner.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = learner.Process.Kill(); _ = learner.Wait() })
-	lab.Await(t, "the learner to attach", func() bool { return strings.Contains(lerr.String(), "msg=learning") })
+	startLearner(t, l.env, "--cgroup", l.cg.Path, "--flush-interval", "200ms")
 }
 
 // TestReconcileEndToEnd: learn, enforce, a client starts using a new

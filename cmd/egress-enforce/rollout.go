@@ -47,11 +47,7 @@ func newConfirm(g *cli.Globals) *cobra.Command {
 		Use:   "confirm [--netns NAME|PATH]",
 		Short: "Keep the table applied with --confirm-within (stop its automatic rollback)",
 		Args:  cobra.NoArgs,
-		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
-			st, err := e.WriteStore()
-			if err != nil {
-				return err
-			}
+		RunE: withStore(g, true, func(cmd *cobra.Command, e *env, st *store.Store) error {
 			gen, err := rollout.Confirm(st, e.target, e.Cfg.Table)
 			if err != nil {
 				return err
@@ -82,11 +78,7 @@ drops traffic goes through the same check as apply --mode enforce (an empty
 baseline, or one that would cut off DNS, is refused); --force puts it back
 anyway. A pending current generation is marked rolled back.`,
 		Args: cobra.NoArgs,
-		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
-			st, err := e.WriteStore()
-			if err != nil {
-				return err
-			}
+		RunE: withStore(g, true, func(cmd *cobra.Command, e *env, st *store.Store) error {
 			if reason == "" {
 				reason = "rollback by hand"
 			}
@@ -116,11 +108,7 @@ func newHistory(g *cli.Globals) *cobra.Command {
 		Use:   "history [--netns NAME|PATH] [--json]",
 		Short: "List the generations applied to our table",
 		Args:  cobra.NoArgs,
-		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
-			st, err := e.ReadStore()
-			if err != nil {
-				return err
-			}
+		RunE: withStore(g, false, func(cmd *cobra.Command, e *env, st *store.Store) error {
 			gens, cur, err := rollout.History(st, e.target, e.Cfg.Table)
 			if err != nil {
 				return err

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -333,28 +332,9 @@ type watcher struct {
 // startWatch runs "egress-enforce watch --json" with metrics on a free port.
 func startWatch(t *testing.T, l *rolloutLab) *watcher {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	w := &watcher{metrics: "http://" + addr + "/metrics", out: &lab.Buffer{}, stderr: &lab.Buffer{}}
-	w.cmd = exec.Command(enforceBin, "watch", "--json", "--metrics-addr", addr, "--flush-interval", "200ms", "--metrics-refresh", "100ms")
-	w.cmd.Env = append(os.Environ(), l.env...)
-	w.cmd.Stdout, w.cmd.Stderr = w.out, w.stderr
-	if err := w.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if w.cmd.ProcessState == nil {
-			_ = w.cmd.Process.Kill()
-			_ = w.cmd.Wait()
-		}
-		if t.Failed() {
-			t.Logf("watch stderr:\n%s", w.stderr.String())
-		}
-	})
+	addr := lab.FreeAddr(t)
+	w := &watcher{metrics: "http://" + addr + "/metrics"}
+	w.cmd, w.out, w.stderr = start(t, l.env, enforceBin, "watch", "--json", "--metrics-addr", addr, "--flush-interval", "200ms", "--metrics-refresh", "100ms")
 	lab.WaitFor(t, func() bool { return strings.Contains(w.stderr.String(), "msg=watching") })
 	return w
 }

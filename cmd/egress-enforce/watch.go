@@ -7,8 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
-	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -57,14 +55,8 @@ func newWatch(g *cli.Globals) *cobra.Command {
 		Short: "Monitor denied (and audited) packets: print them, record them, export metrics",
 		Long:  watchHelp,
 		Args:  cobra.NoArgs,
-		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
-			if os.Getenv("GOMEMLIMIT") == "" {
-				debug.SetMemoryLimit(watchMemoryLimit)
-			}
-			st, err := e.WriteStore()
-			if err != nil {
-				return err
-			}
+		RunE: withStore(g, true, func(cmd *cobra.Command, e *env, st *store.Store) error {
+			cli.SoftMemoryLimit(watchMemoryLimit)
 			names := config.UserNames{}
 			mon := monitor.NewMonitor()
 			out := make(chan monitor.LogEntry, 1024)
@@ -175,11 +167,7 @@ The plans the current generation and a rollback need are kept whatever
 their age. "egress-enforce watch" does this every hour. Learned flows, DNS
 names and the generations' records are never pruned.`,
 		Args: cobra.NoArgs,
-		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
-			st, err := e.WriteStore()
-			if err != nil {
-				return err
-			}
+		RunE: withStore(g, true, func(cmd *cobra.Command, e *env, st *store.Store) error {
 			now, err := e.Now()
 			if err != nil {
 				return err
@@ -216,11 +204,7 @@ logged packets per minute before and after the last apply (the error rate
 after a policy change). --since keeps destinations seen within that long and
 sets the window before the apply (default: everything, and an hour).`,
 		Args: cobra.NoArgs,
-		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
-			st, err := e.ReadStore()
-			if err != nil {
-				return err
-			}
+		RunE: withStore(g, false, func(cmd *cobra.Command, e *env, st *store.Store) error {
 			sum, err := monitor.Denied(st, e.target, e.Cfg.Table, since, time.Now(), config.UserNames{}.Name)
 			if err != nil {
 				return err

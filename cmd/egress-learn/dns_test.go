@@ -1,9 +1,7 @@
 package main
 
 import (
-	"net"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -12,17 +10,6 @@ import (
 	"github.com/egresskit/egress/store"
 )
 
-// freeAddr is a loopback address with a port nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestIgnoredDNSAnswersAreCounted: a server answers dig's query twice,
 // first with a wrong id (dig ignores it, and waits for the right one).
 // The learner uses the right one only, and counts the other as ignored
@@ -30,7 +17,7 @@ func freeAddr(t *testing.T) string {
 // report.
 func TestIgnoredDNSAnswersAreCounted(t *testing.T) {
 	lab.Require(t, "dig")
-	addr := freeAddr(t)
+	addr := lab.FreeAddr(t)
 	l := startLearner(t, "--metrics-addr", addr)
 	lab.ServeDNS(t, l.pair.Server, lab.ServerIP4+":53", func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
@@ -68,22 +55,9 @@ func TestIgnoredDNSAnswersAreCounted(t *testing.T) {
 	}
 	lab.WaitFor(t, func() bool { return metric("egress_learn_dns_answers_total", nil) == 1 })
 
-	if err := l.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.cmd.Wait(); err != nil {
-		t.Fatalf("learner after SIGTERM: %v", err)
-	}
+	runs := l.stop(t)
 	if !strings.Contains(l.stderr.String(), "dns_ignored=1") {
 		t.Errorf("the summary line lacks dns_ignored=1:\n%s", l.stderr.String())
-	}
-	st, err := store.Open(l.db, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runs, err := st.Runs()
-	if err != nil {
-		t.Fatal(err)
 	}
 	if want := (store.DNSMatch{Queries: 1, Matched: 1, NoQuery: 1}); len(runs) != 1 || runs[0].DNS != want {
 		t.Errorf("runs %+v, want dns %+v", runs, want)

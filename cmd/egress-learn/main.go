@@ -5,13 +5,9 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
-	"runtime/debug"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,15 +28,8 @@ import (
 const memoryLimit = 64 << 20
 
 func main() {
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(memoryLimit)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := newRoot().ExecuteContext(ctx); err != nil {
-		slog.Error(err.Error())
-		os.Exit(1)
-	}
+	cli.SoftMemoryLimit(memoryLimit)
+	cli.Main(newRoot())
 }
 
 func newRoot() *cobra.Command {

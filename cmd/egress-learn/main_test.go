@@ -200,6 +200,26 @@ func (w *signalWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// stop stops the learner with SIGTERM and returns the runs it recorded.
+func (l *learnerLab) stop(t *testing.T) []store.Run {
+	t.Helper()
+	if err := l.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.cmd.Wait(); err != nil {
+		t.Fatalf("learner after SIGTERM: %v\n%s", err, l.stderr.String())
+	}
+	st, err := store.Open(l.db, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := st.Runs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runs
+}
+
 func (l *learnerLab) report(t *testing.T) []learn.ReportFlow {
 	t.Helper()
 	out, stderr, err := runCLI(nil, "report", "--db", l.db, "--json")
@@ -255,20 +275,7 @@ func TestReportWhileLearning(t *testing.T) {
 	}
 	t.Logf("%d reports while learning, slowest %v", reports, slowest)
 
-	if err := l.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.cmd.Wait(); err != nil {
-		t.Fatalf("learner after SIGTERM: %v\n%s", err, l.stderr.String())
-	}
-	st, err := store.Open(l.db, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runs, err := st.Runs()
-	if err != nil {
-		t.Fatal(err)
-	}
+	runs := l.stop(t)
 	if len(runs) != 1 || !runs[0].Finished || runs[0].Events != uint64(curls) {
 		t.Errorf("runs after SIGTERM = %+v", runs)
 	}
@@ -362,7 +369,7 @@ func TestConfigFileAndEnvironment(t *testing.T) {
 // scraped over HTTP and parsed with the Prometheus parser, they match
 // what the clients did.
 func TestLearnerMetrics(t *testing.T) {
-	addr := freeAddr(t)
+	addr := lab.FreeAddr(t)
 	l := startLearner(t, "--metrics-addr", addr)
 	for range 3 {
 		l.client.MustRun(t, "curl", "-sS", "-4", "http://10.77.0.1:8080/")

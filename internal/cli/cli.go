@@ -11,6 +11,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +23,26 @@ import (
 	"github.com/egresskit/egress/config"
 	"github.com/egresskit/egress/store"
 )
+
+// Main runs the command tree until SIGINT or SIGTERM cancels its
+// context; an error is logged and the process exits 1.
+func Main(root *cobra.Command) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := root.ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		slog.Error(err.Error())
+		os.Exit(1)
+	}
+}
+
+// SoftMemoryLimit sets the process's soft heap limit, unless GOMEMLIMIT
+// says otherwise.
+func SoftMemoryLimit(bytes int64) {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(bytes)
+	}
+}
 
 // Globals are the persistent flags of a command tree.
 type Globals struct {

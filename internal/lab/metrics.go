@@ -3,6 +3,7 @@
 package lab
 
 import (
+	"net"
 	"net/http"
 	"testing"
 
@@ -10,6 +11,18 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
+
+// FreeAddr is a loopback address with a TCP port nothing listens on, for
+// a server the test starts (a metrics endpoint).
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
 
 // Scrape fetches the metrics with an HTTP client and parses them with the
 // Prometheus text parser.
