@@ -3,6 +3,7 @@
 package nft
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -93,6 +94,13 @@ func (n *Netlink) conn() (*nftables.Conn, func(), error) {
 	}
 	return c, closeFn, nil
 }
+
+func isNotFound(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, os.ErrNotExist)
+}
+
+// IsNotFound reports whether err says an object is not in the kernel.
+func IsNotFound(err error) bool { return isNotFound(err) }
 
 // ourTable looks up our table: nil, and no error, when it is not there.
 func (n *Netlink) ourTable(c *nftables.Conn, table string) (*nftables.Table, error) {

@@ -3,26 +3,16 @@
 package nft
 
 import (
-	"errors"
 	"fmt"
-	"os"
 	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
-	"golang.org/x/sys/unix"
 
 	"github.com/egresskit/egress/enforce/plan"
 )
-
-func isNotFound(err error) bool {
-	return errors.Is(err, unix.ENOENT) || errors.Is(err, os.ErrNotExist)
-}
-
-// IsNotFound reports whether err says an object is not in the kernel.
-func IsNotFound(err error) bool { return isNotFound(err) }
 
 // Status reads our table from the target namespace. A missing table is
 // not an error: Present is false. With elements, every set element is
