@@ -41,7 +41,7 @@ test: ## Run every test (kernel tests need root; with CI=true they fail instead 
 
 fuzz: ## Fuzz the DNS answer parser, the nft script generator and the opening of corrupted stores, FUZZTIME each (default 20s)
 	$(GO) test ./internal/dnsanswer/ -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./enforce/ -run '^$$' -fuzz '^FuzzGenerate$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./enforce/baseline/ -run '^$$' -fuzz '^FuzzGenerate$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./store/ -run '^$$' -fuzz '^FuzzOpenCorrupt$$' -fuzztime $(FUZZTIME)
 
 check: deps check-generate lint test fuzz ## What CI runs: deps, generate check, vet, gofmt, tests, a short fuzz

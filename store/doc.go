@@ -54,7 +54,7 @@
 // order (apply, confirm, rollback, restore, the guard's rollback), and
 // <file>.applied/<table>@<target>/, the current and the kept generation
 // with their plans as JSON and nft text, which restore reads when this
-// file cannot be read (see enforce.AppliedDir).
+// file cannot be read (see rollout.AppliedDir).
 //
 // Retention. Prune deletes observations not seen within the retention
 // (default 90 days), older per-minute denials, and runs that ended before

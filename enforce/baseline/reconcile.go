@@ -1,3 +1,7 @@
+// Package baseline says which flows a table is built from: the approved
+// ones (Select), a fleet's merged exports (ReadFleet, Merge), or the next
+// generation a reconcile proposes from what was learned and observed
+// since (Reconcile), with the approvals an apply records.
 package baseline
 
 import (

@@ -1,3 +1,9 @@
+// Package nft puts a plan in the kernel's nftables and reads it back, over
+// netlink (google/nftables; no nft binary): the atomic replace of our
+// table, its status and removal, the follower's set elements and gate, and
+// the check that the follow mark is unused. Kernel is the interface
+// rollout drives; Netlink is the real kernel, Fake an in-memory one for
+// tests.
 package nft
 
 import (

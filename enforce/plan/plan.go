@@ -1,12 +1,15 @@
-// Package enforce turns a learned baseline into an nftables allow-list.
+// Package plan turns a learned baseline into the nftables table to
+// install, as a pure value: no kernel, no I/O (it builds for any OS).
 //
 // Build is a pure function from the baseline and the options to a Plan: one
 // table of our own with per-family sets of (uid . address . protocol .
 // port) elements, an output chain with the baseline a host needs (replies,
 // loopback, IPv6 neighbour discovery, DNS and NTP servers, always_allow
 // entries), one set lookup per family, and a counted, logged default.
-// A Plan renders to `nft -f` text (Text) for review, and to google/nftables
-// netlink objects (Apply) for the kernel; tests load both and compare.
+// A Plan renders to `nft -f` text (Text) for review; package nft encodes
+// the same plan as netlink objects for the kernel, and the tests load both
+// and compare. Compare diffs a plan with an installed table, Guard is the
+// pre-apply check every path that can drop runs.
 package plan
 
 import (
