@@ -46,6 +46,16 @@ type Config struct {
 	IgnorePorts      []int    `mapstructure:"ignore_ports"`
 	DNSResolverUsers []string `mapstructure:"dns_resolver_users"`
 
+	// egress-learn coverage: where the scheduled jobs are (coverage.go).
+	CoverageRoot         string   `mapstructure:"coverage_root"`
+	CoverageUnitDirs     []string `mapstructure:"coverage_unit_dirs"`
+	CoverageTimerStamps  string   `mapstructure:"coverage_timer_stamps"`
+	CoverageCrontab      string   `mapstructure:"coverage_crontab"`
+	CoverageCronD        string   `mapstructure:"coverage_cron_d"`
+	CoverageAnacrontab   string   `mapstructure:"coverage_anacrontab"`
+	CoverageAnacronSpool string   `mapstructure:"coverage_anacron_spool"`
+	CoverageUserCrontabs []string `mapstructure:"coverage_user_crontabs"`
+
 	// egress-enforce
 	Table        string        `mapstructure:"table"`
 	Mode         string        `mapstructure:"mode"`
@@ -95,39 +105,47 @@ type Config struct {
 // defaults lists every key with its default value; a key not listed here
 // is unknown.
 var defaults = map[string]any{
-	"db":                  store.DefaultPath,
-	"log_level":           "info",
-	"cgroup":              "",
-	"flush_interval":      "5s",
-	"summary_interval":    "1m",
-	"ignore_loopback":     true,
-	"ignore_users":        []string{},
-	"ignore_cidrs":        []string{},
-	"ignore_ports":        []int{},
-	"dns_resolver_users":  []string{DefaultResolvers},
-	"table":               "egress",
-	"mode":                "audit",
-	"netns":               "",
-	"nflog_group":         100,
-	"audit_log_rate":      10,
-	"drop_log_rate":       100,
-	"retention":           "90d",
-	"keep_generations":    50,
-	"resolv_conf":         "",
-	"dns_servers":         []string{},
-	"ntp_servers":         []string{},
-	"always_allow":        []map[string]any{},
-	"min_hits":            1,
-	"since":               "",
-	"boot_policy":         "open",
-	"follow_mode":         "both",
-	"follow_names":        []map[string]any{},
-	"follow_ip_only":      []string{},
-	"follow_ttl_floor":    "5m",
-	"follow_ttl_max":      "1h",
-	"follow_max_per_name": 64,
-	"follow_mark":         0x10000000,
-	"follow_window":       "30s",
+	"db":                     store.DefaultPath,
+	"log_level":              "info",
+	"cgroup":                 "",
+	"flush_interval":         "5s",
+	"summary_interval":       "1m",
+	"ignore_loopback":        true,
+	"ignore_users":           []string{},
+	"ignore_cidrs":           []string{},
+	"ignore_ports":           []int{},
+	"dns_resolver_users":     []string{DefaultResolvers},
+	"coverage_root":          "/",
+	"coverage_unit_dirs":     []string{"/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"},
+	"coverage_timer_stamps":  "/var/lib/systemd/timers",
+	"coverage_crontab":       "/etc/crontab",
+	"coverage_cron_d":        "/etc/cron.d",
+	"coverage_anacrontab":    "/etc/anacrontab",
+	"coverage_anacron_spool": "/var/spool/anacron",
+	"coverage_user_crontabs": []string{"/var/spool/cron/crontabs"},
+	"table":                  "egress",
+	"mode":                   "audit",
+	"netns":                  "",
+	"nflog_group":            100,
+	"audit_log_rate":         10,
+	"drop_log_rate":          100,
+	"retention":              "90d",
+	"keep_generations":       50,
+	"resolv_conf":            "",
+	"dns_servers":            []string{},
+	"ntp_servers":            []string{},
+	"always_allow":           []map[string]any{},
+	"min_hits":               1,
+	"since":                  "",
+	"boot_policy":            "open",
+	"follow_mode":            "both",
+	"follow_names":           []map[string]any{},
+	"follow_ip_only":         []string{},
+	"follow_ttl_floor":       "5m",
+	"follow_ttl_max":         "1h",
+	"follow_max_per_name":    64,
+	"follow_mark":            0x10000000,
+	"follow_window":          "30s",
 }
 
 // DefaultResolvers, in dns_resolver_users, stands for those of
@@ -488,6 +506,9 @@ func (c *Config) resolveLists() error {
 	}
 	var err error
 	if c.DNSResolverUIDs, err = resolverUIDs(c.DNSResolverUsers, DefaultResolverUsers); err != nil {
+		return err
+	}
+	if err := c.checkCoverage(); err != nil {
 		return err
 	}
 	c.IgnorePrefixes = nil
