@@ -39,10 +39,11 @@ lint: ## go vet and gofmt
 test: ## Run every test (kernel tests need root; with CI=true they fail instead of skipping)
 	$(GO) test -count=1 -timeout 15m ./...
 
-fuzz: ## Fuzz the DNS answer parser, the nft script generator and the opening of corrupted stores, FUZZTIME each (default 20s)
+fuzz: ## Fuzz the DNS answer parser, the nft script generator, the opening of corrupted stores and crontab lines, FUZZTIME each (default 20s)
 	$(GO) test ./internal/dnsanswer/ -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./enforce/baseline/ -run '^$$' -fuzz '^FuzzGenerate$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./store/ -run '^$$' -fuzz '^FuzzOpenCorrupt$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./coverage/ -run '^$$' -fuzz '^FuzzCronLine$$' -fuzztime $(FUZZTIME)
 
 check: deps check-generate lint test fuzz ## What CI runs: deps, generate check, vet, gofmt, tests, a short fuzz
 

@@ -49,7 +49,7 @@ egress-enforce turns into an nftables allow-list.
 		SilenceErrors: true,
 	}
 	g := cli.NewGlobals(root)
-	root.AddCommand(newRun(g), newReport(g), newExport(g))
+	root.AddCommand(newRun(g), newReport(g), newExport(g), newCoverage(g))
 	return root
 }
 
@@ -96,6 +96,7 @@ this host has), never another user's.`,
 				}
 				defer stop()
 				lc.Metrics = reg
+				defer startCoverageMetrics(cmd.Context(), reg, e.Cfg)()
 				e.Log.Info("serving metrics", "addr", "http://"+addr+"/metrics")
 			}
 			sum, err := learn.Run(cmd.Context(), lc)
@@ -148,7 +149,7 @@ func runFlags(cmd *cobra.Command, g *cli.Globals, duration *time.Duration, metri
 	f := cmd.Flags()
 	f.String("cgroup", "", "cgroup v2 directory to learn from (default: the root of the cgroup2 mount)")
 	f.DurationVar(duration, "duration", 0, "stop after this long (default: until SIGINT/SIGTERM)")
-	f.StringVar(metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9311): events, lost events, distinct flows, seconds since the last new flow, DNS answers used and ignored")
+	f.StringVar(metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9311): events, lost events, distinct flows, seconds since the last new flow, DNS answers used and ignored, and the coverage of the scheduled jobs (scanned every 10 minutes)")
 	f.String("flush-interval", "5s", "how often batched observations are committed to the store")
 	f.Bool("ignore-loopback", true, "do not record connections to 127.0.0.0/8 and ::1")
 	f.StringSlice("ignore-users", nil, "users (names or UIDs) whose connections are not recorded")
@@ -173,7 +174,9 @@ func newReport(g *cli.Globals) *cobra.Command {
 		Short: "Show the recorded flows, grouped by user",
 		Long: `report prints the baseline: per user, each destination with the names it was
 resolved from, protocol and port, hits, first and last seen, and processes.
-It can run while a learner writes to the same store.
+It can run while a learner writes to the same store. It ends with the soak's
+coverage of the host's scheduled jobs (see egress-learn coverage): how many
+have not run while learning, and until when to keep learning.
 
 --json prints an array of flow objects (uid, user, proto, ip, port, hostnames,
 hits, first_seen, last_seen, processes, cgroups) for scripts.`,
@@ -203,7 +206,11 @@ hits, first_seen, last_seen, processes, cgroups) for scripts.`,
 			if asJSON {
 				return learn.WriteReportJSON(cmd.OutOrStdout(), rows)
 			}
-			return learn.WriteReportTable(cmd.OutOrStdout(), rows, snap.Runs, convergence(snap.Flows, opts, stableAfter), now)
+			if err := learn.WriteReportTable(cmd.OutOrStdout(), rows, snap.Runs, convergence(snap.Flows, opts, stableAfter), now); err != nil {
+				return err
+			}
+			writeReportCoverage(cmd.Context(), cmd.OutOrStdout(), e.Cfg, now, snap.Runs, snap.Flows)
+			return nil
 		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of flows")
