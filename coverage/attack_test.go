@@ -66,6 +66,9 @@ func TestHostileCrontab(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "bob"), bytes.Repeat([]byte("* * * * * /bin/true\n"), maxFileSize/20+1), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(dir, "carol"), bytes.Repeat([]byte("*/5 * * * * /bin/true\n"), maxJobsPerFile+50), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	c, err := Scan(fixOptions(root))
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +88,15 @@ func TestHostileCrontab(t *testing.T) {
 	}
 	if !strings.Contains(text, "/var/spool/cron/crontabs/bob: larger than") {
 		t.Errorf("the oversized crontab is not noted:\n%s", text)
+	}
+	carol := 0
+	for _, j := range c.Jobs {
+		if strings.HasPrefix(j.Name, "/var/spool/cron/crontabs/carol:") {
+			carol++
+		}
+	}
+	if carol != maxJobsPerFile || !strings.Contains(text, "carol: more than 1000 jobs; the lines from 1001 on are left out") {
+		t.Errorf("carol's %d lines gave %d jobs", maxJobsPerFile+50, carol)
 	}
 	for _, name := range []string{"mallory:2", "mallory:5", "mallory:7", "mallory:8"} {
 		if j := jobNamed(t, c, "/var/spool/cron/crontabs/"+name); j.State != "invalid" || j.Counted {

@@ -11,6 +11,10 @@ import (
 // cronSlack: a cron job starts within the minute of its elapse.
 const cronSlack = time.Minute
 
+// maxJobsPerFile bounds the jobs read from one crontab (a user writes
+// hers): each costs a schedule search per learning run.
+const maxJobsPerFile = 1000
+
 // cronEntry is one job line of a crontab.
 type cronEntry struct {
 	file    string
@@ -75,6 +79,10 @@ func (s *scanner) crontabJobs(file, owner string, driven map[string]bool) []job 
 		e, ok := parseCronLine(line, owner == "", s.loc)
 		if !ok {
 			continue
+		}
+		if len(out) >= maxJobsPerFile {
+			s.note("%s: more than %d jobs; the lines from %d on are left out", file, maxJobsPerFile, i+1)
+			break
 		}
 		e.file, e.line = file, i+1
 		if owner != "" {

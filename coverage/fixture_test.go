@@ -42,7 +42,7 @@ func mustTime(s string) time.Time {
 }
 
 // fixtureRoot copies testdata/host (links as links) and dates its stamps.
-func fixtureRoot(t *testing.T) string {
+func fixtureRoot(t testing.TB) string {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "host")
 	copyTree(t, "testdata/host", root)
@@ -54,7 +54,7 @@ func fixtureRoot(t *testing.T) string {
 	return root
 }
 
-func copyTree(t *testing.T, from, to string) {
+func copyTree(t testing.TB, from, to string) {
 	t.Helper()
 	err := filepath.WalkDir(from, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {

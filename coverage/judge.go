@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"os"
 	"os/user"
 	"path"
 	"slices"
@@ -201,6 +202,11 @@ func (o *Options) check() error {
 	for _, p := range paths {
 		if p == "" || !path.IsAbs(p) {
 			return fmt.Errorf("coverage: %q is not an absolute path", p)
+		}
+	}
+	if o.Root != "" {
+		if fi, err := os.Stat(o.Root); err != nil || !fi.IsDir() {
+			return fmt.Errorf("coverage_root %s: not a directory", o.Root)
 		}
 	}
 	return nil
