@@ -13,6 +13,7 @@ import (
 	"github.com/egresskit/egress/config"
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/internal/buildinfo"
 	"github.com/egresskit/egress/internal/cli"
 	"github.com/egresskit/egress/store"
 )
@@ -44,6 +45,7 @@ default rule's counter and log), then apply --mode enforce.
 	root.AddCommand(newGenerate(g), newApply(g), newStatus(g), newDiff(g), newRemove(g),
 		newConfirm(g), newHistory(g), newRollback(g), newConfirmGuard(g), newRestore(g), newWatch(g), newDenied(g), newReconcile(g), newFollow(g),
 		newPrune(g))
+	buildinfo.Attach(root)
 	return root
 }
 

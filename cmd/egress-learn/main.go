@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/egresskit/egress/config"
+	"github.com/egresskit/egress/internal/buildinfo"
 	"github.com/egresskit/egress/internal/cgroupbpf"
 	"github.com/egresskit/egress/internal/cli"
 	"github.com/egresskit/egress/learn"
@@ -50,6 +51,7 @@ egress-enforce turns into an nftables allow-list.
 	}
 	g := cli.NewGlobals(root)
 	root.AddCommand(newRun(g), newReport(g), newExport(g), newCoverage(g))
+	buildinfo.Attach(root)
 	return root
 }
 

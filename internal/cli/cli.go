@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/egresskit/egress/config"
+	"github.com/egresskit/egress/internal/buildinfo"
 	"github.com/egresskit/egress/store"
 )
 
@@ -148,7 +149,7 @@ const ConfigHelp = `Settings come from a YAML file (--config, default ` + config
 present), EGRESS_* environment variables (EGRESS_DB, EGRESS_MODE, ...) and flags,
 flags winning. An unknown key or an invalid value is an error that names it.`
 
-// ServeMetrics serves reg's metrics on addr (port 0 picks one) at /metrics
+// ServeMetrics serves reg's metrics, and egress_build_info, on addr (port 0 picks one) at /metrics
 // until stop is called; bound is the address it listens on.
 func ServeMetrics(addr string, reg prometheus.Gatherer) (stop func(), bound string, err error) {
 	l, err := net.Listen("tcp", addr)
@@ -156,7 +157,7 @@ func ServeMetrics(addr string, reg prometheus.Gatherer) (stop func(), bound stri
 		return nil, "", fmt.Errorf("listen for metrics on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{reg, buildinfo.Gatherer()}, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 	return func() {
