@@ -17,7 +17,7 @@ ifeq ($(origin VERSION),undefined)
 VERSION := $(shell deploy/version.sh)
 endif
 ifeq ($(origin COMMIT),undefined)
-COMMIT := $(shell c=$$(git rev-parse --short=12 HEAD 2>/dev/null) || c=unknown; git diff --quiet HEAD -- 2>/dev/null || c=$$c-dirty; echo $$c)
+COMMIT := $(shell if c=$$(git rev-parse --short=12 HEAD 2>/dev/null); then git diff --quiet HEAD -- || c=$$c-dirty; echo $$c; else echo unknown; fi)
 endif
 LDFLAGS   := -X github.com/egresskit/egress/internal/buildinfo.Version=$(VERSION) -X github.com/egresskit/egress/internal/buildinfo.Commit=$(COMMIT)
 TOOLS     := egress-learn egress-enforce
