@@ -4,7 +4,6 @@ package deploy
 
 import (
 	"maps"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -124,12 +123,7 @@ func command(bin string, env []string, args ...string) *exec.Cmd {
 // for its ready line, and returns its metrics URL; t.Cleanup stops it.
 func startServing(t *testing.T, bin string, env []string, ready string, args ...string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := lab.FreeAddr(t)
 	cmd := command(bin, env, append(args, "--metrics-addr", addr)...)
 	stderr := &lab.Buffer{}
 	cmd.Stderr = stderr
