@@ -3,7 +3,7 @@
 // The bucket tree:
 //
 //	meta/
-//	    schema   -> "3"                    decimal schema version
+//	    schema   -> "4"                    decimal schema version
 //	    created  -> RFC 3339 time          when the file was made
 //	    obs_unrecorded -> {drop, audit, records}                  (since v3)
 //	        packets the monitor counted without a stored destination:
@@ -35,6 +35,12 @@
 //	        at most Options.MaxObservations keys (the lightest give way)
 //	denials/                                                   (since v2)
 //	    <unix minute:8>                   -> {drop, audit} packet counts
+//	watches/                                                   (since v4)
+//	    <id:8>                            -> Watch JSON
+//	        a run of the monitor: start, end (its last flush), target,
+//	        group, unrecorded, lost_logs, unlogged_audit, unlogged_drop,
+//	        counters, finished; what it logged until end is recorded.
+//	        At most MaxWatches runs (the oldest go)
 //
 // Keys are fixed-width and big endian, so a cursor walks flows ordered by
 // UID, then protocol, address and port. Addresses are 16 bytes: IPv4 is
@@ -57,10 +63,10 @@
 // file cannot be read (see rollout.AppliedDir).
 //
 // Retention. Prune deletes observations not seen within the retention
-// (default 90 days), older per-minute denials, and runs that ended before
-// it; flows, DNS names and generation records are the baseline and its
-// history, and stay. bbolt reuses the freed pages, so a store that is
-// pruned regularly stops growing (retention.go).
+// (default 90 days), older per-minute denials, and learning and monitor
+// runs that ended before it; flows, DNS names and generation records are
+// the baseline and its history, and stay. bbolt reuses the freed pages,
+// so a store that is pruned regularly stops growing (retention.go).
 //
 // Schema versions. meta/schema holds the version of the layout. Opening a
 // file for writing runs the migrations from its version up to SchemaVersion

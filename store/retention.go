@@ -87,6 +87,10 @@ type ObservationBatch struct {
 	Minutes map[int64]DenialCount
 	// Unrecorded are packets the monitor could not attribute.
 	Unrecorded Unrecorded
+	// Watch, when set, is the monitor's run, recorded in the same
+	// transaction: what it logged until Watch.End is in the store. A run
+	// with ID 0 is new: RecordObservations gives it its number.
+	Watch *Watch
 }
 
 // RecordObservations merges a batch into the store in one transaction and
@@ -94,6 +98,7 @@ type ObservationBatch struct {
 // store's count).
 func (s *Store) RecordObservations(b *ObservationBatch) (Unrecorded, error) {
 	var left Unrecorded
+	var watchID uint64
 	err := s.update(func(tx *bolt.Tx) error {
 		obs, err := bucket(tx, bucketObservations)
 		if err != nil {
@@ -109,10 +114,18 @@ func (s *Store) RecordObservations(b *ObservationBatch) (Unrecorded, error) {
 		if err := putMinutes(denials, b.Minutes); err != nil {
 			return err
 		}
+		if b.Watch != nil {
+			if watchID, err = putWatch(tx, b.Watch, b.Unrecorded.Plus(left)); err != nil {
+				return err
+			}
+		}
 		return addUnrecorded(tx, b.Unrecorded.Plus(left))
 	})
 	if err != nil {
 		return Unrecorded{}, fmt.Errorf("record observations: %w", err)
+	}
+	if b.Watch != nil {
+		b.Watch.ID = watchID
 	}
 	return left, nil
 }
@@ -344,7 +357,8 @@ type PruneResult struct {
 	Observations int `json:"observations"`
 	Denials      int `json:"denials"`
 	Runs         int `json:"runs"`
-	Plans        int `json:"plans"` // replaced by their summary
+	Watches      int `json:"watches"` // the monitor's runs
+	Plans        int `json:"plans"`   // replaced by their summary
 }
 
 // Prune deletes what is past the retention and the plans past
@@ -369,6 +383,11 @@ func (s *Store) Prune(o PruneOptions) (PruneResult, error) {
 				var r Run
 				err := jsonUnmarshal(k, v, &r)
 				return r.Start.Before(cut) && r.End.Before(cut), err
+			}},
+			{&res.Watches, bucketWatches, func(k, v []byte) (bool, error) {
+				var w Watch
+				err := jsonUnmarshal(k, v, &w)
+				return w.End.Before(cut), err
 			}},
 		}
 		for _, st := range steps {

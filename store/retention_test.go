@@ -204,7 +204,7 @@ func TestMigrationToVersion3(t *testing.T) {
 		t.Fatal(err)
 	}
 	info, err := s.Info()
-	if err != nil || info.Schema != 3 {
+	if err != nil || info.Schema != SchemaVersion {
 		t.Fatalf("after migration: %+v, %v", info, err)
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})

@@ -18,7 +18,7 @@ import (
 )
 
 // SchemaVersion is the layout this binary reads and writes.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // DefaultPath is where the baseline lives unless configured otherwise.
 const DefaultPath = "/var/lib/egress/baseline.db"
@@ -258,6 +258,10 @@ var migrations = []migration{
 	}},
 	{3, "summaries of pruned plans", func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucketPlanSummaries)
+		return err
+	}},
+	{4, "the monitor's runs", func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketWatches)
 		return err
 	}},
 }
