@@ -23,6 +23,12 @@ type WatchOptions struct {
 	OnEntry func(LogEntry)
 	// Ready is closed once the NFLOG subscription is in place (optional).
 	Ready chan<- struct{}
+	// Status, when set, reads the table's counters at every flush: the
+	// store's record of the run (store.Watch) then counts the packets
+	// the log's rate limits kept out of the log (StatusOf).
+	Status func() (*nft.Status, error)
+	// OnStatusError hears about a read of the counters that failed.
+	OnStatusError func(error)
 	// OnFlushError hears about a flush that failed; the observations are
 	// kept for the next one (within the monitor's bounds).
 	OnFlushError func(error)
@@ -47,29 +53,19 @@ func Watch(ctx context.Context, t nft.Target, m *Monitor, o WatchOptions) error 
 	errc := make(chan error, 1)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	listening := make(chan struct{})
 	go func() {
-		errc <- listenLog(ctx, t, o.Group, o.Ready, func(e LogEntry) {
+		errc <- listenLog(ctx, t, o.Group, listening, func(e LogEntry) {
 			m.Add(e)
 			if o.OnEntry != nil {
 				o.OnEntry(e)
 			}
 		}, m)
 	}()
-	flush := func() {
-		if o.Store == nil {
-			return
-		}
-		b := m.Take()
-		if len(b.Observations) == 0 && len(b.Minutes) == 0 && b.Unrecorded.IsZero() {
-			return
-		}
-		if _, err := o.Store.RecordObservations(b); err != nil {
-			m.GiveBack(b)
-			if o.OnFlushError != nil {
-				o.OnFlushError(err)
-			}
-		}
-	}
+	// The run is recorded from the moment the subscription is in place
+	// (nil before).
+	var run *session
+	flush := func(final bool) { flushRun(m, run, o, time.Now(), final) }
 	prune := func() {
 		if o.Store == nil || o.Prune == nil {
 			return
@@ -88,16 +84,56 @@ func Watch(ctx context.Context, t nft.Target, m *Monitor, o WatchOptions) error 
 	defer pruneTick.Stop()
 	for {
 		select {
+		case <-listening:
+			listening = nil
+			run = newSession(t, o.Group, time.Now(), o.Status)
+			flush(false)
+			if o.Ready != nil {
+				close(o.Ready)
+			}
 		case err := <-errc:
-			flush()
+			flush(true)
 			if err != nil && !errors.Is(err, context.Canceled) {
 				return err
 			}
 			return nil
 		case <-tick.C:
-			flush()
+			flush(false)
 		case <-pruneTick.C:
 			prune()
 		}
+	}
+}
+
+// flushRun writes what m counted since the last flush to the store at
+// now, with the monitor's run when it has started: every flush with
+// something to record, its first, and one every Heartbeat. What a flush
+// cannot write goes back to m for the next one.
+func flushRun(m *Monitor, run *session, o WatchOptions, now time.Time, final bool) {
+	if o.Store == nil {
+		return
+	}
+	b := m.Take()
+	empty := len(b.Observations) == 0 && len(b.Minutes) == 0 && b.Unrecorded.IsZero()
+	if run != nil {
+		if empty && !final && !run.due(now) {
+			return
+		}
+		if err := run.update(now, m.Stats(), final); err != nil && o.OnStatusError != nil {
+			o.OnStatusError(err)
+		}
+		b.Watch = &run.w
+	} else if empty {
+		return
+	}
+	if _, err := o.Store.RecordObservations(b); err != nil {
+		m.GiveBack(b)
+		if o.OnFlushError != nil {
+			o.OnFlushError(err)
+		}
+		return
+	}
+	if run != nil {
+		run.written = now
 	}
 }

@@ -84,8 +84,12 @@ func newWatch(g *cli.Globals) *cobra.Command {
 					}
 				},
 				OnFlushError: func(err error) { e.Log.Warn("keeping observations for the next flush", "err", err) },
-				Prune:        &store.PruneOptions{Retention: cfg.Retention, KeepGenerations: cfg.KeepGenerations},
-				OnPrune:      pruneLogger(e.Log, cfg),
+				Status:       monitor.StatusOf(e.kernel, cfg.Table),
+				OnStatusError: func(err error) {
+					e.Log.Warn("read the table's counters: packets over the log's rate limit are not known for this run", "err", err)
+				},
+				Prune:   &store.PruneOptions{Retention: cfg.Retention, KeepGenerations: cfg.KeepGenerations},
+				OnPrune: pruneLogger(e.Log, cfg),
 			})
 		}),
 	}
@@ -144,7 +148,7 @@ func pruneLogger(log *slog.Logger, cfg *config.Config) func(store.PruneResult, e
 			log.Warn("prune the store", "err", err)
 		} else if res != (store.PruneResult{}) {
 			log.Info("pruned the store", "observations", res.Observations, "denial_minutes", res.Denials,
-				"runs", res.Runs, "plans", res.Plans, "retention", cfg.Retention, "keep_generations", cfg.KeepGenerations)
+				"runs", res.Runs, "watch_runs", res.Watches, "plans", res.Plans, "retention", cfg.Retention, "keep_generations", cfg.KeepGenerations)
 		}
 	}
 }
