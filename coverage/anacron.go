@@ -114,6 +114,7 @@ func (s *scanner) anacronJob(name string, e anacronEntry, command string) job {
 	j := job{Job: Job{Name: name, Kind: "cron", Command: command, User: "root", State: "scheduled", Counted: true, Destinations: []string{},
 		Schedule: fmt.Sprintf("anacron %s: %s, %d min after anacron starts", e.id, period, int(e.delay.Minutes()))}, uid: 0, slack: cronSlack}
 	j.process = processName(command)
+	j.UID = new(uint32) // anacron runs its jobs as root
 	stamp := path.Join(s.o.AnacronSpool, e.id)
 	day, mtime, err := s.anacronStamp(stamp)
 	now := s.o.Now.In(s.loc)

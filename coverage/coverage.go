@@ -96,6 +96,9 @@ type Job struct {
 	Unit     string `json:"unit,omitempty"`    // the service a timer starts
 	Command  string `json:"command,omitempty"` // what runs
 	User     string `json:"user,omitempty"`
+	// UID is the user's: the cron user field, a service's User= (root
+	// without one); nil when not known (DynamicUser=, no such user).
+	UID *uint32 `json:"uid,omitempty"`
 	// State: enabled, disabled or masked (timers); scheduled, or
 	// unscheduled for a run-parts directory nothing runs (cron); invalid.
 	State string `json:"state"`

@@ -223,7 +223,7 @@ func (s *scanner) cronJob(name, spec, user, command string, sched schedule) job 
 	}
 	j.infer = j.Counted
 	if uid, ok := s.uidOf(user); ok {
-		j.uid = int64(uid)
+		j.uid, j.UID = int64(uid), &uid
 	}
 	if _, boot := sched.(rebootSchedule); boot {
 		j.Notes = append(j.Notes, "@reboot: it runs when cron starts, at boot")

@@ -103,6 +103,7 @@ func (s *scanner) timerJob(name string, dirs []string, wanted bool) job {
 	j.infer = j.Counted // an enabled timer elapses while systemd runs
 	svc := s.service(t.unit, dirs)
 	j.Command, j.User, j.cgroup = svc.exec, svc.user, serviceCgroup(t.unit, svc.slice)
+	j.UID = s.serviceUID(svc)
 	j.Notes = append(j.Notes, svc.notes...)
 	s.timerTimes(&j, name, t)
 	return j
@@ -169,7 +170,24 @@ func parseTimer(u *unitFile) timer {
 // serviceInfo is what coverage shows of a timer's service.
 type serviceInfo struct {
 	exec, user, slice string
+	dynamicUser       bool
 	notes             []string
+}
+
+// serviceUID is the user a service runs as: User= (root without one);
+// nil when it is not known (DynamicUser=, or a user the host lacks).
+func (s *scanner) serviceUID(si serviceInfo) *uint32 {
+	if si.dynamicUser {
+		return nil
+	}
+	name := si.user
+	if name == "" {
+		name = "root"
+	}
+	if uid, ok := s.uidOf(name); ok {
+		return &uid
+	}
+	return nil
 }
 
 func (s *scanner) service(name string, dirs []string) serviceInfo {
@@ -191,6 +209,8 @@ func (s *scanner) service(name string, dirs []string) serviceInfo {
 			}
 		case "User":
 			si.user = specifiers(v, name)
+		case "DynamicUser":
+			si.dynamicUser = v == "yes" || v == "true" || v == "on" || v == "1"
 		case "Slice":
 			si.slice = v
 		}

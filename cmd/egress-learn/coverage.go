@@ -110,21 +110,7 @@ func soakRecords(cfg *config.Config) ([]store.Run, []store.Flow, string, error) 
 }
 
 // scanCoverage scans the configured places against a soak.
-func scanCoverage(ctx context.Context, cfg *config.Config, now time.Time, runs []store.Run, flows []store.Flow) (*coverage.Coverage, error) {
-	o := coverage.Options{
-		Root: cfg.CoverageRoot, UnitDirs: cfg.CoverageUnitDirs, TimerStamps: cfg.CoverageTimerStamps,
-		Crontab: cfg.CoverageCrontab, CronD: cfg.CoverageCronD, Anacrontab: cfg.CoverageAnacrontab,
-		AnacronSpool: cfg.CoverageAnacronSpool, UserCrontabs: cfg.CoverageUserCrontabs,
-		Now: now, Runs: runs, Flows: flows,
-	}
-	notes := coverage.Detect(ctx, &o)
-	c, err := coverage.Scan(o)
-	if err != nil {
-		return nil, err
-	}
-	c.Notes = append(notes, c.Notes...)
-	return c, nil
-}
+var scanCoverage = cli.ScanCoverage
 
 // writeReportCoverage ends a report with the coverage: the verdict and
 // the jobs not seen yet. A scan that fails is a line, not a failed report.
