@@ -446,18 +446,7 @@ func newPlan(o Options) *Plan {
 		ResolvConf:   o.ResolvConf,
 		Built:        o.Now.UTC().Truncate(time.Second),
 	}
-	enforce, audit := sortedUIDs(o.EnforceUIDs), sortedUIDs(o.AuditUIDs)
-	switch {
-	case len(enforce) > 0:
-		p.Mode, p.EnforceUIDs = ModeStaged, enforce // others audited: policy accept
-		p.UserSets = []UserSet{{SetEnforceUsers, enforce}}
-	case len(audit) > 0:
-		p.Mode, p.AuditUIDs = ModeStaged, audit
-		p.UserSets = []UserSet{{SetAuditUsers, audit}}
-		p.Chain.Policy = "drop"
-	case o.Mode == ModeEnforce:
-		p.Chain.Policy = "drop"
-	}
+	p.stage(o.Mode, o.EnforceUIDs, o.AuditUIDs)
 	return p
 }
 

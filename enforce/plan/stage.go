@@ -1,0 +1,56 @@
+package plan
+
+import (
+	"fmt"
+	"slices"
+)
+
+// stage sets who the plan enforces: with mode enforce, only the enforce
+// users (others audited), or everyone but the audit users; everyone
+// otherwise. It sets the mode, the user sets and the chain's policy, not
+// the rules.
+func (p *Plan) stage(mode Mode, enforceUIDs, auditUIDs []uint32) {
+	enforce, audit := sortedUIDs(enforceUIDs), sortedUIDs(auditUIDs)
+	p.Mode, p.EnforceUIDs, p.AuditUIDs, p.UserSets, p.Chain.Policy = mode, nil, nil, nil, "accept"
+	switch {
+	case len(enforce) > 0:
+		p.Mode, p.EnforceUIDs = ModeStaged, enforce // others audited: policy accept
+		p.UserSets = []UserSet{{SetEnforceUsers, enforce}}
+	case len(audit) > 0:
+		p.Mode, p.AuditUIDs = ModeStaged, audit
+		p.UserSets = []UserSet{{SetAuditUsers, audit}}
+		p.Chain.Policy = "drop"
+	case mode == ModeEnforce:
+		p.Chain.Policy = "drop"
+	}
+}
+
+// isDefault reports whether a rule is one of the default rules (what
+// happens to traffic the allow-list did not accept).
+func isDefault(r *Rule) bool {
+	return r.Kind == RuleDefault || r.Kind == RuleDrop || r.Kind == RuleAuditAccept
+}
+
+// Restage is p with other users enforced: the same allow-list (sets,
+// allow rules, name rules), with the mode, the user sets, the policy and
+// the default rules of Options{Mode: mode, EnforceUIDs: enforce,
+// AuditUIDs: audit}, as Build would make them. p is not changed. It is
+// how promote grows staged enforcement without touching the allow-list.
+func Restage(p *Plan, mode Mode, enforce, audit []uint32) (*Plan, error) {
+	o := Options{Mode: mode, EnforceUIDs: enforce, AuditUIDs: audit}
+	if mode != ModeAudit && mode != ModeEnforce {
+		return nil, fmt.Errorf("restage: mode %q is not audit or enforce", mode)
+	}
+	if err := o.Check(); err != nil {
+		return nil, err
+	}
+	q := *p
+	q.stage(mode, enforce, audit)
+	q.Rules = slices.DeleteFunc(slices.Clone(p.Rules), func(r Rule) bool { return isDefault(&r) })
+	def := q.defaultRules()
+	for i := range def {
+		def[i].Text = q.RuleText(&def[i])
+	}
+	q.Rules = append(q.Rules, def...)
+	return &q, nil
+}
