@@ -28,19 +28,24 @@ type Collector struct {
 }
 
 // Start scans at once (in the background), then every interval until ctx
-// ends.
+// ends. A scan that fails (the learner creating the store at that moment,
+// a busy store) is tried again sooner: after 1 s, doubling up to every.
 func (c *Collector) Start(ctx context.Context, every time.Duration, scan func(context.Context) (*Coverage, error)) {
-	run := func() { c.Update(scan(ctx)) }
 	go func() {
-		run()
-		tick := time.NewTicker(every)
-		defer tick.Stop()
+		retry := time.Second
 		for {
+			wait := every
+			cov, err := scan(ctx)
+			c.Update(cov, err)
+			if err != nil {
+				wait, retry = min(retry, every), min(2*retry, every)
+			} else {
+				retry = time.Second
+			}
 			select {
 			case <-ctx.Done():
 				return
-			case <-tick.C:
-				run()
+			case <-time.After(wait):
 			}
 		}
 	}()

@@ -1,8 +1,10 @@
 package coverage
 
 import (
+	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -81,4 +83,40 @@ func value(m *dto.Metric) float64 {
 		return m.GetCounter().GetValue()
 	}
 	return 0
+}
+
+// TestCollectorRetriesAFailedScan: a scan that fails (the learner creating
+// the store at that moment) is tried again long before the next interval,
+// so the metrics do not stay empty for it.
+func TestCollectorRetriesAFailedScan(t *testing.T) {
+	c, err := Scan(fixOptions(fixtureRoot(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	scans := make(chan struct{}, 8)
+	calls := 0
+	col := &Collector{}
+	col.Start(ctx, time.Hour, func(context.Context) (*Coverage, error) {
+		calls++
+		defer func() { scans <- struct{}{} }()
+		if calls == 1 {
+			return nil, errors.New("open store: the file is empty, not a store")
+		}
+		return c, nil
+	})
+	for i := 0; i < 2; i++ {
+		select {
+		case <-scans:
+		case <-time.After(time.Minute): // bounds a hang only; the retry comes after 1 s
+			t.Fatalf("scan %d did not come before the hour-long interval", i+1)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(col)
+	got := gather(t, reg)
+	if got["egress_learn_coverage_scan_errors_total"] != 1 || got["egress_learn_coverage_last_scan_timestamp_seconds"] <= 0 {
+		t.Errorf("after a failed scan and its retry: %v", got)
+	}
 }
