@@ -71,8 +71,18 @@ func newWatch(g *cli.Globals) *cobra.Command {
 				}
 				defer stop()
 			}
-			e.Log.Info("watching", "netns", cfg.Netns, "nflog_group", cfg.NFLOGGroup, "db", cfg.DB)
+			// "watching" is the ready line: logged once the NFLOG
+			// subscription is in place, so nothing logged after it is missed.
+			ready := make(chan struct{})
+			go func() {
+				select {
+				case <-ready:
+					e.Log.Info("watching", "netns", cfg.Netns, "nflog_group", cfg.NFLOGGroup, "db", cfg.DB)
+				case <-ctx.Done():
+				}
+			}()
 			return monitor.Watch(ctx, e.target, mon, monitor.WatchOptions{
+				Ready: ready,
 				Group: uint16(cfg.NFLOGGroup), Store: st, Flush: cfg.FlushInterval,
 				OnEntry: func(le monitor.LogEntry) {
 					if quiet {
