@@ -30,9 +30,33 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 
 // The few task_struct fields read, relocated against the running kernel's
 // BTF (CO-RE): the thread group leader's comm is the process name; the
-// current thread's comm may be a thread name such as "isc-net-0000".
+// current thread's comm may be a thread name such as "isc-net-0000". The
+// comm is at most 15 characters and a process may set it ("npm view
+// expres"): the name of the file the process runs (mm->exe_file, as
+// /proc/PID/exe shows it) says which program it is.
+struct qstr {
+	const unsigned char *name;
+} __attribute__((preserve_access_index));
+
+struct dentry {
+	struct qstr d_name;
+} __attribute__((preserve_access_index));
+
+struct path {
+	struct dentry *dentry;
+} __attribute__((preserve_access_index));
+
+struct file {
+	struct path f_path;
+} __attribute__((preserve_access_index));
+
+struct mm_struct {
+	struct file *exe_file;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	struct task_struct *group_leader;
+	struct mm_struct *mm;
 	char comm[16];
 } __attribute__((preserve_access_index));
 
@@ -61,6 +85,9 @@ extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 #define AF_INET 2
 #define AF_INET6 10
 #define TASK_COMM_LEN 16
+// EXE_LEN bounds the copy of the executable's file name (a longer name is
+// cut to EXE_LEN - 1 bytes).
+#define EXE_LEN 64
 
 // DNS_MAX is the largest DNS answer payload copied; it must be a power of
 // two. QUERY_MAX is the same for queries: a question (at most 255 bytes of
@@ -116,6 +143,7 @@ struct flow_val {
 	__u64 cookie; // socket cookie of the last attempt
 	__u32 tgid; // of the last attempt
 	__u32 gid;
+	char exe[EXE_LEN]; // of the first attempt; "" when unknown
 };
 
 // A connected UDP socket waiting for its first datagram.
@@ -142,6 +170,7 @@ struct event {
 	__u8 _pad[6];
 	__u8 addr[16];
 	char comm[TASK_COMM_LEN];
+	char exe[EXE_LEN]; // "" when unknown
 };
 
 // dns_event heads every record of the dns ring; len bytes of UDP payload
@@ -259,8 +288,25 @@ static __always_inline __u64 wakeup_flag(void)
 	return BPF_RB_NO_WAKEUP;
 }
 
+// current_exe copies the name of the file the current process runs into
+// dst (EXE_LEN bytes), or "" when the current process is not tgid (a
+// packet sent from another context) or has no such file (a kernel
+// thread). Only first attempts of a flow pay for it.
+static __always_inline void current_exe(char *dst, __u32 tgid)
+{
+	dst[0] = 0;
+	if ((__u32)(bpf_get_current_pid_tgid() >> 32) != tgid)
+		return;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	const unsigned char *name = BPF_CORE_READ(task, mm, exe_file, f_path.dentry, d_name.name);
+	if (!name || bpf_probe_read_kernel_str(dst, EXE_LEN, name) < 0)
+		dst[0] = 0;
+}
+
+// emit writes a ring buffer record of an attempt; exe is the executable's
+// name when the caller has it, else NULL.
 static __always_inline void emit(struct flow_key *k, __u64 cookie, __u64 now,
-				 __u32 gid, __u32 tgid, __u8 hook, __u8 flags)
+				 __u32 gid, __u32 tgid, __u8 hook, __u8 flags, const char *exe)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -280,6 +326,10 @@ static __always_inline void emit(struct flow_key *k, __u64 cookie, __u64 now,
 	e->flags = flags;
 	__builtin_memcpy(e->addr, k->addr, sizeof(e->addr));
 	__builtin_memcpy(e->comm, k->comm, sizeof(e->comm));
+	if (exe)
+		__builtin_memcpy(e->exe, exe, sizeof(e->exe));
+	else
+		current_exe(e->exe, tgid);
 	bpf_ringbuf_submit(e, wakeup_flag());
 }
 
@@ -287,14 +337,14 @@ static __always_inline void count_flow(struct flow_key *k, __u64 cookie, __u64 n
 				      __u32 gid, __u32 tgid, __u8 hook)
 {
 	if (!aggregate) {
-		emit(k, cookie, now, gid, tgid, hook, EVENT_COUNTED);
+		emit(k, cookie, now, gid, tgid, hook, EVENT_COUNTED, 0);
 		return;
 	}
 
 	__u32 zero = 0;
 	void *inner = bpf_map_lookup_elem(&flows, &zero);
 	if (!inner) {
-		emit(k, cookie, now, gid, tgid, hook, EVENT_COUNTED);
+		emit(k, cookie, now, gid, tgid, hook, EVENT_COUNTED, 0);
 		return;
 	}
 	struct flow_val *v = bpf_map_lookup_elem(inner, k);
@@ -314,9 +364,10 @@ static __always_inline void count_flow(struct flow_key *k, __u64 cookie, __u64 n
 		.tgid = tgid,
 		.gid = gid,
 	};
+	current_exe(nv.exe, tgid);
 	long err = bpf_map_update_elem(inner, k, &nv, BPF_NOEXIST);
 	if (err == 0) {
-		emit(k, cookie, now, gid, tgid, hook, EVENT_IN_MAP);
+		emit(k, cookie, now, gid, tgid, hook, EVENT_IN_MAP, nv.exe);
 		return;
 	}
 	// Another CPU inserted the same flow first: count on its entry.
@@ -328,7 +379,7 @@ static __always_inline void count_flow(struct flow_key *k, __u64 cookie, __u64 n
 	}
 	// The map is full.
 	count(STAT_MAP_FULL);
-	emit(k, cookie, now, gid, tgid, hook, EVENT_COUNTED);
+	emit(k, cookie, now, gid, tgid, hook, EVENT_COUNTED, nv.exe);
 }
 
 // track_dns_dest remembers the destination of a UDP socket's connect() or

@@ -53,6 +53,7 @@ type EgressEvent struct {
 	Pad      [6]uint8
 	Addr     [16]uint8
 	Comm     [16]int8
+	Exe      [64]int8
 }
 
 type EgressFlowKey struct {
@@ -74,6 +75,7 @@ type EgressFlowVal struct {
 	Cookie  uint64
 	Tgid    uint32
 	Gid     uint32
+	Exe     [64]int8
 }
 
 type EgressPending struct {

@@ -128,7 +128,7 @@ func (s *scanner) connections(j *job) {
 	}
 	for _, f := range s.o.Flows {
 		hit := j.cgroup != "" && slices.Contains(f.Cgroups, j.cgroup) ||
-			j.cgroup == "" && int64(f.UID) == j.uid && slices.Contains(f.Processes, j.process)
+			j.cgroup == "" && int64(f.UID) == j.uid && f.RanAs(j.process)
 		if !hit {
 			continue
 		}

@@ -94,6 +94,7 @@ type pendingFlow struct {
 	hits        uint64
 	first, last int64 // unix nanoseconds
 	procs       []string
+	comms       []store.ProcessComm
 	cgroups     []string
 }
 
@@ -101,7 +102,7 @@ func (p *pendingFlow) flow() store.Flow {
 	return store.Flow{
 		FlowKey: p.id.key(), Hits: p.hits,
 		FirstSeen: time.Unix(0, p.first).UTC(), LastSeen: time.Unix(0, p.last).UTC(),
-		Processes: p.procs, Cgroups: p.cgroups,
+		Processes: p.procs, Comms: p.comms, Cgroups: p.cgroups,
 	}
 }
 
@@ -128,7 +129,7 @@ func newAggregator(f Filter, cgroups func(uint64) string, known []store.FlowKey)
 }
 
 // merge adds hits of one flow to pending; a.mu is held.
-func (a *aggregator) merge(id flowID, hits uint64, first, last int64, procs, cgroups []string) {
+func (a *aggregator) merge(id flowID, hits uint64, first, last int64, procs []string, comms []store.ProcessComm, cgroups []string) {
 	i, ok := a.index[id]
 	if !ok {
 		i = int32(len(a.pending))
@@ -141,6 +142,11 @@ func (a *aggregator) merge(id flowID, hits uint64, first, last int64, procs, cgr
 	for _, p := range procs {
 		if p != "" && !slices.Contains(f.procs, p) && len(f.procs) < store.MaxProcesses {
 			f.procs = append(f.procs, p)
+		}
+	}
+	for _, c := range comms {
+		if !slices.Contains(f.comms, c) && len(f.comms) < store.MaxProcesses {
+			f.comms = append(f.comms, c)
 		}
 	}
 	for _, c := range cgroups {
@@ -171,7 +177,21 @@ func (a *aggregator) add(at Attempt) {
 			a.lastNew = at.First
 		}
 	}
-	a.merge(id, at.Hits, at.First.UnixNano(), at.Last.UnixNano(), []string{at.Comm}, cg)
+	procs, comms := processOf(at)
+	a.merge(id, at.Hits, at.First.UnixNano(), at.Last.UnixNano(), procs, comms, cg)
+}
+
+// processOf names the process of an attempt: its executable, and its
+// comm beside it where that differs; the comm alone when the kernel could
+// not read the executable.
+func processOf(at Attempt) ([]string, []store.ProcessComm) {
+	if at.Exe == "" {
+		return []string{at.Comm}, nil
+	}
+	if at.Comm == "" || store.SameName(at.Exe, at.Comm) {
+		return []string{at.Exe}, nil
+	}
+	return []string{at.Exe}, []store.ProcessComm{{Exe: at.Exe, Comm: at.Comm}}
 }
 
 // addDNS parses a DNS answer and records the addresses it gives.
@@ -233,7 +253,7 @@ func (a *aggregator) giveBack(flows []pendingFlow, dns []store.DNSObservation) {
 	defer a.mu.Unlock()
 	for i := range flows {
 		f := &flows[i]
-		a.merge(f.id, f.hits, f.first, f.last, f.procs, f.cgroups)
+		a.merge(f.id, f.hits, f.first, f.last, f.procs, f.comms, f.cgroups)
 	}
 	for _, o := range dns {
 		k := dnsKey{ip: o.IP, uid: o.UID, name: o.Names[0]}

@@ -186,7 +186,7 @@ func TestIgnoredAnswersAreShown(t *testing.T) {
 	if err := WriteReportTable(&b, nil, runs, nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(b.String(), "5 ignored (no matching query)") {
+	if !strings.Contains(b.String(), "5 ignored (2 with no matching query, 1 with another question, 1 from another server, 1 whose query was pushed out, 0 malformed)") {
 		t.Errorf("report:\n%s", b.String())
 	}
 }

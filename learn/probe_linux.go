@@ -3,6 +3,7 @@
 package learn
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -85,14 +86,18 @@ type Attempt struct {
 	UID      uint32
 	GID      uint32
 	TGID     uint32
-	Comm     string
-	Proto    uint8
-	IP       netip.Addr
-	Port     uint16
-	Cookie   uint64
-	Hits     uint64
-	First    time.Time
-	Last     time.Time
+	// Comm is the process's name (the kernel's comm: at most 15
+	// characters, and the process may set it); Exe the name of the file it
+	// runs ("" when the kernel could not read it).
+	Comm   string
+	Exe    string
+	Proto  uint8
+	IP     netip.Addr
+	Port   uint16
+	Cookie uint64
+	Hits   uint64
+	First  time.Time
+	Last   time.Time
 }
 
 // DNSPacket is a DNS answer received by a socket of the cgroup, which
@@ -136,15 +141,15 @@ type Probe struct {
 	dns    *ringbuf.Reader
 	opts   ProbeOptions
 
-	closeOnce sync.Once
-	closeErr  error
-	stopping  atomic.Bool
-	drainMu   sync.Mutex
-	dnsMu     sync.Mutex // guards queries
-	queries   *queryTable
-	keys      []bpf.EgressFlowKey
-	vals      []bpf.EgressFlowVal
-	drainComm comms
+	closeOnce  sync.Once
+	closeErr   error
+	stopping   atomic.Bool
+	drainMu    sync.Mutex
+	dnsMu      sync.Mutex // guards queries
+	queries    *queryTable
+	keys       []bpf.EgressFlowKey
+	vals       []bpf.EgressFlowVal
+	drainNames names
 }
 
 // OpenProbe loads the programs and attaches them to the cgroup v2
@@ -213,7 +218,7 @@ func OpenProbe(path string, opts ProbeOptions) (p *Probe, err error) {
 	}); err != nil {
 		return nil, err
 	}
-	p.drainComm = comms{}
+	p.drainNames = names{}
 	p.keys = make([]bpf.EgressFlowKey, 1024)
 	p.vals = make([]bpf.EgressFlowVal, 1024)
 	return p, nil
@@ -270,30 +275,25 @@ func addrOf(family uint8, raw [16]uint8) netip.Addr {
 	return netip.AddrFrom16(raw).Unmap()
 }
 
-// comms interns process names: a drain turns every flow's name into a
-// string, and most flows share a few names.
-type comms map[[16]int8]string
+// names interns process names: a drain turns every flow's comm and
+// executable name into strings, and most flows share a few names.
+type names map[string]string
 
-func (m comms) get(c [16]int8) string {
-	if s, ok := m[c]; ok {
+// get returns the NUL-terminated name in c (a [16]int8 comm or a [64]int8
+// executable name, as the kernel wrote it).
+func (m names) get(c []int8) string {
+	b := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(c))), len(c))
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	if s, ok := m[string(b)]; ok {
 		return s
 	}
-	s := commString(c)
+	s := string(b)
 	if len(m) < 4096 {
-		m[c] = s
+		m[s] = s
 	}
 	return s
-}
-
-func commString(c [16]int8) string {
-	b := make([]byte, 0, len(c))
-	for _, ch := range c {
-		if ch == 0 {
-			break
-		}
-		b = append(b, byte(ch))
-	}
-	return string(b)
 }
 
 // ReadEvents delivers ring buffer records until the probe is closed, or
@@ -303,7 +303,7 @@ func commString(c [16]int8) string {
 // of an attempt go to counted.
 func (p *Probe) ReadEvents(seen, counted func(Attempt)) error {
 	var clk cgroupbpf.BootClock
-	names := comms{}
+	interned := names{}
 	r := cgroupbpf.Ring{Reader: p.events, Name: "event", Stopping: p.stopping.Load}
 	if p.opts.WakeupBytes > 0 {
 		r.Poll = p.opts.PollInterval
@@ -315,7 +315,7 @@ func (p *Probe) ReadEvents(seen, counted func(Attempt)) error {
 		e := (*bpf.EgressEvent)(unsafe.Pointer(&raw[0]))
 		t := clk.Wall(e.TsNs)
 		a := Attempt{
-			CgroupID: e.CgroupId, UID: e.Uid, GID: e.Gid, TGID: e.Tgid, Comm: names.get(e.Comm),
+			CgroupID: e.CgroupId, UID: e.Uid, GID: e.Gid, TGID: e.Tgid, Comm: interned.get(e.Comm[:]), Exe: interned.get(e.Exe[:]),
 			Proto: e.Proto, IP: addrOf(e.Family, e.Addr), Port: e.Port, Cookie: e.Cookie,
 			Hits: 1, First: t, Last: t,
 		}
@@ -408,7 +408,7 @@ func (p *Probe) Drain(fn func(Attempt)) error {
 		for i := 0; i < n; i++ {
 			k, v := &p.keys[i], &p.vals[i]
 			fn(Attempt{
-				CgroupID: k.CgroupId, UID: k.Uid, GID: v.Gid, TGID: v.Tgid, Comm: p.drainComm.get(k.Comm),
+				CgroupID: k.CgroupId, UID: k.Uid, GID: v.Gid, TGID: v.Tgid, Comm: p.drainNames.get(k.Comm[:]), Exe: p.drainNames.get(v.Exe[:]),
 				Proto: k.Proto, IP: addrOf(k.Family, k.Addr), Port: k.Port, Cookie: v.Cookie,
 				Hits: v.Hits, First: clk.Wall(v.FirstNs), Last: clk.Wall(v.LastNs),
 			})

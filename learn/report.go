@@ -27,8 +27,11 @@ type ReportFlow struct {
 	Hits      uint64    `json:"hits"`
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`
-	Processes []string  `json:"processes"`
-	Cgroups   []string  `json:"cgroups"`
+	// Processes are the executables that made the connections; Comms the
+	// process names (comm) that differ from their executable's.
+	Processes []string            `json:"processes"`
+	Comms     []store.ProcessComm `json:"comms"`
+	Cgroups   []string            `json:"cgroups"`
 	// State: approved (in the enforced baseline), candidate (seen since,
 	// not reviewed), stale (approved, not seen for the stale period) or
 	// retired (removed by a reconcile).
@@ -61,6 +64,9 @@ func BuildReport(flows []store.Flow, o ReportOptions) []ReportFlow {
 		if o.UserName != nil {
 			name = o.UserName(f.UID)
 		}
+		if f.Comms == nil {
+			f.Comms = []store.ProcessComm{}
+		}
 		out = append(out, ReportFlow{
 			UID:       f.UID,
 			User:      name,
@@ -72,6 +78,7 @@ func BuildReport(flows []store.Flow, o ReportOptions) []ReportFlow {
 			FirstSeen: f.FirstSeen.UTC().Truncate(time.Second),
 			LastSeen:  f.LastSeen.UTC().Truncate(time.Second),
 			Processes: nonNil(f.Processes),
+			Comms:     f.Comms,
 			Cgroups:   nonNil(f.Cgroups),
 			State:     f.State(o.Now, o.StaleAfter),
 			Approved:  f.Approved,
@@ -99,7 +106,7 @@ func WriteReportJSON(w io.Writer, rows []ReportFlow) error {
 func WriteReportTable(w io.Writer, rows []ReportFlow, runs []store.Run, conv []store.Convergence, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if len(rows) == 0 {
-		fmt.Fprintln(tw, "no flows recorded")
+		fmt.Fprintln(tw, "no flows recorded (of this user): egress-learn run records them")
 	}
 	for i := 0; i < len(rows); {
 		j := i
@@ -121,7 +128,7 @@ func WriteReportTable(w io.Writer, rows []ReportFlow, runs []store.Run, conv []s
 				state = fmt.Sprintf("%s (gen %d)", state, r.Approved)
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s/%d\t%d\t%s\t%s\t%s\t%s\n", r.IP, names, r.Proto, r.Port, r.Hits,
-				r.FirstSeen.Local().Format(time.DateTime), r.LastSeen.Local().Format(time.DateTime), strings.Join(r.Processes, ","), state)
+				r.FirstSeen.Local().Format(time.DateTime), r.LastSeen.Local().Format(time.DateTime), strings.Join(store.ProcessNames(r.Processes, r.Comms), ", "), state)
 		}
 		i = j
 	}
@@ -129,20 +136,24 @@ func WriteReportTable(w io.Writer, rows []ReportFlow, runs []store.Run, conv []s
 		return err
 	}
 	if len(runs) > 0 {
-		var events, lost, dnsLost, dnsIgnored uint64
+		var events, lost, dnsLost uint64
+		var dns store.DNSMatch
 		for _, r := range runs {
 			events += r.Events
 			lost += r.LostEvents
 			dnsLost += r.DNSLost
-			dnsIgnored += r.DNS.Ignored()
+			dns = dns.Plus(r.DNS)
 		}
 		first, last := runs[0], runs[len(runs)-1]
 		state := "finished"
 		if !last.Finished {
 			state = "running or interrupted, last flush"
 		}
-		fmt.Fprintf(w, "\n%d learning run(s) from %s to %s (%s); %d events recorded, %d lost, %d DNS answers lost, %d ignored (no matching query)\n",
-			len(runs), first.Start.Local().Format(time.DateTime), last.End.Local().Format(time.DateTime), state, events, lost, dnsLost, dnsIgnored)
+		fmt.Fprintf(w, "\n%d learning run(s) from %s to %s (%s): %d connection attempts recorded, %d lost (the kernel could not deliver them)\n",
+			len(runs), first.Start.Local().Format(time.DateTime), last.End.Local().Format(time.DateTime), state, events, lost)
+		fmt.Fprintf(w, "  DNS answers: %d used, %d ignored (%d with no matching query, %d with another question, %d from another server, "+
+			"%d whose query was pushed out, %d malformed); %d DNS messages lost (the kernel could not deliver them)\n",
+			dns.Matched, dns.Ignored(), dns.NoQuery, dns.Mismatch, dns.OtherServer, dns.Evicted, dns.Malformed, dnsLost)
 	}
 	if len(conv) > 0 {
 		fmt.Fprintf(w, "\nconvergence (new destinations per day, the last %d days, oldest first):\n", len(conv[0].NewPerDay))

@@ -19,3 +19,10 @@ type DNSMatch struct {
 func (s DNSMatch) Ignored() uint64 {
 	return s.NoQuery + s.Mismatch + s.OtherServer + s.Evicted + s.Malformed
 }
+
+// Plus adds o's counts to s's.
+func (s DNSMatch) Plus(o DNSMatch) DNSMatch {
+	return DNSMatch{Queries: s.Queries + o.Queries, QueriesEvicted: s.QueriesEvicted + o.QueriesEvicted, Matched: s.Matched + o.Matched,
+		NoQuery: s.NoQuery + o.NoQuery, Mismatch: s.Mismatch + o.Mismatch, OtherServer: s.OtherServer + o.OtherServer,
+		Evicted: s.Evicted + o.Evicted, Malformed: s.Malformed + o.Malformed}
+}

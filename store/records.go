@@ -105,8 +105,15 @@ type Flow struct {
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`
 	Hostnames []string  `json:"hostnames,omitempty"`
-	Processes []string  `json:"processes,omitempty"`
-	Cgroups   []string  `json:"cgroups,omitempty"`
+	// Processes are the executables that made the connections: the name
+	// of the file each process ran (as /proc/PID/exe shows it); the
+	// process's own name (comm) where the kernel could not read it, and
+	// in records written before the learner read it (issue 11).
+	Processes []string `json:"processes,omitempty"`
+	// Comms are the process names (comm) that differ from their
+	// executable's name: a process that named itself, a script.
+	Comms   []ProcessComm `json:"comms,omitempty"`
+	Cgroups []string      `json:"cgroups,omitempty"`
 	// Dropped counts list entries that did not fit the bounds above.
 	Dropped uint64 `json:"dropped,omitempty"`
 	Approval
@@ -373,11 +380,12 @@ func applyFlow(flows, dns *bolt.Bucket, f Flow, resolvers []uint32) error {
 	if err != nil {
 		return err
 	}
-	var d1, d2, d3 uint64
+	var d1, d2, d3, d4 uint64
 	rec.Hostnames, d1 = mergeList(rec.Hostnames, append(slices.Clone(f.Hostnames), names...), MaxHostnames)
 	rec.Processes, d2 = mergeList(rec.Processes, f.Processes, MaxProcesses)
 	rec.Cgroups, d3 = mergeList(rec.Cgroups, f.Cgroups, MaxCgroups)
-	rec.Dropped += d1 + d2 + d3
+	rec.Comms, d4 = mergeComms(rec.Comms, f.Comms, MaxProcesses)
+	rec.Dropped += d1 + d2 + d3 + d4
 	return putJSON(flows, key, &rec)
 }
 

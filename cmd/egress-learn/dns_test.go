@@ -63,7 +63,7 @@ func TestIgnoredDNSAnswersAreCounted(t *testing.T) {
 		t.Errorf("runs %+v, want dns %+v", runs, want)
 	}
 	table, _, err := runCLI(nil, "report", "--db", l.db)
-	if err != nil || !strings.Contains(table, "1 ignored (no matching query)") {
+	if err != nil || !strings.Contains(table, "1 used, 1 ignored (1 with no matching query") {
 		t.Errorf("report (err %v):\n%s", err, table)
 	}
 }

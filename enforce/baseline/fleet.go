@@ -128,6 +128,7 @@ func Merge(exports []*store.Export) *Merged {
 				g.Approval = store.Approval{}
 				g.Hostnames = slices.Clone(f.Hostnames)
 				g.Processes = slices.Clone(f.Processes)
+				g.Comms = slices.Clone(f.Comms)
 				by[f.FlowKey] = &g
 				m.Hosts[f.FlowKey] = []string{e.Host}
 				continue
@@ -136,6 +137,7 @@ func Merge(exports []*store.Export) *Merged {
 			store.WidenSeen(&cur.FirstSeen, &cur.LastSeen, f.FirstSeen, f.LastSeen)
 			cur.Hostnames = union(cur.Hostnames, f.Hostnames)
 			cur.Processes = union(cur.Processes, f.Processes)
+			cur.Comms = union(cur.Comms, f.Comms)
 			if !slices.Contains(m.Hosts[f.FlowKey], e.Host) {
 				m.Hosts[f.FlowKey] = append(m.Hosts[f.FlowKey], e.Host)
 			}
@@ -164,10 +166,10 @@ func Merge(exports []*store.Export) *Merged {
 	return m
 }
 
-func union(a, b []string) []string {
-	for _, s := range b {
-		if !slices.Contains(a, s) {
-			a = append(a, s)
+func union[T comparable](a, b []T) []T {
+	for _, v := range b {
+		if !slices.Contains(a, v) {
+			a = append(a, v)
 		}
 	}
 	return a
