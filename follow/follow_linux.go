@@ -120,6 +120,8 @@ type Follower struct {
 	shares    map[uint32]*ebpf.Map // owned by Run (and StartFollower)
 	// gateFailing: the last refresh of the gate failed (said once).
 	gateFailing bool
+	saveMu      sync.Mutex // one save of the counters at a time
+	saved       Stats      // the counters last saved (under saveMu)
 
 	mu      sync.Mutex
 	spec    *plan.FollowSpec
@@ -128,6 +130,7 @@ type Follower struct {
 	live    map[string]map[netip.Addr]time.Time
 	stats   Stats
 	latency []time.Duration
+	reports chan []Address // elements to report after a save (Run)
 }
 
 func (c *Config) defaults() error {
@@ -355,20 +358,40 @@ func (f *Follower) Stats() Stats {
 		s.LatencyP50 = float64(l[n/2].Nanoseconds()) / 1e3
 		s.LatencyP99 = float64(l[min(n-1, n*99/100)].Nanoseconds()) / 1e3
 	}
+	s.MarkRules = f.markRules()
 	s.Updated = time.Now().UTC()
 	return s
+}
+
+// markRules reads what the table's follow-mark rules accepted, from their
+// kernel counters (nil: the table has none, or cannot be read).
+func (f *Follower) markRules() *nft.Counter {
+	st, err := f.nl.Counters(f.cfg.Table)
+	if err != nil {
+		return nil
+	}
+	return st.FollowMarkAccepted
 }
 
 // Run follows until ctx ends: it reads the answers the kernel used, adds
 // their addresses to the sets, keeps the gate open, removes queries
 // nobody answered, reloads the rules when a new generation is applied,
-// and writes its counters to the store.
+// and writes its counters to the store: after each batch of elements
+// (before OnElement hears of them, so status is never behind what the
+// follower printed) and every GateRefresh when they changed.
 func (f *Follower) Run(ctx context.Context) error {
 	if f.cfg.Ready != nil {
 		close(f.cfg.Ready)
 	}
+	f.reports = make(chan []Address, 64)
+	reported := make(chan struct{})
+	go f.report(reported)
 	errc := make(chan error, 1)
 	go func() { errc <- f.readAnswers() }()
+	defer func() {
+		close(f.reports)
+		<-reported
+	}()
 	tick := time.NewTicker(f.cfg.GateRefresh)
 	defer tick.Stop()
 	last := time.Now()
@@ -385,6 +408,7 @@ func (f *Follower) Run(ctx context.Context) error {
 			if f.hasSpec() {
 				f.refreshGate()
 			}
+			f.saveChanged()
 			if time.Since(last) < f.cfg.Reload {
 				continue
 			}
@@ -393,10 +417,46 @@ func (f *Follower) Run(ctx context.Context) error {
 			if err := f.reload(); err != nil {
 				return err
 			}
-			f.saveStats()
 		}
 	}
 }
+
+// report saves the counters, then hands each batch of elements to
+// OnElement, until f.reports closes.
+func (f *Follower) report(done chan<- struct{}) {
+	defer close(done)
+	for batch := range f.reports {
+		// Everything queued meanwhile goes with one save.
+		for more := true; more; {
+			select {
+			case b, ok := <-f.reports:
+				if !ok {
+					more = false
+					break
+				}
+				batch = append(batch, b...)
+			default:
+				more = false
+			}
+		}
+		f.saveStats()
+		for _, e := range batch {
+			f.cfg.OnElement(e)
+		}
+	}
+}
+
+// saveChanged saves the counters when they changed since the last save,
+// or when the last save is older than statsMaxAge.
+func (f *Follower) saveChanged() {
+	f.saveIf(func(s, saved Stats) bool {
+		return !s.sameCounters(saved) || time.Since(saved.Updated) >= statsMaxAge
+	})
+}
+
+// statsMaxAge: an idle follower still saves its counters this often, so
+// that their time says it runs.
+const statsMaxAge = 10 * time.Second
 
 func (f *Follower) hasSpec() bool {
 	f.mu.Lock()
@@ -440,17 +500,32 @@ func (f *Follower) reload() error {
 	return nil
 }
 
-func (f *Follower) saveStats() {
+func (f *Follower) saveStats() { f.saveIf(func(Stats, Stats) bool { return true }) }
+
+// saveIf reads the counters and saves them when need says so, given what
+// was saved last. One save at a time, each of counters read after the
+// last: the store never goes back to older ones.
+func (f *Follower) saveIf(need func(s, saved Stats) bool) {
 	if f.cfg.Store == nil {
 		return
 	}
-	data, err := json.Marshal(f.Stats())
+	f.saveMu.Lock()
+	defer f.saveMu.Unlock()
+	s := f.Stats()
+	if !need(s, f.saved) {
+		return
+	}
+	data, err := json.Marshal(s)
 	if err == nil {
 		err = f.cfg.Store.PutMeta(statsKey(f.cfg.Target, f.cfg.Table), data)
 	}
-	if err != nil && !errors.Is(err, store.ErrBusy) {
-		f.cfg.Log.Warn("save follower counters", "err", err)
+	if err != nil {
+		if !errors.Is(err, store.ErrBusy) {
+			f.cfg.Log.Warn("save follower counters", "err", err)
+		}
+		return
 	}
+	f.saved = s
 }
 
 func (f *Follower) readAnswers() error {
@@ -562,7 +637,12 @@ func (f *Follower) commit(add []nft.Followed, found []Address, at time.Time) {
 		f.latency = f.latency[len(f.latency)-10000:]
 	}
 	f.mu.Unlock()
-	if f.cfg.OnElement != nil {
+	if f.cfg.OnElement == nil {
+		return
+	}
+	select {
+	case f.reports <- found: // saved, then reported
+	default: // the store is slow: report now, save at the next tick
 		for _, e := range found {
 			f.cfg.OnElement(e)
 		}

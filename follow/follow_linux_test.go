@@ -358,8 +358,12 @@ func TestFollowFirstConnect(t *testing.T) {
 	}
 	drops := l.drops(t) - before
 	s := l.f.Stats()
-	t.Logf("%d resolve-and-connect: %d first-SYN drops (kernel counter), %d slow connects, %d failed; dial p50 %v p99 %v; answer-to-element p50 %.0f us p99 %.0f us; %d connects let through by the mark",
-		res.Done, drops, res.Slow, res.Failed, res.DialP50, res.DialP99, s.LatencyP50, s.LatencyP99, s.Marked)
+	var markRules uint64
+	if s.MarkRules != nil {
+		markRules = s.MarkRules.Packets
+	}
+	t.Logf("%d resolve-and-connect: %d first-SYN drops (kernel counter), %d slow connects, %d failed; dial p50 %v p99 %v; answer-to-element p50 %.0f us p99 %.0f us; %d connects marked, %d packets accepted by the mark rules (kernel counter)",
+		res.Done, drops, res.Slow, res.Failed, res.DialP50, res.DialP99, s.LatencyP50, s.LatencyP99, s.Marked, markRules)
 	if res.Done != 200 || res.Failed != 0 || res.Slow != 0 || drops != 0 {
 		t.Errorf("first connects dropped: %+v, drop counter +%d", res, drops)
 	}

@@ -17,7 +17,9 @@ var (
 	descFollowElements = prometheus.NewDesc("egress_follow_elements_total",
 		"Addresses added to or refreshed in the follow sets, left out by the per-name bound, or with a TTL capped by follow_ttl_max.", []string{"result"}, nil)
 	descFollowMarked = prometheus.NewDesc("egress_follow_connects_marked_total",
-		"Connects let through by the follow mark before their set element was in.", nil, nil)
+		"Connects the follower marked: a DNS answer authorized their destination. A learned or followed set accepts most of them before the mark rules do (see egress_follow_mark_rules_accepted_packets).", nil, nil)
+	descFollowMarkAccepted = prometheus.NewDesc("egress_follow_mark_rules_accepted_packets",
+		"Packets the table's follow-mark rules accepted (their kernel counters, which restart at each apply): just-resolved destinations no set held yet.", nil, nil)
 	descFollowMarkDropped = prometheus.NewDesc("egress_follow_mark_dropped_total",
 		"Packets carrying the follow mark that the kernel dropped: no authorization of their socket covers their destination.", nil, nil)
 	descFollowLatency = prometheus.NewDesc("egress_follow_latency_seconds",
@@ -27,7 +29,7 @@ var (
 // Describe sends the descriptions.
 func (c Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descFollowAnswers, descFollowRecords, descFollowQueries, descFollowElements,
-		descFollowMarked, descFollowMarkDropped, descFollowLatency} {
+		descFollowMarked, descFollowMarkAccepted, descFollowMarkDropped, descFollowLatency} {
 		ch <- d
 	}
 }
@@ -49,6 +51,9 @@ func (c Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descFollowElements, cv, float64(n), result)
 	}
 	ch <- prometheus.MustNewConstMetric(descFollowMarked, cv, float64(s.Marked))
+	if s.MarkRules != nil {
+		ch <- prometheus.MustNewConstMetric(descFollowMarkAccepted, prometheus.GaugeValue, float64(s.MarkRules.Packets))
+	}
 	ch <- prometheus.MustNewConstMetric(descFollowMarkDropped, cv, float64(s.MarkDropped))
 	ch <- prometheus.MustNewConstMetric(descFollowLatency, prometheus.GaugeValue, s.LatencyP50/1e6, "0.5")
 	ch <- prometheus.MustNewConstMetric(descFollowLatency, prometheus.GaugeValue, s.LatencyP99/1e6, "0.99")

@@ -28,7 +28,16 @@ type Stats struct {
 	OverShare      uint64 `json:"queries_over_share"`
 	QueriesExpired uint64 `json:"queries_expired"`
 	Authorized     uint64 `json:"authorized"`
-	Marked         uint64 `json:"connects_marked"`
+	// Marked counts the connects the follower's connect program marked:
+	// their destination was authorized by an answer. Most need no mark:
+	// a learned or followed set accepts them first (rules before the
+	// mark rules); MarkRules says what the mark alone let through.
+	Marked uint64 `json:"connects_marked"`
+	// MarkRules are the kernel counters of the table's follow-mark rules,
+	// summed, since the table was last applied: the packets accepted on
+	// the mark alone, to a just-resolved destination no set held yet (nil:
+	// the table has no such rule, or could not be read).
+	MarkRules *nft.Counter `json:"mark_rules_accepted,omitempty"`
 	// MarkDropped counts packets carrying the follow mark that the mark
 	// check dropped: set by their process, or sent elsewhere than the
 	// destination their socket was marked for.
@@ -52,6 +61,16 @@ type Stats struct {
 // trust it.
 func (s Stats) Ignored() uint64 {
 	return s.NotResolver + s.NoQuery + s.Mismatch + s.Malformed + s.OtherNetns
+}
+
+// sameCounters reports whether s and o count the same (their times and
+// latencies aside).
+func (s Stats) sameCounters(o Stats) bool {
+	s.Updated, o.Updated = time.Time{}, time.Time{}
+	s.LatencyP50, s.LatencyP99, o.LatencyP50, o.LatencyP99 = 0, 0, 0, 0
+	sm, om := s.MarkRules, o.MarkRules
+	s.MarkRules, o.MarkRules = nil, nil
+	return s == o && (sm == nil) == (om == nil) && (sm == nil || *sm == *om)
 }
 
 func statsKey(t nft.Target, table string) string { return "follow-stats " + t.Path() + " " + table }

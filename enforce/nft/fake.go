@@ -159,26 +159,23 @@ func (st *Status) readRules(p *plan.Plan, dropped uint64) {
 		if !strings.Contains(r.Text, "counter") {
 			continue
 		}
-		cnt := &Counter{}
-		if r.Kind == plan.RuleDefault && r.Action == "drop" {
-			cnt.Packets = dropped
+		c := ruleCount{cnt: &Counter{}}
+		if r.Kind == plan.RuleDefault {
+			c.prefix, c.group = plan.PrefixAudit, p.LogGroup()
+			c.limited, c.rate = true, uint64(p.AuditRate())
+			if r.Action == "drop" {
+				c.prefix, c.rate = plan.PrefixDrop, uint64(p.DropLogRate)
+				c.cnt.Packets = dropped
+				c.limited = p.DropLogRate != 0
+				drops++
+			} else {
+				audits++
+			}
+			if p.DropLogRate != 0 {
+				c.logged = &Counter{}
+			}
 		}
-		st.Counters = append(st.Counters, RuleCounter{Rule: r.Comment, Counter: *cnt})
-		if r.Kind != plan.RuleDefault {
-			continue
-		}
-		var logged *Counter
-		if p.DropLogRate != 0 {
-			logged = &Counter{}
-		}
-		prefix := plan.PrefixAudit
-		if r.Action == "drop" {
-			prefix = plan.PrefixDrop
-			drops++
-		} else {
-			audits++
-		}
-		st.countDefault(prefix, cnt, logged)
+		st.countRule(r.Comment, c)
 	}
 	st.Mode = modeOf(drops, audits)
 }

@@ -25,9 +25,21 @@ type Status struct {
 	Audited Counter `json:"audited"`
 	// DropsLogged and AuditsLogged are the packets of Dropped and Audited
 	// the rate limits let through to the log (counted by a second counter
-	// after the limit; nil for a table without it).
+	// after the limit; all of them for a rule without a limit; nil for a
+	// limited rule without the second counter, from before drop_log_rate).
 	DropsLogged  *Counter `json:"drops_logged,omitempty"`
 	AuditsLogged *Counter `json:"audits_logged,omitempty"`
+	// LogGroup is the NFLOG group the default rules log to; DropLogRate
+	// and AuditLogRate are their logs' limits in packets per second (0: no
+	// limit, every packet is logged).
+	LogGroup     uint16 `json:"nflog_group,omitempty"`
+	DropLogRate  uint64 `json:"drop_log_rate,omitempty"`
+	AuditLogRate uint64 `json:"audit_log_rate,omitempty"`
+	// FollowMarkAccepted sums the counters of the follow-mark rules: the
+	// packets the table accepted on the follow mark alone, to
+	// just-resolved destinations no set held yet. nil for a table without
+	// name rules.
+	FollowMarkAccepted *Counter `json:"follow_mark_accepted,omitempty"`
 	// Staged enforcement: the users enforced, or the users audited.
 	EnforceUIDs []uint32 `json:"enforce_uids,omitempty"`
 	AuditUIDs   []uint32 `json:"audit_uids,omitempty"`
@@ -77,8 +89,8 @@ func addCounter(sum, c *Counter) *Counter {
 }
 
 // countDefault adds the counters of a default rule (one whose log has
-// prefix) to the status: cnt counts every packet, logged (nil for a rule
-// without a limit) those that reached the log.
+// prefix) to the status: cnt counts every packet, logged those that
+// reached the log (nil: not counted).
 func (st *Status) countDefault(prefix string, cnt, logged *Counter) {
 	if st.Default == nil {
 		st.Default = &Counter{}
@@ -95,6 +107,44 @@ func (st *Status) countDefault(prefix string, cnt, logged *Counter) {
 		st.Audited.Bytes += cnt.Bytes
 		st.AuditsLogged = addCounter(st.AuditsLogged, logged)
 	}
+}
+
+// countRule adds the counter of a rule that has one: to the default
+// counters when it logs with one of our prefixes, to the follow mark's
+// when it is a follow-mark rule.
+func (st *Status) countRule(comment string, c ruleCount) {
+	if c.cnt == nil {
+		return
+	}
+	st.Counters = append(st.Counters, RuleCounter{Rule: comment, Counter: *c.cnt})
+	if plan.IsFollowMarkComment(comment) {
+		st.FollowMarkAccepted = addCounter(st.FollowMarkAccepted, c.cnt)
+	}
+	if c.prefix != plan.PrefixDrop && c.prefix != plan.PrefixAudit {
+		return
+	}
+	st.LogGroup = c.group
+	logged := c.logged
+	if !c.limited {
+		logged = c.cnt // no limit: every packet reached the log
+	}
+	st.countDefault(c.prefix, c.cnt, logged)
+	if c.prefix == plan.PrefixDrop {
+		st.DropLogRate = c.rate
+	} else {
+		st.AuditLogRate = c.rate
+	}
+}
+
+// ruleCount is what a rule counts: every packet (cnt), and for a default
+// rule, its log's prefix, group and limit, and the packets the limit let
+// through to the log (logged, counted by a second counter).
+type ruleCount struct {
+	cnt, logged *Counter
+	prefix      string
+	group       uint16
+	limited     bool
+	rate        uint64
 }
 
 // modeOf is the mode the default rules make: staged when some drop and

@@ -37,19 +37,45 @@ func (n *Netlink) Status(table string, elements bool) (*Status, error) {
 	if err := st.readSets(c, tab, elements); err != nil {
 		return nil, err
 	}
+	if err := st.readOutput(c, tab); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// Counters reads only the output chain of our table: its rules, their
+// counters and the mode; not the sets (Sets stays empty). It is cheap
+// whatever the size of the sets.
+func (n *Netlink) Counters(table string) (*Status, error) {
+	st := &Status{Target: n.t.String(), Table: table, elements: map[string][]plan.Element{}}
+	c, done, err := n.conn()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	tab, err := n.ourTable(c, table)
+	if err != nil || tab == nil {
+		return st, err
+	}
+	st.Present = true
+	return st, st.readOutput(c, tab)
+}
+
+// readOutput reads our output chain.
+func (st *Status) readOutput(c *nftables.Conn, tab *nftables.Table) error {
 	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
-		return nil, fmt.Errorf("list chains: %w", err)
+		return fmt.Errorf("list chains: %w", err)
 	}
 	for _, ch := range chains {
-		if ch.Table.Name != table || ch.Name != "output" {
+		if ch.Table.Name != tab.Name || ch.Name != "output" {
 			continue
 		}
 		if err := st.readChain(c, tab, ch); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return st, nil
+	return nil
 }
 
 // readSets reads the sizes (or the elements) of our sets, and the users
@@ -127,18 +153,13 @@ func (st *Status) readChain(c *nftables.Conn, tab *nftables.Table, ch *nftables.
 	for _, r := range rules {
 		cmt, _ := userdata.GetString(r.UserData, userdata.TypeComment)
 		st.Rules = append(st.Rules, cmt)
-		cnt, logged, prefix := ruleCounters(r.Exprs)
-		if cnt != nil {
-			st.Counters = append(st.Counters, RuleCounter{Rule: cmt, Counter: *cnt})
-		}
-		if cnt == nil || prefix == "" {
-			continue
-		}
-		st.countDefault(prefix, cnt, logged)
-		switch prefix {
-		case plan.PrefixDrop:
+		c := ruleCounters(r.Exprs)
+		st.countRule(cmt, c)
+		switch {
+		case c.cnt == nil:
+		case c.prefix == plan.PrefixDrop:
 			drops++
-		case plan.PrefixAudit:
+		case c.prefix == plan.PrefixAudit:
 			audits++
 		}
 	}
@@ -147,19 +168,22 @@ func (st *Status) readChain(c *nftables.Conn, tab *nftables.Table, ch *nftables.
 }
 
 // ruleCounters finds a rule's counter, a second one after a limit (the
-// packets logged), and its log prefix.
-func ruleCounters(exprs []expr.Any) (cnt, logged *Counter, prefix string) {
+// packets logged), its limit's rate and its log's prefix and group.
+func ruleCounters(exprs []expr.Any) ruleCount {
+	var c ruleCount
 	for _, e := range exprs {
 		switch e := e.(type) {
 		case *expr.Counter:
-			if cnt == nil {
-				cnt = &Counter{Packets: e.Packets, Bytes: e.Bytes}
+			if c.cnt == nil {
+				c.cnt = &Counter{Packets: e.Packets, Bytes: e.Bytes}
 			} else {
-				logged = &Counter{Packets: e.Packets, Bytes: e.Bytes}
+				c.logged = &Counter{Packets: e.Packets, Bytes: e.Bytes}
 			}
+		case *expr.Limit:
+			c.limited, c.rate = true, e.Rate
 		case *expr.Log:
-			prefix = string(e.Data)
+			c.prefix, c.group = string(e.Data), e.Group
 		}
 	}
-	return cnt, logged, prefix
+	return c
 }

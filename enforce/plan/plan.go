@@ -628,10 +628,17 @@ func followMarkRules() []Rule {
 	r := make([]Rule, FollowGateLevels)
 	for l := range r {
 		r[l] = Rule{Kind: RuleFollowMark, Level: l, Set: SetFollowGate,
-			Comment: fmt.Sprintf("dns-followed: just resolved, follower cgroup at level %d", l)}
+			Comment: fmt.Sprintf("%s, follower cgroup at level %d", followMarkComment, l)}
 	}
 	return r
 }
+
+// followMarkComment begins the comment of every follow-mark rule.
+const followMarkComment = "dns-followed: just resolved"
+
+// IsFollowMarkComment reports whether a rule's comment is a follow-mark
+// rule's: status sums their counters.
+func IsFollowMarkComment(c string) bool { return strings.HasPrefix(c, followMarkComment+",") }
 
 // followSpec gathers the name rules: the learned ones and the operator's,
 // deduplicated and sorted.
