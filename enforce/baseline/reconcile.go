@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/store"
 )
@@ -87,7 +88,14 @@ type Rename struct {
 
 // Proposal is a reviewable change to the baseline of the next generation.
 type Proposal struct {
-	Against     uint64              `json:"against_generation"` // 0: none applied
+	// Target and Table are what the proposal is against: generations
+	// belong to a network namespace (Target its file, "" for the host's
+	// own). Elsewhere are the other targets with generations of Table.
+	Target    string                    `json:"target"`
+	Table     string                    `json:"table"`
+	Elsewhere []store.TargetGenerations `json:"generations_elsewhere"`
+
+	Against     uint64              `json:"against_generation"` // 0: none applied in Target
 	Now         time.Time           `json:"now"`
 	StaleAfter  string              `json:"stale_after"`
 	MinHits     uint64              `json:"min_hits"`
@@ -148,7 +156,8 @@ func Reconcile(flows []store.Flow, obs []store.Observation, names map[store.Flow
 		o.MinHits = 1
 	}
 	p := &Proposal{Against: against, Now: o.Now.UTC(), StaleAfter: o.StaleAfter.String(), MinHits: o.MinHits,
-		Additions: []Change{}, Removals: []Change{}, Denied: []Change{}, Renamed: []Rename{}, IncludeDenied: o.IncludeDenied}
+		Additions: []Change{}, Removals: []Change{}, Denied: []Change{}, Renamed: []Rename{}, IncludeDenied: o.IncludeDenied,
+		Elsewhere: []store.TargetGenerations{}}
 	known := map[store.FlowKey]bool{}
 	for _, f := range flows {
 		known[f.FlowKey] = true
@@ -283,11 +292,7 @@ func Keys(c []Change) []store.FlowKey {
 // last seen.
 func (p *Proposal) Write(w io.Writer) error {
 	var b strings.Builder
-	against := "no generation applied yet"
-	if p.Against != 0 {
-		against = fmt.Sprintf("generation %d", p.Against)
-	}
-	fmt.Fprintf(&b, "reconcile against %s at %s (stale after %s, min hits %d)\n", against, p.Now.Local().Format(time.DateTime), p.StaleAfter, p.MinHits)
+	p.writeHead(&b)
 	writeChanges := func(title, sign string, cs []Change) {
 		if len(cs) == 0 {
 			fmt.Fprintf(&b, "\n%s: none\n", title)
@@ -344,6 +349,21 @@ func (p *Proposal) Write(w io.Writer) error {
 	b.WriteString("\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeHead says what the proposal is against: which generation of which
+// table in which network namespace, and where the others are.
+func (p *Proposal) writeHead(b *strings.Builder) {
+	t := nft.Target{Netns: p.Target}
+	if p.Against != 0 {
+		fmt.Fprintf(b, "reconcile table inet %s in %s against its current generation %d", p.Table, t, p.Against)
+	} else {
+		fmt.Fprintf(b, "reconcile table inet %s in %s: no generation was applied there yet, every learned flow is a candidate", p.Table, t)
+	}
+	fmt.Fprintf(b, " (at %s, stale after %s, min hits %d)\n", p.Now.Local().Format(time.DateTime), p.StaleAfter, p.MinHits)
+	if e := nft.Elsewhere(p.Table, p.Elsewhere); e != "" {
+		fmt.Fprintf(b, "  %s\n", e)
+	}
 }
 
 // dash stands for an empty list.
