@@ -28,6 +28,14 @@ type DeniedSummary struct {
 	Destinations []DeniedDest `json:"destinations"`
 	Users        []DeniedUser `json:"users"`
 	Rate         *RateChange  `json:"rate,omitempty"`
+
+	// Target (a network namespace's file, "" for the host's) and Table
+	// are what Rate is about; Elsewhere lists the other targets with
+	// generations of the table when Target has none.
+	Target    string                    `json:"target"`
+	Table     string                    `json:"table"`
+	Elsewhere []store.TargetGenerations `json:"generations_elsewhere,omitempty"`
+
 	// Unrecorded are packets (since the store was made) whose destination
 	// the monitor's bounds left out; they are not in Dropped or Audited.
 	Unrecorded store.Unrecorded `json:"unrecorded"`
@@ -45,9 +53,11 @@ type DeniedDest struct {
 	Audited   uint64     `json:"audited"`
 	FirstSeen time.Time  `json:"first_seen"`
 	LastSeen  time.Time  `json:"last_seen"`
-	// Processes come from the learner's record of the same flow, when it
-	// has one.
-	Processes []string `json:"processes"`
+	// Processes (executables) and Comms (process names that differ from
+	// their executable's) come from the learner's record of the same
+	// flow, when it has one.
+	Processes []string            `json:"processes"`
+	Comms     []store.ProcessComm `json:"comms"`
 }
 
 // DeniedUser sums one user's denied packets.
@@ -76,21 +86,29 @@ type RateChange struct {
 
 // Denied summarizes the observations seen since now-since (all for 0)
 // and, when the target has a generation, the rate around its last apply.
-func Denied(st *store.Store, t nft.Target, table string, since time.Duration, now time.Time, userName func(uint32) string) (*DeniedSummary, error) {
+// A destination carries the names the learner would give a flow of its
+// user (store.NamesFor: the user's own lookups, else those of the
+// resolvers), not every name its address ever had.
+func Denied(st *store.Store, t nft.Target, table string, since time.Duration, now time.Time, resolvers []uint32, userName func(uint32) string) (*DeniedSummary, error) {
 	obs, err := st.Observations()
 	if err != nil {
 		return nil, err
 	}
-	s := &DeniedSummary{Until: now.UTC(), Destinations: []DeniedDest{}, Users: []DeniedUser{}}
+	s := &DeniedSummary{Target: t.Path(), Table: table, Until: now.UTC(), Destinations: []DeniedDest{}, Users: []DeniedUser{}}
 	if since > 0 {
 		s.Since = now.Add(-since).UTC()
 	}
 	dests, keys := s.destinations(obs, since > 0, userName)
-	if err := s.describe(st, dests, keys); err != nil {
+	if err := s.describe(st, dests, keys, resolvers); err != nil {
 		return nil, err
 	}
 	if s.Rate, err = rateChange(st, t, table, since, now); err != nil {
 		return nil, err
+	}
+	if s.Rate == nil {
+		if s.Elsewhere, err = rollout.Elsewhere(st, t, table); err != nil {
+			return nil, err
+		}
 	}
 	if s.Unrecorded, err = st.Unrecorded(); err != nil {
 		return nil, err
@@ -110,7 +128,7 @@ func (s *DeniedSummary) destinations(obs []store.Observation, recent bool, userN
 		d, ok := dests[o.FlowKey]
 		if !ok {
 			d = &DeniedDest{UID: o.UID, Proto: plan.ProtoName(o.Proto), IP: o.IP, Port: o.Port, FirstSeen: o.FirstSeen, LastSeen: o.LastSeen,
-				Hostnames: []string{}, Processes: []string{}}
+				Hostnames: []string{}, Processes: []string{}, Comms: []store.ProcessComm{}}
 			if userName != nil {
 				d.User = userName(o.UID)
 			}
@@ -131,12 +149,8 @@ func (s *DeniedSummary) destinations(obs []store.Observation, recent bool, userN
 
 // describe names the destinations and their processes from the store,
 // sums them by user, and sorts both, most denied first.
-func (s *DeniedSummary) describe(st *store.Store, dests map[store.FlowKey]*DeniedDest, keys []store.FlowKey) error {
-	ips := make([]netip.Addr, 0, len(keys))
-	for _, k := range keys {
-		ips = append(ips, k.IP)
-	}
-	names, err := st.NamesOf(ips)
+func (s *DeniedSummary) describe(st *store.Store, dests map[store.FlowKey]*DeniedDest, keys []store.FlowKey, resolvers []uint32) error {
+	names, err := st.FlowNames(keys, resolvers)
 	if err != nil {
 		return err
 	}
@@ -147,11 +161,14 @@ func (s *DeniedSummary) describe(st *store.Store, dests map[store.FlowKey]*Denie
 	users := map[uint32]*DeniedUser{}
 	for _, k := range keys {
 		d := dests[k]
-		if n := names[k.IP]; n != nil {
+		if n := names[k]; n != nil {
 			d.Hostnames = n
 		}
 		if f, ok := learned[k]; ok && f.Processes != nil {
 			d.Processes = f.Processes
+			if f.Comms != nil {
+				d.Comms = f.Comms
+			}
 		}
 		s.Destinations = append(s.Destinations, *d)
 		u, ok := users[d.UID]
@@ -218,9 +235,10 @@ func (s *DeniedSummary) Write(w io.Writer, top int) error {
 	if !s.Since.IsZero() {
 		span = "since " + s.Since.Local().Format(time.DateTime)
 	}
-	fmt.Fprintf(&b, "denied traffic, %s: %d packets dropped, %d logged in audit\n", span, s.Dropped, s.Audited)
+	fmt.Fprintf(&b, "denied traffic that \"egress-enforce watch\" recorded, %s: %d packets dropped, %d audited (logged, not blocked)\n", span, s.Dropped, s.Audited)
+	b.WriteString("(the packets the default rules logged; status counts every packet, also those over the log's rate limit)\n")
 	if len(s.Destinations) == 0 {
-		b.WriteString("nothing was denied (is \"egress-enforce watch\" running?)\n")
+		b.WriteString("nothing recorded: no packet was logged while \"egress-enforce watch\" ran with this store (does it run? is a table applied?)\n")
 	} else {
 		fmt.Fprintf(&b, "\nmost denied destinations:\n")
 		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
@@ -231,7 +249,7 @@ func (s *DeniedSummary) Write(w io.Writer, top int) error {
 				break
 			}
 			fmt.Fprintf(tw, "  %s\t%s/%d %s\t%s\t%d\t%d\t%s\t%s\n", d.User, d.Proto, d.Port, d.IP, dash(strings.Join(d.Hostnames, ",")),
-				d.Dropped, d.Audited, d.LastSeen.Local().Format(time.DateTime), dash(strings.Join(d.Processes, ",")))
+				d.Dropped, d.Audited, d.LastSeen.Local().Format(time.DateTime), dash(strings.Join(store.ProcessNames(d.Processes, d.Comms), ", ")))
 		}
 		_ = tw.Flush()
 		fmt.Fprintf(&b, "\nby user:\n")
@@ -246,13 +264,31 @@ func (s *DeniedSummary) Write(w io.Writer, top int) error {
 		fmt.Fprintf(&b, "\nnot in this list: %d dropped and %d audited packets (%d observations) that the monitor's bounds left out (a flood of distinct destinations)\n",
 			u.Drop, u.Audit, u.Records)
 	}
+	if s.Rate == nil {
+		fmt.Fprintf(&b, "\nno apply to compare the rate with: no generation of table inet %s in %s\n", s.Table, nft.Target{Netns: s.Target})
+		if e := nft.Elsewhere(s.Table, s.Elsewhere); e != "" {
+			fmt.Fprintf(&b, "%s\n", e)
+		}
+	}
 	if r := s.Rate; r != nil {
-		fmt.Fprintf(&b, "\nlast apply: generation %d (%s) at %s: %.1f logged packets/min in the %s before, %.1f/min since (dropped %d -> %d, audited %d -> %d)\n",
-			r.Generation, r.Mode, r.Applied.Local().Format(time.DateTime), r.BeforePerMin, r.Window, r.AfterPerMin,
+		fmt.Fprintf(&b, "\nlast apply: generation %d (%s) at %s: %.1f logged packets/min in the %s before, %.1f/min since (dropped: %d before, %d since; audited: %d before, %d since)\n",
+			r.Generation, r.Mode, r.Applied.Local().Format(time.DateTime), r.BeforePerMin, shortDuration(r.Window), r.AfterPerMin,
 			r.DropBefore, r.DropAfter, r.AuditBefore, r.AuditAfter)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// shortDuration drops the zero minutes and seconds of a duration's text
+// ("1h0m0s" is "1h").
+func shortDuration(d string) string {
+	if strings.HasSuffix(d, "m0s") {
+		d = strings.TrimSuffix(d, "0s")
+	}
+	if strings.HasSuffix(d, "h0m") {
+		d = strings.TrimSuffix(d, "0m")
+	}
+	return d
 }
 
 // dash stands for an empty list.

@@ -3,7 +3,6 @@
 package monitor
 
 import (
-	"net/netip"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +27,10 @@ type Collector struct {
 	Store    *store.Store // generations and DNS names (optional)
 	UserName func(uint32) string
 	TopK     int
+
+	// Resolvers are the users whose DNS answers name another user's
+	// destinations (dns_resolver_users; see store.NamesFor).
+	Resolvers []uint32
 }
 
 // reading is what Collect reads from the kernel and the store.
@@ -35,7 +38,7 @@ type reading struct {
 	status    *nft.Status
 	statusErr error
 	gen       *store.Generation
-	names     map[netip.Addr][]string
+	names     map[store.FlowKey][]string
 }
 
 var (
@@ -68,9 +71,9 @@ var (
 	descRuleBytes = prometheus.NewDesc("egress_rule_bytes_total",
 		"Byte counter of each rule of our table, by rule comment.", []string{"table", "rule"}, nil)
 	descKernelDropped = prometheus.NewDesc("egress_kernel_dropped_packets_total",
-		"Packets the default rules dropped, from the kernel's counters.", []string{"table"}, nil)
+		"Packets the default rules dropped, logged or not (the kernel's counters before the log's rate limit; they restart at each apply).", []string{"table"}, nil)
 	descKernelAudited = prometheus.NewDesc("egress_kernel_audited_packets_total",
-		"Packets the default rules logged without dropping, from the kernel's counters.", []string{"table"}, nil)
+		"Packets the default rules audited (let through), logged or not (the kernel's counters before the log's rate limit; they restart at each apply).", []string{"table"}, nil)
 	descGeneration = prometheus.NewDesc("egress_generation",
 		"Number of the current generation of our table.", []string{"table"}, nil)
 	descLastApply = prometheus.NewDesc("egress_last_apply_timestamp_seconds",
@@ -113,11 +116,11 @@ func (c *Collector) read() *reading {
 	r.gen, _ = rollout.Current(c.Store, c.Target, c.Table)
 	if c.Monitor != nil {
 		top, _, _ := c.Monitor.Top(c.topK())
-		ips := make([]netip.Addr, len(top))
+		keys := make([]store.FlowKey, len(top))
 		for i, t := range top {
-			ips[i] = t.IP
+			keys[i] = t.key()
 		}
-		r.names, _ = c.Store.NamesOf(ips)
+		r.names, _ = c.Store.FlowNames(keys, c.Resolvers)
 	}
 	return r
 }
@@ -131,12 +134,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.collectReading(ch, r)
 }
 
-func (c *Collector) collectMonitor(ch chan<- prometheus.Metric, names map[netip.Addr][]string) {
+func (c *Collector) collectMonitor(ch chan<- prometheus.Metric, names map[store.FlowKey][]string) {
 	counter := prometheus.CounterValue
 	top, other, entries := c.Monitor.Top(c.topK())
 	for _, t := range top {
 		host := ""
-		if n := names[t.IP]; len(n) > 0 {
+		if n := names[t.key()]; len(n) > 0 {
 			host = n[0]
 		}
 		ch <- prometheus.MustNewConstMetric(descDenied, counter, float64(t.Hits), t.Action,

@@ -7,6 +7,7 @@ package monitor
 
 import (
 	"cmp"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -247,6 +248,11 @@ type Count struct {
 	Err uint64 `json:"err,omitempty"`
 }
 
+// key is the flow a count is of.
+func (c Count) key() store.FlowKey {
+	return store.FlowKey{UID: c.UID, Proto: c.Proto, IP: c.IP, Port: c.Port}
+}
+
 // Top returns the k destinations with the most packets, per action, and
 // the packets of the others, per action, and the entries seen.
 func (m *Monitor) Top(k int) (top []Count, other map[string]uint64, entries uint64) {
@@ -277,6 +283,13 @@ func (m *Monitor) ByUser(k int) (top []Count, other map[string]uint64) {
 	}
 	sortCounts(top)
 	return top, other
+}
+
+// Totals returns the logged packets counted since the start, by action.
+func (m *Monitor) Totals() map[string]uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.total)
 }
 
 // totals copies the packets by action (of the kept actions).

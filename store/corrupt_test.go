@@ -83,7 +83,7 @@ func exerciseStore(t *testing.T, path string) {
 		check("observations", err)
 		_, err = r.Denials(0, 1<<30)
 		check("denials", err)
-		_, err = r.NamesOf([]netip.Addr{netip.MustParseAddr("10.1.0.5")})
+		_, err = r.FlowNames([]FlowKey{{UID: 1000, Proto: 6, IP: netip.MustParseAddr("10.1.0.5"), Port: 443}}, []uint32{0})
 		check("names", err)
 		gens, err := r.Generations()
 		check("generations", err)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -264,28 +263,6 @@ func (s *Store) Denials(from, to int64) (map[int64]DenialCount, error) {
 				return nil, err
 			}
 			out[m] = dc
-		}
-		return out, nil
-	})
-}
-
-// NamesOf returns the names the DNS table holds for each address.
-func (s *Store) NamesOf(ips []netip.Addr) (map[netip.Addr][]string, error) {
-	return read(s, func(tx *bolt.Tx) (map[netip.Addr][]string, error) {
-		out := map[netip.Addr][]string{}
-		b := tx.Bucket(bucketDNS)
-		if b == nil {
-			return out, nil
-		}
-		for _, ip := range ips {
-			var rec dnsRecord
-			if ok, err := getJSON(b, ipKey(ip), &rec); err != nil {
-				return nil, err
-			} else if ok {
-				for _, n := range rec.Names {
-					out[ip] = append(out[ip], n.Name)
-				}
-			}
 		}
 		return out, nil
 	})

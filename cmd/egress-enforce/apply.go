@@ -103,7 +103,7 @@ func newApply(g *cli.Globals) *cobra.Command {
 	var dryRun, asJSON bool
 	var r rolloutFlags
 	cmd := &cobra.Command{
-		Use:   "apply [--db PATH] [--mode audit|enforce] [--netns NAME|PATH] [--dry-run] [--force]",
+		Use:   "apply [--mode audit|enforce] [--enforce-users U,..|--audit-users U,..] [--min-hits N] [--since D] [--from FILE ...] [--netns NAME|PATH] [--dry-run] [--force] [--json] [--reason TEXT] [--confirm-within D [--rollback-if-denied-rate N/s]]",
 		Short: "Replace our table in the kernel with the one built from the baseline",
 		Long: `apply replaces table inet egress in one netlink transaction (add table, delete
 table, add table and its contents, in one batch): no packet ever meets a

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,8 +47,13 @@ bpf file system): if follow dies, the check stays attached and the table stops
 accepting the mark within 5 seconds; a new follow takes over both. A clean
 stop (SIGINT, SIGTERM) closes the table's gate first, then detaches.
 
-Ignored answers are counted by reason (status, --metrics-addr). --json prints
-each added address as a JSON object.`,
+Ignored answers are counted by reason (status, --metrics-addr). The counters
+are saved in the store (--db) within a second of a change, and before an
+added address is printed; status shows them. --json prints each added address
+as a JSON object. On SIGINT or SIGTERM it logs a summary (msg="following
+stopped"): answers used and ignored, addresses added, connects marked, and
+the packets the table's mark rules accepted (their kernel counters: a set
+that already holds a marked connect's destination accepts it first).`,
 		Args: cobra.NoArgs,
 		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
 			opts, err := options.FromConfig(e.Cfg)
@@ -81,7 +88,10 @@ each added address as a JSON object.`,
 			s := f.Stats()
 			e.Log.Info("following", "cgroup", cgroupOrRoot(cgroup), "netns", e.Cfg.Netns, "generation", s.Generation, "rules", s.Rules,
 				"resolvers", fmt.Sprint(opts.DNSServers), "resolv_conf", opts.ResolvConf)
-			return f.Run(cmd.Context())
+			began := time.Now()
+			err = f.Run(cmd.Context())
+			logFollowSummary(e.Log, f.Stats(), time.Since(began), e.Cfg.DB)
+			return err
 		}),
 	}
 	netnsFlag(cmd, g)
@@ -108,6 +118,19 @@ func addressPrinter(out io.Writer, asJSON bool) func(follow.Address) {
 		fmt.Fprintf(out, "%s %s uid %d %s %s %s for %s (%s after the answer)\n", time.Now().Format(time.TimeOnly), verb,
 			e.UID, e.Name, plan.ProtoName(e.Proto), netip.AddrPortFrom(e.IP, e.Port), e.Timeout, e.Latency.Round(time.Microsecond))
 	}
+}
+
+// logFollowSummary logs what a follower did, when it stops.
+func logFollowSummary(log *slog.Logger, s follow.Stats, elapsed time.Duration, db string) {
+	markRules := "unknown (no table)"
+	if s.MarkRules != nil {
+		markRules = strconv.FormatUint(s.MarkRules.Packets, 10)
+	}
+	log.Info("following stopped", "elapsed", elapsed.Round(time.Second), "generation", s.Generation, "rules", s.Rules,
+		"answers_used", s.Accepted, "answers_ignored", s.Ignored(), "answers_not_followed", s.NoRule,
+		"addresses_added", s.Added, "addresses_refreshed", s.Refreshed, "left_out_by_bound", s.BoundDropped, "nft_errors", s.NftErrors,
+		"connects_marked", s.Marked, "mark_rules_accepted_packets", markRules, "mark_check_dropped", s.MarkDropped,
+		"lost_records", s.Lost, "db", db)
 }
 
 func cgroupOrRoot(c string) string {

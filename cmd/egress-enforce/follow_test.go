@@ -83,7 +83,7 @@ func TestFollowCommand(t *testing.T) {
 	if st.Follow == nil || st.Follow.Accepted < 2 || st.Follow.Rules != 2 || st.Follow.Added != 2 {
 		t.Errorf("status follower counters: %+v", st.Follow)
 	}
-	if human := l.run(t, "status"); !strings.Contains(human, "follower (at") || !strings.Contains(human, "ignored answers") || !strings.Contains(human, "mark check:") {
+	if human := l.run(t, "status"); !strings.Contains(human, "counters saved at") || !strings.Contains(human, "answers ignored:") || !strings.Contains(human, "the mark check dropped") {
 		t.Errorf("status:\n%s", human)
 	}
 	mustFail(t, enforceBin, append(l.env, "EGRESS_FOLLOW_MODE=sometimes"), []string{"follow_mode"}, "generate")

@@ -111,12 +111,13 @@ func newGenerate(g *cli.Globals) *cobra.Command {
 	var out string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "generate [--db PATH] [--mode audit|enforce] [--netns NAME] [-o FILE] [--json]",
+		Use:   "generate [--mode audit|enforce] [--enforce-users U,..|--audit-users U,..] [--min-hits N] [--since D] [--from FILE ...] [--netns NAME|PATH] [-o FILE] [--json]",
 		Short: "Print the nft script (or the plan as JSON) built from the baseline",
 		Long: `generate prints the table egress-enforce would apply, as an nft script that
 "nft -f" loads (it replaces the table atomically), for review and version
-control. Every set element carries a comment with its hits, last-seen date,
-processes and hostnames. --json prints the plan instead.
+control. Every set element carries a comment with its hits, last-seen date
+and hostnames (and, from --from exports, how many hosts saw it). --json
+prints the plan instead.
 
 --netns NAME builds the table for that namespace: its DNS servers come from
 /etc/netns/NAME/resolv.conf when it exists (what "ip netns exec NAME" shows
@@ -157,7 +158,7 @@ addresses without zones, protocols) and refused if it holds anything else.`,
 func newDiff(g *cli.Globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "diff [--db PATH] [--mode audit|enforce] [--netns NAME|PATH] [--json]",
+		Use:   "diff [--mode audit|enforce] [--enforce-users U,..|--audit-users U,..] [--min-hits N] [--since D] [--from FILE ...] [--netns NAME|PATH] [--json]",
 		Short: "Show what apply would change against the table in the kernel",
 		Long: `diff compares the table apply would build with the one in the kernel: set
 elements added and removed (with the comment saying why each is there), rules

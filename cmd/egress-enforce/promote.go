@@ -130,7 +130,7 @@ func evaluatePromotion(cmd *cobra.Command, e *env, quietFor time.Duration) (*pro
 	if err != nil {
 		return nil, nil, err
 	}
-	in, err := promote.Gather(st, e.target, e.Cfg.Table, now.Add(-quietFor), now)
+	in, err := promote.Gather(st, e.target, e.Cfg.Table, now.Add(-quietFor), now, e.Cfg.DNSResolverUIDs)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -26,10 +26,13 @@ type reconcileFlags struct {
 func newReconcile(g *cli.Globals) *cobra.Command {
 	var r reconcileFlags
 	cmd := &cobra.Command{
-		Use:   "reconcile [--stale-after D] [--min-hits N] [--json] [-o FILE] [--apply [--only add|remove] [--include-denied] [--force] ...]",
+		Use:   "reconcile [--netns NAME|PATH] [--stale-after D] [--stable-after D] [--min-hits N] [--json] [-o FILE] [--apply [--only add|remove] [--include-denied] [--force] ...]",
 		Short: "Propose the next generation: new destinations to add, stale ones to remove",
 		Long: `reconcile compares what was learned and observed since the current generation
-with that generation's approved baseline, and proposes a change:
+with that generation's approved baseline, and proposes a change. Generations
+belong to a network namespace: the current one is that of --netns (default
+this host's), and the first line names it; when it has none, the line says
+which namespaces have generations and the --netns that picks each.
 
   add     candidates: flows the learner recorded since (seen at least --min-hits
           times);
@@ -56,6 +59,9 @@ that drops is refused for an empty or DNS-cutting baseline unless --force.
 			if from, _ := cmd.Flags().GetStringArray("from"); len(from) > 0 {
 				return fmt.Errorf("--from: reconcile works on this host's store; merge exports with generate or apply --from")
 			}
+			if cmd.Flags().Changed("since") {
+				return fmt.Errorf("--since: reconcile keeps every flow seen; --stale-after proposes removing those not seen for that long")
+			}
 			if r.only != "" && r.only != "add" && r.only != "remove" {
 				return fmt.Errorf("--only: %q is not add or remove", r.only)
 			}
@@ -77,6 +83,10 @@ that drops is refused for an empty or DNS-cutting baseline unless --force.
 	planFlags(cmd, g)
 	netnsFlag(cmd, g)
 	f := cmd.Flags()
+	// Plan flags reconcile refuses (it reads this host's store, and keeps
+	// every flow seen): not shown.
+	_ = f.MarkHidden("from")
+	_ = f.MarkHidden("since")
 	f.DurationVar(&r.staleAfter, "stale-after", baseline.DefaultStaleAfter, "propose removing approved flows not seen for this long")
 	f.DurationVar(&r.stableAfter, "stable-after", baseline.DefaultStableAfter, "a user has converged when no new destination appeared for this long")
 	f.StringVar(&r.only, "only", "", "with --apply: apply only the additions (add) or only the removals (remove)")
@@ -113,6 +123,11 @@ func propose(cmd *cobra.Command, e *env, r *reconcileFlags) (*baseline.Proposal,
 	if err != nil {
 		return nil, nil, err
 	}
+	p.Target, p.Table = e.target.Path(), e.Cfg.Table
+	if p.Elsewhere, err = rollout.Elsewhere(st, e.target, e.Cfg.Table); err != nil {
+		return nil, nil, err
+	}
+	p.Elsewhere = nonNil(p.Elsewhere)
 	// The proposal chose the flows: no further filtering.
 	opts.MinHits, opts.Since = 0, 0
 	next := plan.Build(p.Next(), opts)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/rollout"
 	"github.com/egresskit/egress/internal/cli"
 	"github.com/egresskit/egress/store"
@@ -106,30 +107,54 @@ func newHistory(g *cli.Globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "history [--netns NAME|PATH] [--json]",
-		Short: "List the generations applied to our table",
-		Args:  cobra.NoArgs,
+		Short: "List the generations applied to our table in the target namespace",
+		Long: `history lists the generations of our table in one network namespace
+(--netns; default this host's): every apply, rollback, restore and removal,
+oldest first, with its mode, learned elements, state, command and reason;
+the current one is marked. Generations belong to a namespace: when the one
+asked for has none, history says which namespaces have some, and the --netns
+that picks each (generations_elsewhere in --json).`,
+		Args: cobra.NoArgs,
 		RunE: withStore(g, false, func(cmd *cobra.Command, e *env, st *store.Store) error {
 			gens, cur, err := rollout.History(st, e.target, e.Cfg.Table)
 			if err != nil {
 				return err
 			}
+			others, err := rollout.Elsewhere(st, e.target, e.Cfg.Table)
+			if err != nil {
+				return err
+			}
 			w := cmd.OutOrStdout()
 			if asJSON {
-				return printJSON(w, struct {
-					Current     uint64             `json:"current"`
-					Generations []store.Generation `json:"generations"`
-				}{cur, nonNil(gens)})
+				return printJSON(w, historyJSON{e.target.Path(), e.Cfg.Table, cur, nonNil(gens), nonNil(others)})
 			}
 			if len(gens) == 0 {
-				fmt.Fprintf(w, "no generation of table inet %s in %s\n", e.Cfg.Table, e.target)
-				return nil
+				fmt.Fprintf(w, "no generation of table inet %s in %s: nothing was applied there with this store (%s)\n", e.Cfg.Table, e.target, e.Cfg.DB)
+			} else {
+				fmt.Fprintf(w, "generations of table inet %s in %s, oldest first:\n", e.Cfg.Table, e.target)
+				if err := writeHistory(w, gens, cur); err != nil {
+					return err
+				}
 			}
-			return writeHistory(w, gens, cur)
+			if s := nft.Elsewhere(e.Cfg.Table, others); s != "" {
+				fmt.Fprintln(w, s)
+			}
+			return nil
 		}),
 	}
 	netnsFlag(cmd, g)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the generations as JSON")
 	return cmd
+}
+
+// historyJSON is history --json: the generations of the target's table,
+// and the other targets with generations of it.
+type historyJSON struct {
+	Target      string                    `json:"target"` // "" for this host's namespace
+	Table       string                    `json:"table"`
+	Current     uint64                    `json:"current"`
+	Generations []store.Generation        `json:"generations"`
+	Elsewhere   []store.TargetGenerations `json:"generations_elsewhere"`
 }
 
 // writeHistory prints the generations for people, the current one marked.
@@ -149,7 +174,7 @@ func writeHistory(w io.Writer, gens []store.Generation, cur uint64) error {
 		}
 		state := gen.State
 		if gen.Restores != 0 {
-			state += fmt.Sprintf(", restores %d", gen.Restores)
+			state += fmt.Sprintf(", table of gen %d", gen.Restores)
 		}
 		note := strings.TrimSpace(strings.Join([]string{gen.Reason, gen.Note}, "; "))
 		note = strings.Trim(note, "; ")
@@ -159,7 +184,7 @@ func writeHistory(w io.Writer, gens []store.Generation, cur uint64) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintln(w, "* the current generation")
+	fmt.Fprintln(w, "* the current generation; ELEMENTS: the learned flows in its sets; \"table of gen N\": it put generation N's table back")
 	return nil
 }
 
@@ -173,14 +198,21 @@ that restore (at boot) leaves no table either. A pending generation is ended:
 its guard has nothing left to roll back.`,
 		Args: cobra.NoArgs,
 		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
-			removed, err := removeTable(e, reason)
+			removed, rec, err := removeTable(e, reason)
 			if err != nil {
 				return err
 			}
+			w := cmd.OutOrStdout()
 			if removed {
-				fmt.Fprintf(cmd.OutOrStdout(), "removed table inet %s from %s\n", e.Cfg.Table, e.target)
+				fmt.Fprintf(w, "removed table inet %s from %s\n", e.Cfg.Table, e.target)
 			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "table inet %s is not installed in %s: nothing to remove\n", e.Cfg.Table, e.target)
+				fmt.Fprintf(w, "table inet %s is not installed in %s: nothing to remove\n", e.Cfg.Table, e.target)
+			}
+			switch {
+			case rec != nil:
+				fmt.Fprintf(w, "recorded as generation %d (mode removed): history shows it as the current one, and restore leaves no table\n", rec.N)
+			case removed:
+				fmt.Fprintf(w, "not recorded: there is no store at %s (a restore with another store would put its table back)\n", e.Cfg.DB)
 			}
 			return nil
 		}),
@@ -194,19 +226,18 @@ its guard has nothing left to roll back.`,
 // removal is recorded), else directly. A store that cannot be used does
 // not keep the table in: it is removed, and the error says restore would
 // put it back.
-func removeTable(e *env, reason string) (bool, error) {
+func removeTable(e *env, reason string) (bool, *store.Generation, error) {
 	if _, err := os.Stat(e.Cfg.DB); err != nil {
-		return e.kernel.Remove(e.Cfg.Table)
+		removed, err := e.kernel.Remove(e.Cfg.Table)
+		return removed, nil, err
 	}
 	st, err := e.WriteStore()
 	if err == nil {
-		var removed bool
-		removed, _, err = rollout.Remove(st, e.kernel, e.Cfg.Table, rollout.Options{Command: commandLine(), Reason: reason, Logger: e.Log})
-		return removed, err
+		return rollout.Remove(st, e.kernel, e.Cfg.Table, rollout.Options{Command: commandLine(), Reason: reason, Logger: e.Log})
 	}
 	removed, rerr := e.kernel.Remove(e.Cfg.Table)
 	if rerr != nil {
-		return false, rerr
+		return false, nil, rerr
 	}
-	return removed, fmt.Errorf("the table is removed, but not recorded (restore would put it back): %w", err)
+	return removed, nil, fmt.Errorf("the table is removed, but not recorded (restore would put it back): %w", err)
 }

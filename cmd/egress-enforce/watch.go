@@ -29,6 +29,10 @@ It prints each one (--json: one JSON object a line; --quiet: none), counts
 them by user and destination, and records them in the store every
 flush_interval, for "egress-enforce denied" and reconciliation.
 
+On SIGINT or SIGTERM it writes what it holds to the store and logs a summary
+(msg="watching stopped"): the packets logged by action, those its bounds left
+out, the log messages lost, and anything the last write could not store.
+
 --metrics-addr serves Prometheus metrics: denied and audited packets by user
 and destination (the top --top-k, the rest as "other"), set sizes and rule
 counters read from the kernel, drops that went unlogged (over drop_log_rate),
@@ -51,7 +55,7 @@ func newWatch(g *cli.Globals) *cobra.Command {
 	var topK int
 	var refresh time.Duration
 	cmd := &cobra.Command{
-		Use:   "watch [--netns NAME|PATH] [--metrics-addr ADDR] [--json]",
+		Use:   "watch [--netns NAME|PATH] [--metrics-addr ADDR] [--metrics-refresh D] [--top-k N] [--flush-interval D] [--json|--quiet]",
 		Short: "Monitor denied (and audited) packets: print them, record them, export metrics",
 		Long:  watchHelp,
 		Args:  cobra.NoArgs,
@@ -64,7 +68,7 @@ func newWatch(g *cli.Globals) *cobra.Command {
 			defer close(out)
 			ctx, cfg := cmd.Context(), e.Cfg
 			if metricsAddr != "" {
-				coll := &monitor.Collector{Monitor: mon, Target: e.target, Table: cfg.Table, Store: st, UserName: names.Name, TopK: topK}
+				coll := &monitor.Collector{Monitor: mon, Target: e.target, Table: cfg.Table, Store: st, Resolvers: cfg.DNSResolverUIDs, UserName: names.Name, TopK: topK}
 				stop, err := serveCollector(ctx, e.Log, metricsAddr, coll, refresh)
 				if err != nil {
 					return err
@@ -81,6 +85,8 @@ func newWatch(g *cli.Globals) *cobra.Command {
 				case <-ctx.Done():
 				}
 			}()
+			began := time.Now()
+			defer func() { logWatchSummary(e.Log, mon, time.Since(began), cfg) }()
 			return monitor.Watch(ctx, e.target, mon, monitor.WatchOptions{
 				Ready: ready,
 				Group: uint16(cfg.NFLOGGroup), Store: st, Flush: cfg.FlushInterval,
@@ -113,6 +119,21 @@ func newWatch(g *cli.Globals) *cobra.Command {
 	f.String("flush-interval", "5s", "how often observations are written to the store")
 	g.Loader.Bind("flush_interval", "flush-interval")
 	return cmd
+}
+
+// logWatchSummary logs what a watch saw, when it stops: the logged
+// packets by action, what its bounds left out, what the NFLOG socket
+// lost, and what the last flush could not write.
+func logWatchSummary(log *slog.Logger, mon *monitor.Monitor, elapsed time.Duration, cfg *config.Config) {
+	st, totals := mon.Stats(), mon.Totals()
+	var unwritten uint64
+	for _, o := range mon.Take().Observations {
+		unwritten += o.Hits
+	}
+	log.Info("watching stopped", "elapsed", elapsed.Round(time.Second), "logged_packets", st.Entries,
+		"dropped", totals[monitor.ObsActionDrop], "audited", totals[monitor.ObsActionAudit],
+		"unrecorded_dropped", st.UnrecordedDrop, "unrecorded_audited", st.UnrecordedAudit,
+		"lost_log_entries", st.LostLogs, "receive_errors", st.ReceiveErrors, "not_written_to_store", unwritten, "db", cfg.DB)
 }
 
 // printEntries prints the logged packets it receives, until out closes.
@@ -209,17 +230,22 @@ func newDenied(g *cli.Globals) *cobra.Command {
 	var since time.Duration
 	var top int
 	cmd := &cobra.Command{
-		Use:   "denied [--since D] [--json]",
+		Use:   "denied [--netns NAME|PATH] [--since D] [--top N] [--json]",
 		Short: "Summarize what the monitor recorded: most denied destinations, by user, rate around the last apply",
 		Long: `denied reads what "egress-enforce watch" recorded: the destinations the
-allow-list did not cover, most denied first, with the names they were resolved
-from and the processes the learner saw for them; the same by user; and the
-logged packets per minute before and after the last apply (the error rate
-after a policy change). --since keeps destinations seen within that long and
-sets the window before the apply (default: everything, and an hour).`,
+allow-list did not cover, most denied first, with the names their user
+resolved for them (or, when that user resolved none, those of the resolvers of
+dns_resolver_users; never another user's) and the processes the learner saw
+for them; the same by user; and the logged packets per minute before and
+after the last apply of the target's current generation (--netns: the error
+rate after a policy change). --since keeps destinations seen within that long
+and sets the window before the apply (default: everything, and an hour).
+
+Its figures are the packets the default rules logged and watch received;
+status counts every packet, also those over the log's rate limit.`,
 		Args: cobra.NoArgs,
 		RunE: withStore(g, false, func(cmd *cobra.Command, e *env, st *store.Store) error {
-			sum, err := monitor.Denied(st, e.target, e.Cfg.Table, since, time.Now(), config.UserNames{}.Name)
+			sum, err := monitor.Denied(st, e.target, e.Cfg.Table, since, time.Now(), e.Cfg.DNSResolverUIDs, config.UserNames{}.Name)
 			if err != nil {
 				return err
 			}

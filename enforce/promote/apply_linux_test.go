@@ -62,7 +62,7 @@ func newFakeHost(t *testing.T) *fakeHost {
 
 func (h *fakeHost) evaluate(t *testing.T) (*Report, Input) {
 	t.Helper()
-	in, err := Gather(h.st, h.k.Target(), plan.DefaultTable, h.now.Add(-DefaultQuietFor), h.now)
+	in, err := Gather(h.st, h.k.Target(), plan.DefaultTable, h.now.Add(-DefaultQuietFor), h.now, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestGatherRefusesARemovedTable(t *testing.T) {
 	if _, _, err := rollout.Remove(h.st, h.k, plan.DefaultTable, rollout.Options{Logger: quiet}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Gather(h.st, h.k.Target(), plan.DefaultTable, h.now.Add(-time.Hour), h.now)
+	_, err := Gather(h.st, h.k.Target(), plan.DefaultTable, h.now.Add(-time.Hour), h.now, nil)
 	if err == nil || !contains(err.Error(), "removed table inet egress", "apply --mode audit") {
 		t.Errorf("gather: %v", err)
 	}

@@ -4,7 +4,6 @@ package promote
 
 import (
 	"fmt"
-	"net/netip"
 	"time"
 
 	"github.com/egresskit/egress/enforce/nft"
@@ -16,7 +15,9 @@ import (
 // target over the period (since, now]: the baseline's flows, the
 // monitor's observations, runs and per-minute counts, the generations
 // and the current one's plan. The scheduled jobs are the caller's.
-func Gather(st *store.Store, t nft.Target, table string, since, now time.Time) (Input, error) {
+// resolvers are dns_resolver_users, whose lookups name a destination its
+// user resolved nothing for (store.NamesFor).
+func Gather(st *store.Store, t nft.Target, table string, since, now time.Time, resolvers []uint32) (Input, error) {
 	var in Input
 	gens, cur, err := rollout.History(st, t, table)
 	if err != nil {
@@ -48,12 +49,12 @@ func Gather(st *store.Store, t nft.Target, table string, since, now time.Time) (
 	if in.Denials, err = st.Denials(since.Unix()/60, now.Unix()/60); err != nil {
 		return in, err
 	}
-	var ips []netip.Addr
+	var keys []store.FlowKey
 	for _, ob := range in.Observations {
 		if !ob.LastSeen.Before(since) {
-			ips = append(ips, ob.IP)
+			keys = append(keys, ob.FlowKey)
 		}
 	}
-	in.Names, err = st.NamesOf(ips)
+	in.Names, err = st.FlowNames(keys, resolvers)
 	return in, err
 }

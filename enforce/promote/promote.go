@@ -48,8 +48,9 @@ type Input struct {
 	Generations []store.Generation
 	Current     *store.Generation
 	Plan        *plan.Plan
-	// Names are the DNS names of the addresses the monitor saw.
-	Names map[netip.Addr][]string
+	// Names are the DNS names of the destinations the monitor saw, as the
+	// learner names a flow of their user (store.FlowNames).
+	Names map[store.FlowKey][]string
 	// Jobs is the scan of the scheduled jobs; JobsErr why there is none.
 	Jobs    *coverage.Coverage
 	JobsErr error

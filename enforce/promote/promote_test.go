@@ -72,7 +72,7 @@ func scene() Input {
 		Generations: []store.Generation{gen},
 		Current:     &gen,
 		Plan:        p,
-		Names:       map[netip.Addr][]string{netip.MustParseAddr("10.0.0.9"): {"metrics.example.net"}},
+		Names:       map[store.FlowKey][]string{key(bob, "10.0.0.9", 8081): {"metrics.example.net"}},
 		Jobs: &coverage.Coverage{Jobs: []coverage.Job{
 			{Name: "/etc/cron.weekly/man-db", Kind: "cron", User: "root", UID: &uid0, Counted: true, DueBy: &weekly},
 			{Name: "/var/spool/cron/crontabs/alice:8", Kind: "cron", User: "alice", UID: &uidAlice, Counted: true, SeenDuringSoak: true},

@@ -78,7 +78,7 @@ func (e *evaluation) observedReasons(uid uint32) []Reason {
 	for _, ob := range e.observed[uid] {
 		names := learned[ob.FlowKey]
 		if names == nil {
-			names = e.in.Names[ob.IP]
+			names = e.in.Names[ob.FlowKey]
 		}
 		by[ob.Kind] = append(by[ob.Kind], item{Destination: destOf(ob.FlowKey, slices.Clone(names), ob.Hits, ob.FirstSeen, ob.LastSeen)})
 	}
