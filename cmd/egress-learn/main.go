@@ -59,7 +59,7 @@ func newRun(g *cli.Globals) *cobra.Command {
 	var duration time.Duration
 	var metricsAddr string
 	cmd := &cobra.Command{
-		Use:   "run [--cgroup PATH] [--db PATH] [--duration D]",
+		Use:   "run [--cgroup PATH] [--duration D] [--flush-interval D] [--metrics-addr ADDR] [--ignore-loopback=true|false] [--ignore-users U,..] [--ignore-cidrs CIDR,..] [--ignore-ports P,..] [--dns-resolver-users U,..]",
 		Short: "Attach to a cgroup and record outbound connections until stopped",
 		Long: `run attaches the eBPF programs to a cgroup v2 directory and records until
 --duration elapses or it receives SIGINT or SIGTERM; then it writes what is
@@ -172,7 +172,7 @@ func newReport(g *cli.Globals) *cobra.Command {
 	var userArg string
 	var staleAfter, stableAfter time.Duration
 	cmd := &cobra.Command{
-		Use:   "report [--db PATH] [--json] [--user NAME|UID]",
+		Use:   "report [--json] [--user NAME|UID] [--stale-after D] [--stable-after D]",
 		Short: "Show the recorded flows, grouped by user",
 		Long: `report prints the baseline: per user, each destination with the names it was
 resolved from, protocol and port, hits, first and last seen, and processes.
@@ -241,7 +241,7 @@ func convergence(all []store.Flow, o learn.ReportOptions, stableAfter time.Durat
 func newExport(g *cli.Globals) *cobra.Command {
 	var out, host string
 	cmd := &cobra.Command{
-		Use:   "export [--db PATH] [-o FILE]",
+		Use:   "export [-o FILE] [--host NAME] [--json]",
 		Short: "Write this host's baseline as JSON, for a fleet baseline",
 		Long: `export writes this host's baseline (every flow with its hits, seen interval,
 names, processes and approval, and the names of its users) as one JSON
