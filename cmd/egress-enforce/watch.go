@@ -184,6 +184,25 @@ func pruneLogger(log *slog.Logger, cfg *config.Config) func(store.PruneResult, e
 	}
 }
 
+// retentionText says what retention prunes: "older than 90 days".
+func retentionText(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "retention 0: none is pruned"
+	case d%(24*time.Hour) == 0:
+		return fmt.Sprintf("older than %d days", d/(24*time.Hour))
+	}
+	return "older than " + d.String()
+}
+
+// keepText says which plans keep_generations prunes.
+func keepText(n int) string {
+	if n <= 0 {
+		return "keep_generations 0: every plan is kept"
+	}
+	return fmt.Sprintf("older than the newest %d generations, but for the current one and rollback targets", n)
+}
+
 // watchMemoryLimit is the monitor's soft heap limit unless GOMEMLIMIT says
 // otherwise (its unit allows 256 MiB; its structures are bounded well
 // below this).
@@ -216,8 +235,8 @@ names and the generations' records are never pruned.`,
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), res)
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "pruned %d observations, %d minutes of denials, %d runs (older than %s), %d plans (past the newest %d generations)\n",
-				res.Observations, res.Denials, res.Runs, cfg.Retention, res.Plans, cfg.KeepGenerations)
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "pruned %d observations, %d minutes of denials and %d learning runs (%s), and the plans of %d generations (%s; they keep a summary)\n",
+				res.Observations, res.Denials, res.Runs, retentionText(cfg.Retention), res.Plans, keepText(cfg.KeepGenerations))
 			return err
 		}),
 	}
