@@ -13,7 +13,7 @@
 //	        hits, first_seen, last_seen, hostnames, processes, cgroups,
 //	        comms, approval; processes are executables' names, comms
 //	        [{exe, comm}] the process names that differ from them (a
-//	        field added in v3 without a migration: older records have
+//	        field added in v4 without a migration: older records have
 //	        comms in processes and no comms list, and read as such)
 //	dns/
 //	    <ip:16>                           -> DNSEntry JSON

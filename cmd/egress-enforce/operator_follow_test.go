@@ -114,7 +114,7 @@ func TestWatchSummarizesOnStop(t *testing.T) {
 	if err := w.cmd.Wait(); err != nil {
 		t.Fatalf("watch after SIGINT: %v", err)
 	}
-	for _, want := range []string{`msg="watching stopped"`, "logged_packets=4 ", "dropped=4 ", "audited=0 ", "not_written_to_store=0 "} {
+	for _, want := range []string{`msg="watching stopped"`, "logged_packets=4 ", "logged_dropped=4 ", "logged_audited=0 ", "not_written_to_store=0 "} {
 		if !strings.Contains(w.stderr.String(), want) {
 			t.Errorf("watch's summary lacks %q:\n%s", want, w.stderr.String())
 		}

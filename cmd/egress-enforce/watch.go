@@ -131,7 +131,7 @@ func logWatchSummary(log *slog.Logger, mon *monitor.Monitor, elapsed time.Durati
 		unwritten += o.Hits
 	}
 	log.Info("watching stopped", "elapsed", elapsed.Round(time.Second), "logged_packets", st.Entries,
-		"dropped", totals[monitor.ObsActionDrop], "audited", totals[monitor.ObsActionAudit],
+		"logged_dropped", totals[monitor.ObsActionDrop], "logged_audited", totals[monitor.ObsActionAudit],
 		"unrecorded_dropped", st.UnrecordedDrop, "unrecorded_audited", st.UnrecordedAudit,
 		"lost_log_entries", st.LostLogs, "receive_errors", st.ReceiveErrors, "not_written_to_store", unwritten, "db", cfg.DB)
 }
