@@ -24,23 +24,6 @@ func SameName(exe, comm string) bool {
 	return exe == comm || len(comm) == CommLen && strings.HasPrefix(exe, comm)
 }
 
-// mergeComms adds the new pairs of add to list, up to max; it returns the
-// merged list and how many pairs did not fit.
-func mergeComms(list, add []ProcessComm, max int) ([]ProcessComm, uint64) {
-	var dropped uint64
-	for _, a := range add {
-		if a.Exe == "" || a.Comm == "" || slices.Contains(list, a) {
-			continue
-		}
-		if len(list) >= max {
-			dropped++
-			continue
-		}
-		list = append(list, a)
-	}
-	return list, dropped
-}
-
 // RanAs reports whether a process named comm (as the kernel names it, at
 // most CommLen bytes) made the flow's connections: one of its executables
 // has that name, or one of its processes had it.

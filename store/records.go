@@ -345,11 +345,13 @@ func (s *Store) FlowNames(keys []FlowKey, resolvers []uint32) (map[FlowKey][]str
 }
 
 // mergeList adds the new entries of add to list, up to max; it returns the
-// merged list and how many entries did not fit.
-func mergeList(list, add []string, max int) ([]string, uint64) {
+// merged list and how many entries did not fit. Empty entries are left
+// out.
+func mergeList[T comparable](list, add []T, max int) ([]T, uint64) {
 	var dropped uint64
+	var empty T
 	for _, a := range add {
-		if a == "" || slices.Contains(list, a) {
+		if a == empty || slices.Contains(list, a) {
 			continue
 		}
 		if len(list) >= max {
@@ -384,7 +386,7 @@ func applyFlow(flows, dns *bolt.Bucket, f Flow, resolvers []uint32) error {
 	rec.Hostnames, d1 = mergeList(rec.Hostnames, append(slices.Clone(f.Hostnames), names...), MaxHostnames)
 	rec.Processes, d2 = mergeList(rec.Processes, f.Processes, MaxProcesses)
 	rec.Cgroups, d3 = mergeList(rec.Cgroups, f.Cgroups, MaxCgroups)
-	rec.Comms, d4 = mergeComms(rec.Comms, f.Comms, MaxProcesses)
+	rec.Comms, d4 = mergeList(rec.Comms, f.Comms, MaxProcesses)
 	rec.Dropped += d1 + d2 + d3 + d4
 	return putJSON(flows, key, &rec)
 }

@@ -20,6 +20,23 @@ import (
 // seconds); without, a set's number of elements is its size, which apply
 // sets to exactly that.
 func (n *Netlink) Status(table string, elements bool) (*Status, error) {
+	return n.read(table, func(st *Status, c *nftables.Conn, tab *nftables.Table) error {
+		if err := st.readSets(c, tab, elements); err != nil {
+			return err
+		}
+		return st.readOutput(c, tab)
+	})
+}
+
+// Counters reads only the output chain of our table: its rules, their
+// counters and the mode; not the sets (Sets stays empty). It is cheap
+// whatever the size of the sets.
+func (n *Netlink) Counters(table string) (*Status, error) {
+	return n.read(table, func(st *Status, c *nftables.Conn, tab *nftables.Table) error { return st.readOutput(c, tab) })
+}
+
+// read reads our table with fn; a missing table is not an error.
+func (n *Netlink) read(table string, fn func(*Status, *nftables.Conn, *nftables.Table) error) (*Status, error) {
 	st := &Status{Target: n.t.String(), Table: table, elements: map[string][]plan.Element{}}
 	c, done, err := n.conn()
 	if err != nil {
@@ -34,31 +51,10 @@ func (n *Netlink) Status(table string, elements bool) (*Status, error) {
 		return st, nil
 	}
 	st.Present = true
-	if err := st.readSets(c, tab, elements); err != nil {
-		return nil, err
-	}
-	if err := st.readOutput(c, tab); err != nil {
+	if err := fn(st, c, tab); err != nil {
 		return nil, err
 	}
 	return st, nil
-}
-
-// Counters reads only the output chain of our table: its rules, their
-// counters and the mode; not the sets (Sets stays empty). It is cheap
-// whatever the size of the sets.
-func (n *Netlink) Counters(table string) (*Status, error) {
-	st := &Status{Target: n.t.String(), Table: table, elements: map[string][]plan.Element{}}
-	c, done, err := n.conn()
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	tab, err := n.ourTable(c, table)
-	if err != nil || tab == nil {
-		return st, err
-	}
-	st.Present = true
-	return st, st.readOutput(c, tab)
 }
 
 // readOutput reads our output chain.
