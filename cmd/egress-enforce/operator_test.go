@@ -181,8 +181,15 @@ func TestReconcileSaysWhichTarget(t *testing.T) {
 	if p.Target != "" || p.Against != 0 || len(p.Elsewhere) != 1 || p.Elsewhere[0].Target != "/run/netns/"+ns || p.Elsewhere[0].Current != 1 {
 		t.Errorf("reconcile --json without --netns: %+v", p)
 	}
-	if text := mustRun(t, enforceBin, host, "reconcile", "--netns", ns); !strings.Contains(text, "reconcile table inet egress in network namespace /run/netns/"+ns+" against its current generation 1") {
-		t.Errorf("reconcile --netns:\n%s", text)
+	text = mustRun(t, enforceBin, host, "reconcile", "--netns", ns)
+	for _, w := range []string{"reconcile table inet egress in network namespace /run/netns/" + ns + " against its current generation 1",
+		// Every empty section says why it is empty.
+		"add: none (no candidate: no flow learned since its approval was seen 1 times or more)",
+		"remove: none (every approved flow was seen within 720h0m0s)",
+		"(not added; --include-denied adds them): none (the monitor recorded no denied destination the learner never saw)"} {
+		if !strings.Contains(text, w) {
+			t.Errorf("reconcile --netns lacks %q:\n%s", w, text)
+		}
 	}
 	if text := mustRun(t, enforceBin, host, "history"); !strings.Contains(text, "no generation of table inet egress in this host's network namespace") || !strings.Contains(text, elsewhere) {
 		t.Errorf("history without --netns:\n%s", text)

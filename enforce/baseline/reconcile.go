@@ -110,6 +110,8 @@ type Proposal struct {
 	// never learned. They join the next baseline only with IncludeDenied.
 	Denied        []Change `json:"denied"`
 	IncludeDenied bool     `json:"include_denied"`
+	// Only is --only: "add", "remove", or "" for both.
+	Only string `json:"only,omitempty"`
 
 	next []store.Flow
 }
@@ -156,7 +158,7 @@ func Reconcile(flows []store.Flow, obs []store.Observation, names map[store.Flow
 		o.MinHits = 1
 	}
 	p := &Proposal{Against: against, Now: o.Now.UTC(), StaleAfter: o.StaleAfter.String(), MinHits: o.MinHits,
-		Additions: []Change{}, Removals: []Change{}, Denied: []Change{}, Renamed: []Rename{}, IncludeDenied: o.IncludeDenied,
+		Additions: []Change{}, Removals: []Change{}, Denied: []Change{}, Renamed: []Rename{}, IncludeDenied: o.IncludeDenied, Only: o.Only,
 		Elsewhere: []store.TargetGenerations{}}
 	known := map[store.FlowKey]bool{}
 	for _, f := range flows {
@@ -293,9 +295,9 @@ func Keys(c []Change) []store.FlowKey {
 func (p *Proposal) Write(w io.Writer) error {
 	var b strings.Builder
 	p.writeHead(&b)
-	writeChanges := func(title, sign string, cs []Change) {
+	writeChanges := func(title, sign string, cs []Change, why string) {
 		if len(cs) == 0 {
-			fmt.Fprintf(&b, "\n%s: none\n", title)
+			fmt.Fprintf(&b, "\n%s: none (%s)\n", title, why)
 			return
 		}
 		fmt.Fprintf(&b, "\n%s:\n", title)
@@ -311,12 +313,21 @@ func (p *Proposal) Write(w io.Writer) error {
 				c.Hits, c.LastSeen.Local().Format(time.DateTime), c.Source)
 		}
 	}
-	writeChanges("add", "+", p.Additions)
-	writeChanges("remove", "-", p.Removals)
+	noAdd, noRemove := fmt.Sprintf("no candidate: no flow learned since its approval was seen %d times or more", p.MinHits),
+		"every approved flow was seen within "+p.StaleAfter
+	noDenied := "the monitor recorded no denied destination the learner never saw"
+	switch p.Only {
+	case "remove":
+		noAdd, noDenied = "--only remove", "--only remove"
+	case "add":
+		noRemove = "--only add"
+	}
+	writeChanges("add", "+", p.Additions, noAdd)
+	writeChanges("remove", "-", p.Removals, noRemove)
 	if p.IncludeDenied {
-		writeChanges("denied only, added (--include-denied)", "+", p.Denied)
+		writeChanges("denied only, added (--include-denied)", "+", p.Denied, noDenied)
 	} else {
-		writeChanges("denied only, never learned (not added; --include-denied adds them)", "?", p.Denied)
+		writeChanges("denied only, never learned (not added; --include-denied adds them)", "?", p.Denied, noDenied)
 	}
 	if len(p.Renamed) > 0 {
 		fmt.Fprintf(&b, "\nrenamed (names changed since approval; the rules follow addresses):\n")
@@ -337,7 +348,9 @@ func (p *Proposal) Write(w io.Writer) error {
 		fmt.Fprintf(&b, "  %s (uid %d): %d destinations, last new %s ago, per day [%s]: %s\n", c.User, c.UID, c.Flows,
 			p.Now.Sub(c.LastNew).Round(time.Minute), strings.Join(days, " "), state)
 	}
-	if p.Stable {
+	if len(p.Convergence) == 0 {
+		b.WriteString("  no learned flow yet: nothing has converged (egress-learn run records flows)\n")
+	} else if p.Stable {
 		b.WriteString("every user has converged: no new destination recently\n")
 	} else {
 		b.WriteString("not converged yet: some users still reach new destinations\n")
