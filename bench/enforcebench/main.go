@@ -23,9 +23,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -36,7 +34,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -609,9 +606,7 @@ func benchMain() int {
 
 	cl := &benchutil.Cleaner{}
 	defer cl.Run()
-	id := make([]byte, 4)
-	_, _ = rand.Read(id)
-	base := nsPrefix + hex.EncodeToString(id)
+	base := nsPrefix + benchutil.RandomID()
 	b := &bench{o: o, cl: cl, self: self, base: base, cp: base + "-p", res: &output{}}
 	for p := o.basePort; p < o.basePort+o.nPorts; p++ {
 		b.ports = append(b.ports, p)
@@ -639,9 +634,7 @@ func benchMain() int {
 		benchutil.Logf("WARNING: namespaces left behind: %v", left)
 	}
 	if o.jsonOut {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(b.res); err != nil {
+		if err := benchutil.WriteJSON(os.Stdout, b.res); err != nil {
 			return 1
 		}
 		return 0
@@ -653,15 +646,10 @@ func benchMain() int {
 // stopOnSignal stops the bench and removes its namespaces on SIGINT,
 // SIGTERM or SIGHUP.
 func (b *bench) stopOnSignal() {
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sigc
+	b.cl.OnSignal(func(s os.Signal) {
 		benchutil.Logf("got %v: stopping, removing namespaces", s)
 		b.stopChild()
-		b.cl.Run()
-		os.Exit(130)
-	}()
+	})
 }
 
 // parseFlags reads the command line into the bench's options.

@@ -19,8 +19,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -420,12 +418,6 @@ func (b *bench) note(format string, args ...any) {
 	benchutil.Logf("NOTE: %s", s)
 }
 
-func randomHex() string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 func benchMain() int {
 	duration := flag.Duration("duration", 10*time.Second, "length of each connect storm")
 	clients := flag.Int("clients", 2, "connecting threads in the storm client")
@@ -469,19 +461,12 @@ func benchMain() int {
 	defer cancel()
 	var cl benchutil.Cleaner
 	defer cl.Run()
-	sigc := make(chan os.Signal, 2)
-	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sigc
+	cl.OnSignal(func(s os.Signal) {
 		benchutil.Logf("got %s: stopping and cleaning up", s)
 		cancel()
-		select {
-		case <-sigc:
-		case <-time.After(20 * time.Second):
-		}
-		cl.Run()
-		os.Exit(130)
-	}()
+		// Give the children time to stop; a second signal cuts it short.
+		time.Sleep(20 * time.Second)
+	})
 
 	b := &bench{ctx: ctx, flush: *flush, clients: *clients, keepLogs: *keep, stopDelay: *stopDelay, watchEvery: *watchEvery, rssProfile: *rssProfile}
 	out, err := b.run(&cl, runOptions{
@@ -490,9 +475,7 @@ func benchMain() int {
 	})
 	if out != nil {
 		if *asJSON {
-			enc := json.NewEncoder(os.Stdout)
-			enc.SetIndent("", "  ")
-			_ = enc.Encode(out)
+			_ = benchutil.WriteJSON(os.Stdout, out)
 		} else {
 			printSummary(os.Stdout, out, *duration, *rounds)
 		}
@@ -591,7 +574,7 @@ func (b *bench) makeLab(cl *benchutil.Cleaner) error {
 	if err != nil {
 		return err
 	}
-	b.cgroup = filepath.Join(mount, "egress-bench-"+randomHex())
+	b.cgroup = filepath.Join(mount, "egress-bench-"+benchutil.RandomID())
 	if filepath.Dir(b.cgroup) != filepath.Clean(mount) || b.cgroup == mount {
 		return fmt.Errorf("refusing cgroup path %s", b.cgroup)
 	}
@@ -604,7 +587,7 @@ func (b *bench) makeLab(cl *benchutil.Cleaner) error {
 	}
 	cl.Add(func() { _ = b.cgroupFD.Close() })
 
-	b.netns = "egb-" + randomHex()
+	b.netns = "egb-" + benchutil.RandomID()
 	if out, err := exec.Command("ip", "netns", "add", b.netns).CombinedOutput(); err != nil {
 		return fmt.Errorf("ip netns add %s: %v: %s", b.netns, err, out)
 	}

@@ -30,9 +30,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,13 +38,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -120,9 +115,7 @@ func main() {
 		os.Exit(2)
 	}
 	var clean benchutil.Cleaner
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	go func() { <-sig; clean.Run(); os.Exit(130) }()
+	clean.OnSignal(nil)
 	defer clean.Run()
 	out, err := run(&clean, *rounds, *days)
 	if err != nil {
@@ -131,9 +124,7 @@ func main() {
 		os.Exit(1)
 	}
 	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(out)
+		_ = benchutil.WriteJSON(os.Stdout, out)
 		return
 	}
 	report(out)
@@ -190,9 +181,7 @@ func run(clean *benchutil.Cleaner, rounds, days int) (*results, error) {
 // newNetns makes the flood's namespace: loopback, and a veth pair with
 // both ends inside, routing the flood's addresses.
 func newNetns(clean *benchutil.Cleaner) (string, error) {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	name := nsPrefix + hex.EncodeToString(b)
+	name := nsPrefix + benchutil.RandomID()
 	if err := exec.Command("ip", "netns", "add", name).Run(); err != nil {
 		return "", fmt.Errorf("ip netns add %s: %w", name, err)
 	}

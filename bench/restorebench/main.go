@@ -17,9 +17,7 @@
 package main
 
 import (
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -28,11 +26,9 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/egresskit/egress/bench/internal/benchutil"
@@ -59,9 +55,7 @@ func benchMain() int {
 	}
 	cl := &benchutil.Cleaner{}
 	defer cl.Run()
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	go func() { <-sig; cl.Run(); os.Exit(130) }()
+	cl.OnSignal(nil)
 	b, err := setup(cl, *flows)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "restorebench:", err)
@@ -84,9 +78,7 @@ type bench struct {
 }
 
 func setup(cl *benchutil.Cleaner, n int) (*bench, error) {
-	var id [4]byte
-	_, _ = rand.Read(id[:])
-	b := &bench{ns: nsPrefix + hex.EncodeToString(id[:])}
+	b := &bench{ns: nsPrefix + benchutil.RandomID()}
 	if out, err := exec.Command("ip", "netns", "add", b.ns).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("ip netns add: %v: %s", err, out)
 	}

@@ -1,13 +1,20 @@
 //go:build linux
 
 // Package benchutil holds what the benchmark programs share: cleanups that
-// run once, progress logging, and the kernel release for the report.
+// run once (also on a signal), progress logging, unique names, JSON output
+// and the kernel release for the report.
 package benchutil
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -38,6 +45,43 @@ func (c *Cleaner) Run() {
 	for i := len(c.fns) - 1; i >= 0; i-- {
 		c.fns[i]()
 	}
+}
+
+// OnSignal makes SIGINT, SIGTERM and SIGHUP stop the program: stop (when
+// not nil) is called with the signal, then the cleanups run and the
+// program exits with status 130. A second signal does not wait for stop to
+// return.
+func (c *Cleaner) OnSignal(stop func(os.Signal)) {
+	sigc := make(chan os.Signal, 2)
+	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sigc
+		if stop != nil {
+			stopped := make(chan struct{})
+			go func() { stop(s); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-sigc:
+			}
+		}
+		c.Run()
+		os.Exit(130)
+	}()
+}
+
+// RandomID is eight random hex digits, for the names of namespaces and
+// cgroups that must not collide with another run's.
+func RandomID() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// WriteJSON writes v to w as indented JSON.
+func WriteJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // Logf prints a time-stamped progress line to standard error.
