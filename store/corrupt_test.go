@@ -1,17 +1,14 @@
 package store
 
 import (
-	"bytes"
-	"encoding/binary"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/egresskit/egress/store/storetest"
 )
 
 // fillRealStore writes a store with some of everything: flows, DNS names,
@@ -106,32 +103,6 @@ func exerciseStore(t *testing.T, path string) {
 
 }
 
-// breakBucketRoot points the root page of bucket name far beyond the end
-// of the file, in the root bucket's leaf page (and in freed copies of it,
-// which may hold the same bytes).
-func breakBucketRoot(t *testing.T, path string, name []byte) {
-	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var root uint64
-	_ = db.View(func(tx *bolt.Tx) error { root = uint64(tx.Bucket(name).Root()); return nil })
-	db.Close()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := binary.LittleEndian.AppendUint64(bytes.Clone(name), root)
-	if root == 0 || !bytes.Contains(data, ref) {
-		t.Fatalf("no reference to bucket %s's root page %d", name, root)
-	}
-	data = bytes.ReplaceAll(data, ref, binary.LittleEndian.AppendUint64(bytes.Clone(name), 1<<30))
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestBadPagePointerIsAnError: a bucket whose root page number points far
 // beyond the file made the reading process die of SIGSEGV. Now every
 // reader and writer returns an error that names the file, and the store
@@ -141,7 +112,7 @@ func TestBadPagePointerIsAnError(t *testing.T) {
 		t.Run(bucket, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "baseline.db")
 			fillRealStore(t, path)
-			breakBucketRoot(t, path, []byte(bucket))
+			storetest.BreakBucketRoot(t, path, bucket)
 			exerciseStore(t, path)
 			r, err := Open(path, Options{})
 			if err != nil {
@@ -168,7 +139,7 @@ func TestBadPagePointerIsAnError(t *testing.T) {
 func TestCorruptFileLockIsReleased(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "baseline.db")
 	fillRealStore(t, path)
-	breakBucketRoot(t, path, []byte("flows"))
+	storetest.BreakBucketRoot(t, path, "flows")
 	w, err := Create(path, Options{LockTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -1,20 +1,16 @@
 package main
 
 import (
-	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/egresskit/egress/monitor"
 	"github.com/egresskit/egress/store"
+	"github.com/egresskit/egress/store/storetest"
 )
 
 // monitoredStore writes a store with denied destinations seen 100 and 10
@@ -81,34 +77,8 @@ func TestPruneCommand(t *testing.T) {
 func TestCorruptStoreIsAnErrorNotACrash(t *testing.T) {
 	now := time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 	db := monitoredStore(t, now)
-	breakBucket(t, db, "observations")
+	storetest.BreakBucketRoot(t, db, "observations")
 	env := []string{"EGRESS_DB=" + db}
 	mustFail(t, enforceBin, env, []string{db, "corrupt"}, "denied")
 	mustFail(t, enforceBin, env, []string{db, "corrupt"}, "prune")
-}
-
-// breakBucket points bucket's root page far beyond the end of the file.
-func breakBucket(t *testing.T, path, bucket string) {
-	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var root uint64
-	_ = db.View(func(tx *bolt.Tx) error { root = uint64(tx.Bucket([]byte(bucket)).Root()); return nil })
-	db.Close()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Freed copies of the root bucket's page may hold the same bytes:
-	// change them all.
-	ref := binary.LittleEndian.AppendUint64([]byte(bucket), root)
-	if root == 0 || !bytes.Contains(data, ref) {
-		t.Fatalf("bucket %s: root page %d not found", bucket, root)
-	}
-	data = bytes.ReplaceAll(data, ref, binary.LittleEndian.AppendUint64([]byte(bucket), 1<<30))
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
