@@ -1,7 +1,6 @@
 package plan_test
 
 import (
-	"encoding/json"
 	"testing"
 
 	"github.com/egresskit/egress/enforce/plan"
@@ -18,16 +17,16 @@ func TestRestage(t *testing.T) {
 				continue // another allow-list
 			}
 			p := from.Plan()
-			before := mustJSON(t, p)
+			before := plantest.JSON(t, p)
 			got, err := plan.Restage(p, to.Mode, to.Enforce, to.Audit)
 			if err != nil {
 				t.Fatalf("%s -> %s: %v", from.Name, to.Name, err)
 			}
 			want := to.Plan()
-			if mustJSON(t, got) != mustJSON(t, want) || got.String() != want.String() {
+			if plantest.JSON(t, got) != plantest.JSON(t, want) || got.String() != want.String() {
 				t.Errorf("%s restaged as %s:\n%s\nwant:\n%s", from.Name, to.Name, got.String(), want.String())
 			}
-			if mustJSON(t, p) != before {
+			if plantest.JSON(t, p) != before {
 				t.Errorf("%s -> %s changed the plan it started from", from.Name, to.Name)
 			}
 		}
@@ -50,13 +49,4 @@ func TestRestageRefuses(t *testing.T) {
 			t.Errorf("%+v: no error", c)
 		}
 	}
-}
-
-func mustJSON(t *testing.T, v any) string {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/enforce/plan/plantest"
 	"github.com/egresskit/egress/enforce/rollout"
 	"github.com/egresskit/egress/store"
 )
@@ -100,7 +101,7 @@ func TestPromoteOnTheFakeKernel(t *testing.T) {
 	if err != nil || st.Mode != plan.ModeStaged || !slices.Equal(st.EnforceUIDs, []uint32{alice}) || st.Policy != "accept" {
 		t.Fatalf("kernel: %+v, %v", st, err)
 	}
-	if got := h.k.Plan(plan.DefaultTable); mustJSON(t, got.Sets) != mustJSON(t, h.audit.Sets) {
+	if got := h.k.Plan(plan.DefaultTable); plantest.JSON(t, got.Sets) != plantest.JSON(t, h.audit.Sets) {
 		t.Errorf("the allow-list changed:\n%s", h.k.Dump())
 	}
 	r, in = h.evaluate(t)

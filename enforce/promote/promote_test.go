@@ -83,15 +83,6 @@ func scene() Input {
 // emptyScan is a scan of a host without scheduled jobs.
 var emptyScan = coverage.Coverage{Jobs: []coverage.Job{}}
 
-func mustJSON(t *testing.T, v any) string {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
 func evaluate(t *testing.T, in Input) *Report {
 	t.Helper()
 	r, err := Evaluate(in, Options{Now: now, QuietFor: DefaultQuietFor, UserName: names})

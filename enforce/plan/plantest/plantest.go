@@ -5,10 +5,12 @@
 package plantest
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"regexp"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/egresskit/egress/enforce/plan"
@@ -210,4 +212,14 @@ func goldenFollowPlan(mode plan.Mode) *plan.Plan {
 		Follow: &plan.FollowOptions{Mode: plan.FollowBoth, IPOnly: []string{"alias.lab"}, TTLFloor: 5 * time.Minute, MaxPerName: 32,
 			Names: []plan.NameRule{{UID: 107, Name: "*.pool.ntp.org", Proto: UDP, Port: 123}}},
 	})
+}
+
+// JSON is v as JSON, to compare plans (and parts of them) whole.
+func JSON(tb testing.TB, v any) string {
+	tb.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return string(b)
 }
