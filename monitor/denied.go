@@ -6,14 +6,12 @@ import (
 	"cmp"
 	"fmt"
 	"io"
-	"net/netip"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/egresskit/egress/enforce/nft"
-	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/enforce/rollout"
 	"github.com/egresskit/egress/store"
 )
@@ -43,16 +41,13 @@ type DeniedSummary struct {
 
 // DeniedDest is one destination one user was denied (or audited).
 type DeniedDest struct {
-	UID       uint32     `json:"uid"`
-	User      string     `json:"user"`
-	Proto     string     `json:"proto"`
-	IP        netip.Addr `json:"ip"`
-	Port      uint16     `json:"port"`
-	Hostnames []string   `json:"hostnames"`
-	Dropped   uint64     `json:"dropped"`
-	Audited   uint64     `json:"audited"`
-	FirstSeen time.Time  `json:"first_seen"`
-	LastSeen  time.Time  `json:"last_seen"`
+	UID  uint32 `json:"uid"`
+	User string `json:"user"`
+	store.Dest
+	Dropped   uint64    `json:"dropped"`
+	Audited   uint64    `json:"audited"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
 	// Processes (executables) and Comms (process names that differ from
 	// their executable's) come from the learner's record of the same
 	// flow, when it has one.
@@ -127,8 +122,8 @@ func (s *DeniedSummary) destinations(obs []store.Observation, recent bool, userN
 		}
 		d, ok := dests[o.FlowKey]
 		if !ok {
-			d = &DeniedDest{UID: o.UID, Proto: plan.ProtoName(o.Proto), IP: o.IP, Port: o.Port, FirstSeen: o.FirstSeen, LastSeen: o.LastSeen,
-				Hostnames: []string{}, Processes: []string{}, Comms: []store.ProcessComm{}}
+			d = &DeniedDest{UID: o.UID, Dest: store.DestOf(o.FlowKey, nil), FirstSeen: o.FirstSeen, LastSeen: o.LastSeen,
+				Processes: []string{}, Comms: []store.ProcessComm{}}
 			if userName != nil {
 				d.User = userName(o.UID)
 			}

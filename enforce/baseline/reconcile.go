@@ -63,15 +63,12 @@ const (
 
 // Change is one flow a proposal adds or removes.
 type Change struct {
-	UID       uint32     `json:"uid"`
-	User      string     `json:"user,omitempty"`
-	Proto     string     `json:"proto"`
-	IP        netip.Addr `json:"ip"`
-	Port      uint16     `json:"port"`
-	Hostnames []string   `json:"hostnames"`
-	Hits      uint64     `json:"hits"`
-	FirstSeen time.Time  `json:"first_seen"`
-	LastSeen  time.Time  `json:"last_seen"`
+	UID  uint32 `json:"uid"`
+	User string `json:"user,omitempty"`
+	store.Dest
+	Hits      uint64    `json:"hits"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
 	// Source: candidate (the learner saw it), denied or audit (the
 	// monitor saw the table drop or log it), stale (not seen recently).
 	Source string `json:"source"`
@@ -133,11 +130,8 @@ func (p *Proposal) Adding() []Change {
 func (p *Proposal) Next() []store.Flow { return p.next }
 
 func changeOf(f store.Flow, source string, name func(uint32) string) Change {
-	c := Change{UID: f.UID, Proto: plan.ProtoName(f.Proto), IP: f.IP, Port: f.Port, Hostnames: f.Hostnames, Hits: f.Hits,
+	c := Change{UID: f.UID, Dest: store.DestOf(f.FlowKey, f.Hostnames), Hits: f.Hits,
 		FirstSeen: f.FirstSeen, LastSeen: f.LastSeen, Source: source, key: f.FlowKey}
-	if c.Hostnames == nil {
-		c.Hostnames = []string{}
-	}
 	if name != nil {
 		c.User = name(f.UID)
 	}

@@ -15,7 +15,6 @@ package promote
 
 import (
 	"fmt"
-	"net/netip"
 	"slices"
 	"time"
 
@@ -140,13 +139,10 @@ type Reason struct {
 
 // Destination is where a reason's packets or flow went.
 type Destination struct {
-	Proto     string     `json:"proto"`
-	IP        netip.Addr `json:"ip"`
-	Port      uint16     `json:"port"`
-	Hostnames []string   `json:"hostnames"`
-	Hits      uint64     `json:"hits"`
-	FirstSeen time.Time  `json:"first_seen"`
-	LastSeen  time.Time  `json:"last_seen"`
+	store.Dest
+	Hits      uint64    `json:"hits"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
 }
 
 // Evaluate judges every principal the records know: the users of the

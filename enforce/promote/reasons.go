@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/store"
 )
 
@@ -26,10 +25,7 @@ func destText(d *Destination) string {
 }
 
 func destOf(k store.FlowKey, names []string, hits uint64, first, last time.Time) Destination {
-	if names == nil {
-		names = []string{}
-	}
-	return Destination{Proto: plan.ProtoName(k.Proto), IP: k.IP, Port: k.Port, Hostnames: names, Hits: hits, FirstSeen: first, LastSeen: last}
+	return Destination{Dest: store.DestOf(k, names), Hits: hits, FirstSeen: first, LastSeen: last}
 }
 
 // flowReasons: uid's destinations first seen in the quiet period, and
