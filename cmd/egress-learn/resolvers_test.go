@@ -6,7 +6,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/egresskit/egress/internal/lab"
@@ -47,12 +46,7 @@ func TestReportNamesFlowsThroughTrustedResolver(t *testing.T) {
 		t.Fatalf("the attacker's dig: %q", out)
 	}
 	l.client.MustRun(t, "curl", "-sS", "-4", "http://"+lab.ServerIP4+":8080/")
-	if err := l.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.cmd.Wait(); err != nil {
-		t.Fatalf("learner after SIGTERM: %v", err)
-	}
+	l.stop(t)
 
 	var names []string
 	for _, r := range l.report(t) {
