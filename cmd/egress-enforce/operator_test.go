@@ -309,11 +309,7 @@ func TestStatusShowsTheFollower(t *testing.T) {
 		s.Follow.MarkRules == nil || *s.Follow.MarkRules != *s.FollowMarkAccepted {
 		t.Errorf("the mark: kernel %+v, follower %+v", s.FollowMarkAccepted, s.Follow)
 	}
-	for _, w := range []string{"follower: not running", "the counters the follower saved last", "1 connects marked", "0 packets accepted by the mark rules"} {
-		if !strings.Contains(text, w) {
-			t.Errorf("status lacks %q:\n%s", w, text)
-		}
-	}
+	wantAll(t, "status", text, "follower: not running", "the counters the follower saved last", "1 connects marked", "0 packets accepted by the mark rules")
 }
 
 // TestWatchSummarizesOnStop (item 7): watch stopped on SIGINT without a
@@ -328,9 +324,5 @@ func TestWatchSummarizesOnStop(t *testing.T) {
 	if err := w.cmd.Wait(); err != nil {
 		t.Fatalf("watch after SIGINT: %v", err)
 	}
-	for _, want := range []string{`msg="watching stopped"`, "logged_packets=4 ", "logged_dropped=4 ", "logged_audited=0 ", "not_written_to_store=0 "} {
-		if !strings.Contains(w.stderr.String(), want) {
-			t.Errorf("watch's summary lacks %q:\n%s", want, w.stderr.String())
-		}
-	}
+	wantAll(t, "watch's summary", w.stderr.String(), `msg="watching stopped"`, "logged_packets=4 ", "logged_dropped=4 ", "logged_audited=0 ", "not_written_to_store=0 ")
 }

@@ -129,11 +129,7 @@ func TestRestoreWithAnUnreadableStore(t *testing.T) {
 	if err == nil {
 		t.Errorf("restore from the files exits 0:\n%s", stderr)
 	}
-	for _, w := range []string{"level=ERROR", "the store cannot be read", "generation 3 was pending", "counts as not confirmed"} {
-		if !strings.Contains(stderr, w) {
-			t.Errorf("stderr lacks %q:\n%s", w, stderr)
-		}
-	}
+	wantAll(t, "stderr", stderr, "level=ERROR", "the store cannot be read", "generation 3 was pending", "counts as not confirmed")
 	if !strings.Contains(out, "restored generation 2 from "+l.appliedDir()+" (the store cannot be read)") {
 		t.Errorf("restore says:\n%s", out)
 	}
@@ -172,11 +168,7 @@ func TestRestoreBootPolicy(t *testing.T) {
 		t.Errorf("restore, boot_policy closed: %s", out)
 	}
 	table := l.listing(t)
-	for _, w := range []string{"policy drop", `oifname "lo" accept`, "ip daddr 10.77.0.1 udp dport 53 ", `log prefix "NFT-EGRESS-DROP "`} {
-		if !strings.Contains(table, w) {
-			t.Errorf("the closed table lacks %q:\n%s", w, table)
-		}
-	}
+	wantAll(t, "the closed table", table, "policy drop", `oifname "lo" accept`, "ip daddr 10.77.0.1 udp dport 53 ", `log prefix "NFT-EGRESS-DROP "`)
 	if !cannotReach(l.nobody, 8080) {
 		t.Error("the closed table lets a learned flow through")
 	}

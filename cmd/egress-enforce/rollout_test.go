@@ -503,11 +503,7 @@ func checkDenied(t *testing.T, l *rolloutLab, syns, udp float64) {
 		t.Errorf("summary: %+v rate %+v", sum, sum.Rate)
 	}
 	human := l.run(t, "denied")
-	for _, w := range []string{"most denied destinations", "nobody", "udp/9998", "last apply: generation 1"} {
-		if !strings.Contains(human, w) {
-			t.Errorf("denied lacks %q:\n%s", w, human)
-		}
-	}
+	wantAll(t, "denied", human, "most denied destinations", "nobody", "udp/9998", "last apply: generation 1")
 }
 
 // TestDeniedRateRollsBackEarly: a burst of drops during the confirm
