@@ -64,22 +64,11 @@ func mustFail(t *testing.T, bin string, env []string, want []string, args ...str
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
 		t.Fatalf("%v: err = %v, want exit status 1\n%s", args, err, stderr)
 	}
-	wantAll(t, fmt.Sprintf("%v: stderr", args), stderr, want...)
+	lab.WantAll(t, fmt.Sprintf("%v: stderr", args), stderr, want...)
 	if strings.Contains(stderr, "goroutine ") {
 		t.Errorf("stack trace:\n%s", stderr)
 	}
 	return stderr
-}
-
-// wantAll reports each of wants that text, what the test read (named
-// what), lacks.
-func wantAll(t *testing.T, what, text string, wants ...string) {
-	t.Helper()
-	for _, w := range wants {
-		if !strings.Contains(text, w) {
-			t.Errorf("%s lacks %q:\n%s", what, w, text)
-		}
-	}
 }
 
 // reach fetches url as a. The time limit is generous: an allowed flow
@@ -204,7 +193,7 @@ func learnTwoUsers(t *testing.T, env []string, cg *lab.Cgroup, nobody, other lab
 // reviewScript: the script nft accepts, and the comments say why.
 func reviewScript(t *testing.T, env []string, dir string) {
 	script := mustRun(t, enforceBin, env, "generate", "--mode", "enforce")
-	wantAll(t, "generated script", script, "65534 . 10.77.0.1 . tcp . 8080", "65534 . fd77::1 . tcp . 8080", "4242 . 10.77.0.1 . tcp . 8081", "www.lab", "policy drop")
+	lab.WantAll(t, "generated script", script, "65534 . 10.77.0.1 . tcp . 8080", "65534 . fd77::1 . tcp . 8080", "4242 . 10.77.0.1 . tcp . 8081", "www.lab", "policy drop")
 	file := filepath.Join(dir, "egress.nft")
 	mustRun(t, enforceBin, env, "generate", "--mode", "enforce", "-o", file)
 	scratch := lab.NewNetns(t)
@@ -273,7 +262,7 @@ func checkEnforced(t *testing.T, env []string, nobody, other lab.As) {
 		t.Errorf("status after enforce: %+v", st)
 	}
 	human := mustRun(t, enforceBin, env, "status")
-	wantAll(t, "status", human, "enforce mode", "set allow4", "dropped")
+	lab.WantAll(t, "status", human, "enforce mode", "set allow4", "dropped")
 }
 
 // TestGuards: enforce mode refuses a missing, empty or DNS-cutting

@@ -309,7 +309,7 @@ func TestStatusShowsTheFollower(t *testing.T) {
 		s.Follow.MarkRules == nil || *s.Follow.MarkRules != *s.FollowMarkAccepted {
 		t.Errorf("the mark: kernel %+v, follower %+v", s.FollowMarkAccepted, s.Follow)
 	}
-	wantAll(t, "status", text, "follower: not running", "the counters the follower saved last", "1 connects marked", "0 packets accepted by the mark rules")
+	lab.WantAll(t, "status", text, "follower: not running", "the counters the follower saved last", "1 connects marked", "0 packets accepted by the mark rules")
 }
 
 // TestWatchSummarizesOnStop (item 7): watch stopped on SIGINT without a
@@ -324,5 +324,5 @@ func TestWatchSummarizesOnStop(t *testing.T) {
 	if err := w.cmd.Wait(); err != nil {
 		t.Fatalf("watch after SIGINT: %v", err)
 	}
-	wantAll(t, "watch's summary", w.stderr.String(), `msg="watching stopped"`, "logged_packets=4 ", "logged_dropped=4 ", "logged_audited=0 ", "not_written_to_store=0 ")
+	lab.WantAll(t, "watch's summary", w.stderr.String(), `msg="watching stopped"`, "logged_packets=4 ", "logged_dropped=4 ", "logged_audited=0 ", "not_written_to_store=0 ")
 }

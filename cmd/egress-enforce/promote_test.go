@@ -121,7 +121,7 @@ func TestPromoteEndToEnd(t *testing.T) {
 		t.Errorf("nobody: %+v; ready %v; monitor %+v", quiet, p.Ready, p.Monitor)
 	}
 	text := l.run(t, append([]string{"promote"}, clock...)...)
-	wantAll(t, "promote", text, "is not ready:", "audited (enforced, it would have been dropped): tcp 10.77.0.1:8081", "--apply makes the table staged: enforced nobody")
+	lab.WantAll(t, "promote", text, "is not ready:", "audited (enforced, it would have been dropped): tcp 10.77.0.1:8081", "--apply makes the table staged: enforced nobody")
 
 	p = l.promote(t, append(clock, "--apply", "--confirm-within", "10m", "--rollback-if-denied-rate", "1000/s")...)
 	if p.Applied == nil || p.Applied.State != store.GenPending || !slices.Equal(p.Applied.EnforceUIDs, []uint32{65534}) {
@@ -183,5 +183,5 @@ func TestPromoteFlags(t *testing.T) {
 		mustFail(t, enforceBin, nil, []string{c.want}, append([]string{"promote", "--db", db}, c.args...)...)
 	}
 	out := mustRun(t, enforceBin, nil, "promote", "--help")
-	wantAll(t, "promote --help", out, "--quiet-for", "--apply", "--confirm-within", "--rollback-if-denied-rate", "no monitor", "Usage:")
+	lab.WantAll(t, "promote --help", out, "--quiet-for", "--apply", "--confirm-within", "--rollback-if-denied-rate", "no monitor", "Usage:")
 }

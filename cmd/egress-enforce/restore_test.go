@@ -129,7 +129,7 @@ func TestRestoreWithAnUnreadableStore(t *testing.T) {
 	if err == nil {
 		t.Errorf("restore from the files exits 0:\n%s", stderr)
 	}
-	wantAll(t, "stderr", stderr, "level=ERROR", "the store cannot be read", "generation 3 was pending", "counts as not confirmed")
+	lab.WantAll(t, "stderr", stderr, "level=ERROR", "the store cannot be read", "generation 3 was pending", "counts as not confirmed")
 	if !strings.Contains(out, "restored generation 2 from "+l.appliedDir()+" (the store cannot be read)") {
 		t.Errorf("restore says:\n%s", out)
 	}
@@ -168,7 +168,7 @@ func TestRestoreBootPolicy(t *testing.T) {
 		t.Errorf("restore, boot_policy closed: %s", out)
 	}
 	table := l.listing(t)
-	wantAll(t, "the closed table", table, "policy drop", `oifname "lo" accept`, "ip daddr 10.77.0.1 udp dport 53 ", `log prefix "NFT-EGRESS-DROP "`)
+	lab.WantAll(t, "the closed table", table, "policy drop", `oifname "lo" accept`, "ip daddr 10.77.0.1 udp dport 53 ", `log prefix "NFT-EGRESS-DROP "`)
 	if !cannotReach(l.nobody, 8080) {
 		t.Error("the closed table lets a learned flow through")
 	}

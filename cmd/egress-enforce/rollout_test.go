@@ -503,7 +503,7 @@ func checkDenied(t *testing.T, l *rolloutLab, syns, udp float64) {
 		t.Errorf("summary: %+v rate %+v", sum, sum.Rate)
 	}
 	human := l.run(t, "denied")
-	wantAll(t, "denied", human, "most denied destinations", "nobody", "udp/9998", "last apply: generation 1")
+	lab.WantAll(t, "denied", human, "most denied destinations", "nobody", "udp/9998", "last apply: generation 1")
 }
 
 // TestDeniedRateRollsBackEarly: a burst of drops during the confirm

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -124,18 +125,10 @@ func TestHelpExplains(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%v: %v", args, err)
 		}
-		for _, w := range []string{"Usage:", "--db", "--config"} {
-			if !strings.Contains(out, w) {
-				t.Errorf("%v: help lacks %q", args, w)
-			}
-		}
+		lab.WantAll(t, fmt.Sprintf("%v: help", args), out, "Usage:", "--db", "--config")
 	}
 	out, _, _ := runCLI(nil, "run", "--help")
-	for _, w := range []string{"--cgroup", "--duration", "--flush-interval", "--ignore-loopback", "SIGTERM"} {
-		if !strings.Contains(out, w) {
-			t.Errorf("run --help lacks %q", w)
-		}
-	}
+	lab.WantAll(t, "run --help", out, "--cgroup", "--duration", "--flush-interval", "--ignore-loopback", "SIGTERM")
 }
 
 // learnerLab is a lab with a learner process attached to a child cgroup.

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/egresskit/egress/internal/lab"
@@ -63,11 +62,7 @@ func TestProcessIsItsExecutable(t *testing.T) {
 	if err != nil {
 		t.Fatalf("report: %v\n%s", err, stderr)
 	}
-	for _, w := range []string{filepath.Base(long), "bash (npm view expres)"} {
-		if !strings.Contains(table, w) {
-			t.Errorf("report lacks %q:\n%s", w, table)
-		}
-	}
+	lab.WantAll(t, "report", table, filepath.Base(long), "bash (npm view expres)")
 }
 
 // processRow is what the test reads of a report --json row (its own
