@@ -65,6 +65,13 @@ ip netns exec "$SRV" dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-
 pids+=($!)
 cat > "$WORK/http.sh" <<'HTTP'
 #!/bin/sh
+# Read the request up to its blank line first: a server that answers and
+# exits before the request has arrived makes socat fail writing the request
+# to it, and the client gets an empty reply.
+cr=$(printf '\r')
+while IFS= read -r line; do
+	case "$line" in "" | "$cr") break ;; esac
+done
 printf 'HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello from the demo server\r\n'
 HTTP
 chmod +x "$WORK/http.sh"
