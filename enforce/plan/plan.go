@@ -135,6 +135,16 @@ type Options struct {
 	Source string
 	// ResolvConf is the file DNSServers were read from (for the record).
 	ResolvConf string
+	// Match is who the learned flows are allowed for: MatchUser (the
+	// default), MatchService or MatchUserService.
+	Match string
+	// ServiceDepth cuts cgroup paths without a *.service or *.scope
+	// component into services (0: such paths stay per user).
+	ServiceDepth int
+	// CgroupRoot is the cgroup2 mount relative to /sys/fs/cgroup, where
+	// nft resolves the cgroup paths of a script ("unified" on a hybrid
+	// layout, "" when mounted there).
+	CgroupRoot string
 }
 
 // Defaults for Options.
@@ -147,6 +157,12 @@ const (
 
 // Check reports options that make no sense together.
 func (o *Options) Check() error {
+	if _, err := ParseMatch(o.Match); err != nil {
+		return err
+	}
+	if o.ServiceDepth < 0 || o.ServiceDepth > MaxServiceLevel {
+		return fmt.Errorf("service_depth %d is not between 0 and %d", o.ServiceDepth, MaxServiceLevel)
+	}
 	if len(o.EnforceUIDs) > 0 && len(o.AuditUIDs) > 0 {
 		return fmt.Errorf("--enforce-users and --audit-users exclude each other: give the users to enforce, or the users to keep in audit")
 	}
@@ -174,6 +190,9 @@ func (o *Options) defaults() {
 	}
 	if o.Now.IsZero() {
 		o.Now = time.Now()
+	}
+	if m, err := ParseMatch(o.Match); err == nil {
+		o.Match = m
 	}
 }
 
@@ -279,6 +298,14 @@ type Plan struct {
 	Built  time.Time `json:"built"`
 	// ResolvConf is the file the DNS servers were read from.
 	ResolvConf string `json:"resolv_conf,omitempty"`
+	// Match is who learned flows are allowed for (Options.Match); ""
+	// in plans older than services: user.
+	Match string `json:"match,omitempty"`
+	// CgroupRoot is where the text's cgroup paths start, relative to
+	// /sys/fs/cgroup (Options.CgroupRoot).
+	CgroupRoot string `json:"cgroup_root,omitempty"`
+	// Stopped are the services whose elements Running left out.
+	Stopped []string `json:"stopped,omitempty"`
 }
 
 // Chain is the output chain.
@@ -318,8 +345,14 @@ const (
 	SetAuditUsers   = "audit_users"
 )
 
-// Element is one learned flow: uid . address . protocol . port.
+// Element is one learned flow: uid . address . protocol . port; in a
+// service set, service . [uid .] address . protocol . port.
 type Element struct {
+	// Service is the cgroup v2 path of the service (relative to the
+	// cgroup2 mount), in the service sets only.
+	Service string `json:"service,omitempty"`
+	// AnyUser: the service's element holds no uid (match service).
+	AnyUser bool       `json:"any_user,omitempty"`
 	UID     uint32     `json:"uid"`
 	User    string     `json:"user,omitempty"`
 	IP      netip.Addr `json:"ip"`
@@ -345,6 +378,9 @@ func (e Element) flowKey() store.FlowKey {
 
 // Key identifies an element.
 func (e Element) Key() string {
+	if e.Service != "" {
+		return e.serviceKey("")
+	}
 	return fmt.Sprintf("%d . %s . %s . %d", e.UID, addrText(e.IP), ProtoName(e.Proto), e.Port)
 }
 
@@ -361,6 +397,9 @@ const (
 	RuleDrop        RuleKind = "drop"
 	RuleAuditAccept RuleKind = "audit-accept"
 	RuleFollowMark  RuleKind = "follow-mark"
+	// RuleServiceLookup looks the socket's cgroup at Level up in a
+	// service set.
+	RuleServiceLookup RuleKind = "service-lookup"
 )
 
 // Rule is one rule of the output chain.
@@ -370,7 +409,7 @@ type Rule struct {
 	Set     string   `json:"set,omitempty"`    // RuleLookup; RuleDefault, RuleAuditAccept, RuleDrop: the users' set; RuleFollowMark: the gate
 	Action  string   `json:"action,omitempty"` // RuleDefault: drop or audit
 	Family  int      `json:"family,omitempty"` // RuleLookup, RuleAllow (from Dest)
-	Level   int      `json:"level,omitempty"`  // RuleFollowMark: the cgroup level matched
+	Level   int      `json:"level,omitempty"`  // RuleFollowMark, RuleServiceLookup: the cgroup level matched
 	Comment string   `json:"comment"`          // also the rule's identity in diffs
 	Text    string   `json:"text"`             // the nft statement
 }
@@ -398,7 +437,8 @@ var ICMPv6ND = []struct {
 func Build(flows []store.Flow, o Options) *Plan {
 	o.defaults()
 	b := &builder{p: newPlan(o), o: &o, ntp: slices.Clone(o.NTPServers),
-		set4: Set{Name: SetAllow4, Family: 4}, set6: Set{Name: SetAllow6, Family: 6}}
+		set4: Set{Name: SetAllow4, Family: 4}, set6: Set{Name: SetAllow6, Family: 6},
+		svc4: Set{Name: SetService4, Family: 4}, svc6: Set{Name: SetService6, Family: 6}}
 	for i := range flows {
 		b.add(&flows[i])
 	}
@@ -414,7 +454,8 @@ func Build(flows []store.Flow, o Options) *Plan {
 		}
 	}
 	p.Sets = []Set{b.set4, b.set6}
-	p.Rules = append(baseRules(o, b.ntp),
+	p.Rules = append(baseRules(o, b.ntp), b.finishServices()...)
+	p.Rules = append(p.Rules,
 		Rule{Kind: RuleLookup, Set: SetAllow4, Family: 4, Comment: "learned ipv4 flows"},
 		Rule{Kind: RuleLookup, Set: SetAllow6, Family: 6, Comment: "learned ipv6 flows"},
 	)
@@ -446,6 +487,9 @@ func newPlan(o Options) *Plan {
 		ResolvConf:   o.ResolvConf,
 		Built:        o.Now.UTC().Truncate(time.Second),
 	}
+	if o.Match != MatchUser {
+		p.Match, p.CgroupRoot = o.Match, o.CgroupRoot
+	}
 	p.stage(o.Mode, o.EnforceUIDs, o.AuditUIDs)
 	return p
 }
@@ -455,6 +499,7 @@ type builder struct {
 	p          *Plan
 	o          *Options
 	set4, set6 Set
+	svc4, svc6 Set          // the services' flows (match service or user,service)
 	ntp        []netip.Addr // the NTP servers, and those the baseline reaches
 	names      []NameRule   // learned names to follow
 }
@@ -482,6 +527,9 @@ func (b *builder) add(f *store.Flow) {
 	e := Element{UID: f.UID, IP: f.IP, Proto: f.Proto, Port: f.Port, Comment: elementComment(f, len(hosts)), Hosts: hosts}
 	if o.UserName != nil {
 		e.User = o.UserName(f.UID)
+	}
+	if !b.addService(f, e) {
+		return // its services allow it
 	}
 	if f.IP.Is4() {
 		b.set4.Elements = append(b.set4.Elements, e)
@@ -868,6 +916,8 @@ func (p *Plan) RuleText(r *Rule) string {
 		return usersText(r.Set) + "drop"
 	case RuleAuditAccept:
 		return usersText(r.Set) + "accept"
+	case RuleServiceLookup:
+		return p.serviceLookupText(r)
 	case RuleFollowMark:
 		return fmt.Sprintf("meta mark & 0x%08x == 0x%08x socket cgroupv2 level %d @%s counter accept", p.Follow.Mark, p.Follow.Mark, r.Level, r.Set)
 	}

@@ -23,11 +23,14 @@ func (p *Plan) Text(w io.Writer) error {
 	fmt.Fprintf(&b, "\ntable inet %s\ndelete table inet %s\n\n", p.Table, p.Table)
 	fmt.Fprintf(&b, "table inet %s {\n", p.Table)
 	for _, s := range p.Sets {
-		ipType := "ipv4_addr"
+		typ := "uid . ipv4_addr . inet_proto . inet_service"
 		if s.Family == 6 {
-			ipType = "ipv6_addr"
+			typ = "uid . ipv6_addr . inet_proto . inet_service"
 		}
-		fmt.Fprintf(&b, "\tset %s {\n\t\ttype uid . %s . inet_proto . inet_service\n", s.Name, ipType)
+		if IsServiceSet(s.Name) {
+			typ = p.serviceSetType(s.Family)
+		}
+		fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n", s.Name, typ)
 		if len(s.Elements) > 0 {
 			// The exact size lets the kernel size its hash table once:
 			// a 100,000-element apply takes half the time.
@@ -44,7 +47,14 @@ func (p *Plan) Text(w io.Writer) error {
 				if i == len(s.Elements)-1 {
 					sep = ""
 				}
-				fmt.Fprintf(&b, "\t\t\t%s comment %s%s\n", e.Key(), quote(e.Comment), sep)
+				key := e.Key()
+				if e.Service != "" {
+					if err := ValidServicePath(e.Service); err != nil {
+						return fmt.Errorf("render the script: set %s: %w", s.Name, err)
+					}
+					key = e.serviceKey(p.CgroupRoot)
+				}
+				fmt.Fprintf(&b, "\t\t\t%s comment %s%s\n", key, quote(e.Comment), sep)
 			}
 			b.WriteString("\t\t}\n")
 		}
@@ -92,6 +102,12 @@ func (p *Plan) header(b *strings.Builder) {
 	if p.ResolvConf != "" {
 		fmt.Fprintf(b, "# DNS servers from %s and dns_servers.\n", headerText(p.ResolvConf))
 	}
+	if p.ByService() {
+		fmt.Fprintf(b, "# Match %s: services' flows in sets %s and %s, by cgroup v2 path.\n", headerText(p.Match), SetService4, SetService6)
+	}
+	for _, s := range p.Stopped {
+		fmt.Fprintf(b, "# service %s is not running: no elements until it starts\n", headerText(s))
+	}
 	for _, s := range p.Skipped {
 		fmt.Fprintf(b, "# skipped %s: %s\n", headerText(s.Flow), headerText(s.Reason))
 	}
@@ -112,8 +128,11 @@ func (p *Plan) checkNames() error {
 	if p.Family != "inet" {
 		return fmt.Errorf("render the script: family %s: only inet", quote(p.Family))
 	}
-	if len(p.Sets) != 2 {
-		return fmt.Errorf("render the script: %d allow sets, want 2", len(p.Sets))
+	if n := len(p.Sets); n != 2 && (n != 4 || !p.ByService()) {
+		return fmt.Errorf("render the script: %d allow sets, want 2 (4 with services)", len(p.Sets))
+	}
+	if p.CgroupRoot != "" && ValidServicePath(p.CgroupRoot) != nil {
+		return fmt.Errorf("render the script: cgroup root %s is not a path nft can be given", quote(p.CgroupRoot))
 	}
 	if err := ident("table", p.Table); err != nil {
 		return err
