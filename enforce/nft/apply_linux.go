@@ -14,8 +14,20 @@ import (
 // Apply replaces our table in the target namespace with the plan, in one
 // netlink transaction, then reads it back to verify. The live elements
 // of the follow sets are carried over.
+//
+// Per-service sets get the elements of the services running now, by their
+// cgroup ids; the others have none (Plan.Stopped) until Services adds
+// them when their cgroup appears.
 func (n *Netlink) Apply(p *plan.Plan) (*ApplyResult, error) {
 	start := time.Now()
+	var ids map[string]uint64
+	if p.ByService() {
+		cg, err := HostCgroups()
+		if err != nil {
+			return nil, fmt.Errorf("apply per-service sets: %w", err)
+		}
+		p, ids = cg.Resolve(p)
+	}
 	var carry map[string][]nftables.SetElement
 	if p.Follow != nil {
 		var err error
@@ -28,7 +40,7 @@ func (n *Netlink) Apply(p *plan.Plan) (*ApplyResult, error) {
 		return nil, err
 	}
 	defer done()
-	if err := queue(c, p, carry); err != nil {
+	if err := queue(c, p, ids, carry); err != nil {
 		return nil, fmt.Errorf("build netlink batch: %w", err)
 	}
 	if err := c.Flush(); err != nil {

@@ -93,14 +93,15 @@ type encoder struct {
 	p    *plan.Plan
 	t    *nftables.Table
 	sets map[string]*nftables.Set
+	ids  map[string]uint64 // the services' cgroup ids (CgroupIDs.Resolve)
 }
 
 // queue adds the whole table to the connection's batch: create the table
 // if missing, delete it, create it again with its contents. The kernel
 // applies the batch as one transaction. carry holds the live elements of
 // the follow sets, which the new table keeps.
-func queue(c *nftables.Conn, p *plan.Plan, carry map[string][]nftables.SetElement) error {
-	en := &encoder{c: c, p: p, t: tableOf(p.Table), sets: map[string]*nftables.Set{}}
+func queue(c *nftables.Conn, p *plan.Plan, ids map[string]uint64, carry map[string][]nftables.SetElement) error {
+	en := &encoder{c: c, p: p, t: tableOf(p.Table), sets: map[string]*nftables.Set{}, ids: ids}
 	c.AddTable(en.t)
 	c.DelTable(en.t)
 	c.AddTable(en.t)
@@ -134,6 +135,12 @@ func (en *encoder) addSet(s *nftables.Set, elems []nftables.SetElement, what str
 
 func (en *encoder) allowSets() error {
 	for _, s := range en.p.Sets {
+		if plan.IsServiceSet(s.Name) {
+			if err := en.serviceSet(s); err != nil {
+				return err
+			}
+			continue
+		}
 		ns := &nftables.Set{Table: en.t, Name: s.Name, KeyType: setKeyType(s.Family), Concatenation: true, Comment: s.Comment,
 			Size: uint32(len(s.Elements))}
 		elems := make([]nftables.SetElement, len(s.Elements))
@@ -247,6 +254,8 @@ func (en *encoder) ruleExprs(r *plan.Rule) ([]expr.Any, error) {
 		return en.allowExprs(r.Allow)
 	case plan.RuleLookup:
 		return en.lookupExprs(r)
+	case plan.RuleServiceLookup:
+		return en.serviceLookupExprs(r)
 	case plan.RuleDefault:
 		return en.defaultExprs(r)
 	case plan.RuleDrop, plan.RuleAuditAccept:

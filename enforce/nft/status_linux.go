@@ -5,6 +5,7 @@ package nft
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -12,6 +13,7 @@ import (
 	"github.com/google/nftables/userdata"
 
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/internal/cgroupbpf"
 )
 
 // Status reads our table from the target namespace. A missing table is
@@ -125,6 +127,10 @@ func (st *Status) readElements(c *nftables.Conn, s *nftables.Set) error {
 		return fmt.Errorf("list elements of set %s: %w", s.Name, err)
 	}
 	st.Sets = append(st.Sets, SetStatus{Name: s.Name, Elements: len(elems), Counted: true})
+	if plan.IsServiceSet(s.Name) {
+		st.readServiceElements(s.Name, elems)
+		return nil
+	}
 	for _, el := range elems {
 		if e, ok := parseElementKey(el.Key); ok {
 			e.Comment = el.Comment
@@ -182,4 +188,24 @@ func ruleCounters(exprs []expr.Any) ruleCount {
 		}
 	}
 	return c
+}
+
+// readServiceElements reads a service set's elements, each service named
+// by its cgroup path ("cgroup-id:N" for an id no cgroup has any more).
+func (st *Status) readServiceElements(name string, elems []nftables.SetElement) {
+	path := func(id uint64) string { return fmt.Sprintf("cgroup-id:%d", id) }
+	if mount, err := cgroupbpf.Mount(); err == nil {
+		names := cgroupbpf.NewNames(mount)
+		path = func(id uint64) string { return strings.TrimPrefix(names.Name(id), "/") }
+	}
+	family := 4
+	if name == plan.SetService6 {
+		family = 6
+	}
+	for _, el := range elems {
+		if e, ok := parseServiceKey(el.Key, family, path); ok {
+			e.Comment = el.Comment
+			st.elements[name] = append(st.elements[name], e)
+		}
+	}
 }
