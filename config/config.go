@@ -69,6 +69,11 @@ type Config struct {
 	AlwaysAllow  []AllowConfig `mapstructure:"always_allow"`
 	MinHits      int           `mapstructure:"min_hits"`
 	SinceS       string        `mapstructure:"since"`
+	// Match is who learned flows are allowed for: user, service or
+	// user,service; ServiceDepth cuts cgroup paths without a *.service or
+	// *.scope component into services (0: they stay per user).
+	Match        string `mapstructure:"match"`
+	ServiceDepth int    `mapstructure:"service_depth"`
 	// BootPolicy is what restore does with no generation to put back:
 	// open (no table) or closed (DNS, NTP and loopback only).
 	BootPolicy string `mapstructure:"boot_policy"`
@@ -129,6 +134,8 @@ var defaults = map[string]any{
 	"always_allow":        []map[string]any{},
 	"min_hits":            1,
 	"since":               "",
+	"match":               "user",
+	"service_depth":       0,
 	"boot_policy":         "open",
 	"follow_mode":         "both",
 	"follow_names":        []map[string]any{},
@@ -455,6 +462,14 @@ func (c *Config) resolveEnforce() error {
 	}
 	if err := plan.ValidIdentifier(c.Table); err != nil {
 		return fmt.Errorf("table: %w", err)
+	}
+	m, err := plan.ParseMatch(c.Match)
+	if err != nil {
+		return fmt.Errorf("match: %w", err)
+	}
+	c.Match = m
+	if c.ServiceDepth < 0 || c.ServiceDepth > plan.MaxServiceLevel {
+		return fmt.Errorf("service_depth: %d is not between 0 and %d", c.ServiceDepth, plan.MaxServiceLevel)
 	}
 	if c.NFLOGGroup < 0 || c.NFLOGGroup > 65535 {
 		return fmt.Errorf("nflog_group: %d is not between 0 and 65535", c.NFLOGGroup)

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/options"
 	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/follow"
@@ -41,6 +42,9 @@ kernel, so a mark set by a process itself opens nothing. Then follow adds the
 addresses to the sets follow4/follow6 for their TTL, at least follow_ttl_floor
 and at most follow_ttl_max, at most follow_max_per_name per name; later
 answers refresh them, and established connections outlive them.
+
+With match service or user,service, follow also keeps the service sets true
+to the services' cgroups, as "egress-enforce services" does.
 
 The mark check and the sockets' authorizations are pinned under --pin-dir (a
 bpf file system): if follow dies, the check stays attached and the table stops
@@ -84,6 +88,12 @@ that already holds a marked connect's destination accepts it first).`,
 				}
 				defer stop()
 				e.Log.Info("serving metrics", "addr", "http://"+addr+"/metrics")
+			}
+			// Per-service sets: their cgroup ids kept current (see services).
+			if cg, err := nft.HostCgroups(); err == nil {
+				go keepServices(cmd.Context(), st, e.kernel, cg, e.Cfg.Table, e.Log, func(c nft.ServiceChange) {
+					e.Log.Info("service elements", "service", c.Service, "from_id", c.From, "to_id", c.To, "elements", c.Elements, "took", c.Took)
+				})
 			}
 			s := f.Stats()
 			e.Log.Info("following", "cgroup", cgroupOrRoot(cgroup), "netns", e.Cfg.Netns, "generation", s.Generation, "rules", s.Rules,

@@ -44,7 +44,7 @@ default rule's counter and log), then apply --mode enforce.
 	g.Loader.Bind("table", "table")
 	root.AddCommand(newGenerate(g), newApply(g), newStatus(g), newDiff(g), newRemove(g),
 		newConfirm(g), newHistory(g), newRollback(g), newConfirmGuard(g), newRestore(g), newWatch(g), newDenied(g), newReconcile(g), newFollow(g),
-		newPrune(g), newPromote(g))
+		newPrune(g), newPromote(g), newServices(g))
 	buildinfo.Attach(root)
 	return root
 }
@@ -91,7 +91,9 @@ func planFlags(cmd *cobra.Command, g *cli.Globals) {
 	f.Int("min-hits", 1, "leave out flows seen fewer times")
 	f.String("since", "", "leave out flows not seen within this long (e.g. 720h); default: keep all")
 	f.StringArray("from", nil, "build from these exports of \"egress-learn export\" (one per host; repeat) instead of the store")
+	f.String("match", "user", "who learned flows are allowed for: user, service (a systemd unit or container: the cgroup v2 path cut at the first *.service or *.scope), or user,service")
 	g.Loader.Bind("mode", "mode")
+	g.Loader.Bind("match", "match")
 	g.Loader.Bind("min_hits", "min-hits")
 	g.Loader.Bind("since", "since")
 }

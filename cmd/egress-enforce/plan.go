@@ -50,6 +50,15 @@ func planOptions(cmd *cobra.Command, e *env) (plan.Options, error) {
 	if err := stagedUsers(cmd, &opts); err != nil {
 		return opts, err
 	}
+	if opts.Match != plan.MatchUser && opts.Match != "" {
+		cg, err := nft.HostCgroups()
+		if err != nil {
+			return opts, fmt.Errorf("match %s: %w", opts.Match, err)
+		}
+		// A mount nft cannot resolve paths under fails when the script
+		// is written; apply (netlink) works anyway.
+		opts.CgroupRoot, _ = cg.Root()
+	}
 	opts.Now, err = e.Now()
 	return opts, err
 }
@@ -89,7 +98,24 @@ func readPlan(cmd *cobra.Command, e *env) (*plan.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	return b.plan, nil
+	return running(b.plan)
+}
+
+// running is a per-service plan as the kernel would hold it now: the
+// elements of the services that run (see nft.CgroupIDs.Resolve).
+func running(p *plan.Plan) (*plan.Plan, error) {
+	if !p.ByService() {
+		return p, nil
+	}
+	cg, err := nft.HostCgroups()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := cg.Root(); err != nil {
+		return nil, err
+	}
+	p, _ = cg.Resolve(p)
+	return p, nil
 }
 
 // stagedUsers reads --enforce-users and --audit-users into opts.

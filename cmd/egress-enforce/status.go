@@ -133,6 +133,9 @@ func writeStatus(w io.Writer, target nft.Target, s *status) {
 		}
 		fmt.Fprintf(w, "  set %s: %s (%s)\n", s.Name, plural(s.Elements, "element"), how)
 	}
+	for _, s := range st.Services {
+		fmt.Fprintf(w, "  service %s: %s\n", s.Service, plural(s.Elements, "element"))
+	}
 	writeRuleCounters(w, st)
 	writeDefaults(w, st)
 	writeFollower(w, s)

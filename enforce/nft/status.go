@@ -45,6 +45,9 @@ type Status struct {
 	AuditUIDs   []uint32 `json:"audit_uids,omitempty"`
 	// Counters of every rule that has one, by rule comment.
 	Counters []RuleCounter `json:"counters,omitempty"`
+	// Services are the services the service sets hold elements of, by
+	// cgroup path ("cgroup-id:N": an id no cgroup has, a stale element).
+	Services []ServiceStatus `json:"services,omitempty"`
 
 	elements map[string][]plan.Element
 }
@@ -56,6 +59,12 @@ type SetStatus struct {
 	// Counted is true when Elements was counted in the kernel, false when
 	// it is the set's size, which apply makes its number of elements.
 	Counted bool `json:"counted"`
+}
+
+// ServiceStatus is how many elements a service has in the kernel.
+type ServiceStatus struct {
+	Service  string `json:"service"`
+	Elements int    `json:"elements"`
 }
 
 // Counter is a packet and byte count.

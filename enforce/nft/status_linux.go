@@ -88,6 +88,9 @@ func (st *Status) readSets(c *nftables.Conn, tab *nftables.Table, elements bool)
 		case s.Anonymous:
 		case s.Name == plan.SetEnforceUsers || s.Name == plan.SetAuditUsers:
 			err = st.readUsers(c, s)
+		case plan.IsServiceSet(s.Name):
+			// Always read: status names the services that have elements.
+			err = st.readElements(c, s)
 		case !elements && s.Size > 0 && !s.HasTimeout:
 			// apply sizes each set to exactly its elements.
 			st.Sets = append(st.Sets, SetStatus{Name: s.Name, Elements: int(s.Size)})
@@ -206,6 +209,18 @@ func (st *Status) readServiceElements(name string, elems []nftables.SetElement) 
 		if e, ok := parseServiceKey(el.Key, family, path); ok {
 			e.Comment = el.Comment
 			st.elements[name] = append(st.elements[name], e)
+			st.countService(e.Service)
 		}
 	}
+}
+
+// countService counts one element of a service in Services.
+func (st *Status) countService(svc string) {
+	i := slices.IndexFunc(st.Services, func(s ServiceStatus) bool { return s.Service == svc })
+	if i < 0 {
+		i = len(st.Services)
+		st.Services = append(st.Services, ServiceStatus{Service: svc})
+	}
+	st.Services[i].Elements++
+	slices.SortFunc(st.Services, func(a, b ServiceStatus) int { return strings.Compare(a.Service, b.Service) })
 }

@@ -97,6 +97,8 @@ func FromConfig(c *config.Config) (plan.Options, error) {
 		MinHits:      uint64(c.MinHits),
 		Since:        c.Since,
 		ResolvConf:   ResolvConfFor(c.ResolvConf, c.Netns),
+		Match:        c.Match,
+		ServiceDepth: c.ServiceDepth,
 	}
 	var err error
 	if o.Mode, err = plan.ParseMode(c.Mode); err != nil {

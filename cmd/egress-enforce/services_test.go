@@ -1,0 +1,78 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/egresskit/egress/internal/lab"
+)
+
+// TestServicesEndToEnd is match service through the tools: the learner
+// records two services of one user (a unit and a container scope), each
+// fetching its own URL; generate writes their cgroup paths as nft resolves
+// them; apply --match service lets each reach only its own destination;
+// status names the services; "egress-enforce services" puts a restarted
+// service's elements on its new cgroup id.
+func TestServicesEndToEnd(t *testing.T) {
+	lab.Require(t, "nft", "curl", "dnsmasq", "nsenter")
+	pair := lab.NewPair(t)
+	lab.ServeHTTP(t, pair.Server, ":8080")
+	lab.ServeHTTP(t, pair.Server, ":8081")
+	lab.StartDNS(t, pair.Server, []string{lab.ServerIP4})
+	parent := lab.NewCgroup(t)
+	a, b := parent.Child(t, "a.service"), parent.Child(t, "b.scope")
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "config.yaml")
+	resolv := "/etc/netns/" + pair.Client.Name + "/resolv.conf"
+	if err := os.WriteFile(conf, []byte("db: "+filepath.Join(dir, "b.db")+"\nresolv_conf: "+resolv+"\nnetns: "+pair.Client.Name+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"EGRESS_CONFIG=" + conf}
+	as := func(cg *lab.Cgroup) lab.As { return lab.As{UID: 65534, GID: 65534, Netns: pair.Client, Cgroup: cg} }
+	url8080, url8081 := "http://"+lab.ServerIP4+":8080/", "http://"+lab.ServerIP4+":8081/"
+
+	learner, lerr := startLearner(t, env, "--cgroup", parent.Path, "--flush-interval", "200ms")
+	as(a).MustRun(t, "curl", "-sS", url8080)
+	as(b).MustRun(t, "curl", "-sS", url8081)
+	stopLearner(t, learner, lerr)
+
+	script := mustRun(t, enforceBin, env, "generate", "--mode", "enforce", "--match", "service")
+	for _, w := range []string{`"unified/` + a.Rel(t) + `" . 10.77.0.1 . tcp . 8080`, "socket cgroupv2 level 2 . ip daddr"} {
+		if !strings.Contains(script, w) {
+			t.Errorf("script lacks %q:\n%s", w, script)
+		}
+	}
+	mustFail(t, enforceBin, env, []string{"match", "is not user, service or user,service"}, "generate", "--match", "group")
+	mustRun(t, enforceBin, env, "apply", "--mode", "enforce", "--match", "service")
+
+	if err := reach(as(a), url8080); err != nil {
+		t.Errorf("a.service: %v", err)
+	}
+	if err := blocked(t, as(a), url8081); err != nil {
+		t.Errorf("a.service to b's destination: %v", err)
+	}
+	var st status
+	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Services) != 2 || st.Services[0].Service != a.Rel(t) || st.Services[1].Service != b.Rel(t) {
+		t.Errorf("status services: %+v", st.Services)
+	}
+
+	_, out, serr := start(t, env, enforceBin, "services")
+	lab.Await(t, "the keeper to start", func() bool { return strings.Contains(serr.String(), "services: keeping") })
+	b.Recreate(t)
+	lab.Await(t, "the keeper to see the restart", func() bool {
+		return strings.Contains(out.String(), "service "+b.Rel(t)+" started (cgroup id") ||
+			strings.Contains(out.String(), "service "+b.Rel(t)+" restarted (cgroup id")
+	})
+	if err := reach(as(b), url8081); err != nil {
+		t.Errorf("b.scope after its restart: %v\n%s", err, out.String())
+	}
+	if err := blocked(t, as(b), url8080); err != nil {
+		t.Errorf("b.scope to a's destination after its restart: %v", err)
+	}
+}
