@@ -32,7 +32,8 @@ type Keeper struct {
 	p   *plan.Plan
 	ids map[string]uint64 // installed: the id each service's elements have
 	// elems are the plan's elements of each service, by set.
-	elems map[string]map[string][]plan.Element
+	elems   map[string]map[string][]plan.Element
+	started bool
 }
 
 // ServiceChange is one service whose elements a Keeper replaced.
@@ -78,6 +79,8 @@ func (k *Keeper) Services() []string {
 // cgroups that exist now say: elements of an id no service has are
 // removed, the elements of running services added.
 func (k *Keeper) Start() error {
+	k.started = true
+	clear(k.ids)
 	want := map[uint64]string{}
 	for s := range k.elems {
 		if id, ok := k.cg.ID(s); ok {
@@ -202,12 +205,15 @@ func (k *Keeper) Sync(since time.Time) ([]ServiceChange, error) {
 // (a parent directory created after Run watched, a lost event).
 const KeeperCheckEvery = 2 * time.Second
 
-// Run calls Start, then Sync whenever a cgroup directory is created or
-// removed next to a service, and every KeeperCheckEvery; onChange gets
-// every change. It returns when ctx ends, or on an error of the kernel.
+// Run calls Start (unless the caller did), then Sync whenever a cgroup
+// directory is created or removed next to a service, and every
+// KeeperCheckEvery; onChange gets every change. It returns when ctx
+// ends, or on an error of the kernel.
 func (k *Keeper) Run(ctx context.Context, onChange func(ServiceChange)) error {
-	if err := k.Start(); err != nil {
-		return err
+	if !k.started {
+		if err := k.Start(); err != nil {
+			return err
+		}
 	}
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
