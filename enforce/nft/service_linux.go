@@ -144,7 +144,7 @@ func parseServiceKey(k []byte, family int, path func(uint64) string) (plan.Eleme
 // serviceSet adds a service set with the elements of running services.
 func (en *encoder) serviceSet(s plan.Set) error {
 	ns := &nftables.Set{Table: en.t, Name: s.Name, KeyType: serviceKeyType(s.Family, en.p.Match != plan.MatchService),
-		Concatenation: true, Comment: s.Comment, Size: uint32(len(s.Elements))}
+		Concatenation: true, Comment: s.Comment, Size: uint32(s.Size())}
 	elems := make([]nftables.SetElement, 0, len(s.Elements))
 	for _, e := range s.Elements {
 		id, ok := en.ids[e.Service]

@@ -175,6 +175,7 @@ func TestRestartedServiceKeepsItsRules(t *testing.T) {
 					t.Logf("restart %d: elements on the new id %s after the cgroup appeared", i+1, ch.Took)
 				}
 			case err := <-done:
+				done <- err // for the cleanup
 				t.Fatalf("keeper stopped: %v", err)
 			case <-time.After(lab.Patience):
 				t.Fatal("no change seen")
@@ -263,5 +264,63 @@ func TestServiceTextAndNetlinkListTheSame(t *testing.T) {
 				t.Errorf("diff after apply: +%v -%v", d.Added, d.Removed)
 			}
 		})
+	}
+}
+
+// TestServiceStartedAfterApply: a service not running when the table was
+// applied has no elements; when its cgroup appears the keeper adds them
+// (the set has room for them), and it reaches what it learned.
+func TestServiceStartedAfterApply(t *testing.T) {
+	l := nfttest.NewLab(t)
+	parent := lab.NewCgroup(t)
+	a := parent.Child(t, "a.service")
+	later := filepath.Join(parent.Path, "later.service")
+	flows := []store.Flow{
+		plantest.Flow(65534, plan.ProtoTCP, lab.ServerIP4, 8080, 1, plantest.T0),
+		plantest.Flow(65534, plan.ProtoTCP, lab.ServerIP4, 8081, 1, plantest.T0),
+		plantest.Flow(65534, plan.ProtoTCP, lab.ServerIP6, 8081, 1, plantest.T0),
+	}
+	flows[0].Cgroups = []string{"/" + a.Rel(t)}
+	flows[1].Cgroups = []string{"/" + parent.Rel(t) + "/later.service"}
+	flows[2].Cgroups = flows[1].Cgroups
+	p := plan.Build(flows, serviceOptions(t, plan.MatchUserService))
+	k := nft.Open(l.Target)
+	if _, err := k.Apply(p); err != nil {
+		t.Fatal(err)
+	}
+	cg, _ := nft.HostCgroups()
+	keeper := k.NewKeeper(p, cg)
+	if err := keeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	changes, done := make(chan nft.ServiceChange, 16), make(chan error, 1)
+	go func() { done <- keeper.Run(ctx, func(c nft.ServiceChange) { changes <- c }) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	if err := os.Mkdir(later, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(later) })
+	select {
+	case ch := <-changes:
+		if ch.Service != parent.Rel(t)+"/later.service" || ch.From != 0 || ch.To == 0 || ch.Elements != 2 {
+			t.Fatalf("change %+v", ch)
+		}
+	case err := <-done:
+		done <- err // for the cleanup
+		t.Fatalf("keeper stopped: %v", err)
+	case <-time.After(lab.Patience):
+		t.Fatal("no change seen")
+	}
+	f, err := os.Open(later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	nobody := l.Nobody
+	nobody.Cgroup = lab.CgroupOf(f)
+	if err := nfttest.Curl(nobody, url8081); err != nil {
+		t.Errorf("the service started after the apply: %v", err)
 	}
 }

@@ -328,7 +328,13 @@ type Set struct {
 	Family   int       `json:"family"` // 4 or 6
 	Comment  string    `json:"comment"`
 	Elements []Element `json:"elements"`
+	// Capacity, for a service set Running left services out of, is the
+	// room kept for their elements when they start.
+	Capacity int `json:"capacity,omitempty"`
 }
+
+// Size is the number of elements the set has room for.
+func (s *Set) Size() int { return max(len(s.Elements), s.Capacity) }
 
 // setComment is the comment of a set of n elements.
 func setComment(n int) string { return fmt.Sprintf("learned flows: %d", n) }

@@ -225,6 +225,7 @@ func (p *Plan) Running(running func(service string) bool) *Plan {
 		if !IsServiceSet(s.Name) {
 			continue
 		}
+		s.Capacity = s.Size()
 		s.Elements = slices.DeleteFunc(slices.Clone(s.Elements), func(e Element) bool {
 			if stopped[e.Service] {
 				return true

@@ -70,3 +70,7 @@ func LoadNsenter(t testing.TB, ns *Netns, file string) {
 	t.Helper()
 	MustRun(t, "nsenter", "--net="+ns.Path(), "nft", "-f", file)
 }
+
+// CgroupOf is an open cgroup directory made by the test itself, for As;
+// the test removes it.
+func CgroupOf(f *os.File) *Cgroup { return &Cgroup{Path: f.Name(), fd: f} }
