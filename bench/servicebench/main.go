@@ -15,15 +15,12 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -66,21 +63,13 @@ func main() {
 		os.Exit(2)
 	}
 	cl := &benchutil.Cleaner{}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	go func() { <-sig; cl.Run(); os.Exit(1) }()
+	cl.OnSignal(nil)
 	err := run(o, cl)
 	cl.Run()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "servicebench:", err)
 		os.Exit(1)
 	}
-}
-
-func unique() string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 func sh(args ...string) error {
@@ -150,7 +139,7 @@ func baseline(o opts, rel string) []store.Flow {
 }
 
 func run(o opts, cl *benchutil.Cleaner) error {
-	id := unique()
+	id := benchutil.RandomID()
 	ns, cg, rel, err := setup(o, cl, id)
 	if err != nil {
 		return err
