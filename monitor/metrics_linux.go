@@ -66,6 +66,8 @@ var (
 		"1 for the mode of our table: audit, enforce or staged.", []string{"table", "mode"}, nil)
 	descElements = prometheus.NewDesc("egress_set_elements",
 		"Elements of our table's sets.", []string{"table", "set"}, nil)
+	descServiceElements = prometheus.NewDesc("egress_service_elements",
+		"Elements of each service in our table's service sets (match service or user,service), by cgroup path.", []string{"table", "service"}, nil)
 	descRulePackets = prometheus.NewDesc("egress_rule_packets_total",
 		"Packet counter of each rule of our table, by rule comment.", []string{"table", "rule"}, nil)
 	descRuleBytes = prometheus.NewDesc("egress_rule_bytes_total",
@@ -83,7 +85,7 @@ var (
 // Describe sends the descriptions of every metric.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDenied, descDeniedUser, descEntries, descUnlogged, descUnrecorded, descReceiveErrors, descLostLogs,
-		descTracked, descPresent, descMode, descElements, descRulePackets, descRuleBytes, descKernelDropped, descKernelAudited,
+		descTracked, descPresent, descMode, descElements, descServiceElements, descRulePackets, descRuleBytes, descKernelDropped, descKernelAudited,
 		descGeneration, descLastApply} {
 		ch <- d
 	}
@@ -176,6 +178,9 @@ func (c *Collector) collectReading(ch chan<- prometheus.Metric, r *reading) {
 			ch <- prometheus.MustNewConstMetric(descMode, prometheus.GaugeValue, 1, c.Table, string(st.Mode))
 			for _, s := range st.Sets {
 				ch <- prometheus.MustNewConstMetric(descElements, prometheus.GaugeValue, float64(s.Elements), c.Table, s.Name)
+			}
+			for _, s := range st.Services {
+				ch <- prometheus.MustNewConstMetric(descServiceElements, prometheus.GaugeValue, float64(s.Elements), c.Table, s.Service)
 			}
 			for _, rc := range st.Counters {
 				ch <- prometheus.MustNewConstMetric(descRulePackets, counter, float64(rc.Packets), c.Table, rc.Rule)

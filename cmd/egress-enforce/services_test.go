@@ -62,6 +62,14 @@ func TestServicesEndToEnd(t *testing.T) {
 		t.Errorf("status services: %+v", st.Services)
 	}
 
+	addr := lab.FreeAddr(t)
+	_, _, werr := start(t, env, enforceBin, "watch", "--metrics-addr", addr, "--metrics-refresh", "100ms")
+	lab.Await(t, "watch", func() bool { return strings.Contains(werr.String(), "msg=watching") })
+	lab.Await(t, "the service metric", func() bool {
+		v, _ := lab.MetricValue(lab.Scrape(t, "http://"+addr+"/metrics"), "egress_service_elements", map[string]string{"service": a.Rel(t)})
+		return v == 1
+	})
+
 	_, out, serr := start(t, env, enforceBin, "services")
 	lab.Await(t, "the keeper to start", func() bool { return strings.Contains(serr.String(), "services: keeping") })
 	b.Recreate(t)
