@@ -324,3 +324,33 @@ func TestServiceStartedAfterApply(t *testing.T) {
 		t.Errorf("the service started after the apply: %v", err)
 	}
 }
+
+// TestHostileCgroupNameStaysOutOfTheScript: a local user who may create
+// cgroups (a delegated subtree) names one so that its path would end the
+// nft string and add a table of its own. The learner records the path as
+// it is; the flow stays per user, the script loads, and it creates
+// nothing but our table.
+func TestHostileCgroupNameStaysOutOfTheScript(t *testing.T) {
+	l := nfttest.NewLab(t)
+	parent := lab.NewCgroup(t)
+	evil := parent.Child(t, `x" . 1 . 1.1.1.1 . tcp . 1 } } table inet injected { set s { type uid; elements = { 0 } } } table inet egress { set y { type uid; elements = { "0.service`)
+	nobody := l.Nobody
+	nobody.Cgroup = evil
+	flows := learnServices(t, parent, map[string]lab.As{url8080: nobody})
+	if len(flows) != 1 || len(flows[0].Cgroups) != 1 || !strings.Contains(flows[0].Cgroups[0], `x" . 1`) {
+		t.Fatalf("learned %+v", flows)
+	}
+	p := plan.Build(flows, serviceOptions(t, plan.MatchService))
+	if len(p.Services()) != 0 || len(p.Sets[0].Elements) != 1 {
+		t.Errorf("the hostile cgroup made a service: %v, per-user elements %d", p.Services(), len(p.Sets[0].Elements))
+	}
+	file := filepath.Join(t.TempDir(), "egress.nft")
+	if err := os.WriteFile(file, []byte(p.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ns := lab.NewNetns(t)
+	lab.LoadNsenter(t, ns, file)
+	if tables := strings.TrimSpace(lab.MustRun(t, "nsenter", "--net="+ns.Path(), "nft", "list", "tables")); tables != "table inet egress" {
+		t.Errorf("tables after loading the script:\n%s", tables)
+	}
+}
