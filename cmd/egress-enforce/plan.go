@@ -111,11 +111,21 @@ func running(p *plan.Plan) (*plan.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := cg.Root(); err != nil {
-		return nil, err
-	}
 	p, _ = cg.Resolve(p)
 	return p, nil
+}
+
+// scriptable refuses a per-service script nft could not load: one whose
+// cgroup paths nft would look for in the wrong place.
+func scriptable(p *plan.Plan) error {
+	if !p.ByService() {
+		return nil
+	}
+	cg, err := nft.HostCgroups()
+	if err == nil {
+		_, err = cg.Root()
+	}
+	return err
 }
 
 // stagedUsers reads --enforce-users and --audit-users into opts.
@@ -165,7 +175,7 @@ addresses without zones, protocols) and refused if it holds anything else.`,
 			defer w.Close()
 			if asJSON {
 				err = printJSON(w, p)
-			} else {
+			} else if err = scriptable(p); err == nil {
 				err = p.Text(w)
 			}
 			if err != nil {
@@ -207,6 +217,10 @@ added and removed, and a mode change. Exit status 0 either way.`,
 // writeDiff prints what applying p would change, after head (not in
 // JSON).
 func writeDiff(cmd *cobra.Command, e *env, p *plan.Plan, asJSON bool, head string) error {
+	p, err := running(p) // what apply would put in the kernel now
+	if err != nil {
+		return err
+	}
 	d, err := nft.Diff(e.kernel, p)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/internal/lab"
 )
 
@@ -53,6 +54,10 @@ func TestServicesEndToEnd(t *testing.T) {
 	}
 	if err := blocked(t, as(a), url8081); err != nil {
 		t.Errorf("a.service to b's destination: %v", err)
+	}
+	var d plan.Diff
+	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "diff", "--mode", "enforce", "--match", "service", "--json")), &d); err != nil || !d.Empty() {
+		t.Errorf("diff after apply: %+v %v", d, err)
 	}
 	var st status
 	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "status", "--json")), &st); err != nil {
