@@ -526,7 +526,9 @@ func (b *builder) add(f *store.Flow) {
 		b.ntp = append(b.ntp, f.IP)
 	}
 	b.p.Flows++
-	if b.follow(f) && o.Follow.Mode == FollowName {
+	// Name rules are per user: a flow that only services made keeps its
+	// learned addresses, or its names would open them to the whole user.
+	if !b.serviceOnly(f) && b.follow(f) && o.Follow.Mode == FollowName {
 		return // the names stand for the addresses
 	}
 	hosts := o.Hosts[f.FlowKey]

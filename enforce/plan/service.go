@@ -124,6 +124,16 @@ func services(f *store.Flow, depth int) (svcs []string, user bool) {
 	return svcs, user || len(f.Cgroups) == 0
 }
 
+// serviceOnly reports whether, under a service match, every cgroup the
+// flow was seen from is a service's: nothing of it stays per user.
+func (b *builder) serviceOnly(f *store.Flow) bool {
+	if b.o.Match != MatchService && b.o.Match != MatchUserService {
+		return false
+	}
+	_, user := services(f, b.o.ServiceDepth)
+	return !user
+}
+
 // addService puts a flow's element in the service sets, once for each of
 // its services; it reports whether the flow still needs a per-user
 // element.

@@ -146,3 +146,23 @@ func TestRunningLeavesStoppedServicesOut(t *testing.T) {
 		t.Errorf("header:\n%s", r.String())
 	}
 }
+
+// TestServiceFlowsFollowNoName: name rules are per user, so a flow only
+// services made keeps its learned address (in the service set) and adds
+// no name rule that would open the name to every process of its user; a
+// flow seen outside a service too is followed for the user as before.
+func TestServiceFlowsFollowNoName(t *testing.T) {
+	flows := []store.Flow{
+		withCgroups(plantest.Flow(0, plantest.TCP, "192.0.2.1", 443, 3, plantest.T0, "pay.example"), "/system.slice/pay.service"),
+		withCgroups(plantest.Flow(0, plantest.TCP, "192.0.2.2", 443, 3, plantest.T0, "backup.example"), "/system.slice/backup.service", "/"),
+	}
+	for _, mode := range []string{plan.FollowName, plan.FollowBoth} {
+		p := plan.Build(flows, plan.Options{Now: plantest.T0, Match: "service", Follow: &plan.FollowOptions{Mode: mode}})
+		if p.Follow == nil || len(p.Follow.Rules) != 1 || p.Follow.Rules[0].Name != "backup.example" {
+			t.Errorf("%s: name rules %+v", mode, p.Follow)
+		}
+		if got := p.Services(); got["system.slice/pay.service"] != 1 {
+			t.Errorf("%s: services %v", mode, got)
+		}
+	}
+}
