@@ -53,6 +53,9 @@ type DeniedDest struct {
 	// flow, when it has one.
 	Processes []string            `json:"processes"`
 	Comms     []store.ProcessComm `json:"comms"`
+	// Services sent the packets, when the monitor could tell (the
+	// socket still open when the log was read; per-service rules).
+	Services []string `json:"services,omitempty"`
 }
 
 // DeniedUser sums one user's denied packets.
@@ -138,6 +141,11 @@ func (s *DeniedSummary) destinations(obs []store.Observation, recent bool, userN
 			s.Audited += o.Hits
 		}
 		store.WidenSeen(&d.FirstSeen, &d.LastSeen, o.FirstSeen, o.LastSeen)
+		for _, svc := range o.Services {
+			if !slices.Contains(d.Services, svc) {
+				d.Services = append(d.Services, svc)
+			}
+		}
 	}
 	return dests, keys
 }
@@ -237,13 +245,20 @@ func (s *DeniedSummary) Write(w io.Writer, top int) error {
 	} else {
 		fmt.Fprintf(&b, "\nmost denied destinations:\n")
 		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  USER\tDESTINATION\tHOSTNAMES\tDROPPED\tAUDITED\tLAST SEEN\tPROCESSES")
+		// A SERVICE column when some packets came from a known service.
+		svc := func(d DeniedDest) string { return "" }
+		head := "  USER\t"
+		if slices.ContainsFunc(s.Destinations, func(d DeniedDest) bool { return len(d.Services) > 0 }) {
+			head += "SERVICE\t"
+			svc = func(d DeniedDest) string { return dash(strings.Join(d.Services, ",")) + "\t" }
+		}
+		fmt.Fprintln(tw, head+"DESTINATION\tHOSTNAMES\tDROPPED\tAUDITED\tLAST SEEN\tPROCESSES")
 		for i, d := range s.Destinations {
 			if i == top {
 				fmt.Fprintf(tw, "  ... %d more\n", len(s.Destinations)-top)
 				break
 			}
-			fmt.Fprintf(tw, "  %s\t%s/%d %s\t%s\t%d\t%d\t%s\t%s\n", d.User, d.Proto, d.Port, d.IP, dash(strings.Join(d.Hostnames, ",")),
+			fmt.Fprintf(tw, "  %s\t%s%s/%d %s\t%s\t%d\t%d\t%s\t%s\n", d.User, svc(d), d.Proto, d.Port, d.IP, dash(strings.Join(d.Hostnames, ",")),
 				d.Dropped, d.Audited, d.LastSeen.Local().Format(time.DateTime), dash(strings.Join(store.ProcessNames(d.Processes, d.Comms), ", ")))
 		}
 		_ = tw.Flush()

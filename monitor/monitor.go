@@ -81,7 +81,17 @@ type obsKey struct {
 	key    store.FlowKey
 }
 
-type span struct{ first, last time.Time }
+type span struct {
+	first, last time.Time
+	services    []string // the senders' services, at most store.MaxServices
+}
+
+// service adds a sender's service ("" : none known).
+func (s *span) service(svc string) {
+	if svc != "" && !slices.Contains(s.services, svc) && len(s.services) < store.MaxServices {
+		s.services = append(s.services, svc)
+	}
+}
 
 func (s *span) see(t time.Time) {
 	if s.first.IsZero() || t.Before(s.first) {
@@ -131,7 +141,7 @@ func (m *Monitor) Add(e LogEntry) {
 	}
 	m.top[e.Action].Add(k, 1, nil)
 	m.users[e.Action].Add(uid, 1, nil)
-	m.keep(obsKey{e.Action, k}, 1, func(s *span) { s.see(e.Time) })
+	m.keep(obsKey{e.Action, k}, 1, func(s *span) { s.see(e.Time); s.service(e.Service) })
 	m.countMinute(e.Time.Unix()/60, e.Action == ObsActionDrop, 1)
 }
 
@@ -201,7 +211,7 @@ func (m *Monitor) Take() *store.ObservationBatch {
 	b := &store.ObservationBatch{Observations: make([]store.Observation, 0, len(pend)), Minutes: m.minutes, Unrecorded: m.left}
 	for _, e := range pend {
 		b.Observations = append(b.Observations, store.Observation{Kind: e.Key.action, FlowKey: e.Key.key, Hits: e.Count,
-			FirstSeen: e.Val.first.UTC(), LastSeen: e.Val.last.UTC()})
+			FirstSeen: e.Val.first.UTC(), LastSeen: e.Val.last.UTC(), Services: e.Val.services})
 	}
 	m.minutes, m.left = map[int64]store.DenialCount{}, store.Unrecorded{}
 	return b
@@ -213,7 +223,13 @@ func (m *Monitor) GiveBack(b *store.ObservationBatch) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, o := range b.Observations {
-		m.keep(obsKey{o.Kind, o.FlowKey}, o.Hits, func(s *span) { s.see(o.FirstSeen); s.see(o.LastSeen) })
+		m.keep(obsKey{o.Kind, o.FlowKey}, o.Hits, func(s *span) {
+			s.see(o.FirstSeen)
+			s.see(o.LastSeen)
+			for _, svc := range o.Services {
+				s.service(svc)
+			}
+		})
 	}
 	for k, v := range b.Minutes {
 		m.countMinute(k, true, v.Drop)

@@ -29,6 +29,11 @@ type LogEntry struct {
 	Src    netip.Addr `json:"src"`
 	Dst    netip.Addr `json:"dst"`
 	Port   uint16     `json:"port"`
+	// SrcPort is the packet's source port (tcp, udp).
+	SrcPort uint16 `json:"sport,omitempty"`
+	// Service is the sending socket's service (its cgroup v2 path cut
+	// at the unit, plan.ServiceOf), when WatchOptions.Services found it.
+	Service string `json:"service,omitempty"`
 }
 
 // DecodePacket fills the protocol, addresses and destination port of e
@@ -62,6 +67,7 @@ func (e *LogEntry) DecodePacket(pkt []byte) error {
 		return fmt.Errorf("decode packet: ip version %d", pkt[0]>>4)
 	}
 	if (e.Proto == plan.ProtoTCP || e.Proto == plan.ProtoUDP) && len(l4) >= 4 {
+		e.SrcPort = binary.BigEndian.Uint16(l4[0:2])
 		e.Port = binary.BigEndian.Uint16(l4[2:4])
 	}
 	return nil

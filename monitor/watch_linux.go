@@ -21,6 +21,9 @@ type WatchOptions struct {
 	Flush time.Duration
 	// OnEntry sees each logged packet (optional).
 	OnEntry func(LogEntry)
+	// Services, when set, names the service of each logged packet's
+	// socket (see ServiceNamer); nil: packets are the users' only.
+	Services *ServiceNamer
 	// Ready is closed once the NFLOG subscription is in place (optional).
 	Ready chan<- struct{}
 	// Status, when set, reads the table's counters at every flush: the
@@ -56,6 +59,7 @@ func Watch(ctx context.Context, t nft.Target, m *Monitor, o WatchOptions) error 
 	listening := make(chan struct{})
 	go func() {
 		errc <- listenLog(ctx, t, o.Group, listening, func(e LogEntry) {
+			o.Services.name(&e)
 			m.Add(e)
 			if o.OnEntry != nil {
 				o.OnEntry(e)

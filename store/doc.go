@@ -34,7 +34,7 @@
 //	plan_summaries/                                            (since v3)
 //	    <n:8>                             -> {bytes, sha256, pruned}
 //	observations/                                              (since v2)
-//	    <kind:1 'd'|'a'><flow key:23>     -> {hits, first_seen, last_seen}
+//	    <kind:1 'd'|'a'><flow key:23>     -> {hits, first_seen, last_seen, services (optional, at most 8)}
 //	        packets the default rule dropped or logged, from the monitor;
 //	        at most Options.MaxObservations keys (the lightest give way)
 //	denials/                                                   (since v2)

@@ -200,12 +200,19 @@ type Observation struct {
 	Hits      uint64    `json:"hits"`
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`
+	// Services are the services the packets came from, when the monitor
+	// could tell (at most MaxServices; per-service rules).
+	Services []string `json:"services,omitempty"`
 }
+
+// MaxServices bounds the services an observation names.
+const MaxServices = 8
 
 type obsRecord struct {
 	Hits      uint64    `json:"hits"`
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`
+	Services  []string  `json:"services,omitempty"`
 }
 
 func obsKey(kind string, k FlowKey) []byte {

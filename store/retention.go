@@ -208,6 +208,7 @@ func putObs(b *bolt.Bucket, o Observation, rec obsRecord) error {
 		rec.LastSeen = o.LastSeen
 	}
 	rec.Hits += o.Hits
+	rec.Services, _ = mergeList(rec.Services, o.Services, MaxServices)
 	return putJSON(b, obsKey(o.Kind, o.FlowKey), &rec)
 }
 
@@ -289,7 +290,7 @@ func decodeObs(k, v []byte) (Observation, error) {
 	if k[0] == ObsDrop[0] {
 		kind = ObsDrop
 	}
-	return Observation{Kind: kind, FlowKey: fk, Hits: rec.Hits, FirstSeen: rec.FirstSeen, LastSeen: rec.LastSeen}, nil
+	return Observation{Kind: kind, FlowKey: fk, Hits: rec.Hits, FirstSeen: rec.FirstSeen, LastSeen: rec.LastSeen, Services: rec.Services}, nil
 }
 
 func jsonUnmarshal(k, v []byte, out any) error {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -24,7 +25,7 @@ func TestServicesEndToEnd(t *testing.T) {
 	lab.ServeHTTP(t, pair.Server, ":8081")
 	lab.StartDNS(t, pair.Server, []string{lab.ServerIP4})
 	parent := lab.NewCgroup(t)
-	a, b := parent.Child(t, "a.service"), parent.Child(t, "b.scope")
+	a, b, c := parent.Child(t, "a.service"), parent.Child(t, "b.scope"), parent.Child(t, "c.service")
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "config.yaml")
 	resolv := "/etc/netns/" + pair.Client.Name + "/resolv.conf"
@@ -48,6 +49,9 @@ func TestServicesEndToEnd(t *testing.T) {
 	}
 	mustFail(t, enforceBin, env, []string{"match", "is not user, service or user,service"}, "generate", "--match", "group")
 	mustRun(t, enforceBin, env, "apply", "--mode", "enforce", "--match", "service")
+	addr := lab.FreeAddr(t)
+	_, _, werr := start(t, env, enforceBin, "watch", "--metrics-addr", addr, "--metrics-refresh", "100ms", "--flush-interval", "200ms")
+	lab.Await(t, "watch", func() bool { return strings.Contains(werr.String(), "msg=watching") })
 
 	if err := reach(as(a), url8080); err != nil {
 		t.Errorf("a.service: %v", err)
@@ -55,6 +59,27 @@ func TestServicesEndToEnd(t *testing.T) {
 	if err := blocked(t, as(a), url8081); err != nil {
 		t.Errorf("a.service to b's destination: %v", err)
 	}
+	if err := blocked(t, as(c), url8080); err != nil {
+		t.Errorf("c.service, missing from the baseline: %v", err)
+	}
+	// denied names the services that sent what was dropped.
+	lab.Await(t, "denied to name the services", func() bool {
+		var den struct {
+			Destinations []struct {
+				Port     uint16   `json:"port"`
+				Services []string `json:"services"`
+			} `json:"destinations"`
+		}
+		_ = json.Unmarshal([]byte(mustRun(t, enforceBin, env, "denied", "--json")), &den)
+		found := 0
+		for _, d := range den.Destinations {
+			if d.Port == 8081 && slices.Equal(d.Services, []string{a.Rel(t)}) || d.Port == 8080 && slices.Equal(d.Services, []string{c.Rel(t)}) {
+				found++
+			}
+		}
+		return found == 2
+	})
+	lab.WantAll(t, "denied", mustRun(t, enforceBin, env, "denied"), "SERVICE", c.Rel(t))
 	var d plan.Diff
 	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "diff", "--mode", "enforce", "--match", "service", "--json")), &d); err != nil || !d.Empty() {
 		t.Errorf("diff after apply: %+v %v", d, err)
@@ -67,9 +92,6 @@ func TestServicesEndToEnd(t *testing.T) {
 		t.Errorf("status services: %+v", st.Services)
 	}
 
-	addr := lab.FreeAddr(t)
-	_, _, werr := start(t, env, enforceBin, "watch", "--metrics-addr", addr, "--metrics-refresh", "100ms")
-	lab.Await(t, "watch", func() bool { return strings.Contains(werr.String(), "msg=watching") })
 	lab.Await(t, "the service metric", func() bool {
 		v, _ := lab.MetricValue(lab.Scrape(t, "http://"+addr+"/metrics"), "egress_service_elements", map[string]string{"service": a.Rel(t)})
 		return v == 1

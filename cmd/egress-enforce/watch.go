@@ -87,8 +87,14 @@ func newWatch(g *cli.Globals) *cobra.Command {
 			}()
 			began := time.Now()
 			defer func() { logWatchSummary(e.Log, mon, time.Since(began), cfg) }()
+			// Which service sent each logged packet (per-service rules).
+			services, err := monitor.NewServiceNamer(e.target, cfg.ServiceDepth)
+			if err != nil {
+				e.Log.Warn("denied packets are attributed to users only", "err", err)
+			}
+			defer services.Close()
 			return monitor.Watch(ctx, e.target, mon, monitor.WatchOptions{
-				Ready: ready,
+				Ready: ready, Services: services,
 				Group: uint16(cfg.NFLOGGroup), Store: st, Flush: cfg.FlushInterval,
 				OnEntry: func(le monitor.LogEntry) {
 					if quiet {
