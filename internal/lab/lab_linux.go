@@ -146,7 +146,13 @@ func NewCgroup(t testing.TB) *Cgroup {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(root, Unique("egress-test-"))
+	return newCgroupAt(t, filepath.Join(root, Unique("egress-test-")))
+}
+
+// newCgroupAt creates the cgroup directory path; t.Cleanup kills what
+// runs in it and removes it.
+func newCgroupAt(t testing.TB, path string) *Cgroup {
+	t.Helper()
 	if err := os.Mkdir(path, 0o755); err != nil {
 		t.Fatalf("create cgroup: %v", err)
 	}

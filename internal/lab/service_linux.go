@@ -13,18 +13,7 @@ import (
 // "a.service"); t.Cleanup kills what runs in it and removes it, before c.
 func (c *Cgroup) Child(t testing.TB, name string) *Cgroup {
 	t.Helper()
-	path := filepath.Join(c.Path, name)
-	if err := os.Mkdir(path, 0o755); err != nil {
-		t.Fatalf("create cgroup: %v", err)
-	}
-	fd, err := os.Open(path)
-	if err != nil {
-		_ = os.Remove(path)
-		t.Fatal(err)
-	}
-	cg := &Cgroup{Path: path, fd: fd}
-	t.Cleanup(func() { cg.remove(t) })
-	return cg
+	return newCgroupAt(t, filepath.Join(c.Path, name))
 }
 
 // Recreate removes the cgroup and creates it again, as systemd does when
