@@ -72,6 +72,9 @@ type Change struct {
 	// Source: candidate (the learner saw it), denied or audit (the
 	// monitor saw the table drop or log it), stale (not seen recently).
 	Source string `json:"source"`
+	// Services the flow came from (per-service rules): with match
+	// service, the next table allows it for them, not for the user.
+	Services []string `json:"services,omitempty"`
 
 	key store.FlowKey
 }
@@ -132,6 +135,11 @@ func (p *Proposal) Next() []store.Flow { return p.next }
 func changeOf(f store.Flow, source string, name func(uint32) string) Change {
 	c := Change{UID: f.UID, Dest: store.DestOf(f.FlowKey, f.Hostnames), Hits: f.Hits,
 		FirstSeen: f.FirstSeen, LastSeen: f.LastSeen, Source: source, key: f.FlowKey}
+	for _, cg := range f.Cgroups {
+		if s := plan.ServiceOf(cg, 0); s != "" && !slices.Contains(c.Services, s) {
+			c.Services = append(c.Services, s)
+		}
+	}
 	if name != nil {
 		c.User = name(f.UID)
 	}
@@ -217,6 +225,13 @@ func (p *Proposal) deniedOnly(obs []store.Observation, known map[store.FlowKey]b
 		}
 		f.Hits += ob.Hits
 		store.WidenSeen(&f.FirstSeen, &f.LastSeen, ob.FirstSeen, ob.LastSeen)
+		// The services that sent it: with match service, the next table
+		// allows it for them only, not for every process of the user.
+		for _, svc := range ob.Services {
+			if cg := "/" + svc; !slices.Contains(f.Cgroups, cg) {
+				f.Cgroups = append(f.Cgroups, cg)
+			}
+		}
 		if ob.Kind == store.ObsDrop || source[ob.FlowKey] == "" {
 			source[ob.FlowKey] = ob.Kind
 		}
@@ -303,8 +318,12 @@ func (p *Proposal) Write(w io.Writer) error {
 			if names == "" {
 				names = "-"
 			}
-			fmt.Fprintf(&b, "    %s %s %s  %s  hits %d  last seen %s  [%s]\n", sign, c.Proto, netip.AddrPortFrom(c.IP, c.Port), names,
-				c.Hits, c.LastSeen.Local().Format(time.DateTime), c.Source)
+			svc := ""
+			if len(c.Services) > 0 {
+				svc = "  service " + strings.Join(c.Services, ",")
+			}
+			fmt.Fprintf(&b, "    %s %s %s  %s  hits %d  last seen %s  [%s]%s\n", sign, c.Proto, netip.AddrPortFrom(c.IP, c.Port), names,
+				c.Hits, c.LastSeen.Local().Format(time.DateTime), c.Source, svc)
 		}
 	}
 	noAdd, noRemove := fmt.Sprintf("no candidate: no flow learned since its approval was seen %d times or more", p.MinHits),
