@@ -1,0 +1,186 @@
+//go:build linux
+
+package dnspolicy
+
+import (
+	"encoding/base32"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// The tests run real clients (dig) and, for queries no client would send,
+// this test binary itself as a client: re-run with DP_HELPER set, inside
+// the test's cgroup and namespace, as the test's user.
+
+// helperBin is a copy of the test binary every user may run.
+var helperBin string
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv("DP_HELPER"); mode != "" {
+		os.Exit(helperMain(mode))
+	}
+	code := func() int {
+		dir, err := os.MkdirTemp("", "dnspolicy-helper")
+		if err == nil {
+			defer os.RemoveAll(dir)
+			helperBin = filepath.Join(dir, "helper")
+			err = copyExe(os.Args[0], helperBin)
+		}
+		if err == nil {
+			err = os.Chmod(dir, 0o755)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "dnspolicy tests: copy the helper:", err)
+			return 1
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+func copyExe(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// helperMain: DP_HELPER=udp|tcp sends DP_MSG (hex; for tcp the bytes as
+// written, length prefixes included) to DP_SERVER until an answer comes
+// (UDP: again every 300 ms), prints "answered" and exits 0.
+// DP_HELPER=burst sends DP_N queries of distinct base32 labels under
+// DP_PARENT, without waiting. DP_HELPER=flood sends DP_MSG DP_N times and
+// prints the rate.
+func helperMain(mode string) int {
+	server := os.Getenv("DP_SERVER")
+	msg, _ := hex.DecodeString(os.Getenv("DP_MSG"))
+	n, _ := strconv.Atoi(os.Getenv("DP_N"))
+	var err error
+	switch mode {
+	case "udp":
+		err = helperUDP(server, msg)
+	case "tcp":
+		err = helperTCP(server, msg)
+	case "burst":
+		err = helperBurst(server, os.Getenv("DP_PARENT"), n)
+	case "flood":
+		err = helperFlood(server, msg, n)
+	default:
+		err = fmt.Errorf("unknown helper mode %q", mode)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func helperUDP(server string, msg []byte) error {
+	c, err := net.Dial("udp", server)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 4096)
+	for {
+		if _, err := c.Write(msg); err != nil {
+			return err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if k, err := c.Read(buf); err == nil {
+			fmt.Printf("answered %d bytes\n", k)
+			return nil
+		}
+	}
+}
+
+func helperTCP(server string, raw []byte) error {
+	c, err := net.Dial("tcp", server)
+	if err != nil {
+		return err
+	}
+	if _, err := c.Write(raw); err != nil {
+		return err
+	}
+	var l [2]byte
+	if _, err := io.ReadFull(c, l[:]); err != nil {
+		return err
+	}
+	fmt.Printf("answered %d bytes\n", binary.BigEndian.Uint16(l[:]))
+	return nil
+}
+
+func helperBurst(server, parent string, n int) error {
+	c, err := net.Dial("udp", server)
+	if err != nil {
+		return err
+	}
+	enc := base32.StdEncoding.WithPadding(base32.NoPadding)
+	for i := range n {
+		label := strings.ToLower(enc.EncodeToString(fmt.Appendf(nil, "secret chunk %06d of the file", i)))
+		if len(label) > 63 {
+			label = label[:63]
+		}
+		if _, err := c.Write(query(label + "." + parent)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func helperFlood(server string, msg []byte, n int) error {
+	c, err := net.Dial("udp", server)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	for range n {
+		if _, err := c.Write(msg); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("%f\n", float64(n)/time.Since(start).Seconds())
+	return nil
+}
+
+// query packs an A query for name, as dig sends it (with EDNS).
+func query(name string) []byte {
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	m.SetEdns0(1232, false)
+	b, err := m.Pack()
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// tcpFrame prefixes each message with its length, as DNS over TCP does.
+func tcpFrame(msgs ...[]byte) []byte {
+	var out []byte
+	for _, m := range msgs {
+		out = binary.BigEndian.AppendUint16(out, uint16(len(m)))
+		out = append(out, m...)
+	}
+	return out
+}

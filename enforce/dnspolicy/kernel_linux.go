@@ -1,0 +1,295 @@
+//go:build linux
+
+package dnspolicy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/egresskit/egress/bpf"
+	"github.com/egresskit/egress/enforce/nft"
+	"github.com/egresskit/egress/internal/cgroupbpf"
+)
+
+// DefaultPinRoot is the follower's pin root: the policy pins its program
+// and maps beside the follower's, in the same per-table directory.
+const DefaultPinRoot = "/sys/fs/bpf/egress"
+
+// DefaultMaxEntries bounds the allow-list map (and so the kernel memory
+// it takes: about 100 bytes an entry).
+const DefaultMaxEntries = 262144
+
+// Pin names in the per-table directory.
+const (
+	pinLink  = "dns_policy"
+	pinAllow = "dns_allow"
+	pinRing  = "dns_denials"
+	pinStats = "dns_policy_stats"
+)
+
+// Config says where the policy runs.
+type Config struct {
+	Cgroup     string // cgroup v2 directory; default the mount's root
+	Target     nft.Target
+	Table      string
+	PinRoot    string // default DefaultPinRoot
+	Mode       Mode
+	MaxEntries int // default DefaultMaxEntries
+	Log        *slog.Logger
+}
+
+func (c *Config) defaults() error {
+	if c.PinRoot == "" {
+		c.PinRoot = DefaultPinRoot
+	}
+	if c.MaxEntries <= 0 {
+		c.MaxEntries = DefaultMaxEntries
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.Cgroup == "" {
+		var err error
+		if c.Cgroup, err = cgroupbpf.Mount(); err != nil {
+			return err
+		}
+	}
+	return cgroupbpf.Check(c.Cgroup)
+}
+
+// Installed is what Install put in place.
+type Installed struct {
+	Mode    Mode   `json:"mode"`
+	Entries int    `json:"entries"`
+	PinDir  string `json:"pin_dir"`
+	Cgroup  string `json:"cgroup"`
+}
+
+// Install loads the policy with entries and attaches it to the cgroup in
+// place of the one there before (both run for a moment: a query passes
+// only if both allow it). The link is pinned: the policy stays when this
+// process ends. Mode Off removes it.
+func Install(cfg Config, entries []Entry) (*Installed, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	if cfg.Mode == Off {
+		return nil, Remove(cfg)
+	}
+	if len(entries) > cfg.MaxEntries {
+		return nil, fmt.Errorf("install dns policy: %d allowed names, over the bound of %d (dns_max_names)", len(entries), cfg.MaxEntries)
+	}
+	netns, err := netnsCookie(cfg.Target)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := pinDir(cfg.PinRoot, cfg.Table, netns)
+	if err != nil {
+		return nil, err
+	}
+	var objs bpf.DnspolicyObjects
+	if err := load(&objs, cfg.Mode, netns, len(entries), dir); err != nil {
+		return nil, err
+	}
+	defer objs.Close()
+	if err := fill(objs.DnsAllow, entries); err != nil {
+		return nil, err
+	}
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: cfg.Cgroup, Attach: ebpf.AttachCGroupInetEgress, Program: objs.DnsPolicy})
+	if err != nil {
+		return nil, fmt.Errorf("attach dns policy to %s: %w", cfg.Cgroup, err)
+	}
+	defer l.Close()
+	if err := replacePin(dir, l, objs.DnsAllow, cfg.Log); err != nil {
+		return nil, err
+	}
+	return &Installed{Mode: cfg.Mode, Entries: len(entries), PinDir: dir, Cgroup: cfg.Cgroup}, nil
+}
+
+// load loads the program with the map sized for n entries, sharing the
+// pinned ring buffer and counters with earlier policies of the table.
+func load(objs *bpf.DnspolicyObjects, mode Mode, netns uint64, n int, dir string) error {
+	spec, err := bpf.LoadDnspolicy()
+	if err != nil {
+		return fmt.Errorf("load dns policy spec: %w", err)
+	}
+	enf := uint32(0)
+	if mode == Enforce {
+		enf = 1
+	}
+	if err := spec.Variables["enforce"].Set(enf); err != nil {
+		return fmt.Errorf("set enforce: %w", err)
+	}
+	if err := spec.Variables["netns_cookie"].Set(netns); err != nil {
+		return fmt.Errorf("set netns_cookie: %w", err)
+	}
+	spec.Maps["dns_allow"].MaxEntries = uint32(max(n, 1))
+	spec.Maps["dns_allow"].Name = allowMapName(mode) // status reads the mode from it
+	spec.Maps["dns_denials"].Pinning = ebpf.PinByName
+	spec.Maps["dns_policy_stats"].Pinning = ebpf.PinByName
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}}
+	err = cgroupbpf.Load(spec, objs, opts, "dns policy")
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		_ = os.Remove(filepath.Join(dir, pinRing))
+		_ = os.Remove(filepath.Join(dir, pinStats))
+		err = cgroupbpf.Load(spec, objs, opts, "dns policy")
+	}
+	return err
+}
+
+// fill puts the entries in the allow map.
+func fill(m *ebpf.Map, entries []Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	keys := make([]bpf.DnspolicyAllowKey, len(entries))
+	vals := make([]uint8, len(entries))
+	for i, e := range entries {
+		keys[i] = bpf.DnspolicyAllowKey{Uid: e.UID, Hash: Hash(e.Name)}
+		vals[i] = 1
+	}
+	for i := 0; i < len(keys); i += 4096 {
+		j := min(i+4096, len(keys))
+		if _, err := m.BatchUpdate(keys[i:j], vals[i:j], nil); err != nil {
+			return fmt.Errorf("fill the dns allow map: %w", err)
+		}
+	}
+	return nil
+}
+
+// replacePin pins the new link and map in place of the old ones, and
+// detaches the old link once the new one is pinned.
+func replacePin(dir string, l link.Link, allow *ebpf.Map, log *slog.Logger) error {
+	path := filepath.Join(dir, pinLink)
+	if err := l.Pin(path + "_new"); err != nil {
+		return fmt.Errorf("pin the dns policy: %w", err)
+	}
+	old, err := link.LoadPinnedLink(path, nil)
+	switch {
+	case err == nil:
+		defer old.Close()
+		_ = old.Unpin()
+	case !errors.Is(err, os.ErrNotExist):
+		_ = l.Unpin()
+		return fmt.Errorf("open the pinned dns policy %s: %w", path, err)
+	}
+	if err := l.Pin(path); err != nil { // moves the pin
+		_ = l.Unpin()
+		return fmt.Errorf("pin the dns policy: %w", err)
+	}
+	_ = os.Remove(filepath.Join(dir, pinAllow))
+	if err := allow.Pin(filepath.Join(dir, pinAllow)); err != nil {
+		log.Warn("pin the dns allow map (for status)", "err", err)
+	}
+	return nil
+}
+
+// Remove detaches the policy of the table and forgets its maps. Nothing
+// there is no error.
+func Remove(cfg Config) error {
+	if err := cfg.defaults(); err != nil {
+		return err
+	}
+	netns, err := netnsCookie(cfg.Target)
+	if err != nil {
+		return err
+	}
+	dir := policyDir(cfg.PinRoot, cfg.Table, netns)
+	var errs []error
+	if l, err := link.LoadPinnedLink(filepath.Join(dir, pinLink), nil); err == nil {
+		errs = append(errs, l.Unpin(), l.Close())
+	} else if !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("open the pinned dns policy: %w", err))
+	}
+	for _, p := range []string{pinAllow, pinRing, pinStats} {
+		if err := os.Remove(filepath.Join(dir, p)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// netnsCookie is what bpf_get_netns_cookie gives for the target's sockets.
+func netnsCookie(t nft.Target) (uint64, error) {
+	fd, done, err := t.OpenNetns()
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	errc := make(chan error, 1)
+	var cookie uint64
+	go func() {
+		runtime.LockOSThread() // never unlocked when it entered a namespace: the thread dies
+		if fd >= 0 {
+			if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+				errc <- fmt.Errorf("enter network namespace: %w", err)
+				return
+			}
+		} else {
+			defer runtime.UnlockOSThread()
+		}
+		s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer unix.Close(s)
+		cookie, err = unix.GetsockoptUint64(s, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+		errc <- err
+	}()
+	if err := <-errc; err != nil {
+		return 0, fmt.Errorf("read the cookie of %s: %w", t, err)
+	}
+	return cookie, nil
+}
+
+func policyDir(root, table string, netns uint64) string {
+	safe := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, table)
+	return filepath.Join(root, fmt.Sprintf("%s-netns-%x", safe, netns))
+}
+
+// pinDir makes the table's pin directory, on a bpf file system.
+func pinDir(root, table string, netns uint64) (string, error) {
+	probe := root
+	for {
+		var st unix.Statfs_t
+		err := unix.Statfs(probe, &st)
+		if err == nil {
+			if st.Type != unix.BPF_FS_MAGIC {
+				return "", fmt.Errorf("pin directory %s is not on a bpf file system: mount one (mount -t bpf bpf /sys/fs/bpf) or give --pin-dir", root)
+			}
+			break
+		}
+		if !errors.Is(err, os.ErrNotExist) || probe == filepath.Dir(probe) {
+			return "", fmt.Errorf("check pin directory %s: %w", root, err)
+		}
+		probe = filepath.Dir(probe)
+	}
+	dir := policyDir(root, table, netns)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("create pin directory: %w", err)
+	}
+	return dir, nil
+}
+
+// allowMapName gives the kernel name of the allow map: it says the mode.
+func allowMapName(m Mode) string {
+	if m == Enforce {
+		return "dns_allow_enf"
+	}
+	return "dns_allow_aud"
+}
