@@ -141,9 +141,7 @@ func helperBurst(server, parent string, n int) error {
 		if len(label) > 63 {
 			label = label[:63]
 		}
-		if _, err := c.Write(query(label + "." + parent)); err != nil {
-			return err
-		}
+		_, _ = c.Write(query(label + "." + parent)) // a stopped query is EPERM: go on, as a tunnel would
 	}
 	return nil
 }
@@ -155,9 +153,7 @@ func helperFlood(server string, msg []byte, n int) error {
 	}
 	start := time.Now()
 	for range n {
-		if _, err := c.Write(msg); err != nil {
-			return err
-		}
+		_, _ = c.Write(msg)
 	}
 	fmt.Printf("%f\n", float64(n)/time.Since(start).Seconds())
 	return nil
