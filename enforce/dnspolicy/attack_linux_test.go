@@ -121,4 +121,3 @@ func TestEnforceStopsATunnelBurst(t *testing.T) {
 		t.Fatalf("alice: %+v", u)
 	}
 }
-
