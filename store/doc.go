@@ -3,7 +3,7 @@
 // The bucket tree:
 //
 //	meta/
-//	    schema   -> "4"                    decimal schema version
+//	    schema   -> "5"                    decimal schema version
 //	    created  -> RFC 3339 time          when the file was made
 //	    obs_unrecorded -> {drop, audit, records}                  (since v3)
 //	        packets the monitor counted without a stored destination:
@@ -45,6 +45,18 @@
 //	        group, unrecorded, lost_logs, unlogged_audit, unlogged_drop,
 //	        counters, finished; what it logged until end is recorded.
 //	        At most MaxWatches runs (the oldest go)
+//	questions/                                                 (since v5)
+//	    <uid:4><name>                     -> Question JSON
+//	        every question a user asked while learning: hits, qtypes,
+//	        rcodes (answer code -> count, NXDOMAIN included), first_seen,
+//	        last_seen. At most MaxQuestions names; meta/questions_count,
+//	        meta/questions_unrecorded (what found no room)
+//	dns_denials/                                               (since v5)
+//	    <uid:4><name>                     -> DNSDenial JSON
+//	        names the DNS policy stopped (enforce) or audited: hits,
+//	        dropped, malformed, first_seen, last_seen. At most
+//	        MaxDNSDenialNames names; meta/dns_denials_count,
+//	        meta/dns_denials_unrecorded
 //
 // Keys are fixed-width and big endian, so a cursor walks flows ordered by
 // UID, then protocol, address and port. Addresses are 16 bytes: IPv4 is

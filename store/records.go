@@ -197,6 +197,8 @@ type Run struct {
 type Batch struct {
 	Flows []Flow
 	DNS   []DNSObservation
+	// Questions are the answered questions, by user (schema 5).
+	Questions []QuestionObservation
 	Run   *Run // updated when set; its ID must come from BeginRun
 	// Resolvers are the UIDs whose DNS answers may name other users'
 	// flows (local resolvers asking on their behalf); see NamesFor.
@@ -204,7 +206,9 @@ type Batch struct {
 }
 
 // Empty reports whether the batch has nothing to write.
-func (b *Batch) Empty() bool { return len(b.Flows) == 0 && len(b.DNS) == 0 && b.Run == nil }
+func (b *Batch) Empty() bool {
+	return len(b.Flows) == 0 && len(b.DNS) == 0 && len(b.Questions) == 0 && b.Run == nil
+}
 
 // BeginRun records the start of a learning run and returns it with its ID.
 func (s *Store) BeginRun(r Run) (Run, error) {
@@ -232,6 +236,11 @@ func (s *Store) Apply(b *Batch) error {
 		dns := tx.Bucket(bucketDNS)
 		for _, o := range b.DNS {
 			if err := applyDNS(dns, o); err != nil {
+				return err
+			}
+		}
+		for _, q := range b.Questions {
+			if err := applyQuestion(tx, q); err != nil {
 				return err
 			}
 		}

@@ -18,7 +18,7 @@ import (
 )
 
 // SchemaVersion is the layout this binary reads and writes.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // DefaultPath is where the baseline lives unless configured otherwise.
 const DefaultPath = "/var/lib/egress/baseline.db"
@@ -263,6 +263,14 @@ var migrations = []migration{
 	{4, "the monitor's runs", func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucketWatches)
 		return err
+	}},
+	{5, "DNS questions and denied names", func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketQuestions, bucketDNSDenials} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
 	}},
 }
 
