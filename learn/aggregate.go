@@ -53,6 +53,10 @@ type aggregator struct {
 	pending []pendingFlow
 	index   map[flowID]int32
 	dns     map[dnsKey]store.DNSObservation
+	// questions are the answered questions by user, name, type and code:
+	// at most maxPendingQuestions between flushes, the others counted.
+	questions     map[questionKey]store.QuestionObservation
+	questionsOver uint64
 
 	known    map[flowID]struct{} // every flow in the store or pending
 	newTimes []time.Time         // when recent new flows appeared
@@ -116,11 +120,12 @@ type dnsKey struct {
 
 func newAggregator(f Filter, cgroups func(uint64) string, known []store.FlowKey) *aggregator {
 	a := &aggregator{
-		filter:  f,
-		cgroups: cgroups,
-		index:   map[flowID]int32{},
-		dns:     map[dnsKey]store.DNSObservation{},
-		known:   make(map[flowID]struct{}, len(known)),
+		filter:    f,
+		cgroups:   cgroups,
+		index:     map[flowID]int32{},
+		dns:       map[dnsKey]store.DNSObservation{},
+		questions: map[questionKey]store.QuestionObservation{},
+		known:     make(map[flowID]struct{}, len(known)),
 	}
 	for _, k := range known {
 		a.known[idOf(k)] = struct{}{}
@@ -204,6 +209,7 @@ func (a *aggregator) addDNS(p DNSPacket) {
 		return
 	}
 	a.dnsAnswers++
+	a.addQuestion(p, ans)
 	for _, addr := range ans.Addrs {
 		if len(addr.Names) == 0 {
 			continue
@@ -216,8 +222,10 @@ func (a *aggregator) addDNS(p DNSPacket) {
 // taken is what a flush takes over: the pending flows, sorted in the
 // store's key order, and the DNS observations.
 type taken struct {
-	flows []pendingFlow
-	dns   []store.DNSObservation
+	flows         []pendingFlow
+	dns           []store.DNSObservation
+	questions     []store.QuestionObservation
+	questionsOver uint64
 }
 
 // chunk converts flows[i:j] for the store.
@@ -240,6 +248,11 @@ func (a *aggregator) take() *taken {
 	a.pending = make([]pendingFlow, 0, len(t.flows))
 	a.index = make(map[flowID]int32, len(t.flows))
 	a.dns = map[dnsKey]store.DNSObservation{}
+	for _, q := range a.questions {
+		t.questions = append(t.questions, q)
+	}
+	t.questionsOver = a.questionsOver
+	a.questions, a.questionsOver = map[questionKey]store.QuestionObservation{}, 0
 	a.mu.Unlock()
 	slices.SortFunc(t.flows, func(x, y pendingFlow) int { return bytes.Compare(x.id[:], y.id[:]) })
 	return t

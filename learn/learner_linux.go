@@ -279,7 +279,7 @@ func (l *learner) flush(st *store.Store) error {
 		j := min(i+flushChunk, n)
 		b := &store.Batch{Flows: t.chunk(i, j), Resolvers: l.cfg.Resolvers}
 		if i == 0 {
-			b.DNS = t.dns
+			b.DNS, b.Questions, b.QuestionsUnrecorded = t.dns, t.questions, t.questionsOver
 		}
 		if j == n {
 			run := l.run
@@ -288,6 +288,7 @@ func (l *learner) flush(st *store.Store) error {
 		if err := st.Apply(b); err != nil {
 			if i == 0 {
 				l.agg.giveBack(t.flows, t.dns)
+				l.agg.giveBackQuestions(t.questions, t.questionsOver)
 			} else {
 				l.agg.giveBack(t.flows[i:], nil)
 			}

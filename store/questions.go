@@ -47,6 +47,7 @@ type QuestionObservation struct {
 	QType uint16
 	Rcode int
 	Seen  time.Time
+	Hits  uint64 // 0 counts as 1
 }
 
 // Question is what the store knows of one user's question name.
@@ -110,19 +111,19 @@ func applyQuestion(tx *bolt.Tx, o QuestionObservation) error {
 	}
 	if !found {
 		if readCounter(tx, keyQuestionsCount) >= uint64(maxQuestions) {
-			return countUnrecorded(tx, keyQuestionsUnrecorded, 1)
+			return countUnrecorded(tx, keyQuestionsUnrecorded, max(o.Hits, 1))
 		}
 		if err := countUnrecorded(tx, keyQuestionsCount, 1); err != nil {
 			return err
 		}
 		q = Question{UID: o.UID, Name: o.Name, FirstSeen: o.Seen, Rcodes: map[string]uint64{}}
 	}
-	q.Hits++
+	q.Hits += max(o.Hits, 1)
 	WidenSeen(&q.FirstSeen, &q.LastSeen, o.Seen, o.Seen)
 	if !slices.Contains(q.QTypes, o.QType) && len(q.QTypes) < maxQTypesAQuestion {
 		q.QTypes = append(q.QTypes, o.QType)
 	}
-	q.Rcodes[fmt.Sprint(o.Rcode)]++
+	q.Rcodes[fmt.Sprint(o.Rcode)] += max(o.Hits, 1)
 	return putJSON(b, key, &q)
 }
 

@@ -199,7 +199,9 @@ type Batch struct {
 	DNS   []DNSObservation
 	// Questions are the answered questions, by user (schema 5).
 	Questions []QuestionObservation
-	Run   *Run // updated when set; its ID must come from BeginRun
+	// QuestionsUnrecorded are questions the learner had no room for.
+	QuestionsUnrecorded uint64
+	Run                 *Run // updated when set; its ID must come from BeginRun
 	// Resolvers are the UIDs whose DNS answers may name other users'
 	// flows (local resolvers asking on their behalf); see NamesFor.
 	Resolvers []uint32
@@ -241,6 +243,11 @@ func (s *Store) Apply(b *Batch) error {
 		}
 		for _, q := range b.Questions {
 			if err := applyQuestion(tx, q); err != nil {
+				return err
+			}
+		}
+		if b.QuestionsUnrecorded > 0 {
+			if err := countUnrecorded(tx, keyQuestionsUnrecorded, b.QuestionsUnrecorded); err != nil {
 				return err
 			}
 		}
