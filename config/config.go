@@ -92,6 +92,11 @@ type Config struct {
 	FollowMark       int64          `mapstructure:"follow_mark"`
 	FollowWindowS    string         `mapstructure:"follow_window"`
 
+	// DNS policy (dnspolicy.go).
+	DNSPolicy   string           `mapstructure:"dns_policy"`
+	DNSAllow    []DNSAllowConfig `mapstructure:"dns_allow"`
+	DNSMaxNames int              `mapstructure:"dns_max_names"`
+
 	// Resolved by Load from the values above.
 	Since           time.Duration  `mapstructure:"-"`
 	Retention       time.Duration  `mapstructure:"-"`
@@ -145,6 +150,9 @@ var defaults = map[string]any{
 	"follow_max_per_name": 64,
 	"follow_mark":         0x10000000,
 	"follow_window":       "30s",
+	"dns_policy":          "off",
+	"dns_allow":           []map[string]any{},
+	"dns_max_names":       262144,
 
 	// egress-learn coverage
 	"coverage_root":          "/",
@@ -386,7 +394,7 @@ func (c *Config) resolve() error {
 			return fmt.Errorf("%s: %q holds a control character", key, v)
 		}
 	}
-	for _, step := range []func() error{c.resolveLearn, c.resolveFollow, c.resolveEnforce, c.resolveStore, c.resolveLists} {
+	for _, step := range []func() error{c.resolveLearn, c.resolveFollow, c.resolveEnforce, c.resolveStore, c.resolveLists, c.resolveDNSPolicy} {
 		if err := step(); err != nil {
 			return err
 		}
