@@ -44,7 +44,7 @@ default rule's counter and log), then apply --mode enforce.
 	g.Loader.Bind("table", "table")
 	root.AddCommand(newGenerate(g), newApply(g), newStatus(g), newDiff(g), newRemove(g),
 		newConfirm(g), newHistory(g), newRollback(g), newConfirmGuard(g), newRestore(g), newWatch(g), newDenied(g), newReconcile(g), newFollow(g),
-		newPrune(g), newPromote(g), newServices(g))
+		newPrune(g), newPromote(g), newServices(g), newDNSPolicy(g))
 	buildinfo.Attach(root)
 	return root
 }
