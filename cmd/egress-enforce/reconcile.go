@@ -43,6 +43,9 @@ which namespaces have generations and the --netns that picks each.
           user can make the table deny a destination by knocking on it);
           named as the learner names flows: the user's own DNS lookups, or
           those of the resolvers of dns_resolver_users, never another user's.
+  dns     names dns_policy stopped or audited (dns-policy watch records
+          them), listed apart for dns_allow; names under a parent domain
+          with a tunnelling signature are not proposed. Never applied.
 
 It prints the proposal per user with names, hits and last seen (--json for
 scripts), and -o writes the nft text of the next generation. Per user it shows
@@ -69,10 +72,17 @@ that drops is refused for an empty or DNS-cutting baseline unless --force.
 			if err != nil {
 				return err
 			}
+			dns, err := dnsAdditionsFor(e)
+			if err != nil {
+				return err
+			}
 			if r.asJSON {
-				err = printJSON(cmd.OutOrStdout(), p)
-			} else {
-				err = p.Write(cmd.OutOrStdout())
+				err = printJSON(cmd.OutOrStdout(), struct {
+					*baseline.Proposal
+					DNSNames *dnsDenied `json:"dns_names,omitempty"`
+				}{p, dns})
+			} else if err = p.Write(cmd.OutOrStdout()); err == nil && dns != nil {
+				dns.writeAdditions(cmd.OutOrStdout())
 			}
 			if err != nil || !r.apply {
 				return err

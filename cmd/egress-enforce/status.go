@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/egresskit/egress/enforce/dnspolicy"
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/options"
 	"github.com/egresskit/egress/enforce/plan"
@@ -28,6 +29,8 @@ type status struct {
 	// Follower says whether a follower runs, where its counters come
 	// from, and why there are none.
 	Follower followerState `json:"follower"`
+	// DNSPolicy is the DNS policy of the table (dns-policy status).
+	DNSPolicy dnspolicy.Report `json:"dns_policy"`
 	dnsServers
 }
 
@@ -69,10 +72,14 @@ a change, with the time they were saved.`,
 				return err
 			}
 			s.Servers = nonNil(s.Servers)
+			s.DNSPolicy = dnspolicy.Status(dnspolicy.Config{Target: e.target, Table: e.Cfg.Table, Mode: dnspolicy.Mode(e.Cfg.DNSPolicy)})
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), s)
 			}
 			writeStatus(cmd.OutOrStdout(), e.target, &s)
+			if s.DNSPolicy.Configured != dnspolicy.Off || s.DNSPolicy.Attached || s.DNSPolicy.Problem != "" {
+				writeDNSStatus(cmd.OutOrStdout(), s.DNSPolicy)
+			}
 			return nil
 		}),
 	}

@@ -267,17 +267,33 @@ rate after a policy change). --since keeps destinations seen within that long
 and sets the window before the apply (default: everything, and an hour).
 
 Its figures are the packets the default rules logged and watch received;
-status counts every packet, also those over the log's rate limit.`,
+status counts every packet, also those over the log's rate limit.
+
+Then the DNS queries dns_policy did not allow (recorded by "egress-enforce
+dns-policy watch"), by user, with the most frequent parent domains; a parent
+with 50 or more distinct denied names is called out as a tunnelling
+signature.`,
 		Args: cobra.NoArgs,
 		RunE: withStore(g, false, func(cmd *cobra.Command, e *env, st *store.Store) error {
 			sum, err := monitor.Denied(st, e.target, e.Cfg.Table, since, time.Now(), e.Cfg.DNSResolverUIDs, config.UserNames{}.Name)
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), sum)
+			dns, err := readDNSDenied(st, since, time.Now())
+			if err != nil {
+				return err
 			}
-			return sum.Write(cmd.OutOrStdout(), top)
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), struct {
+					*monitor.DeniedSummary
+					DNS *dnsDenied `json:"dns"`
+				}{sum, dns})
+			}
+			if err := sum.Write(cmd.OutOrStdout(), top); err != nil {
+				return err
+			}
+			dns.writeSummary(cmd.OutOrStdout())
+			return nil
 		}),
 	}
 	netnsFlag(cmd, g)

