@@ -86,6 +86,8 @@ func helperMain(mode string) int {
 		err = helperBurst(server, os.Getenv("DP_PARENT"), n)
 	case "flood":
 		err = helperFlood(server, msg, n)
+	case "latency":
+		err = helperLatency(server, msg, n)
 	default:
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}
@@ -179,4 +181,27 @@ func tcpFrame(msgs ...[]byte) []byte {
 		out = append(out, m...)
 	}
 	return out
+}
+
+// helperLatency asks n times, one query after the other, and prints each
+// round trip in microseconds.
+func helperLatency(server string, msg []byte, n int) error {
+	c, err := net.Dial("udp", server)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 4096)
+	for i := range n {
+		binary.BigEndian.PutUint16(msg, uint16(i))
+		start := time.Now()
+		if _, err := c.Write(msg); err != nil {
+			return err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(buf); err != nil {
+			return err
+		}
+		fmt.Println(time.Since(start).Microseconds())
+	}
+	return nil
 }
