@@ -16,6 +16,7 @@ import (
 
 	"github.com/egresskit/egress/config"
 	"github.com/egresskit/egress/enforce/baseline"
+	"github.com/egresskit/egress/enforce/dnspolicy"
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/enforce/rollout"
@@ -102,6 +103,7 @@ func rollOut(e *env, p *plan.Plan, r rolloutFlags, forcePending bool) (*applied,
 func newApply(g *cli.Globals) *cobra.Command {
 	var dryRun, asJSON bool
 	var r rolloutFlags
+	var pinDir string
 	cmd := &cobra.Command{
 		Use:   "apply [--mode audit|enforce] [--enforce-users U,..|--audit-users U,..] [--min-hits N] [--since D] [--from FILE ...] [--netns NAME|PATH] [--dry-run] [--force] [--json] [--reason TEXT] [--confirm-within D [--rollback-if-denied-rate N/s]]",
 		Short: "Replace our table in the kernel with the one built from the baseline",
@@ -132,7 +134,12 @@ session that ran apply dies or apply is killed. --rollback-if-denied-rate 50/s
 also rolls back early when the table drops more than 50 packets a second.
 While a generation is pending, another apply is refused; --force rolls the
 pending one back first. Applies, rollbacks and restores wait for each other
-(a lock beside the store).`,
+(a lock beside the store).
+
+With dns_policy audit or enforce, apply also attaches the DNS policy to the
+configured cgroup when none runs in that mode (see dns-policy): the table is
+not left enforcing while DNS is an open door; when it cannot, apply says so
+and exits 1.`,
 		Args: cobra.NoArgs,
 		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
 			b, err := buildPlan(cmd, e)
@@ -152,9 +159,13 @@ pending one back first. Applies, rollbacks and restores wait for each other
 			if err := baseline.ApprovePlan(a.st, b.plan, a.gen.N, b.opts.Now); err != nil {
 				return err
 			}
-			return writeApplied(cmd, e, b.plan, a, r.confirmWithin, asJSON)
+			if err := writeApplied(cmd, e, b.plan, a, r.confirmWithin, asJSON); err != nil {
+				return err
+			}
+			return ensureDNSPolicy(cmd, e, pinDir, r.force, asJSON)
 		}),
 	}
+	cmd.Flags().StringVar(&pinDir, "pin-dir", dnspolicy.DefaultPinRoot, "with dns_policy audit or enforce: where the DNS policy is pinned (a bpf file system)")
 	planFlags(cmd, g)
 	netnsFlag(cmd, g)
 	f := cmd.Flags()

@@ -359,3 +359,41 @@ func (w *dnsRecorder) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descDNSTunnels, prometheus.CounterValue, v, k[0], k[1])
 	}
 }
+
+// ensureDNSPolicy is apply's last step: with dns_policy audit or enforce,
+// a DNS policy in that mode must run for the table. When none does, it is
+// installed on the configured cgroup; when that fails, apply fails loudly
+// (the table is applied, DNS is not checked).
+func ensureDNSPolicy(cmd *cobra.Command, e *env, pinDir string, force, quiet bool) error {
+	mode, err := dnspolicy.ParseMode(e.Cfg.DNSPolicy)
+	if err != nil || mode == dnspolicy.Off {
+		return err
+	}
+	cfg := dnspolicy.Config{Cgroup: e.Cfg.Cgroup, Target: e.target, Table: e.Cfg.Table, PinRoot: pinDir, Mode: mode,
+		MaxEntries: e.Cfg.DNSMaxNames, Log: e.Log}
+	if r := dnspolicy.Status(cfg); r.Attached && r.Mode == mode && r.Problem == "" {
+		return nil
+	}
+	fail := func(err error) error {
+		return fmt.Errorf("the table is applied, but dns_policy %s is not attached: DNS queries are NOT checked: %w", mode, err)
+	}
+	st, err := e.ReadStore()
+	if err != nil {
+		return fail(err)
+	}
+	entries, counts, err := dnsEntries(e.Cfg, st)
+	if err != nil {
+		return fail(err)
+	}
+	if counts["learned"] == 0 && mode == dnspolicy.Enforce && !force {
+		return fail(errors.New("no learned question in the store (--force enforces anyway)"))
+	}
+	inst, err := dnspolicy.Install(cfg, entries)
+	if err != nil {
+		return fail(err)
+	}
+	if !quiet {
+		fmt.Fprintf(cmd.OutOrStdout(), "dns policy %s attached to %s: %d names\n", inst.Mode, inst.Cgroup, inst.Entries)
+	}
+	return nil
+}

@@ -17,7 +17,7 @@ import (
 // stopped, that denied and reconcile show them, and that status says so
 // loudly when the policy is gone.
 func TestDNSPolicyCommands(t *testing.T) {
-	lab.Require(t, "dig", "dnsmasq", "getent")
+	lab.Require(t, "dig", "dnsmasq", "getent", "nft")
 	pair := lab.NewPair(t)
 	cg := lab.NewCgroup(t)
 	lab.StartDNS(t, pair.Server, []string{lab.ServerIP4},
@@ -105,4 +105,22 @@ func TestDNSPolicyCommands(t *testing.T) {
 
 	mustRun(t, enforceBin, env, append([]string{"dns-policy", "remove"}, where...)...)
 	mustFail(t, enforceBin, env, []string{"NOT checked"}, append([]string{"dns-policy", "status"}, where...)...)
+	if out := mustRun(t, enforceBin, env, "status"); !strings.Contains(out, "PROBLEM") || !strings.Contains(out, "NOT checked") {
+		t.Errorf("status without the policy:\n%s", out)
+	}
+
+	// The table's apply puts it back (cgroup: from the configuration).
+	yaml += "cgroup: " + cg.Path + "\n"
+	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out = mustRun(t, enforceBin, env, "apply", "--mode", "audit", "--pin-dir", where[3])
+	if !strings.Contains(out, "dns policy enforce attached to "+cg.Path) {
+		t.Errorf("apply: %s", out)
+	}
+	mustRun(t, enforceBin, env, append([]string{"dns-policy", "status"}, where...)...)
+	if _, err := bob.Run("dig", "+time=1", "+tries=1", "@"+lab.ServerIP4, "api.example.lab"); err == nil {
+		t.Error("bob resolved alice's name after apply")
+	}
+	mustRun(t, enforceBin, env, "remove")
 }
