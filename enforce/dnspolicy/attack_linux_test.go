@@ -4,6 +4,7 @@ package dnspolicy
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"testing"
 
 	"github.com/egresskit/egress/internal/lab"
@@ -120,4 +121,22 @@ func TestEnforceStopsATunnelBurst(t *testing.T) {
 	if u.Queries != n || u.Names != n || len(u.Parents) == 0 || u.Parents[0].Domain != "t.exfil.evil" || !u.Parents[0].Tunnel {
 		t.Fatalf("alice: %+v", u)
 	}
+}
+
+// An IPv6 destination options header (a user with CAP_NET_RAW sets one)
+// puts itself between the IPv6 and the UDP header: the query is still
+// found and judged.
+func TestEnforceSeesPastIPv6ExtensionHeaders(t *testing.T) {
+	e := newEnv(t, Enforce, learned...)
+	before := e.stats()
+	a := e.as(alice)
+	a.Caps = []string{"net_raw"}
+	err := a.Blocked(func() bool {
+		s := e.stats()
+		return s.Denied > before.Denied
+	}, "env", "DP_HELPER=udp", "DP_EXTHDR=1", "DP_SERVER=["+lab.ServerIP6+"]:53", "DP_MSG="+hex.EncodeToString(query("x.tunnel.evil")), helperBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.denied(alice, "x.tunnel.evil", true)
 }

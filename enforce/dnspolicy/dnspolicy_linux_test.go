@@ -40,7 +40,7 @@ func newEnv(t *testing.T, mode Mode, entries ...Entry) *env {
 	t.Helper()
 	lab.Require(t, "dnsmasq", "dig")
 	e := &env{t: t, p: lab.NewPair(t), cg: lab.NewCgroup(t)}
-	lab.StartDNS(t, e.p.Server, []string{lab.ServerIP4},
+	lab.StartDNS(t, e.p.Server, []string{lab.ServerIP4, lab.ServerIP6},
 		lab.DNSRecord{Name: "www.example.lab", IPs: []string{"10.77.0.80"}},
 		lab.DNSRecord{Name: "a.b.cdn.lab", IPs: []string{"10.77.0.81"}},
 		lab.DNSRecord{Name: "db.corp.lab", IPs: []string{"10.77.0.82"}})
@@ -85,7 +85,7 @@ func (e *env) stats() Stats {
 // dig resolves name as uid and returns the answer (+short).
 func (e *env) dig(uid uint32, name string, args ...string) string {
 	e.t.Helper()
-	full := append([]string{"dig", "+time=2", "+tries=2", "+short", "@" + lab.ServerIP4}, args...)
+	full := append([]string{"dig", "+time=2", "+tries=2", "+short", server(args)}, args...)
 	return strings.TrimSpace(e.as(uid).MustRun(e.t, append(full, name)...))
 }
 
@@ -94,7 +94,7 @@ func (e *env) dig(uid uint32, name string, args ...string) string {
 func (e *env) stoppedDig(uid uint32, name string, args ...string) {
 	e.t.Helper()
 	before := e.stats()
-	full := append([]string{"dig", "+time=1", "+tries=1", "@" + lab.ServerIP4}, args...)
+	full := append([]string{"dig", "+time=1", "+tries=1", server(args)}, args...)
 	err := e.as(uid).Blocked(func() bool {
 		s := e.stats()
 		return s.Denied+s.Malformed > before.Denied+before.Malformed
@@ -238,4 +238,28 @@ func TestStatusSaysWhenNotAttached(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(policyDir(e.cfg.PinRoot, e.cfg.Table, 0), pinLink)); err == nil {
 		t.Error("pin left")
 	}
+}
+
+func TestEnforceIPv6(t *testing.T) {
+	e := newEnv(t, Enforce, learned...)
+	for _, proto := range []string{"+notcp", "+tcp"} {
+		if got := e.dig(alice, "www.example.lab", proto, "@"+lab.ServerIP6); got != "10.77.0.80" {
+			t.Fatalf("learned name over IPv6 %s: got %q", proto, got)
+		}
+		e.stoppedDig(alice, "q2fmzxr0.tunnel.evil", proto, "@"+lab.ServerIP6)
+	}
+	d := e.denied(alice, "q2fmzxr0.tunnel.evil", true)
+	if d.Server.String() != lab.ServerIP6 {
+		t.Errorf("denial: %+v", d)
+	}
+}
+
+// server is dig's server argument: the IPv4 server unless args name one.
+func server(args []string) string {
+	for _, a := range args {
+		if strings.HasPrefix(a, "@") {
+			return a
+		}
+	}
+	return "@" + lab.ServerIP4
 }

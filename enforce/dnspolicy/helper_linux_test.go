@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 )
 
 // The tests run real clients (dig) and, for queries no client would send,
@@ -102,6 +103,11 @@ func helperUDP(server string, msg []byte) error {
 	c, err := net.Dial("udp", server)
 	if err != nil {
 		return err
+	}
+	if os.Getenv("DP_EXTHDR") != "" {
+		if err := extensionHeader(c.(*net.UDPConn), c.RemoteAddr().(*net.UDPAddr).IP); err != nil {
+			return err
+		}
 	}
 	buf := make([]byte, 4096)
 	for {
@@ -202,6 +208,29 @@ func helperLatency(server string, msg []byte, n int) error {
 			return err
 		}
 		fmt.Println(time.Since(start).Microseconds())
+	}
+	return nil
+}
+
+// extensionHeader makes the socket send with an IPv6 destination options
+// header (CAP_NET_RAW, as a container may hold), so the UDP header is not
+// the IPv6 header's next header. (A routing header needs no privilege
+// but this kernel refuses both types without CONFIG_IPV6_MIP6.)
+func extensionHeader(c *net.UDPConn, _ net.IP) error {
+	rh := []byte{0, 0, 1, 4, 0, 0, 0, 0} // next header (filled by the kernel), length 0, PadN of 4
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptString(int(fd), unix.IPPROTO_IPV6, unix.IPV6_DSTOPTS, string(rh))
+	})
+	if err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("set IPV6_DSTOPTS: %w", serr)
 	}
 	return nil
 }
