@@ -8,15 +8,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
 
 	"github.com/egresskit/egress/bpf"
 	"github.com/egresskit/egress/enforce/nft"
+	"github.com/egresskit/egress/follow"
 	"github.com/egresskit/egress/internal/cgroupbpf"
 )
 
@@ -218,40 +217,17 @@ func Remove(cfg Config) error {
 	return errors.Join(errs...)
 }
 
-// netnsCookie is what bpf_get_netns_cookie gives for the target's sockets.
-func netnsCookie(t nft.Target) (uint64, error) {
-	fd, done, err := t.OpenNetns()
-	if err != nil {
-		return 0, err
-	}
-	defer done()
-	errc := make(chan error, 1)
-	var cookie uint64
-	go func() {
-		runtime.LockOSThread() // never unlocked when it entered a namespace: the thread dies
-		if fd >= 0 {
-			if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-				errc <- fmt.Errorf("enter network namespace: %w", err)
-				return
-			}
-		} else {
-			defer runtime.UnlockOSThread()
-		}
-		s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(s)
-		cookie, err = unix.GetsockoptUint64(s, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
-		return 0, fmt.Errorf("read the cookie of %s: %w", t, err)
-	}
-	return cookie, nil
+// netnsCookie is what bpf_get_netns_cookie gives for the target's
+// sockets; a namespace of another user namespace is refused (its uids are
+// not the host's), as the follower does.
+func netnsCookie(t nft.Target) (uint64, error) { return follow.EnforcedNetns(t) }
+
+// pinDir is the table's pin directory, the follower's: made when missing.
+func pinDir(root, table string, netns uint64) (string, error) {
+	return follow.PinDir(root, table, netns)
 }
 
+// policyDir is the table's pin directory, not made.
 func policyDir(root, table string, netns uint64) string {
 	safe := strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
@@ -260,30 +236,6 @@ func policyDir(root, table string, netns uint64) string {
 		return '_'
 	}, table)
 	return filepath.Join(root, fmt.Sprintf("%s-netns-%x", safe, netns))
-}
-
-// pinDir makes the table's pin directory, on a bpf file system.
-func pinDir(root, table string, netns uint64) (string, error) {
-	probe := root
-	for {
-		var st unix.Statfs_t
-		err := unix.Statfs(probe, &st)
-		if err == nil {
-			if st.Type != unix.BPF_FS_MAGIC {
-				return "", fmt.Errorf("pin directory %s is not on a bpf file system: mount one (mount -t bpf bpf /sys/fs/bpf) or give --pin-dir", root)
-			}
-			break
-		}
-		if !errors.Is(err, os.ErrNotExist) || probe == filepath.Dir(probe) {
-			return "", fmt.Errorf("check pin directory %s: %w", root, err)
-		}
-		probe = filepath.Dir(probe)
-	}
-	dir := policyDir(root, table, netns)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("create pin directory: %w", err)
-	}
-	return dir, nil
 }
 
 // allowMapName gives the kernel name of the allow map: it says the mode.
