@@ -58,7 +58,8 @@ func TestDNSPolicyCommands(t *testing.T) {
 	if out := mustRun(t, enforceBin, env, append([]string{"dns-policy", "status"}, where...)...); !strings.Contains(out, "attached in enforce") {
 		t.Errorf("status: %s", out)
 	}
-	watch, _, werr := start(t, env, enforceBin, append([]string{"dns-policy", "watch", "--flush", "100ms"}, where...)...)
+	metrics := lab.FreeAddr(t)
+	watch, _, werr := start(t, env, enforceBin, append([]string{"dns-policy", "watch", "--flush", "100ms", "--metrics-addr", metrics}, where...)...)
 	lab.Await(t, "the watch", func() bool { return strings.Contains(werr.String(), "watching dns policy reports") })
 
 	// Learned, with the search domain's NXDOMAIN try: resolves.
@@ -84,6 +85,16 @@ func TestDNSPolicyCommands(t *testing.T) {
 	lab.Await(t, "the burst's reports", func() bool {
 		return strings.Count(werr.String(), "t.exfil.evil") >= 200 && strings.Contains(werr.String(), "tunnelling signature")
 	})
+	fams := lab.Scrape(t, "http://"+metrics+"/metrics")
+	if v, _ := lab.MetricValue(fams, "egress_dns_tunnel_suspected_total", map[string]string{"uid": "1000", "parent": "t.exfil.evil"}); v != 1 {
+		t.Errorf("tunnel metric: %v", v)
+	}
+	if v, _ := lab.MetricValue(fams, "egress_dns_policy_denied_parent_total", map[string]string{"uid": "1000", "parent": "t.exfil.evil"}); v != 200 {
+		t.Errorf("parent metric: %v", v)
+	}
+	if v, _ := lab.MetricValue(fams, "egress_dns_policy_denied_total", map[string]string{"uid": "1001", "verdict": "dropped"}); v != 1 {
+		t.Errorf("denied metric: %v", v)
+	}
 	_ = watch.Process.Signal(os.Interrupt)
 	_ = watch.Wait()
 
