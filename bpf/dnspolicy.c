@@ -15,7 +15,7 @@
 // name is lowered and hashed (FNV-1a 64 of "a.b.c", no trailing dot) and
 // looked up for the socket's uid and for every user (uid 0xffffffff):
 // the name itself, then "*.suffix" for each of its last MAX_SUFFIX
-// labels' suffixes. A query that is not allowed, or that cannot be
+// labels' suffixes (the hash is seeded with a secret). A query that is not allowed, or that cannot be
 // parsed, is counted and reported to user space with its uid and name;
 // in enforce it is dropped (return 0), in audit it passes.
 //
@@ -60,6 +60,10 @@ enum dp_reason {
 // Set by the loader.
 volatile const __u32 enforce = 1;     // 0: audit
 volatile const __u64 netns_cookie = 0; // the enforced namespace
+// hash_seed replaces FNV's offset basis: random at each load, so nobody
+// outside can compute a name's hash, and so craft a name whose hash is an
+// allowed one's (FNV is no cryptographic hash).
+volatile const __u64 hash_seed = FNV_OFFSET;
 
 struct allow_key {
 	__u32 uid; // ALL_UIDS: every user
@@ -237,7 +241,7 @@ static __always_inline int allowed(struct dscratch *s, __u32 uid)
 		if (j >= labels)
 			break;
 		s->w.hpos = s->w.starts[j & (MAX_SUFFIX - 1)];
-		__u64 h = FNV_OFFSET;
+		__u64 h = hash_seed;
 		h = (h ^ '*') * FNV_PRIME;
 		s->w.h = (h ^ '.') * FNV_PRIME;
 		bpf_loop(NAME_BUF, suffix_byte, 0, 0);
@@ -270,7 +274,7 @@ static __always_inline int check_msg(struct dscratch *s, __u32 n, __u32 uid, __u
 	s->w.n = n;
 	s->w.rem = 0;
 	s->w.done = 0;
-	s->w.h = FNV_OFFSET;
+	s->w.h = hash_seed;
 	bpf_loop(MAX_TEXT + 2, name_byte, 0, 0);
 	if (s->w.done != 1)
 		return -1;

@@ -64,6 +64,7 @@ const (
 	DnspolicyMapDnsScratch      = "dns_scratch"
 	DnspolicyProgDnsPolicy      = "dns_policy"
 	DnspolicyVarEnforce         = "enforce"
+	DnspolicyVarHashSeed        = "hash_seed"
 	DnspolicyVarNetnsCookie     = "netns_cookie"
 	DnspolicyVarUnusedAllowKey  = "unused_allow_key"
 	DnspolicyVarUnusedDnsDenial = "unused_dns_denial"
@@ -129,6 +130,7 @@ type DnspolicyMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type DnspolicyVariableSpecs struct {
 	Enforce         *ebpf.VariableSpec `ebpf:"enforce"`
+	HashSeed        *ebpf.VariableSpec `ebpf:"hash_seed"`
 	NetnsCookie     *ebpf.VariableSpec `ebpf:"netns_cookie"`
 	UnusedAllowKey  *ebpf.VariableSpec `ebpf:"unused_allow_key"`
 	UnusedDnsDenial *ebpf.VariableSpec `ebpf:"unused_dns_denial"`
@@ -174,6 +176,7 @@ func (m *DnspolicyMaps) Close() error {
 // It can be passed to LoadDnspolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DnspolicyVariables struct {
 	Enforce         *ebpf.Variable `ebpf:"enforce"`
+	HashSeed        *ebpf.Variable `ebpf:"hash_seed"`
 	NetnsCookie     *ebpf.Variable `ebpf:"netns_cookie"`
 	UnusedAllowKey  *ebpf.Variable `ebpf:"unused_allow_key"`
 	UnusedDnsDenial *ebpf.Variable `ebpf:"unused_dns_denial"`

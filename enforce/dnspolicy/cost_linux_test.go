@@ -47,11 +47,15 @@ func loadForRun(tb testing.TB, mode Mode, entries []Entry) *bpf.DnspolicyObjects
 		tb.Fatal(err)
 	}
 	var objs bpf.DnspolicyObjects
-	if err := load(&objs, mode, cookie, len(entries), lab.NewBPFFS(tb)); err != nil {
+	seed, err := newSeed()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := load(&objs, mode, cookie, seed, len(entries), lab.NewBPFFS(tb)); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { objs.Close() })
-	if err := fill(objs.DnsAllow, entries); err != nil {
+	if err := fill(objs.DnsAllow, seed, entries); err != nil {
 		tb.Fatal(err)
 	}
 	return &objs

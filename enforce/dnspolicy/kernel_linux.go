@@ -3,6 +3,8 @@
 package dnspolicy
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -95,12 +97,16 @@ func Install(cfg Config, entries []Entry) (*Installed, error) {
 	if err != nil {
 		return nil, err
 	}
+	seed, err := newSeed()
+	if err != nil {
+		return nil, err
+	}
 	var objs bpf.DnspolicyObjects
-	if err := load(&objs, cfg.Mode, netns, len(entries), dir); err != nil {
+	if err := load(&objs, cfg.Mode, netns, seed, len(entries), dir); err != nil {
 		return nil, err
 	}
 	defer objs.Close()
-	if err := fill(objs.DnsAllow, entries); err != nil {
+	if err := fill(objs.DnsAllow, seed, entries); err != nil {
 		return nil, err
 	}
 	l, err := link.AttachCgroup(link.CgroupOptions{Path: cfg.Cgroup, Attach: ebpf.AttachCGroupInetEgress, Program: objs.DnsPolicy})
@@ -116,7 +122,7 @@ func Install(cfg Config, entries []Entry) (*Installed, error) {
 
 // load loads the program with the map sized for n entries, sharing the
 // pinned ring buffer and counters with earlier policies of the table.
-func load(objs *bpf.DnspolicyObjects, mode Mode, netns uint64, n int, dir string) error {
+func load(objs *bpf.DnspolicyObjects, mode Mode, netns, seed uint64, n int, dir string) error {
 	spec, err := bpf.LoadDnspolicy()
 	if err != nil {
 		return fmt.Errorf("load dns policy spec: %w", err)
@@ -130,6 +136,9 @@ func load(objs *bpf.DnspolicyObjects, mode Mode, netns uint64, n int, dir string
 	}
 	if err := spec.Variables["netns_cookie"].Set(netns); err != nil {
 		return fmt.Errorf("set netns_cookie: %w", err)
+	}
+	if err := spec.Variables["hash_seed"].Set(seed); err != nil {
+		return fmt.Errorf("set hash_seed: %w", err)
 	}
 	spec.Maps["dns_allow"].MaxEntries = uint32(max(n, 1))
 	spec.Maps["dns_allow"].Name = allowMapName(mode) // status reads the mode from it
@@ -145,15 +154,24 @@ func load(objs *bpf.DnspolicyObjects, mode Mode, netns uint64, n int, dir string
 	return err
 }
 
+// newSeed is a random hash seed.
+func newSeed() (uint64, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return 0, fmt.Errorf("make a hash seed: %w", err)
+	}
+	return binary.LittleEndian.Uint64(b[:]), nil
+}
+
 // fill puts the entries in the allow map.
-func fill(m *ebpf.Map, entries []Entry) error {
+func fill(m *ebpf.Map, seed uint64, entries []Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
 	keys := make([]bpf.DnspolicyAllowKey, len(entries))
 	vals := make([]uint8, len(entries))
 	for i, e := range entries {
-		keys[i] = bpf.DnspolicyAllowKey{Uid: e.UID, Hash: Hash(e.Name)}
+		keys[i] = bpf.DnspolicyAllowKey{Uid: e.UID, Hash: Hash(seed, e.Name)}
 		vals[i] = 1
 	}
 	for i := 0; i < len(keys); i += 4096 {

@@ -6,7 +6,6 @@ package dnspolicy
 
 import (
 	"fmt"
-	"hash/fnv"
 	"sort"
 	"strings"
 )
@@ -94,12 +93,22 @@ func Normalize(name string) (string, error) {
 	return n, nil
 }
 
+// fnvOffset and fnvPrime are FNV-1a 64's.
+const (
+	fnvOffset = 0xcbf29ce484222325
+	fnvPrime  = 0x100000001b3
+)
+
 // Hash is what the kernel computes of a question name: FNV-1a 64 of the
-// normalized name ("*.suffix" for a wildcard).
-func Hash(name string) uint64 {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(strings.ToLower(strings.TrimSuffix(name, "."))))
-	return h.Sum64()
+// normalized name ("*.suffix" for a wildcard), with seed as the offset
+// basis (the kernel's hash_seed: random at each load, so a name whose
+// hash is an allowed one's cannot be computed from outside).
+func Hash(seed uint64, name string) uint64 {
+	h := seed
+	for _, c := range []byte(strings.ToLower(strings.TrimSuffix(name, "."))) {
+		h = (h ^ uint64(c)) * fnvPrime
+	}
+	return h
 }
 
 // Dedup normalizes entries, drops the invalid ones (returned as errors)
