@@ -189,11 +189,18 @@ func writeDNSStatus(w io.Writer, r dnspolicy.Report) {
 func newDNSRemove(g *cli.Globals) *cobra.Command {
 	var f dnsFlags
 	cmd := &cobra.Command{
-		Use:   "remove [--cgroup PATH] [--netns NAME|PATH]",
+		Use:   "remove [--cgroup PATH] [--netns NAME|PATH] [--json]",
 		Short: "Detach the DNS policy (queries are no longer checked)",
 		Args:  cobra.NoArgs,
 		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
-			return dnspolicy.Remove(f.config(e, dnspolicy.Off))
+			if err := dnspolicy.Remove(f.config(e, dnspolicy.Off)); err != nil {
+				return err
+			}
+			if f.asJSON {
+				return printJSON(cmd.OutOrStdout(), map[string]bool{"removed": true})
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "dns policy removed: DNS queries are no longer checked")
+			return nil
 		}),
 	}
 	f.add(cmd, g)

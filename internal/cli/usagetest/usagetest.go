@@ -92,12 +92,10 @@ func Check(t *testing.T, readmePath string, root *cobra.Command) {
 	} else {
 		compare(t, root.Name(), u, root.PersistentFlags(), root)
 	}
-	for _, c := range root.Commands() {
-		if c.Hidden || c.Name() == "help" || c.Name() == "completion" {
-			continue
-		}
-		name := root.Name() + " " + c.Name()
-		u, ok := usages[c.Name()]
+	for _, c := range commands(root) {
+		path := strings.TrimPrefix(c.CommandPath(), root.Name()+" ")
+		name := root.Name() + " " + path
+		u, ok := usages[path]
 		if !ok {
 			t.Errorf("README: no usage line for %s", name)
 			continue
@@ -155,11 +153,35 @@ func lookup(cmd *cobra.Command, flag string) *pflag.Flag {
 	return nil
 }
 
-func findCommand(root *cobra.Command, name string) *cobra.Command {
-	for _, c := range root.Commands() {
-		if c.Name() == name && !c.Hidden {
-			return c
+// findCommand finds the visible command at path ("a b": subcommand b of
+// a) under root.
+func findCommand(root *cobra.Command, path string) *cobra.Command {
+	cmd := root
+	for _, name := range strings.Fields(path) {
+		var next *cobra.Command
+		for _, c := range cmd.Commands() {
+			if c.Name() == name && !c.Hidden {
+				next = c
+			}
 		}
+		if next == nil {
+			return nil
+		}
+		cmd = next
 	}
-	return nil
+	return cmd
+}
+
+// commands are root's visible commands and their subcommands, at any
+// depth (not help and completion).
+func commands(root *cobra.Command) []*cobra.Command {
+	var out []*cobra.Command
+	for _, c := range root.Commands() {
+		if c.Hidden || c.Name() == "help" || c.Name() == "completion" {
+			continue
+		}
+		out = append(out, c)
+		out = append(out, commands(c)...)
+	}
+	return out
 }
