@@ -99,17 +99,9 @@ func TestDNSPolicyCommands(t *testing.T) {
 	_ = watch.Wait()
 
 	denied := mustRun(t, enforceBin, env, "denied")
-	for _, w := range []string{"q2fmzxr0.tunnel.evil", "t.exfil.evil (200 names", "TUNNELLING SIGNATURE", "1001", "example.lab"} {
-		if !strings.Contains(denied, w) {
-			t.Errorf("denied lacks %q:\n%s", w, denied)
-		}
-	}
+	lab.WantAll(t, "denied", denied, "q2fmzxr0.tunnel.evil", "t.exfil.evil (200 names", "TUNNELLING SIGNATURE", "1001", "example.lab")
 	rec := mustRun(t, enforceBin, env, "reconcile")
-	for _, w := range []string{"+ ", "q2fmzxr0.tunnel.evil", "not proposed: 200 names under t.exfil.evil"} {
-		if !strings.Contains(rec, w) {
-			t.Errorf("reconcile lacks %q:\n%s", w, rec)
-		}
-	}
+	lab.WantAll(t, "reconcile", rec, "+ ", "q2fmzxr0.tunnel.evil", "not proposed: 200 names under t.exfil.evil")
 	if strings.Contains(rec, "mzxw6ytboi0001") {
 		t.Errorf("reconcile proposes the tunnel's names:\n%s", rec)
 	}
