@@ -125,5 +125,10 @@ func TestDNSPolicyCommands(t *testing.T) {
 	if _, err := bob.Run("dig", "+time=1", "+tries=1", "@"+lab.ServerIP4, "api.example.lab"); err == nil {
 		t.Error("bob resolved alice's name after apply")
 	}
+	// A reboot empties the bpf file system: restore puts it back too.
+	mustRun(t, enforceBin, env, append([]string{"dns-policy", "remove"}, where...)...)
+	out = mustRun(t, enforceBin, env, "restore", "--pin-dir", where[3])
+	lab.WantAll(t, "restore", out, "dns policy enforce attached to "+cg.Path)
+	mustRun(t, enforceBin, env, append([]string{"dns-policy", "status"}, where...)...)
 	mustRun(t, enforceBin, env, "remove")
 }

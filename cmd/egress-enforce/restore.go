@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/egresskit/egress/config"
+	"github.com/egresskit/egress/enforce/dnspolicy"
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/options"
 	"github.com/egresskit/egress/enforce/plan"
@@ -18,8 +19,9 @@ import (
 
 func newRestore(g *cli.Globals) *cobra.Command {
 	var force, asJSON bool
+	var pinDir string
 	cmd := &cobra.Command{
-		Use:   "restore [--netns NAME|PATH] [--boot-policy open|closed] [--force] [--json]",
+		Use:   "restore [--netns NAME|PATH] [--boot-policy open|closed] [--force] [--json] [--pin-dir DIR]",
 		Short: "Put the current generation's table back (at boot: nftables keeps nothing)",
 		Long: `restore applies the current generation again: the newest one that was applied
 or confirmed. deploy/systemd/egress-enforce-restore.service runs it at boot,
@@ -39,7 +41,11 @@ A table that drops traffic goes through the same check as apply --mode enforce
 refused or cannot be applied, boot_policy decides: open (no table) or closed
 (a minimal table: replies, loopback, DNS and NTP servers, always_allow; the
 rest is dropped and logged). Any failure exits with status 1, after the safer
-state is in place.`,
+state is in place.
+
+With dns_policy audit or enforce, restore then attaches the DNS policy again
+(a reboot empties the bpf file system) from the store's learned questions, as
+apply does, and exits 1 saying DNS is not checked when it cannot.`,
 		Args: cobra.NoArgs,
 		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
 			cfg := e.Cfg
@@ -58,10 +64,11 @@ state is in place.`,
 			} else {
 				writeRestore(cmd.OutOrStdout(), cfg, e.target, res)
 			}
-			return errors.Join(rerr, err)
+			return errors.Join(rerr, err, ensureDNSPolicy(cmd, e, pinDir, force, asJSON))
 		}),
 	}
 	netnsFlag(cmd, g)
+	cmd.Flags().StringVar(&pinDir, "pin-dir", dnspolicy.DefaultPinRoot, "with dns_policy audit or enforce: where the DNS policy is pinned (a bpf file system)")
 	cmd.Flags().String("boot-policy", "open", "with no generation to put back: open (no table) or closed (DNS, NTP and loopback only)")
 	g.Loader.Bind("boot_policy", "boot-policy")
 	cmd.Flags().BoolVar(&force, "force", false, "put the table back even when the pre-apply check refuses it")
