@@ -341,7 +341,8 @@ func TestScrapeJobsMatchTheRules(t *testing.T) {
 			}
 		}
 	}
-	units := map[string]string{"egress-watch": "egress-enforce-watch.service", "egress-learn": "egress-learn.service", "egress-follow": "egress-enforce-follow.service"}
+	units := map[string]string{"egress-watch": "egress-enforce-watch.service", "egress-learn": "egress-learn.service", "egress-follow": "egress-enforce-follow.service",
+		"egress-dns-policy": "egress-enforce-dns-policy.service"}
 	for job, unit := range units {
 		data, err := os.ReadFile("systemd/" + unit)
 		if err != nil {
