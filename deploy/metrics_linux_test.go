@@ -26,7 +26,7 @@ import (
 // egress-learn run over HTTP (the Prometheus text parser), and checks each
 // query's metrics and labels against what they serve.
 func TestMonitoringUsesExportedMetrics(t *testing.T) {
-	lab.Require(t, "nft", "curl", "dnsmasq")
+	lab.Require(t, "nft", "curl", "dnsmasq", "dig")
 	bin := buildTools(t)
 	pair := lab.NewPair(t)
 	lab.ServeHTTP(t, pair.Server, ":8080")
@@ -70,8 +70,10 @@ func TestMonitoringUsesExportedMetrics(t *testing.T) {
 		return ok
 	})
 
+	dns := dnsPolicyServing(t, enforce, env, pair)
+
 	exported := map[string][]string{}
-	for _, url := range []string{watch, follow, learn} {
+	for _, url := range []string{watch, follow, learn, dns} {
 		for name, labels := range sampleNames(lab.Scrape(t, url)) {
 			exported[name] = append(exported[name], labels...)
 		}
@@ -156,4 +158,27 @@ func startServing(t *testing.T, bin string, env []string, ready string, args ...
 		t.Fatalf("%s %s exited:\n%s", filepath.Base(bin), args[0], stderr.String())
 	}
 	return "http://" + addr + "/metrics"
+}
+
+// dnsPolicyServing attaches a DNS policy in audit to a cgroup of its own,
+// starts dns-policy watch, and makes nobody ask for 50 names under one
+// parent: every metric of the watch is then served.
+func dnsPolicyServing(t *testing.T, enforce string, env []string, pair *lab.Pair) string {
+	t.Helper()
+	cg, pins := lab.NewCgroup(t), lab.NewBPFFS(t)
+	where := []string{"--cgroup", cg.Path, "--pin-dir", pins}
+	env = append(env, "EGRESS_DNS_POLICY=audit")
+	if out, err := command(enforce, env, append([]string{"dns-policy", "apply"}, where...)...).CombinedOutput(); err != nil {
+		t.Fatalf("dns-policy apply: %v\n%s", err, out)
+	}
+	url := startServing(t, enforce, env, "watching dns policy reports", append([]string{"dns-policy", "watch"}, where...)...)
+	nobody := lab.As{UID: 65534, GID: 65534, Netns: pair.Client, Cgroup: cg}
+	if out, err := nobody.Run("sh", "-c", "for i in $(seq 50); do dig +time=1 +tries=1 @"+lab.ServerIP4+" x$i.t.evil >/dev/null & done; wait"); err != nil {
+		t.Fatalf("dig: %v\n%s", err, out)
+	}
+	lab.Await(t, "the tunnel signature in the metrics", func() bool {
+		_, ok := lab.MetricValue(lab.Scrape(t, url), "egress_dns_tunnel_suspected_total", map[string]string{"parent": "t.evil"})
+		return ok
+	})
+	return url
 }

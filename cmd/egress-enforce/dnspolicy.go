@@ -223,6 +223,11 @@ logged as a warning and counted in egress_dns_tunnel_suspected_total.`,
 		Args: cobra.NoArgs,
 		RunE: withStore(g, true, func(cmd *cobra.Command, e *env, st *store.Store) error {
 			w := newDNSRecorder(st, e.Log)
+			mode, err := dnspolicy.ParseMode(e.Cfg.DNSPolicy)
+			if err != nil {
+				return err
+			}
+			w.status = func() dnspolicy.Report { return dnspolicy.Status(f.config(e, mode)) }
 			if metricsAddr != "" {
 				reg := prometheus.NewRegistry()
 				reg.MustRegister(w)
@@ -238,7 +243,7 @@ logged as a warning and counted in egress_dns_tunnel_suspected_total.`,
 			go w.flushEvery(ctx, flush)
 			e.Log.Info("watching dns policy reports", "table", e.Cfg.Table, "netns", e.Cfg.Netns)
 			out := cmd.OutOrStdout()
-			err := dnspolicy.Watch(ctx, f.config(e, dnspolicy.Off), func(d dnspolicy.Denial) {
+			err = dnspolicy.Watch(ctx, f.config(e, dnspolicy.Off), func(d dnspolicy.Denial) {
 				w.add(d)
 				if f.asJSON {
 					_ = printJSON(out, d)
@@ -255,8 +260,9 @@ logged as a warning and counted in egress_dns_tunnel_suspected_total.`,
 
 // dnsRecorder gathers reports between flushes, and the metrics.
 type dnsRecorder struct {
-	st  *store.Store
-	log *slog.Logger
+	st     *store.Store
+	log    *slog.Logger
+	status func() dnspolicy.Report // for the metrics; nil: none
 
 	mu      sync.Mutex
 	pending []dnspolicy.Denial
@@ -345,15 +351,34 @@ var (
 	descDNSQueries = prometheus.NewDesc("egress_dns_policy_denied_total", "DNS queries the policy did not allow, by uid and verdict (dropped, audited, *_malformed), since watch started.", []string{"uid", "verdict"}, nil)
 	descDNSParents = prometheus.NewDesc("egress_dns_policy_denied_parent_total", "DNS queries not allowed, by uid and parent domain (at most 1000 series).", []string{"uid", "parent"}, nil)
 	descDNSTunnels = prometheus.NewDesc("egress_dns_tunnel_suspected_total", "Bursts of 50 or more distinct names under one parent domain within a minute, by uid and parent domain.", []string{"uid", "parent"}, nil)
+	descDNSProblem = prometheus.NewDesc("egress_dns_policy_problem", "1 when what runs is not what dns_policy says (e.g. enforce configured and no program attached: DNS queries are not checked).", []string{"configured", "running"}, nil)
+	descDNSKernel  = prometheus.NewDesc("egress_dns_policy_kernel_queries_total", "DNS queries the attached policy checked, by result, from its kernel counters.", []string{"result"}, nil)
 )
 
 func (w *dnsRecorder) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descDNSQueries
 	ch <- descDNSParents
 	ch <- descDNSTunnels
+	ch <- descDNSProblem
+	ch <- descDNSKernel
 }
 
 func (w *dnsRecorder) Collect(ch chan<- prometheus.Metric) {
+	if w.status != nil {
+		r := w.status()
+		running, problem := "none", 0.0
+		if r.Attached {
+			running = string(r.Mode)
+		}
+		if r.Problem != "" {
+			problem = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descDNSProblem, prometheus.GaugeValue, problem, string(r.Configured), running)
+		for result, v := range map[string]uint64{"checked": r.Stats.Queries, "allowed": r.Stats.Allowed, "denied": r.Stats.Denied,
+			"audited": r.Stats.Audited, "malformed": r.Stats.Malformed, "report_lost": r.Stats.Lost} {
+			ch <- prometheus.MustNewConstMetric(descDNSKernel, prometheus.CounterValue, float64(v), result)
+		}
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for k, v := range w.total {
