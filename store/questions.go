@@ -216,3 +216,15 @@ func jsonValue(k, v []byte, out any) error {
 	}
 	return jsonUnmarshal(k, v, out)
 }
+
+// recountDNSDenials sets the count of denied names to the bucket's (after
+// a prune).
+func (s *Store) recountDNSDenials() error {
+	return s.update(func(tx *bolt.Tx) error {
+		b, err := bucket(tx, bucketDNSDenials)
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyDenialsCount, binary.BigEndian.AppendUint64(nil, uint64(b.Stats().KeyN)))
+	})
+}

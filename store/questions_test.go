@@ -56,6 +56,17 @@ func TestDNSDenialsRecorded(t *testing.T) {
 	if ds, _, _ := s.DNSDenials(t0.Add(time.Second)); len(ds) != 0 {
 		t.Errorf("since: %+v", ds)
 	}
+	// Pruned with the retention: the room is free again.
+	res, err := s.Prune(PruneOptions{Now: t0.Add(48 * time.Hour), Retention: 24 * time.Hour})
+	if err != nil || res.DNSDenials != 1 {
+		t.Fatalf("prune: %+v %v", res, err)
+	}
+	if err := s.RecordDNSDenials([]DNSDenial{{UID: 1000, Name: "y.t.evil", Hits: 1, FirstSeen: t0, LastSeen: t0}}); err != nil {
+		t.Fatal(err)
+	}
+	if ds, unrec, _ := s.DNSDenials(time.Time{}); len(ds) != 1 || ds[0].Name != "y.t.evil" || unrec != 5 {
+		t.Errorf("after the prune: %+v %d", ds, unrec)
+	}
 }
 
 // TestMigrationAddsQuestions: a file of schema 4 has no questions; a

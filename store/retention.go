@@ -360,6 +360,7 @@ type PruneResult struct {
 	Runs         int `json:"runs"`
 	Watches      int `json:"watches"` // the monitor's runs
 	Plans        int `json:"plans"`   // replaced by their summary
+	DNSDenials   int `json:"dns_denials"`
 }
 
 // Prune deletes what is past the retention and the plans past
@@ -390,12 +391,22 @@ func (s *Store) Prune(o PruneOptions) (PruneResult, error) {
 				err := jsonUnmarshal(k, v, &w)
 				return w.End.Before(cut), err
 			}},
+			{&res.DNSDenials, bucketDNSDenials, func(k, v []byte) (bool, error) {
+				var d DNSDenial
+				err := jsonUnmarshal(k, v, &d)
+				return d.LastSeen.Before(cut), err
+			}},
 		}
 		for _, st := range steps {
 			n, err := s.pruneBucket(st.name, st.old)
 			*st.n += n
 			if err != nil {
 				return res, fmt.Errorf("prune %s: %w", st.name, err)
+			}
+		}
+		if res.DNSDenials > 0 {
+			if err := s.recountDNSDenials(); err != nil {
+				return res, err
 			}
 		}
 	}

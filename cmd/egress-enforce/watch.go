@@ -185,7 +185,7 @@ func pruneLogger(log *slog.Logger, cfg *config.Config) func(store.PruneResult, e
 			log.Warn("prune the store", "err", err)
 		} else if res != (store.PruneResult{}) {
 			log.Info("pruned the store", "observations", res.Observations, "denial_minutes", res.Denials,
-				"runs", res.Runs, "watch_runs", res.Watches, "plans", res.Plans, "retention", cfg.Retention, "keep_generations", cfg.KeepGenerations)
+				"runs", res.Runs, "watch_runs", res.Watches, "dns_denials", res.DNSDenials, "plans", res.Plans, "retention", cfg.Retention, "keep_generations", cfg.KeepGenerations)
 		}
 	}
 }
@@ -241,8 +241,8 @@ names and the generations' records are never pruned.`,
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), res)
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "pruned %d observations, %d minutes of denials and %d learning runs (%s), and the plans of %d generations (%s; they keep a summary)\n",
-				res.Observations, res.Denials, res.Runs, retentionText(cfg.Retention), res.Plans, keepText(cfg.KeepGenerations))
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "pruned %d observations, %d minutes of denials, %d denied DNS names and %d learning runs (%s), and the plans of %d generations (%s; they keep a summary)\n",
+				res.Observations, res.Denials, res.DNSDenials, res.Runs, retentionText(cfg.Retention), res.Plans, keepText(cfg.KeepGenerations))
 			return err
 		}),
 	}
