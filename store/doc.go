@@ -79,9 +79,10 @@
 // file cannot be read (see rollout.AppliedDir).
 //
 // Retention. Prune deletes observations not seen within the retention
-// (default 90 days), older per-minute denials, and learning and monitor
-// runs that ended before it; flows, DNS names and generation records are
-// the baseline and its history, and stay. bbolt reuses the freed pages,
+// (default 90 days), older per-minute denials, denied DNS names not seen
+// within it, and learning and monitor runs that ended before it; flows,
+// DNS names, questions and generation records are the baseline and its
+// history, and stay. bbolt reuses the freed pages,
 // so a store that is pruned regularly stops growing (retention.go).
 //
 // Schema versions. meta/schema holds the version of the layout. Opening a
