@@ -136,10 +136,10 @@ While a generation is pending, another apply is refused; --force rolls the
 pending one back first. Applies, rollbacks and restores wait for each other
 (a lock beside the store).
 
-With dns_policy audit or enforce, apply also attaches the DNS policy to the
-configured cgroup when none runs in that mode (see dns-policy): the table is
-not left enforcing while DNS is an open door; when it cannot, apply says so
-and exits 1.`,
+With dns_policy audit or enforce, apply also (re)loads the DNS policy on the
+configured cgroup from the store (see dns-policy): the names follow the
+baseline, and the table is not left enforcing while DNS is an open door;
+when it cannot, apply says so and exits 1.`,
 		Args: cobra.NoArgs,
 		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
 			b, err := buildPlan(cmd, e)

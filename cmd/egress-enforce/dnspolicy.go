@@ -392,10 +392,10 @@ func (w *dnsRecorder) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// ensureDNSPolicy is apply's last step: with dns_policy audit or enforce,
-// a DNS policy in that mode must run for the table. When none does, it is
-// installed on the configured cgroup; when that fails, apply fails loudly
-// (the table is applied, DNS is not checked).
+// ensureDNSPolicy is the last step of apply and restore: with dns_policy
+// audit or enforce, the DNS policy is (re)loaded from the store with the
+// table, so the names follow the baseline; when that fails, the command
+// fails loudly (the table is applied, DNS is not checked as configured).
 func ensureDNSPolicy(cmd *cobra.Command, e *env, pinDir string, force, quiet bool) error {
 	mode, err := dnspolicy.ParseMode(e.Cfg.DNSPolicy)
 	if err != nil || mode == dnspolicy.Off {
@@ -403,11 +403,8 @@ func ensureDNSPolicy(cmd *cobra.Command, e *env, pinDir string, force, quiet boo
 	}
 	cfg := dnspolicy.Config{Cgroup: e.Cfg.Cgroup, Target: e.target, Table: e.Cfg.Table, PinRoot: pinDir, Mode: mode,
 		MaxEntries: e.Cfg.DNSMaxNames, Log: e.Log}
-	if r := dnspolicy.Status(cfg); r.Attached && r.Mode == mode && r.Problem == "" {
-		return nil
-	}
 	fail := func(err error) error {
-		return fmt.Errorf("the table is applied, but dns_policy %s is not attached: DNS queries are NOT checked: %w", mode, err)
+		return fmt.Errorf("the table is applied, but the dns_policy %s allow-list is not loaded (see dns-policy status: DNS queries may NOT be checked): %w", mode, err)
 	}
 	st, err := e.ReadStore()
 	if err != nil {

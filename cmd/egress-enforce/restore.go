@@ -43,9 +43,9 @@ refused or cannot be applied, boot_policy decides: open (no table) or closed
 rest is dropped and logged). Any failure exits with status 1, after the safer
 state is in place.
 
-With dns_policy audit or enforce, restore then attaches the DNS policy again
-(a reboot empties the bpf file system) from the store's learned questions, as
-apply does, and exits 1 saying DNS is not checked when it cannot.`,
+With dns_policy audit or enforce, restore then loads the DNS policy again (a
+reboot empties the bpf file system) from the store's learned questions, as
+apply does, and exits 1 saying so when it cannot.`,
 		Args: cobra.NoArgs,
 		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
 			cfg := e.Cfg
