@@ -426,3 +426,14 @@ func ensureDNSPolicy(cmd *cobra.Command, e *env, pinDir string, force, quiet boo
 	}
 	return nil
 }
+
+// warnDNSPolicyStays tells whoever removes the table that the DNS policy,
+// which the table's removal leaves in place, still checks queries: an
+// operator who removes the table to let everything out would otherwise
+// meet queries still stopped, with no word of why.
+func warnDNSPolicyStays(w io.Writer, e *env, pinDir string) {
+	r := dnspolicy.Status(dnspolicy.Config{Cgroup: e.Cfg.Cgroup, Target: e.target, Table: e.Cfg.Table, PinRoot: pinDir})
+	if r.Attached {
+		fmt.Fprintf(w, "the DNS policy stays attached to %s (%s, %d names): DNS queries are still checked; egress-enforce dns-policy remove detaches it\n", r.Cgroup, r.Mode, r.Entries)
+	}
+}

@@ -130,5 +130,11 @@ func TestDNSPolicyCommands(t *testing.T) {
 	out = mustRun(t, enforceBin, env, "restore", "--pin-dir", where[3])
 	lab.WantAll(t, "restore", out, "dns policy enforce attached to "+cg.Path)
 	mustRun(t, enforceBin, env, append([]string{"dns-policy", "status"}, where...)...)
-	mustRun(t, enforceBin, env, "remove")
+	// Removing the table leaves the DNS policy, and says so.
+	out = mustRun(t, enforceBin, env, "remove", "--pin-dir", where[3])
+	lab.WantAll(t, "remove", out, "the DNS policy stays attached to "+cg.Path+" (enforce", "dns-policy remove detaches it")
+	mustRun(t, enforceBin, env, append([]string{"dns-policy", "remove"}, where...)...)
+	if out := mustRun(t, enforceBin, env, "remove", "--pin-dir", where[3]); strings.Contains(out, "DNS policy stays") {
+		t.Errorf("remove after dns-policy remove still speaks of a DNS policy:\n%s", out)
+	}
 }

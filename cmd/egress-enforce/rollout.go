@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/egresskit/egress/enforce/dnspolicy"
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/rollout"
 	"github.com/egresskit/egress/internal/cli"
@@ -189,13 +190,16 @@ func writeHistory(w io.Writer, gens []store.Generation, cur uint64) error {
 }
 
 func newRemove(g *cli.Globals) *cobra.Command {
-	var reason string
+	var reason, pinDir string
 	cmd := &cobra.Command{
-		Use:   "remove [--netns NAME|PATH] [--reason TEXT]",
+		Use:   "remove [--netns NAME|PATH] [--reason TEXT] [--pin-dir DIR]",
 		Short: "Delete our table (and only ours)",
 		Long: `remove deletes table inet egress and records the removal as a generation, so
 that restore (at boot) leaves no table either. A pending generation is ended:
-its guard has nothing left to roll back.`,
+its guard has nothing left to roll back.
+
+A DNS policy (dns_policy) stays attached: remove says so, and
+"egress-enforce dns-policy remove" detaches it.`,
 		Args: cobra.NoArgs,
 		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
 			removed, rec, err := removeTable(e, reason)
@@ -214,11 +218,13 @@ its guard has nothing left to roll back.`,
 			case removed:
 				fmt.Fprintf(w, "not recorded: there is no store at %s (a restore with another store would put its table back)\n", e.Cfg.DB)
 			}
+			warnDNSPolicyStays(w, e, pinDir)
 			return nil
 		}),
 	}
 	netnsFlag(cmd, g)
 	cmd.Flags().StringVar(&reason, "reason", "", "why: kept in the history")
+	cmd.Flags().StringVar(&pinDir, "pin-dir", dnspolicy.DefaultPinRoot, "where a DNS policy would be pinned (a bpf file system): remove says when one stays attached")
 	return cmd
 }
 
