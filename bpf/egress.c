@@ -18,6 +18,14 @@
 // is full or not installed, every attempt becomes a counted ring buffer record
 // instead, and a record that cannot be written is counted as lost.
 //
+// Per-packet cost: the cgroup_skb programs run on every packet of every
+// socket in the cgroup. Each socket the programs have dealt with carries a
+// small state in socket storage (freed with the socket): whether a
+// connected UDP flow waits for its first datagram, and whether the socket
+// addresses a DNS server. A packet of a socket with neither leaves after a
+// few instructions; TCP packets leave at the protocol test, and received
+// UDP datagrams after reading their source port in place.
+//
 // DNS queries and answers go to one ring buffer, in the order the kernel
 // handles them: a query is written before its datagram leaves, so before
 // any answer to it. User space uses an answer only when it matches a query
@@ -146,15 +154,6 @@ struct flow_val {
 	char exe[EXE_LEN]; // of the first attempt; "" when unknown
 };
 
-// A connected UDP socket waiting for its first datagram.
-struct pending {
-	struct flow_key key;
-	__u32 gid;
-	__u32 tgid;
-	__u8 hook;
-	__u8 _pad[7];
-};
-
 struct event {
 	__u64 cookie;
 	__u64 cgroup_id;
@@ -202,15 +201,31 @@ struct dns_query_rec {
 	__u8 data[QUERY_MAX];
 };
 
-// dns_dest is where a UDP socket last connected or sent to, kept while
-// that was port 53. The output path may rewrite the destination (a DNAT to
-// a resolver on another port, as Docker's 127.0.0.11 does): the query is
-// recognized by this, and its answer comes back from this address.
-struct dns_dest {
-	__u8 family;
-	__u8 _pad;
-	__u16 port; // host byte order; 0: not a DNS socket
-	__u8 addr[16];
+// sock_state is what the programs keep of a UDP socket, in its socket
+// storage. flags:
+//   SK_PENDING: the socket connected and has not sent yet; key, gid, tgid
+//     and hook describe the flow, counted when its first datagram leaves
+//     (glibc's getaddrinfo connects a UDP socket to every candidate address
+//     to sort them, and sends nothing: such a connect is not an egress flow);
+//   SK_DNS: the socket last connected or sent to port 53 of dns_addr. The
+//     output path may rewrite the destination (a DNAT to a resolver on
+//     another port, as Docker's 127.0.0.11 does): the query is recognized by
+//     this, and its answer comes back from this address.
+// A socket with neither flag has nothing to do on its packets.
+enum sock_flags {
+	SK_PENDING = 1,
+	SK_DNS = 2,
+};
+
+struct sock_state {
+	__u64 flags; // 64 bits: the first datagram clears SK_PENDING with a compare-and-swap
+	__u32 gid;
+	__u32 tgid;
+	__u8 hook; // of the pending flow
+	__u8 dns_family;
+	__u8 _pad[6];
+	__u8 dns_addr[16];
+	struct flow_key key; // the pending flow
 };
 
 // Force BTF for the types user space decodes.
@@ -243,24 +258,14 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
-// Connected UDP sockets that have not sent yet, by socket cookie. glibc's
-// getaddrinfo connects a UDP socket to every candidate address to sort
-// them, and sends nothing: such a connect is not an egress flow. The flow is
-// counted when the socket's first datagram leaves (egress_udp_sent).
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct pending);
-} udp_pending SEC(".maps");
-
-// The DNS server each UDP socket addresses, freed with the socket.
+// The state of each UDP socket the programs have seen, freed with the
+// socket.
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct dns_dest);
-} dns_dests SEC(".maps");
+	__type(value, struct sock_state);
+} socks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
@@ -382,62 +387,70 @@ static __always_inline void count_flow(struct flow_key *k, __u64 cookie, __u64 n
 	emit(k, cookie, now, gid, tgid, hook, EVENT_COUNTED, nv.exe);
 }
 
-// track_dns_dest remembers the destination of a UDP socket's connect() or
-// sendmsg() when it is port 53, and forgets it otherwise.
-static __always_inline void track_dns_dest(struct bpf_sock_addr *ctx, struct flow_key *k)
+// udp_state updates a UDP socket's state at connect() or sendmsg(): it
+// remembers a DNS server the socket addresses (port 53) and forgets it
+// otherwise, and for a connect, the flow waiting for the first datagram.
+// It returns 1 when the attempt waits for that datagram.
+static __always_inline int udp_state(struct bpf_sock_addr *ctx, struct flow_key *k, __u32 gid,
+				     __u32 tgid, __u8 hook)
 {
 	struct bpf_sock *sk = ctx->sk;
 	if (!sk)
-		return;
-	if (k->port != DNS_PORT) {
-		struct dns_dest *d = bpf_sk_storage_get(&dns_dests, sk, 0, 0);
-		if (d)
-			d->port = 0;
+		return 0;
+	struct sock_state *st = bpf_sk_storage_get(&socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return 0; // no memory: count it now rather than lose it
+	__u64 flags = st->flags & ~SK_DNS;
+	if (k->port == DNS_PORT) {
+		flags |= SK_DNS;
+		st->dns_family = k->family;
+		__builtin_memcpy(st->dns_addr, k->addr, sizeof(st->dns_addr));
+	}
+	if (hook == HOOK_CONNECT4 || hook == HOOK_CONNECT6) {
+		if (flags & SK_PENDING)
+			// The socket connects again before sending: the earlier
+			// destination got nothing.
+			count(STAT_UDP_UNSENT);
+		flags |= SK_PENDING;
+		st->key = *k;
+		st->gid = gid;
+		st->tgid = tgid;
+		st->hook = hook;
+	}
+	st->flags = flags;
+	return flags & SK_PENDING && (hook == HOOK_CONNECT4 || hook == HOOK_CONNECT6);
+}
+
+// process_name reads the process name (the thread group leader's comm)
+// into comm: the current thread's comm when it is the leader (one cheap
+// helper), the leader's otherwise (a thread may be named "isc-net-0000").
+static __always_inline void process_name(char comm[TASK_COMM_LEN], __u64 pidtgid)
+{
+	if ((__u32)pidtgid == (__u32)(pidtgid >> 32)) {
+		bpf_get_current_comm(comm, TASK_COMM_LEN);
 		return;
 	}
-	struct dns_dest *d = bpf_sk_storage_get(&dns_dests, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!d)
-		return;
-	d->family = k->family;
-	d->port = DNS_PORT;
-	__builtin_memcpy(d->addr, k->addr, sizeof(d->addr));
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+	if (!leader || bpf_probe_read_kernel_str(comm, TASK_COMM_LEN, leader->comm) < 0)
+		bpf_get_current_comm(comm, TASK_COMM_LEN);
 }
 
 static __always_inline void record(struct bpf_sock_addr *ctx, struct flow_key *k, __u8 hook)
 {
 	__u64 uidgid = bpf_get_current_uid_gid();
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 pidtgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pidtgid >> 32;
 	__u32 gid = uidgid >> 32;
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	__u64 now = bpf_ktime_get_boot_ns();
 
 	k->uid = (__u32)uidgid;
 	k->proto = ctx->protocol;
 	k->cgroup_id = bpf_get_current_cgroup_id();
+	process_name(k->comm, pidtgid);
 
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
-	if (!leader || bpf_probe_read_kernel_str(k->comm, sizeof(k->comm), leader->comm) < 0)
-		bpf_get_current_comm(k->comm, sizeof(k->comm));
-
-	if (k->proto == IPPROTO_UDP)
-		track_dns_dest(ctx, k);
-	if (k->proto == IPPROTO_UDP && (hook == HOOK_CONNECT4 || hook == HOOK_CONNECT6)) {
-		struct pending p = {
-			.key = *k,
-			.gid = gid,
-			.tgid = tgid,
-			.hook = hook,
-		};
-		if (bpf_map_update_elem(&udp_pending, &cookie, &p, BPF_NOEXIST) != 0) {
-			// The socket connects again before sending: the earlier
-			// destination got nothing.
-			count(STAT_UDP_UNSENT);
-			bpf_map_update_elem(&udp_pending, &cookie, &p, BPF_ANY);
-		}
+	if (k->proto == IPPROTO_UDP && udp_state(ctx, k, gid, tgid, hook))
 		return;
-	}
-	count_flow(k, cookie, now, gid, tgid, hook);
+	count_flow(k, bpf_get_socket_cookie(ctx), bpf_ktime_get_boot_ns(), gid, tgid, hook);
 }
 
 static __always_inline void record4(struct bpf_sock_addr *ctx, __u8 hook)
@@ -531,16 +544,16 @@ static __always_inline void dns_head(struct __sk_buff *skb, struct dns_event *h,
 }
 
 // dns_query copies a DNS query leaving a UDP socket: a datagram to port 53,
-// or to where a DNAT sent a datagram the socket addressed to port 53.
-static __always_inline void dns_query(struct __sk_buff *skb, struct bpf_sock *sk)
+// or to where a DNAT sent a datagram the socket addressed to port 53 (st,
+// when the socket has a state).
+static __always_inline void dns_query(struct __sk_buff *skb, struct sock_state *st)
 {
 	__u8 family;
 	__u32 l4off;
 	struct udphdr udp;
 	if (udp_hdr(skb, &family, &l4off, &udp, 0) < 0)
 		return;
-	struct dns_dest *d = bpf_sk_storage_get(&dns_dests, sk, 0, 0);
-	int tracked = d && d->port == DNS_PORT && d->family == family;
+	int tracked = st && (st->flags & SK_DNS) && st->dns_family == family;
 	if (!tracked && udp.dest != bpf_htons(DNS_PORT))
 		return;
 	__u64 plen = bpf_ntohs(udp.len);
@@ -556,7 +569,7 @@ static __always_inline void dns_query(struct __sk_buff *skb, struct bpf_sock *sk
 	dns_head(skb, &e->h, family, &udp, plen, DNS_QUERY);
 	if (tracked) {
 		e->h.dport = DNS_PORT;
-		__builtin_memcpy(e->h.daddr, d->addr, sizeof(e->h.daddr));
+		__builtin_memcpy(e->h.daddr, st->dns_addr, sizeof(e->h.daddr));
 	}
 	__u64 n = plen;
 	if (n > QUERY_MAX)
@@ -571,8 +584,23 @@ static __always_inline void dns_query(struct __sk_buff *skb, struct bpf_sock *sk
 	bpf_ringbuf_submit(e, 0);
 }
 
+// first_datagram counts a connected UDP flow when its socket sends its
+// first datagram. Two CPUs sending the socket's first datagrams at once
+// both see the flag: the exchange lets one of them count.
+static __always_inline void first_datagram(struct __sk_buff *skb, struct sock_state *st)
+{
+	__u64 flags = st->flags;
+	if (!(flags & SK_PENDING))
+		return;
+	if (!__sync_bool_compare_and_swap(&st->flags, flags, flags & ~SK_PENDING))
+		return;
+	struct flow_key k = st->key;
+	count_flow(&k, bpf_get_socket_cookie(skb), bpf_ktime_get_boot_ns(), st->gid, st->tgid, st->hook);
+}
+
 // egress_udp_sent counts a connected UDP flow when its socket sends its
-// first datagram, and copies DNS queries.
+// first datagram, and copies DNS queries. A packet of a socket with nothing
+// to do (neither flag) leaves at the first test after finding its state.
 SEC("cgroup_skb/egress")
 int egress_udp_sent(struct __sk_buff *skb)
 {
@@ -582,15 +610,46 @@ int egress_udp_sent(struct __sk_buff *skb)
 	sk = bpf_sk_fullsock(sk);
 	if (!sk || sk->protocol != IPPROTO_UDP)
 		return 1;
-	__u64 cookie = bpf_get_socket_cookie(skb);
-	struct pending *pp = bpf_map_lookup_elem(&udp_pending, &cookie);
-	if (pp) {
-		struct pending p = *pp;
-		bpf_map_delete_elem(&udp_pending, &cookie);
-		count_flow(&p.key, cookie, bpf_ktime_get_boot_ns(), p.gid, p.tgid, p.hook);
+	struct sock_state *st = bpf_sk_storage_get(&socks, sk, 0, 0);
+	if (st) {
+		if (!st->flags)
+			return 1;
+		first_datagram(skb, st);
+		if (st->flags & SK_DNS)
+			dns_query(skb, st);
+		return 1;
 	}
-	dns_query(skb, sk);
+	// A socket from before the programs were attached: a DNS query is
+	// known by its port; afterwards the socket's packets take the short
+	// way (a later connect() or sendmsg() to port 53 marks it).
+	dns_query(skb, 0);
+	bpf_sk_storage_get(&socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	return 1;
+}
+
+// maybe_dns_answer is a quick look at a received packet: 0 when it is
+// certainly no DNS answer (not UDP, or a UDP source port other than 53, read
+// in place), 1 when the full parse must decide.
+static __always_inline int maybe_dns_answer(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	if (sk) {
+		sk = bpf_sk_fullsock(sk);
+		if (sk && sk->protocol != IPPROTO_UDP)
+			return 0;
+	}
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	__u8 *b = data;
+	if ((void *)(b + 1) > end)
+		return 1;
+	__u32 off = 40; // IPv6: the fixed header; an extension header fails the full parse
+	if ((b[0] >> 4) == 4)
+		off = (b[0] & 0xf) * 4;
+	__be16 *sport = data + off;
+	if ((void *)(sport + 1) > end)
+		return 1; // not in the linear part: let the full parse read it
+	return *sport == bpf_htons(DNS_PORT);
 }
 
 // egress_dns copies DNS answers (UDP from port 53) received by sockets of the
@@ -598,6 +657,8 @@ int egress_udp_sent(struct __sk_buff *skb)
 SEC("cgroup_skb/ingress")
 int egress_dns(struct __sk_buff *skb)
 {
+	if (!maybe_dns_answer(skb))
+		return 1;
 	__u8 family;
 	__u32 l4off;
 	struct udphdr udp;

@@ -13,14 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type EgressDnsDest struct {
-	_      structs.HostLayout
-	Family uint8
-	Pad    uint8
-	Port   uint16
-	Addr   [16]uint8
-}
-
 type EgressDnsEvent struct {
 	_       structs.HostLayout
 	Cookie  uint64
@@ -78,25 +70,27 @@ type EgressFlowVal struct {
 	Exe     [64]int8
 }
 
-type EgressPending struct {
-	_    structs.HostLayout
-	Key  EgressFlowKey
-	Gid  uint32
-	Tgid uint32
-	Hook uint8
-	Pad  [7]uint8
+type EgressSockState struct {
+	_         structs.HostLayout
+	Flags     uint64
+	Gid       uint32
+	Tgid      uint32
+	Hook      uint8
+	DnsFamily uint8
+	Pad       [6]uint8
+	DnsAddr   [16]uint8
+	Key       EgressFlowKey
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	EgressMapDnsDests        = "dns_dests"
 	EgressMapDnsEvents       = "dns_events"
 	EgressMapEvents          = "events"
 	EgressMapFlows           = "flows"
+	EgressMapSocks           = "socks"
 	EgressMapStats           = "stats"
-	EgressMapUdpPending      = "udp_pending"
 	EgressProgEgressConnect4 = "egress_connect4"
 	EgressProgEgressConnect6 = "egress_connect6"
 	EgressProgEgressDns      = "egress_dns"
@@ -165,12 +159,11 @@ type EgressProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EgressMapSpecs struct {
-	DnsDests   *ebpf.MapSpec `ebpf:"dns_dests"`
-	DnsEvents  *ebpf.MapSpec `ebpf:"dns_events"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Flows      *ebpf.MapSpec `ebpf:"flows"`
-	Stats      *ebpf.MapSpec `ebpf:"stats"`
-	UdpPending *ebpf.MapSpec `ebpf:"udp_pending"`
+	DnsEvents *ebpf.MapSpec `ebpf:"dns_events"`
+	Events    *ebpf.MapSpec `ebpf:"events"`
+	Flows     *ebpf.MapSpec `ebpf:"flows"`
+	Socks     *ebpf.MapSpec `ebpf:"socks"`
+	Stats     *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // EgressVariableSpecs contains global variables before they are loaded into the kernel.
@@ -205,22 +198,20 @@ func (o *EgressObjects) Close() error {
 //
 // It can be passed to LoadEgressObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EgressMaps struct {
-	DnsDests   *ebpf.Map `ebpf:"dns_dests"`
-	DnsEvents  *ebpf.Map `ebpf:"dns_events"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Flows      *ebpf.Map `ebpf:"flows"`
-	Stats      *ebpf.Map `ebpf:"stats"`
-	UdpPending *ebpf.Map `ebpf:"udp_pending"`
+	DnsEvents *ebpf.Map `ebpf:"dns_events"`
+	Events    *ebpf.Map `ebpf:"events"`
+	Flows     *ebpf.Map `ebpf:"flows"`
+	Socks     *ebpf.Map `ebpf:"socks"`
+	Stats     *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *EgressMaps) Close() error {
 	return _EgressClose(
-		m.DnsDests,
 		m.DnsEvents,
 		m.Events,
 		m.Flows,
+		m.Socks,
 		m.Stats,
-		m.UdpPending,
 	)
 }
 

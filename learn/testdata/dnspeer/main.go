@@ -2,10 +2,13 @@
 // tests, run as a chosen user inside the test cgroup. It writes one line
 // per event on standard output, so the test waits for signals, not time:
 //
-//	dnspeer ask -server ADDR -name NAME -id ID [-connect] [-count N]
+//	dnspeer ask -server ADDR -name NAME -id ID [-connect] [-count N] [-hold] [-before ADDR]
 //	    sends a query (N queries with ids ID..ID+N-1), prints "ready PORT",
 //	    then "got SRC ID" for every datagram it receives, until stdin closes
-//	    (with -count > 1 it prints "sent N" and exits).
+//	    (with -count > 1 it prints "sent N" and exits). With -hold it makes
+//	    its socket (connected with -connect), prints "socket", and waits for
+//	    a line on stdin before it sends; with -before it first sends one
+//	    datagram to ADDR from the same socket.
 //	dnspeer listen
 //	    prints "ready PORT", then "got SRC ID" per datagram, until stdin closes.
 //	dnspeer forge -from ADDR -to ADDR -id ID -name NAME [-cname NAME] -a IP
@@ -35,6 +38,8 @@ func main() {
 	id := fs.Uint("id", 1, "the DNS id")
 	connect := fs.Bool("connect", false, "ask: use a connected socket")
 	count := fs.Int("count", 1, "ask: queries to send")
+	hold := fs.Bool("hold", false, "ask: make the socket, print \"socket\", wait for a line on stdin, then send")
+	before := fs.String("before", "", "ask: first send one datagram to this ADDR:PORT from the same socket")
 	from := fs.String("from", "", "forge: source ADDR:PORT")
 	to := fs.String("to", "", "forge: destination ADDR:PORT")
 	cname := fs.String("cname", "", "forge: answer with NAME CNAME this, then this A")
@@ -43,7 +48,7 @@ func main() {
 	var err error
 	switch os.Args[1] {
 	case "ask":
-		err = ask(*server, *name, uint16(*id), *connect, *count)
+		err = ask(*server, *name, uint16(*id), *connect, *count, askOptions{hold: *hold, before: *before})
 	case "listen":
 		var c *net.UDPConn
 		if c, err = net.ListenUDP("udp", nil); err == nil {
@@ -75,7 +80,16 @@ func query(name string, id uint16) []byte {
 	return b
 }
 
-func ask(server, name string, id uint16, connect bool, count int) error {
+// askOptions are ask's ways of preparing its socket.
+type askOptions struct {
+	hold   bool
+	before string
+}
+
+// stdin is read line by line by -hold, then to its end by serve.
+var stdin = bufio.NewReader(os.Stdin)
+
+func ask(server, name string, id uint16, connect bool, count int, o askOptions) error {
 	to, err := net.ResolveUDPAddr("udp", server)
 	if err != nil {
 		return err
@@ -88,6 +102,17 @@ func ask(server, name string, id uint16, connect bool, count int) error {
 	}
 	if err != nil {
 		return err
+	}
+	if o.hold {
+		fmt.Println("socket")
+		if _, err := stdin.ReadString('\n'); err != nil {
+			return err
+		}
+	}
+	if o.before != "" {
+		if err := sendBefore(c, o.before); err != nil {
+			return err
+		}
 	}
 	for i := range count {
 		q := query(name, id+uint16(i))
@@ -126,7 +151,17 @@ func serve(c *net.UDPConn) {
 			fmt.Println("got", src, id)
 		}
 	}()
-	_, _ = io.Copy(io.Discard, bufio.NewReader(os.Stdin))
+	_, _ = io.Copy(io.Discard, stdin)
+}
+
+// sendBefore sends one datagram to addr from c's socket.
+func sendBefore(c *net.UDPConn, addr string) error {
+	to, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return err
+	}
+	_, err = c.WriteToUDP([]byte("not dns"), to)
+	return err
 }
 
 func forge(from, to, name, cname, a string, id uint16) error {
