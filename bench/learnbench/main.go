@@ -1,14 +1,15 @@
 //go:build linux
 
-// Command learnbench measures what the learner costs: the connect rate of a
-// loopback connect storm without a learner, with the real egress-learn
-// binary, and with in-kernel counting turned off (one ring buffer record per
-// attempt); and the learner's memory after a million UDP datagrams over a
-// hundred thousand flows. It prints figures and ratios; it is not a test.
+// Command learnbench measures what the learner costs: the rate of several
+// workloads (TCP connect storms of one and two threads, 64-byte UDP through
+// a connected and an unconnected socket, bulk TCP) without a learner, with
+// the real egress-learn binary, and for the storm with in-kernel counting
+// turned off (one ring buffer record per attempt); and the learner's memory
+// after a million UDP datagrams over a hundred thousand (or more) flows. It prints figures and ratios; it is not a test.
 //
 // Run it as root from the module root:
 //
-//	go run ./bench/learnbench [-duration 10s] [-clients 2] [-rounds 3] [-json]
+//	go run ./bench/learnbench [-loads all] [-duration 5s] [-rounds 5] [-json]
 //
 // Everything runs in a uniquely named child cgroup of the cgroup2 mount and
 // a uniquely named network namespace, both removed at the end, also on
@@ -55,6 +56,9 @@ const (
 	variantBare     = "bare"
 	variantLearner  = "learner"
 	variantPerEvent = "per-event"
+	// variantCompare runs another egress-learn binary (-compare), e.g. one
+	// built from an earlier commit, in the same rounds.
+	variantCompare = "compare"
 )
 
 // programsAttached is how many programs a learner attaches to its cgroup
@@ -67,6 +71,10 @@ func main() {
 		os.Exit(childStorm())
 	case "udp":
 		os.Exit(childUDP())
+	case "sendto":
+		os.Exit(childSendto())
+	case "empty":
+		os.Exit(childEmpty())
 	case "learner":
 		os.Exit(childLearner())
 	}
@@ -287,7 +295,7 @@ func childLearner() int {
 
 type config struct {
 	Duration        string `json:"duration"`
-	Clients         int    `json:"clients"`
+	Loads           string `json:"loads"`
 	Rounds          int    `json:"rounds"`
 	Acceptors       int    `json:"acceptors"`
 	FlushInterval   string `json:"flush_interval"`
@@ -319,35 +327,6 @@ type learnerRun struct {
 	Finished       bool    `json:"finished"`         // store.Run.Finished
 	ChildLostProbe *uint64 `json:"child_probe_lost"` // per-event child: ProbeStats.Lost()
 	MapFull        *uint64 `json:"child_map_full,omitempty"`
-}
-
-type stormRun struct {
-	Variant    string      `json:"variant"`
-	Round      int         `json:"round"`
-	ConnPerSec float64     `json:"conn_per_sec"`
-	Ratio      float64     `json:"ratio_to_bare_median"`
-	Attempts   uint64      `json:"attempts"`
-	Connects   uint64      `json:"connects"`
-	Errors     uint64      `json:"errors"`
-	FirstErr   string      `json:"first_error,omitempty"`
-	Seconds    float64     `json:"seconds"`
-	ClientCPU  float64     `json:"client_cpu_seconds"`
-	Learner    *learnerRun `json:"learner,omitempty"`
-}
-
-type variantSummary struct {
-	Variant          string  `json:"variant"`
-	Runs             int     `json:"runs"`
-	MedianConnPerSec float64 `json:"median_conn_per_sec"`
-	Ratio            float64 `json:"ratio"`
-	ClientCPUPerConn float64 `json:"client_cpu_us_per_connect"`
-	EventsRecorded   uint64  `json:"events_recorded"` // all rounds
-	EventsMade       uint64  `json:"events_made"`     // connect attempts, all rounds
-	Lost             uint64  `json:"lost"`
-	DNSLost          uint64  `json:"dns_lost"`
-	LearnerCPUPct    float64 `json:"learner_cpu_percent"` // of one core, over its life
-	MedianAttachSecs float64 `json:"median_attach_seconds"`
-	MedianStopSecs   float64 `json:"median_stop_seconds"`
 }
 
 type rssResult struct {
@@ -383,11 +362,11 @@ type rssResult struct {
 }
 
 type output struct {
-	Config  config           `json:"config"`
-	Storm   []stormRun       `json:"storm,omitempty"`
-	Summary []variantSummary `json:"summary,omitempty"`
-	RSS     *rssResult       `json:"rss,omitempty"`
-	Notes   []string         `json:"notes,omitempty"`
+	Config  config        `json:"config"`
+	Runs    []loadRun     `json:"runs,omitempty"`
+	Summary []loadSummary `json:"summary,omitempty"`
+	RSS     *rssResult    `json:"rss,omitempty"`
+	Notes   []string      `json:"notes,omitempty"`
 }
 
 // ---------------------------------------------------------------------------
@@ -401,15 +380,18 @@ type bench struct {
 	cgroup     string
 	cgroupFD   *os.File
 	netns      string
-	port       int
+	port       int // the storm server
+	iperfPort  int
+	sinkPort   int // the UDP sink of the sendto workload
 	flush      time.Duration
-	clients    int
 	keepLogs   bool
 	stopDelay  time.Duration
 	watchEvery time.Duration
 	rssProfile string
 	notes      []string
 	learnerNo  int
+	compare    string // -compare: another egress-learn binary
+	empty      bool   // -empty: also measure do-nothing programs
 }
 
 func (b *bench) note(format string, args ...any) {
@@ -419,24 +401,32 @@ func (b *bench) note(format string, args ...any) {
 }
 
 func benchMain() int {
-	duration := flag.Duration("duration", 10*time.Second, "length of each connect storm")
-	clients := flag.Int("clients", 2, "connecting threads in the storm client")
-	rounds := flag.Int("rounds", 3, "rounds of bare, learner, per-event storms")
+	duration := flag.Duration("duration", 5*time.Second, "length of each workload run")
+	loadNames := flag.String("loads", "all", "workloads to run, comma-separated: storm2, storm1, udp64, udp64-sendto, tcp-bulk (all: every one)")
+	perEvent := flag.String("per-event", "storm2", "workloads also run with in-kernel counting off (comma-separated; none: no such runs)")
+	rounds := flag.Int("rounds", 5, "rounds; each runs every workload bare and with the learner, back to back")
 	acceptors := flag.Int("acceptors", 2, "accepting threads of the server")
 	warmup := flag.Duration("warmup", 2*time.Second, "unmeasured bare storm before the rounds (0: none)")
 	flush := flag.Duration("flush-interval", 5*time.Second, "learner --flush-interval")
 	udpFlows := flag.Int("udp-flows", 100000, "distinct UDP flows of the RSS phase (half on 127.0.0.1, half on 127.0.0.2)")
 	udpPerFlow := flag.Int("udp-per-flow", 10, "datagrams per UDP flow in the RSS phase")
-	skipStorm := flag.Bool("skip-storm", false, "skip the connect storm")
+	skipStorm := flag.Bool("skip-storm", false, "skip the workloads (the learner's cost)")
 	skipRSS := flag.Bool("skip-rss", false, "skip the RSS phase")
 	asJSON := flag.Bool("json", false, "print the results as JSON")
 	keep := flag.Bool("keep-logs", false, "keep the temporary folder (learner logs and stores)")
 	rssProfile := flag.String("rss-profile", "", "diagnosis: run the RSS phase's learner as learn.Run in a child of the bench (same options as egress-learn) and write its CPU profile to this file")
 	watchEvery := flag.Duration("watch-interval", 200*time.Millisecond, "how often the RSS phase reads the learner's store for new flushes")
+	compare := flag.String("compare", "", "also run this egress-learn binary (e.g. one built from an earlier commit) as variant \"compare\" in every round")
+	empty := flag.Bool("empty", false, "also run variant \"empty\": programs that do nothing, on the learner's six hooks (what any program there costs)")
 	stopDelay := flag.Duration("stop-delay", 0, "wait this long after the storm client exits before sending the learner SIGTERM")
 	flag.Parse()
-	if *clients < 1 || *rounds < 1 || *acceptors < 1 || *duration <= 0 || *udpFlows < 2 || *udpPerFlow < 1 {
-		fmt.Fprintln(os.Stderr, "learnbench: -clients, -rounds, -acceptors, -udp-per-flow must be at least 1, -udp-flows at least 2, -duration positive")
+	loads, err := parseLoads(*loadNames)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "learnbench:", err)
+		return 2
+	}
+	if *rounds < 1 || *acceptors < 1 || *duration <= 0 || *udpFlows < 2 || *udpPerFlow < 1 {
+		fmt.Fprintln(os.Stderr, "learnbench: -rounds, -acceptors, -udp-per-flow must be at least 1, -udp-flows at least 2, -duration positive")
 		return 2
 	}
 	if *udpFlows/len(udpAddrs) > 50000 {
@@ -447,7 +437,7 @@ func benchMain() int {
 		fmt.Fprintln(os.Stderr, "learnbench: run as root (it creates a cgroup and a network namespace and loads eBPF)")
 		return 2
 	}
-	for _, tool := range []string{"go", "ip", "nsenter", "bpftool"} {
+	for _, tool := range []string{"go", "ip", "nsenter", "bpftool", "iperf3"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			fmt.Fprintf(os.Stderr, "learnbench: %s not found in PATH\n", tool)
 			return 2
@@ -468,16 +458,17 @@ func benchMain() int {
 		time.Sleep(20 * time.Second)
 	})
 
-	b := &bench{ctx: ctx, flush: *flush, clients: *clients, keepLogs: *keep, stopDelay: *stopDelay, watchEvery: *watchEvery, rssProfile: *rssProfile}
+	b := &bench{ctx: ctx, flush: *flush, keepLogs: *keep, stopDelay: *stopDelay, watchEvery: *watchEvery, rssProfile: *rssProfile, compare: *compare, empty: *empty}
 	out, err := b.run(&cl, runOptions{
 		duration: *duration, rounds: *rounds, acceptors: *acceptors, warmup: *warmup,
 		udpFlows: *udpFlows, udpPerFlow: *udpPerFlow, skipStorm: *skipStorm, skipRSS: *skipRSS,
+		loads: loads, perEvent: strings.Split(*perEvent, ","),
 	})
 	if out != nil {
 		if *asJSON {
 			_ = benchutil.WriteJSON(os.Stdout, out)
 		} else {
-			printSummary(os.Stdout, out, *duration, *rounds)
+			printSummary(os.Stdout, out)
 		}
 	}
 	if err != nil {
@@ -496,6 +487,8 @@ type runOptions struct {
 	udpPerFlow int
 	skipStorm  bool
 	skipRSS    bool
+	loads      []workload
+	perEvent   []string
 }
 
 func (b *bench) run(cl *benchutil.Cleaner, o runOptions) (*output, error) {
@@ -521,7 +514,7 @@ func (b *bench) run(cl *benchutil.Cleaner, o runOptions) (*output, error) {
 		return nil, err
 	}
 	res := &output{Config: config{
-		Duration: o.duration.String(), Clients: b.clients, Rounds: o.rounds, Acceptors: o.acceptors,
+		Duration: o.duration.String(), Loads: loadList(o.loads), Rounds: o.rounds, Acceptors: o.acceptors,
 		FlushInterval: b.flush.String(), UDPFlows: o.udpFlows / len(udpAddrs) * len(udpAddrs), UDPPerFlow: o.udpPerFlow,
 		Cgroup: b.cgroup, Netns: b.netns, Kernel: benchutil.KernelRelease(), CPUs: runtime.NumCPU(),
 		LearnerBinary:   "egress-learn run --ignore-loopback=false (built from ./cmd/egress-learn)",
@@ -536,7 +529,7 @@ func (b *bench) run(cl *benchutil.Cleaner, o runOptions) (*output, error) {
 	}
 
 	if !o.skipStorm {
-		if err := b.storm(cl, o, res); err != nil {
+		if err := b.loads(cl, o, res); err != nil {
 			return res, err
 		}
 	}
@@ -748,16 +741,6 @@ func runChild(cmd *exec.Cmd, v any) (cpu float64, err error) {
 	return (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds(), nil
 }
 
-func (b *bench) runStormClient(d time.Duration) (stormResult, float64, error) {
-	ctx, cancel := context.WithTimeout(b.ctx, d+60*time.Second)
-	defer cancel()
-	var r stormResult
-	cmd := b.clientCmd(ctx, childEnv+"=storm", "EGB_PORT="+strconv.Itoa(b.port),
-		"EGB_DURATION="+d.String(), "EGB_CLIENTS="+strconv.Itoa(b.clients))
-	cpu, err := runChild(cmd, &r)
-	return r, cpu, err
-}
-
 // ---------------------------------------------------------------------------
 // Learners.
 
@@ -780,6 +763,7 @@ const (
 	learnerBinary   = iota // the real egress-learn binary
 	learnerChild           // learn.Run in a child of the bench, default options
 	learnerPerEvent        // learn.Run in a child of the bench, PerEvent
+	learnerCompare         // the -compare binary
 )
 
 func (b *bench) startLearner(kind int, name string, extraEnv ...string) (*learnerProc, error) {
@@ -802,7 +786,11 @@ func (b *bench) startLearner(kind int, name string, extraEnv ...string) (*learne
 			"EGB_DB="+l.db, "EGB_FLUSH="+b.flush.String())
 	} else {
 		l.kind = "egress-learn"
-		l.cmd = exec.Command(b.binary, "run", "--cgroup", b.cgroup, "--db", l.db,
+		bin := b.binary
+		if kind == learnerCompare {
+			l.kind, bin = "egress-learn (-compare)", b.compare
+		}
+		l.cmd = exec.Command(bin, "run", "--cgroup", b.cgroup, "--db", l.db,
 			"--ignore-loopback=false", "--flush-interval", b.flush.String())
 		l.cmd.Env = env
 	}
@@ -941,174 +929,6 @@ func (b *bench) stopLearner(l *learnerProc, withReport bool) (*learnerRun, error
 		}
 	}
 	return r, nil
-}
-
-// ---------------------------------------------------------------------------
-// Connect storm.
-
-func (b *bench) storm(cl *benchutil.Cleaner, o runOptions, res *output) error {
-	srv, err := startServer("/run/netns/"+b.netns, o.acceptors)
-	if err != nil {
-		return err
-	}
-	var closeOnce sync.Once
-	closeSrv := func() { closeOnce.Do(srv.close) }
-	cl.Add(closeSrv)
-	defer closeSrv()
-	b.port = srv.port
-	benchutil.Logf("server on 127.0.0.1:%d in %s, %d acceptors", b.port, b.netns, o.acceptors)
-
-	if o.warmup > 0 {
-		r, _, err := b.runStormClient(o.warmup)
-		if err != nil {
-			return fmt.Errorf("warm-up: %w", err)
-		}
-		benchutil.Logf("warm-up: %.0f conn/s", float64(r.Connects)/r.Seconds)
-	}
-
-	variants := []string{variantBare, variantLearner, variantPerEvent}
-	for round := 1; round <= o.rounds; round++ {
-		for _, v := range variants {
-			if err := b.ctx.Err(); err != nil {
-				return err
-			}
-			run, err := b.stormRun(v, round, o.duration)
-			if run != nil {
-				res.Storm = append(res.Storm, *run)
-			}
-			if err != nil {
-				return fmt.Errorf("round %d %s: %w", round, v, err)
-			}
-		}
-	}
-
-	summarize(res, variants)
-	return nil
-}
-
-// summarize sums the storm's runs up by variant, with their ratios to the
-// bare runs' median.
-func summarize(res *output, variants []string) {
-	median := map[string]float64{}
-	for _, v := range variants {
-		var rates []float64
-		for _, r := range res.Storm {
-			if r.Variant == v {
-				rates = append(rates, r.ConnPerSec)
-			}
-		}
-		median[v] = medianOf(rates)
-	}
-	bare := median[variantBare]
-	for i := range res.Storm {
-		if bare > 0 {
-			res.Storm[i].Ratio = res.Storm[i].ConnPerSec / bare
-		}
-	}
-	for _, v := range variants {
-		s := variantSummary{Variant: v, MedianConnPerSec: median[v]}
-		if bare > 0 {
-			s.Ratio = median[v] / bare
-		}
-		s.add(res.Storm)
-		res.Summary = append(res.Summary, s)
-	}
-}
-
-// add sums up the runs of the summary's variant.
-func (s *variantSummary) add(runs []stormRun) {
-	var attach, stop []float64
-	var cpu, life, clientCPU float64
-	var conns uint64
-	for _, r := range runs {
-		if r.Variant != s.Variant {
-			continue
-		}
-		s.Runs++
-		s.EventsMade += r.Attempts
-		clientCPU += r.ClientCPU
-		conns += r.Attempts
-		if l := r.Learner; l != nil {
-			s.EventsRecorded += l.Hits
-			s.Lost += l.LostEvents
-			s.DNSLost += l.DNSLost
-			attach = append(attach, l.AttachSeconds)
-			stop = append(stop, l.StopSeconds)
-			cpu += l.CPUSeconds
-			life += r.Seconds + l.AttachSeconds + l.StopSeconds + 0.2
-		}
-	}
-	if conns > 0 {
-		s.ClientCPUPerConn = clientCPU / float64(conns) * 1e6
-	}
-	if life > 0 {
-		s.LearnerCPUPct = 100 * cpu / life
-	}
-	s.MedianAttachSecs = medianOf(attach)
-	s.MedianStopSecs = medianOf(stop)
-}
-
-func (b *bench) stormRun(variant string, round int, d time.Duration) (*stormRun, error) {
-	var l *learnerProc
-	var err error
-	switch variant {
-	case variantLearner:
-		l, err = b.startLearner(learnerBinary, fmt.Sprintf("storm-r%d-learner", round))
-	case variantPerEvent:
-		l, err = b.startLearner(learnerPerEvent, fmt.Sprintf("storm-r%d-per-event", round))
-	}
-	if err != nil {
-		return nil, err
-	}
-	r, cpu, err := b.runStormClient(d)
-	if err != nil {
-		if l != nil {
-			_, _ = b.stopLearner(l, false)
-		}
-		return nil, err
-	}
-	run := &stormRun{
-		Variant: variant, Round: round, ConnPerSec: float64(r.Connects) / r.Seconds,
-		Attempts: r.Attempts, Connects: r.Connects, Errors: r.Errors, FirstErr: r.FirstErr,
-		Seconds: r.Seconds, ClientCPU: cpu,
-	}
-	if r.Errors > 0 {
-		b.note("round %d %s: %d of %d connects failed (first: %s)", round, variant, r.Errors, r.Attempts, r.FirstErr)
-	}
-	if l == nil {
-		benchutil.Logf("round %d %-9s %8.0f conn/s  (%d connects, %d errors, client cpu %.2fs)",
-			round, variant, run.ConnPerSec, r.Connects, r.Errors, cpu)
-		return run, nil
-	}
-	time.Sleep(b.stopDelay)
-	lr, err := b.stopLearner(l, variant == variantLearner)
-	run.Learner = lr
-	if err != nil {
-		return run, err
-	}
-	benchutil.Logf("round %d %-9s %8.0f conn/s  (%d connects, %d errors, client cpu %.2fs) events %d recorded / %d made, lost %d, dns lost %d, learner cpu %.2fs, attach %.2fs, stop %.2fs, exit %d",
-		round, variant, run.ConnPerSec, r.Connects, r.Errors, cpu, lr.Hits, r.Attempts, lr.LostEvents, lr.DNSLost,
-		lr.CPUSeconds, lr.AttachSeconds, lr.StopSeconds, lr.ExitCode)
-	if lr.Hits != r.Attempts {
-		b.note("round %d %s: %d hits recorded but the client made %d connect attempts (%+d)",
-			round, variant, lr.Hits, r.Attempts, int64(lr.Hits)-int64(r.Attempts))
-	}
-	if lr.ReportHits >= 0 && uint64(lr.ReportHits) != lr.Hits {
-		b.note("round %d %s: report --json sums %d hits, the store %d", round, variant, lr.ReportHits, lr.Hits)
-	}
-	if lr.RunEvents != lr.Hits {
-		b.note("round %d %s: run record counts %d events, the flows %d hits", round, variant, lr.RunEvents, lr.Hits)
-	}
-	if lr.LostEvents > 0 || lr.DNSLost > 0 {
-		b.note("round %d %s: lost %d events, %d DNS answers", round, variant, lr.LostEvents, lr.DNSLost)
-	}
-	if lr.Flows != 1 {
-		b.note("round %d %s: %d flows stored, want 1", round, variant, lr.Flows)
-	}
-	if !lr.Finished {
-		b.note("round %d %s: run not marked finished", round, variant)
-	}
-	return run, nil
 }
 
 func medianOf(v []float64) float64 {
@@ -1513,27 +1333,8 @@ func peakGoHeap(log string) (peakMB, liveMB float64, gcs int) {
 // ---------------------------------------------------------------------------
 // Output.
 
-func printSummary(w io.Writer, o *output, d time.Duration, rounds int) {
-	if len(o.Summary) > 0 {
-		fmt.Fprintf(w, "connect storm (%d clients, %s x %d rounds, median):\n", o.Config.Clients, d, rounds)
-		for _, s := range o.Summary {
-			if s.Variant == variantBare {
-				fmt.Fprintf(w, "  %-10s %7.0f conn/s                client cpu %.2f us/connect\n", s.Variant, s.MedianConnPerSec, s.ClientCPUPerConn)
-				continue
-			}
-			fmt.Fprintf(w, "  %-10s %7.0f conn/s  ratio %.3f  events %d recorded / %d made  lost %d  dns lost %d  client cpu %.2f us/connect  learner cpu %.1f%%  attach %.2fs  stop %.2fs\n",
-				s.Variant, s.MedianConnPerSec, s.Ratio, s.EventsRecorded, s.EventsMade, s.Lost, s.DNSLost,
-				s.ClientCPUPerConn, s.LearnerCPUPct, s.MedianAttachSecs, s.MedianStopSecs)
-		}
-		fmt.Fprintln(w, "  per round:")
-		for _, r := range o.Storm {
-			fmt.Fprintf(w, "    %d %-10s %7.0f conn/s  ratio %.3f", r.Round, r.Variant, r.ConnPerSec, r.Ratio)
-			if l := r.Learner; l != nil {
-				fmt.Fprintf(w, "  events %d / %d  lost %d", l.Hits, r.Attempts, l.LostEvents)
-			}
-			fmt.Fprintln(w)
-		}
-	}
+func printSummary(w io.Writer, o *output) {
+	printLoads(w, o)
 	if r := o.RSS; r != nil {
 		fmt.Fprintf(w, "RSS after %d events over %d flows: peak %.1f MiB (rss %.1f MiB, %.1f MiB at exit), flows %d, hits %d, lost %d, dns lost %d\n",
 			r.Datagrams, r.Flows, r.PeakMiB, r.RSSMiB, r.MaxRSSExitMiB, r.MatchingFlows, r.Hits, r.Learner.LostEvents, r.Learner.DNSLost)
