@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -27,13 +28,41 @@ import (
 
 // Main runs the command tree until SIGINT or SIGTERM cancels its
 // context; an error is logged and the process exits 1.
+//
+// EGRESS_CPUPROFILE=FILE writes a CPU profile of the whole run to FILE
+// (go tool pprof reads it): for diagnosing a slow command.
 func Main(root *cobra.Command) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	stopProfile := cpuProfile(os.Getenv("EGRESS_CPUPROFILE"))
 	err := root.ExecuteContext(ctx)
+	stopProfile()
 	stop()
 	if err != nil {
 		slog.Error(err.Error())
 		os.Exit(1)
+	}
+}
+
+// cpuProfile starts a CPU profile into path ("" does nothing); the
+// returned function ends it.
+func cpuProfile(path string) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		slog.Warn("EGRESS_CPUPROFILE: no profile", "err", err)
+		if f != nil {
+			f.Close()
+		}
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
 	}
 }
 
