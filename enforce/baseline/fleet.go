@@ -1,7 +1,6 @@
 package baseline
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -21,7 +20,7 @@ func ReadExport(path string) (*store.Export, []string, error) {
 		return nil, nil, fmt.Errorf("read export: %w", err)
 	}
 	var e store.Export
-	if err := json.Unmarshal(data, &e); err != nil {
+	if err := store.DecodeExport(data, &e); err != nil {
 		return nil, nil, fmt.Errorf("read export %s: not an egress baseline: %w", path, err)
 	}
 	if e.Format != store.ExportFormat {
@@ -108,16 +107,22 @@ type Merged struct {
 // the widest seen interval, the union of names and processes, and the list
 // of hosts. Retired flows are left out.
 func Merge(exports []*store.Export) *Merged {
+	var m *Merged
+	if len(exports) == 1 {
+		m = mergeOne(exports[0])
+	}
+	if m == nil {
+		m = mergeFlows(exports)
+	}
+	m.Warnings = uidWarnings(exports)
+	return m
+}
+
+// mergeFlows adds up the flows of the exports.
+func mergeFlows(exports []*store.Export) *Merged {
 	m := &Merged{Hosts: map[store.FlowKey][]string{}}
 	by := map[store.FlowKey]*store.Flow{}
-	uidOf := map[string]map[uint32][]string{} // user name -> uid -> hosts
 	for _, e := range exports {
-		for uid, name := range e.Users {
-			if uidOf[name] == nil {
-				uidOf[name] = map[uint32][]string{}
-			}
-			uidOf[name][uid] = append(uidOf[name][uid], e.Host)
-		}
 		for _, f := range e.Flows {
 			if f.State(e.Exported, 0) == store.StateRetired {
 				continue
@@ -147,6 +152,22 @@ func Merge(exports []*store.Export) *Merged {
 		m.Flows = append(m.Flows, *f)
 	}
 	slices.SortFunc(m.Flows, func(a, b store.Flow) int { return a.FlowKey.Compare(b.FlowKey) })
+	return m
+}
+
+// uidWarnings says which user names have different UIDs across (or
+// within) the exports.
+func uidWarnings(exports []*store.Export) []string {
+	uidOf := map[string]map[uint32][]string{} // user name -> uid -> hosts
+	for _, e := range exports {
+		for uid, name := range e.Users {
+			if uidOf[name] == nil {
+				uidOf[name] = map[uint32][]string{}
+			}
+			uidOf[name][uid] = append(uidOf[name][uid], e.Host)
+		}
+	}
+	var warnings []string
 	names := make([]string, 0, len(uidOf))
 	for n := range uidOf {
 		names = append(names, n)
@@ -161,9 +182,50 @@ func Merge(exports []*store.Export) *Merged {
 			parts = append(parts, fmt.Sprintf("uid %d on %s", uid, strings.Join(hosts, ",")))
 		}
 		slices.Sort(parts)
-		m.Warnings = append(m.Warnings, fmt.Sprintf("user %s has different UIDs (%s): the rules match UIDs, so align them across the fleet", n, strings.Join(parts, "; ")))
+		warnings = append(warnings, fmt.Sprintf("user %s has different UIDs (%s): the rules match UIDs, so align them across the fleet", n, strings.Join(parts, "; ")))
+	}
+	return warnings
+}
+
+// mergeOne is Merge of one export whose flows are distinct (as an export
+// of egress-learn's is): nothing to add up, so the flows are taken as
+// they are, in key order, without their approvals. Nil when two flows have
+// the same key: Merge then adds them up.
+func mergeOne(e *store.Export) *Merged {
+	if !slices.IsSortedFunc(e.Flows, func(a, b store.Flow) int { return a.FlowKey.Compare(b.FlowKey) }) {
+		e.Flows = sortedFlows(e.Flows)
+	}
+	for i := 1; i < len(e.Flows); i++ {
+		if e.Flows[i-1].FlowKey == e.Flows[i].FlowKey {
+			return nil
+		}
+	}
+	m := &Merged{Flows: make([]store.Flow, 0, len(e.Flows)), Hosts: make(map[store.FlowKey][]string, len(e.Flows))}
+	hosts := []string{e.Host}
+	for _, f := range e.Flows {
+		if f.State(e.Exported, 0) == store.StateRetired {
+			continue
+		}
+		f.Approval = store.Approval{}
+		m.Flows = append(m.Flows, f)
+		m.Hosts[f.FlowKey] = hosts[:1:1] // shared, and full: an append copies
 	}
 	return m
+}
+
+// sortedFlows is a copy of flows in key order (sorting their indexes:
+// a flow is large to move).
+func sortedFlows(flows []store.Flow) []store.Flow {
+	idx := make([]int32, len(flows))
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	slices.SortFunc(idx, func(a, b int32) int { return flows[a].FlowKey.Compare(flows[b].FlowKey) })
+	out := make([]store.Flow, len(flows))
+	for i, j := range idx {
+		out[i] = flows[j]
+	}
+	return out
 }
 
 func union[T comparable](a, b []T) []T {
