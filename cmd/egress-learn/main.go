@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -268,6 +269,9 @@ each flow, so a fleet shares one reviewed nft file.`,
 				}
 			}
 			names := config.UserNames{}
+			// In key order, as every list of flows: a fleet apply of one
+			// export then takes its flows as they are.
+			slices.SortFunc(flows, func(a, b store.Flow) int { return a.FlowKey.Compare(b.FlowKey) })
 			x := store.Export{Format: store.ExportFormat, Host: host, Exported: now.UTC(), Users: map[uint32]string{}, Flows: flows}
 			if x.Flows == nil {
 				x.Flows = []store.Flow{}
