@@ -48,12 +48,55 @@ func clean(s string, quoted bool, max int) string {
 // quote is s as an nft quoted string, cut to nft's comment length.
 func quote(s string) string { return `"` + clean(s, true, maxComment-1) + `"` }
 
+// appendQuoted appends quote(s), without copying s when it is clean.
+func appendQuoted(b []byte, s string) []byte {
+	if len(s) > maxComment-1 || !cleanASCII(s, true) {
+		return append(b, quote(s)...)
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// cleanASCII reports whether clean keeps every byte of s (quoted: in a
+// quoted string; else on a comment line).
+func cleanASCII(s string, quoted bool) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c < 0x80 && strings.IndexByte(commentChars, c) >= 0:
+		case !quoted && c > 0x20 && c < 0x7f && c != '\\':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// appendHeaderText appends headerText(s), without copying s when it is
+// clean.
+func appendHeaderText(b []byte, s string) []byte {
+	if len(s) > maxHeaderLine || !cleanASCII(s, false) {
+		return append(b, headerText(s)...)
+	}
+	return append(b, s...)
+}
+
 // headerText is s made safe for a "# ..." line of the script's header.
 func headerText(s string) string { return clean(s, false, maxHeaderLine) }
 
 // addrText writes an address as nft reads it: no zone (a zone is not an
 // nft address, and it may hold any character), IPv4-mapped IPv6 unmapped.
 func addrText(a netip.Addr) string { return a.WithZone("").Unmap().String() }
+
+// appendAddr appends addrText(a).
+func appendAddr(b []byte, a netip.Addr) []byte {
+	if !a.IsValid() {
+		return append(b, addrText(a)...)
+	}
+	return a.WithZone("").Unmap().AppendTo(b)
+}
 
 // ident checks a name the script writes bare: the table, a set, the chain.
 func ident(what, name string) error {

@@ -382,12 +382,23 @@ func (e Element) flowKey() store.FlowKey {
 	return store.FlowKey{UID: e.UID, Proto: e.Proto, IP: e.IP, Port: e.Port}
 }
 
-// Key identifies an element.
+// Key identifies an element: "uid . address . protocol . port", as nft
+// writes it (a service's element starts with its cgroup path).
 func (e Element) Key() string {
 	if e.Service != "" {
 		return e.serviceKey("")
 	}
-	return fmt.Sprintf("%d . %s . %s . %d", e.UID, addrText(e.IP), ProtoName(e.Proto), e.Port)
+	return string(e.appendKey(nil))
+}
+
+func (e Element) appendKey(b []byte) []byte {
+	b = strconv.AppendUint(b, uint64(e.UID), 10)
+	b = append(b, " . "...)
+	b = appendAddr(b, e.IP)
+	b = append(b, " . "...)
+	b = append(b, ProtoName(e.Proto)...)
+	b = append(b, " . "...)
+	return strconv.AppendUint(b, uint64(e.Port), 10)
 }
 
 // RuleKind says what a rule does; each kind renders one way.
@@ -450,7 +461,10 @@ func Build(flows []store.Flow, o Options) *Plan {
 	}
 	p := b.p
 	for _, s := range []*Set{&b.set4, &b.set6} {
-		slices.SortFunc(s.Elements, func(a, b Element) int { return a.flowKey().Compare(b.flowKey()) })
+		byKey := func(a, b Element) int { return a.flowKey().Compare(b.flowKey()) }
+		if !slices.IsSortedFunc(s.Elements, byKey) { // flows in key order make sorted sets
+			slices.SortFunc(s.Elements, byKey)
+		}
 		s.Comment = setComment(len(s.Elements))
 	}
 	if o.Follow != nil {
@@ -722,10 +736,7 @@ func followSpec(learned []NameRule, o Options) *FollowSpec {
 			learned[i].User = o.UserName(learned[i].UID)
 		}
 	}
-	slices.SortFunc(learned, func(a, b NameRule) int {
-		return cmp.Or(cmp.Compare(a.UID, b.UID), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port),
-			cmp.Compare(a.Source, b.Source))
-	})
+	slices.SortFunc(learned, compareNameRules)
 	f.Rules = slices.CompactFunc(learned, func(a, b NameRule) bool {
 		return a.UID == b.UID && a.Name == b.Name && a.Proto == b.Proto && a.Port == b.Port
 	})
@@ -733,6 +744,25 @@ func followSpec(learned []NameRule, o Options) *FollowSpec {
 		f.Rules = []NameRule{}
 	}
 	return f
+}
+
+// compareNameRules orders name rules by UID, name, protocol, port and
+// source (comparing no further than it must: a large baseline has a few
+// hundred thousand).
+func compareNameRules(a, b NameRule) int {
+	if a.UID != b.UID {
+		return cmp.Compare(a.UID, b.UID)
+	}
+	if c := strings.Compare(a.Name, b.Name); c != 0 {
+		return c
+	}
+	if a.Proto != b.Proto {
+		return cmp.Compare(a.Proto, b.Proto)
+	}
+	if a.Port != b.Port {
+		return cmp.Compare(a.Port, b.Port)
+	}
+	return strings.Compare(a.Source, b.Source)
 }
 
 // ValidName accepts a DNS name as the follower hashes it: lower case, no

@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -39,22 +40,8 @@ func (p *Plan) Text(w io.Writer) error {
 		fmt.Fprintf(&b, "\t\tcomment %s\n", quote(s.Comment))
 		if len(s.Elements) > 0 {
 			b.WriteString("\t\telements = {\n")
-			for i, e := range s.Elements {
-				if !e.IP.IsValid() {
-					return fmt.Errorf("render the script: set %s: an element without an address", s.Name)
-				}
-				sep := ","
-				if i == len(s.Elements)-1 {
-					sep = ""
-				}
-				key := e.Key()
-				if e.Service != "" {
-					if err := ValidServicePath(e.Service); err != nil {
-						return fmt.Errorf("render the script: set %s: %w", s.Name, err)
-					}
-					key = e.serviceKey(p.CgroupRoot)
-				}
-				fmt.Fprintf(&b, "\t\t\t%s comment %s%s\n", key, quote(e.Comment), sep)
+			if err := writeElements(&b, s, p.CgroupRoot); err != nil {
+				return err
 			}
 			b.WriteString("\t\t}\n")
 		}
@@ -83,6 +70,34 @@ func (p *Plan) Text(w io.Writer) error {
 	b.WriteString("\t}\n}\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeElements writes a set's elements, one a line: "key comment "..."".
+func writeElements(w *strings.Builder, s Set, root string) error {
+	w.Grow(len(s.Elements) * 100)
+	line := make([]byte, 0, 256)
+	for i, e := range s.Elements {
+		if !e.IP.IsValid() {
+			return fmt.Errorf("render the script: set %s: an element without an address", s.Name)
+		}
+		line = append(line[:0], "\t\t\t"...)
+		if e.Service != "" {
+			if err := ValidServicePath(e.Service); err != nil {
+				return fmt.Errorf("render the script: set %s: %w", s.Name, err)
+			}
+			line = append(line, e.serviceKey(root)...)
+		} else {
+			line = e.appendKey(line)
+		}
+		line = append(line, " comment "...)
+		line = appendQuoted(line, e.Comment)
+		if i < len(s.Elements)-1 {
+			line = append(line, ',')
+		}
+		line = append(line, '\n')
+		w.Write(line)
+	}
+	return nil
 }
 
 // header writes the script's comment lines; every string of the plan in
@@ -115,8 +130,20 @@ func (p *Plan) header(b *strings.Builder) {
 		fmt.Fprintf(b, "# Names followed: \"egress-enforce follow\" adds the addresses DNS answers give for them to\n")
 		fmt.Fprintf(b, "# sets %s and %s, for their TTL (at least %s, at most %s; at most %d addresses a name).\n", SetFollow4, SetFollow6,
 			f.TTLFloor, f.MaxTTL(), f.MaxPerName)
+		line := make([]byte, 0, 256)
 		for _, r := range f.Rules {
-			fmt.Fprintf(b, "#   uid %d %s/%d %s (%s)\n", r.UID, ProtoName(r.Proto), r.Port, headerText(r.Name), headerText(r.Source))
+			line = append(line[:0], "#   uid "...)
+			line = strconv.AppendUint(line, uint64(r.UID), 10)
+			line = append(line, ' ')
+			line = append(line, ProtoName(r.Proto)...)
+			line = append(line, '/')
+			line = strconv.AppendUint(line, uint64(r.Port), 10)
+			line = append(line, ' ')
+			line = appendHeaderText(line, r.Name)
+			line = append(line, " ("...)
+			line = appendHeaderText(line, r.Source)
+			line = append(line, ")\n"...)
+			b.Write(line)
 		}
 	}
 }
