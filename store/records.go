@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"fmt"
@@ -533,6 +534,49 @@ func readRuns(tx *bolt.Tx) ([]Run, error) {
 }
 
 // FlowsFor returns the stored flows of the given keys (those it has).
+// setApproval applies fn to the flow of key kb and writes it when fn
+// changed its approval, or when the store did not have it.
+func setApproval(b *bolt.Bucket, kb []byte, fn func(f *Flow)) error {
+	k, err := parseFlowKey(kb)
+	if err != nil {
+		return err
+	}
+	var rec flowRecord
+	found, err := getJSON(b, kb, &rec)
+	if err != nil {
+		return err
+	}
+	f := rec.flow(k)
+	fn(&f)
+	switch {
+	case found && sameApproval(rec.Approval, f.Approval):
+		return nil
+	case found:
+		rec.Approval = f.Approval
+	default:
+		rec.Flow, rec.Dropped = f, 0
+	}
+	return putJSON(b, kb, &rec)
+}
+
+// approvedRecord reports whether a stored flow record is approved: it has
+// an "approved" member (omitted when 0: a JSON key, since no string of a
+// record holds an unescaped quote) whose value is not 0.
+func approvedRecord(v []byte) bool {
+	const key = `"approved":`
+	i := bytes.Index(v, []byte(key))
+	if i < 0 {
+		return false
+	}
+	rest := v[i+len(key):]
+	return len(rest) > 0 && rest[0] >= '1' && rest[0] <= '9'
+}
+
+func sameApproval(a, b Approval) bool {
+	return a.Approved == b.Approved && a.ApprovedAt.Equal(b.ApprovedAt) && a.Retired.Equal(b.Retired) &&
+		slices.Equal(a.ApprovedNames, b.ApprovedNames)
+}
+
 func (s *Store) FlowsFor(keys []FlowKey) (map[FlowKey]Flow, error) {
 	return read(s, func(tx *bolt.Tx) (map[FlowKey]Flow, error) {
 		out := map[FlowKey]Flow{}
@@ -557,24 +601,36 @@ func (s *Store) FlowsFor(keys []FlowKey) (map[FlowKey]Flow, error) {
 // SetApproval changes the approval of the flows with the given keys in one
 // transaction: fn sees each flow and changes its approval. A key the store
 // does not have is added with what fn fills in (a destination the monitor
-// saw denied, or a fleet baseline's flow this host never saw).
+// saw denied, or a fleet baseline's flow this host never saw). Records fn
+// leaves as they were are not written again; the keys go in the store's
+// order, the fastest for bbolt.
 func (s *Store) SetApproval(keys []FlowKey, fn func(f *Flow)) error {
+	return s.setApprovals(keys, false, fn)
+}
+
+// ApproveNew is SetApproval for the flows not approved yet: fn does not
+// see a flow the store holds as approved (told from its stored bytes,
+// without decoding it: an apply of a large plan approves few new flows).
+func (s *Store) ApproveNew(keys []FlowKey, fn func(f *Flow)) error {
+	return s.setApprovals(keys, true, fn)
+}
+
+func (s *Store) setApprovals(keys []FlowKey, onlyNew bool, fn func(f *Flow)) error {
+	raw := make([][]byte, len(keys))
+	for i, k := range keys {
+		raw[i] = k.bytes()
+	}
+	slices.SortFunc(raw, bytes.Compare)
 	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketFlows)
-		for _, k := range keys {
-			var rec flowRecord
-			found, err := getJSON(b, k.bytes(), &rec)
-			if err != nil {
-				return err
+		for i, kb := range raw {
+			if i > 0 && bytes.Equal(kb, raw[i-1]) {
+				continue
 			}
-			f := rec.flow(k)
-			fn(&f)
-			if found {
-				rec.Approval = f.Approval
-			} else {
-				rec.Flow, rec.Dropped = f, 0
+			if onlyNew && approvedRecord(b.Get(kb)) {
+				continue
 			}
-			if err := putJSON(b, k.bytes(), &rec); err != nil {
+			if err := setApproval(b, kb, fn); err != nil {
 				return err
 			}
 		}

@@ -17,7 +17,7 @@ func ApprovePlan(st *store.Store, p *plan.Plan, n uint64, now time.Time) error {
 			keys = append(keys, store.FlowKey{UID: e.UID, Proto: e.Proto, IP: e.IP, Port: e.Port})
 		}
 	}
-	return st.SetApproval(keys, func(f *store.Flow) {
+	return st.ApproveNew(keys, func(f *store.Flow) {
 		if f.Approved == 0 {
 			f.Approved, f.ApprovedAt, f.ApprovedNames = n, now.UTC(), f.Hostnames
 			f.Retired = time.Time{}

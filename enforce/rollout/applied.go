@@ -112,8 +112,8 @@ func writeApplied(dir string, s AppliedState, planOf planSource) error {
 		if a == nil || a.Plan == 0 {
 			continue
 		}
-		js, nft := planFile(dir, a.Plan, ".json"), planFile(dir, a.Plan, ".nft")
-		keep[filepath.Base(js)], keep[filepath.Base(nft)] = true, true
+		js := planFile(dir, a.Plan, ".json")
+		keep[filepath.Base(js)], keep[filepath.Base(planFile(dir, a.Plan, ".nft"))] = true, true
 		if _, err := os.Stat(js); err == nil {
 			continue
 		}
@@ -133,11 +133,7 @@ func writeApplied(dir string, s AppliedState, planOf planSource) error {
 			}
 			text = b.Bytes()
 		}
-		// The script first: plan-N.json present means both are.
-		if err := writeAtomic(nft, text); err != nil {
-			return err
-		}
-		if err := writeAtomic(js, data); err != nil {
+		if err := writePlanFiles(dir, a.Plan, data, text); err != nil {
 			return err
 		}
 	}
@@ -159,6 +155,24 @@ func writeApplied(dir string, s AppliedState, planOf planSource) error {
 		}
 	}
 	return nil
+}
+
+// writePlanFiles writes plan-N.nft, then plan-N.json (plan-N.json present
+// means both are). Until state.json names them, they are not used.
+func writePlanFiles(dir string, n uint64, data, text []byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("write the applied tables: %w", err)
+	}
+	if err := writeAtomic(planFile(dir, n, ".nft"), text); err != nil {
+		return err
+	}
+	return writeAtomic(planFile(dir, n, ".json"), data)
+}
+
+// removePlanFiles removes the plan files of generation n.
+func removePlanFiles(dir string, n uint64) {
+	_ = os.Remove(planFile(dir, n, ".json"))
+	_ = os.Remove(planFile(dir, n, ".nft"))
 }
 
 // writeAtomic replaces path with data: a temporary file of mode 0600 in

@@ -37,6 +37,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/egresskit/egress/enforce/nft"
@@ -92,45 +93,81 @@ func Apply(k nft.Kernel, p *plan.Plan, o Options) (*store.Generation, *nft.Apply
 	if err := settlePending(o.Store, k, p.Table, o, log); err != nil {
 		return nil, nil, err
 	}
-	planJSON, err := json.Marshal(p)
-	if err != nil {
-		return nil, nil, fmt.Errorf("encode plan: %w", err)
-	}
-	g, err := recordApplying(k.Target(), p, planJSON, o)
+	g, err := recordApplying(k.Target(), p, o)
 	if err != nil {
 		return nil, nil, err
 	}
-	// The script for the files beside the store renders while the kernel
-	// works.
-	textc := make(chan []byte, 1)
-	go func() {
-		var b bytes.Buffer
-		if p.Text(&b) == nil {
-			textc <- b.Bytes()
-		}
-		close(textc)
-	}()
+	// The plan's JSON (packed for the store), its script and their files
+	// beside the store are made while the kernel works.
+	r := render(p, AppliedDir(o.Store.Path(), targetKey(k.Target()), p.Table), g.N)
 	res, applyErr := k.Apply(p)
+	<-r.done
+	if r.err != nil {
+		log.Error("generation "+strconv.FormatUint(g.N, 10)+": its plan could not be encoded for the store", "err", r.err)
+	}
 	if applyErr != nil && (errors.Is(applyErr, nft.ErrRejected) || res == nil) {
-		g, _ = o.Store.UpdateGeneration(g.N, func(g *store.Generation) error {
+		removePlanFiles(r.dir, g.N)
+		g, _ = o.Store.UpdateGenerationPlan(g.N, r.packed, func(g *store.Generation) error {
 			g.State, g.Note = store.GenFailed, applyErr.Error()
 			return nil
 		})
 		return &g, nil, applyErr
 	}
-	if g, err = recordApplied(o, g.N, applyErr); err != nil {
+	if g, err = recordApplied(o, g.N, applyErr, r.packed); err != nil {
 		return &g, res, err
 	}
-	if err := syncApplied(o.Store, k.Target(), p.Table, knownPlan{g.N, p, planJSON, <-textc}); err != nil {
-		log.Error("generation "+strconv.FormatUint(g.N, 10)+" is applied, but the files restore falls back on are not written", "err", err)
+	// state.json names the files render wrote (or, when it could not,
+	// syncApplied writes them).
+	if err := syncApplied(o.Store, k.Target(), p.Table, knownPlan{g.N, p, r.json, r.text}); err != nil {
+		log.Error("generation "+strconv.FormatUint(g.N, 10)+" is applied, but the files restore falls back on are not written", "err", errors.Join(r.filesErr, err))
 	}
 	return &g, res, applyErr
+}
+
+// rendered is what render makes of a plan beside the kernel's work.
+type rendered struct {
+	dir                string
+	json, packed, text []byte
+	err, filesErr      error
+	done               chan struct{}
+}
+
+// render encodes p as JSON and packs it for the store, renders its nft
+// script, and writes both to the files of generation n in dir (named by
+// state.json only once the generation is recorded), in goroutines of their
+// own; done closes when all is done.
+func render(p *plan.Plan, dir string, n uint64) *rendered {
+	r := &rendered{dir: dir, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		var wg sync.WaitGroup
+		var textErr error
+		wg.Go(func() {
+			var b bytes.Buffer
+			if textErr = p.Text(&b); textErr == nil {
+				r.text = b.Bytes()
+			}
+		})
+		if r.json, r.err = p.JSON(); r.err == nil {
+			r.packed, r.err = store.PackPlan(r.json)
+		}
+		wg.Wait()
+		switch {
+		case r.err != nil:
+			r.filesErr = r.err
+		case textErr != nil:
+			r.filesErr = fmt.Errorf("render the plan: %w", textErr)
+		default:
+			r.filesErr = writePlanFiles(dir, n, r.json, r.text)
+		}
+	}()
+	return r
 }
 
 // recordApplying records a generation being applied; with a confirm
 // window, with its rollback and a provisional deadline, and starts its
 // guard.
-func recordApplying(t nft.Target, p *plan.Plan, planJSON []byte, o Options) (store.Generation, error) {
+func recordApplying(t nft.Target, p *plan.Plan, o Options) (store.Generation, error) {
 	g := generationOf(p, t, o.Command, o.Reason)
 	g.State = store.GenApplying
 	if o.ConfirmWithin > 0 {
@@ -149,7 +186,7 @@ func recordApplying(t nft.Target, p *plan.Plan, planJSON []byte, o Options) (sto
 		g.ConfirmWithin, g.Deadline = o.ConfirmWithin, time.Now().Add(o.ConfirmWithin).UTC()
 		g.GuardBoot = bootID()
 	}
-	g, err := o.Store.AddGeneration(g, planJSON)
+	g, err := o.Store.AddGeneration(g, nil) // the plan goes in with the kernel's answer
 	if err != nil || o.ConfirmWithin <= 0 {
 		return g, err
 	}
@@ -166,9 +203,10 @@ func recordApplying(t nft.Target, p *plan.Plan, planJSON []byte, o Options) (sto
 }
 
 // recordApplied marks generation n applied, or pending with its window
-// starting now; a read-back that failed (readErr) is kept in its note.
-func recordApplied(o Options, n uint64, readErr error) (store.Generation, error) {
-	return o.Store.UpdateGeneration(n, func(g *store.Generation) error {
+// starting now, and records its plan (packed); a read-back that failed
+// (readErr) is kept in its note.
+func recordApplied(o Options, n uint64, readErr error, packed []byte) (store.Generation, error) {
+	return o.Store.UpdateGenerationPlan(n, packed, func(g *store.Generation) error {
 		if g.State != store.GenApplying {
 			return fmt.Errorf("generation %d became %s while it was applied", g.N, g.State)
 		}
