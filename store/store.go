@@ -57,17 +57,18 @@ type Store struct {
 	opts Options
 
 	mu          sync.Mutex
-	lastRelease time.Time // when this Store last let go of the write lock
+	lastRelease time.Time     // when this Store last let go of the write lock
+	lastHold    time.Duration // how long it held it then
 
 	faultMu sync.Mutex
 	fault   error // set once a transaction faulted on the file (fault.go)
 }
 
-// writeGap is the least time between two write locks of one Store. bbolt
-// polls for the file lock every 50 ms; without the gap, a writer that
-// commits chunk after chunk would hold the lock at every poll of a waiting
-// reader, which would then time out. (A variable: the soak test turns it
-// off.)
+// writeGap is the longest time between two write locks of one Store (the
+// gap is as long as the lock was last held, up to this). bbolt polls for
+// the file lock every 50 ms; without the gap, a writer that commits chunk
+// after chunk would hold the lock at every poll of a waiting reader, which
+// would then time out. (A variable: the soak test turns it off.)
 var writeGap = 60 * time.Millisecond
 
 // Create opens the store at path for writing, creating it (mode 0600, and
@@ -179,10 +180,14 @@ func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if d := time.Since(s.lastRelease); d < writeGap {
-		time.Sleep(writeGap - d)
+	// The lock stays free at least as long as it was last held, up to
+	// writeGap: a writer of chunk after chunk lets a waiting reader in,
+	// and a command's few short writes do not wait for nothing.
+	if d, gap := time.Since(s.lastRelease), min(writeGap, s.lastHold); d < gap {
+		time.Sleep(gap - d)
 	}
-	defer func() { s.lastRelease = time.Now() }()
+	locked := time.Now()
+	defer func() { s.lastRelease = time.Now(); s.lastHold = s.lastRelease.Sub(locked) }()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	h := &handle{}
 	defer func() {
