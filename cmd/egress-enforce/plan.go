@@ -77,7 +77,7 @@ func buildPlan(cmd *cobra.Command, e *env) (*built, error) {
 		if err != nil {
 			return nil, err
 		}
-		opts.Hosts, opts.Source = m.Hosts, source
+		opts.Hosts, opts.AllHosts, opts.Source = m.Hosts, m.AllHosts, source
 		return &built{plan: plan.Build(m.Flows, opts), opts: opts}, nil
 	}
 	var flows []store.Flow

@@ -96,8 +96,10 @@ func validHost(s string, max int, user bool) bool {
 // Merged is a role baseline built from several hosts' exports.
 type Merged struct {
 	Flows []store.Flow
-	// Hosts lists, per flow, the hosts that saw it.
-	Hosts map[store.FlowKey][]string
+	// Hosts lists, per flow, the hosts that saw it; or AllHosts, when set,
+	// saw every flow (one export), and Hosts is nil.
+	Hosts    map[store.FlowKey][]string
+	AllHosts []string
 	// Warnings say where the hosts disagree in a way that matters, such as
 	// one user name with different UIDs (the rules match UIDs).
 	Warnings []string
@@ -200,15 +202,13 @@ func mergeOne(e *store.Export) *Merged {
 			return nil
 		}
 	}
-	m := &Merged{Flows: make([]store.Flow, 0, len(e.Flows)), Hosts: make(map[store.FlowKey][]string, len(e.Flows))}
-	hosts := []string{e.Host}
+	m := &Merged{Flows: make([]store.Flow, 0, len(e.Flows)), AllHosts: []string{e.Host}}
 	for _, f := range e.Flows {
 		if f.State(e.Exported, 0) == store.StateRetired {
 			continue
 		}
 		f.Approval = store.Approval{}
 		m.Flows = append(m.Flows, f)
-		m.Hosts[f.FlowKey] = hosts[:1:1] // shared, and full: an append copies
 	}
 	return m
 }

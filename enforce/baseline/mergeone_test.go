@@ -25,6 +25,12 @@ func TestMergeOfOneExport(t *testing.T) {
 		Flows: []store.Flow{flow(2, "2001:db8::1", 443, 5), flow(1, "192.0.2.2", 80, 1), retired, flow(1, "192.0.2.1", 443, 2)}}
 	got, want := Merge([]*store.Export{e}), mergeFlows([]*store.Export{e})
 	want.Warnings = uidWarnings([]*store.Export{e})
+	for _, f := range got.Flows { // every flow has the one host
+		if !reflect.DeepEqual(want.Hosts[f.FlowKey], got.AllHosts) {
+			t.Errorf("flow %v: hosts %v, want %v", f.FlowKey, got.AllHosts, want.Hosts[f.FlowKey])
+		}
+	}
+	want.Hosts, want.AllHosts = nil, got.AllHosts
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("one export:\n got  %+v\n want %+v", got, want)
 	}

@@ -25,9 +25,7 @@ func jsonPlan(s string, follow bool) *Plan {
 		o.Follow = &FollowOptions{Mode: FollowBoth, Names: []NameRule{{UID: 5, Name: "*.s3.example", Proto: ProtoTCP, Port: 443}}}
 	}
 	p := Build(flows, o)
-	p.Sets[0].Elements = append(p.Sets[0].Elements, Element{UID: 1, Comment: s, User: s}, // no address: ""
-		Element{Service: "system.slice/" + s + ".service", UID: 2, IP: netip.MustParseAddr("192.0.2.2"), Comment: s},
-		Element{Service: "system.slice/x.service", AnyUser: true, IP: netip.MustParseAddr("192.0.2.3"), Comment: s})
+	p.Sets[0].Elements = append(p.Sets[0].Elements, Element{UID: 1, Comment: s, User: s}) // no address: ""
 	p.Sets[1].Elements[0].IP = netip.MustParseAddr("fe80::1%" + "eth0")
 	return p
 }
@@ -53,7 +51,12 @@ func checkJSON(t *testing.T, p *Plan) {
 func TestPlanJSONIsEncodingJSON(t *testing.T) {
 	for _, s := range []string{"plain", `q"uote\back<>&`, "tab\tnl\n\x01\b\f", "é\u2028\xff", ""} {
 		checkJSON(t, jsonPlan(s, false))
-		checkJSON(t, jsonPlan(s, true))
+		p := jsonPlan(s, true)
+		checkJSON(t, p)
+		p.Sets = append(p.Sets, Set{Name: SetService4, Family: 4, Capacity: 7, Elements: []Element{
+			{Service: "system.slice/" + s + ".service", UID: 2, IP: netip.MustParseAddr("192.0.2.2"), Comment: s},
+			{Service: "system.slice/x.service", AnyUser: true, IP: netip.MustParseAddr("192.0.2.3"), Comment: s}}})
+		checkJSON(t, p)
 	}
 	p := jsonPlan("x", true)
 	p.Sets[0].Elements, p.Sets[1].Elements, p.Follow.Rules = nil, []Element{}, nil

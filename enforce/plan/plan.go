@@ -128,7 +128,9 @@ type Options struct {
 	Follow *FollowOptions
 	// Hosts, for a fleet baseline, lists the hosts that saw each flow: it
 	// goes into the elements (JSON) and their comments (a count).
-	Hosts map[store.FlowKey][]string
+	// AllHosts, when set, saw every flow Hosts does not list.
+	Hosts    map[store.FlowKey][]string
+	AllHosts []string
 	// UserName names UIDs in comments and JSON (optional).
 	UserName func(uint32) string
 	// Source names the baseline in the header of the text.
@@ -328,16 +330,16 @@ type Set struct {
 	Family   int       `json:"family"` // 4 or 6
 	Comment  string    `json:"comment"`
 	Elements []Element `json:"elements"`
-	// Capacity, for a service set Running left services out of, is the
-	// room kept for their elements when they start.
+	// Capacity is the room the set is made with: for the allow sets
+	// SetSize of their elements (a delta apply can add some; 0 in plans
+	// recorded before: their number of elements); for a service set
+	// Running left services out of, the room kept for their elements when
+	// they start.
 	Capacity int `json:"capacity,omitempty"`
 }
 
 // Size is the number of elements the set has room for.
 func (s *Set) Size() int { return max(len(s.Elements), s.Capacity) }
-
-// setComment is the comment of a set of n elements.
-func setComment(n int) string { return fmt.Sprintf("learned flows: %d", n) }
 
 // UserSet is a named set of UIDs (type uid).
 type UserSet struct {
@@ -465,7 +467,7 @@ func Build(flows []store.Flow, o Options) *Plan {
 		if !slices.IsSortedFunc(s.Elements, byKey) { // flows in key order make sorted sets
 			slices.SortFunc(s.Elements, byKey)
 		}
-		s.Comment = setComment(len(s.Elements))
+		s.Comment, s.Capacity = SetComment, SetSize(len(s.Elements))
 	}
 	if o.Follow != nil {
 		// A table that follows no name has no follow sets and no mark rule.
@@ -546,6 +548,9 @@ func (b *builder) add(f *store.Flow) {
 		return // the names stand for the addresses
 	}
 	hosts := o.Hosts[f.FlowKey]
+	if hosts == nil {
+		hosts = o.AllHosts
+	}
 	e := Element{UID: f.UID, IP: f.IP, Proto: f.Proto, Port: f.Port, Comment: elementComment(f, len(hosts)), Hosts: hosts}
 	if o.UserName != nil {
 		e.User = o.UserName(f.UID)
@@ -624,7 +629,7 @@ func baseRules(o Options, ntp []netip.Addr) []Rule {
 // entries of o; everything else is dropped and logged.
 func ClosedPlan(o Options) *Plan {
 	o.Mode = ModeEnforce
-	o.EnforceUIDs, o.AuditUIDs, o.Follow, o.Hosts = nil, nil, nil, nil
+	o.EnforceUIDs, o.AuditUIDs, o.Follow, o.Hosts, o.AllHosts = nil, nil, nil, nil, nil
 	o.Source = "boot_policy closed: no generation to restore"
 	return Build(nil, o)
 }

@@ -21,7 +21,7 @@ func TestCheckScriptCatchesInjection(t *testing.T) {
 	}
 	for _, bad := range []string{
 		strings.Replace(good, "# Mode", "add table inet x\n# Mode", 1),
-		strings.Replace(good, `comment "learned flows: 1"`, `comment "learned" flows: 1"`, 1),
+		strings.Replace(good, `comment "learned flows"`, `comment "learned" flows"`, 1),
 		good + "table inet egress {\n}\n",
 		strings.Replace(good, "\tchain output {", "\tchain output {\n\t\tflush ruleset;", 1),
 		strings.Replace(good, "}\n}\n", "}\n}\nadd table inet y\n", 1),

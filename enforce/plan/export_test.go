@@ -1,0 +1,4 @@
+package plan
+
+// DiffRules is diffRules, for the tests.
+var DiffRules = diffRules
