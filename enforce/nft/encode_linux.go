@@ -89,19 +89,20 @@ func comment(s string) []byte {
 
 // encoder queues one plan's table on a connection.
 type encoder struct {
-	c    *nftables.Conn
-	p    *plan.Plan
-	t    *nftables.Table
-	sets map[string]*nftables.Set
-	ids  map[string]uint64 // the services' cgroup ids (CgroupIDs.Resolve)
+	c     *nftables.Conn
+	p     *plan.Plan
+	t     *nftables.Table
+	sets  map[string]*nftables.Set
+	ids   map[string]uint64 // the services' cgroup ids (CgroupIDs.Resolve)
+	stamp Stamp
 }
 
 // queue adds the whole table to the connection's batch: create the table
 // if missing, delete it, create it again with its contents. The kernel
 // applies the batch as one transaction. carry holds the live elements of
 // the follow sets, which the new table keeps.
-func queue(c *nftables.Conn, p *plan.Plan, ids map[string]uint64, carry map[string][]nftables.SetElement) error {
-	en := &encoder{c: c, p: p, t: tableOf(p.Table), sets: map[string]*nftables.Set{}, ids: ids}
+func queue(c *nftables.Conn, p *plan.Plan, ids map[string]uint64, carry map[string][]nftables.SetElement, stamp Stamp) error {
+	en := &encoder{c: c, p: p, t: tableOf(p.Table), sets: map[string]*nftables.Set{}, ids: ids, stamp: stamp}
 	c.AddTable(en.t)
 	c.DelTable(en.t)
 	c.AddTable(en.t)
@@ -142,7 +143,7 @@ func (en *encoder) allowSets() error {
 			continue
 		}
 		ns := &nftables.Set{Table: en.t, Name: s.Name, KeyType: setKeyType(s.Family), Concatenation: true, Comment: s.Comment,
-			Size: uint32(len(s.Elements))}
+			Size: uint32(s.Size())}
 		elems := make([]nftables.SetElement, len(s.Elements))
 		for i, e := range s.Elements {
 			elems[i] = nftables.SetElement{Key: elementKey(e), Comment: e.Comment}
@@ -190,23 +191,44 @@ func (en *encoder) followSets(carry map[string][]nftables.SetElement) error {
 	return nil
 }
 
-func (en *encoder) chain() error {
+// outputChain is the plan's chain (AddChain creates it, or changes the
+// policy of the one there).
+func (en *encoder) outputChain() *nftables.Chain {
 	policy := nftables.ChainPolicyAccept
 	if en.p.Chain.Policy == "drop" {
 		policy = nftables.ChainPolicyDrop
 	}
-	ch := en.c.AddChain(&nftables.Chain{
+	return &nftables.Chain{
 		Name: en.p.Chain.Name, Table: en.t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &policy,
-	})
+	}
+}
+
+func (en *encoder) chain() error {
+	ch := en.c.AddChain(en.outputChain())
 	for i := range en.p.Rules {
-		exprs, err := en.ruleExprs(&en.p.Rules[i])
+		r, err := en.rule(ch, i)
 		if err != nil {
 			return err
 		}
-		en.c.AddRule(&nftables.Rule{Table: en.t, Chain: ch, Exprs: exprs, UserData: comment(en.p.Rules[i].Comment)})
+		en.c.AddRule(r)
 	}
 	return nil
+}
+
+// rule is rule i of the plan, in chain ch: the first one carries the
+// table's stamp beside its comment.
+func (en *encoder) rule(ch *nftables.Chain, i int) (*nftables.Rule, error) {
+	exprs, err := en.ruleExprs(&en.p.Rules[i])
+	if err != nil {
+		return nil, err
+	}
+	r := &en.p.Rules[i]
+	udata := userdata.AppendString(comment(r.Comment), ruleTagType, ruleTag(r.Comment, r.Text))
+	if i == 0 {
+		udata = appendStamp(udata, en.stamp)
+	}
+	return &nftables.Rule{Table: en.t, Chain: ch, Exprs: exprs, UserData: udata}, nil
 }
 
 func nfproto(family int) []expr.Any {

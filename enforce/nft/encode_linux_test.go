@@ -108,7 +108,7 @@ func encode(t *testing.T, p *plan.Plan) *wire {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := queue(c, p, nil, nil); err != nil {
+	if err := queue(c, p, nil, nil, Stamp{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Flush(); err != nil {

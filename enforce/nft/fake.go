@@ -23,6 +23,8 @@ type Fake struct {
 	mu      sync.Mutex
 	target  Target
 	tables  map[string]*plan.Plan
+	stamps  map[string]uint64 // the generation each table is stamped with
+	deltas  int               // applies done as a delta
 	dropped map[string]uint64
 	fail    map[string][]error
 	calls   map[string]int
@@ -30,7 +32,7 @@ type Fake struct {
 
 // NewFake returns an empty kernel for the target.
 func NewFake(t Target) *Fake {
-	return &Fake{target: t, tables: map[string]*plan.Plan{}, dropped: map[string]uint64{}, fail: map[string][]error{}, calls: map[string]int{}}
+	return &Fake{target: t, tables: map[string]*plan.Plan{}, stamps: map[string]uint64{}, dropped: map[string]uint64{}, fail: map[string][]error{}, calls: map[string]int{}}
 }
 
 // Kernel operations, for Fail and Calls.
@@ -80,6 +82,14 @@ func (f *Fake) Target() Target { return f.target }
 // Apply replaces the plan's table, as one transaction: a plan that does
 // not render is rejected and changes nothing. The kernel keeps a copy.
 func (f *Fake) Apply(p *plan.Plan) (*ApplyResult, error) {
+	return f.ApplyWith(p, ApplyOptions{})
+}
+
+// ApplyWith applies p as Netlink.ApplyWith does: with o.From, as a delta
+// when the fake holds o.From's table stamped o.FromGeneration. The fake
+// carries the delta's operations out on its copy of the table and checks
+// that the result is p's table (a delta that is wrong is an error).
+func (f *Fake) ApplyWith(p *plan.Plan, o ApplyOptions) (*ApplyResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	err := f.call(OpApply)
@@ -89,18 +99,139 @@ func (f *Fake) Apply(p *plan.Plan) (*ApplyResult, error) {
 	if terr := p.Text(io.Discard); terr != nil {
 		return nil, fmt.Errorf("apply table inet %s in %s: %w: %w", p.Table, f.target, ErrRejected, terr)
 	}
-	data, jerr := json.Marshal(p)
-	if jerr != nil {
-		return nil, jerr
+	reason, differs := "", false
+	if o.From != nil {
+		res, why, kernel, derr := f.delta(p, o)
+		if derr != nil {
+			return nil, derr
+		}
+		if why == "" {
+			res.Verified = err == nil
+			return res, err
+		}
+		reason, differs = why, kernel
+	}
+	if kerr := f.keep(p, o.Generation); kerr != nil {
+		return nil, kerr
+	}
+	res := &ApplyResult{Elements: p.Elements(), Rules: len(p.Rules), Verified: err == nil, FullReason: reason, KernelDiffers: differs}
+	return res, err
+}
+
+// keep stores a copy of p as the table, stamped gen; the counters restart.
+func (f *Fake) keep(p *plan.Plan, gen uint64) error {
+	data, err := json.Marshal(p)
+	if err != nil {
+		return err
 	}
 	var kept plan.Plan
-	if jerr := json.Unmarshal(data, &kept); jerr != nil {
-		return nil, jerr
+	if err := json.Unmarshal(data, &kept); err != nil {
+		return err
 	}
-	f.tables[p.Table] = &kept
-	f.dropped[p.Table] = 0 // counters restart at each replace
-	res := &ApplyResult{Elements: p.Elements(), Rules: len(p.Rules), Verified: err == nil}
-	return res, err
+	f.tables[p.Table], f.stamps[p.Table] = &kept, gen
+	f.dropped[p.Table] = 0
+	return nil
+}
+
+// delta carries out the delta from o.From to p on the fake's table, as the
+// kernel would; why says why it did not (kernel: the fake's table is not
+// o.From's).
+func (f *Fake) delta(p *plan.Plan, o ApplyOptions) (res *ApplyResult, why string, kernel bool, err error) {
+	d, why := o.delta(p)
+	if why != "" {
+		return nil, why, false, nil
+	}
+	cur := f.tables[o.From.Head.Table]
+	switch {
+	case cur == nil:
+		return nil, "table inet " + o.From.Head.Table + " is not in the kernel", true, nil
+	case f.stamps[cur.Table] != o.FromGeneration:
+		return nil, "the table in the kernel is generation " + itoa64(f.stamps[cur.Table]) + ", the store says " + itoa64(o.FromGeneration), true, nil
+	case !sameIndex(plan.IndexOf(cur), o.From):
+		return nil, "the kernel refused the changes (its table is not generation " + itoa64(o.FromGeneration) + "'s)", true, nil
+	}
+	next := carryOut(cur, d, p)
+	if got, want := next.String(), p.String(); got != want {
+		return nil, "", false, fmt.Errorf("fake kernel: the delta from generation %d does not make the plan's table:\n%s\nwant\n%s", o.FromGeneration, got, want)
+	}
+	if err := f.keep(p, o.Generation); err != nil {
+		return nil, "", false, err
+	}
+	f.dropped[p.Table] = 0
+	f.deltas++
+	return &ApplyResult{Elements: p.Elements(), Rules: len(p.Rules), Delta: deltaResult(d, o.FromGeneration, len(p.Rules))}, "", false, nil
+}
+
+// sameIndex reports whether two indexes describe the same table: the same
+// elements (keys and hashes), rules and policy.
+func sameIndex(a, b *plan.Index) bool {
+	if len(a.Sets) != len(b.Sets) || a.Head.Chain.Policy != b.Head.Chain.Policy || len(a.Head.Rules) != len(b.Head.Rules) {
+		return false
+	}
+	for i := range a.Sets {
+		if !slices.Equal(a.Sets[i], b.Sets[i]) {
+			return false
+		}
+	}
+	for i, r := range a.Head.Rules {
+		if r.Comment != b.Head.Rules[i].Comment || r.Text != b.Head.Rules[i].Text {
+			return false
+		}
+	}
+	return true
+}
+
+// carryOut applies delta d to a copy of table cur as the kernel does: the
+// elements deleted then added, the rules between the kept head and tail
+// replaced by p's, the policy; the rest (what the stamp checks) as p says.
+func carryOut(cur *plan.Plan, d *plan.Delta, p *plan.Plan) *plan.Plan {
+	next := *p
+	next.Sets = make([]plan.Set, len(cur.Sets))
+	for i, s := range cur.Sets {
+		gone := map[plan.ElementKey]bool{}
+		for _, e := range d.Del[s.Name] {
+			gone[plan.KeyOf(&e)] = true
+		}
+		var elems []plan.Element
+		for _, e := range s.Elements {
+			if !gone[plan.KeyOf(&e)] {
+				elems = append(elems, e)
+			}
+		}
+		elems = append(elems, d.Add[s.Name]...)
+		order := map[plan.ElementKey]int{}
+		for j := range p.Sets[i].Elements {
+			order[plan.KeyOf(&p.Sets[i].Elements[j])] = j
+		}
+		slices.SortFunc(elems, func(a, b plan.Element) int { return order[plan.KeyOf(&a)] - order[plan.KeyOf(&b)] })
+		s.Elements = elems
+		next.Sets[i] = s
+	}
+	rules := slices.Clone(cur.Rules[:d.Head])
+	rules = append(rules, p.Rules[d.Head:len(p.Rules)-d.Tail]...)
+	next.Rules = append(rules, cur.Rules[len(cur.Rules)-d.Tail:]...)
+	next.Chain.Policy = cur.Chain.Policy
+	if d.Policy != "" {
+		next.Chain.Policy = d.Policy
+	}
+	return &next
+}
+
+// Deltas says how many applies were done as a delta.
+func (f *Fake) Deltas() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.deltas
+}
+
+// Tamper changes the fake's table of name as a hand on the kernel would
+// (nft add element, nft delete rule...): its stamp stays.
+func (f *Fake) Tamper(table string, fn func(p *plan.Plan)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p := f.tables[table]; p != nil {
+		fn(p)
+	}
 }
 
 // Remove deletes a table; it reports whether there was one.
@@ -112,6 +243,7 @@ func (f *Fake) Remove(table string) (bool, error) {
 	}
 	_, ok := f.tables[table]
 	delete(f.tables, table)
+	delete(f.stamps, table)
 	return ok, nil
 }
 
@@ -127,7 +259,7 @@ func (f *Fake) Status(table string, elements bool) (*Status, error) {
 	if p == nil {
 		return st, nil
 	}
-	st.Present, st.Policy = true, p.Chain.Policy
+	st.Present, st.Policy, st.Generation = true, p.Chain.Policy, f.stamps[table]
 	for _, s := range p.Sets {
 		st.Sets = append(st.Sets, SetStatus{Name: s.Name, Elements: len(s.Elements), Counted: elements})
 		if elements {

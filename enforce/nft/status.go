@@ -48,8 +48,12 @@ type Status struct {
 	// Services are the services the service sets hold elements of, by
 	// cgroup path ("cgroup-id:N": an id no cgroup has, a stale element).
 	Services []ServiceStatus `json:"services,omitempty"`
+	// Generation is the generation whose plan the table holds, as its
+	// stamp says (0: not stamped, or not known when applied).
+	Generation uint64 `json:"generation,omitempty"`
 
 	elements map[string][]plan.Element
+	stamp    *Stamp
 }
 
 // SetStatus is the size of one of our sets.
@@ -57,8 +61,12 @@ type SetStatus struct {
 	Name     string `json:"name"`
 	Elements int    `json:"elements"`
 	// Counted is true when Elements was counted in the kernel, false when
-	// it is the set's size, which apply makes its number of elements.
+	// it is the number the table's stamp gives (what the acknowledged
+	// transaction wrote).
 	Counted bool `json:"counted"`
+	// SizeOnly: the table carries no stamp (nft -f loaded it), so
+	// Elements is the set's size, at least its number of elements.
+	SizeOnly bool `json:"size_only,omitempty"`
 }
 
 // ServiceStatus is how many elements a service has in the kernel.

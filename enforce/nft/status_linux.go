@@ -19,14 +19,14 @@ import (
 // Status reads our table from the target namespace. A missing table is
 // not an error: Present is false. With elements, every set element is
 // read (diff needs them; the kernel's dump of a 100,000-element set takes
-// seconds); without, a set's number of elements is its size, which apply
-// sets to exactly that.
+// seconds); without, a set's number of elements is the one the table's
+// stamp gives (the chain is read first, for its stamp).
 func (n *Netlink) Status(table string, elements bool) (*Status, error) {
 	return n.read(table, func(st *Status, c *nftables.Conn, tab *nftables.Table) error {
-		if err := st.readSets(c, tab, elements); err != nil {
+		if err := st.readOutput(c, tab); err != nil {
 			return err
 		}
-		return st.readOutput(c, tab)
+		return st.readSets(c, tab, elements)
 	})
 }
 
@@ -91,9 +91,12 @@ func (st *Status) readSets(c *nftables.Conn, tab *nftables.Table, elements bool)
 		case plan.IsServiceSet(s.Name):
 			// Always read: status names the services that have elements.
 			err = st.readElements(c, s)
+		case !elements && st.stamp != nil && !s.HasTimeout && hasKey(st.stamp.Elements, s.Name):
+			st.Sets = append(st.Sets, SetStatus{Name: s.Name, Elements: st.stamp.Elements[s.Name]})
 		case !elements && s.Size > 0 && !s.HasTimeout:
-			// apply sizes each set to exactly its elements.
-			st.Sets = append(st.Sets, SetStatus{Name: s.Name, Elements: int(s.Size)})
+			// Earlier versions sized each set to exactly its elements; nft -f
+			// of a plan's script gives it room to grow (plan.SetSize).
+			st.Sets = append(st.Sets, SetStatus{Name: s.Name, Elements: int(s.Size), SizeOnly: st.stamp == nil})
 		default:
 			err = st.readElements(c, s)
 		}
@@ -153,6 +156,15 @@ func (st *Status) readChain(c *nftables.Conn, tab *nftables.Table, ch *nftables.
 	rules, err := c.GetRules(tab, ch)
 	if err != nil {
 		return fmt.Errorf("list rules of chain output: %w", err)
+	}
+	if len(rules) > 0 {
+		stamp, ok, err := parseStamp(rules[0].UserData)
+		if err != nil {
+			return err
+		}
+		if ok {
+			st.stamp, st.Generation = &stamp, stamp.Generation
+		}
 	}
 	var drops, audits int
 	for _, r := range rules {
@@ -223,4 +235,9 @@ func (st *Status) countService(svc string) {
 	}
 	st.Services[i].Elements++
 	slices.SortFunc(st.Services, func(a, b ServiceStatus) int { return strings.Compare(a.Service, b.Service) })
+}
+
+func hasKey[V any](m map[string]V, k string) bool {
+	_, ok := m[k]
+	return ok
 }
