@@ -48,6 +48,10 @@ type Generation struct {
 	State       string   `json:"state"`
 	// Restores is the generation whose plan this one re-applied (rollback).
 	Restores uint64 `json:"restores,omitempty"`
+	// PlanBase, when set, is the generation whose plan this one's stored
+	// plan changes (a delta apply stores its plan as a patch of the plan
+	// before); pruning keeps it as long as this plan is kept.
+	PlanBase uint64 `json:"plan_base,omitempty"`
 	// For a pending generation: when it is rolled back unless confirmed
 	// (the window starts when the kernel has the table), to which
 	// generation (0: the table is removed), and the guard process (its pid

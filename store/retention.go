@@ -553,6 +553,16 @@ func plansToKeep(tx *bolt.Tx, o PruneOptions) (map[uint64]bool, error) {
 			keep[n] = true
 		}
 	}
+	// A plan stored as a patch needs the plan it patches.
+	base := map[uint64]uint64{}
+	for _, g := range gens {
+		base[g.N] = g.PlanBase
+	}
+	for n := range keep {
+		for b := base[n]; b != 0 && !keep[b]; b = base[b] {
+			keep[b] = true
+		}
+	}
 	return keep, nil
 }
 

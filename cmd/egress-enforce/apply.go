@@ -191,6 +191,15 @@ func writeApplied(cmd *cobra.Command, e *env, p *plan.Plan, a *applied, confirmW
 	}
 	fmt.Fprintf(w, "applied generation %d: table inet %s in %s, %s mode, %d elements, %d rules, in %s; read back and verified\n",
 		a.gen.N, p.Table, e.target, p.Mode, a.res.Elements, a.res.Rules, a.res.Took.Round(time.Millisecond))
+	switch d := a.res.Delta; {
+	case d != nil:
+		fmt.Fprintf(w, "as a delta from generation %d: %d elements added, %d removed (%d of them changed comments), %d rules added, %d removed\n",
+			d.From, d.ElementsAdded-d.ElementsChanged, d.ElementsRemoved-d.ElementsChanged, d.ElementsChanged, d.RulesAdded, d.RulesRemoved)
+	case a.res.KernelDiffers:
+		fmt.Fprintf(w, "the whole table was replaced: the table in the kernel was not the one the store says (%s)\n", a.res.FullReason)
+	case a.res.FullReason != "":
+		fmt.Fprintf(w, "the whole table was replaced: %s\n", a.res.FullReason)
+	}
 	if confirmWithin > 0 {
 		back := fmt.Sprintf("generation %d", a.gen.RollbackTo)
 		if a.gen.RollbackTo == 0 {

@@ -68,7 +68,8 @@ func TestRestoreAfterReboot(t *testing.T) {
 			t.Errorf("%s: mode %v", e.Name(), info.Mode())
 		}
 	}
-	if !slices.Equal(names, []string{"plan-2.json", "plan-2.nft", "state.json"}) {
+	// Generation 2 went in as a delta: its plan is a patch of plan 1.
+	if !slices.Equal(names, []string{"index-1.bin", "index-2.bin", "plan-1.json", "plan-1.nft", "plan-2.json", "plan-2.nft", "state.json"}) {
 		t.Errorf("files beside the store: %v", names)
 	}
 	if info, _ := os.Stat(dir); info.Mode().Perm() != 0o700 {

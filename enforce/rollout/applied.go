@@ -9,10 +9,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -108,32 +110,14 @@ func writeApplied(dir string, s AppliedState, planOf planSource) error {
 		return fmt.Errorf("write the applied tables: %w", err)
 	}
 	keep := map[string]bool{"state.json": true}
-	for _, a := range []*AppliedGen{s.Current, s.Kept} {
-		if a == nil || a.Plan == 0 {
-			continue
-		}
-		js := planFile(dir, a.Plan, ".json")
-		keep[filepath.Base(js)], keep[filepath.Base(planFile(dir, a.Plan, ".nft"))] = true, true
+	for _, n := range plansNeeded(dir, s) {
+		js := planFile(dir, n, ".json")
+		keep[filepath.Base(js)], keep[filepath.Base(planFile(dir, n, ".nft"))] = true, true
+		keep[filepath.Base(indexFile(dir, n))] = true
 		if _, err := os.Stat(js); err == nil {
 			continue
 		}
-		p, data, text, err := planOf(a.Plan)
-		if err != nil {
-			return fmt.Errorf("write the applied tables: %w", err)
-		}
-		if data == nil {
-			if data, err = json.Marshal(p); err != nil {
-				return fmt.Errorf("encode plan of generation %d: %w", a.Plan, err)
-			}
-		}
-		if text == nil {
-			var b bytes.Buffer
-			if err := p.Text(&b); err != nil {
-				return fmt.Errorf("render plan of generation %d: %w", a.Plan, err)
-			}
-			text = b.Bytes()
-		}
-		if err := writePlanFiles(dir, a.Plan, data, text); err != nil {
+		if err := writeWholePlan(dir, n, planOf); err != nil {
 			return err
 		}
 	}
@@ -150,9 +134,52 @@ func writeApplied(dir string, s AppliedState, planOf planSource) error {
 		return fmt.Errorf("write the applied tables: %w", err)
 	}
 	for _, e := range entries {
-		if !keep[e.Name()] && strings.HasPrefix(e.Name(), "plan-") {
+		if !keep[e.Name()] && (strings.HasPrefix(e.Name(), "plan-") || strings.HasPrefix(e.Name(), "index-")) {
 			_ = os.Remove(filepath.Join(dir, e.Name()))
 		}
+	}
+	return nil
+}
+
+// plansNeeded are the plans state s names, and the plans their files
+// patch (at most maxPlanChain deep).
+func plansNeeded(dir string, s AppliedState) []uint64 {
+	var out []uint64
+	for _, a := range []*AppliedGen{s.Current, s.Kept} {
+		if a == nil {
+			continue
+		}
+		for n, depth := a.Plan, 0; n != 0 && depth < maxPlanChain && !slices.Contains(out, n); n, depth = patchBase(dir, n), depth+1 {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// writeWholePlan writes the files of plan n (a whole plan, from planOf).
+func writeWholePlan(dir string, n uint64, planOf planSource) error {
+	p, data, text, err := planOf(n)
+	if err != nil {
+		return fmt.Errorf("write the applied tables: %w", err)
+	}
+	if data == nil || plan.IsPatch(data) { // a whole plan: its base may be gone
+		if data, err = p.JSON(); err != nil {
+			return fmt.Errorf("encode plan of generation %d: %w", n, err)
+		}
+		text = nil
+	}
+	if text == nil {
+		var b bytes.Buffer
+		if err := p.Text(&b); err != nil {
+			return fmt.Errorf("render plan of generation %d: %w", n, err)
+		}
+		text = b.Bytes()
+	}
+	if err := writePlanFiles(dir, n, data, text); err != nil {
+		return err
+	}
+	if _, err := os.Stat(indexFile(dir, n)); err != nil {
+		return writeIndex(dir, n, plan.IndexOf(p))
 	}
 	return nil
 }
@@ -177,7 +204,15 @@ func removePlanFiles(dir string, n uint64) {
 
 // writeAtomic replaces path with data: a temporary file of mode 0600 in
 // the same folder, synced, renamed over path, and the folder synced.
-func writeAtomic(path string, data []byte) (err error) {
+func writeAtomic(path string, data []byte) error {
+	return writeAtomicWith(path, func(f *os.File) error {
+		_, err := f.Write(data)
+		return err
+	})
+}
+
+// writeAtomicWith is writeAtomic of what write writes to the file.
+func writeAtomicWith(path string, write func(f *os.File) error) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
 	if err != nil {
@@ -192,7 +227,7 @@ func writeAtomic(path string, data []byte) (err error) {
 	if err = f.Chmod(0o600); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if _, err = f.Write(data); err != nil {
+	if err = write(f); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err = f.Sync(); err != nil {
@@ -224,18 +259,36 @@ func ReadApplied(dir string) (*AppliedState, error) {
 	return &s, nil
 }
 
-// readAppliedPlan reads plan-N.json of dir.
+// readAppliedPlan reads plan-N.json of dir (a patch is made into its
+// plan with the plan it patches, from its file).
 func readAppliedPlan(dir string, n uint64) (*plan.Plan, error) {
+	return readAppliedPlanAt(dir, n, 0)
+}
+
+func readAppliedPlanAt(dir string, n uint64, depth int) (*plan.Plan, error) {
 	path := planFile(dir, n, ".json")
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read the plan of generation %d: %w", n, err)
 	}
-	var p plan.Plan
-	if err := json.Unmarshal(data, &p); err != nil {
+	p, err := decodePlan(data, depth, func(b uint64, depth int) (*plan.Plan, error) { return readAppliedPlanAt(dir, b, depth) })
+	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	return &p, nil
+	return p, nil
+}
+
+// patchBase is the generation whose plan the file of plan n patches (0:
+// a whole plan, or no file).
+func patchBase(dir string, n uint64) uint64 {
+	f, err := os.Open(planFile(dir, n, ".json"))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	head := make([]byte, 64) // a whole plan may be tens of megabytes: its start says
+	k, _ := io.ReadFull(f, head)
+	return plan.PatchBase(head[:k])
 }
 
 // isNotExist tells a missing file from an unreadable one.

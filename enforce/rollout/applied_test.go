@@ -55,7 +55,7 @@ func TestWriteApplied(t *testing.T) {
 	if err := writeApplied(dir, pending, planOf); err != nil {
 		t.Fatal(err)
 	}
-	if got := names(t, dir); !slices.Equal(got, []string{"plan-1.json", "plan-1.nft", "plan-3.json", "plan-3.nft", "state.json"}) {
+	if got := names(t, dir); !slices.Equal(got, []string{"index-1.bin", "index-3.bin", "plan-1.json", "plan-1.nft", "plan-3.json", "plan-3.nft", "state.json"}) {
 		t.Errorf("files: %v", got)
 	}
 	s, err := ReadApplied(dir)
@@ -90,7 +90,7 @@ func TestWriteApplied(t *testing.T) {
 	if len(rendered) != 0 {
 		t.Errorf("plans rendered again: %v", rendered)
 	}
-	if got := names(t, dir); !slices.Equal(got, []string{"plan-3.json", "plan-3.nft", "state.json"}) {
+	if got := names(t, dir); !slices.Equal(got, []string{"index-3.bin", "plan-3.json", "plan-3.nft", "state.json"}) {
 		t.Errorf("files: %v", got)
 	}
 	if s, _ := ReadApplied(dir); s.Restorable().N != 3 {

@@ -29,7 +29,11 @@ func TestPlansToKeepAfterPrune(t *testing.T) {
 		if i%2 == 1 {
 			mode = plan.ModeEnforce
 		}
-		if _, _, err := Apply(nft.Open(l.Target), plan.Build(nfttest.Baseline(), nfttest.Options(mode)), Options{Store: st, Command: "test " + strconv.Itoa(i)}); err != nil {
+		o := nfttest.Options(mode)
+		if i%2 == 1 { // staged: no delta from the table before, each plan is stored whole
+			o.EnforceUIDs = []uint32{1000}
+		}
+		if _, _, err := Apply(nft.Open(l.Target), plan.Build(nfttest.Baseline(), o), Options{Store: st, Command: "test " + strconv.Itoa(i)}); err != nil {
 			t.Fatal(err)
 		}
 	}

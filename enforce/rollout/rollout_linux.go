@@ -32,7 +32,6 @@ package rollout
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -93,34 +92,29 @@ func Apply(k nft.Kernel, p *plan.Plan, o Options) (*store.Generation, *nft.Apply
 	if err := settlePending(o.Store, k, p.Table, o, log); err != nil {
 		return nil, nil, err
 	}
+	base := baseFor(o.Store, k.Target(), p.Table)
 	g, err := recordApplying(k.Target(), p, o)
 	if err != nil {
 		return nil, nil, err
 	}
-	// The plan's JSON (packed for the store), its script and their files
-	// beside the store are made while the kernel works.
-	r := render(p, AppliedDir(o.Store.Path(), targetKey(k.Target()), p.Table), g.N)
-	res, applyErr := k.Apply(p)
-	<-r.done
-	if r.err != nil {
-		log.Error("generation "+strconv.FormatUint(g.N, 10)+": its plan could not be encoded for the store", "err", r.err)
+	ap := startApplying(k, p, o, g.N, base)
+	res, applyErr := ap.apply()
+	if res != nil && res.KernelDiffers {
+		log.Warn("the table in the kernel is not the one the store says: the whole table was replaced, not changed",
+			"table", p.Table, "generation", g.N, "store_says", base.gen, "reason", res.FullReason)
 	}
 	if applyErr != nil && (errors.Is(applyErr, nft.ErrRejected) || res == nil) {
-		removePlanFiles(r.dir, g.N)
-		g, _ = o.Store.UpdateGenerationPlan(g.N, r.packed, func(g *store.Generation) error {
+		ap.discard()
+		g, _ = o.Store.UpdateGenerationPlan(g.N, ap.packed(log), func(g *store.Generation) error {
 			g.State, g.Note = store.GenFailed, applyErr.Error()
 			return nil
 		})
 		return &g, nil, applyErr
 	}
-	if g, err = recordApplied(o, g.N, applyErr, r.packed); err != nil {
+	if g, err = recordApplied(o, g.N, applyErr, ap.packed(log), ap.planBase()); err != nil {
 		return &g, res, err
 	}
-	// state.json names the files render wrote (or, when it could not,
-	// syncApplied writes them).
-	if err := syncApplied(o.Store, k.Target(), p.Table, knownPlan{g.N, p, r.json, r.text}); err != nil {
-		log.Error("generation "+strconv.FormatUint(g.N, 10)+" is applied, but the files restore falls back on are not written", "err", errors.Join(r.filesErr, err))
-	}
+	ap.writeFiles(o.Store, log)
 	return &g, res, applyErr
 }
 
@@ -203,10 +197,12 @@ func recordApplying(t nft.Target, p *plan.Plan, o Options) (store.Generation, er
 }
 
 // recordApplied marks generation n applied, or pending with its window
-// starting now, and records its plan (packed); a read-back that failed
-// (readErr) is kept in its note.
-func recordApplied(o Options, n uint64, readErr error, packed []byte) (store.Generation, error) {
+// starting now, and records its plan (packed; a patch of generation
+// planBase's when that is not 0); a read-back that failed (readErr) is
+// kept in its note.
+func recordApplied(o Options, n uint64, readErr error, packed []byte, planBase uint64) (store.Generation, error) {
 	return o.Store.UpdateGenerationPlan(n, packed, func(g *store.Generation) error {
+		g.PlanBase = planBase
 		if g.State != store.GenApplying {
 			return fmt.Errorf("generation %d became %s while it was applied", g.N, g.State)
 		}
@@ -366,17 +362,22 @@ func lockedGenerations(st *store.Store, wait time.Duration, log *slog.Logger) (g
 	return gens, unlock, nil
 }
 
-// LoadPlan reads the plan recorded with generation n.
+// LoadPlan reads the plan recorded with generation n (a plan stored as a
+// patch is made again from the plan it patches).
 func LoadPlan(st *store.Store, n uint64) (*plan.Plan, error) {
+	return loadPlan(st, n, 0)
+}
+
+func loadPlan(st *store.Store, n uint64, depth int) (*plan.Plan, error) {
 	data, err := st.GenerationPlan(n)
 	if err != nil {
 		return nil, err
 	}
-	var p plan.Plan
-	if err := json.Unmarshal(data, &p); err != nil {
+	p, err := decodePlan(data, depth, func(b uint64, depth int) (*plan.Plan, error) { return loadPlan(st, b, depth) })
+	if err != nil {
 		return nil, fmt.Errorf("decode plan of generation %d: %w", n, err)
 	}
-	return &p, nil
+	return p, nil
 }
 
 // loadPlanAny reads generation n's plan from the store, or else from the
@@ -456,7 +457,9 @@ func (b backTo) apply(k nft.Kernel, table string) error {
 		_, err := k.Remove(table)
 		return err
 	}
-	if _, err := k.Apply(b.plan); err != nil {
+	// Stamped with the generation whose plan it is: the next apply may be a
+	// delta from it.
+	if _, err := k.ApplyWith(b.plan, nft.ApplyOptions{Generation: b.gen.Effective()}); err != nil {
 		return fmt.Errorf("restore generation %d: %w", b.gen.N, err)
 	}
 	return nil
