@@ -3,7 +3,7 @@
 // The bucket tree:
 //
 //	meta/
-//	    schema   -> "5"                    decimal schema version
+//	    schema   -> "6"                    decimal schema version
 //	    created  -> RFC 3339 time          when the file was made
 //	    obs_unrecorded -> {drop, audit, records}                  (since v3)
 //	        packets the monitor counted without a stored destination:
@@ -25,10 +25,14 @@
 //	    <n:8>                             -> Generation JSON
 //	        time, target, table, mode, staged uids, command, reason,
 //	        state (applying, applied, pending, confirmed, rolled-back,
-//	        failed), restores, deadline, confirm_within_ns, rollback_to,
+//	        failed), restores, plan_base (since v6), deadline,
+//	        confirm_within_ns, rollback_to,
 //	        guard_pid, guard_boot (the boot id the guard runs in), note
 //	plans/                                                     (since v2)
-//	    <n:8>                             -> gzip of the generation's plan
+//	    <n:8>                             -> gzip of the generation's plan,
+//	        or (since v6) of a patch of the plan of generation plan_base
+//	        ({"patch": {"base", "head", "added", "removed", "sum"...}}:
+//	        what a delta apply changed; rollout.LoadPlan makes the plan)
 //	        kept for the newest keep_generations generations, the current
 //	        one and rollback targets; the others are pruned to:
 //	plan_summaries/                                            (since v3)

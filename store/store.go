@@ -18,7 +18,7 @@ import (
 )
 
 // SchemaVersion is the layout this binary reads and writes.
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 // DefaultPath is where the baseline lives unless configured otherwise.
 const DefaultPath = "/var/lib/egress/baseline.db"
@@ -277,6 +277,9 @@ var migrations = []migration{
 		}
 		return nil
 	}},
+	// Nothing moves: the version keeps older binaries, which would read a
+	// patch as an empty plan, away from a file that may hold one.
+	{6, "plans stored as patches of another generation's plan", func(*bolt.Tx) error { return nil }},
 }
 
 // latest is the version the migrations reach.

@@ -1,0 +1,47 @@
+package store
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestMigrationToVersion6: a version 5 file opened for writing becomes
+// version 6 with its generations and plans as they were; a binary that
+// knows only version 5 then refuses the file (it would read a plan stored
+// as a patch as an empty plan).
+func TestMigrationToVersion6(t *testing.T) {
+	saved := migrations
+	t.Cleanup(func() { migrations = saved })
+	migrations = saved[:5]
+	path := filepath.Join(t.TempDir(), "v5.db")
+	s, err := Create(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AddGeneration(Generation{Table: "egress", Mode: "audit", State: GenApplied}, []byte(`{"table":"egress"}`)); err != nil {
+		t.Fatal(err)
+	}
+	migrations = saved
+	if _, err := Create(path, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := r.Info(); err != nil || info.Schema != 6 {
+		t.Errorf("schema %d after the migration, want 6 (%v)", info.Schema, err)
+	}
+	gens, err := r.Generations()
+	if err != nil || len(gens) != 1 || gens[0].PlanBase != 0 {
+		t.Errorf("generations after the migration: %+v, %v", gens, err)
+	}
+	if p, err := r.GenerationPlan(1); err != nil || string(p) != `{"table":"egress"}` {
+		t.Errorf("plan after the migration: %q, %v", p, err)
+	}
+	migrations = saved[:5]
+	if _, err := Create(path, Options{}); err == nil || !strings.Contains(err.Error(), "newer than this binary") {
+		t.Errorf("a version 5 binary opens the migrated file: %v", err)
+	}
+}
