@@ -1,0 +1,278 @@
+//go:build linux
+
+// Command applybench times "egress-enforce apply --from EXPORT" end to end
+// through the CLI (reading the export, building the plan, recording the
+// generation, applying, reading back, writing the files beside the store):
+//
+//   - full: the first apply of an export of -flows flows, into a new store
+//     and a namespace without our table;
+//   - delta: the next apply, of the same export with -change flows removed
+//     and -change others added (the kernel holds the first generation, so
+//     it goes as a delta);
+//   - replace: the same changed export applied whole (the table deleted
+//     first, so the apply replaces it), the fair comparison for delta.
+//
+// Rounds interleave the three, each in a store of its own; it prints the
+// minimum, median and maximum of each and the paired ratio delta/full of
+// each round. The machine is shared: never trust one figure. It also
+// prints the peak RSS of each apply (getrusage of the child).
+//
+// Run it as root from the module root:
+//
+//	go run ./bench/applybench [-flows 100000] [-change 100] [-rounds 7]
+//
+// Everything happens in one network namespace of its own (egab-XXXXXXXX),
+// removed at the end, also on SIGINT/SIGTERM/SIGHUP; the stores and
+// exports are in a temporary folder.
+package main
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	mrand "math/rand/v2"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/egresskit/egress/bench/internal/benchutil"
+	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/store"
+)
+
+const nsPrefix = "egab-"
+
+func main() { os.Exit(benchMain()) }
+
+type options struct {
+	flows, change, rounds int
+	mode, profiles        string
+}
+
+func benchMain() int {
+	var o options
+	flag.IntVar(&o.flows, "flows", 100000, "flows in the export")
+	flag.IntVar(&o.change, "change", 100, "flows removed, and as many added, for the delta")
+	flag.IntVar(&o.rounds, "rounds", 7, "rounds (each: full, delta, replace)")
+	flag.StringVar(&o.mode, "mode", "enforce", "apply --mode")
+	flag.StringVar(&o.profiles, "cpuprofile-dir", "", "write a CPU profile of each apply to this folder (EGRESS_CPUPROFILE)")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "applybench: run as root (it creates a network namespace)")
+		return 1
+	}
+	cl := &benchutil.Cleaner{}
+	defer cl.Run()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() { <-sig; cl.Run(); os.Exit(130) }()
+	b, err := setup(cl, o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "applybench:", err)
+		return 1
+	}
+	if err := b.measure(); err != nil {
+		fmt.Fprintln(os.Stderr, "applybench:", err)
+		return 1
+	}
+	return 0
+}
+
+type bench struct {
+	o             options
+	ns, dir, bin  string
+	base, changed string // the exports
+	resolv        string
+}
+
+func setup(cl *benchutil.Cleaner, o options) (*bench, error) {
+	var id [4]byte
+	_, _ = rand.Read(id[:])
+	b := &bench{o: o, ns: nsPrefix + hex.EncodeToString(id[:])}
+	var err error
+	if b.dir, err = os.MkdirTemp("", "applybench"); err != nil {
+		return nil, err
+	}
+	cl.Add(func() { os.RemoveAll(b.dir) })
+	b.bin = filepath.Join(b.dir, "egress-enforce")
+	if out, err := exec.Command("go", "build", "-o", b.bin, "./cmd/egress-enforce").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build: %v: %s", err, out)
+	}
+	if out, err := exec.Command("ip", "netns", "add", b.ns).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ip netns add: %v: %s", err, out)
+	}
+	cl.Add(func() { _ = exec.Command("ip", "netns", "del", b.ns).Run() })
+	b.resolv = filepath.Join(b.dir, "resolv.conf")
+	if err := os.WriteFile(b.resolv, []byte("nameserver 192.0.2.53\n"), 0o600); err != nil {
+		return nil, err
+	}
+	flows := synthFlows(o.flows + o.change)
+	base, extra := flows[:o.flows], flows[o.flows:]
+	changed := append(slices.Clone(base[o.change:]), extra...)
+	// egress-learn export writes its flows in key order.
+	byKey := func(a, b store.Flow) int { return a.FlowKey.Compare(b.FlowKey) }
+	slices.SortFunc(base, byKey)
+	slices.SortFunc(changed, byKey)
+	b.base, b.changed = filepath.Join(b.dir, "base.json"), filepath.Join(b.dir, "changed.json")
+	for path, fl := range map[string][]store.Flow{b.base: base, b.changed: changed} {
+		if err := writeExport(path, fl); err != nil {
+			return nil, err
+		}
+	}
+	benchutil.Logf("namespace %s, %d flows, %d removed and %d added for the delta, kernel %s", b.ns, o.flows, o.change, o.change, benchutil.KernelRelease())
+	return b, nil
+}
+
+// synthFlows makes n distinct flows over 40 users and random public
+// addresses (a tenth IPv6), with hostnames and processes, as a learner
+// stores them.
+func synthFlows(n int) []store.Flow {
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	seen := make(map[store.FlowKey]bool, n)
+	now := time.Now().Add(-time.Hour)
+	out := make([]store.Flow, 0, n)
+	for len(out) < n {
+		var ip netip.Addr
+		if rng.IntN(10) == 0 {
+			var a [16]byte
+			binary.BigEndian.PutUint64(a[:], 0x2a00000000000000|rng.Uint64()>>8)
+			binary.BigEndian.PutUint64(a[8:], rng.Uint64())
+			ip = netip.AddrFrom16(a)
+		} else {
+			var a [4]byte
+			binary.BigEndian.PutUint32(a[:], 0x0b000000+rng.Uint32()%0xb0000000)
+			if a[0] == 127 {
+				continue
+			}
+			ip = netip.AddrFrom4(a)
+		}
+		k := store.FlowKey{UID: 1000 + uint32(rng.IntN(40)), Proto: plan.ProtoTCP, IP: ip, Port: []uint16{443, 80, 8443, 5432}[rng.IntN(4)]}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, store.Flow{FlowKey: k, Hits: 1 + uint64(rng.IntN(5000)), FirstSeen: now.Add(-48 * time.Hour), LastSeen: now,
+			Hostnames: []string{fmt.Sprintf("svc%d.r%d.cdn.example.net", rng.IntN(100000), rng.IntN(20))}, Processes: []string{"java"}})
+	}
+	return out
+}
+
+func writeExport(path string, flows []store.Flow) error {
+	e := store.Export{Format: "egress-baseline/1", Host: "bench", Exported: time.Now(), Users: map[uint32]string{}, Flows: flows}
+	data, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o600)
+}
+
+// run is one apply: its wall time, its CPU time (user and system: less
+// sensitive to a busy machine), its peak RSS in KiB.
+type run struct {
+	wall, cpu time.Duration
+	rss       int64
+}
+
+// apply runs egress-enforce apply --from export with store db; it returns
+// what it took and its output.
+func (b *bench) apply(db, export, name string) (run, string, error) {
+	if !strings.HasPrefix(b.ns, nsPrefix) {
+		panic("applybench: refusing to act outside its own namespace")
+	}
+	cmd := exec.Command(b.bin, "apply", "--from", export, "--mode", b.o.mode)
+	cmd.Env = append(os.Environ(), "EGRESS_DB="+db, "EGRESS_NETNS="+b.ns, "EGRESS_RESOLV_CONF="+b.resolv)
+	if b.o.profiles != "" {
+		cmd.Env = append(cmd.Env, "EGRESS_CPUPROFILE="+filepath.Join(b.o.profiles, name+".prof"))
+	}
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	took := time.Since(start)
+	if err != nil {
+		return run{}, "", fmt.Errorf("apply --from %s: %v: %s", filepath.Base(export), err, out)
+	}
+	r := run{wall: took, cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		r.rss = ru.Maxrss // KiB
+	}
+	return r, string(out), nil
+}
+
+func (b *bench) dropTable() error {
+	if !strings.HasPrefix(b.ns, nsPrefix) {
+		panic("applybench: refusing to act outside its own namespace")
+	}
+	_ = exec.Command("ip", "netns", "exec", b.ns, "nft", "delete", "table", "inet", "egress").Run()
+	return nil
+}
+
+func (b *bench) measure() error {
+	var runs [3][]run // full, delta, replace
+	var ratio, cpuRatio []float64
+	for r := range b.o.rounds {
+		if err := b.dropTable(); err != nil {
+			return err
+		}
+		db := filepath.Join(b.dir, fmt.Sprintf("round%d.db", r))
+		f, _, err := b.apply(db, b.base, fmt.Sprintf("full-%d", r))
+		if err != nil {
+			return err
+		}
+		d, out, err := b.apply(db, b.changed, fmt.Sprintf("delta-%d", r))
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, "as a delta from generation 1") {
+			return fmt.Errorf("the second apply was not a delta:\n%s", out)
+		}
+		_ = b.dropTable()
+		p, out, err := b.apply(db, b.changed, fmt.Sprintf("replace-%d", r))
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, "the whole table was replaced") {
+			return fmt.Errorf("the third apply did not replace the table:\n%s", out)
+		}
+		for i, x := range []run{f, d, p} {
+			runs[i] = append(runs[i], x)
+		}
+		ratio, cpuRatio = append(ratio, ms(d.wall)/ms(f.wall)), append(cpuRatio, ms(d.cpu)/ms(f.cpu))
+		benchutil.Logf("round %d: full %.0f ms (cpu %.0f), delta %.0f ms (cpu %.0f), replace %.0f ms (cpu %.0f); delta/full %.3f",
+			r+1, ms(f.wall), ms(f.cpu), ms(d.wall), ms(d.cpu), ms(p.wall), ms(p.cpu), ms(d.wall)/ms(f.wall))
+		for _, suffix := range []string{"", ".applied", ".lock"} {
+			os.RemoveAll(db + suffix)
+		}
+	}
+	fmt.Printf("apply --from, %d flows, %s mode, %d rounds (min / median / max):\n", b.o.flows, b.o.mode, b.o.rounds)
+	for i, name := range []string{"full (new store, no table)", fmt.Sprintf("delta (-%d +%d)", b.o.change, b.o.change), "replace (same change, no table)"} {
+		var wall, cpu []float64
+		var rss int64
+		for _, x := range runs[i] {
+			wall, cpu, rss = append(wall, ms(x.wall)), append(cpu, ms(x.cpu)), max(rss, x.rss)
+		}
+		fmt.Printf("  %-32s wall %s ms, cpu %s ms, peak RSS %d MiB\n", name, stats(wall), stats(cpu), rss/1024)
+	}
+	fmt.Printf("  %-32s wall %s, cpu %s\n", "delta/full, paired by round", statsF(ratio, "%.3f"), statsF(cpuRatio, "%.3f"))
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func stats(v []float64) string { return statsF(v, "%.0f") }
+
+func statsF(v []float64, f string) string {
+	s := slices.Sorted(slices.Values(v))
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return fmt.Sprintf(f+" / "+f+" / "+f, s[0], med, s[len(s)-1])
+}
