@@ -405,7 +405,7 @@ func applyFlow(flows, dns *bolt.Bucket, f Flow, resolvers []uint32) error {
 	rec.Cgroups, d3 = mergeList(rec.Cgroups, f.Cgroups, MaxCgroups)
 	rec.Comms, d4 = mergeList(rec.Comms, f.Comms, MaxProcesses)
 	rec.Dropped += d1 + d2 + d3 + d4
-	return putJSON(flows, key, &rec)
+	return putFlowRecord(flows, key, &rec)
 }
 
 // Snapshot is a consistent copy of the whole store.
@@ -588,7 +588,7 @@ func setApproval(b *bolt.Bucket, kb []byte, fn func(f *Flow)) error {
 	default:
 		rec.Flow, rec.Dropped = f, 0
 	}
-	return putJSON(b, kb, &rec)
+	return putFlowRecord(b, kb, &rec)
 }
 
 // approvedRecord reports whether a stored flow record is approved: it has
@@ -655,6 +655,9 @@ func (s *Store) setApprovals(keys []FlowKey, onlyNew bool, fn func(f *Flow)) err
 	slices.SortFunc(raw, bytes.Compare)
 	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketFlows)
+		// The keys go in in order: pages filled fuller split less (a new
+		// store's first apply writes every flow).
+		b.FillPercent = 0.9
 		w := walker{c: b.Cursor()}
 		for i, kb := range raw {
 			if i > 0 && bytes.Equal(kb, raw[i-1]) {
