@@ -557,6 +557,7 @@ type options struct {
 	noCP       bool
 	noChecks   bool
 	follow     bool
+	tenth      bool
 	nftText    bool
 	cpuprofile string
 	jsonOut    bool
@@ -673,6 +674,7 @@ func parseFlags() (options, error) {
 	flag.BoolVar(&o.noData, "no-datapath", false, "skip the datapath measurement")
 	flag.BoolVar(&o.noCP, "no-control", false, "skip the control-plane measurement")
 	flag.BoolVar(&o.noChecks, "no-checks", false, "skip the ct-state and negative-control checks")
+	flag.BoolVar(&o.tenth, "tenth", false, "also measure a set of a tenth of -entries (the 1M/100k scaling case; paired with the large set)")
 	flag.BoolVar(&o.follow, "follow", true, "also measure the small table with the DNS follower's eBPF programs on the sender's cgroup")
 	flag.BoolVar(&o.nftText, "nft-text", false, "also time `nft -f` of the control-plane plan's text")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the control-plane Build+Apply calls to this file")
@@ -1009,6 +1011,11 @@ func (b *bench) datapathCases() ([]*tableCase, error) {
 		{name: fmt.Sprintf("set, %d", o.large), plan: large, entries: o.large, rules: len(large.Rules), pos: largePos},
 		{name: fmt.Sprintf("rules, %d", o.rules), plan: rules, rules: len(rules.Rules),
 			pos: fmt.Sprintf("the last %d of %d allow rules (chain rules %d-%d of %d)", o.nPorts, o.rules, len(rules.Rules)-o.nPorts-2, len(rules.Rules)-3, len(rules.Rules))},
+	}
+	if o.tenth {
+		tenth := plan.Build(append(slices.Clone(synth[:o.large/10-o.nPorts]), bench...), opts)
+		cases = append(cases, &tableCase{name: fmt.Sprintf("set, %d", o.large/10), plan: tenth, entries: o.large / 10, rules: len(tenth.Rules),
+			pos: "a tenth of the large set, the same flows first"})
 	}
 	if o.follow {
 		fp := b.followPlan(bench, opts)
@@ -1451,6 +1458,15 @@ func printPaired(w io.Writer, res *output, o options) {
 			fmt.Fprintf(w, "  set %d vs %d, %s: ratio %.3f, %s the 1.1x goal (>= 0.909)\n", o.large, o.small, v.what, v.r, verdict)
 		}
 	}
+	if o.tenth && len(res.Datapath) >= 5 {
+		l, t := res.Datapath[2], res.Datapath[4]
+		var wall, cpu []float64
+		for r, rr := range l.Rounds {
+			wall, cpu = append(wall, rr.PPS/t.Rounds[r].PPS), append(cpu, t.Rounds[r].CPUUS/rr.CPUUS)
+		}
+		fmt.Fprintf(w, "  set %d vs set %d (paired, rate ratio; goal: cost x1.1 at most, ratio >= 0.909): wall %.3f, cpu %.3f; per round wall %s\n",
+			o.large, o.large/10, median(wall), median(cpu), fmtRatios(wall))
+	}
 	for _, c := range res.Datapath[2:] {
 		if !strings.HasSuffix(c.Name, "+follow") {
 			continue
@@ -1484,4 +1500,12 @@ func printRounds(w io.Writer, res *output) {
 		fmt.Fprintf(w, "  %-16s apply %5.0f ms (flush %4.0f, verify %5.0f); the benchmark's flows: %s\n", c.Name+":", c.ApplyMS, c.ApplyTookMS, c.ApplyMS-c.ApplyTookMS, c.BenchPos)
 	}
 	fmt.Fprintf(w, "  accepted: default drop counter max %d over all rounds, %d send errors, %d runs where the server got fewer than sent\n", maxDrop, errs, short)
+}
+
+func fmtRatios(v []float64) string {
+	out := make([]string, len(v))
+	for i, x := range v {
+		out[i] = fmt.Sprintf("%.3f", x)
+	}
+	return strings.Join(out, " ")
 }
