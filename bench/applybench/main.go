@@ -56,6 +56,7 @@ func main() { os.Exit(benchMain()) }
 type options struct {
 	flows, change, rounds int
 	mode, profiles        string
+	report                bool
 }
 
 func benchMain() int {
@@ -64,6 +65,7 @@ func benchMain() int {
 	flag.IntVar(&o.change, "change", 100, "flows removed, and as many added, for the delta")
 	flag.IntVar(&o.rounds, "rounds", 7, "rounds (each: full, delta, replace)")
 	flag.StringVar(&o.mode, "mode", "enforce", "apply --mode")
+	flag.BoolVar(&o.report, "report", false, "also time egress-learn report (text and --json, output discarded) on the store the first full apply filled, once a round")
 	flag.StringVar(&o.profiles, "cpuprofile-dir", "", "write a CPU profile of each apply to this folder (EGRESS_CPUPROFILE)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -90,6 +92,7 @@ func benchMain() int {
 type bench struct {
 	o             options
 	ns, dir, bin  string
+	learn         string // the egress-learn binary
 	base, changed string // the exports
 	resolv        string
 }
@@ -104,8 +107,11 @@ func setup(cl *benchutil.Cleaner, o options) (*bench, error) {
 	}
 	cl.Add(func() { os.RemoveAll(b.dir) })
 	b.bin = filepath.Join(b.dir, "egress-enforce")
-	if out, err := exec.Command("go", "build", "-o", b.bin, "./cmd/egress-enforce").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build: %v: %s", err, out)
+	b.learn = filepath.Join(b.dir, "egress-learn")
+	for bin, pkg := range map[string]string{b.bin: "./cmd/egress-enforce", b.learn: "./cmd/egress-learn"} {
+		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go build %s: %v: %s", pkg, err, out)
+		}
 	}
 	if out, err := exec.Command("ip", "netns", "add", b.ns).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("ip netns add: %v: %s", err, out)
@@ -215,7 +221,8 @@ func (b *bench) dropTable() error {
 }
 
 func (b *bench) measure() error {
-	var runs [3][]run // full, delta, replace
+	var runs [3][]run    // full, delta, replace
+	var reports [2][]run // text, --json
 	var ratio, cpuRatio []float64
 	for r := range b.o.rounds {
 		if err := b.dropTable(); err != nil {
@@ -225,6 +232,15 @@ func (b *bench) measure() error {
 		f, _, err := b.apply(db, b.base, fmt.Sprintf("full-%d", r))
 		if err != nil {
 			return err
+		}
+		if b.o.report {
+			for i, args := range [][]string{{"report", "--db", db}, {"report", "--json", "--db", db}} {
+				x, err := b.time(b.learn, args...)
+				if err != nil {
+					return err
+				}
+				reports[i] = append(reports[i], x)
+			}
 		}
 		d, out, err := b.apply(db, b.changed, fmt.Sprintf("delta-%d", r))
 		if err != nil {
@@ -261,7 +277,35 @@ func (b *bench) measure() error {
 		fmt.Printf("  %-32s wall %s ms, cpu %s ms, peak RSS %d MiB\n", name, stats(wall), stats(cpu), rss/1024)
 	}
 	fmt.Printf("  %-32s wall %s, cpu %s\n", "delta/full, paired by round", statsF(ratio, "%.3f"), statsF(cpuRatio, "%.3f"))
+	for i, name := range []string{"egress-learn report", "egress-learn report --json"} {
+		if len(reports[i]) == 0 {
+			continue
+		}
+		var wall, cpu []float64
+		var rss int64
+		for _, x := range reports[i] {
+			wall, cpu, rss = append(wall, ms(x.wall)), append(cpu, ms(x.cpu)), max(rss, x.rss)
+		}
+		fmt.Printf("  %-32s wall %s ms, cpu %s ms, peak RSS %d MiB (%d flows in the store)\n", name, stats(wall), stats(cpu), rss/1024, b.o.flows)
+	}
 	return nil
+}
+
+// time runs bin with args, its output discarded, and says what it took.
+func (b *bench) time(bin string, args ...string) (run, error) {
+	cmd := exec.Command(bin, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	start := time.Now()
+	err := cmd.Run()
+	if err != nil {
+		return run{}, fmt.Errorf("%s %v: %v: %s", filepath.Base(bin), args, err, stderr.String())
+	}
+	r := run{wall: time.Since(start), cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		r.rss = ru.Maxrss
+	}
+	return r, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
