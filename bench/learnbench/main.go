@@ -170,8 +170,21 @@ type udpResult struct {
 }
 
 // udpAddrs are the destinations of the UDP phase: all of 127/8 is
-// loopback, so 127.0.0.2 needs no address.
+// loopback, so 127.0.0.2 and the others need no address. Two, or one more
+// for each 50,000 flows past 100,000 (setUDPAddrs).
 var udpAddrs = [][4]byte{{127, 0, 0, 1}, {127, 0, 0, 2}}
+
+// udpPortsPerAddr is how many ports the UDP phase uses on an address.
+const udpPortsPerAddr = 50000
+
+// setUDPAddrs makes udpAddrs enough addresses for flows (at most 250).
+func setUDPAddrs(flows int) {
+	n := max(2, (flows+udpPortsPerAddr-1)/udpPortsPerAddr)
+	udpAddrs = udpAddrs[:0]
+	for i := 1; i <= min(n, 250); i++ {
+		udpAddrs = append(udpAddrs, [4]byte{127, 0, 0, byte(i)})
+	}
+}
 
 // childUDP sends EGB_PER_FLOW datagrams to each of EGB_FLOWS flows (the
 // udpAddrs × EGB_FLOWS/len(udpAddrs) ports from EGB_BASE_PORT) from one
@@ -180,6 +193,7 @@ func childUDP() int {
 	flows, err1 := strconv.Atoi(os.Getenv("EGB_FLOWS"))
 	perFlow, err2 := strconv.Atoi(os.Getenv("EGB_PER_FLOW"))
 	base, err3 := strconv.Atoi(os.Getenv("EGB_BASE_PORT"))
+	setUDPAddrs(flows)
 	ports := flows / len(udpAddrs)
 	if err := errors.Join(err1, err2, err3); err != nil || ports < 1 || base+ports > 65536 {
 		fmt.Fprintln(os.Stderr, "udp child: bad environment:", err)
@@ -408,7 +422,7 @@ func benchMain() int {
 	acceptors := flag.Int("acceptors", 2, "accepting threads of the server")
 	warmup := flag.Duration("warmup", 2*time.Second, "unmeasured bare storm before the rounds (0: none)")
 	flush := flag.Duration("flush-interval", 5*time.Second, "learner --flush-interval")
-	udpFlows := flag.Int("udp-flows", 100000, "distinct UDP flows of the RSS phase (half on 127.0.0.1, half on 127.0.0.2)")
+	udpFlows := flag.Int("udp-flows", 100000, "distinct UDP flows of the RSS phase (on 127.0.0.1 and 127.0.0.2, and one more address for each 50,000 past 100,000)")
 	udpPerFlow := flag.Int("udp-per-flow", 10, "datagrams per UDP flow in the RSS phase")
 	skipStorm := flag.Bool("skip-storm", false, "skip the workloads (the learner's cost)")
 	skipRSS := flag.Bool("skip-rss", false, "skip the RSS phase")
@@ -429,8 +443,9 @@ func benchMain() int {
 		fmt.Fprintln(os.Stderr, "learnbench: -rounds, -acceptors, -udp-per-flow must be at least 1, -udp-flows at least 2, -duration positive")
 		return 2
 	}
-	if *udpFlows/len(udpAddrs) > 50000 {
-		fmt.Fprintln(os.Stderr, "learnbench: -udp-flows is at most 100000 (2 addresses x 50000 ports)")
+	setUDPAddrs(*udpFlows)
+	if *udpFlows/len(udpAddrs) > udpPortsPerAddr {
+		fmt.Fprintln(os.Stderr, "learnbench: -udp-flows is at most 12,500,000 (250 addresses x 50000 ports)")
 		return 2
 	}
 	if os.Geteuid() != 0 {
