@@ -27,9 +27,7 @@
 package main
 
 import (
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -37,7 +35,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -74,9 +71,7 @@ func benchMain() int {
 	}
 	cl := &benchutil.Cleaner{}
 	defer cl.Run()
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	go func() { <-sig; cl.Run(); os.Exit(130) }()
+	cl.OnSignal(nil)
 	b, err := setup(cl, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "applybench:", err)
@@ -98,9 +93,7 @@ type bench struct {
 }
 
 func setup(cl *benchutil.Cleaner, o options) (*bench, error) {
-	var id [4]byte
-	_, _ = rand.Read(id[:])
-	b := &bench{o: o, ns: nsPrefix + hex.EncodeToString(id[:])}
+	b := &bench{o: o, ns: nsPrefix + benchutil.RandomID()}
 	var err error
 	if b.dir, err = os.MkdirTemp("", "applybench"); err != nil {
 		return nil, err
