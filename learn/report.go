@@ -1,6 +1,7 @@
 package learn
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -103,7 +104,17 @@ func WriteReportJSON(w io.Writer, rows []ReportFlow) error {
 
 // WriteReportTable writes the rows as a table per user, a line about the
 // learning runs, and each user's convergence.
-func WriteReportTable(w io.Writer, rows []ReportFlow, runs []store.Run, conv []store.Convergence, now time.Time) error {
+func WriteReportTable(out io.Writer, rows []ReportFlow, runs []store.Run, conv []store.Convergence, now time.Time) error {
+	// Buffered: the table writer writes each line on its own (a write(2)
+	// per line took a quarter of a 100,000-flow report).
+	w := bufio.NewWriterSize(out, 256<<10)
+	if err := writeReportTable(w, rows, runs, conv, now); err != nil {
+		return err
+	}
+	return w.Flush()
+}
+
+func writeReportTable(w io.Writer, rows []ReportFlow, runs []store.Run, conv []store.Convergence, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if len(rows) == 0 {
 		fmt.Fprintln(tw, "no flows recorded (of this user): egress-learn run records them")
