@@ -15,7 +15,7 @@
 // Rounds interleave the three, each in a store of its own; it prints the
 // minimum, median and maximum of each and the paired ratio delta/full of
 // each round. The machine is shared: never trust one figure. It also
-// prints the peak RSS of each apply (getrusage of the child).
+// prints the peak RSS of each apply (/usr/bin/time's).
 //
 // Run it as root from the module root:
 //
@@ -37,8 +37,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/egresskit/egress/bench/internal/benchutil"
@@ -187,7 +187,7 @@ func (b *bench) apply(db, export, name string) (run, string, error) {
 	if !strings.HasPrefix(b.ns, nsPrefix) {
 		panic("applybench: refusing to act outside its own namespace")
 	}
-	cmd := exec.Command(b.bin, "apply", "--from", export, "--mode", b.o.mode)
+	cmd, rss := b.command(b.bin, "apply", "--from", export, "--mode", b.o.mode)
 	cmd.Env = append(os.Environ(), "EGRESS_DB="+db, "EGRESS_NETNS="+b.ns, "EGRESS_RESOLV_CONF="+b.resolv)
 	if b.o.profiles != "" {
 		cmd.Env = append(cmd.Env, "EGRESS_CPUPROFILE="+filepath.Join(b.o.profiles, name+".prof"))
@@ -198,11 +198,30 @@ func (b *bench) apply(db, export, name string) (run, string, error) {
 	if err != nil {
 		return run{}, "", fmt.Errorf("apply --from %s: %v: %s", filepath.Base(export), err, out)
 	}
-	r := run{wall: took, cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		r.rss = ru.Maxrss // KiB
+	return run{wall: took, cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), rss: rss()}, string(out), nil
+}
+
+// command is bin with args under /usr/bin/time, which writes the peak RSS
+// rss reads: the rusage of a child Go starts counts the memory of this
+// process, whose address space the child shares until it execs. (Without
+// /usr/bin/time, rss says 0.) The CPU times of the wait include the
+// child's.
+func (b *bench) command(bin string, args ...string) (*exec.Cmd, func() int64) {
+	if _, err := os.Stat("/usr/bin/time"); err != nil {
+		return exec.Command(bin, args...), func() int64 { return 0 }
 	}
-	return r, string(out), nil
+	f, err := os.CreateTemp(b.dir, "rss")
+	if err != nil {
+		return exec.Command(bin, args...), func() int64 { return 0 }
+	}
+	f.Close()
+	cmd := exec.Command("/usr/bin/time", append([]string{"-f", "%M", "-o", f.Name(), bin}, args...)...)
+	return cmd, func() int64 {
+		defer os.Remove(f.Name())
+		data, _ := os.ReadFile(f.Name())
+		kib, _ := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+		return kib
+	}
 }
 
 func (b *bench) dropTable() error {
@@ -286,7 +305,7 @@ func (b *bench) measure() error {
 
 // time runs bin with args, its output discarded, and says what it took.
 func (b *bench) time(bin string, args ...string) (run, error) {
-	cmd := exec.Command(bin, args...)
+	cmd, rss := b.command(bin, args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	start := time.Now()
@@ -294,11 +313,7 @@ func (b *bench) time(bin string, args ...string) (run, error) {
 	if err != nil {
 		return run{}, fmt.Errorf("%s %v: %v: %s", filepath.Base(bin), args, err, stderr.String())
 	}
-	r := run{wall: time.Since(start), cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		r.rss = ru.Maxrss
-	}
-	return r, nil
+	return run{wall: time.Since(start), cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), rss: rss()}, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
