@@ -250,7 +250,7 @@ func setsAs(sets map[string]*nftables.Set, from *plan.Index) string {
 	}
 	for _, name := range []string{plan.SetFollow4, plan.SetFollow6, plan.SetFollowGate} {
 		if _, ok := sets[name]; ok != (from.Head.Follow != nil) {
-			return "its follow sets are not generation's"
+			return "its follow sets are not the store's generation's (names followed or not)"
 		}
 	}
 	return ""
