@@ -10,11 +10,13 @@ FUZZ_PARSE    ?= 150000x
 FUZZ_GENERATE ?= 40000x
 FUZZ_STORE    ?= 1000x
 FUZZ_CRON     ?= 150000x
+FUZZ_FASTJSON ?= 20000x
 ifdef FUZZTIME
 FUZZ_PARSE := $(FUZZTIME)
 FUZZ_GENERATE := $(FUZZTIME)
 FUZZ_STORE := $(FUZZTIME)
 FUZZ_CRON := $(FUZZTIME)
+FUZZ_FASTJSON := $(FUZZTIME)
 endif
 # The eBPF programs' compiler, and the multiarch include directory of its
 # target, where the kernel's UAPI headers are (asm/types.h).
@@ -131,11 +133,14 @@ lint: ## go vet and gofmt
 test: ## Run every test (kernel tests need root; with CI=true they fail instead of skipping)
 	$(GO) test -count=1 -timeout 15m ./...
 
-fuzz: ## Fuzz the DNS answer parser, the nft script generator, the opening of corrupted stores and crontab lines (budgets in executions; FUZZTIME=D overrides)
+fuzz: ## Fuzz the DNS answer parser, the nft script generator, the opening of corrupted stores, crontab lines and the fast JSON of flows and plans (budgets in executions; FUZZTIME=D overrides)
 	$(GO) test ./internal/dnsanswer/ -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZ_PARSE)
 	$(GO) test ./enforce/baseline/ -run '^$$' -fuzz '^FuzzGenerate$$' -fuzztime $(FUZZ_GENERATE)
 	$(GO) test ./store/ -run '^$$' -fuzz '^FuzzOpenCorrupt$$' -fuzztime $(FUZZ_STORE)
 	$(GO) test ./coverage/ -run '^$$' -fuzz '^FuzzCronLine$$' -fuzztime $(FUZZ_CRON)
+	$(GO) test ./store/ -run '^$$' -fuzz '^FuzzFlowJSON$$' -fuzztime $(FUZZ_FASTJSON)
+	$(GO) test ./store/ -run '^$$' -fuzz '^FuzzFlowRecordWriter$$' -fuzztime $(FUZZ_FASTJSON)
+	$(GO) test ./enforce/plan/ -run '^$$' -fuzz '^FuzzPlanJSON$$' -fuzztime $(FUZZ_FASTJSON)
 
 check: deps check-generate lint test fuzz deb ## What CI runs: deps, generate check, vet, gofmt, tests, a short fuzz, the .deb
 
