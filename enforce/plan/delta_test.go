@@ -145,6 +145,11 @@ func TestNoDeltaWhenTheTableDiffersOtherwise(t *testing.T) {
 			o.EnforceUIDs = []uint32{1000}
 			return plan.Build(flows, o)
 		}(),
+		"per-service sets": func() *plan.Plan {
+			o := deltaOptions(plan.ModeEnforce)
+			o.Match = plan.MatchService
+			return plan.Build(flows, o)
+		}(),
 		"another follow_ttl_floor": func() *plan.Plan {
 			o := deltaOptions(plan.ModeEnforce)
 			o.Follow.TTLFloor = 1234e9
