@@ -123,6 +123,13 @@ type Options struct {
 	// enforced. At most one of the two.
 	EnforceUIDs []uint32
 	AuditUIDs   []uint32
+	// Staged enforcement by service (match service or user,service), with
+	// Mode enforce: EnforceServices are enforced and everything else
+	// audited; or AuditServices are audited and everything else enforced.
+	// Services are cgroup v2 paths relative to the mount, as in the
+	// service sets. At most one of the four staging lists.
+	EnforceServices []string
+	AuditServices   []string
 	// Follow allows learned flows by name too (see FollowOptions); nil
 	// keeps them to their learned addresses.
 	Follow *FollowOptions
@@ -171,7 +178,7 @@ func (o *Options) Check() error {
 	if (len(o.EnforceUIDs) > 0 || len(o.AuditUIDs) > 0) && o.Mode != ModeEnforce {
 		return fmt.Errorf("--enforce-users and --audit-users stage an enforcement: use them with --mode enforce")
 	}
-	return nil
+	return o.checkServiceStaging()
 }
 
 func (o *Options) defaults() {
@@ -279,6 +286,10 @@ type Plan struct {
 	// Staged enforcement (Mode staged): who is enforced, or who is audited.
 	EnforceUIDs []uint32 `json:"enforce_uids,omitempty"`
 	AuditUIDs   []uint32 `json:"audit_uids,omitempty"`
+	// Staged enforcement by service: the services enforced, or audited
+	// (cgroup v2 paths), whether they run or not.
+	EnforceServices []string `json:"enforce_services,omitempty"`
+	AuditServices   []string `json:"audit_services,omitempty"`
 	// NFLOGGroup, AuditLogRate and DropLogRate shape the default rules.
 	// A plan of a version without DropLogRate (0) logged every drop in
 	// the rule that dropped: restored, it renders the same.
@@ -289,6 +300,9 @@ type Plan struct {
 	Sets         []Set  `json:"sets"`
 	// UserSets name the users of staged enforcement.
 	UserSets []UserSet `json:"user_sets,omitempty"`
+	// ServiceSets name the services of staged enforcement by service
+	// (after Running: only those that run, the others are in Stopped).
+	ServiceSets []ServiceSet `json:"service_sets,omitempty"`
 	// Follow, when set, adds the name rules: the follower fills the
 	// follow sets from DNS answers.
 	Follow  *FollowSpec `json:"follow,omitempty"`
@@ -512,7 +526,7 @@ func newPlan(o Options) *Plan {
 	if o.Match != MatchUser {
 		p.Match, p.CgroupRoot = o.Match, o.CgroupRoot
 	}
-	p.stage(o.Mode, o.EnforceUIDs, o.AuditUIDs)
+	p.stage(o.Mode, o.EnforceUIDs, o.AuditUIDs, o.EnforceServices, o.AuditServices)
 	return p
 }
 
@@ -834,6 +848,8 @@ func (p *Plan) defaultRules() []Rule {
 			// The log rule stops at its rate limit: accept separately.
 			{Kind: RuleAuditAccept, Set: SetAuditUsers, Comment: "audited users pass"},
 		}, drop("", "everyone else")...)
+	case len(p.EnforceServices) > 0 || len(p.AuditServices) > 0:
+		return p.serviceDefaultRules()
 	case p.Mode == ModeEnforce:
 		return drop("", "everyone")
 	}
@@ -945,7 +961,7 @@ func (p *Plan) RuleText(r *Rule) string {
 	case RuleDefault:
 		// The first counter sees every packet, the second the packets the
 		// limit lets through to the log: their difference went unlogged.
-		who := usersText(r.Set)
+		who := whoText(r)
 		switch {
 		case p.DropLogRate == 0 && r.Action == "drop": // a plan from before drop_log_rate
 			return fmt.Sprintf("%scounter log prefix %q group %d drop", who, PrefixDrop, p.LogGroup())
@@ -956,9 +972,9 @@ func (p *Plan) RuleText(r *Rule) string {
 		}
 		return fmt.Sprintf("%scounter limit rate %d/second counter log prefix %q group %d", who, p.AuditRate(), PrefixAudit, p.LogGroup())
 	case RuleDrop:
-		return usersText(r.Set) + "drop"
+		return whoText(r) + "drop"
 	case RuleAuditAccept:
-		return usersText(r.Set) + "accept"
+		return whoText(r) + "accept"
 	case RuleServiceLookup:
 		return p.serviceLookupText(r)
 	case RuleFollowMark:

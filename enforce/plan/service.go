@@ -229,6 +229,7 @@ func (p *Plan) Running(running func(service string) bool) *Plan {
 	q := *p
 	q.Sets = slices.Clone(p.Sets)
 	q.Stopped = nil
+	q.runningStage(running)
 	stopped := map[string]bool{}
 	for i := range q.Sets {
 		s := &q.Sets[i]
@@ -250,6 +251,7 @@ func (p *Plan) Running(running func(service string) bool) *Plan {
 		s.Comment = serviceSetComment(len(s.Elements))
 	}
 	slices.Sort(q.Stopped)
+	q.Stopped = slices.Compact(q.Stopped)
 	return &q
 }
 

@@ -6,12 +6,13 @@ import (
 )
 
 // stage sets who the plan enforces: with mode enforce, only the enforce
-// users (others audited), or everyone but the audit users; everyone
-// otherwise. It sets the mode, the user sets and the chain's policy, not
-// the rules.
-func (p *Plan) stage(mode Mode, enforceUIDs, auditUIDs []uint32) {
+// users or services (others audited), or everyone but the audit users or
+// services; everyone otherwise. It sets the mode, the user and service
+// sets and the chain's policy, not the rules.
+func (p *Plan) stage(mode Mode, enforceUIDs, auditUIDs []uint32, enforceSvcs, auditSvcs []string) {
 	enforce, audit := sortedUIDs(enforceUIDs), sortedUIDs(auditUIDs)
 	p.Mode, p.EnforceUIDs, p.AuditUIDs, p.UserSets, p.Chain.Policy = mode, nil, nil, nil, "accept"
+	p.EnforceServices, p.AuditServices, p.ServiceSets = nil, nil, nil
 	switch {
 	case len(enforce) > 0:
 		p.Mode, p.EnforceUIDs = ModeStaged, enforce // others audited: policy accept
@@ -19,6 +20,13 @@ func (p *Plan) stage(mode Mode, enforceUIDs, auditUIDs []uint32) {
 	case len(audit) > 0:
 		p.Mode, p.AuditUIDs = ModeStaged, audit
 		p.UserSets = []UserSet{{SetAuditUsers, audit}}
+		p.Chain.Policy = "drop"
+	case len(enforceSvcs) > 0:
+		p.Mode, p.EnforceServices = ModeStaged, sortedServices(enforceSvcs)
+		p.ServiceSets = []ServiceSet{{SetEnforceServices, p.EnforceServices}}
+	case len(auditSvcs) > 0:
+		p.Mode, p.AuditServices = ModeStaged, sortedServices(auditSvcs)
+		p.ServiceSets = []ServiceSet{{SetAuditServices, p.AuditServices}}
 		p.Chain.Policy = "drop"
 	case mode == ModeEnforce:
 		p.Chain.Policy = "drop"
@@ -36,8 +44,9 @@ func isDefault(r *Rule) bool {
 // the default rules of Options{Mode: mode, EnforceUIDs: enforce,
 // AuditUIDs: audit}, as Build would make them. p is not changed. It is
 // how promote grows staged enforcement without touching the allow-list.
+// A staging by service is replaced too.
 func Restage(p *Plan, mode Mode, enforce, audit []uint32) (*Plan, error) {
-	o := Options{Mode: mode, EnforceUIDs: enforce, AuditUIDs: audit}
+	o := Options{Mode: mode, EnforceUIDs: enforce, AuditUIDs: audit, Match: p.Match}
 	if mode != ModeAudit && mode != ModeEnforce {
 		return nil, fmt.Errorf("restage: mode %q is not audit or enforce", mode)
 	}
@@ -45,7 +54,7 @@ func Restage(p *Plan, mode Mode, enforce, audit []uint32) (*Plan, error) {
 		return nil, err
 	}
 	q := *p
-	q.stage(mode, enforce, audit)
+	q.stage(mode, enforce, audit, nil, nil)
 	q.Rules = slices.DeleteFunc(slices.Clone(p.Rules), func(r Rule) bool { return isDefault(&r) })
 	def := q.defaultRules()
 	for i := range def {

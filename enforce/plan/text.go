@@ -60,6 +60,9 @@ func (p *Plan) Text(w io.Writer) error {
 	for _, u := range p.UserSets {
 		fmt.Fprintf(&b, "\tset %s {\n\t\ttype uid\n\t\telements = { %s }\n\t}\n\n", u.Name, strings.ReplaceAll(uidList(u.UIDs), " ", ", "))
 	}
+	if err := p.serviceSetsText(&b); err != nil {
+		return err
+	}
 	fmt.Fprintf(&b, "\tchain %s {\n\t\ttype filter hook %s priority %s; policy %s;\n", p.Chain.Name, p.Chain.Hook, p.Chain.Priority, p.Chain.Policy)
 	for _, r := range p.Rules {
 		if err := checkStatement(r.Text); err != nil {
@@ -122,6 +125,13 @@ func (p *Plan) header(b *strings.Builder) {
 	}
 	if p.ByService() {
 		fmt.Fprintf(b, "# Match %s: services' flows in sets %s and %s, by cgroup v2 path.\n", headerText(p.Match), SetService4, SetService6)
+	}
+	if svcs := p.StagedServices(); len(svcs) > 0 {
+		how := "enforced; everything else audited"
+		if len(p.AuditServices) > 0 {
+			how = "audited; everything else enforced"
+		}
+		fmt.Fprintf(b, "# Staged by service: %s %s (set of cgroup ids: keep them current with \"egress-enforce services\" or follow).\n", headerText(strings.Join(svcs, " ")), how)
 	}
 	for _, s := range p.Stopped {
 		fmt.Fprintf(b, "# service %s is not running: no elements until it starts\n", headerText(s))
