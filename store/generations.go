@@ -41,11 +41,15 @@ type Generation struct {
 	// users (others enforced).
 	EnforceUIDs []uint32 `json:"enforce_uids,omitempty"`
 	AuditUIDs   []uint32 `json:"audit_uids,omitempty"`
-	Elements    int      `json:"elements"`
-	Rules       int      `json:"rules"`
-	Command     string   `json:"command"`
-	Reason      string   `json:"reason,omitempty"`
-	State       string   `json:"state"`
+	// EnforceServices or AuditServices: staged enforcement by service
+	// (cgroup v2 paths).
+	EnforceServices []string `json:"enforce_services,omitempty"`
+	AuditServices   []string `json:"audit_services,omitempty"`
+	Elements        int      `json:"elements"`
+	Rules           int      `json:"rules"`
+	Command         string   `json:"command"`
+	Reason          string   `json:"reason,omitempty"`
+	State           string   `json:"state"`
 	// Restores is the generation whose plan this one re-applied (rollback).
 	Restores uint64 `json:"restores,omitempty"`
 	// PlanBase, when set, is the generation whose plan this one's stored

@@ -112,6 +112,9 @@ func queue(c *nftables.Conn, p *plan.Plan, ids map[string]uint64, carry map[stri
 	if err := en.userSets(); err != nil {
 		return err
 	}
+	if err := en.serviceStageSets(); err != nil {
+		return err
+	}
 	if p.Follow != nil {
 		if err := en.followSets(carry); err != nil {
 			return err
@@ -281,7 +284,7 @@ func (en *encoder) ruleExprs(r *plan.Rule) ([]expr.Any, error) {
 	case plan.RuleDefault:
 		return en.defaultExprs(r)
 	case plan.RuleDrop, plan.RuleAuditAccept:
-		who, err := en.users(r.Set)
+		who, err := en.who(r)
 		if err != nil {
 			return nil, err
 		}
@@ -349,7 +352,7 @@ func (en *encoder) lookupExprs(r *plan.Rule) ([]expr.Any, error) {
 // The first counter sees every packet, the second the packets the limit
 // lets through to the log.
 func (en *encoder) defaultExprs(r *plan.Rule) ([]expr.Any, error) {
-	who, err := en.users(r.Set)
+	who, err := en.who(r)
 	if err != nil {
 		return nil, err
 	}

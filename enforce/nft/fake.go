@@ -278,6 +278,13 @@ func (f *Fake) Status(table string, elements bool) (*Status, error) {
 			st.AuditUIDs = slices.Sorted(slices.Values(u.UIDs))
 		}
 	}
+	for _, ss := range p.ServiceSets {
+		if ss.Name == plan.SetEnforceServices {
+			st.EnforceServices = slices.Clone(ss.Services)
+		} else {
+			st.AuditServices = slices.Clone(ss.Services)
+		}
+	}
 	st.readRules(p, f.dropped[table])
 	return st, nil
 }

@@ -32,7 +32,10 @@ type Keeper struct {
 	p   *plan.Plan
 	ids map[string]uint64 // installed: the id each service's elements have
 	// elems are the plan's elements of each service, by set.
-	elems   map[string]map[string][]plan.Element
+	elems map[string]map[string][]plan.Element
+	// stage is the set of staged enforcement each staged service's id
+	// is in (enforce_services or audit_services).
+	stage   map[string]string
 	started bool
 }
 
@@ -50,7 +53,15 @@ type ServiceChange struct {
 // NewKeeper keeps p's service sets (p as applied, before Running) in the
 // target's table current.
 func (n *Netlink) NewKeeper(p *plan.Plan, cg CgroupIDs) *Keeper {
-	k := &Keeper{n: n, cg: cg, p: p, ids: map[string]uint64{}, elems: map[string]map[string][]plan.Element{}}
+	k := &Keeper{n: n, cg: cg, p: p, ids: map[string]uint64{}, elems: map[string]map[string][]plan.Element{}, stage: map[string]string{}}
+	for _, s := range p.ServiceSets {
+		for _, svc := range s.Services {
+			k.stage[svc] = s.Name
+			if k.elems[svc] == nil {
+				k.elems[svc] = map[string][]plan.Element{}
+			}
+		}
+	}
 	for _, s := range p.Sets {
 		if !plan.IsServiceSet(s.Name) {
 			continue
@@ -117,8 +128,63 @@ func (k *Keeper) Start() error {
 				}
 			}
 		}
-		return nil
+		return k.startStage(c, tab, want)
 	})
+}
+
+// startStage makes the sets of staged enforcement by service hold the ids
+// of the staged services that run now, and no other.
+func (k *Keeper) startStage(c *nftables.Conn, tab *nftables.Table, want map[uint64]string) error {
+	for _, ss := range k.p.ServiceSets {
+		s, err := c.GetSetByName(tab, ss.Name)
+		if err != nil {
+			return fmt.Errorf("read set %s: %w", ss.Name, err)
+		}
+		have, err := c.GetSetElements(s)
+		if err != nil {
+			return fmt.Errorf("list elements of set %s: %w", ss.Name, err)
+		}
+		var stale []nftables.SetElement
+		for _, e := range have {
+			if len(e.Key) != 8 || k.stage[want[nativeID(e.Key)]] != ss.Name {
+				stale = append(stale, nftables.SetElement{Key: e.Key})
+			}
+		}
+		if err := deleteChunks(c, s, stale); err != nil {
+			return err
+		}
+		for id, svc := range want {
+			if k.stage[svc] == ss.Name {
+				if err := c.SetAddElements(s, []nftables.SetElement{{Key: binaryutil.NativeEndian.PutUint64(id)}}); err != nil {
+					return fmt.Errorf("add elements to set %s: %w", ss.Name, err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// syncStage replaces the ids of the staged services that changed in
+// their set of staged enforcement, in the transaction of their elements.
+func (k *Keeper) syncStage(c *nftables.Conn, changes []ServiceChange) error {
+	for _, ch := range changes {
+		name := k.stage[ch.Service]
+		if name == "" {
+			continue
+		}
+		s := &nftables.Set{Table: tableOf(k.p.Table), Name: name, KeyType: nftables.TypeCGroupV2}
+		if ch.From != 0 {
+			if err := c.SetDeleteElements(s, []nftables.SetElement{{Key: binaryutil.NativeEndian.PutUint64(ch.From)}}); err != nil {
+				return fmt.Errorf("delete elements of set %s: %w", name, err)
+			}
+		}
+		if ch.To != 0 {
+			if err := c.SetAddElements(s, []nftables.SetElement{{Key: binaryutil.NativeEndian.PutUint64(ch.To)}}); err != nil {
+				return fmt.Errorf("add elements to set %s: %w", name, err)
+			}
+		}
+	}
+	return nil
 }
 
 func nativeID(k []byte) uint64 { return binaryutil.NativeEndian.Uint64(k[:8]) }
@@ -184,7 +250,7 @@ func (k *Keeper) Sync(since time.Time) ([]ServiceChange, error) {
 				}
 			}
 		}
-		return nil
+		return k.syncStage(c, changes)
 	})
 	if err != nil {
 		// A fresh look next time: the kernel's sets are what Start reads.

@@ -4,6 +4,7 @@ package nft_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -211,7 +212,9 @@ func TestRestartedServiceKeepsItsRules(t *testing.T) {
 // cgroup paths, through nsenter since ip netns exec hides
 // /sys/fs/cgroup) and netlink (the ids) give the same table, for both
 // service matches, IPv4 and IPv6, a unit at level 2 and one at level 3,
-// and a service that is not running (no elements in either).
+// and a service that is not running (no elements in either); with
+// staged enforcement by service both ways (a running service and one
+// that is not in the staging set).
 func TestServiceTextAndNetlinkListTheSame(t *testing.T) {
 	lab.Require(t, "nft", "nsenter")
 	parent := lab.NewCgroup(t)
@@ -229,12 +232,24 @@ func TestServiceTextAndNetlinkListTheSame(t *testing.T) {
 		flow(1000, "192.0.2.3", 80, "/"+parent.Rel(t)+"/gone.service"),
 		flow(1000, "192.0.2.4", 80),
 	}
-	for _, match := range []string{plan.MatchService, plan.MatchUserService} {
-		t.Run(match, func(t *testing.T) {
-			p := plan.Build(flows, serviceOptions(t, match))
+	gone := parent.Rel(t) + "/gone.service"
+	for _, c := range []struct {
+		match          string
+		enforce, audit []string
+	}{
+		{plan.MatchService, nil, nil},
+		{plan.MatchUserService, nil, nil},
+		{plan.MatchUserService, []string{a.Rel(t), nested.Rel(t), gone}, nil},
+		{plan.MatchService, nil, []string{a.Rel(t), gone}},
+	} {
+		match := c.match
+		t.Run(fmt.Sprintf("%s enforce %d audit %d", match, len(c.enforce), len(c.audit)), func(t *testing.T) {
+			o := serviceOptions(t, match)
+			o.EnforceServices, o.AuditServices = c.enforce, c.audit
+			p := plan.Build(flows, o)
 			cg, _ := nft.HostCgroups()
 			running, _ := cg.Resolve(p)
-			if !slices.Equal(running.Stopped, []string{parent.Rel(t) + "/gone.service"}) {
+			if !slices.Equal(running.Stopped, []string{gone}) {
 				t.Errorf("stopped: %v", running.Stopped)
 			}
 			byText, byNetlink := lab.NewNetns(t), lab.NewNetns(t)
@@ -250,7 +265,14 @@ func TestServiceTextAndNetlinkListTheSame(t *testing.T) {
 			if x != y {
 				t.Errorf("listings differ\n--- nft -f:\n%s\n--- netlink:\n%s", x, y)
 			}
-			for _, want := range []string{a.Rel(t) + `" . `, nested.Rel(t) + `" . `, "socket cgroupv2 level 2 . ", "socket cgroupv2 level 3 . "} {
+			wants := []string{a.Rel(t) + `" . `, nested.Rel(t) + `" . `, "socket cgroupv2 level 2 . ", "socket cgroupv2 level 3 . "}
+			if c.enforce != nil {
+				wants = append(wants, "set enforce_services", "socket cgroupv2 level 3 @enforce_services", "socket cgroupv2 level 2 @enforce_services")
+			}
+			if c.audit != nil {
+				wants = append(wants, "set audit_services", "socket cgroupv2 level 2 @audit_services")
+			}
+			for _, want := range wants {
 				if !strings.Contains(y, want) {
 					t.Errorf("listing lacks %q:\n%s", want, y)
 				}

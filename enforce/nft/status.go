@@ -43,6 +43,11 @@ type Status struct {
 	// Staged enforcement: the users enforced, or the users audited.
 	EnforceUIDs []uint32 `json:"enforce_uids,omitempty"`
 	AuditUIDs   []uint32 `json:"audit_uids,omitempty"`
+	// Staged enforcement by service: the services whose cgroup ids the
+	// table enforces, or audits, by path ("cgroup-id:N": an id no cgroup
+	// has any more, the service it stood for was restarted or stopped).
+	EnforceServices []string `json:"enforce_services,omitempty"`
+	AuditServices   []string `json:"audit_services,omitempty"`
 	// Counters of every rule that has one, by rule comment.
 	Counters []RuleCounter `json:"counters,omitempty"`
 	// Services are the services the service sets hold elements of, by

@@ -88,6 +88,8 @@ func (st *Status) readSets(c *nftables.Conn, tab *nftables.Table, elements bool)
 		case s.Anonymous:
 		case s.Name == plan.SetEnforceUsers || s.Name == plan.SetAuditUsers:
 			err = st.readUsers(c, s)
+		case plan.IsServiceStageSet(s.Name):
+			err = st.readStagedServices(c, s)
 		case plan.IsServiceSet(s.Name):
 			// Always read: status names the services that have elements.
 			err = st.readElements(c, s)
@@ -208,11 +210,7 @@ func ruleCounters(exprs []expr.Any) ruleCount {
 // readServiceElements reads a service set's elements, each service named
 // by its cgroup path ("cgroup-id:N" for an id no cgroup has any more).
 func (st *Status) readServiceElements(name string, elems []nftables.SetElement) {
-	path := func(id uint64) string { return fmt.Sprintf("cgroup-id:%d", id) }
-	if mount, err := cgroupbpf.Mount(); err == nil {
-		names := cgroupbpf.NewNames(mount)
-		path = func(id uint64) string { return strings.TrimPrefix(names.Name(id), "/") }
-	}
+	path := cgroupPath()
 	family := 4
 	if name == plan.SetService6 {
 		family = 6
@@ -224,6 +222,39 @@ func (st *Status) readServiceElements(name string, elems []nftables.SetElement) 
 			st.countService(e.Service)
 		}
 	}
+}
+
+// cgroupPath names a cgroup id by its path under the cgroup2 mount
+// ("cgroup-id:N" for an id no cgroup has).
+func cgroupPath() func(uint64) string {
+	path := func(id uint64) string { return fmt.Sprintf("cgroup-id:%d", id) }
+	if mount, err := cgroupbpf.Mount(); err == nil {
+		names := cgroupbpf.NewNames(mount)
+		path = func(id uint64) string { return strings.TrimPrefix(names.Name(id), "/") }
+	}
+	return path
+}
+
+// readStagedServices reads a set of staged enforcement by service.
+func (st *Status) readStagedServices(c *nftables.Conn, s *nftables.Set) error {
+	elems, err := c.GetSetElements(s)
+	if err != nil {
+		return fmt.Errorf("list elements of set %s: %w", s.Name, err)
+	}
+	path := cgroupPath()
+	svcs := []string{}
+	for _, e := range elems {
+		if len(e.Key) == 8 {
+			svcs = append(svcs, path(binaryutil.NativeEndian.Uint64(e.Key)))
+		}
+	}
+	slices.Sort(svcs)
+	if s.Name == plan.SetEnforceServices {
+		st.EnforceServices = svcs
+	} else {
+		st.AuditServices = svcs
+	}
+	return nil
 }
 
 // countService counts one element of a service in Services.

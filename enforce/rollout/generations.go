@@ -104,6 +104,7 @@ func generationOf(p *plan.Plan, t nft.Target, command, reason string) store.Gene
 	return store.Generation{
 		Target: targetKey(t), Table: p.Table, Mode: string(p.Mode),
 		EnforceUIDs: p.EnforceUIDs, AuditUIDs: p.AuditUIDs,
+		EnforceServices: p.EnforceServices, AuditServices: p.AuditServices,
 		Rules: len(p.Rules), Elements: p.Elements(), Command: command, Reason: reason,
 	}
 }
