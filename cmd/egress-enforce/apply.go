@@ -105,7 +105,7 @@ func newApply(g *cli.Globals) *cobra.Command {
 	var r rolloutFlags
 	var pinDir string
 	cmd := &cobra.Command{
-		Use:   "apply [--mode audit|enforce] [--enforce-users U,..|--audit-users U,..] [--min-hits N] [--since D] [--from FILE ...] [--netns NAME|PATH] [--dry-run] [--force] [--json] [--reason TEXT] [--confirm-within D [--rollback-if-denied-rate N/s]]",
+		Use:   "apply [--mode audit|enforce] [--enforce-users U,..|--audit-users U,..|--enforce-services S,..|--audit-services S,..] [--min-hits N] [--since D] [--from FILE ...] [--netns NAME|PATH] [--dry-run] [--force] [--json] [--reason TEXT] [--confirm-within D [--rollback-if-denied-rate N/s]]",
 		Short: "Replace our table in the kernel with the one built from the baseline",
 		Long: `apply replaces table inet egress in one netlink transaction (add table, delete
 table, add table and its contents, in one batch): no packet ever meets a
@@ -124,7 +124,14 @@ and --json say which.
 
 Staged enforcement: --mode enforce --enforce-users alice,www-data drops only
 for those users and keeps logging (not dropping) for everyone else;
---audit-users is the reverse. One table, one datapath.
+--audit-users is the reverse. One table, one datapath. With match service or
+user,service, --enforce-services system.slice/nginx.service (or a unit name:
+nginx.service) and --audit-services stage by service, by the cgroup ids of
+the services running now: keep "egress-enforce services" (or follow)
+running, which replaces a restarted service's id in the same transaction as
+its elements. Without it a restarted service falls out of the staging set:
+with --audit-services it is enforced (the safe side), with --enforce-services
+it is only audited until the id is put back (status says so).
 
 Every apply is recorded as a generation in the store (history, rollback).
 --confirm-within 2m makes it commit-confirmed: unless "egress-enforce confirm"
@@ -199,6 +206,10 @@ func writeApplied(cmd *cobra.Command, e *env, p *plan.Plan, a *applied, confirmW
 		fmt.Fprintf(w, "the whole table was replaced: the table in the kernel was not the one the store says (%s)\n", a.res.FullReason)
 	case a.res.FullReason != "":
 		fmt.Fprintf(w, "the whole table was replaced: %s\n", a.res.FullReason)
+	}
+	if len(p.EnforceServices) > 0 {
+		fmt.Fprintf(w, "enforced services: %s; keep \"egress-enforce services\" (or follow) running: a service restarted without it is only audited until its new cgroup id is in the table\n",
+			strings.Join(p.EnforceServices, ", "))
 	}
 	if confirmWithin > 0 {
 		back := fmt.Sprintf("generation %d", a.gen.RollbackTo)

@@ -88,6 +88,8 @@ func planFlags(cmd *cobra.Command, g *cli.Globals) {
 	f.String("mode", "audit", "audit (log only) or enforce (log and drop)")
 	f.StringSlice("enforce-users", nil, "with --mode enforce: enforce only for these users (names or UIDs); audit everyone else")
 	f.StringSlice("audit-users", nil, "with --mode enforce: keep these users (names or UIDs) in audit; enforce everyone else")
+	f.StringSlice("enforce-services", nil, "with --mode enforce and match service or user,service: enforce only for these services (cgroup v2 paths such as system.slice/nginx.service, or unit names); audit everything else")
+	f.StringSlice("audit-services", nil, "with --mode enforce and match service or user,service: keep these services in audit; enforce everything else (the safer way: a restarted service whose id the table lost is enforced)")
 	f.Int("min-hits", 1, "leave out flows seen fewer times")
 	f.String("since", "", "leave out flows not seen within this long (e.g. 720h); default: keep all")
 	f.StringArray("from", nil, "build from these exports of \"egress-learn export\" (one per host; repeat) instead of the store")

@@ -140,6 +140,16 @@ func stagedUsers(cmd *cobra.Command, opts *plan.Options) error {
 			*dst = append(*dst, uid)
 		}
 	}
+	for flag, dst := range map[string]*[]string{"enforce-services": &opts.EnforceServices, "audit-services": &opts.AuditServices} {
+		svcs, _ := cmd.Flags().GetStringSlice(flag)
+		for _, s := range svcs {
+			svc, err := plan.ParseService(s)
+			if err != nil {
+				return fmt.Errorf("--%s: %w", flag, err)
+			}
+			*dst = append(*dst, svc)
+		}
+	}
 	return opts.Check()
 }
 
@@ -147,7 +157,7 @@ func newGenerate(g *cli.Globals) *cobra.Command {
 	var out string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "generate [--mode audit|enforce] [--enforce-users U,..|--audit-users U,..] [--min-hits N] [--since D] [--from FILE ...] [--netns NAME|PATH] [-o FILE] [--json]",
+		Use:   "generate [--mode audit|enforce] [--enforce-users U,..|--audit-users U,..|--enforce-services S,..|--audit-services S,..] [--min-hits N] [--since D] [--from FILE ...] [--netns NAME|PATH] [-o FILE] [--json]",
 		Short: "Print the nft script (or the plan as JSON) built from the baseline",
 		Long: `generate prints the table egress-enforce would apply, as an nft script that
 "nft -f" loads (it replaces the table atomically), for review and version
@@ -194,7 +204,7 @@ addresses without zones, protocols) and refused if it holds anything else.`,
 func newDiff(g *cli.Globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "diff [--mode audit|enforce] [--enforce-users U,..|--audit-users U,..] [--min-hits N] [--since D] [--from FILE ...] [--netns NAME|PATH] [--json]",
+		Use:   "diff [--mode audit|enforce] [--enforce-users U,..|--audit-users U,..|--enforce-services S,..|--audit-services S,..] [--min-hits N] [--since D] [--from FILE ...] [--netns NAME|PATH] [--json]",
 		Short: "Show what apply would change against the table in the kernel",
 		Long: `diff compares the table apply would build with the one in the kernel: set
 elements added and removed (with the comment saying why each is there), rules

@@ -172,6 +172,10 @@ func writeHistory(w io.Writer, gens []store.Generation, cur uint64) error {
 			mode += " (enforce " + uids(gen.EnforceUIDs) + ")"
 		} else if len(gen.AuditUIDs) > 0 {
 			mode += " (audit " + uids(gen.AuditUIDs) + ")"
+		} else if len(gen.EnforceServices) > 0 {
+			mode += " (enforce " + strings.Join(gen.EnforceServices, ",") + ")"
+		} else if len(gen.AuditServices) > 0 {
+			mode += " (audit " + strings.Join(gen.AuditServices, ",") + ")"
 		}
 		state := gen.State
 		if gen.Restores != 0 {

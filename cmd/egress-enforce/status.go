@@ -31,6 +31,9 @@ type status struct {
 	Follower followerState `json:"follower"`
 	// DNSPolicy is the DNS policy of the table (dns-policy status).
 	DNSPolicy dnspolicy.Report `json:"dns_policy"`
+	// Staged are the services of staged enforcement by service, with
+	// what the table does with each now.
+	Staged []stagedService `json:"staged_services,omitempty"`
 	dnsServers
 }
 
@@ -68,6 +71,7 @@ a change, with the time they were saved.`,
 			}
 			s := status{Status: st, dnsServers: dnsServers{ResolvConf: options.ResolvConfFor(e.Cfg.ResolvConf, e.Cfg.Netns)}}
 			s.readFollower(e)
+			s.readStaging(e)
 			if s.Servers, err = options.ResolvConfServers(s.ResolvConf); err != nil {
 				return err
 			}
@@ -133,6 +137,7 @@ func writeStatus(w io.Writer, target nft.Target, s *status) {
 	case len(st.AuditUIDs) > 0:
 		fmt.Fprintf(w, "  audited: %s; enforced: everyone else\n", uids(st.AuditUIDs))
 	}
+	writeStaging(w, s)
 	for _, s := range st.Sets {
 		how := "the size apply gave the set; --count counts them"
 		if s.Counted {
