@@ -16,6 +16,7 @@ package promote
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/egresskit/egress/coverage"
@@ -308,6 +309,11 @@ func (s Staging) promote(ready []uint32) Staging {
 func Next(r *Report, current *plan.Plan) (*plan.Plan, error) {
 	if r.Next == nil {
 		return nil, fmt.Errorf("no principal is ready: nothing to promote")
+	}
+	// Promotion is by user: restaging a table staged by service by user
+	// would audit what the services' staging enforced.
+	if svcs := current.StagedServices(); len(svcs) > 0 {
+		return nil, fmt.Errorf("the current table stages by service (%s): promote --apply stages by user and would replace it; apply the next staging by service yourself", strings.Join(svcs, ", "))
 	}
 	return plan.Restage(current, plan.ModeEnforce, r.Next.EnforceUIDs, r.Next.AuditUIDs)
 }
