@@ -33,6 +33,9 @@ type ReportFlow struct {
 	Processes []string            `json:"processes"`
 	Comms     []store.ProcessComm `json:"comms"`
 	Cgroups   []string            `json:"cgroups"`
+	// Services are the services of the cgroups (ReportOptions.Service),
+	// as per-service rules name them; a flow of no service has none.
+	Services []string `json:"services"`
 	// State: approved (in the enforced baseline), candidate (seen since,
 	// not reviewed), stale (approved, not seen for the stale period) or
 	// retired (removed by a reconcile).
@@ -49,6 +52,24 @@ type ReportOptions struct {
 	// Now and StaleAfter classify flows (StaleAfter 0: none is stale).
 	Now        time.Time
 	StaleAfter time.Duration
+	// Service names the service of a cgroup path ("": none), as the
+	// per-service rules cut it; nil: no services shown.
+	Service func(cgroup string) string
+}
+
+// services are the distinct services of a flow's cgroups, sorted.
+func (o *ReportOptions) services(cgroups []string) []string {
+	out := []string{}
+	if o.Service == nil {
+		return out
+	}
+	for _, c := range cgroups {
+		if s := o.Service(c); s != "" && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // BuildReport turns stored flows into report rows, ordered by UID, then
@@ -87,6 +108,7 @@ func BuildReport(flows []store.Flow, o ReportOptions) []ReportFlow {
 			Processes: nonNil(f.Processes),
 			Comms:     f.Comms,
 			Cgroups:   nonNil(f.Cgroups),
+			Services:  o.services(f.Cgroups),
 			State:     f.State(o.Now, o.StaleAfter),
 			Approved:  f.Approved,
 		})
@@ -134,7 +156,7 @@ func writeReportTable(w io.Writer, rows []ReportFlow, runs []store.Run, conv []s
 			fmt.Fprintln(tw)
 		}
 		fmt.Fprintf(tw, "user %s (uid %d): %d flow(s)\n", rows[i].User, rows[i].UID, j-i)
-		fmt.Fprintln(tw, "  DESTINATION\tHOSTNAMES\tPROTO/PORT\tHITS\tFIRST SEEN\tLAST SEEN\tPROCESSES\tSTATE")
+		fmt.Fprintln(tw, "  DESTINATION\tHOSTNAMES\tPROTO/PORT\tHITS\tFIRST SEEN\tLAST SEEN\tPROCESSES\tSERVICES\tSTATE")
 		for _, r := range rows[i:j] {
 			names := strings.Join(r.Hostnames, ",")
 			if names == "" {
@@ -144,8 +166,12 @@ func writeReportTable(w io.Writer, rows []ReportFlow, runs []store.Run, conv []s
 			if r.Approved != 0 {
 				state = fmt.Sprintf("%s (gen %d)", state, r.Approved)
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s/%d\t%d\t%s\t%s\t%s\t%s\n", r.IP, names, r.Proto, r.Port, r.Hits,
-				r.FirstSeen.Local().Format(time.DateTime), r.LastSeen.Local().Format(time.DateTime), strings.Join(store.ProcessNames(r.Processes, r.Comms), ", "), state)
+			svcs := strings.Join(r.Services, ",")
+			if svcs == "" {
+				svcs = "-"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s/%d\t%d\t%s\t%s\t%s\t%s\t%s\n", r.IP, names, r.Proto, r.Port, r.Hits,
+				r.FirstSeen.Local().Format(time.DateTime), r.LastSeen.Local().Format(time.DateTime), strings.Join(store.ProcessNames(r.Processes, r.Comms), ", "), svcs, state)
 		}
 		i = j
 	}

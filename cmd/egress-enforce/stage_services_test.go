@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -11,7 +12,8 @@ import (
 )
 
 // TestStagedServicesEndToEnd is staged enforcement by service through the
-// tools: two services of one user learned the same destination; apply
+// tools: two services of one user learned the same destination (the
+// report shows both beside the user); apply
 // --enforce-services a drops a's unlearned destination and only audits
 // b's; status and history say who is enforced; a restart of a without a
 // keeper is said loudly by status (a is audited until its id is back),
@@ -39,6 +41,16 @@ func TestStagedServicesEndToEnd(t *testing.T) {
 	as(a).MustRun(t, "curl", "-sS", url8080)
 	as(b).MustRun(t, "curl", "-sS", url8080)
 	stopLearner(t, learner, lerr)
+	// The report shows the services beside the user.
+	lab.WantAll(t, "egress-learn report", mustRun(t, learnBin, env, "report"), "SERVICES", a.Rel(t)+","+b.Rel(t))
+	var rows []struct {
+		User     string   `json:"user"`
+		Services []string `json:"services"`
+	}
+	if err := json.Unmarshal([]byte(mustRun(t, learnBin, env, "report", "--json")), &rows); err != nil || len(rows) != 1 ||
+		!slices.Equal(rows[0].Services, []string{a.Rel(t), b.Rel(t)}) {
+		t.Errorf("report --json: %+v %v", rows, err)
+	}
 
 	mustFail(t, enforceBin, env, []string{"need per-service rules"}, "apply", "--mode", "enforce", "--match", "user", "--enforce-services", a.Rel(t))
 	mustFail(t, enforceBin, env, []string{"--enforce-services", "not a service path"}, "apply", "--mode", "enforce", "--enforce-services", "a/../b.service")

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/egresskit/egress/config"
+	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/internal/buildinfo"
 	"github.com/egresskit/egress/internal/cgroupbpf"
 	"github.com/egresskit/egress/internal/cli"
@@ -178,20 +179,24 @@ func newReport(g *cli.Globals) *cobra.Command {
 		Use:   "report [--json] [--user NAME|UID] [--stale-after D] [--stable-after D]",
 		Short: "Show the recorded flows, grouped by user",
 		Long: `report prints the baseline: per user, each destination with the names it was
-resolved from, protocol and port, hits, first and last seen, and processes.
+resolved from, protocol and port, hits, first and last seen, processes, and
+services (the cgroup paths cut at the unit, as match service does: the first
+*.service or *.scope component, or service_depth).
 It can run while a learner writes to the same store. It ends with the soak's
 coverage of the host's scheduled jobs (see egress-learn coverage): how many
 have not run while learning, and until when to keep learning.
 
 --json prints an array of flow objects (uid, user, proto, ip, port, hostnames,
-hits, first_seen, last_seen, processes, cgroups) for scripts.`,
+hits, first_seen, last_seen, processes, cgroups, services) for scripts.`,
 		Args: cobra.NoArgs,
 		RunE: g.RunE(func(cmd *cobra.Command, e *cli.Env) error {
 			now, err := e.Now()
 			if err != nil {
 				return err
 			}
-			opts := learn.ReportOptions{Now: now, StaleAfter: staleAfter, UserName: config.UserNames{}.Name}
+			depth := e.Cfg.ServiceDepth
+			opts := learn.ReportOptions{Now: now, StaleAfter: staleAfter, UserName: config.UserNames{}.Name,
+				Service: func(c string) string { return plan.ServiceOf(c, depth) }}
 			if userArg != "" {
 				uid, err := config.LookupUID(userArg)
 				if err != nil {
