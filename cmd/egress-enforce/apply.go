@@ -207,6 +207,13 @@ func writeApplied(cmd *cobra.Command, e *env, p *plan.Plan, a *applied, confirmW
 	case a.res.FullReason != "":
 		fmt.Fprintf(w, "the whole table was replaced: %s\n", a.res.FullReason)
 	}
+	if cg, err := nft.HostCgroups(); err == nil {
+		for _, svc := range p.StagedServices() {
+			if _, ok := cg.ID(svc); !ok {
+				fmt.Fprintf(w, "staged service %s is not running (no cgroup %s): it is in the table's set from when it starts, while \"egress-enforce services\" (or follow) runs\n", svc, filepath.Join(cg.Mount, svc))
+			}
+		}
+	}
 	if len(p.EnforceServices) > 0 {
 		fmt.Fprintf(w, "enforced services: %s; keep \"egress-enforce services\" (or follow) running: a service restarted without it is only audited until its new cgroup id is in the table\n",
 			strings.Join(p.EnforceServices, ", "))

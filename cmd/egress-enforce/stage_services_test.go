@@ -52,9 +52,11 @@ func TestStagedServicesEndToEnd(t *testing.T) {
 		t.Errorf("report --json: %+v %v", rows, err)
 	}
 
+	out := mustRun(t, enforceBin, env, "apply", "--mode", "enforce", "--audit-services", parent.Rel(t)+"/gone.service")
+	lab.WantAll(t, "apply with a staged service not running", out, "staged service "+parent.Rel(t)+"/gone.service is not running")
 	mustFail(t, enforceBin, env, []string{"need per-service rules"}, "apply", "--mode", "enforce", "--match", "user", "--enforce-services", a.Rel(t))
 	mustFail(t, enforceBin, env, []string{"--enforce-services", "not a service path"}, "apply", "--mode", "enforce", "--enforce-services", "a/../b.service")
-	out := mustRun(t, enforceBin, env, "apply", "--mode", "enforce", "--enforce-services", a.Rel(t))
+	out = mustRun(t, enforceBin, env, "apply", "--mode", "enforce", "--enforce-services", a.Rel(t))
 	lab.WantAll(t, "apply", out, "staged mode", "enforced services: "+a.Rel(t), "egress-enforce services")
 	if err := reach(as(a), url8080); err != nil {
 		t.Errorf("a.service to what it learned: %v", err)

@@ -1,6 +1,7 @@
 package plan_test
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -92,6 +93,9 @@ func TestServiceStagingPlan(t *testing.T) {
 	q := plan.Build(stagedFlows(), o)
 	if q.Chain.Policy != "drop" || !strings.Contains(q.String(), "socket cgroupv2 level 2 @audit_services accept comment") || !q.Drops() {
 		t.Errorf("audit-services:\n%s", q.String())
+	}
+	if err := plan.Guard(plan.Build(nil, o), nil); !errors.Is(err, plan.ErrUnsafe) {
+		t.Errorf("guard on an empty baseline staged by service: %v", err)
 	}
 	r, err := plan.Restage(q, plan.ModeEnforce, []uint32{65534}, nil)
 	if err != nil {
