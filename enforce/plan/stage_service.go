@@ -143,20 +143,20 @@ func whoText(r *Rule) string {
 
 // runningStage leaves out of the staging sets the services that do not
 // run (they have no cgroup id), and lists them in Stopped.
-func (q *Plan) runningStage(running func(string) bool) {
-	sets := slices.Clone(q.ServiceSets)
+func (p *Plan) runningStage(running func(string) bool) {
+	sets := slices.Clone(p.ServiceSets)
 	for i := range sets {
 		sets[i].Services = slices.DeleteFunc(slices.Clone(sets[i].Services), func(s string) bool {
 			if running(s) {
 				return false
 			}
-			if !slices.Contains(q.Stopped, s) {
-				q.Stopped = append(q.Stopped, s)
+			if !slices.Contains(p.Stopped, s) {
+				p.Stopped = append(p.Stopped, s)
 			}
 			return true
 		})
 	}
-	q.ServiceSets = sets
+	p.ServiceSets = sets
 }
 
 // serviceSetsText writes the staging sets of the script: services by path
