@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -19,22 +17,10 @@ import (
 // status names the services; "egress-enforce services" puts a restarted
 // service's elements on its new cgroup id.
 func TestServicesEndToEnd(t *testing.T) {
-	lab.Require(t, "nft", "curl", "dnsmasq", "nsenter")
-	pair := lab.NewPair(t)
-	lab.ServeHTTP(t, pair.Server, ":8080")
-	lab.ServeHTTP(t, pair.Server, ":8081")
-	lab.StartDNS(t, pair.Server, []string{lab.ServerIP4})
-	parent := lab.NewCgroup(t)
+	lab.Require(t, "nsenter")
+	h := newServiceHost(t, "")
+	parent, env, as := h.parent, h.env, h.as
 	a, b, c := parent.Child(t, "a.service"), parent.Child(t, "b.scope"), parent.Child(t, "c.service")
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "config.yaml")
-	resolv := "/etc/netns/" + pair.Client.Name + "/resolv.conf"
-	if err := os.WriteFile(conf, []byte("db: "+filepath.Join(dir, "b.db")+"\nresolv_conf: "+resolv+"\nnetns: "+pair.Client.Name+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := []string{"EGRESS_CONFIG=" + conf}
-	as := func(cg *lab.Cgroup) lab.As { return lab.As{UID: 65534, GID: 65534, Netns: pair.Client, Cgroup: cg} }
-	url8080, url8081 := "http://"+lab.ServerIP4+":8080/", "http://"+lab.ServerIP4+":8081/"
 
 	learner, lerr := startLearner(t, env, "--cgroup", parent.Path, "--flush-interval", "200ms")
 	as(a).MustRun(t, "curl", "-sS", url8080)

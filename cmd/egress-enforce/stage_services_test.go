@@ -20,22 +20,9 @@ import (
 // and "egress-enforce services" puts the new id in, so a is enforced
 // again; a rollback puts the staging back.
 func TestStagedServicesEndToEnd(t *testing.T) {
-	lab.Require(t, "nft", "curl", "dnsmasq")
-	pair := lab.NewPair(t)
-	lab.ServeHTTP(t, pair.Server, ":8080")
-	lab.ServeHTTP(t, pair.Server, ":8081")
-	lab.StartDNS(t, pair.Server, []string{lab.ServerIP4})
-	parent := lab.NewCgroup(t)
+	h := newServiceHost(t, "match: user,service\n")
+	parent, env, as := h.parent, h.env, h.as
 	a, b := parent.Child(t, "a.service"), parent.Child(t, "b.service")
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "config.yaml")
-	resolv := "/etc/netns/" + pair.Client.Name + "/resolv.conf"
-	if err := os.WriteFile(conf, []byte("db: "+filepath.Join(dir, "b.db")+"\nresolv_conf: "+resolv+"\nnetns: "+pair.Client.Name+"\nmatch: user,service\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := []string{"EGRESS_CONFIG=" + conf}
-	as := func(cg *lab.Cgroup) lab.As { return lab.As{UID: 65534, GID: 65534, Netns: pair.Client, Cgroup: cg} }
-	url8080, url8081 := "http://"+lab.ServerIP4+":8080/", "http://"+lab.ServerIP4+":8081/"
 
 	learner, lerr := startLearner(t, env, "--cgroup", parent.Path, "--flush-interval", "200ms")
 	as(a).MustRun(t, "curl", "-sS", url8080)
@@ -99,4 +86,40 @@ func TestStagedServicesEndToEnd(t *testing.T) {
 	if err := reach(as(b), url8081); err != nil {
 		t.Errorf("b.service after the rollback: %v", err)
 	}
+}
+
+// serviceHost is a client namespace whose server answers HTTP on 8080
+// and 8081 and DNS, a parent cgroup for the services to stand in for
+// units, and the tools' configuration (db, resolv_conf, netns, and
+// extra lines).
+type serviceHost struct {
+	pair   *lab.Pair
+	parent *lab.Cgroup
+	env    []string
+}
+
+const (
+	url8080 = "http://" + lab.ServerIP4 + ":8080/"
+	url8081 = "http://" + lab.ServerIP4 + ":8081/"
+)
+
+func newServiceHost(t *testing.T, extra string) *serviceHost {
+	t.Helper()
+	lab.Require(t, "nft", "curl", "dnsmasq")
+	pair := lab.NewPair(t)
+	lab.ServeHTTP(t, pair.Server, ":8080")
+	lab.ServeHTTP(t, pair.Server, ":8081")
+	lab.StartDNS(t, pair.Server, []string{lab.ServerIP4})
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "config.yaml")
+	resolv := "/etc/netns/" + pair.Client.Name + "/resolv.conf"
+	if err := os.WriteFile(conf, []byte("db: "+filepath.Join(dir, "b.db")+"\nresolv_conf: "+resolv+"\nnetns: "+pair.Client.Name+"\n"+extra), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &serviceHost{pair: pair, parent: lab.NewCgroup(t), env: []string{"EGRESS_CONFIG=" + conf}}
+}
+
+// as is nobody in the client namespace and cg.
+func (h *serviceHost) as(cg *lab.Cgroup) lab.As {
+	return lab.As{UID: 65534, GID: 65534, Netns: h.pair.Client, Cgroup: cg}
 }
