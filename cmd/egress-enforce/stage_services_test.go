@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -16,7 +17,8 @@ import (
 // report shows both beside the user); apply
 // --enforce-services a drops a's unlearned destination and only audits
 // b's; status and history say who is enforced; a restart of a without a
-// keeper is said loudly by status (a is audited until its id is back),
+// keeper is said loudly by status (a is audited until its id is back)
+// and by watch when a packet of a is audited,
 // and "egress-enforce services" puts the new id in, so a is enforced
 // again; a rollback puts the staging back.
 func TestStagedServicesEndToEnd(t *testing.T) {
@@ -64,6 +66,23 @@ func TestStagedServicesEndToEnd(t *testing.T) {
 	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "status", "--json")), &st); err != nil || len(st.Staged) != 1 || !st.Staged[0].Stale {
 		t.Errorf("status --json after the restart: %+v %v", st.Staged, err)
 	}
+
+	// watch says so too, as soon as an audited packet of a comes: a
+	// client holds its connection until the error is logged (the
+	// packet's service is found by its socket).
+	_, _, werr := start(t, env, enforceBin, "watch", "--quiet")
+	lab.Await(t, "watch", func() bool { return strings.Contains(werr.String(), "msg=watching") })
+	ctx, cancel := context.WithCancel(context.Background())
+	holder := as(a).Command(ctx, "bash", "-c", "exec 3<>/dev/tcp/"+lab.ServerIP4+"/8081 && exec sleep 600")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lab.Await(t, "watch to say the enforced service was audited", func() bool {
+		return strings.Contains(werr.String(), "level=ERROR msg=\"a service staged for enforcement was only audited") &&
+			strings.Contains(werr.String(), "service="+a.Rel(t))
+	})
+	cancel()
+	_ = holder.Wait()
 
 	_, _, serr := start(t, env, enforceBin, "services")
 	lab.Await(t, "the keeper to put a's new id in", func() bool {

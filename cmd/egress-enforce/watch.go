@@ -93,10 +93,13 @@ func newWatch(g *cli.Globals) *cobra.Command {
 				e.Log.Warn("denied packets are attributed to users only", "err", err)
 			}
 			defer services.Close()
+			staged := &stagedWarner{log: e.Log}
+			go staged.run(ctx, st, e.target, cfg.Table)
 			return monitor.Watch(ctx, e.target, mon, monitor.WatchOptions{
 				Ready: ready, Services: services,
 				Group: uint16(cfg.NFLOGGroup), Store: st, Flush: cfg.FlushInterval,
 				OnEntry: func(le monitor.LogEntry) {
+					staged.see(le)
 					if quiet {
 						return
 					}
