@@ -288,6 +288,8 @@ func deltaBlocked(from, to *Plan) string {
 		return "another chain"
 	case from.ByService() || to.ByService():
 		return "per-service sets (their elements follow the services' cgroup ids)"
+	case len(from.ServiceSets) > 0 || len(to.ServiceSets) > 0:
+		return "services staged (their sets follow the services' cgroup ids)"
 	case len(from.Sets) != len(to.Sets):
 		return "other sets"
 	case !slices.EqualFunc(from.UserSets, to.UserSets, func(a, b UserSet) bool { return a.Name == b.Name && slices.Equal(a.UIDs, b.UIDs) }):
