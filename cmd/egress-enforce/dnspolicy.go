@@ -240,10 +240,15 @@ logged as a warning and counted in egress_dns_tunnel_suspected_total.`,
 			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
+			// The ready line comes once the ring is open, not before.
+			ring, err := dnspolicy.OpenWatch(f.config(e, dnspolicy.Off))
+			if err != nil {
+				return err
+			}
 			go w.flushEvery(ctx, flush)
 			e.Log.Info("watching dns policy reports", "table", e.Cfg.Table, "netns", e.Cfg.Netns)
 			out := cmd.OutOrStdout()
-			err = dnspolicy.Watch(ctx, f.config(e, dnspolicy.Off), func(d dnspolicy.Denial) {
+			err = ring.Run(ctx, func(d dnspolicy.Denial) {
 				w.add(d)
 				if f.asJSON {
 					_ = printJSON(out, d)

@@ -38,27 +38,50 @@ type Denial struct {
 // nobody watched wait there (as many as fit, the others are counted as
 // lost).
 func Watch(ctx context.Context, cfg Config, fn func(Denial)) error {
-	if err := cfg.defaults(); err != nil {
+	w, err := OpenWatch(cfg)
+	if err != nil {
 		return err
+	}
+	return w.Run(ctx, fn)
+}
+
+// A Watcher holds the policy's denials ring open: once OpenWatch has
+// returned, removing the policy no longer takes the ring from under it.
+type Watcher struct {
+	m  *ebpf.Map
+	rd *ringbuf.Reader
+}
+
+// OpenWatch opens the pinned denials ring of the table's policy.
+func OpenWatch(cfg Config) (*Watcher, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
 	}
 	netns, err := netnsCookie(cfg.Target)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	path := filepath.Join(policyDir(cfg.PinRoot, cfg.Table, netns), pinRing)
 	m, err := ebpf.LoadPinnedMap(path, nil)
 	if err != nil {
-		return fmt.Errorf("open the dns denials ring %s (is the dns policy applied?): %w", path, err)
+		return nil, fmt.Errorf("open the dns denials ring %s (is the dns policy applied?): %w", path, err)
 	}
-	defer m.Close()
 	rd, err := ringbuf.NewReader(m)
 	if err != nil {
-		return fmt.Errorf("read the dns denials ring: %w", err)
+		m.Close()
+		return nil, fmt.Errorf("read the dns denials ring: %w", err)
 	}
-	stop := context.AfterFunc(ctx, func() { rd.Close() })
+	return &Watcher{m: m, rd: rd}, nil
+}
+
+// Run calls fn with each denial until ctx ends, then closes the ring.
+func (w *Watcher) Run(ctx context.Context, fn func(Denial)) error {
+	defer w.m.Close()
+	stop := context.AfterFunc(ctx, func() { w.rd.Close() })
 	defer stop()
+	defer w.rd.Close()
 	var clk cgroupbpf.BootClock
-	err = cgroupbpf.Ring{Reader: rd, Name: "dns denials"}.Each(func(raw []byte) {
+	err := cgroupbpf.Ring{Reader: w.rd, Name: "dns denials"}.Each(func(raw []byte) {
 		if d, ok := parseDenial(raw, &clk); ok {
 			fn(d)
 		}

@@ -53,11 +53,17 @@ func newEnv(t *testing.T, mode Mode, entries ...Entry) *env {
 	if _, err := Install(e.cfg, entries); err != nil {
 		t.Fatal(err)
 	}
+	// The ring is opened before newEnv returns: a test that removes the
+	// policy at once must not take it from under a watcher still starting.
+	w, err := OpenWatch(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := Watch(ctx, e.cfg, func(d Denial) {
+		if err := w.Run(ctx, func(d Denial) {
 			e.mu.Lock()
 			e.denials = append(e.denials, d)
 			e.mu.Unlock()
