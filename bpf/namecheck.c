@@ -1,0 +1,720 @@
+//go:build ignore
+
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+//
+// Name check. On a shared address (a CDN, a reverse proxy) an address
+// allow-list for one name opens every name the address serves. This
+// cgroup_skb/egress program checks the name a TCP client presents on its
+// first data, for the destinations user space lists as name-checked
+// (uid, address, protocol, port) in nc_dests:
+//
+//  - the TLS ClientHello's server_name (SNI), or
+//  - for plain HTTP, the Host header of the first request.
+//
+// The name (lower case, without a trailing dot) must be one of the names
+// listed for that destination in nc_names (FNV-1a 64 hashes). Otherwise,
+// or when the first data shows no name (not TLS nor HTTP, no SNI, a
+// ClientHello fragmented over TLS records, a request in absolute form,
+// more than NC_BUF bytes before the name), the program:
+//
+//  - in enforce mode drops the segment and every later one of the
+//    socket (a cgroup_skb program cannot reset a connection: the client
+//    sees no answer and retransmits until it gives up);
+//  - in audit mode lets it pass;
+//
+// and in both counts it and tells user space (uid, destination, the name
+// presented). A ClientHello or request split over several segments is
+// gathered in the socket's own storage (nc_bufs, at most NC_BUF bytes and
+// NC_MAX_SEGS segments) until the name is seen; the earlier segments
+// pass, they hold no name. Once decided, a socket is left alone: its
+// later packets cost one socket-storage lookup. Sockets that connected
+// before the program was attached (first seen past SYN_SENT) and
+// destinations that are not name-checked are never parsed.
+//
+// namecheck_parse is a test entry only (BPF_PROG_TEST_RUN): it runs the
+// same parser on a packet's bytes and leaves the result in nc_result.
+
+#include "common.h"
+#include <linux/tcp.h>
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+#define NC_BUF 4096 // bytes of first data held at most; a power of two
+#define NC_MASK (NC_BUF - 1)
+#define NC_NAME 256 // a name's bytes at most (253 are valid), a power of two
+#define NC_MAX_SEGS 8
+#define NC_MAX_EXT 64 // TLS extensions walked
+#define NC_MAX_METHOD 16
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+#define MODE_AUDIT 1
+#define MODE_ENFORCE 2
+
+enum nc_stat {
+	NS_CHECKED = 0,   // sockets whose name was checked
+	NS_PASSED = 1,    // ... and was allowed
+	NS_MISMATCH = 2,  // ... presented a name not allowed
+	NS_NONAME = 3,    // ... presented no name the parser accepts
+	NS_DROPPED = 4,   // segments dropped (enforce)
+	NS_GATHERED = 5,  // segments held to gather a split ClientHello or request
+	NS_LOST = 6,      // events user space could not be told about
+	NS_NOSTORE = 7,   // sockets without socket storage (dropped in enforce)
+	NS_MAX = 8,
+};
+
+enum nc_state {
+	ST_DONE = 1,    // left alone
+	ST_PENDING = 2, // name-checked, waiting for its name
+	ST_DENIED = 3,  // enforce: every segment is dropped
+};
+
+enum nc_result {
+	NR_MORE = 0,   // the name may be in bytes not seen yet
+	NR_NAME = 1,   // a name
+	NR_NONAME = 2, // no name, and none will come
+};
+
+enum nc_kind {
+	NK_NONE = 0,
+	NK_TLS = 1,
+	NK_HTTP = 2,
+};
+
+enum nc_verdict {
+	NV_MISMATCH = 1,
+	NV_NONAME = 2,
+};
+
+// Set by the loader.
+volatile const __u64 netns_cookie = 0; // the enforced namespace (0: any)
+
+// nc_dest is a name-checked destination.
+struct nc_dest {
+	__u32 uid;
+	__u16 port; // host byte order
+	__u8 family; // 4 or 6
+	__u8 proto;
+	__u8 addr[16];
+};
+
+struct nc_name_key {
+	struct nc_dest dest;
+	__u64 hash; // of an allowed name
+};
+
+struct nc_sock {
+	__u8 state;
+	__u8 mode;
+	__u8 segs;
+	__u8 _pad;
+	__u32 base; // sequence number of the first data byte
+	__u32 len;  // bytes gathered in nc_bufs
+	__u32 _pad2;
+	struct nc_dest dest;
+};
+
+struct nc_buf {
+	__u8 data[NC_BUF];
+};
+
+struct nc_event {
+	__u64 cookie;
+	struct nc_dest dest;
+	__u8 verdict;  // nc_verdict
+	__u8 kind;     // nc_kind
+	__u8 enforced; // 1: dropped
+	__u8 _pad;
+	__u32 name_len;
+	__u8 name[NC_NAME];
+};
+
+// nc_res is the parser's result; also the test entry's output.
+struct nc_res {
+	__u32 result; // nc_result
+	__u32 kind;   // nc_kind
+	__u64 hash;
+	__u32 name_len;
+	__u32 _pad;
+	__u8 name[NC_NAME];
+};
+
+const struct nc_event *unused_nc_event __attribute__((unused));
+const struct nc_name_key *unused_nc_name_key __attribute__((unused));
+const struct nc_res *unused_nc_res __attribute__((unused));
+
+// nc_dests: name-checked destinations -> mode (audit or enforce).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct nc_dest);
+	__type(value, __u8);
+} nc_dests SEC(".maps");
+
+// nc_names: (destination, name hash) pairs allowed.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct nc_name_key);
+	__type(value, __u8);
+} nc_names SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct nc_sock);
+} nc_socks SEC(".maps");
+
+// nc_bufs holds the first bytes of a socket still waiting for its name.
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct nc_buf);
+} nc_bufs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NS_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} nc_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 18);
+} nc_events SEC(".maps");
+
+// The test entry's output.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nc_res);
+} nc_result SEC(".maps");
+
+// nc_walk is the state of the parser's loops.
+struct nc_walk {
+	__u32 n;    // bytes in data
+	__u32 pos;  // next byte
+	__u32 end;  // TLS: end of the ClientHello
+	__u32 stop; // name: bytes left (TLS), or 0: until a terminator (HTTP)
+	__u32 found;
+	__s32 done;
+	__u32 len; // name bytes taken
+	__u32 dot; // a dot waits for the next character
+};
+
+// The data is twice NC_BUF so that the verifier accepts a copy of up to
+// NC_BUF bytes at any offset below NC_BUF; only NC_BUF bytes are used.
+struct nc_scratch {
+	__u8 data[2 * NC_BUF];
+	struct nc_walk w;
+	struct nc_res r;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nc_scratch);
+} nc_scratch SEC(".maps");
+
+static __always_inline struct nc_scratch *scratch(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&nc_scratch, &zero);
+}
+
+static __always_inline __u8 at(struct nc_scratch *s, __u32 p)
+{
+	return s->data[p & NC_MASK];
+}
+
+static __always_inline __u32 rd16(struct nc_scratch *s, __u32 p)
+{
+	return ((__u32)at(s, p) << 8) | at(s, p + 1);
+}
+
+static __always_inline __u8 lower(__u8 c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c + ('a' - 'A');
+	return c;
+}
+
+static __always_inline int name_char(__u8 c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+}
+
+// name_byte takes one byte of a name: letters, digits, '-' and '_' in
+// labels joined by single dots; a final dot is dropped. TLS names end
+// after w.stop bytes; HTTP names at a space, tab, CR or ':' (the port).
+static long name_byte(__u32 i, void *ctx)
+{
+	struct nc_scratch *s = scratch();
+	if (!s)
+		return 1;
+	struct nc_walk *w = &s->w;
+	if (w->stop == 0 && w->found) { // TLS: all bytes taken
+		w->done = 1;
+		return 1;
+	}
+	if (w->pos >= w->n) {
+		w->done = 0; // more to come
+		return 1;
+	}
+	__u8 c = lower(at(s, w->pos));
+	w->pos++;
+	if (w->found) // TLS: count down
+		w->stop--;
+	if (!w->found && (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == ':')) {
+		if (w->len == 0 && (c == ' ' || c == '\t'))
+			return 0; // spaces before the value
+		w->done = 1;
+		return 1;
+	}
+	if (c == '.') {
+		if (w->len == 0 || w->dot) {
+			w->done = -1;
+			return 1;
+		}
+		w->dot = 1;
+		return 0;
+	}
+	if (!name_char(c) || w->len + w->dot >= NC_NAME - 2) {
+		w->done = -1;
+		return 1;
+	}
+	if (w->dot) {
+		s->r.hash = (s->r.hash ^ '.') * FNV_PRIME;
+		s->r.name[w->len & (NC_NAME - 1)] = '.';
+		w->len++;
+		w->dot = 0;
+	}
+	s->r.hash = (s->r.hash ^ c) * FNV_PRIME;
+	s->r.name[w->len & (NC_NAME - 1)] = c;
+	w->len++;
+	return 0;
+}
+
+// take_name hashes the name at pos (len bytes for TLS, 0: HTTP) into
+// s->r; it returns an nc_result.
+static __always_inline int take_name(struct nc_scratch *s, __u32 pos, __u32 len)
+{
+	s->w.pos = pos;
+	s->w.stop = len;
+	s->w.found = len > 0; // reused: 1 for a counted name
+	s->w.len = 0;
+	s->w.dot = 0;
+	s->w.done = -1;
+	s->r.hash = FNV_OFFSET;
+	bpf_loop(NC_NAME + 16, name_byte, 0, 0);
+	if (s->w.done == 0)
+		return NR_MORE;
+	if (s->w.done < 0 || s->w.len == 0)
+		return NR_NONAME;
+	s->r.name_len = s->w.len;
+	return NR_NAME;
+}
+
+// tls_ext takes one extension of a ClientHello; it stops at the
+// server_name extension (w.found = its offset), at the end (done = -1),
+// or where the bytes seen end (done = 0).
+static long tls_ext(__u32 i, void *ctx)
+{
+	struct nc_scratch *s = scratch();
+	if (!s)
+		return 1;
+	struct nc_walk *w = &s->w;
+	__u32 p = w->pos;
+	if (p >= w->end) {
+		w->done = -1; // no server_name
+		return 1;
+	}
+	if (p + 4 > w->n || p >= NC_BUF) {
+		w->done = 0;
+		return 1;
+	}
+	__u32 type = rd16(s, p), len = rd16(s, p + 2);
+	if (p + 4 + len > w->end) {
+		w->done = -1;
+		return 1;
+	}
+	if (type == 0) {
+		w->found = p + 4;
+		w->stop = len;
+		w->done = 1;
+		return 1;
+	}
+	w->pos = p + 4 + len;
+	return 0;
+}
+
+// need says whether the bytes up to p are at hand.
+#define NEED(p)                         \
+	do {                            \
+		if ((p) > n)            \
+			return NR_MORE; \
+	} while (0)
+
+// parse_tls finds the server_name of a ClientHello.
+static __always_inline int parse_tls(struct nc_scratch *s, __u32 n)
+{
+	s->r.kind = NK_TLS;
+	NEED(9);
+	if (at(s, 1) != 3 || at(s, 5) != 1) // TLS record, a ClientHello
+		return NR_NONAME;
+	__u32 rlen = rd16(s, 3);
+	__u32 hlen = ((__u32)at(s, 6) << 16) | rd16(s, 7);
+	if (hlen + 4 > rlen) // split over TLS records: not followed
+		return NR_NONAME;
+	__u32 end = 9 + hlen;
+	__u32 p = 9 + 2 + 32; // version, random
+	NEED(p + 1);
+	p += 1 + at(s, p); // session id
+	NEED(p + 2);
+	p += 2 + rd16(s, p); // cipher suites
+	NEED(p + 1);
+	p += 1 + at(s, p); // compression methods
+	if (p + 2 > end)
+		return NR_NONAME; // no extensions
+	NEED(p + 2);
+	if (p + 2 + rd16(s, p) != end)
+		return NR_NONAME;
+	s->w.n = n;
+	s->w.pos = p + 2;
+	s->w.end = end;
+	s->w.found = 0;
+	s->w.done = -1;
+	bpf_loop(NC_MAX_EXT, tls_ext, 0, 0);
+	if (s->w.done != 1)
+		return s->w.done == 0 ? NR_MORE : NR_NONAME;
+	__u32 q = s->w.found, len = s->w.stop;
+	NEED(q + len);
+	// One host_name: list length, type 0, name length.
+	if (len < 5 || rd16(s, q) + 2 != len || at(s, q + 2) != 0 || rd16(s, q + 3) + 5 != len)
+		return NR_NONAME;
+	if (len - 5 >= NC_NAME)
+		return NR_NONAME;
+	return take_name(s, q + 5, len - 5);
+}
+
+// http_byte looks for the Host header line by line (done = 1, w.found
+// its value's offset), the end of the headers (-1) or the end of the
+// bytes seen (0).
+static long http_byte(__u32 i, void *ctx)
+{
+	struct nc_scratch *s = scratch();
+	if (!s)
+		return 1;
+	struct nc_walk *w = &s->w;
+	__u32 p = w->pos;
+	if (p >= w->n || p >= NC_BUF) {
+		w->done = 0;
+		return 1;
+	}
+	w->pos = p + 1;
+	if (at(s, p) != '\n')
+		return 0;
+	p++; // a line starts
+	if (p >= w->n) {
+		w->done = 0;
+		return 1;
+	}
+	__u8 c = at(s, p);
+	if (c == '\r' || c == '\n') {
+		w->done = -1; // end of the headers
+		return 1;
+	}
+	if (p + 5 > w->n) {
+		w->done = 0;
+		return 1;
+	}
+	if (lower(c) == 'h' && lower(at(s, p + 1)) == 'o' && lower(at(s, p + 2)) == 's' &&
+	    lower(at(s, p + 3)) == 't' && at(s, p + 4) == ':') {
+		w->found = p + 5;
+		w->done = 1;
+		return 1;
+	}
+	return 0;
+}
+
+// parse_http finds the Host of a request in origin form ("GET /...").
+static __always_inline int parse_http(struct nc_scratch *s, __u32 n)
+{
+	s->r.kind = NK_HTTP;
+	__u32 p = 0;
+	for (int i = 0; i < NC_MAX_METHOD; i++) {
+		if (p >= n)
+			return NR_MORE;
+		__u8 c = at(s, p);
+		if (c == ' ')
+			break;
+		if (c < 'A' || c > 'Z')
+			return NR_NONAME;
+		p++;
+	}
+	if (p == 0 || p >= NC_MAX_METHOD)
+		return NR_NONAME;
+	NEED(p + 2);
+	if (at(s, p + 1) != '/') // absolute, authority or asterisk form
+		return NR_NONAME;
+	s->w.n = n;
+	s->w.pos = p + 2;
+	s->w.done = 0;
+	s->w.found = 0;
+	bpf_loop(NC_BUF, http_byte, 0, 0);
+	if (s->w.done != 1)
+		return s->w.done == 0 ? NR_MORE : NR_NONAME;
+	return take_name(s, s->w.found, 0);
+}
+
+// parse reads the first n bytes a client sent (in s->data).
+static __always_inline int parse(struct nc_scratch *s, __u32 n)
+{
+	s->r.kind = NK_NONE;
+	s->r.name_len = 0;
+	s->r.hash = 0;
+	if (n == 0)
+		return NR_MORE;
+	__u8 c = at(s, 0);
+	if (c == 0x16)
+		return parse_tls(s, n);
+	if (c >= 'A' && c <= 'Z')
+		return parse_http(s, n);
+	return NR_NONAME;
+}
+
+static __always_inline void count(__u32 idx)
+{
+	bump(&nc_stats, idx);
+}
+
+// tcp_seg finds a TCP segment's destination, sequence number, payload
+// offset and length, and whether it is a SYN.
+struct seg {
+	__u32 seq;
+	__u32 off;
+	__u32 len;
+	__u8 syn;
+};
+
+static __always_inline int tcp_seg(struct __sk_buff *skb, struct nc_dest *d, struct seg *g)
+{
+	__u32 l4off;
+	if (ip_hdr(skb, &d->family, &d->proto, &l4off, 0, d->addr) < 0 || d->proto != IPPROTO_TCP)
+		return -1;
+	struct tcphdr th;
+	if (bpf_skb_load_bytes(skb, l4off, &th, sizeof(th)) < 0)
+		return -1;
+	d->port = bpf_ntohs(th.dest);
+	g->seq = bpf_ntohl(th.seq);
+	g->syn = th.syn;
+	g->off = l4off + th.doff * 4;
+	g->len = skb->len > g->off ? skb->len - g->off : 0;
+	return 0;
+}
+
+// tell reports a socket whose name was refused.
+static __always_inline void tell(struct __sk_buff *skb, struct nc_sock *st, struct nc_scratch *s,
+				 __u8 verdict)
+{
+	struct nc_event *e = bpf_ringbuf_reserve(&nc_events, sizeof(*e), 0);
+	if (!e) {
+		count(NS_LOST);
+		return;
+	}
+	e->cookie = bpf_get_socket_cookie(skb);
+	e->dest = st->dest;
+	e->verdict = verdict;
+	e->kind = s->r.kind;
+	e->enforced = st->mode == MODE_ENFORCE;
+	e->_pad = 0;
+	e->name_len = verdict == NV_MISMATCH ? s->r.name_len : 0;
+	__builtin_memcpy(e->name, s->r.name, NC_NAME);
+	bpf_ringbuf_submit(e, 0);
+}
+
+// decide settles a socket on the parser's result; it returns the
+// program's verdict for the segment.
+static __always_inline int decide(struct __sk_buff *skb, struct bpf_sock *sk, struct nc_sock *st,
+				  struct nc_scratch *s, int r)
+{
+	if (st->len)
+		bpf_sk_storage_delete(&nc_bufs, sk);
+	st->len = 0;
+	count(NS_CHECKED);
+	__u8 verdict = NV_NONAME;
+	if (r == NR_NAME) {
+		struct nc_name_key k = {.dest = st->dest, .hash = s->r.hash};
+		if (bpf_map_lookup_elem(&nc_names, &k)) {
+			st->state = ST_DONE;
+			count(NS_PASSED);
+			return 1;
+		}
+		verdict = NV_MISMATCH;
+	}
+	count(verdict == NV_MISMATCH ? NS_MISMATCH : NS_NONAME);
+	tell(skb, st, s, verdict);
+	if (st->mode != MODE_ENFORCE) {
+		st->state = ST_DONE;
+		return 1;
+	}
+	st->state = ST_DENIED;
+	count(NS_DROPPED);
+	return 0;
+}
+
+// gather puts the segment's new bytes after those held, in s->data; it
+// returns how many bytes s->data holds, 0 when the segment brings
+// nothing new, -1 when it comes out of order.
+static __always_inline int gather(struct __sk_buff *skb, struct bpf_sock *sk, struct nc_sock *st,
+				  struct seg *g, struct nc_scratch *s)
+{
+	__u32 held = st->len;
+	__u32 from = g->seq + g->syn - st->base; // the segment's first byte in the stream
+	if (from > held)
+		return -1;
+	if (from + g->len <= held)
+		return 0; // sent again
+	__u32 skip = held - from;
+	if (held >= NC_BUF)
+		return held;
+	if (held) {
+		struct nc_buf *b = bpf_sk_storage_get(&nc_bufs, sk, 0, 0);
+		if (!b)
+			return -1;
+		bpf_probe_read_kernel(s->data, NC_BUF, b->data);
+	}
+	__u64 add = g->len - skip;
+	if (add > NC_BUF - held)
+		add = NC_BUF - held;
+	add = ((add - 1) & NC_MASK) + 1;
+	if (bpf_skb_load_bytes(skb, g->off + skip, s->data + (held & NC_MASK), add) < 0)
+		return -1;
+	return held + add;
+}
+
+// hold keeps the first n bytes for the next segment; -1 if it cannot.
+static __always_inline int hold(struct bpf_sock *sk, struct nc_sock *st, struct nc_scratch *s, __u32 n)
+{
+	if (n >= NC_BUF || st->segs >= NC_MAX_SEGS)
+		return -1;
+	struct nc_buf *b = bpf_sk_storage_get(&nc_bufs, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!b)
+		return -1;
+	bpf_probe_read_kernel(b->data, NC_BUF, s->data);
+	st->len = n;
+	st->segs++;
+	count(NS_GATHERED);
+	return 0;
+}
+
+// pending checks a segment of a socket waiting for its name.
+static __always_inline int pending(struct __sk_buff *skb, struct bpf_sock *sk, struct nc_sock *st)
+{
+	struct nc_dest d = {};
+	struct seg g = {};
+	if (tcp_seg(skb, &d, &g) < 0 || g.len == 0)
+		return 1; // no data: handshake, acknowledgements, FIN, RST
+	struct nc_scratch *s = scratch();
+	if (!s)
+		return st->mode != MODE_ENFORCE;
+	int n = gather(skb, sk, st, &g, s);
+	if (n == 0)
+		return 1;
+	if (n < 0)
+		return st->mode != MODE_ENFORCE; // out of order: TCP sends it again
+	int r = parse(s, n);
+	if (r == NR_MORE && hold(sk, st, s, n) == 0)
+		return 1;
+	if (r == NR_MORE)
+		r = NR_NONAME;
+	return decide(skb, sk, st, s, r);
+}
+
+// first settles a socket's first packet (its SYN, when it connects after
+// the program was attached): name-checked or left alone.
+static __always_inline int first(struct __sk_buff *skb, struct bpf_sock *sk)
+{
+	struct nc_dest d = {};
+	struct seg g = {};
+	__u8 *mode = 0;
+	if (sk->state == BPF_TCP_SYN_SENT && tcp_seg(skb, &d, &g) == 0 && g.syn) {
+		d.uid = bpf_get_socket_uid(skb);
+		d.proto = IPPROTO_TCP;
+		mode = bpf_map_lookup_elem(&nc_dests, &d);
+	}
+	struct nc_sock *st = bpf_sk_storage_get(&nc_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st) {
+		count(NS_NOSTORE);
+		return !(mode && *mode == MODE_ENFORCE);
+	}
+	if (!mode) {
+		st->state = ST_DONE;
+		return 1;
+	}
+	st->state = ST_PENDING;
+	st->mode = *mode;
+	st->base = g.seq + 1;
+	st->len = 0;
+	st->segs = 0;
+	st->dest = d;
+	if (g.len == 0)
+		return 1;
+	return pending(skb, sk, st); // data in the SYN (TCP Fast Open)
+}
+
+SEC("cgroup_skb/egress")
+int namecheck_egress(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || sk->protocol != IPPROTO_TCP)
+		return 1;
+	struct nc_sock *st = bpf_sk_storage_get(&nc_socks, sk, 0, 0);
+	if (st) {
+		if (st->state == ST_DONE)
+			return 1;
+		if (st->state == ST_DENIED) {
+			count(NS_DROPPED);
+			return 0;
+		}
+		return pending(skb, sk, st);
+	}
+	if (netns_cookie && bpf_get_netns_cookie(skb) != netns_cookie)
+		return 1;
+	return first(skb, sk);
+}
+
+// namecheck_parse runs the parser on the packet's bytes (from the network
+// header on, for BPF_PROG_TEST_RUN) and leaves the result in nc_result.
+SEC("cgroup_skb/egress")
+int namecheck_parse(struct __sk_buff *skb)
+{
+	struct nc_scratch *s = scratch();
+	__u32 zero = 0;
+	struct nc_res *out = bpf_map_lookup_elem(&nc_result, &zero);
+	if (!s || !out)
+		return 1;
+	__u64 n = skb->len;
+	if (n == 0)
+		return 1;
+	if (n > NC_BUF)
+		n = NC_BUF;
+	n = ((n - 1) & NC_MASK) + 1;
+	if (bpf_skb_load_bytes(skb, 0, s->data, n) < 0)
+		return 1;
+	__builtin_memset(&s->r, 0, sizeof(s->r));
+	s->r.result = parse(s, n);
+	*out = s->r;
+	return 1;
+}

@@ -1,0 +1,319 @@
+//go:build linux
+
+package namecheck_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/egresskit/egress/internal/lab"
+	"github.com/egresskit/egress/namecheck"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv("NC_CLIENT") == "1" {
+		os.Exit(runClient(os.Args[len(os.Args)-3:]))
+	}
+	os.Exit(m.Run())
+}
+
+const userA = 4321
+
+// nlab is one address serving two names over HTTPS (443) and HTTP (80),
+// a client namespace and cgroup, and the name check attached to it.
+type nlab struct {
+	t      *testing.T
+	pair   *lab.Pair
+	cg     *lab.Cgroup
+	nc     *namecheck.Checker
+	client string // the test binary, where user A can run it
+	mu     sync.Mutex
+	seen   []string // names the servers were asked for (SNI or Host)
+	events []namecheck.Event
+}
+
+func newLab(t *testing.T) *nlab {
+	lab.Require(t)
+	l := &nlab{t: t, pair: lab.NewPair(t), cg: lab.NewCgroup(t)}
+	l.serve(t)
+	var cookie uint64
+	err := lab.InNetns(l.pair.Client, func() error {
+		s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(s)
+		cookie, err = unix.GetsockoptUint64(s, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.nc, err = namecheck.Start(namecheck.Config{Cgroup: l.cg.Path, NetnsCookie: cookie}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = l.nc.Events(func(e namecheck.Event) {
+			l.mu.Lock()
+			l.events = append(l.events, e)
+			l.mu.Unlock()
+		})
+	}()
+	t.Cleanup(func() { l.nc.Close(); <-done })
+	l.client = copyClient(t)
+	return l
+}
+
+// copyClient puts the test binary where another user may run it.
+func copyClient(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "namecheck-client-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "client")
+	if err := os.WriteFile(p, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func selfSigned(t *testing.T, names ...string) tls.Certificate {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// serve runs the HTTPS and HTTP servers of both names on the server's
+// one address; each records the name it was asked for.
+func (l *nlab) serve(t *testing.T) {
+	cert := selfSigned(t, "name1.lab", "name2.lab")
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := strings.Cut(r.Host, ":")
+		l.note("host " + host)
+		fmt.Fprintf(w, "hello %s", host)
+	})
+	tlsConf := &tls.Config{GetCertificate: func(hi *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		l.note("sni " + hi.ServerName)
+		return &cert, nil
+	}}
+	for _, port := range []string{"443", "80"} {
+		var ln net.Listener
+		err := lab.InNetns(l.pair.Server, func() (err error) {
+			ln, err = net.Listen("tcp", net.JoinHostPort(lab.ServerIP4, port))
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: h, ErrorLog: nil}
+		if port == "443" {
+			ln = tls.NewListener(ln, tlsConf)
+		}
+		go func() { _ = srv.Serve(ln) }()
+		t.Cleanup(func() { _ = srv.Close() })
+	}
+}
+
+func (l *nlab) note(s string) {
+	l.mu.Lock()
+	l.seen = append(l.seen, s)
+	l.mu.Unlock()
+}
+
+func (l *nlab) saw(s string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Contains(l.seen, s)
+}
+
+func (l *nlab) eventsFor(name string) []namecheck.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []namecheck.Event
+	for _, e := range l.events {
+		if e.Name == name {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// set makes user A's destinations on the address name-checked, with
+// name1.lab allowed.
+func (l *nlab) set(mode namecheck.Mode) {
+	ip := netip.MustParseAddr(lab.ServerIP4)
+	err := l.nc.Set([]namecheck.Dest{
+		{UID: userA, IP: ip, Proto: 6, Port: 443, Mode: mode, Names: []string{"name1.lab"}},
+		{UID: userA, IP: ip, Proto: 6, Port: 80, Mode: mode, Names: []string{"NAME1.lab."}},
+	})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+func (l *nlab) as() lab.As {
+	return lab.As{UID: userA, GID: userA, Netns: l.pair.Client, Cgroup: l.cg}
+}
+
+func (l *nlab) cmd(ctx context.Context, mode, name, port string) []string {
+	return []string{"env", "NC_CLIENT=1", l.client, mode, name, net.JoinHostPort(lab.ServerIP4, port)}
+}
+
+// pass runs a client that must get through, and returns its output.
+func (l *nlab) pass(mode, name, port string) string {
+	l.t.Helper()
+	return l.as().MustRun(l.t, l.cmd(context.Background(), mode, name, port)...)
+}
+
+func (l *nlab) stats() namecheck.Stats {
+	s, err := l.nc.Stats()
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return s
+}
+
+// blocked runs a client that must be stopped: it waits until the kernel
+// dropped the refused segment and its retransmission.
+func (l *nlab) blocked(mode, name, port string) {
+	l.t.Helper()
+	before := l.stats().Dropped
+	err := l.as().Blocked(func() bool { return l.stats().Dropped >= before+2 }, l.cmd(context.Background(), mode, name, port)...)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+func TestNameCheckEnforce(t *testing.T) {
+	l := newLab(t)
+	l.set(namecheck.Enforce)
+
+	if out := l.pass("tls", "name1.lab", "443"); out != "hello name1.lab" {
+		t.Fatalf("name1 over TLS: %q", out)
+	}
+	if out := l.pass("http", "name1.lab", "80"); out != "hello name1.lab" {
+		t.Fatalf("name1 over HTTP (Host after a long request line): %q", out)
+	}
+	l.blocked("tls", "name2.lab", "443")
+	l.blocked("http", "name2.lab", "80")
+	if l.saw("sni name2.lab") || l.saw("host name2.lab") {
+		t.Fatalf("the server was asked for name2.lab: %v", l.seen)
+	}
+	lab.Await(t, "the mismatch events", func() bool { return len(l.eventsFor("name2.lab")) >= 2 })
+	for _, e := range l.eventsFor("name2.lab") {
+		if !e.Enforced || e.Verdict != "mismatch" || e.UID != userA || e.IP.String() != lab.ServerIP4 {
+			t.Errorf("event %+v", e)
+		}
+	}
+	// Another user, and other destinations, are not name-checked.
+	other := lab.As{UID: userA + 1, GID: userA + 1, Netns: l.pair.Client, Cgroup: l.cg}
+	if out := other.MustRun(t, l.cmd(context.Background(), "tls", "name2.lab", "443")...); out != "hello name2.lab" {
+		t.Fatalf("another user: %q", out)
+	}
+	s := l.stats()
+	t.Logf("stats %+v", s)
+	if s.Passed < 2 || s.Mismatch < 2 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestNameCheckAudit(t *testing.T) {
+	l := newLab(t)
+	l.set(namecheck.Audit)
+	if out := l.pass("tls", "name2.lab", "443"); out != "hello name2.lab" {
+		t.Fatalf("name2 in audit: %q", out)
+	}
+	if out := l.pass("http", "name2.lab", "80"); out != "hello name2.lab" {
+		t.Fatalf("name2 over HTTP in audit: %q", out)
+	}
+	lab.Await(t, "the audit events", func() bool { return len(l.eventsFor("name2.lab")) >= 2 })
+	kinds := []string{}
+	for _, e := range l.eventsFor("name2.lab") {
+		if e.Enforced || e.Verdict != "mismatch" {
+			t.Errorf("audit event %+v", e)
+		}
+		kinds = append(kinds, e.Kind)
+	}
+	slices.Sort(kinds)
+	if !slices.Equal(kinds, []string{"http", "tls"}) {
+		t.Errorf("kinds %v", kinds)
+	}
+	if s := l.stats(); s.Dropped != 0 {
+		t.Fatalf("audit dropped: %+v", s)
+	}
+}
+
+func TestNameCheckSplitClientHello(t *testing.T) {
+	l := newLab(t)
+	l.set(namecheck.Enforce)
+	if out := l.pass("tls-split", "name1.lab", "443"); out != "hello name1.lab" {
+		t.Fatalf("split name1: %q", out)
+	}
+	if s := l.stats(); s.Gathered < 1 || s.Passed < 1 {
+		t.Fatalf("the ClientHello was not gathered over two segments: %+v", s)
+	}
+	l.blocked("tls-split", "name2.lab", "443")
+	if l.saw("sni name2.lab") {
+		t.Fatalf("the server read a split ClientHello for name2.lab")
+	}
+	lab.Await(t, "the split mismatch event", func() bool { return len(l.eventsFor("name2.lab")) >= 1 })
+}
+
+func TestNameCheckGarbage(t *testing.T) {
+	l := newLab(t)
+	l.set(namecheck.Enforce)
+	before := l.stats()
+	l.blocked("raw", hex.EncodeToString([]byte("\x00\x01 not tls at all\r\n")), "443")
+	s := l.stats()
+	if s.NoName <= before.NoName {
+		t.Fatalf("garbage not counted as no name: %+v", s)
+	}
+	lab.Await(t, "the no-name event", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for _, e := range l.events {
+			if e.Verdict == "no-name" && e.Kind == "none" && e.Enforced {
+				return true
+			}
+		}
+		return false
+	})
+}
