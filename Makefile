@@ -11,12 +11,14 @@ FUZZ_GENERATE ?= 40000x
 FUZZ_STORE    ?= 1000x
 FUZZ_CRON     ?= 150000x
 FUZZ_FASTJSON ?= 20000x
+FUZZ_NAMES    ?= 200000x
 ifdef FUZZTIME
 FUZZ_PARSE := $(FUZZTIME)
 FUZZ_GENERATE := $(FUZZTIME)
 FUZZ_STORE := $(FUZZTIME)
 FUZZ_CRON := $(FUZZTIME)
 FUZZ_FASTJSON := $(FUZZTIME)
+FUZZ_NAMES := $(FUZZTIME)
 endif
 # The eBPF programs' compiler, and the multiarch include directory of its
 # target, where the kernel's UAPI headers are (asm/types.h).
@@ -133,7 +135,7 @@ lint: ## go vet and gofmt
 test: ## Run every test (kernel tests need root; with CI=true they fail instead of skipping)
 	$(GO) test -count=1 -timeout 15m ./...
 
-fuzz: ## Fuzz the DNS answer parser, the nft script generator, the opening of corrupted stores, crontab lines and the fast JSON of flows and plans (budgets in executions; FUZZTIME=D overrides)
+fuzz: ## Fuzz the DNS answer parser, the nft script generator, the opening of corrupted stores, crontab lines, the fast JSON of flows and plans and the kernel's SNI/Host parser (budgets in executions; FUZZTIME=D overrides)
 	$(GO) test ./internal/dnsanswer/ -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZ_PARSE)
 	$(GO) test ./enforce/baseline/ -run '^$$' -fuzz '^FuzzGenerate$$' -fuzztime $(FUZZ_GENERATE)
 	$(GO) test ./store/ -run '^$$' -fuzz '^FuzzOpenCorrupt$$' -fuzztime $(FUZZ_STORE)
@@ -141,6 +143,7 @@ fuzz: ## Fuzz the DNS answer parser, the nft script generator, the opening of co
 	$(GO) test ./store/ -run '^$$' -fuzz '^FuzzFlowJSON$$' -fuzztime $(FUZZ_FASTJSON)
 	$(GO) test ./store/ -run '^$$' -fuzz '^FuzzFlowRecordWriter$$' -fuzztime $(FUZZ_FASTJSON)
 	$(GO) test ./enforce/plan/ -run '^$$' -fuzz '^FuzzPlanJSON$$' -fuzztime $(FUZZ_FASTJSON)
+	$(GO) test ./namecheck/ -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZ_NAMES)
 
 check: deps check-generate lint test fuzz deb ## What CI runs: deps, generate check, vet, gofmt, tests, a short fuzz, the .deb
 
