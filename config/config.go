@@ -97,6 +97,9 @@ type Config struct {
 	DNSAllow    []DNSAllowConfig `mapstructure:"dns_allow"`
 	DNSMaxNames int              `mapstructure:"dns_max_names"`
 
+	// NameCheck: off, audit or enforce (the name TCP flows present).
+	NameCheck string `mapstructure:"name_check"`
+
 	// Resolved by Load from the values above.
 	Since           time.Duration  `mapstructure:"-"`
 	Retention       time.Duration  `mapstructure:"-"`
@@ -153,6 +156,7 @@ var defaults = map[string]any{
 	"dns_policy":          "off",
 	"dns_allow":           []map[string]any{},
 	"dns_max_names":       262144,
+	"name_check":          "off",
 
 	// egress-learn coverage
 	"coverage_root":          "/",
@@ -430,6 +434,11 @@ func (c *Config) resolveLearn() error {
 
 // resolveFollow checks the settings of DNS following.
 func (c *Config) resolveFollow() error {
+	switch c.NameCheck {
+	case "off", "audit", "enforce":
+	default:
+		return fmt.Errorf("name_check: %q is not off, audit or enforce", c.NameCheck)
+	}
 	switch c.FollowMode {
 	case "ip", "name", "both":
 	default:

@@ -110,6 +110,7 @@ func TestInvalidSettingsNameTheKey(t *testing.T) {
 		"bogus: 1\n":                                  "bogus",
 		"always_allow:\n  - {proto: tcp, dport: 1}\n": "dport",
 		"min_hits: -1\n":                              "min_hits",
+		"name_check: strict\n":                        "name_check",
 	} {
 		_, err := load(t, yaml, nil)
 		if err == nil || !strings.Contains(err.Error(), want) {

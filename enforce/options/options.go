@@ -101,6 +101,9 @@ func FromConfig(c *config.Config) (plan.Options, error) {
 		ServiceDepth: c.ServiceDepth,
 	}
 	var err error
+	if o.NameCheck, err = plan.ParseNameCheck(c.NameCheck); err != nil {
+		return o, err
+	}
 	if o.Mode, err = plan.ParseMode(c.Mode); err != nil {
 		return o, err
 	}

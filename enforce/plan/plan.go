@@ -154,6 +154,9 @@ type Options struct {
 	// nft resolves the cgroup paths of a script ("unified" on a hybrid
 	// layout, "" when mounted there).
 	CgroupRoot string
+	// NameCheck (off, audit or enforce) checks the name TCP flows with
+	// names present (TLS SNI, HTTP Host); see namecheck.go.
+	NameCheck string
 }
 
 // Defaults for Options.
@@ -322,6 +325,8 @@ type Plan struct {
 	CgroupRoot string `json:"cgroup_root,omitempty"`
 	// Stopped are the services whose elements Running left out.
 	Stopped []string `json:"stopped,omitempty"`
+	// NameCheck: off (or empty), audit or enforce; see NameChecks.
+	NameCheck string `json:"name_check,omitempty"`
 }
 
 // Chain is the output chain.
@@ -383,6 +388,9 @@ type Element struct {
 	Comment string     `json:"comment"`
 	// Hosts saw the flow (a fleet baseline); empty for one host's.
 	Hosts []string `json:"hosts,omitempty"`
+	// Names, when set, are the names a connection must present (TLS
+	// SNI, HTTP Host): the element is name-checked.
+	Names []string `json:"names,omitempty"`
 }
 
 // Elements is how many elements the allow sets hold.
@@ -521,6 +529,7 @@ func newPlan(o Options) *Plan {
 		Chain:        Chain{Name: "output", Hook: "output", Priority: "filter", Policy: "accept"},
 		Source:       o.Source,
 		ResolvConf:   o.ResolvConf,
+		NameCheck:    strings.TrimPrefix(o.NameCheck, NameCheckOff),
 		Built:        o.Now.UTC().Truncate(time.Second),
 	}
 	if o.Match != MatchUser {
@@ -565,7 +574,8 @@ func (b *builder) add(f *store.Flow) {
 	if hosts == nil {
 		hosts = o.AllHosts
 	}
-	e := Element{UID: f.UID, IP: f.IP, Proto: f.Proto, Port: f.Port, Comment: elementComment(f, len(hosts)), Hosts: hosts}
+	e := Element{UID: f.UID, IP: f.IP, Proto: f.Proto, Port: f.Port, Comment: elementComment(f, len(hosts)), Hosts: hosts,
+		Names: b.checkedNames(&FlowNames{f.Proto, f.Hostnames})}
 	if o.UserName != nil {
 		e.User = o.UserName(f.UID)
 	}

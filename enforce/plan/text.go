@@ -159,6 +159,7 @@ func (p *Plan) header(b *strings.Builder) {
 			b.Write(line)
 		}
 	}
+	p.nameCheckHeader(b)
 }
 
 // checkNames refuses a plan whose names the script would write bare and

@@ -1,0 +1,148 @@
+package plan
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Name check settings (configuration name_check).
+const (
+	NameCheckOff     = "off"
+	NameCheckAudit   = "audit"
+	NameCheckEnforce = "enforce"
+)
+
+// ParseNameCheck reads off, audit or enforce ("" is off).
+func ParseNameCheck(s string) (string, error) {
+	switch v := strings.ToLower(strings.TrimSpace(s)); v {
+	case "", NameCheckOff:
+		return NameCheckOff, nil
+	case NameCheckAudit, NameCheckEnforce:
+		return v, nil
+	}
+	return "", fmt.Errorf("name_check %q: want off, audit or enforce", s)
+}
+
+// MaxCheckedNames bounds the names of one name-checked element.
+const MaxCheckedNames = 32
+
+// checkedNames are the names a learned flow's element is name-checked
+// against: its valid DNS names, for a TCP flow, when the name check is on.
+// A flow learned without names stays address-only.
+func (b *builder) checkedNames(f *FlowNames) []string {
+	if b.o.NameCheck == "" || b.o.NameCheck == NameCheckOff || f.Proto != ProtoTCP {
+		return nil
+	}
+	var out []string
+	for _, n := range f.Names {
+		n = strings.ToLower(strings.TrimSuffix(n, "."))
+		if ValidName(n, false) && !slices.Contains(out, n) && len(out) < MaxCheckedNames {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// FlowNames is what checkedNames needs of a flow.
+type FlowNames struct {
+	Proto uint8
+	Names []string
+}
+
+// userEnforced says whether the table enforces uid's traffic.
+func (p *Plan) userEnforced(uid uint32) bool {
+	switch p.Mode {
+	case ModeEnforce:
+		return true
+	case ModeStaged:
+		if len(p.EnforceUIDs) > 0 {
+			return slices.Contains(p.EnforceUIDs, uid)
+		}
+		return !slices.Contains(p.AuditUIDs, uid)
+	}
+	return false
+}
+
+// NameChecked is a name-checked destination: the names its user may
+// present there (the element's learned names, and the exact names of the
+// user's name rules on that protocol and port), and whether a mismatch is
+// dropped (enforce) or only logged (audit). A user the table audits is
+// only audited by the name check either.
+type NameChecked struct {
+	UID   uint32     `json:"uid"`
+	IP    netip.Addr `json:"ip"`
+	Proto uint8      `json:"proto"`
+	Port  uint16     `json:"port"`
+	Mode  string     `json:"mode"`
+	Names []string   `json:"names"`
+}
+
+// NameChecks lists the plan's name-checked destinations: one per (uid,
+// address, protocol, port), whether its element is the user's or a
+// service's of that user (match user+service). Elements of a service for
+// any user (match service) hold no uid: they stay address-only.
+func (p *Plan) NameChecks() []NameChecked {
+	if p.NameCheck == "" || p.NameCheck == NameCheckOff {
+		return nil
+	}
+	var out []NameChecked
+	index := map[string]int{}
+	for _, s := range p.Sets {
+		for _, e := range s.Elements {
+			if len(e.Names) == 0 || e.AnyUser {
+				continue
+			}
+			key := fmt.Sprint(e.UID, e.IP, e.Proto, e.Port)
+			i, ok := index[key]
+			if !ok {
+				i = len(out)
+				index[key] = i
+				out = append(out, p.nameChecked(e))
+			}
+			for _, n := range e.Names {
+				if !slices.Contains(out[i].Names, n) {
+					out[i].Names = append(out[i].Names, n)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// nameChecked is the name-checked destination of an element: its mode,
+// and the names of the user's name rules on that protocol and port.
+func (p *Plan) nameChecked(e Element) NameChecked {
+	mode := NameCheckAudit
+	if p.NameCheck == NameCheckEnforce && p.userEnforced(e.UID) {
+		mode = NameCheckEnforce
+	}
+	names := slices.Clone(e.Names)
+	if p.Follow != nil {
+		for _, r := range p.Follow.Rules {
+			if r.UID == e.UID && r.Proto == e.Proto && r.Port == e.Port && !strings.HasPrefix(r.Name, "*.") && !slices.Contains(names, r.Name) {
+				names = append(names, r.Name)
+			}
+		}
+	}
+	return NameChecked{UID: e.UID, IP: e.IP, Proto: e.Proto, Port: e.Port, Mode: mode, Names: names}
+}
+
+// nameCheckHeader writes which elements are name-checked, in the
+// script's header.
+func (p *Plan) nameCheckHeader(b *strings.Builder) {
+	checks := p.NameChecks()
+	if len(checks) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "# Name check %s: %d elements; \"egress-enforce namecheck\" checks in the kernel that the TLS SNI or\n", headerText(p.NameCheck), len(checks))
+	b.WriteString("# HTTP Host a connection presents first is one of the element's names (audit: logged only).\n")
+	for _, c := range checks {
+		names := make([]string, 0, len(c.Names))
+		for _, n := range c.Names {
+			names = append(names, headerText(n))
+		}
+		fmt.Fprintf(b, "#   uid %d %s %s %s: %s\n", c.UID, ProtoName(c.Proto), netip.AddrPortFrom(c.IP, c.Port), c.Mode, strings.Join(names, " "))
+	}
+}
