@@ -190,7 +190,7 @@ type Event struct {
 	IP       netip.Addr `json:"ip"`
 	Proto    uint8      `json:"proto"`
 	Port     uint16     `json:"port"`
-	Verdict  string     `json:"verdict"` // mismatch or no-name
+	Verdict  string     `json:"verdict"` // mismatch or no_name
 	Kind     string     `json:"kind"`    // tls, http or none: what the first data looked like
 	Name     string     `json:"name,omitempty"`
 	Enforced bool       `json:"enforced"` // dropped, not only logged
@@ -210,7 +210,7 @@ func decodeEvent(raw []byte) (Event, bool) {
 	} else {
 		ev.IP = netip.AddrFrom16(e.Dest.Addr)
 	}
-	ev.Verdict = "no-name"
+	ev.Verdict = "no_name"
 	if e.Verdict == 1 {
 		ev.Verdict = "mismatch"
 		ev.Name = string(e.Name[:min(int(e.NameLen), len(e.Name))])
@@ -257,4 +257,13 @@ func (c *Checker) Stats() (Stats, error) {
 		}
 	}
 	return s, nil
+}
+
+func netipPort(e Event) string { return netip.AddrPortFrom(e.IP, e.Port).String() }
+
+// Destinations is how many name-checked destinations are set.
+func (c *Checker) Destinations() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.dests)
 }

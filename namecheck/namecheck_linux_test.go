@@ -310,7 +310,7 @@ func TestNameCheckGarbage(t *testing.T) {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		for _, e := range l.events {
-			if e.Verdict == "no-name" && e.Kind == "none" && e.Enforced {
+			if e.Verdict == "no_name" && e.Kind == "none" && e.Enforced {
 				return true
 			}
 		}

@@ -43,7 +43,7 @@ default rule's counter and log), then apply --mode enforce.
 	pf.String("table", plan.DefaultTable, "name of our table (family inet)")
 	g.Loader.Bind("table", "table")
 	root.AddCommand(newGenerate(g), newApply(g), newStatus(g), newDiff(g), newRemove(g),
-		newConfirm(g), newHistory(g), newRollback(g), newConfirmGuard(g), newRestore(g), newWatch(g), newDenied(g), newReconcile(g), newFollow(g),
+		newConfirm(g), newHistory(g), newRollback(g), newConfirmGuard(g), newRestore(g), newWatch(g), newDenied(g), newReconcile(g), newFollow(g), newNameCheck(g),
 		newPrune(g), newPromote(g), newServices(g), newDNSPolicy(g))
 	buildinfo.Attach(root)
 	return root

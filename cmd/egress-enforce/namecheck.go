@@ -1,0 +1,101 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+
+	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/internal/cgroupbpf"
+	"github.com/egresskit/egress/internal/cli"
+	"github.com/egresskit/egress/namecheck"
+)
+
+func newNameCheck(g *cli.Globals) *cobra.Command {
+	var cgroup, metricsAddr string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "namecheck [--cgroup PATH] [--netns NAME|PATH] [--metrics-addr ADDR] [--json]",
+		Short: "Check in the kernel that connections present a name their user learned (TLS SNI, HTTP Host)",
+		Long: `namecheck attaches an eBPF program to the egress of a cgroup v2 directory
+(default: the root of the cgroup2 mount) that checks, for the name-checked
+elements of the table's current generation (name_check: audit or enforce;
+"generate" lists them), the name a TCP connection presents on its first data:
+the TLS ClientHello's server_name, or the Host header of a plain HTTP request.
+It must be one of the element's names. Otherwise, or when the first data
+carries no name the check can read (not TLS or HTTP, no SNI, a request in
+absolute form), the connection is refused: logged and counted in audit;
+also dropped in enforce (its segments and every later one: the client gets
+no answer and gives up, a cgroup program cannot reset a connection).
+
+Not covered: TLS with an encrypted ClientHello (ECH, whose outer name is
+checked), QUIC and other UDP protocols, protocols without a visible name,
+and later requests of a kept-alive plain HTTP connection. Connections opened
+before namecheck started are left alone. When namecheck stops, names are no
+longer checked (the table still checks addresses).
+
+Each refused connection is logged (uid, destination, the name presented) and,
+with --json, printed as a JSON object; --metrics-addr serves the counters.`,
+		Args: cobra.NoArgs,
+		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
+			st, err := e.ReadStore()
+			if err != nil {
+				return err
+			}
+			if cgroup == "" {
+				if cgroup, err = cgroupbpf.Mount(); err != nil {
+					return err
+				}
+			}
+			col := namecheck.NewCollector()
+			if metricsAddr != "" {
+				reg := prometheus.NewRegistry()
+				reg.MustRegister(col)
+				stop, addr, err := cli.ServeMetrics(metricsAddr, reg)
+				if err != nil {
+					return err
+				}
+				defer stop()
+				e.Log.Info("serving metrics", "addr", "http://"+addr+"/metrics")
+			}
+			print := refusedPrinter(cmd.OutOrStdout(), asJSON)
+			e.Log.Info("name check", "cgroup", cgroup, "netns", e.Cfg.Netns, "table", e.Cfg.Table)
+			return namecheck.Run(cmd.Context(), namecheck.RunConfig{
+				Cgroup: cgroup, Target: e.target, Table: e.Cfg.Table, Store: st, Log: e.Log,
+				OnChecker: col.Attach, OnEvent: func(ev namecheck.Event) { col.Note(ev); print(ev) },
+			})
+		}),
+	}
+	netnsFlag(cmd, g)
+	f := cmd.Flags()
+	f.StringVar(&cgroup, "cgroup", "", "cgroup v2 directory whose sockets are checked (default: the root of the cgroup2 mount)")
+	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address")
+	f.BoolVar(&asJSON, "json", false, "print each refused connection as JSON")
+	return cmd
+}
+
+// refusedPrinter prints each refused connection.
+func refusedPrinter(out io.Writer, asJSON bool) func(namecheck.Event) {
+	enc := json.NewEncoder(out)
+	return func(e namecheck.Event) {
+		if asJSON {
+			_ = enc.Encode(e)
+			return
+		}
+		action := "audited"
+		if e.Enforced {
+			action = "dropped"
+		}
+		name := e.Name
+		if name == "" {
+			name = "(no name)"
+		}
+		fmt.Fprintf(out, "%s %s uid %d %s %s presented %s %s (%s)\n", time.Now().Format(time.TimeOnly), action, e.UID,
+			plan.ProtoName(e.Proto), netip.AddrPortFrom(e.IP, e.Port), e.Kind, name, e.Verdict)
+	}
+}

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/egresskit/egress/internal/lab"
+	"github.com/egresskit/egress/store"
+)
+
+// TestNameCheckCommand: with name_check enforce, generate lists the
+// name-checked element, and "egress-enforce namecheck" lets the learned
+// name through and drops another name on the same address and port,
+// printing it and counting it in the metrics.
+func TestNameCheckCommand(t *testing.T) {
+	lab.Require(t, "nft", "curl")
+	l := newRolloutLab(t)
+	st, err := store.Open(l.db, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	named := store.Flow{FlowKey: store.FlowKey{UID: 65534, Proto: 6, IP: netip.MustParseAddr(lab.ServerIP4), Port: 8081},
+		Hits: 3, FirstSeen: now, LastSeen: now, Processes: []string{"curl"}, Hostnames: []string{"name1.lab"}}
+	if err := st.Apply(&store.Batch{Flows: []store.Flow{named}}); err != nil {
+		t.Fatal(err)
+	}
+	l.env = append(l.env, "EGRESS_NAME_CHECK=enforce")
+	if gen := l.run(t, "generate", "--mode", "enforce"); !strings.Contains(gen, "#   uid 65534 tcp 10.77.0.1:8081 enforce: name1.lab\n") {
+		t.Fatalf("generate does not list the name-checked element:\n%s", gen)
+	}
+	if out := l.run(t, "apply", "--mode", "enforce"); !strings.Contains(out, "applied generation 1") {
+		t.Fatal(out)
+	}
+	cg := lab.NewCgroup(t)
+	addr := lab.FreeAddr(t)
+	cmd, stdout, stderr := start(t, l.env, enforceBin, "namecheck", "--cgroup", cg.Path, "--json", "--metrics-addr", addr)
+	lab.Await(t, "namecheck to set the destinations", func() bool { return strings.Contains(stderr.String(), "destinations=1") })
+	nobody := lab.As{UID: 65534, GID: 65534, Netns: l.pair.Client, Cgroup: cg}
+	url := "http://" + lab.ServerIP4 + ":8081/"
+	if err := reach(nobody, url, "-H", "Host: name1.lab"); err != nil {
+		t.Fatalf("the learned name: %v", err)
+	}
+	err = nobody.Blocked(func() bool { return strings.Contains(stdout.String(), `"name":"name2.lab"`) }, "curl", "-sS", "-H", "Host: name2.lab", url)
+	if err != nil {
+		t.Fatalf("another name on the same address and port: %v", err)
+	}
+	if !strings.Contains(stdout.String(), `"enforced":true`) || !strings.Contains(stderr.String(), "presented=name2.lab") {
+		t.Errorf("the refusal is not printed and logged:\n%s\n%s", stdout.String(), stderr.String())
+	}
+	fams := lab.Scrape(t, "http://"+addr+"/metrics")
+	if v, _ := lab.MetricValue(fams, "egress_namecheck_refused_total", map[string]string{"uid": "65534", "verdict": "mismatch", "action": "dropped"}); v != 1 {
+		t.Errorf("refused metric: %v", v)
+	}
+	if v, _ := lab.MetricValue(fams, "egress_namecheck_connections_total", map[string]string{"result": "passed"}); v != 1 {
+		t.Errorf("passed metric: %v", v)
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("namecheck after SIGINT: %v", err)
+	}
+	if !strings.Contains(stderr.String(), "names are no longer checked") {
+		t.Errorf("the stop is not said:\n%s", stderr.String())
+	}
+}

@@ -1,0 +1,181 @@
+//go:build linux
+
+package namecheck
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/egresskit/egress/enforce/nft"
+	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/enforce/rollout"
+	"github.com/egresskit/egress/store"
+)
+
+// RunConfig configures Run: the name check of the current generation of
+// a table.
+type RunConfig struct {
+	Cgroup string // cgroup v2 directory whose sockets are checked
+	Target nft.Target
+	Table  string
+	Store  *store.Store
+	// Reload is how often the store is read for a new generation
+	// (default 2 s).
+	Reload time.Duration
+	Log    *slog.Logger
+	// OnEvent hears of each refused connection (optional).
+	OnEvent func(Event)
+	// Ready is closed once the program is attached and the current
+	// generation's destinations are set (optional).
+	Ready chan<- struct{}
+	// OnChecker is given the checker once attached (optional: metrics).
+	OnChecker func(*Checker)
+}
+
+// NetnsCookie is the cookie of the target's network namespace.
+func NetnsCookie(t nft.Target) (uint64, error) {
+	fd, done, err := t.OpenNetns()
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	var cookie uint64
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		if fd >= 0 {
+			if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+				errc <- fmt.Errorf("enter %s: %w", t, err)
+				return
+			}
+		}
+		s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer unix.Close(s)
+		cookie, err = unix.GetsockoptUint64(s, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+		errc <- err
+	}()
+	if err := <-errc; err != nil {
+		return 0, fmt.Errorf("read the namespace cookie of %s: %w", t, err)
+	}
+	return cookie, nil
+}
+
+// Dests converts a plan's name checks for the kernel.
+func Dests(checks []plan.NameChecked) []Dest {
+	out := make([]Dest, 0, len(checks))
+	for _, c := range checks {
+		m := Audit
+		if c.Mode == plan.NameCheckEnforce {
+			m = Enforce
+		}
+		out = append(out, Dest{UID: c.UID, IP: c.IP, Proto: c.Proto, Port: c.Port, Mode: m, Names: c.Names})
+	}
+	return out
+}
+
+// Run attaches the name check and keeps it to the name checks of the
+// table's current generation until ctx ends; then it detaches (names are
+// no longer checked; addresses still are, by the table).
+func Run(ctx context.Context, cfg RunConfig) error {
+	if cfg.Reload <= 0 {
+		cfg.Reload = 2 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	cookie, err := NetnsCookie(cfg.Target)
+	if err != nil {
+		return err
+	}
+	c, err := Start(Config{Cgroup: cfg.Cgroup, NetnsCookie: cookie, Log: cfg.Log})
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	defer func() {
+		c.Close()
+		wg.Wait()
+		cfg.Log.Warn("name check detached: names are no longer checked", "cgroup", cfg.Cgroup)
+	}()
+	wg.Go(func() {
+		if err := c.Events(func(e Event) { logEvent(cfg.Log, e); call(cfg.OnEvent, e) }); err != nil {
+			cfg.Log.Error("name check events", "err", err)
+		}
+	})
+	if cfg.OnChecker != nil {
+		cfg.OnChecker(c)
+	}
+	var gen uint64 = ^uint64(0)
+	tick := time.NewTicker(cfg.Reload)
+	defer tick.Stop()
+	for first := true; ; first = false {
+		if err := sync1(c, &cfg, &gen); err != nil {
+			if first {
+				return err
+			}
+			cfg.Log.Error("name check: read the current generation (the previous checks stay)", "err", err)
+		}
+		if first && cfg.Ready != nil {
+			close(cfg.Ready)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+func call(fn func(Event), e Event) {
+	if fn != nil {
+		fn(e)
+	}
+}
+
+func logEvent(log *slog.Logger, e Event) {
+	what := "name check: refused (audit: passed)"
+	if e.Enforced {
+		what = "name check: refused (dropped)"
+	}
+	log.Warn(what, "uid", e.UID, "dest", fmt.Sprintf("%s %s", plan.ProtoName(e.Proto), netipPort(e)), "presented", e.Name,
+		"verdict", e.Verdict, "kind", e.Kind)
+}
+
+// sync1 sets the checks of the current generation when it changed.
+func sync1(c *Checker, cfg *RunConfig, gen *uint64) error {
+	g, err := rollout.Current(cfg.Store, cfg.Target, cfg.Table)
+	if err != nil {
+		return err
+	}
+	n := uint64(0)
+	if g != nil {
+		n = g.Effective()
+	}
+	if n == *gen {
+		return nil
+	}
+	var checks []plan.NameChecked
+	if g != nil && g.Mode != rollout.ModeRemoved {
+		p, err := rollout.LoadPlan(cfg.Store, n)
+		if err != nil {
+			return err
+		}
+		checks = p.NameChecks()
+	}
+	if err := c.Set(Dests(checks)); err != nil {
+		return err // tried again at the next reload
+	}
+	*gen = n
+	cfg.Log.Info("name check: destinations set", "generation", n, "destinations", len(checks))
+	return nil
+}
