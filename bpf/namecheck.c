@@ -31,6 +31,10 @@
 // before the program was attached (first seen past SYN_SENT) and
 // destinations that are not name-checked are never parsed.
 //
+// With learn_all set (the learner), every TCP socket connecting after the
+// attach is parsed the same way, and its name (or none) is told to user
+// space; nothing is refused.
+//
 // namecheck_parse is a test entry only (BPF_PROG_TEST_RUN): it runs the
 // same parser on a packet's bytes and leaves the result in nc_result.
 
@@ -51,6 +55,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 
 #define MODE_AUDIT 1
 #define MODE_ENFORCE 2
+#define MODE_LEARN 3 // the learner: every name is told, nothing refused
 
 enum nc_stat {
 	NS_CHECKED = 0,   // sockets whose name was checked
@@ -85,10 +90,12 @@ enum nc_kind {
 enum nc_verdict {
 	NV_MISMATCH = 1,
 	NV_NONAME = 2,
+	NV_SEEN = 3, // learn: the name presented, or none
 };
 
 // Set by the loader.
 volatile const __u64 netns_cookie = 0; // the enforced namespace (0: any)
+volatile const __u8 learn_all = 0;     // 1: the learner's mode: every TCP socket is parsed and told
 
 // nc_dest is a name-checked destination.
 struct nc_dest {
@@ -536,7 +543,7 @@ static __always_inline void tell(struct __sk_buff *skb, struct nc_sock *st, stru
 	e->kind = s->r.kind;
 	e->enforced = st->mode == MODE_ENFORCE;
 	e->_pad = 0;
-	e->name_len = verdict == NV_MISMATCH ? s->r.name_len : 0;
+	e->name_len = verdict != NV_NONAME ? s->r.name_len : 0;
 	__builtin_memcpy(e->name, s->r.name, NC_NAME);
 	bpf_ringbuf_submit(e, 0);
 }
@@ -551,6 +558,13 @@ static __always_inline int decide(struct __sk_buff *skb, struct bpf_sock *sk, st
 	st->len = 0;
 	count(NS_CHECKED);
 	__u8 verdict = NV_NONAME;
+	if (st->mode == MODE_LEARN) {
+		if (r != NR_NAME)
+			s->r.name_len = 0;
+		tell(skb, st, s, NV_SEEN);
+		st->state = ST_DONE;
+		return 1;
+	}
 	if (r == NR_NAME) {
 		struct nc_name_key k = {.dest = st->dest, .hash = s->r.hash};
 		if (bpf_map_lookup_elem(&nc_names, &k)) {
@@ -645,11 +659,11 @@ static __always_inline int first(struct __sk_buff *skb, struct bpf_sock *sk)
 {
 	struct nc_dest d = {};
 	struct seg g = {};
-	__u8 *mode = 0;
+	__u8 *mode = 0, learn = MODE_LEARN;
 	if (sk->state == BPF_TCP_SYN_SENT && tcp_seg(skb, &d, &g) == 0 && g.syn) {
 		d.uid = bpf_get_socket_uid(skb);
 		d.proto = IPPROTO_TCP;
-		mode = bpf_map_lookup_elem(&nc_dests, &d);
+		mode = learn_all ? &learn : bpf_map_lookup_elem(&nc_dests, &d);
 	}
 	struct nc_sock *st = bpf_sk_storage_get(&nc_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st) {

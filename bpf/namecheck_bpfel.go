@@ -98,6 +98,7 @@ const (
 	NamecheckMapNcStats          = "nc_stats"
 	NamecheckProgNamecheckEgress = "namecheck_egress"
 	NamecheckProgNamecheckParse  = "namecheck_parse"
+	NamecheckVarLearnAll         = "learn_all"
 	NamecheckVarNetnsCookie      = "netns_cookie"
 	NamecheckVarUnusedNcEvent    = "unused_nc_event"
 	NamecheckVarUnusedNcNameKey  = "unused_nc_name_key"
@@ -168,6 +169,7 @@ type NamecheckMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NamecheckVariableSpecs struct {
+	LearnAll        *ebpf.VariableSpec `ebpf:"learn_all"`
 	NetnsCookie     *ebpf.VariableSpec `ebpf:"netns_cookie"`
 	UnusedNcEvent   *ebpf.VariableSpec `ebpf:"unused_nc_event"`
 	UnusedNcNameKey *ebpf.VariableSpec `ebpf:"unused_nc_name_key"`
@@ -221,6 +223,7 @@ func (m *NamecheckMaps) Close() error {
 //
 // It can be passed to LoadNamecheckObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NamecheckVariables struct {
+	LearnAll        *ebpf.Variable `ebpf:"learn_all"`
 	NetnsCookie     *ebpf.Variable `ebpf:"netns_cookie"`
 	UnusedNcEvent   *ebpf.Variable `ebpf:"unused_nc_event"`
 	UnusedNcNameKey *ebpf.Variable `ebpf:"unused_nc_name_key"`

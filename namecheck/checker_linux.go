@@ -41,6 +41,10 @@ type Config struct {
 	Cgroup string
 	// NetnsCookie is the network namespace checked (0: every one).
 	NetnsCookie uint64
+	// Learn parses every TCP connection instead of the name-checked
+	// ones, refuses nothing, and tells each name presented (verdict
+	// "seen"): the learner's mode.
+	Learn bool
 	Log         *slog.Logger
 }
 
@@ -70,6 +74,11 @@ func Start(cfg Config) (_ *Checker, err error) {
 	}
 	if err := spec.Variables[bpf.NamecheckVarNetnsCookie].Set(cfg.NetnsCookie); err != nil {
 		return nil, fmt.Errorf("set the name check's namespace: %w", err)
+	}
+	if cfg.Learn {
+		if err := spec.Variables[bpf.NamecheckVarLearnAll].Set(uint8(1)); err != nil {
+			return nil, fmt.Errorf("set the name check's learning mode: %w", err)
+		}
 	}
 	c := &Checker{cfg: cfg, dests: map[bpf.NamecheckNcDest]uint8{}, names: map[bpf.NamecheckNcNameKey]bool{}}
 	if err := cgroupbpf.Load(spec, &c.objs, nil, "name check"); err != nil {
@@ -190,7 +199,7 @@ type Event struct {
 	IP       netip.Addr `json:"ip"`
 	Proto    uint8      `json:"proto"`
 	Port     uint16     `json:"port"`
-	Verdict  string     `json:"verdict"` // mismatch or no_name
+	Verdict  string     `json:"verdict"` // mismatch or no_name; seen (Learn)
 	Kind     string     `json:"kind"`    // tls, http or none: what the first data looked like
 	Name     string     `json:"name,omitempty"`
 	Enforced bool       `json:"enforced"` // dropped, not only logged
@@ -210,11 +219,15 @@ func decodeEvent(raw []byte) (Event, bool) {
 	} else {
 		ev.IP = netip.AddrFrom16(e.Dest.Addr)
 	}
-	ev.Verdict = "no_name"
-	if e.Verdict == 1 {
+	switch e.Verdict {
+	case 1:
 		ev.Verdict = "mismatch"
-		ev.Name = string(e.Name[:min(int(e.NameLen), len(e.Name))])
+	case 3:
+		ev.Verdict = "seen"
+	default:
+		ev.Verdict = "no_name"
 	}
+	ev.Name = string(e.Name[:min(int(e.NameLen), len(e.Name))])
 	ev.Kind = "none"
 	if int(e.Kind) < len(kinds) {
 		ev.Kind = kinds[e.Kind]

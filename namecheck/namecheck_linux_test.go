@@ -3,7 +3,6 @@
 package namecheck_test
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -52,7 +51,9 @@ type nlab struct {
 	events []namecheck.Event
 }
 
-func newLab(t *testing.T) *nlab {
+func newLab(t *testing.T) *nlab { return newLabWith(t, false) }
+
+func newLabWith(t *testing.T, learn bool) *nlab {
 	lab.Require(t)
 	l := &nlab{t: t, pair: lab.NewPair(t), cg: lab.NewCgroup(t)}
 	l.serve(t)
@@ -69,7 +70,7 @@ func newLab(t *testing.T) *nlab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.nc, err = namecheck.Start(namecheck.Config{Cgroup: l.cg.Path, NetnsCookie: cookie}); err != nil {
+	if l.nc, err = namecheck.Start(namecheck.Config{Cgroup: l.cg.Path, NetnsCookie: cookie, Learn: learn}); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
@@ -193,14 +194,14 @@ func (l *nlab) as() lab.As {
 	return lab.As{UID: userA, GID: userA, Netns: l.pair.Client, Cgroup: l.cg}
 }
 
-func (l *nlab) cmd(ctx context.Context, mode, name, port string) []string {
+func (l *nlab) cmd(mode, name, port string) []string {
 	return []string{"env", "NC_CLIENT=1", l.client, mode, name, net.JoinHostPort(lab.ServerIP4, port)}
 }
 
 // pass runs a client that must get through, and returns its output.
 func (l *nlab) pass(mode, name, port string) string {
 	l.t.Helper()
-	return l.as().MustRun(l.t, l.cmd(context.Background(), mode, name, port)...)
+	return l.as().MustRun(l.t, l.cmd(mode, name, port)...)
 }
 
 func (l *nlab) stats() namecheck.Stats {
@@ -216,7 +217,7 @@ func (l *nlab) stats() namecheck.Stats {
 func (l *nlab) blocked(mode, name, port string) {
 	l.t.Helper()
 	before := l.stats().Dropped
-	err := l.as().Blocked(func() bool { return l.stats().Dropped >= before+2 }, l.cmd(context.Background(), mode, name, port)...)
+	err := l.as().Blocked(func() bool { return l.stats().Dropped >= before+2 }, l.cmd(mode, name, port)...)
 	if err != nil {
 		l.t.Fatal(err)
 	}
@@ -245,7 +246,7 @@ func TestNameCheckEnforce(t *testing.T) {
 	}
 	// Another user, and other destinations, are not name-checked.
 	other := lab.As{UID: userA + 1, GID: userA + 1, Netns: l.pair.Client, Cgroup: l.cg}
-	if out := other.MustRun(t, l.cmd(context.Background(), "tls", "name2.lab", "443")...); out != "hello name2.lab" {
+	if out := other.MustRun(t, l.cmd("tls", "name2.lab", "443")...); out != "hello name2.lab" {
 		t.Fatalf("another user: %q", out)
 	}
 	s := l.stats()
