@@ -45,7 +45,7 @@ type Config struct {
 	// ones, refuses nothing, and tells each name presented (verdict
 	// "seen"): the learner's mode.
 	Learn bool
-	Log         *slog.Logger
+	Log   *slog.Logger
 }
 
 // Checker is the attached name check.
