@@ -100,13 +100,14 @@ type pendingFlow struct {
 	procs       []string
 	comms       []store.ProcessComm
 	cgroups     []string
+	presented   []string // names presented on first data (SNI, Host)
 }
 
 func (p *pendingFlow) flow() store.Flow {
 	return store.Flow{
 		FlowKey: p.id.key(), Hits: p.hits,
 		FirstSeen: time.Unix(0, p.first).UTC(), LastSeen: time.Unix(0, p.last).UTC(),
-		Processes: p.procs, Comms: p.comms, Cgroups: p.cgroups,
+		Processes: p.procs, Comms: p.comms, Cgroups: p.cgroups, Presented: p.presented,
 	}
 }
 
@@ -199,6 +200,33 @@ func processOf(at Attempt) ([]string, []store.ProcessComm) {
 	return []string{at.Exe}, []store.ProcessComm{{Exe: at.Exe, Comm: at.Comm}}
 }
 
+// addPresented records the name a connection of a flow presented on its
+// first data (TLS SNI, HTTP Host). It counts no hit: the connect did.
+func (a *aggregator) addPresented(uid uint32, proto uint8, ip netip.Addr, port uint16, name string, at time.Time) {
+	if name == "" {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ip = ip.Unmap()
+	if a.filter.Ignored(uid, ip, port) {
+		return
+	}
+	id := idOf(store.FlowKey{UID: uid, Proto: proto, IP: ip, Port: port})
+	a.merge(id, 0, at.UnixNano(), at.UnixNano(), nil, nil, nil)
+	a.present(id, []string{name})
+}
+
+// present adds names presented to a pending flow; a.mu is held.
+func (a *aggregator) present(id flowID, names []string) {
+	f := &a.pending[a.index[id]]
+	for _, n := range names {
+		if !slices.Contains(f.presented, n) && len(f.presented) < store.MaxPresented {
+			f.presented = append(f.presented, n)
+		}
+	}
+}
+
 // addDNS parses a DNS answer and records the addresses it gives.
 func (a *aggregator) addDNS(p DNSPacket) {
 	ans, err := dnsanswer.Parse(p.Payload, p.OrigLen)
@@ -267,6 +295,7 @@ func (a *aggregator) giveBack(flows []pendingFlow, dns []store.DNSObservation) {
 	for i := range flows {
 		f := &flows[i]
 		a.merge(f.id, f.hits, f.first, f.last, f.procs, f.comms, f.cgroups)
+		a.present(f.id, f.presented)
 	}
 	for _, o := range dns {
 		k := dnsKey{ip: o.IP, uid: o.UID, name: o.Names[0]}

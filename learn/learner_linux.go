@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/egresskit/egress/internal/cgroupbpf"
+	"github.com/egresskit/egress/namecheck"
 	"github.com/egresskit/egress/store"
 )
 
@@ -41,6 +42,10 @@ type Config struct {
 	Log          *slog.Logger
 	// Metrics, when set, gets the run's figures as Prometheus metrics.
 	Metrics prometheus.Registerer
+	// NoPresentedNames leaves out the names connections present on their
+	// first data (TLS SNI, HTTP Host); by default the learner attaches the
+	// name check in its learning mode and records them per flow.
+	NoPresentedNames bool
 	// Ready, when set, is called once the programs are attached and their
 	// readers run: every connection attempt and DNS message of the cgroup
 	// from then on is recorded. The "learning" log line comes at the same
@@ -119,6 +124,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	var readers errgroup.Group
 	readers.Go(func() error { return probe.ReadEvents(func(Attempt) {}, agg.add) })
 	readers.Go(func() error { return probe.ReadDNS(agg.addDNS) })
+	names := l.startNames(&readers)
 	cfg.Log.Info("learning", "cgroup", cfg.Cgroup, "db", cfg.DB, "run", run.ID, "known_flows", len(keys), "duration", cfg.Duration, "dns_resolvers", cfg.Resolvers)
 	if cfg.Ready != nil {
 		cfg.Ready()
@@ -131,6 +137,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	// the rings hold; drain the flow map; then a last flush that may wait
 	// longer for the lock.
 	detachErr := probe.Detach()
+	if names != nil {
+		detachErr = errors.Join(detachErr, names.Close())
+	}
 	probe.StopReaders()
 	readErr := readers.Wait()
 	drainErr := l.drain()
@@ -148,6 +157,28 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	sum := &Summary{Run: l.run, Status: l.refresh(time.Now()), Probe: l.stats}
 	return sum, errors.Join(loopErr, detachErr, readErr, drainErr, err, closeErr)
+}
+
+// startNames attaches the name check in its learning mode: each name a
+// connection presents is recorded with its flow. A learner that cannot
+// attach it says so and learns without the names.
+func (l *learner) startNames(readers *errgroup.Group) *namecheck.Checker {
+	if l.cfg.NoPresentedNames {
+		return nil
+	}
+	c, err := namecheck.Start(namecheck.Config{Cgroup: l.cfg.Cgroup, Learn: true})
+	if err != nil {
+		l.cfg.Log.Warn("learning without the names connections present (TLS SNI, HTTP Host)", "err", err)
+		return nil
+	}
+	readers.Go(func() error {
+		return c.Events(func(e namecheck.Event) {
+			if e.Verdict == "seen" {
+				l.agg.addPresented(e.UID, e.Proto, e.IP, e.Port, e.Name, time.Now())
+			}
+		})
+	})
+	return c
 }
 
 type learner struct {

@@ -36,6 +36,11 @@ type ReportFlow struct {
 	// Services are the services of the cgroups (ReportOptions.Service),
 	// as per-service rules name them; a flow of no service has none.
 	Services []string `json:"services"`
+	// Presented are the names connections presented (TLS SNI, HTTP
+	// Host); Fronted those of them none of the DNS names is: a name
+	// reached through another name's address (domain fronting).
+	Presented []string `json:"presented,omitempty"`
+	Fronted   []string `json:"fronted,omitempty"`
 	// State: approved (in the enforced baseline), candidate (seen since,
 	// not reviewed), stale (approved, not seen for the stale period) or
 	// retired (removed by a reconcile).
@@ -109,6 +114,8 @@ func BuildReport(flows []store.Flow, o ReportOptions) []ReportFlow {
 			Comms:     f.Comms,
 			Cgroups:   nonNil(f.Cgroups),
 			Services:  o.services(f.Cgroups),
+			Presented: f.Presented,
+			Fronted:   f.Fronted(),
 			State:     f.State(o.Now, o.StaleAfter),
 			Approved:  f.Approved,
 		})
@@ -172,6 +179,13 @@ func writeReportTable(w io.Writer, rows []ReportFlow, runs []store.Run, conv []s
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s/%d\t%d\t%s\t%s\t%s\t%s\t%s\n", r.IP, names, r.Proto, r.Port, r.Hits,
 				r.FirstSeen.Local().Format(time.DateTime), r.LastSeen.Local().Format(time.DateTime), strings.Join(store.ProcessNames(r.Processes, r.Comms), ", "), svcs, state)
+			if len(r.Presented) > 0 {
+				fmt.Fprintf(tw, "    presented: %s", strings.Join(r.Presented, ","))
+				if len(r.Fronted) > 0 {
+					fmt.Fprintf(tw, "; FRONTED: %s is not among the DNS names", strings.Join(r.Fronted, ","))
+				}
+				fmt.Fprintln(tw)
+			}
 		}
 		i = j
 	}

@@ -11,10 +11,12 @@
 //	flows/
 //	    <uid:4><proto:1><ip:16><port:2>   -> Flow JSON
 //	        hits, first_seen, last_seen, hostnames, processes, cgroups,
-//	        comms, approval; processes are executables' names, comms
-//	        [{exe, comm}] the process names that differ from them (a
+//	        comms, presented, approval; processes are executables' names,
+//	        comms [{exe, comm}] the process names that differ from them (a
 //	        field added in v4 without a migration: older records have
-//	        comms in processes and no comms list, and read as such)
+//	        comms in processes and no comms list, and read as such);
+//	        presented the names sent as TLS SNI or HTTP Host (added
+//	        without a migration: older records have none)
 //	dns/
 //	    <ip:16>                           -> DNSEntry JSON
 //	        names: [{name, ttl, first_seen, last_seen, uids}]

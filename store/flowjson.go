@@ -205,6 +205,8 @@ func (r *jreader) flow(f *Flow, record bool) {
 			f.Processes = r.strings()
 		case "cgroups":
 			f.Cgroups = r.strings()
+		case "presented":
+			f.Presented = r.strings()
 		case "dropped":
 			f.Dropped = r.uint(64)
 		default:

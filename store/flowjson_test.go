@@ -27,7 +27,7 @@ func flowJSONSeeds() [][]byte {
 	t0 := time.Date(2026, 11, 30, 12, 0, 0, 123456789, time.UTC)
 	full := Flow{FlowKey: FlowKey{UID: 1000, Proto: 6, IP: netip.MustParseAddr("2001:db8::1"), Port: 443}, Hits: 42,
 		FirstSeen: t0, LastSeen: t0.Add(time.Hour), Hostnames: []string{"a.example", "b.example"}, Processes: []string{"curl"},
-		Cgroups: []string{"/system.slice/x.service"}, Dropped: 3,
+		Cgroups: []string{"/system.slice/x.service"}, Presented: []string{"a.example"}, Dropped: 3,
 		Approval: Approval{Approved: 7, ApprovedAt: t0, ApprovedNames: []string{"a.example"}, Retired: t0.Add(2 * time.Hour)}}
 	rec := flowRecord{Flow: full}
 	fullJSON, _ := json.Marshal(full)

@@ -42,6 +42,7 @@ func appendFlowRecord(b []byte, rec *flowRecord) ([]byte, error) {
 		b = append(b, ']')
 	}
 	b, ok = appendStrings(b, `,"cgroups":`, f.Cgroups, ok)
+	b, ok = appendStrings(b, `,"presented":`, f.Presented, ok)
 	if f.Dropped != 0 {
 		b = strconv.AppendUint(append(b, `,"dropped":`...), f.Dropped, 10)
 	}

@@ -23,7 +23,7 @@ func TestFlowRecordWriter(t *testing.T) {
 	east := time.FixedZone("x", 5*3600+30*60)
 	full := Flow{FlowKey: FlowKey{UID: 1000, Proto: 6, IP: netip.MustParseAddr("2001:db8::1"), Port: 443}, Hits: 42,
 		FirstSeen: t0, LastSeen: t0.Add(time.Hour).In(east), Hostnames: []string{"a.example", "b.example"}, Processes: []string{"curl"},
-		Comms: []ProcessComm{{Exe: "python3", Comm: "worker"}}, Cgroups: []string{"/system.slice/x.service"}, Dropped: 3,
+		Comms: []ProcessComm{{Exe: "python3", Comm: "worker"}}, Cgroups: []string{"/system.slice/x.service"}, Presented: []string{"a.example", "fronted.example"}, Dropped: 3,
 		Approval: Approval{Approved: 7, ApprovedAt: t0, ApprovedNames: []string{"a.example"}, Retired: t0.Add(2 * time.Hour)}}
 	for _, f := range []Flow{
 		full, {}, {Hits: 1, FirstSeen: t0},

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -22,6 +23,7 @@ const (
 	MaxHostnames   = 32
 	MaxNamesPerIP  = 32
 	MaxUIDsPerName = 64
+	MaxPresented   = 16
 )
 
 // ProtoName names an IP protocol number as nft does: "tcp", "udp", "icmp",
@@ -115,6 +117,10 @@ type Flow struct {
 	// executable's name: a process that named itself, a script.
 	Comms   []ProcessComm `json:"comms,omitempty"`
 	Cgroups []string      `json:"cgroups,omitempty"`
+	// Presented are the names the flow's connections presented on their
+	// first data (TLS SNI, HTTP Host), as the learner's name check saw
+	// them; a name the DNS names lack is a fronted name (see Fronted).
+	Presented []string `json:"presented,omitempty"`
 	// Dropped counts list entries that did not fit the bounds above.
 	Dropped uint64 `json:"dropped,omitempty"`
 	Approval
@@ -399,12 +405,13 @@ func applyFlow(flows, dns *bolt.Bucket, f Flow, resolvers []uint32) error {
 	if err != nil {
 		return err
 	}
-	var d1, d2, d3, d4 uint64
+	var d1, d2, d3, d4, d5 uint64
 	rec.Hostnames, d1 = mergeList(rec.Hostnames, append(slices.Clone(f.Hostnames), names...), MaxHostnames)
 	rec.Processes, d2 = mergeList(rec.Processes, f.Processes, MaxProcesses)
 	rec.Cgroups, d3 = mergeList(rec.Cgroups, f.Cgroups, MaxCgroups)
 	rec.Comms, d4 = mergeList(rec.Comms, f.Comms, MaxProcesses)
-	rec.Dropped += d1 + d2 + d3 + d4
+	rec.Presented, d5 = mergeList(rec.Presented, f.Presented, MaxPresented)
+	rec.Dropped += d1 + d2 + d3 + d4 + d5
 	return putFlowRecord(flows, key, &rec)
 }
 
@@ -677,4 +684,21 @@ func (s *Store) setApprovals(keys []FlowKey, onlyNew bool, fn func(f *Flow)) err
 		return fmt.Errorf("record approvals: %w", err)
 	}
 	return nil
+}
+
+// Fronted are the names the flow's connections presented that none of
+// its DNS names is: a name reached through another name's address (domain
+// fronting, or a resolver the learner did not see). Empty when the flow
+// has no DNS names to compare with.
+func (f *Flow) Fronted() []string {
+	if len(f.Hostnames) == 0 {
+		return nil
+	}
+	var out []string
+	for _, p := range f.Presented {
+		if !slices.ContainsFunc(f.Hostnames, func(h string) bool { return strings.EqualFold(strings.TrimSuffix(h, "."), p) }) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
