@@ -37,6 +37,11 @@ type DeniedSummary struct {
 	// Unrecorded are packets (since the store was made) whose destination
 	// the monitor's bounds left out; they are not in Dropped or Audited.
 	Unrecorded store.Unrecorded `json:"unrecorded"`
+	// RefusedNames are the names the name check refused (see
+	// refused.go); RefusedUnrecorded the refused connections its bound
+	// left out.
+	RefusedNames      []RefusedName `json:"refused_names"`
+	RefusedUnrecorded uint64        `json:"refused_unrecorded"`
 }
 
 // DeniedDest is one destination one user was denied (or audited).
@@ -109,6 +114,9 @@ func Denied(st *store.Store, t nft.Target, table string, since time.Duration, no
 		}
 	}
 	if s.Unrecorded, err = st.Unrecorded(); err != nil {
+		return nil, err
+	}
+	if s.RefusedNames, s.RefusedUnrecorded, err = refusedNames(st, s.Since, userName); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -240,8 +248,10 @@ func (s *DeniedSummary) Write(w io.Writer, top int) error {
 	}
 	fmt.Fprintf(&b, "denied traffic that \"egress-enforce watch\" recorded, %s: %d packets dropped, %d audited (logged, not blocked)\n", span, s.Dropped, s.Audited)
 	b.WriteString("(the packets the default rules logged; status counts every packet, also those over the log's rate limit)\n")
-	if len(s.Destinations) == 0 {
+	if len(s.Destinations) == 0 && len(s.RefusedNames) == 0 {
 		b.WriteString("nothing recorded: no packet was logged while \"egress-enforce watch\" ran with this store (does it run? is a table applied?)\n")
+	} else if len(s.Destinations) == 0 {
+		b.WriteString("no packet was logged by the table's default rules\n")
 	} else {
 		fmt.Fprintf(&b, "\nmost denied destinations:\n")
 		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
@@ -270,6 +280,7 @@ func (s *DeniedSummary) Write(w io.Writer, top int) error {
 		}
 		_ = tw.Flush()
 	}
+	s.writeRefused(&b, top)
 	if u := s.Unrecorded; !u.IsZero() {
 		fmt.Fprintf(&b, "\nnot in this list: %d dropped and %d audited packets (%d observations) that the monitor's bounds left out (a flood of distinct destinations)\n",
 			u.Drop, u.Audit, u.Records)

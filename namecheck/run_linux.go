@@ -36,6 +36,10 @@ type RunConfig struct {
 	Ready chan<- struct{}
 	// OnChecker is given the checker once attached (optional: metrics).
 	OnChecker func(*Checker)
+	// Record, when set, writes the refusals to Store (for "denied")
+	// every Flush (default 5 s) and at the end.
+	Record bool
+	Flush  time.Duration
 }
 
 // NetnsCookie is the cookie of the target's network namespace.
@@ -101,14 +105,30 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
+	var events, recording sync.WaitGroup
+	rec, stop := newRecorder(), make(chan struct{})
 	defer func() {
-		c.Close()
-		wg.Wait()
+		c.Close() // no more events
+		events.Wait()
+		close(stop) // the last refusals are written
+		recording.Wait()
 		cfg.Log.Warn("name check detached: names are no longer checked", "cgroup", cfg.Cgroup)
 	}()
-	wg.Go(func() {
-		if err := c.Events(func(e Event) { logEvent(cfg.Log, e); call(cfg.OnEvent, e) }); err != nil {
+	if cfg.Record {
+		if cfg.Flush <= 0 {
+			cfg.Flush = 5 * time.Second
+		}
+		recording.Go(func() { rec.loop(cfg.Store, cfg.Flush, cfg.Log, stop) })
+	}
+	events.Go(func() {
+		err := c.Events(func(e Event) {
+			logEvent(cfg.Log, e)
+			if cfg.Record {
+				rec.add(e, time.Now())
+			}
+			call(cfg.OnEvent, e)
+		})
+		if err != nil {
 			cfg.Log.Error("name check events", "err", err)
 		}
 	})

@@ -3,7 +3,7 @@
 // The bucket tree:
 //
 //	meta/
-//	    schema   -> "6"                    decimal schema version
+//	    schema   -> "7"                    decimal schema version
 //	    created  -> RFC 3339 time          when the file was made
 //	    obs_unrecorded -> {drop, audit, records}                  (since v3)
 //	        packets the monitor counted without a stored destination:
@@ -63,6 +63,11 @@
 //	        dropped, malformed, first_seen, last_seen. At most
 //	        MaxDNSDenialNames names; meta/dns_denials_count,
 //	        meta/dns_denials_unrecorded
+//	refusals/                                                  (since v7)
+//	    <flow key:23><name presented>     -> {kind, verdict, dropped, audited, first_seen, last_seen}
+//	        connections the name check refused; at most MaxRefusals keys
+//	        (refusals of new keys past it are counted, not kept)
+//	    ~unrecorded                       -> <count:8> those left out
 //
 // Keys are fixed-width and big endian, so a cursor walks flows ordered by
 // UID, then protocol, address and port. Addresses are 16 bytes: IPv4 is

@@ -361,6 +361,7 @@ type PruneResult struct {
 	Watches      int `json:"watches"` // the monitor's runs
 	Plans        int `json:"plans"`   // replaced by their summary
 	DNSDenials   int `json:"dns_denials"`
+	Refusals     int `json:"refusals"` // the name check's
 }
 
 // Prune deletes what is past the retention and the plans past
@@ -395,6 +396,13 @@ func (s *Store) Prune(o PruneOptions) (PruneResult, error) {
 				var d DNSDenial
 				err := jsonUnmarshal(k, v, &d)
 				return d.LastSeen.Before(cut), err
+			}},
+			{&res.Refusals, bucketRefusals, func(k, v []byte) (bool, error) {
+				if bytes.Equal(k, keyRefusalsLost) {
+					return false, nil
+				}
+				r, err := decodeRefusal(k, v)
+				return r.LastSeen.Before(cut), err
 			}},
 		}
 		for _, st := range steps {

@@ -18,7 +18,7 @@ import (
 )
 
 // SchemaVersion is the layout this binary reads and writes.
-const SchemaVersion = 6
+const SchemaVersion = 7
 
 // DefaultPath is where the baseline lives unless configured otherwise.
 const DefaultPath = "/var/lib/egress/baseline.db"
@@ -280,6 +280,10 @@ var migrations = []migration{
 	// Nothing moves: the version keeps older binaries, which would read a
 	// patch as an empty plan, away from a file that may hold one.
 	{6, "plans stored as patches of another generation's plan", func(*bolt.Tx) error { return nil }},
+	{7, "the name check's refusals", func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketRefusals)
+		return err
+	}},
 }
 
 // latest is the version the migrations reach.

@@ -39,11 +39,12 @@ and later requests of a kept-alive plain HTTP connection. Connections opened
 before namecheck started are left alone. When namecheck stops, names are no
 longer checked (the table still checks addresses).
 
-Each refused connection is logged (uid, destination, the name presented) and,
+Each refused connection is logged (uid, destination, the name presented),
+recorded in the store every flush_interval for "egress-enforce denied", and,
 with --json, printed as a JSON object; --metrics-addr serves the counters.`,
 		Args: cobra.NoArgs,
 		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
-			st, err := e.ReadStore()
+			st, err := e.WriteStore()
 			if err != nil {
 				return err
 			}
@@ -66,7 +67,7 @@ with --json, printed as a JSON object; --metrics-addr serves the counters.`,
 			print := refusedPrinter(cmd.OutOrStdout(), asJSON)
 			e.Log.Info("name check", "cgroup", cgroup, "netns", e.Cfg.Netns, "table", e.Cfg.Table)
 			return namecheck.Run(cmd.Context(), namecheck.RunConfig{
-				Cgroup: cgroup, Target: e.target, Table: e.Cfg.Table, Store: st, Log: e.Log,
+				Cgroup: cgroup, Target: e.target, Table: e.Cfg.Table, Store: st, Log: e.Log, Record: true, Flush: e.Cfg.FlushInterval,
 				OnChecker: col.Attach, OnEvent: func(ev namecheck.Event) { col.Note(ev); print(ev) },
 			})
 		}),

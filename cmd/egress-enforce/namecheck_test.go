@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net/netip"
 	"os"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/egresskit/egress/internal/lab"
+	"github.com/egresskit/egress/monitor"
 	"github.com/egresskit/egress/store"
 )
 
@@ -64,5 +66,15 @@ func TestNameCheckCommand(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "names are no longer checked") {
 		t.Errorf("the stop is not said:\n%s", stderr.String())
+	}
+	var sum monitor.DeniedSummary
+	if err := json.Unmarshal([]byte(l.run(t, "denied", "--json")), &sum); err != nil {
+		t.Fatal(err)
+	}
+	if len(sum.RefusedNames) != 1 || sum.RefusedNames[0].Presented != "name2.lab" || sum.RefusedNames[0].Dropped != 1 || sum.RefusedNames[0].Kind != "http" {
+		t.Errorf("denied: refused names %+v", sum.RefusedNames)
+	}
+	if out := l.run(t, "denied"); !strings.Contains(out, "names refused by the name check") || !strings.Contains(out, "http name2.lab") {
+		t.Errorf("denied:\n%s", out)
 	}
 }
