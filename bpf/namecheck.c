@@ -26,10 +26,12 @@
 // presented). A ClientHello or request split over several segments is
 // gathered in the socket's own storage (nc_bufs, at most NC_BUF bytes and
 // NC_MAX_SEGS segments) until the name is seen; the earlier segments
-// pass, they hold no name. Once decided, a socket is left alone: its
-// later packets cost one socket-storage lookup. Sockets that connected
-// before the program was attached (first seen past SYN_SENT) and
-// destinations that are not name-checked are never parsed.
+// pass, they hold no name. Once passed, a socket is left alone: its
+// storage goes, and its later packets cost a socket-storage lookup that
+// misses and a state check; a refused socket (enforce) keeps its storage,
+// which drops its packets. Sockets that connected before the program was
+// attached (first seen past SYN_SENT) and destinations that are not
+// name-checked are never parsed and get no storage.
 //
 // With learn_all set (the learner), every TCP socket connecting after the
 // attach is parsed the same way, and its name (or none) is told to user
@@ -548,6 +550,14 @@ static __always_inline void tell(struct __sk_buff *skb, struct nc_sock *st, stru
 	bpf_ringbuf_submit(e, 0);
 }
 
+// done leaves a socket alone from now on: its storage goes, and its later
+// packets, past SYN_SENT, are not looked at (see first). It passes.
+static __always_inline int done(struct bpf_sock *sk)
+{
+	bpf_sk_storage_delete(&nc_socks, sk);
+	return 1;
+}
+
 // decide settles a socket on the parser's result; it returns the
 // program's verdict for the segment.
 static __always_inline int decide(struct __sk_buff *skb, struct bpf_sock *sk, struct nc_sock *st,
@@ -562,24 +572,20 @@ static __always_inline int decide(struct __sk_buff *skb, struct bpf_sock *sk, st
 		if (r != NR_NAME)
 			s->r.name_len = 0;
 		tell(skb, st, s, NV_SEEN);
-		st->state = ST_DONE;
-		return 1;
+		return done(sk);
 	}
 	if (r == NR_NAME) {
 		struct nc_name_key k = {.dest = st->dest, .hash = s->r.hash};
 		if (bpf_map_lookup_elem(&nc_names, &k)) {
-			st->state = ST_DONE;
 			count(NS_PASSED);
-			return 1;
+			return done(sk);
 		}
 		verdict = NV_MISMATCH;
 	}
 	count(verdict == NV_MISMATCH ? NS_MISMATCH : NS_NONAME);
 	tell(skb, st, s, verdict);
-	if (st->mode != MODE_ENFORCE) {
-		st->state = ST_DONE;
-		return 1;
-	}
+	if (st->mode != MODE_ENFORCE)
+		return done(sk);
 	st->state = ST_DENIED;
 	count(NS_DROPPED);
 	return 0;
@@ -665,14 +671,12 @@ static __always_inline int first(struct __sk_buff *skb, struct bpf_sock *sk)
 		d.proto = IPPROTO_TCP;
 		mode = learn_all ? &learn : bpf_map_lookup_elem(&nc_dests, &d);
 	}
+	if (!mode)
+		return 1; // no storage: its later packets cost a lookup that misses
 	struct nc_sock *st = bpf_sk_storage_get(&nc_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st) {
 		count(NS_NOSTORE);
-		return !(mode && *mode == MODE_ENFORCE);
-	}
-	if (!mode) {
-		st->state = ST_DONE;
-		return 1;
+		return *mode != MODE_ENFORCE;
 	}
 	st->state = ST_PENDING;
 	st->mode = *mode;

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -279,4 +280,15 @@ func (c *Checker) Destinations() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.dests)
+}
+
+// RunStats are the program's run count and total run time since it was
+// loaded, when the kernel's BPF statistics are on (ebpf.EnableStats);
+// zero otherwise.
+func (c *Checker) RunStats() (runs uint64, total time.Duration, err error) {
+	st, err := c.objs.NamecheckEgress.Stats()
+	if err != nil {
+		return 0, 0, fmt.Errorf("read the name check's program stats: %w", err)
+	}
+	return st.RunCount, st.Runtime, nil
 }

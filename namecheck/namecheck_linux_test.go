@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -31,7 +32,19 @@ import (
 
 func TestMain(m *testing.M) {
 	if os.Getenv("NC_CLIENT") == "1" {
-		os.Exit(runClient(os.Args[len(os.Args)-3:]))
+		args := os.Args[1:]
+		if len(args) == 4 && strings.HasPrefix(args[0], "bench-") {
+			n, _ := strconv.Atoi(args[1])
+			first, _ := hex.DecodeString(args[3])
+			d, err := runBench(strings.TrimPrefix(args[0], "bench-"), n, args[2], first)
+			if err != nil {
+				fmt.Println("error:", err)
+				os.Exit(1)
+			}
+			fmt.Println(d.Nanoseconds())
+			os.Exit(0)
+		}
+		os.Exit(runClient(args[len(args)-3:]))
 	}
 	os.Exit(m.Run())
 }
@@ -41,10 +54,13 @@ const userA = 4321
 // nlab is one address serving two names over HTTPS (443) and HTTP (80),
 // a client namespace and cgroup, and the name check attached to it.
 type nlab struct {
-	t      *testing.T
+	t      testing.TB
 	pair   *lab.Pair
 	cg     *lab.Cgroup
 	nc     *namecheck.Checker
+	cookie uint64
+	learn  bool
+	done   chan struct{} // closed when the events reader ends
 	client string // the test binary, where user A can run it
 	mu     sync.Mutex
 	seen   []string // names the servers were asked for (SNI or Host)
@@ -53,42 +69,68 @@ type nlab struct {
 
 func newLab(t *testing.T) *nlab { return newLabWith(t, false) }
 
-func newLabWith(t *testing.T, learn bool) *nlab {
+// newBenchLab is a lab whose client may reuse its ports in TIME_WAIT: a
+// storm of a few thousand connections a round would run out of them.
+func newBenchLab(b *testing.B) *nlab {
+	l := newLabWith(b, false)
+	lab.MustRun(b, "ip", "netns", "exec", l.pair.Client.Name, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=1024 65000")
+	return l
+}
+
+func newLabWith(t testing.TB, learn bool) *nlab {
 	lab.Require(t)
-	l := &nlab{t: t, pair: lab.NewPair(t), cg: lab.NewCgroup(t)}
+	l := &nlab{t: t, pair: lab.NewPair(t), cg: lab.NewCgroup(t), learn: learn}
 	l.serve(t)
-	var cookie uint64
 	err := lab.InNetns(l.pair.Client, func() error {
 		s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
 		defer unix.Close(s)
-		cookie, err = unix.GetsockoptUint64(s, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+		l.cookie, err = unix.GetsockoptUint64(s, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.nc, err = namecheck.Start(namecheck.Config{Cgroup: l.cg.Path, NetnsCookie: cookie, Learn: learn}); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = l.nc.Events(func(e namecheck.Event) {
-			l.mu.Lock()
-			l.events = append(l.events, e)
-			l.mu.Unlock()
-		})
-	}()
-	t.Cleanup(func() { l.nc.Close(); <-done })
+	l.attach(t)
+	t.Cleanup(func() { l.detach(t) })
 	l.client = copyClient(t)
 	return l
 }
 
+// attach starts the name check on the lab's cgroup (if it is not).
+func (l *nlab) attach(t testing.TB) {
+	if l.nc != nil {
+		return
+	}
+	var err error
+	if l.nc, err = namecheck.Start(namecheck.Config{Cgroup: l.cg.Path, NetnsCookie: l.cookie, Learn: l.learn}); err != nil {
+		t.Fatal(err)
+	}
+	l.done = make(chan struct{})
+	go func(c *namecheck.Checker, done chan struct{}) {
+		defer close(done)
+		_ = c.Events(func(e namecheck.Event) {
+			l.mu.Lock()
+			l.events = append(l.events, e)
+			l.mu.Unlock()
+		})
+	}(l.nc, l.done)
+}
+
+// detach stops it (if it runs).
+func (l *nlab) detach(testing.TB) {
+	if l.nc == nil {
+		return
+	}
+	l.nc.Close()
+	<-l.done
+	l.nc = nil
+}
+
 // copyClient puts the test binary where another user may run it.
-func copyClient(t *testing.T) string {
+func copyClient(t testing.TB) string {
 	dir, err := os.MkdirTemp("", "namecheck-client-")
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +150,7 @@ func copyClient(t *testing.T) string {
 	return p
 }
 
-func selfSigned(t *testing.T, names ...string) tls.Certificate {
+func selfSigned(t testing.TB, names ...string) tls.Certificate {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +166,7 @@ func selfSigned(t *testing.T, names ...string) tls.Certificate {
 
 // serve runs the HTTPS and HTTP servers of both names on the server's
 // one address; each records the name it was asked for.
-func (l *nlab) serve(t *testing.T) {
+func (l *nlab) serve(t testing.TB) {
 	cert := selfSigned(t, "name1.lab", "name2.lab")
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host, _, _ := strings.Cut(r.Host, ":")
