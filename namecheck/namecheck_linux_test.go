@@ -61,7 +61,7 @@ type nlab struct {
 	cookie uint64
 	learn  bool
 	done   chan struct{} // closed when the events reader ends
-	client string // the test binary, where user A can run it
+	client string        // the test binary, where user A can run it
 	mu     sync.Mutex
 	seen   []string // names the servers were asked for (SNI or Host)
 	events []namecheck.Event
