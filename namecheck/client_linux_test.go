@@ -23,6 +23,7 @@ import (
 //	tls NAME ADDR        a TLS handshake presenting NAME, then a GET
 //	tls-split NAME ADDR  the same, the ClientHello cut in the name over two
 //	                     segments (the second sent once the first is acknowledged)
+//	tls-drip NAME ADDR   the same, the ClientHello's first 12 bytes one a segment
 //	http HOST ADDR       a plain GET with Host HOST after a 3000-byte request line
 //	raw HEX ADDR         the bytes HEX encodes, then whatever comes back
 //
@@ -51,10 +52,13 @@ func client(mode, name, addr string) (string, error) {
 	tc := c.(*net.TCPConn)
 	_ = tc.SetNoDelay(true)
 	switch mode {
-	case "tls", "tls-split":
+	case "tls", "tls-split", "tls-drip":
 		var conn net.Conn = c
 		if mode == "tls-split" {
 			conn = &splitter{TCPConn: tc, name: []byte(name)}
+		}
+		if mode == "tls-drip" {
+			conn = &splitter{TCPConn: tc, name: []byte(name), drip: 12}
 		}
 		t := tls.Client(conn, &tls.Config{ServerName: name, InsecureSkipVerify: true})
 		if _, err := fmt.Fprintf(t, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", name); err != nil {
@@ -96,6 +100,7 @@ func body(b []byte) string {
 type splitter struct {
 	*net.TCPConn
 	name []byte
+	drip int // first send this many bytes one a segment
 	done bool
 }
 
@@ -104,6 +109,18 @@ func (s *splitter) Write(p []byte) (int, error) {
 		return s.TCPConn.Write(p)
 	}
 	s.done = true
+	for i := range s.drip {
+		if _, err := s.TCPConn.Write(p[i : i+1]); err != nil {
+			return 0, err
+		}
+		if err := s.acked(); err != nil {
+			return 0, err
+		}
+	}
+	if s.drip > 0 {
+		n, err := s.TCPConn.Write(p[s.drip:])
+		return s.drip + n, err
+	}
 	cut := bytes.Index(p, s.name)
 	if cut < 0 {
 		return 0, errors.New("splitter: the name is not in the ClientHello")

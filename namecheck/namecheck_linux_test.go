@@ -360,3 +360,28 @@ func TestNameCheckGarbage(t *testing.T) {
 		return false
 	})
 }
+
+// TestNameCheckDripFailsClosed: a ClientHello sent a byte a segment, more
+// segments than the kernel gathers before its name, is refused as showing
+// no name (enforce), not passed unchecked; the allowed name too.
+func TestNameCheckDripFailsClosed(t *testing.T) {
+	l := newLab(t)
+	l.set(namecheck.Enforce)
+	l.blocked("tls-drip", "name1.lab", "443")
+	if l.saw("sni name1.lab") {
+		t.Fatal("the server read a dripped ClientHello")
+	}
+	lab.Await(t, "the no-name event", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for _, e := range l.events {
+			if e.Verdict == "no_name" && e.Kind == "tls" && e.Enforced {
+				return true
+			}
+		}
+		return false
+	})
+	if s := l.stats(); s.Gathered != 8 {
+		t.Errorf("gathered %d segments, want the bound, 8", s.Gathered)
+	}
+}

@@ -48,6 +48,7 @@ func TestParserCases(t *testing.T) {
 		{"http absolute form", []byte("GET http://other.lab/ HTTP/1.1\r\nHost: name1.lab\r\n\r\n"), "none", "http", ""},
 		{"http bad host", []byte("GET / HTTP/1.1\r\nHost: a\x00b\r\n\r\n"), "none", "http", ""},
 		{"http empty labels", []byte("GET / HTTP/1.1\r\nHost: a..b\r\n\r\n"), "none", "http", ""},
+		{"tls fragmented over records", fragmented(hello), "none", "tls", ""},
 		{"garbage", []byte("\x00\x01\x02garbage"), "none", "none", ""},
 		{"ssh", []byte("SSH-2.0-OpenSSH_9.2\r\n"), "none", "http", ""},
 	}
@@ -63,4 +64,14 @@ func TestParserCases(t *testing.T) {
 			t.Errorf("%s: hash %x, want %x", c.what, r.Hash, namecheck.NameHash(c.name))
 		}
 	}
+}
+
+// fragmented is a ClientHello record cut into two records (the handshake
+// message spans them), which servers reassemble.
+func fragmented(rec []byte) []byte {
+	body := rec[5:]
+	cut := len(body) / 2
+	out := append([]byte{0x16, 3, 1, byte(cut >> 8), byte(cut)}, body[:cut]...)
+	out = append(out, 0x16, 3, 1, byte((len(body)-cut)>>8), byte(len(body)-cut))
+	return append(out, body[cut:]...)
 }
