@@ -6,15 +6,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/enforce/rollout"
+	"github.com/egresskit/egress/follow"
 	"github.com/egresskit/egress/store"
 )
 
@@ -42,38 +40,6 @@ type RunConfig struct {
 	Flush  time.Duration
 }
 
-// NetnsCookie is the cookie of the target's network namespace.
-func NetnsCookie(t nft.Target) (uint64, error) {
-	fd, done, err := t.OpenNetns()
-	if err != nil {
-		return 0, err
-	}
-	defer done()
-	var cookie uint64
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		if fd >= 0 {
-			if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-				errc <- fmt.Errorf("enter %s: %w", t, err)
-				return
-			}
-		}
-		s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(s)
-		cookie, err = unix.GetsockoptUint64(s, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
-		return 0, fmt.Errorf("read the namespace cookie of %s: %w", t, err)
-	}
-	return cookie, nil
-}
-
 // Dests converts a plan's name checks for the kernel.
 func Dests(checks []plan.NameChecked) []Dest {
 	out := make([]Dest, 0, len(checks))
@@ -97,7 +63,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	cookie, err := NetnsCookie(cfg.Target)
+	cookie, err := follow.EnforcedNetns(cfg.Target)
 	if err != nil {
 		return err
 	}
