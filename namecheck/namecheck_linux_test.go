@@ -177,17 +177,17 @@ func (l *nlab) serve(t testing.TB) {
 		l.note("sni " + hi.ServerName)
 		return &cert, nil
 	}}
-	for _, port := range []string{"443", "80"} {
+	for _, addr := range []string{lab.ServerIP4 + ":443", lab.ServerIP4 + ":80", "[" + lab.ServerIP6 + "]:443"} {
 		var ln net.Listener
 		err := lab.InNetns(l.pair.Server, func() (err error) {
-			ln, err = net.Listen("tcp", net.JoinHostPort(lab.ServerIP4, port))
+			ln, err = net.Listen("tcp", addr)
 			return err
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
 		srv := &http.Server{Handler: h, ErrorLog: nil}
-		if port == "443" {
+		if strings.HasSuffix(addr, ":443") {
 			ln = tls.NewListener(ln, tlsConf)
 		}
 		go func() { _ = srv.Serve(ln) }()
@@ -384,4 +384,25 @@ func TestNameCheckDripFailsClosed(t *testing.T) {
 	if s := l.stats(); s.Gathered != 8 {
 		t.Errorf("gathered %d segments, want the bound, 8", s.Gathered)
 	}
+}
+
+// TestNameCheckIPv6: the same check on an IPv6 destination.
+func TestNameCheckIPv6(t *testing.T) {
+	l := newLab(t)
+	ip := netip.MustParseAddr(lab.ServerIP6)
+	if err := l.nc.Set([]namecheck.Dest{{UID: userA, IP: ip, Proto: 6, Port: 443, Mode: namecheck.Enforce, Names: []string{"name1.lab"}}}); err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort(lab.ServerIP6, "443")
+	if out := l.as().MustRun(t, "env", "NC_CLIENT=1", l.client, "tls", "name1.lab", addr); out != "hello name1.lab" {
+		t.Fatalf("name1 over IPv6: %q", out)
+	}
+	before := l.stats().Dropped
+	if err := l.as().Blocked(func() bool { return l.stats().Dropped >= before+2 }, "env", "NC_CLIENT=1", l.client, "tls", "name2.lab", addr); err != nil {
+		t.Fatal(err)
+	}
+	lab.Await(t, "the IPv6 mismatch event", func() bool {
+		es := l.eventsFor("name2.lab")
+		return len(es) == 1 && es[0].IP == ip && es[0].Enforced
+	})
 }
