@@ -12,7 +12,8 @@
 //  - for plain HTTP, the Host header of the first request.
 //
 // The name (lower case, without a trailing dot) must be one of the names
-// listed for that destination in nc_names (FNV-1a 64 hashes). Otherwise,
+// listed for that destination in nc_names (FNV-1a 64 hashes), or match a
+// "*.suffix" listed there (NC_SUFFIXES labels deep at most). Otherwise,
 // or when the first data shows no name (not TLS nor HTTP, no SNI, a
 // ClientHello fragmented over TLS records, a request in absolute form,
 // more than NC_BUF bytes before the name), the program:
@@ -51,6 +52,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define NC_MAX_SEGS 8
 #define NC_MAX_EXT 64 // TLS extensions walked
 #define NC_MAX_METHOD 16
+#define NC_SUFFIXES 4 // wildcard levels: "*.a.b" allows x.a.b .. w.x.y.z.a.b
 
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME 0x100000001b3ULL
@@ -216,6 +218,9 @@ struct nc_walk {
 	__s32 done;
 	__u32 len; // name bytes taken
 	__u32 dot; // a dot waits for the next character
+	__u32 ndots;
+	__u32 dots[NC_SUFFIXES]; // where the first labels end
+	__u64 h;
 };
 
 // The data is twice NC_BUF so that the verifier accepts a copy of up to
@@ -550,6 +555,49 @@ static __always_inline void tell(struct __sk_buff *skb, struct nc_sock *st, stru
 	bpf_ringbuf_submit(e, 0);
 }
 
+// dot_byte notes where the name's first labels end.
+static long dot_byte(__u32 i, void *ctx)
+{
+	struct nc_scratch *s = scratch();
+	if (!s || i >= s->r.name_len || s->w.ndots >= NC_SUFFIXES)
+		return 1;
+	if (s->r.name[i & (NC_NAME - 1)] == '.')
+		s->w.dots[s->w.ndots++ & (NC_SUFFIXES - 1)] = i;
+	return 0;
+}
+
+// suffix_byte hashes one more byte of a suffix of the name.
+static long suffix_byte(__u32 i, void *ctx)
+{
+	struct nc_scratch *s = scratch();
+	if (!s || s->w.pos >= s->r.name_len)
+		return 1;
+	s->w.h = (s->w.h ^ s->r.name[s->w.pos & (NC_NAME - 1)]) * FNV_PRIME;
+	s->w.pos++;
+	return 0;
+}
+
+// wildcard says whether a rule "*.suffix" of the destination allows the
+// name: a suffix after one of its first NC_SUFFIXES labels (a name rule's
+// hash, as the follower hashes it).
+static __always_inline int wildcard(struct nc_scratch *s, struct nc_dest *d)
+{
+	s->w.ndots = 0;
+	bpf_loop(NC_NAME, dot_byte, 0, 0);
+	struct nc_name_key k = {.dest = *d};
+	for (int j = 0; j < NC_SUFFIXES; j++) {
+		if ((__u32)j >= s->w.ndots)
+			break;
+		s->w.pos = s->w.dots[j] + 1;
+		s->w.h = ((FNV_OFFSET ^ '*') * FNV_PRIME ^ '.') * FNV_PRIME;
+		bpf_loop(NC_NAME, suffix_byte, 0, 0);
+		k.hash = s->w.h;
+		if (bpf_map_lookup_elem(&nc_names, &k))
+			return 1;
+	}
+	return 0;
+}
+
 // done leaves a socket alone from now on: its storage goes, and its later
 // packets, past SYN_SENT, are not looked at (see first). It passes.
 static __always_inline int done(struct bpf_sock *sk)
@@ -576,7 +624,7 @@ static __always_inline int decide(struct __sk_buff *skb, struct bpf_sock *sk, st
 	}
 	if (r == NR_NAME) {
 		struct nc_name_key k = {.dest = st->dest, .hash = s->r.hash};
-		if (bpf_map_lookup_elem(&nc_names, &k)) {
+		if (bpf_map_lookup_elem(&nc_names, &k) || wildcard(s, &st->dest)) {
 			count(NS_PASSED);
 			return done(sk);
 		}

@@ -68,6 +68,10 @@ type NamecheckNcScratch struct {
 		Done  int32
 		Len   uint32
 		Dot   uint32
+		Ndots uint32
+		Dots  [4]uint32
+		_     [4]byte
+		H     uint64
 	}
 	R NamecheckNcRes
 }

@@ -406,3 +406,21 @@ func TestNameCheckIPv6(t *testing.T) {
 		return len(es) == 1 && es[0].IP == ip && es[0].Enforced
 	})
 }
+
+// TestNameCheckWildcard: a "*.suffix" name allows names up to four labels
+// deeper, not the suffix itself nor deeper names.
+func TestNameCheckWildcard(t *testing.T) {
+	l := newLab(t)
+	ip := netip.MustParseAddr(lab.ServerIP4)
+	if err := l.nc.Set([]namecheck.Dest{{UID: userA, IP: ip, Proto: 6, Port: 443, Mode: namecheck.Enforce, Names: []string{"*.wild.lab"}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"a.wild.lab", "a.b.c.d.wild.lab"} {
+		if out := l.pass("tls", n, "443"); out != "hello "+n {
+			t.Fatalf("%s: %q", n, out)
+		}
+	}
+	for _, n := range []string{"wild.lab", "a.b.c.d.e.wild.lab", "a.wildxlab"} {
+		l.blocked("tls", n, "443")
+	}
+}

@@ -66,8 +66,8 @@ func (p *Plan) userEnforced(uid uint32) bool {
 }
 
 // NameChecked is a name-checked destination: the names its user may
-// present there (the element's learned names, and the exact names of the
-// user's name rules on that protocol and port), and whether a mismatch is
+// present there (the element's learned names, and the user's name rules on
+// that protocol and port: "*.suffix" allows names up to 4 labels deeper), and whether a mismatch is
 // dropped (enforce) or only logged (audit). A user the table audits is
 // only audited by the name check either.
 type NameChecked struct {
@@ -121,7 +121,7 @@ func (p *Plan) nameChecked(e Element) NameChecked {
 	names := slices.Clone(e.Names)
 	if p.Follow != nil {
 		for _, r := range p.Follow.Rules {
-			if r.UID == e.UID && r.Proto == e.Proto && r.Port == e.Port && !strings.HasPrefix(r.Name, "*.") && !slices.Contains(names, r.Name) {
+			if r.UID == e.UID && r.Proto == e.Proto && r.Port == e.Port && !slices.Contains(names, r.Name) {
 				names = append(names, r.Name)
 			}
 		}
