@@ -8,3 +8,8 @@ import "github.com/egresskit/egress/enforce/nft"
 // must belong to the initial user namespace (see enforcedNetns): the name
 // check keys its destinations by the same uids.
 func EnforcedNetns(t nft.Target) (uint64, error) { return enforcedNetns(t) }
+
+// PinDirFor is the follower's pin directory of a namespace and table
+// under root (created, on a bpf file system): the name check pins in a
+// directory of its own inside.
+func PinDirFor(root, table string, netns uint64) (string, error) { return pinDir(root, table, netns) }

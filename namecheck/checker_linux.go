@@ -46,7 +46,12 @@ type Config struct {
 	// ones, refuses nothing, and tells each name presented (verdict
 	// "seen"): the learner's mode.
 	Learn bool
-	Log   *slog.Logger
+	// PinDir, when set (a directory on a bpf file system), pins the
+	// program's link and its destinations, names and socket states
+	// there: a checker that dies leaves the check attached with its last
+	// destinations, and the next one takes it over (see pin_linux.go).
+	PinDir string
+	Log    *slog.Logger
 }
 
 // Checker is the attached name check.
@@ -82,7 +87,7 @@ func Start(cfg Config) (_ *Checker, err error) {
 		}
 	}
 	c := &Checker{cfg: cfg, dests: map[bpf.NamecheckNcDest]uint8{}, names: map[bpf.NamecheckNcNameKey]bool{}}
-	if err := cgroupbpf.Load(spec, &c.objs, nil, "name check"); err != nil {
+	if err := c.load(spec); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -99,10 +104,16 @@ func Start(cfg Config) (_ *Checker, err error) {
 		return nil, err
 	}
 	c.link = links[0]
+	if cfg.PinDir != "" {
+		if err := c.pinLink(); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
-// Close detaches the program: sockets are no longer checked.
+// Close detaches the program: sockets are no longer checked. A pinned
+// check (Config.PinDir) stays attached: Detach removes it.
 func (c *Checker) Close() error {
 	var errs []error
 	if c.link != nil {
@@ -258,12 +269,14 @@ type Stats struct {
 }
 
 // Stats reads the counters.
-func (c *Checker) Stats() (Stats, error) {
+func (c *Checker) Stats() (Stats, error) { return readStats(c.objs.NcStats) }
+
+func readStats(m *ebpf.Map) (Stats, error) {
 	var s Stats
 	fields := []*uint64{&s.Checked, &s.Passed, &s.Mismatch, &s.NoName, &s.Dropped, &s.Gathered, &s.Lost, &s.NoStore}
 	for i, f := range fields {
 		var per []uint64
-		if err := c.objs.NcStats.Lookup(uint32(i), &per); err != nil {
+		if err := m.Lookup(uint32(i), &per); err != nil {
 			return s, fmt.Errorf("read the name check's counters: %w", err)
 		}
 		for _, v := range per {

@@ -424,3 +424,65 @@ func TestNameCheckWildcard(t *testing.T) {
 		l.blocked("tls", n, "443")
 	}
 }
+
+// TestNameCheckPinnedOutlivesItsChecker: a pinned check whose checker
+// dies keeps refusing with its last destinations (and keeps dropping a
+// socket it refused); the next checker takes it over, and a clean detach
+// removes it.
+func TestNameCheckPinnedOutlivesItsChecker(t *testing.T) {
+	l := newLab(t)
+	l.detach(t)
+	pin := filepath.Join(lab.NewBPFFS(t), "nc")
+	if err := os.MkdirAll(pin, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	start := func() *namecheck.Checker {
+		c, err := namecheck.Start(namecheck.Config{Cgroup: l.cg.Path, NetnsCookie: l.cookie, PinDir: pin})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := start()
+	l.nc = c
+	l.set(namecheck.Enforce)
+	c.Close() // dies: no Detach
+	l.nc = nil
+	before := droppedIn(t, pin)
+	if err := l.as().Blocked(func() bool { return droppedIn(t, pin) >= before+2 }, l.cmd("tls", "name2.lab", "443")...); err != nil {
+		t.Fatalf("with its checker dead: %v", err)
+	}
+	c = start() // takes over: name1 still allowed, name2 still not
+	if out := l.pass("tls", "name1.lab", "443"); out != "hello name1.lab" {
+		t.Fatalf("name1 after the take-over: %q", out)
+	}
+	l.nc = c
+	l.blocked("tls", "name2.lab", "443")
+	if err := c.Set(nil); err != nil { // the taken-over destinations can be removed
+		t.Fatal(err)
+	}
+	if out := l.pass("tls", "name2.lab", "443"); out != "hello name2.lab" {
+		t.Fatalf("name2 once no longer checked: %q", out)
+	}
+	l.set(namecheck.Enforce)
+	if err := c.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	l.nc = nil
+	if out := l.pass("tls", "name2.lab", "443"); out != "hello name2.lab" {
+		t.Fatalf("name2 after a clean detach: %q", out)
+	}
+	if _, err := os.Stat(filepath.Join(pin, "namecheck_link")); !os.IsNotExist(err) {
+		t.Errorf("the link is still pinned: %v", err)
+	}
+}
+
+// droppedIn reads the segments dropped from the counters pinned in pin.
+func droppedIn(t *testing.T, pin string) uint64 {
+	t.Helper()
+	s, err := namecheck.PinnedStats(pin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Dropped
+}

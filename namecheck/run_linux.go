@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -34,6 +36,11 @@ type RunConfig struct {
 	Ready chan<- struct{}
 	// OnChecker is given the checker once attached (optional: metrics).
 	OnChecker func(*Checker)
+	// PinRoot, when set (a directory on a bpf file system), pins the
+	// check there, under the table's and namespace's directory: if Run
+	// dies, the check stays attached with its last destinations, and the
+	// next Run takes it over. A clean stop (ctx done) detaches it.
+	PinRoot string
 	// Record, when set, writes the refusals to Store (for "denied")
 	// every Flush (default 5 s) and at the end.
 	Record bool
@@ -67,14 +74,27 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if err != nil {
 		return err
 	}
-	c, err := Start(Config{Cgroup: cfg.Cgroup, NetnsCookie: cookie, Log: cfg.Log})
+	ccfg := Config{Cgroup: cfg.Cgroup, NetnsCookie: cookie, Log: cfg.Log}
+	if cfg.PinRoot != "" {
+		dir, err := follow.PinDirFor(cfg.PinRoot, cfg.Table, cookie)
+		if err != nil {
+			return err
+		}
+		ccfg.PinDir = filepath.Join(dir, "namecheck")
+		if err := os.MkdirAll(ccfg.PinDir, 0o700); err != nil {
+			return fmt.Errorf("create the name check's pin directory: %w", err)
+		}
+	}
+	c, err := Start(ccfg)
 	if err != nil {
 		return err
 	}
 	var events, recording sync.WaitGroup
 	rec, stop := newRecorder(), make(chan struct{})
 	defer func() {
-		c.Close() // no more events
+		if err := c.Detach(); err != nil { // no more events
+			cfg.Log.Error("name check: detach", "err", err)
+		}
 		events.Wait()
 		close(stop) // the last refusals are written
 		recording.Wait()

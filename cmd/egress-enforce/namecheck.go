@@ -11,16 +11,17 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/follow"
 	"github.com/egresskit/egress/internal/cgroupbpf"
 	"github.com/egresskit/egress/internal/cli"
 	"github.com/egresskit/egress/namecheck"
 )
 
 func newNameCheck(g *cli.Globals) *cobra.Command {
-	var cgroup, metricsAddr string
+	var cgroup, metricsAddr, pinDir string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "namecheck [--cgroup PATH] [--netns NAME|PATH] [--metrics-addr ADDR] [--json]",
+		Use:   "namecheck [--cgroup PATH] [--netns NAME|PATH] [--pin-dir DIR] [--metrics-addr ADDR] [--json]",
 		Short: "Check in the kernel that connections present a name their user learned (TLS SNI, HTTP Host)",
 		Long: `namecheck attaches an eBPF program to the egress of a cgroup v2 directory
 (default: the root of the cgroup2 mount) that checks, for the name-checked
@@ -36,7 +37,11 @@ no answer and gives up, a cgroup program cannot reset a connection).
 Not covered: TLS with an encrypted ClientHello (ECH, whose outer name is
 checked), QUIC and other UDP protocols, protocols without a visible name,
 and later requests of a kept-alive plain HTTP connection. Connections opened
-before namecheck started are left alone. When namecheck stops, names are no
+before namecheck started are left alone.
+
+The check is pinned under --pin-dir (a bpf file system): if namecheck dies,
+the check stays attached with its last destinations, and a new namecheck
+takes it over. A clean stop (SIGINT, SIGTERM) detaches it: names are no
 longer checked (the table still checks addresses).
 
 Each refused connection is logged (uid, destination, the name presented),
@@ -68,7 +73,7 @@ with --json, printed as a JSON object; --metrics-addr serves the counters.`,
 			e.Log.Info("name check", "cgroup", cgroup, "netns", e.Cfg.Netns, "table", e.Cfg.Table)
 			return namecheck.Run(cmd.Context(), namecheck.RunConfig{
 				Cgroup: cgroup, Target: e.target, Table: e.Cfg.Table, Store: st, Log: e.Log, Record: true, Flush: e.Cfg.FlushInterval,
-				OnChecker: col.Attach, OnEvent: func(ev namecheck.Event) { col.Note(ev); print(ev) },
+				OnChecker: col.Attach, PinRoot: pinDir, OnEvent: func(ev namecheck.Event) { col.Note(ev); print(ev) },
 			})
 		}),
 	}
@@ -76,6 +81,7 @@ with --json, printed as a JSON object; --metrics-addr serves the counters.`,
 	f := cmd.Flags()
 	f.StringVar(&cgroup, "cgroup", "", "cgroup v2 directory whose sockets are checked (default: the root of the cgroup2 mount)")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address")
+	f.StringVar(&pinDir, "pin-dir", follow.DefaultPinRoot, "directory on a bpf file system where the check is pinned (it outlives a namecheck that dies)")
 	f.BoolVar(&asJSON, "json", false, "print each refused connection as JSON")
 	return cmd
 }

@@ -39,7 +39,7 @@ func TestNameCheckCommand(t *testing.T) {
 	}
 	cg := lab.NewCgroup(t)
 	addr := lab.FreeAddr(t)
-	cmd, stdout, stderr := start(t, l.env, enforceBin, "namecheck", "--cgroup", cg.Path, "--json", "--metrics-addr", addr)
+	cmd, stdout, stderr := start(t, l.env, enforceBin, "namecheck", "--cgroup", cg.Path, "--json", "--metrics-addr", addr, "--pin-dir", lab.NewBPFFS(t))
 	lab.Await(t, "namecheck to set the destinations", func() bool { return strings.Contains(stderr.String(), "destinations=1") })
 	nobody := lab.As{UID: 65534, GID: 65534, Netns: l.pair.Client, Cgroup: cg}
 	url := "http://" + lab.ServerIP4 + ":8081/"

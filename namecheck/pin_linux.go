@@ -1,0 +1,109 @@
+//go:build linux
+
+package namecheck
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/egresskit/egress/bpf"
+	"github.com/egresskit/egress/internal/cgroupbpf"
+)
+
+// The maps a pinned check shares with the next checker, and its link.
+// The counters too: they go on counting while no checker runs.
+var pinnedMaps = []string{bpf.NamecheckMapNcDests, bpf.NamecheckMapNcNames, bpf.NamecheckMapNcSocks, bpf.NamecheckMapNcBufs,
+	bpf.NamecheckMapNcStats}
+
+const pinLink = "namecheck_link"
+
+// load loads the objects; with a pin directory, the destinations, names
+// and socket states are those pinned there (an earlier checker's), and
+// the checker starts from what they hold.
+func (c *Checker) load(spec *ebpf.CollectionSpec) error {
+	if c.cfg.PinDir == "" {
+		return cgroupbpf.Load(spec, &c.objs, nil, "name check")
+	}
+	for _, m := range pinnedMaps {
+		spec.Maps[m].Pinning = ebpf.PinByName
+	}
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: c.cfg.PinDir}}
+	err := cgroupbpf.Load(spec, &c.objs, opts, "name check")
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		// Another version's maps: start afresh. Sockets it refused keep
+		// being dropped by its program until ours replaces it.
+		c.cfg.Log.Warn("the pinned name check maps do not fit this version: replacing them", "dir", c.cfg.PinDir)
+		for _, m := range pinnedMaps {
+			if err := os.Remove(filepath.Join(c.cfg.PinDir, m)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("remove the pinned map %s: %w", m, err)
+			}
+		}
+		err = cgroupbpf.Load(spec, &c.objs, opts, "name check")
+	}
+	if err != nil {
+		return err
+	}
+	var d bpf.NamecheckNcDest
+	var mode uint8
+	for it := c.objs.NcDests.Iterate(); it.Next(&d, &mode); {
+		c.dests[d] = mode
+	}
+	var k bpf.NamecheckNcNameKey
+	var one uint8
+	for it := c.objs.NcNames.Iterate(); it.Next(&k, &one); {
+		c.names[k] = true
+	}
+	if len(c.dests) > 0 {
+		c.cfg.Log.Info("name check: took over the pinned destinations", "destinations", len(c.dests), "dir", c.cfg.PinDir)
+	}
+	return nil
+}
+
+// pinLink pins the link, replacing the one a checker that did not stop
+// cleanly left (ours is attached first: no moment without a check).
+func (c *Checker) pinLink() error {
+	path := filepath.Join(c.cfg.PinDir, pinLink)
+	if err := c.link.Pin(path + "_new"); err != nil {
+		return fmt.Errorf("pin the name check: %w", err)
+	}
+	if old, err := link.LoadPinnedLink(path, nil); err == nil {
+		c.cfg.Log.Warn("replacing the name check a checker that did not stop cleanly left", "pin", path)
+		_ = old.Unpin()
+		_ = old.Close()
+	} else if !errors.Is(err, os.ErrNotExist) {
+		_ = c.link.Unpin()
+		return fmt.Errorf("open the pinned name check %s: %w", path, err)
+	}
+	if err := c.link.Pin(path); err != nil { // moves the pin
+		_ = c.link.Unpin()
+		return fmt.Errorf("pin the name check: %w", err)
+	}
+	return nil
+}
+
+// Detach removes the check: the pinned link goes, then the checker is
+// closed. A clean stop; a checker that dies (Close alone, or no call)
+// leaves a pinned check attached.
+func (c *Checker) Detach() error {
+	var errs []error
+	if c.cfg.PinDir != "" && c.link != nil {
+		errs = append(errs, c.link.Unpin())
+	}
+	return errors.Join(append(errs, c.Close())...)
+}
+
+// PinnedStats reads the counters of the check pinned in dir (that a
+// checker that died left, for one).
+func PinnedStats(dir string) (Stats, error) {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.NamecheckMapNcStats), nil)
+	if err != nil {
+		return Stats{}, fmt.Errorf("open the pinned name check counters: %w", err)
+	}
+	defer m.Close()
+	return readStats(m)
+}
