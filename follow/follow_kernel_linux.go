@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -138,14 +137,7 @@ func pinDir(root, table string, netns uint64) (string, error) {
 		}
 		probe = filepath.Dir(probe)
 	}
-	// bpffs refuses dots in names; the table's name may have some.
-	safe := strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
-			return r
-		}
-		return '_'
-	}, table)
-	dir := filepath.Join(root, fmt.Sprintf("%s-netns-%x", safe, netns))
+	dir := pinPath(root, table, netns)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("create pin directory: %w", err)
 	}

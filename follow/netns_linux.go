@@ -2,14 +2,25 @@
 
 package follow
 
-import "github.com/egresskit/egress/enforce/nft"
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+)
 
-// EnforcedNetns is the cookie of the target's network namespace, which
-// must belong to the initial user namespace (see enforcedNetns): the name
-// check keys its destinations by the same uids.
-func EnforcedNetns(t nft.Target) (uint64, error) { return enforcedNetns(t) }
+// pinPath is the pin directory of a namespace and table under root
+// (without creating it). bpffs refuses dots in names; the table's name may
+// have some.
+func pinPath(root, table string, netns uint64) string {
+	safe := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, table)
+	return filepath.Join(root, fmt.Sprintf("%s-netns-%x", safe, netns))
+}
 
-// PinDirFor is the follower's pin directory of a namespace and table
-// under root (created, on a bpf file system): the name check pins in a
-// directory of its own inside.
-func PinDirFor(root, table string, netns uint64) (string, error) { return pinDir(root, table, netns) }
+// PinPath is pinPath, for status: where a follower and a name check of
+// that namespace and table pin.
+func PinPath(root, table string, netns uint64) string { return pinPath(root, table, netns) }

@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/egresskit/egress/bpf"
+	"github.com/egresskit/egress/follow"
 	"github.com/egresskit/egress/internal/cgroupbpf"
 )
 
@@ -106,4 +107,16 @@ func PinnedStats(dir string) (Stats, error) {
 	}
 	defer m.Close()
 	return readStats(m)
+}
+
+// PinDirOf is where Run pins the check of a table and namespace under
+// root (a directory of the follower's pin directory).
+func PinDirOf(root, table string, netns uint64) string {
+	return filepath.Join(follow.PinPath(root, table, netns), "namecheck")
+}
+
+// Pinned says whether a check is pinned (so attached) in dir.
+func Pinned(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, pinLink))
+	return err == nil
 }

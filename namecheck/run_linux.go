@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -76,11 +75,10 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	}
 	ccfg := Config{Cgroup: cfg.Cgroup, NetnsCookie: cookie, Log: cfg.Log}
 	if cfg.PinRoot != "" {
-		dir, err := follow.PinDirFor(cfg.PinRoot, cfg.Table, cookie)
-		if err != nil {
+		if _, err := follow.PinDir(cfg.PinRoot, cfg.Table, cookie); err != nil { // checks the file system
 			return err
 		}
-		ccfg.PinDir = filepath.Join(dir, "namecheck")
+		ccfg.PinDir = PinDirOf(cfg.PinRoot, cfg.Table, cookie)
 		if err := os.MkdirAll(ccfg.PinDir, 0o700); err != nil {
 			return fmt.Errorf("create the name check's pin directory: %w", err)
 		}

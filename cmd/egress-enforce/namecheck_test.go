@@ -39,7 +39,11 @@ func TestNameCheckCommand(t *testing.T) {
 	}
 	cg := lab.NewCgroup(t)
 	addr := lab.FreeAddr(t)
-	cmd, stdout, stderr := start(t, l.env, enforceBin, "namecheck", "--cgroup", cg.Path, "--json", "--metrics-addr", addr, "--pin-dir", lab.NewBPFFS(t))
+	pin := lab.NewBPFFS(t)
+	if out := l.run(t, "status", "--pin-dir", pin); !strings.Contains(out, "name check: 1 name-checked elements (enforce), not attached") || !strings.Contains(out, "names are not checked") {
+		t.Errorf("status before namecheck runs:\n%s", out)
+	}
+	cmd, stdout, stderr := start(t, l.env, enforceBin, "namecheck", "--cgroup", cg.Path, "--json", "--metrics-addr", addr, "--pin-dir", pin)
 	lab.Await(t, "namecheck to set the destinations", func() bool { return strings.Contains(stderr.String(), "destinations=1") })
 	nobody := lab.As{UID: 65534, GID: 65534, Netns: l.pair.Client, Cgroup: cg}
 	url := "http://" + lab.ServerIP4 + ":8081/"
@@ -59,6 +63,9 @@ func TestNameCheckCommand(t *testing.T) {
 	}
 	if v, _ := lab.MetricValue(fams, "egress_namecheck_connections_total", map[string]string{"result": "passed"}); v != 1 {
 		t.Errorf("passed metric: %v", v)
+	}
+	if out := l.run(t, "status", "--pin-dir", pin); !strings.Contains(out, "name check: 1 name-checked elements (enforce), attached") || !strings.Contains(out, "connections checked: 2 (1 passed, 1 presented another name, 0 no name)") {
+		t.Errorf("status while namecheck runs:\n%s", out)
 	}
 	_ = cmd.Process.Signal(os.Interrupt)
 	if err := cmd.Wait(); err != nil {

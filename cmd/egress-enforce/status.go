@@ -34,6 +34,8 @@ type status struct {
 	// Staged are the services of staged enforcement by service, with
 	// what the table does with each now.
 	Staged []stagedService `json:"staged_services,omitempty"`
+	// NameCheck: see status_namecheck.go.
+	NameCheck *nameCheckState `json:"name_check,omitempty"`
 	dnsServers
 }
 
@@ -52,8 +54,9 @@ type followerState struct {
 
 func newStatus(g *cli.Globals) *cobra.Command {
 	var asJSON, count bool
+	var pinDir string
 	cmd := &cobra.Command{
-		Use:   "status [--netns NAME|PATH] [--json] [--count]",
+		Use:   "status [--netns NAME|PATH] [--pin-dir DIR] [--json] [--count]",
 		Short: "Show whether our table is installed, its mode, set sizes, rule counters and the follower's counters",
 		Long: `status reads our table from the kernel: its mode, the size of each set, the
 packets each rule counted (the kernel restarts the counters when a table is
@@ -62,7 +65,11 @@ of those reached the log (NFLOG) under its rate limit.
 
 It also shows the DNS follower: whether one runs (its cgroup is in the set
 follow_gate), and the counters it saves to the store (--db) within a second of
-a change, with the time they were saved.`,
+a change, with the time they were saved.
+
+And the name check: how many elements the current generation name-checks,
+whether a check is attached (pinned under --pin-dir by "egress-enforce
+namecheck"), and its counters.`,
 		Args: cobra.NoArgs,
 		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
 			st, err := e.kernel.Status(e.Cfg.Table, count)
@@ -72,6 +79,7 @@ a change, with the time they were saved.`,
 			s := status{Status: st, dnsServers: dnsServers{ResolvConf: options.ResolvConfFor(e.Cfg.ResolvConf, e.Cfg.Netns)}}
 			s.readFollower(e)
 			s.readStaging(e)
+			s.readNameCheck(e, pinDir)
 			if s.Servers, err = options.ResolvConfServers(s.ResolvConf); err != nil {
 				return err
 			}
@@ -89,6 +97,7 @@ a change, with the time they were saved.`,
 	}
 	netnsFlag(cmd, g)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	cmd.Flags().StringVar(&pinDir, "pin-dir", follow.DefaultPinRoot, "directory on a bpf file system where \"namecheck\" pins the name check")
 	cmd.Flags().BoolVar(&count, "count", false, "count set elements in the kernel instead of reading the set sizes apply wrote (slow for large sets)")
 	return cmd
 }
@@ -128,6 +137,7 @@ func writeStatus(w io.Writer, target nft.Target, s *status) {
 	if !st.Present {
 		fmt.Fprintf(w, "table inet %s is not installed in %s: nothing is allowed, logged or dropped by it\n", st.Table, target)
 		writeFollower(w, s)
+		writeNameCheck(w, s)
 		return
 	}
 	fmt.Fprintf(w, "table inet %s in %s: %s mode (chain output, policy %s)\n", st.Table, target, st.Mode, st.Policy)
@@ -151,6 +161,7 @@ func writeStatus(w io.Writer, target nft.Target, s *status) {
 	writeRuleCounters(w, st)
 	writeDefaults(w, st)
 	writeFollower(w, s)
+	writeNameCheck(w, s)
 }
 
 // writeRuleCounters lists the rules with the packets each counted; the
