@@ -35,12 +35,15 @@ type Config struct {
 	// File is the configuration file that was read, if any.
 	File string `mapstructure:"-"`
 
-	DB               string   `mapstructure:"db"`
-	LogLevel         string   `mapstructure:"log_level"`
-	Cgroup           string   `mapstructure:"cgroup"`
-	FlushIntervalS   string   `mapstructure:"flush_interval"`
-	SummaryIntervalS string   `mapstructure:"summary_interval"`
-	IgnoreLoopback   bool     `mapstructure:"ignore_loopback"`
+	DB               string `mapstructure:"db"`
+	LogLevel         string `mapstructure:"log_level"`
+	Cgroup           string `mapstructure:"cgroup"`
+	FlushIntervalS   string `mapstructure:"flush_interval"`
+	SummaryIntervalS string `mapstructure:"summary_interval"`
+	IgnoreLoopback   bool   `mapstructure:"ignore_loopback"`
+	// PresentedNames: the learner records the name each TCP connection
+	// presents (TLS SNI, HTTP Host).
+	PresentedNames   bool     `mapstructure:"presented_names"`
 	IgnoreUsers      []string `mapstructure:"ignore_users"`
 	IgnoreCIDRs      []string `mapstructure:"ignore_cidrs"`
 	IgnorePorts      []int    `mapstructure:"ignore_ports"`
@@ -124,6 +127,7 @@ var defaults = map[string]any{
 	"flush_interval":      "5s",
 	"summary_interval":    "1m",
 	"ignore_loopback":     true,
+	"presented_names":     true,
 	"ignore_users":        []string{},
 	"ignore_cidrs":        []string{},
 	"ignore_ports":        []int{},

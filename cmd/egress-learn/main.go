@@ -139,10 +139,11 @@ func learnConfig(cfg *config.Config, log *slog.Logger, duration time.Duration) (
 			Ports:    cfg.IgnorePortList,
 			Loopback: cfg.IgnoreLoopback,
 		},
-		Resolvers:    cfg.DNSResolverUIDs,
-		Probe:        learn.DefaultProbeOptions(),
-		SummaryEvery: cfg.SummaryInterval,
-		Log:          log,
+		Resolvers:        cfg.DNSResolverUIDs,
+		NoPresentedNames: !cfg.PresentedNames,
+		Probe:            learn.DefaultProbeOptions(),
+		SummaryEvery:     cfg.SummaryInterval,
+		Log:              log,
 	}
 	if isTerminal(os.Stderr) {
 		lc.Status = os.Stderr
