@@ -17,7 +17,7 @@ import (
 
 // units are the systemd units the package installs.
 var units = []string{"egress-learn.service", "egress-enforce-watch.service", "egress-enforce-follow.service", "egress-enforce-dns-policy.service",
-	"egress-enforce-restore.service", "egress-reconcile.service", "egress-reconcile.timer"}
+	"egress-enforce-namecheck.service", "egress-enforce-restore.service", "egress-reconcile.service", "egress-reconcile.timer"}
 
 // TestDebPackage builds the package with "make deb" twice (two versions),
 // installs the first with dpkg into an empty root of its own (the

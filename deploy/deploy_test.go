@@ -20,7 +20,7 @@ import (
 // binaries the repository builds in place of /usr/local/bin.
 func TestUnitsVerify(t *testing.T) {
 	units, err := filepath.Glob("systemd/*")
-	if err != nil || len(units) != 7 {
+	if err != nil || len(units) != 8 {
 		t.Fatalf("units: %v %v", units, err)
 	}
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {

@@ -342,7 +342,8 @@ func TestScrapeJobsMatchTheRules(t *testing.T) {
 		}
 	}
 	units := map[string]string{"egress-watch": "egress-enforce-watch.service", "egress-learn": "egress-learn.service", "egress-follow": "egress-enforce-follow.service",
-		"egress-dns-policy": "egress-enforce-dns-policy.service"}
+		"egress-dns-policy": "egress-enforce-dns-policy.service",
+		"egress-namecheck":  "egress-enforce-namecheck.service"}
 	for job, unit := range units {
 		data, err := os.ReadFile("systemd/" + unit)
 		if err != nil {
