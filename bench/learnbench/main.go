@@ -62,8 +62,9 @@ const (
 )
 
 // programsAttached is how many programs a learner attaches to its cgroup
-// (connect4/6, sendmsg4/6, egress, ingress).
-const programsAttached = 6
+// (connect4/6, sendmsg4/6, egress, ingress, and the name check's egress
+// program that records presented names).
+const programsAttached = 7
 
 func main() {
 	switch os.Getenv(childEnv) {
