@@ -52,6 +52,9 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define NC_MAX_SEGS 8
 #define NC_MAX_EXT 64 // TLS extensions walked
 #define NC_MAX_METHOD 16
+#define NC_MAX_EXT_HDRS 4 // IPv6 extension headers walked
+#define AF_INET 2
+#define AF_INET6 10
 #define NC_SUFFIXES 4 // wildcard levels: "*.a.b" allows x.a.b .. w.x.y.z.a.b
 
 #define FNV_OFFSET 0xcbf29ce484222325ULL
@@ -519,19 +522,66 @@ struct seg {
 	__u8 syn;
 };
 
-static __always_inline int tcp_seg(struct __sk_buff *skb, struct nc_dest *d, struct seg *g)
+// tcp_off finds the TCP header of a packet, past IPv6 extension headers
+// (hop-by-hop, routing, destination options, AH: a user with CAP_NET_RAW
+// may add them); -1 when it is not there.
+static __always_inline int tcp_off(struct __sk_buff *skb, __u32 *l4off)
+{
+	__u8 family, proto;
+	if (ip_hdr(skb, &family, &proto, l4off, 0, 0) < 0)
+		return -1;
+	for (int i = 0; i < NC_MAX_EXT_HDRS && family == 6 && proto != IPPROTO_TCP; i++) {
+		__u8 h[2];
+		if (proto != 0 && proto != 43 && proto != 60 && proto != 51) // a fragment, or no TCP
+			return -1;
+		if (bpf_skb_load_bytes(skb, *l4off, h, 2) < 0)
+			return -1;
+		*l4off += proto == 51 ? ((__u32)h[1] + 2) * 4 : ((__u32)h[1] + 1) * 8;
+		proto = h[0];
+	}
+	return proto == IPPROTO_TCP ? 0 : -1;
+}
+
+static __always_inline int tcp_seg(struct __sk_buff *skb, struct seg *g)
 {
 	__u32 l4off;
-	if (ip_hdr(skb, &d->family, &d->proto, &l4off, 0, d->addr) < 0 || d->proto != IPPROTO_TCP)
+	if (tcp_off(skb, &l4off) < 0)
 		return -1;
 	struct tcphdr th;
 	if (bpf_skb_load_bytes(skb, l4off, &th, sizeof(th)) < 0)
 		return -1;
-	d->port = bpf_ntohs(th.dest);
 	g->seq = bpf_ntohl(th.seq);
 	g->syn = th.syn;
 	g->off = l4off + th.doff * 4;
 	g->len = skb->len > g->off ? skb->len - g->off : 0;
+	return 0;
+}
+
+// sock_dest reads a TCP socket's destination from the socket, not from
+// its packets' headers; an IPv4-mapped IPv6 address is IPv4.
+static __always_inline int sock_dest(struct bpf_sock *sk, struct nc_dest *d)
+{
+	d->proto = IPPROTO_TCP;
+	d->port = bpf_ntohs(sk->dst_port);
+	if (sk->family == AF_INET) {
+		__u32 a = sk->dst_ip4;
+		d->family = 4;
+		__builtin_memcpy(d->addr, &a, 4);
+		return 0;
+	}
+	if (sk->family != AF_INET6)
+		return -1;
+	__u32 w0 = sk->dst_ip6[0], w1 = sk->dst_ip6[1], w2 = sk->dst_ip6[2], w3 = sk->dst_ip6[3];
+	if (w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff)) {
+		d->family = 4;
+		__builtin_memcpy(d->addr, &w3, 4);
+		return 0;
+	}
+	d->family = 6;
+	__builtin_memcpy(d->addr, &w0, 4);
+	__builtin_memcpy(d->addr + 4, &w1, 4);
+	__builtin_memcpy(d->addr + 8, &w2, 4);
+	__builtin_memcpy(d->addr + 12, &w3, 4);
 	return 0;
 }
 
@@ -684,12 +734,26 @@ static __always_inline int hold(struct bpf_sock *sk, struct nc_sock *st, struct 
 	return 0;
 }
 
+// unparsed refuses a name-checked socket whose packet the program cannot
+// read (no TCP header where it looks): it shows no name.
+static __always_inline int unparsed(struct __sk_buff *skb, struct bpf_sock *sk, struct nc_sock *st)
+{
+	struct nc_scratch *s = scratch();
+	if (!s)
+		return st->mode != MODE_ENFORCE;
+	s->r.kind = NK_NONE;
+	s->r.name_len = 0;
+	s->r.hash = 0;
+	return decide(skb, sk, st, s, NR_NONAME);
+}
+
 // pending checks a segment of a socket waiting for its name.
 static __always_inline int pending(struct __sk_buff *skb, struct bpf_sock *sk, struct nc_sock *st)
 {
-	struct nc_dest d = {};
 	struct seg g = {};
-	if (tcp_seg(skb, &d, &g) < 0 || g.len == 0)
+	if (tcp_seg(skb, &g) < 0)
+		return unparsed(skb, sk, st);
+	if (g.len == 0)
 		return 1; // no data: handshake, acknowledgements, FIN, RST
 	struct nc_scratch *s = scratch();
 	if (!s)
@@ -708,17 +772,16 @@ static __always_inline int pending(struct __sk_buff *skb, struct bpf_sock *sk, s
 }
 
 // first settles a socket's first packet (its SYN, when it connects after
-// the program was attached): name-checked or left alone.
+// the program was attached): name-checked or left alone. The destination
+// comes from the socket.
 static __always_inline int first(struct __sk_buff *skb, struct bpf_sock *sk)
 {
 	struct nc_dest d = {};
-	struct seg g = {};
 	__u8 *mode = 0, learn = MODE_LEARN;
-	if (sk->state == BPF_TCP_SYN_SENT && tcp_seg(skb, &d, &g) == 0 && g.syn) {
-		d.uid = bpf_get_socket_uid(skb);
-		d.proto = IPPROTO_TCP;
-		mode = learn_all ? &learn : bpf_map_lookup_elem(&nc_dests, &d);
-	}
+	if (sk->state != BPF_TCP_SYN_SENT || sock_dest(sk, &d) < 0)
+		return 1;
+	d.uid = bpf_get_socket_uid(skb);
+	mode = learn_all ? &learn : bpf_map_lookup_elem(&nc_dests, &d);
 	if (!mode)
 		return 1; // no storage: its later packets cost a lookup that misses
 	struct nc_sock *st = bpf_sk_storage_get(&nc_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
@@ -728,10 +791,13 @@ static __always_inline int first(struct __sk_buff *skb, struct bpf_sock *sk)
 	}
 	st->state = ST_PENDING;
 	st->mode = *mode;
-	st->base = g.seq + 1;
 	st->len = 0;
 	st->segs = 0;
 	st->dest = d;
+	struct seg g = {};
+	if (tcp_seg(skb, &g) < 0 || !g.syn)
+		return unparsed(skb, sk, st);
+	st->base = g.seq + 1;
 	if (g.len == 0)
 		return 1;
 	return pending(skb, sk, st); // data in the SYN (TCP Fast Open)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -44,7 +45,19 @@ func runClient(args []string) int {
 }
 
 func client(mode, name, addr string) (string, error) {
-	c, err := net.Dial("tcp", addr)
+	var d net.Dialer
+	if strings.HasSuffix(mode, "+dstopts") { // an IPv6 destination options header on every packet (CAP_NET_RAW)
+		mode = strings.TrimSuffix(mode, "+dstopts")
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				opt := []byte{0, 0, 1, 4, 0, 0, 0, 0} // next header (the kernel's), length 0, PadN of 4
+				serr = unix.SetsockoptString(int(fd), unix.IPPROTO_IPV6, unix.IPV6_DSTOPTS, string(opt))
+			})
+			return errors.Join(err, serr)
+		}
+	}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return "", err
 	}

@@ -486,3 +486,28 @@ func droppedIn(t *testing.T, pin string) uint64 {
 	}
 	return s.Dropped
 }
+
+// TestNameCheckIPv6ExtensionHeaders: a user with CAP_NET_RAW puts a
+// destination options header on its IPv6 packets; the check still finds
+// the destination and the name (or refuses), it does not let them pass
+// unchecked.
+func TestNameCheckIPv6ExtensionHeaders(t *testing.T) {
+	l := newLab(t)
+	ip := netip.MustParseAddr(lab.ServerIP6)
+	if err := l.nc.Set([]namecheck.Dest{{UID: userA, IP: ip, Proto: 6, Port: 443, Mode: namecheck.Enforce, Names: []string{"name1.lab"}}}); err != nil {
+		t.Fatal(err)
+	}
+	raw := lab.As{UID: userA, GID: userA, Netns: l.pair.Client, Cgroup: l.cg, Caps: []string{"net_raw"}}
+	addr := net.JoinHostPort(lab.ServerIP6, "443")
+	if out := raw.MustRun(t, "env", "NC_CLIENT=1", l.client, "tls+dstopts", "name1.lab", addr); out != "hello name1.lab" {
+		t.Fatalf("name1 with a destination options header: %q", out)
+	}
+	before := l.stats().Dropped
+	if err := raw.Blocked(func() bool { return l.stats().Dropped >= before+2 }, "env", "NC_CLIENT=1", l.client, "tls+dstopts", "name2.lab", addr); err != nil {
+		t.Fatal(err)
+	}
+	if l.saw("sni name2.lab") {
+		t.Fatal("the server read name2.lab")
+	}
+	lab.Await(t, "the mismatch event", func() bool { return len(l.eventsFor("name2.lab")) == 1 })
+}
