@@ -71,3 +71,21 @@ func TestParseNameCheck(t *testing.T) {
 		t.Error("strict accepted")
 	}
 }
+
+// TestNameChecksOfServices: with match user+service a service's element
+// is name-checked for its user, once; with match service (any user) it
+// holds no uid and stays address-only.
+func TestNameChecksOfServices(t *testing.T) {
+	f := pflow(1000, plan.ProtoTCP, "192.0.2.10", 443, 3, tp, "name1.lab")
+	f.Cgroups = []string{"/system.slice/app.service"}
+	for match, want := range map[string]int{plan.MatchUserService: 1, plan.MatchService: 0} {
+		p := plan.Build([]store.Flow{f}, plan.Options{Mode: plan.ModeEnforce, NameCheck: plan.NameCheckEnforce, Match: match, Now: tp})
+		got := p.NameChecks()
+		if len(got) != want {
+			t.Errorf("match %s: name checks %+v, want %d", match, got, want)
+		}
+		if want == 1 && (got[0].UID != 1000 || !slices.Equal(got[0].Names, []string{"name1.lab"})) {
+			t.Errorf("match %s: %+v", match, got[0])
+		}
+	}
+}
