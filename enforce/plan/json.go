@@ -106,6 +106,16 @@ func appendElements(b []byte, elems []Element) []byte {
 			}
 			b = append(b, ']')
 		}
+		if len(e.Names) > 0 {
+			b = append(b, `,"names":[`...)
+			for j, n := range e.Names {
+				if j > 0 {
+					b = append(b, ',')
+				}
+				b = appendJSONString(b, n)
+			}
+			b = append(b, ']')
+		}
 		b = append(b, '}')
 	}
 	return append(b, ']')

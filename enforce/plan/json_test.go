@@ -20,12 +20,13 @@ func jsonPlan(s string, follow bool) *Plan {
 		{FlowKey: store.FlowKey{UID: 7, Proto: ProtoTCP, IP: netip.MustParseAddr("198.51.100.7"), Port: 80}, Hits: 9, LastSeen: t0, Hostnames: []string{s + ".example"}},
 	}
 	o := Options{Mode: ModeEnforce, Now: t0, Source: s, UserName: func(u uint32) string { return s },
-		Hosts: map[store.FlowKey][]string{flows[0].FlowKey: {"h1", s}}, DNSServers: []netip.Addr{netip.MustParseAddr("192.0.2.53")}}
+		Hosts: map[store.FlowKey][]string{flows[0].FlowKey: {"h1", s}}, DNSServers: []netip.Addr{netip.MustParseAddr("192.0.2.53")},
+		NameCheck: NameCheckEnforce}
 	if follow {
 		o.Follow = &FollowOptions{Mode: FollowBoth, Names: []NameRule{{UID: 5, Name: "*.s3.example", Proto: ProtoTCP, Port: 443}}}
 	}
 	p := Build(flows, o)
-	p.Sets[0].Elements = append(p.Sets[0].Elements, Element{UID: 1, Comment: s, User: s}) // no address: ""
+	p.Sets[0].Elements = append(p.Sets[0].Elements, Element{UID: 1, Comment: s, User: s, Names: []string{s, "b.example"}}) // no address: ""
 	p.Sets[1].Elements[0].IP = netip.MustParseAddr("fe80::1%" + "eth0")
 	return p
 }
