@@ -168,6 +168,12 @@ func elementSum(e *Element, buf *[]byte) uint64 {
 	for _, h := range e.Hosts {
 		b = appendField(b, h)
 	}
+	if len(e.Names) > 0 { // the names a name check wants; none: the sum of plans before them
+		b = append(b, 0xff)
+		for _, n := range e.Names {
+			b = appendField(b, n)
+		}
+	}
 	*buf = b
 	return xxhash.Sum64(b)
 }
