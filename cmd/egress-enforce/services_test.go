@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -48,7 +50,17 @@ func TestServicesEndToEnd(t *testing.T) {
 	if err := blocked(t, as(c), url8080); err != nil {
 		t.Errorf("c.service, missing from the baseline: %v", err)
 	}
-	// denied names the services that sent what was dropped.
+	// denied names the services that sent what was dropped. The watch
+	// finds a packet's service through its socket, so the senders keep
+	// trying (SYN retries hold the socket) until denied names them: on a
+	// busy machine the watch can read the log after a 2 s curl gave up.
+	holdCtx, release := context.WithCancel(context.Background())
+	for _, h := range []*exec.Cmd{as(a).Command(holdCtx, "curl", "-sS", "--max-time", "300", url8081), as(c).Command(holdCtx, "curl", "-sS", "--max-time", "300", url8080)} {
+		if err := h.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { release(); _ = h.Wait() })
+	}
 	lab.Await(t, "denied to name the services", func() bool {
 		var den struct {
 			Destinations []struct {
@@ -65,6 +77,7 @@ func TestServicesEndToEnd(t *testing.T) {
 		}
 		return found == 2
 	})
+	release()
 	lab.WantAll(t, "denied", mustRun(t, enforceBin, env, "denied"), "SERVICE", c.Rel(t))
 	var d plan.Diff
 	if err := json.Unmarshal([]byte(mustRun(t, enforceBin, env, "diff", "--mode", "enforce", "--match", "service", "--json")), &d); err != nil || !d.Empty() {
