@@ -26,7 +26,7 @@ BPF_CC      ?= clang
 BPF_INCLUDE ?= /usr/include/$(shell $(BPF_CC) -print-multiarch 2>/dev/null)
 # Debian packages the tools, the tests, the demo and the package need.
 DEB_PKGS  := clang llvm libbpf-dev nftables bpftool dnsmasq-base bind9-dnsutils socat curl iproute2 util-linux systemd \
-	dpkg-dev man-db bash-completion iperf3
+	dpkg-dev man-db bash-completion iperf3 procps
 
 # The version and commit built into both tools (--version, egress_build_info)
 # and the package's version: deploy/version.sh, or make VERSION=... COMMIT=...

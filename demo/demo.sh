@@ -23,6 +23,12 @@ cleanup() {
 	set +e
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
 	wait 2>/dev/null
+	# The confirm guard that apply started leaves within its poll once the
+	# generation is confirmed; wait for it (or stop it, when the demo failed
+	# before the confirm), so it cannot re-create the store in $WORK after
+	# the rm below, nor roll back a minute later in a namespace gone.
+	for _ in $(seq 30); do pgrep -f -- "confirm-guard --db $DB" >/dev/null || break; sleep 0.1; done
+	pkill -f -- "confirm-guard --db $DB" 2>/dev/null
 	if [ -d "$CG" ]; then
 		echo 1 > "$CG/cgroup.kill" 2>/dev/null
 		for _ in $(seq 50); do rmdir "$CG" 2>/dev/null && break; sleep 0.1; done

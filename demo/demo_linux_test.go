@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"testing"
 
 	"github.com/egresskit/egress/internal/lab"
@@ -44,4 +45,18 @@ func TestDemo(t *testing.T) {
 		"most denied destinations:",
 		"== done: the lab is removed on exit",
 	)
+	// Nothing of the lab is left: the store's folder, the namespaces, the
+	// cgroup (a confirm guard still polling re-created the store after
+	// the script removed it, on every run).
+	text := string(out)
+	db := regexp.MustCompile(`--db (\S+)/baseline\.db`).FindStringSubmatch(text)
+	where := regexp.MustCompile(`namespaces (\S+) \(server\) and (\S+) \(client\), cgroup (\S+)`).FindStringSubmatch(text)
+	if db == nil || where == nil {
+		t.Fatalf("the demo no longer says where its store and lab are:\n%s", text)
+	}
+	for _, p := range []string{db[1], "/run/netns/" + where[1], "/run/netns/" + where[2], "/etc/netns/" + where[2], where[3]} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("the demo left %s", p)
+		}
+	}
 }
