@@ -71,6 +71,45 @@ static __always_inline int ip_hdr(struct __sk_buff *skb, __u8 *family, __u8 *pro
 	return -1;
 }
 
+#define MAX_IP6_EXT 4 // IPv6 extension headers walked
+
+// ip6_ext is whether proto is an IPv6 extension header l4_hdr walks:
+// hop-by-hop, routing, fragment, destination options, AH.
+static __always_inline int ip6_ext(__u8 proto)
+{
+	return proto == 0 || proto == 43 || proto == 44 || proto == 60 || proto == 51;
+}
+
+// l4_hdr is ip_hdr past IPv6 extension headers (a user with CAP_NET_RAW
+// may add them to hide a transport header from a parser that stops at
+// the first): *proto is the transport protocol and *l4off where its
+// header starts. It returns -1 when it cannot tell: a fragment that is
+// not the first, a chain longer than MAX_IP6_EXT.
+static __always_inline int l4_hdr(struct __sk_buff *skb, __u8 *family, __u8 *proto, __u32 *l4off, __u8 daddr[16])
+{
+	if (ip_hdr(skb, family, proto, l4off, 0, daddr) < 0)
+		return -1;
+	if (*family != 6)
+		return 0;
+	for (int i = 0; i < MAX_IP6_EXT && ip6_ext(*proto); i++) {
+		__u8 h[2];
+		if (bpf_skb_load_bytes(skb, *l4off, h, 2) < 0)
+			return -1;
+		if (*proto == 44) { // fragment header: only the first fragment has a transport header
+			__u16 fo;
+			if (bpf_skb_load_bytes(skb, *l4off + 2, &fo, 2) < 0 || (bpf_ntohs(fo) & 0xfff8))
+				return -1;
+			*l4off += 8;
+		} else if (*proto == 51) { // AH: its length is in 4-byte units, less 2
+			*l4off += ((__u32)h[1] + 2) * 4;
+		} else {
+			*l4off += ((__u32)h[1] + 1) * 8;
+		}
+		*proto = h[0];
+	}
+	return ip6_ext(*proto) ? -1 : 0;
+}
+
 // udp_hdr finds the UDP header of an IPv4 or IPv6 datagram (and its
 // source address, when asked for); -1 for any other packet.
 static __always_inline int udp_hdr(struct __sk_buff *skb, __u8 *family, __u32 *l4off,

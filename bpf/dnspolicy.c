@@ -36,7 +36,6 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define MAX_TEXT 253 // characters of a name in text form
 #define MAX_SUFFIX 8 // wildcard suffixes tried: "*.b.c" for the last 8 labels; a power of two
 #define MAX_TCP_MSGS 4 // DNS messages in one TCP segment (glibc writes A and AAAA at once)
-#define MAX_EXT 4 // IPv6 extension headers walked
 #define ALL_UIDS 0xffffffffU
 
 #define FNV_OFFSET 0xcbf29ce484222325ULL
@@ -339,63 +338,6 @@ static __always_inline __u32 copy_msg(struct __sk_buff *skb, struct dscratch *s,
 	return n;
 }
 
-// l4 finds the transport protocol and header of the packet, walking IPv6
-// extension headers. Returns -1 when it cannot tell (a later fragment, a
-// long chain), 0 when it found it.
-static __always_inline int l4(struct __sk_buff *skb, __u8 *family, __u8 *proto, __u32 *off, __u8 daddr[16])
-{
-	__u8 vbyte;
-	if (bpf_skb_load_bytes(skb, 0, &vbyte, 1) < 0)
-		return -1;
-	if ((vbyte >> 4) == 4) {
-		struct iphdr ip;
-		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
-			return -1;
-		if (ip.frag_off & bpf_htons(0x1fff))
-			return -1;
-		*family = 4;
-		*proto = ip.protocol;
-		*off = ip.ihl * 4;
-		__builtin_memset(daddr, 0, 16);
-		__builtin_memcpy(daddr, &ip.daddr, 4);
-		return 0;
-	}
-	if ((vbyte >> 4) != 6)
-		return -1;
-	struct ipv6hdr ip6;
-	if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) < 0)
-		return -1;
-	*family = 6;
-	__builtin_memcpy(daddr, &ip6.daddr, 16);
-	__u8 next = ip6.nexthdr;
-	__u32 o = sizeof(ip6);
-	for (int i = 0; i < MAX_EXT; i++) {
-		if (next != 0 && next != 43 && next != 60 && next != 44) {
-			*proto = next;
-			*off = o;
-			return 0;
-		}
-		__u8 eh[2];
-		if (bpf_skb_load_bytes(skb, o, eh, 2) < 0)
-			return -1;
-		if (next == 44) { // fragment header: only the first fragment has a transport header
-			__u16 fo;
-			if (bpf_skb_load_bytes(skb, o + 2, &fo, 2) < 0 || (bpf_ntohs(fo) & 0xfff8))
-				return -1;
-			o += 8;
-		} else {
-			o += ((__u32)eh[1] + 1) * 8;
-		}
-		next = eh[0];
-	}
-	if (next != 0 && next != 43 && next != 60 && next != 44) {
-		*proto = next;
-		*off = o;
-		return 0;
-	}
-	return -1;
-}
-
 // check_tcp judges a TCP segment to port 53: every message it carries
 // must be whole and allowed.
 static __always_inline int check_tcp(struct __sk_buff *skb, struct dscratch *s, __u32 off, __u32 uid,
@@ -446,7 +388,7 @@ int dns_policy(struct __sk_buff *skb)
 	__u32 off = 0;
 	__u32 uid = bpf_get_socket_uid(skb);
 	s->w.tlen = 0;
-	if (l4(skb, &family, &proto, &off, daddr) < 0)
+	if (l4_hdr(skb, &family, &proto, &off, daddr) < 0)
 		return judge(s, -1, uid, 0, 0, family, daddr);
 	if (proto == IPPROTO_TCP)
 		return check_tcp(skb, s, off, uid, family, daddr);

@@ -52,7 +52,6 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define NC_MAX_SEGS 8
 #define NC_MAX_EXT 64 // TLS extensions walked
 #define NC_MAX_METHOD 16
-#define NC_MAX_EXT_HDRS 4 // IPv6 extension headers walked
 #define AF_INET 2
 #define AF_INET6 10
 #define NC_SUFFIXES 4 // wildcard levels: "*.a.b" allows x.a.b .. w.x.y.z.a.b
@@ -523,22 +522,12 @@ struct seg {
 };
 
 // tcp_off finds the TCP header of a packet, past IPv6 extension headers
-// (hop-by-hop, routing, destination options, AH: a user with CAP_NET_RAW
-// may add them); -1 when it is not there.
+// (l4_hdr); -1 when it is not there.
 static __always_inline int tcp_off(struct __sk_buff *skb, __u32 *l4off)
 {
 	__u8 family, proto;
-	if (ip_hdr(skb, &family, &proto, l4off, 0, 0) < 0)
+	if (l4_hdr(skb, &family, &proto, l4off, 0) < 0)
 		return -1;
-	for (int i = 0; i < NC_MAX_EXT_HDRS && family == 6 && proto != IPPROTO_TCP; i++) {
-		__u8 h[2];
-		if (proto != 0 && proto != 43 && proto != 60 && proto != 51) // a fragment, or no TCP
-			return -1;
-		if (bpf_skb_load_bytes(skb, *l4off, h, 2) < 0)
-			return -1;
-		*l4off += proto == 51 ? ((__u32)h[1] + 2) * 4 : ((__u32)h[1] + 1) * 8;
-		proto = h[0];
-	}
 	return proto == IPPROTO_TCP ? 0 : -1;
 }
 
