@@ -94,6 +94,7 @@ func newWatch(g *cli.Globals) *cobra.Command {
 			}
 			defer services.Close()
 			staged := &stagedWarner{log: e.Log}
+			staged.load(st, e.target, cfg.Table)
 			go staged.run(ctx, st, e.target, cfg.Table)
 			return monitor.Watch(ctx, e.target, mon, monitor.WatchOptions{
 				Ready: ready, Services: services,

@@ -26,20 +26,32 @@ type stagedWarner struct {
 // stagedWarnEvery bounds the warnings: one a service a minute.
 const stagedWarnEvery = time.Minute
 
-// run reads the current generation's enforced services now and every
+// load reads the current generation's enforced services. Watch calls it
+// once before it subscribes to the log, so that a packet logged after the
+// ready line meets the list (read only by run's goroutine, a packet
+// arriving first went unwarned).
+func (w *stagedWarner) load(st *store.Store, t nft.Target, table string) {
+	_, p, err := currentPlan(st, t, table)
+	if err != nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.enforced = nil
+	if p != nil {
+		w.enforced = slices.Clone(p.EnforceServices)
+	}
+}
+
+// run reads the current generation's enforced services again every
 // keepGenerationEvery until ctx ends.
 func (w *stagedWarner) run(ctx context.Context, st *store.Store, t nft.Target, table string) {
-	for ctx.Err() == nil {
-		_, p, err := currentPlan(st, t, table)
-		w.mu.Lock()
-		if err == nil {
-			w.enforced = nil
-			if p != nil {
-				w.enforced = slices.Clone(p.EnforceServices)
-			}
-		}
-		w.mu.Unlock()
+	for {
 		sleep(ctx, keepGenerationEvery)
+		if ctx.Err() != nil {
+			return
+		}
+		w.load(st, t, table)
 	}
 }
 
