@@ -5,7 +5,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -496,21 +495,10 @@ func childSendto() int {
 	end := start.Add(dur)
 	for time.Now().Before(end) {
 		for range 256 {
-			if err := unix.Sendto(fd, payload, 0, sa); err != nil {
-				out.Errors++
-				if out.FirstErr == "" {
-					out.FirstErr = err.Error()
-				}
-				continue
-			}
-			out.Sent++
+			out.send(fd, payload, sa)
 		}
 	}
-	out.Seconds = time.Since(start).Seconds()
-	if err := json.NewEncoder(os.Stdout).Encode(out); err != nil {
-		return 1
-	}
-	return 0
+	return out.print(start)
 }
 
 // runIperf runs an iperf3 client in the cgroup and namespace against the

@@ -170,6 +170,28 @@ type udpResult struct {
 	Seconds  float64 `json:"seconds"`
 }
 
+// send sends one datagram with sendto() and counts it, sent or failed.
+func (r *udpResult) send(fd int, payload []byte, sa unix.Sockaddr) {
+	if err := unix.Sendto(fd, payload, 0, sa); err != nil {
+		r.Errors++
+		if r.FirstErr == "" {
+			r.FirstErr = err.Error()
+		}
+		return
+	}
+	r.Sent++
+}
+
+// print ends a UDP child: the time since start, and the result as JSON
+// on stdout; it returns the child's exit code.
+func (r *udpResult) print(start time.Time) int {
+	r.Seconds = time.Since(start).Seconds()
+	if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
+		return 1
+	}
+	return 0
+}
+
 // udpAddrs are the destinations of the UDP phase: all of 127/8 is
 // loopback, so 127.0.0.2 and the others need no address. Two, or one more
 // for each 50,000 flows past 100,000 (setUDPAddrs).
@@ -216,22 +238,11 @@ func childUDP() int {
 			sa.Addr = a
 			for p := base; p < base+ports; p++ {
 				sa.Port = p
-				if err := unix.Sendto(fd, payload, 0, sa); err != nil {
-					out.Errors++
-					if out.FirstErr == "" {
-						out.FirstErr = err.Error()
-					}
-					continue
-				}
-				out.Sent++
+				out.send(fd, payload, sa)
 			}
 		}
 	}
-	out.Seconds = time.Since(start).Seconds()
-	if err := json.NewEncoder(os.Stdout).Encode(out); err != nil {
-		return 1
-	}
-	return 0
+	return out.print(start)
 }
 
 // learnerSummary is what the per-event learner child prints.
