@@ -7,6 +7,7 @@ import (
 	"runtime"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // A damaged file is an error that names it, never a crash. bbolt reads
@@ -77,10 +78,39 @@ func (e *dataError) Unwrap() error { return e.err }
 
 func badData(format string, a ...any) error { return &dataError{fmt.Errorf(format, a...)} }
 
-// named adds the file's name to an error in its contents.
+// checkPages walks the pages of the file as a write transaction finds
+// them and refuses one whose overflow runs past the file's last page. A
+// commit frees every page it rewrites, overflow pages included, one by
+// one: a garbled overflow count (up to 2^32) made it loop for minutes and
+// grow without bound (the fuzzer found it on the freelist page). Free pages
+// are stepped over one at a time: their headers are stale.
+func checkPages(tx *bolt.Tx) error {
+	for id := 2; ; { // 0 and 1 are the meta pages
+		p, err := tx.Page(id)
+		if err != nil {
+			return err
+		}
+		if p == nil {
+			return nil // past the last page
+		}
+		if p.Type == "free" || p.OverflowCount == 0 {
+			id++
+			continue
+		}
+		last := id + p.OverflowCount
+		if end, err := tx.Page(last); err != nil || end == nil {
+			return badData("page %d (%s) claims %d overflow pages, past the end of the file", id, p.Type, p.OverflowCount)
+		}
+		id = last + 1
+	}
+}
+
+// named adds the file's name to an error in its contents. bbolt's
+// incompatible value (a bucket where a value should be, or the reverse)
+// and a missing bucket in a migrated file are such faults too.
 func (s *Store) named(op string, err error) error {
 	var de *dataError
-	if errors.As(err, &de) {
+	if errors.As(err, &de) || errors.Is(err, bolterrors.ErrIncompatibleValue) || errors.Is(err, bolterrors.ErrBucketNotFound) {
 		return fmt.Errorf("%s store %s: %w: %w", op, s.path, ErrCorrupt, err)
 	}
 	return err

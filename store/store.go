@@ -59,6 +59,10 @@ type Store struct {
 	mu          sync.Mutex
 	lastRelease time.Time     // when this Store last let go of the write lock
 	lastHold    time.Duration // how long it held it then
+	// The file and transaction of this Store's last commit: when the next
+	// write finds the file as it left it, its pages need no new check.
+	lastFile os.FileInfo
+	lastTx   int
 
 	faultMu sync.Mutex
 	fault   error // set once a transaction faulted on the file (fault.go)
@@ -198,7 +202,22 @@ func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
 	if err := s.open(false, h); err != nil {
 		return err
 	}
-	err = h.db.Update(fn)
+	st, _ := h.file.Stat()
+	var txid int
+	err = h.db.Update(func(tx *bolt.Tx) error {
+		txid = tx.ID()
+		if st == nil || s.lastFile == nil || !os.SameFile(st, s.lastFile) || txid != s.lastTx+1 {
+			if err := checkPages(tx); err != nil {
+				return err
+			}
+		}
+		return fn(tx)
+	})
+	if err == nil {
+		s.lastFile, s.lastTx = st, txid
+	} else {
+		s.lastFile = nil
+	}
 	if cerr := h.db.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("close store %s: %w", s.path, cerr)
 	}
@@ -215,9 +234,14 @@ func schemaOf(tx *bolt.Tx) (int, error) {
 	if v == nil {
 		return 0, nil
 	}
+	// A damaged file may hold gigabytes here: neither the error nor
+	// strconv's (which quotes its input) may copy them.
+	if len(v) > 8 {
+		return 0, badData("read schema version: %d bytes, not a number", len(v))
+	}
 	n, err := strconv.Atoi(string(v))
 	if err != nil {
-		return 0, fmt.Errorf("read schema version %q: %w", v, err)
+		return 0, badData("read schema version %q: not a number", v)
 	}
 	return n, nil
 }
@@ -225,7 +249,7 @@ func schemaOf(tx *bolt.Tx) (int, error) {
 func checkSchema(tx *bolt.Tx, path string) error {
 	v, err := schemaOf(tx)
 	if err != nil {
-		return fmt.Errorf("open store %s: %w", path, err)
+		return err // a data error: view and update name the file
 	}
 	if v == 0 {
 		return fmt.Errorf("open store %s: not an egress store (no schema version)", path)
@@ -292,7 +316,7 @@ func latest() int { return migrations[len(migrations)-1].version }
 func migrate(tx *bolt.Tx, path string) error {
 	v, err := schemaOf(tx)
 	if err != nil {
-		return fmt.Errorf("open store %s: %w", path, err)
+		return err // a data error: view and update name the file
 	}
 	if v == 0 {
 		// A bbolt file with buckets but no schema belongs to someone else.

@@ -1,0 +1,107 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// TestHugeOverflowIsAnError: a freelist page whose overflow count was
+// garbled to billions made the next write loop inside bbolt's commit,
+// freeing page after page, for minutes and without a memory bound (the
+// fuzzer found it; CI's fuzz step hung). A write now refuses the file,
+// naming it, before bbolt frees anything.
+func TestHugeOverflowIsAnError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "baseline.db")
+	fillRealStore(t, path)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The current meta page is the one with the higher transaction id; its
+	// freelist page number is at byte 48 (bbolt's page and meta layout).
+	const ps = 4096
+	meta := data[:ps]
+	if binary.LittleEndian.Uint64(data[ps+64:]) > binary.LittleEndian.Uint64(data[64:]) {
+		meta = data[ps : 2*ps]
+	}
+	free := binary.LittleEndian.Uint64(meta[48:])
+	if free < 2 || int(free+1)*ps > len(data) {
+		t.Fatalf("freelist page %d in a file of %d bytes", free, len(data))
+	}
+	binary.LittleEndian.PutUint32(data[int(free)*ps+12:], 0xfffffff0) // the page header's overflow
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Create(path, Options{})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "overflow") {
+		t.Fatalf("create on a garbled overflow count: %v, want an error that names the file and says it is corrupt", err)
+	}
+}
+
+// TestBucketWhereValueIsAnError: where a value should be, the file holds
+// a bucket (a flipped flag in a leaf does it). bbolt says "incompatible
+// value", which named neither the file nor the fault (the fuzzer found it).
+func TestBucketWhereValueIsAnError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "baseline.db")
+	fillRealStore(t, path)
+	minute := t0.Unix() / 60
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		d := tx.Bucket(bucketDenials)
+		key := binary.BigEndian.AppendUint64(nil, uint64(minute))
+		if err := d.Delete(key); err != nil {
+			return err
+		}
+		_, err := d.CreateBucket(key)
+		return err
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Create(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.AddObservations(nil, map[int64]DenialCount{minute: {Drop: 1}})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("add denials over a bucket: %v, want an error that names the file and says it is corrupt", err)
+	}
+}
+
+// TestHugeSchemaValueIsAnError: a garbled length made the schema version
+// a value of 1.5 GB, and the error quoted it whole (twice: strconv's error
+// quotes its input too), so opening the file ran for minutes and took
+// gigabytes. A schema version longer than a number is refused as it is.
+func TestHugeSchemaValueIsAnError(t *testing.T) {
+	for name, v := range map[string][]byte{"long": bytes.Repeat([]byte("9"), 1<<20), "not a number": []byte("7x")} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "baseline.db")
+			fillRealStore(t, path)
+			db, err := bolt.Open(path, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, v) })
+			db.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Open(path, Options{})
+			if !errors.Is(err, ErrCorrupt) || strings.Count(err.Error(), path) != 1 || len(err.Error()) > 300 {
+				t.Fatalf("open with a schema version of %d bytes: %.400v, want a short error that names the file once and says it is corrupt", len(v), err)
+			}
+			t.Log(err)
+		})
+	}
+}
