@@ -78,33 +78,6 @@ func (e *dataError) Unwrap() error { return e.err }
 
 func badData(format string, a ...any) error { return &dataError{fmt.Errorf(format, a...)} }
 
-// checkPages walks the pages of the file as a write transaction finds
-// them and refuses one whose overflow runs past the file's last page. A
-// commit frees every page it rewrites, overflow pages included, one by
-// one: a garbled overflow count (up to 2^32) made it loop for minutes and
-// grow without bound (the fuzzer found it on the freelist page). Free pages
-// are stepped over one at a time: their headers are stale.
-func checkPages(tx *bolt.Tx) error {
-	for id := 2; ; { // 0 and 1 are the meta pages
-		p, err := tx.Page(id)
-		if err != nil {
-			return err
-		}
-		if p == nil {
-			return nil // past the last page
-		}
-		if p.Type == "free" || p.OverflowCount == 0 {
-			id++
-			continue
-		}
-		last := id + p.OverflowCount
-		if end, err := tx.Page(last); err != nil || end == nil {
-			return badData("page %d (%s) claims %d overflow pages, past the end of the file", id, p.Type, p.OverflowCount)
-		}
-		id = last + 1
-	}
-}
-
 // named adds the file's name to an error in its contents. bbolt's
 // incompatible value (a bucket where a value should be, or the reverse)
 // and a missing bucket in a migrated file are such faults too.

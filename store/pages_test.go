@@ -105,3 +105,50 @@ func TestHugeSchemaValueIsAnError(t *testing.T) {
 		})
 	}
 }
+
+// TestHugeKeySizeIsAnError: a leaf element whose key size was garbled to
+// 160 MB made a write copy that much of whatever memory follows bbolt's
+// map and allocate pages for it (4 GB allocated in one fuzz iteration,
+// which then ran out of time), and a read quoted the whole key in its
+// error. A write now refuses the file, and a read's error stays short.
+func TestHugeKeySizeIsAnError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "baseline.db")
+	fillRealStore(t, path)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A leaf page in use (the file also holds stale copies in free pages).
+	garbled := 0
+	db, err := bolt.Open(path, 0o600, nil) // writable: the free pages are loaded
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = db.View(func(tx *bolt.Tx) error {
+		for id := 2; garbled == 0; id++ {
+			p, err := tx.Page(id)
+			if err != nil || p == nil {
+				return err
+			}
+			if p.Type == "leaf" && p.Count > 0 {
+				garbled = id
+			}
+		}
+		return nil
+	})
+	db.Close()
+	if garbled == 0 {
+		t.Fatal("no leaf page in use in the file")
+	}
+	binary.LittleEndian.PutUint32(data[garbled*4096+pageHeader+8:], 160<<20) // the first element's key size
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Create(path, Options{})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "runs past the page") {
+		t.Fatalf("create with a garbled key size on page %d: %v, want an error that names the file and says it is corrupt", garbled, err)
+	}
+	if len(err.Error()) > 300 {
+		t.Fatalf("error of %d bytes", len(err.Error()))
+	}
+}

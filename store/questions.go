@@ -212,7 +212,7 @@ func (s *Store) DNSDenials(since time.Time) (out []DNSDenial, unrecorded uint64,
 
 func jsonValue(k, v []byte, out any) error {
 	if len(k) < 4 {
-		return badData("key %x too short", k)
+		return badData("key %s too short", shortHex(k))
 	}
 	return jsonUnmarshal(k, v, out)
 }

@@ -295,7 +295,7 @@ func decodeObs(k, v []byte) (Observation, error) {
 
 func jsonUnmarshal(k, v []byte, out any) error {
 	if err := json.Unmarshal(v, out); err != nil {
-		return badData("decode record %x: %w", k, err)
+		return badData("decode record %s: %w", shortHex(k), err)
 	}
 	return nil
 }

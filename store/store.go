@@ -207,7 +207,7 @@ func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
 	err = h.db.Update(func(tx *bolt.Tx) error {
 		txid = tx.ID()
 		if st == nil || s.lastFile == nil || !os.SameFile(st, s.lastFile) || txid != s.lastTx+1 {
-			if err := checkPages(tx); err != nil {
+			if err := checkPages(tx, h.file); err != nil {
 				return err
 			}
 		}
