@@ -152,3 +152,44 @@ func TestHugeKeySizeIsAnError(t *testing.T) {
 		t.Fatalf("error of %d bytes", len(err.Error()))
 	}
 }
+
+// TestPageCycleIsAnError: a bucket whose root page is the page that holds
+// the bucket itself made a read (bbolt's Bucket.Stats, behind every count)
+// recurse until the stack overflowed, which kills the process: recover
+// cannot catch it (the fuzzer found it). Now the file is refused.
+func TestPageCycleIsAnError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "baseline.db")
+	fillRealStore(t, path)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := readMeta(f, 4096)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root uint64
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = db.View(func(tx *bolt.Tx) error { root = uint64(tx.Bucket(bucketFlows).Root()); return nil })
+	db.Close()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := binary.LittleEndian.AppendUint64(append([]byte(nil), bucketFlows...), root)
+	if !bytes.Contains(data, ref) {
+		t.Fatalf("no reference to the flows bucket's root page %d", root)
+	}
+	data = bytes.ReplaceAll(data, ref, binary.LittleEndian.AppendUint64(append([]byte(nil), bucketFlows...), m.root))
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(path, Options{})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "reached twice") {
+		t.Fatalf("open with a page cycle: %v, want an error that names the file and says it is corrupt", err)
+	}
+}

@@ -59,10 +59,11 @@ type Store struct {
 	mu          sync.Mutex
 	lastRelease time.Time     // when this Store last let go of the write lock
 	lastHold    time.Duration // how long it held it then
-	// The file and transaction of this Store's last commit: when the next
-	// write finds the file as it left it, its pages need no new check.
-	lastFile os.FileInfo
-	lastTx   int
+	// The file and transaction this Store last checked or committed: a
+	// file found as it was then needs no new check (pagecheck.go).
+	checkMu     sync.Mutex
+	checkedFile os.FileInfo
+	checkedTx   int
 
 	faultMu sync.Mutex
 	fault   error // set once a transaction faulted on the file (fault.go)
@@ -167,6 +168,9 @@ func (s *Store) view(fn func(*bolt.Tx) error) (err error) {
 		return err
 	}
 	err = h.db.View(func(tx *bolt.Tx) error {
+		if err := s.check(h, tx.ID()); err != nil {
+			return err
+		}
 		if err := checkSchema(tx, s.path); err != nil {
 			return err
 		}
@@ -202,26 +206,52 @@ func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
 	if err := s.open(false, h); err != nil {
 		return err
 	}
-	st, _ := h.file.Stat()
 	var txid int
 	err = h.db.Update(func(tx *bolt.Tx) error {
 		txid = tx.ID()
-		if st == nil || s.lastFile == nil || !os.SameFile(st, s.lastFile) || txid != s.lastTx+1 {
-			if err := checkPages(tx, h.file); err != nil {
-				return err
-			}
+		if err := s.check(h, txid-1); err != nil {
+			return err
 		}
 		return fn(tx)
 	})
 	if err == nil {
-		s.lastFile, s.lastTx = st, txid
-	} else {
-		s.lastFile = nil
+		s.checked(h, txid) // bbolt wrote it from a checked file
 	}
 	if cerr := h.db.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("close store %s: %w", s.path, cerr)
 	}
 	return s.named("write", err)
+}
+
+// check checks the file of h as of transaction txid, unless this Store
+// checked or wrote that state already.
+func (s *Store) check(h *handle, txid int) error {
+	st, err := h.file.Stat()
+	if err != nil {
+		return fmt.Errorf("stat store %s: %w", s.path, err)
+	}
+	s.checkMu.Lock()
+	done := s.checkedFile != nil && os.SameFile(st, s.checkedFile) && s.checkedTx == txid
+	s.checkMu.Unlock()
+	if done {
+		return nil
+	}
+	if err := checkFile(h.file, h.db.Info().PageSize, uint64(txid)); err != nil {
+		return err
+	}
+	s.checked(h, txid)
+	return nil
+}
+
+func (s *Store) checked(h *handle, txid int) {
+	st, err := h.file.Stat()
+	s.checkMu.Lock()
+	defer s.checkMu.Unlock()
+	if err != nil {
+		s.checkedFile = nil
+		return
+	}
+	s.checkedFile, s.checkedTx = st, txid
 }
 
 // schemaOf reads the schema version: 0 for a file with no meta bucket.
