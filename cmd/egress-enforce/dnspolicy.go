@@ -228,16 +228,11 @@ logged as a warning and counted in egress_dns_tunnel_suspected_total.`,
 				return err
 			}
 			w.status = func() dnspolicy.Report { return dnspolicy.Status(f.config(e, mode)) }
-			if metricsAddr != "" {
-				reg := prometheus.NewRegistry()
-				reg.MustRegister(w)
-				stop, addr, err := cli.ServeMetrics(metricsAddr, reg)
-				if err != nil {
-					return err
-				}
-				defer stop()
-				e.Log.Info("serving metrics", "addr", "http://"+addr+"/metrics")
+			_, stop, err := cli.MetricsOn(e.Log, metricsAddr, w)
+			if err != nil {
+				return err
 			}
+			defer stop()
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
 			// The ready line comes once the ring is open, not before.

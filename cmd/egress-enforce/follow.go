@@ -1,15 +1,12 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
 	"strconv"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/egresskit/egress/enforce/nft"
@@ -20,8 +17,7 @@ import (
 )
 
 func newFollow(g *cli.Globals) *cobra.Command {
-	var cgroup, metricsAddr, pinDir string
-	var asJSON bool
+	var fl daemonFlags
 	cmd := &cobra.Command{
 		Use:   "follow [--cgroup PATH] [--netns NAME|PATH] [--pin-dir DIR] [--metrics-addr ADDR] [--json]",
 		Short: "Keep name rules true to DNS: add the addresses answers give to the follow sets",
@@ -72,23 +68,18 @@ that already holds a marked connect's destination accepts it first).`,
 				return err
 			}
 			f, err := follow.Start(follow.Config{
-				Cgroup: cgroup, Target: e.target, Table: e.Cfg.Table, Store: st, Resolvers: opts.DNSServers,
-				Window: e.Cfg.FollowWindow, Log: e.Log, PinRoot: pinDir, OnElement: addressPrinter(cmd.OutOrStdout(), asJSON),
+				Cgroup: fl.cgroup, Target: e.target, Table: e.Cfg.Table, Store: st, Resolvers: opts.DNSServers,
+				Window: e.Cfg.FollowWindow, Log: e.Log, PinRoot: fl.pinDir, OnElement: cli.Printer(cmd.OutOrStdout(), fl.asJSON, addressLine),
 			})
 			if err != nil {
 				return err
 			}
 			defer f.Close()
-			if metricsAddr != "" {
-				reg := prometheus.NewRegistry()
-				reg.MustRegister(follow.Collector{F: f})
-				stop, addr, err := cli.ServeMetrics(metricsAddr, reg)
-				if err != nil {
-					return err
-				}
-				defer stop()
-				e.Log.Info("serving metrics", "addr", "http://"+addr+"/metrics")
+			_, stop, err := cli.MetricsOn(e.Log, fl.metricsAddr, follow.Collector{F: f})
+			if err != nil {
+				return err
 			}
+			defer stop()
 			// Per-service sets: their cgroup ids kept current (see services).
 			if cg, err := nft.HostCgroups(); err == nil {
 				go keepServices(cmd.Context(), st, e.kernel, cg, e.Cfg.Table, e.Log, func(c nft.ServiceChange) {
@@ -96,7 +87,7 @@ that already holds a marked connect's destination accepts it first).`,
 				})
 			}
 			s := f.Stats()
-			e.Log.Info("following", "cgroup", cgroupOrRoot(cgroup), "netns", e.Cfg.Netns, "generation", s.Generation, "rules", s.Rules,
+			e.Log.Info("following", "cgroup", cgroupOrRoot(fl.cgroup), "netns", e.Cfg.Netns, "generation", s.Generation, "rules", s.Rules,
 				"resolvers", fmt.Sprint(opts.DNSServers), "resolv_conf", opts.ResolvConf)
 			began := time.Now()
 			err = f.Run(cmd.Context())
@@ -104,30 +95,36 @@ that already holds a marked connect's destination accepts it first).`,
 			return err
 		}),
 	}
-	netnsFlag(cmd, g)
-	f := cmd.Flags()
-	f.StringVar(&cgroup, "cgroup", "", "cgroup v2 directory whose sockets are followed (default: the root of the cgroup2 mount)")
-	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address")
-	f.StringVar(&pinDir, "pin-dir", follow.DefaultPinRoot, "directory on a bpf file system where the mark check and the sockets' authorizations are pinned")
-	f.BoolVar(&asJSON, "json", false, "print each added address as JSON")
+	fl.add(cmd, g, "followed", "the mark check and the sockets' authorizations are pinned", "each added address")
 	return cmd
 }
 
-// addressPrinter prints each address the follower adds or refreshes.
-func addressPrinter(out io.Writer, asJSON bool) func(follow.Address) {
-	enc := json.NewEncoder(out)
-	return func(e follow.Address) {
-		if asJSON {
-			_ = enc.Encode(e)
-			return
-		}
-		verb := "refreshed"
-		if e.New {
-			verb = "added"
-		}
-		fmt.Fprintf(out, "%s %s uid %d %s %s %s for %s (%s after the answer)\n", time.Now().Format(time.TimeOnly), verb,
-			e.UID, e.Name, plan.ProtoName(e.Proto), netip.AddrPortFrom(e.IP, e.Port), e.Timeout, e.Latency.Round(time.Microsecond))
+// daemonFlags are the flags of the commands that keep eBPF programs
+// attached while they run (follow, namecheck).
+type daemonFlags struct {
+	cgroup, metricsAddr, pinDir string
+	asJSON                      bool
+}
+
+// add adds the flags; the help says whose sockets are verb, what is
+// pinned, and what --json prints.
+func (f *daemonFlags) add(cmd *cobra.Command, g *cli.Globals, verb, pinned, printed string) {
+	netnsFlag(cmd, g)
+	fs := cmd.Flags()
+	fs.StringVar(&f.cgroup, "cgroup", "", "cgroup v2 directory whose sockets are "+verb+" (default: the root of the cgroup2 mount)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address")
+	fs.StringVar(&f.pinDir, "pin-dir", follow.DefaultPinRoot, "directory on a bpf file system where "+pinned)
+	fs.BoolVar(&f.asJSON, "json", false, "print "+printed+" as JSON")
+}
+
+// addressLine is the line for an address the follower adds or refreshes.
+func addressLine(e follow.Address) string {
+	verb := "refreshed"
+	if e.New {
+		verb = "added"
 	}
+	return fmt.Sprintf("%s %s uid %d %s %s %s for %s (%s after the answer)", time.Now().Format(time.TimeOnly), verb,
+		e.UID, e.Name, plan.ProtoName(e.Proto), netip.AddrPortFrom(e.IP, e.Port), e.Timeout, e.Latency.Round(time.Microsecond))
 }
 
 // logFollowSummary logs what a follower did, when it stops.

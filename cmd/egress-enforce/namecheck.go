@@ -1,25 +1,20 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/netip"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/egresskit/egress/enforce/plan"
-	"github.com/egresskit/egress/follow"
 	"github.com/egresskit/egress/internal/cgroupbpf"
 	"github.com/egresskit/egress/internal/cli"
 	"github.com/egresskit/egress/namecheck"
 )
 
 func newNameCheck(g *cli.Globals) *cobra.Command {
-	var cgroup, metricsAddr, pinDir string
-	var asJSON bool
+	var fl daemonFlags
 	cmd := &cobra.Command{
 		Use:   "namecheck [--cgroup PATH] [--netns NAME|PATH] [--pin-dir DIR] [--metrics-addr ADDR] [--json]",
 		Short: "Check in the kernel that connections present a name their user learned (TLS SNI, HTTP Host)",
@@ -53,56 +48,40 @@ with --json, printed as a JSON object; --metrics-addr serves the counters.`,
 			if err != nil {
 				return err
 			}
+			cgroup := fl.cgroup
 			if cgroup == "" {
 				if cgroup, err = cgroupbpf.Mount(); err != nil {
 					return err
 				}
 			}
 			col := namecheck.NewCollector()
-			if metricsAddr != "" {
-				reg := prometheus.NewRegistry()
-				reg.MustRegister(col)
-				stop, addr, err := cli.ServeMetrics(metricsAddr, reg)
-				if err != nil {
-					return err
-				}
-				defer stop()
-				e.Log.Info("serving metrics", "addr", "http://"+addr+"/metrics")
+			_, stop, err := cli.MetricsOn(e.Log, fl.metricsAddr, col)
+			if err != nil {
+				return err
 			}
-			print := refusedPrinter(cmd.OutOrStdout(), asJSON)
+			defer stop()
+			print := cli.Printer(cmd.OutOrStdout(), fl.asJSON, refusedLine)
 			e.Log.Info("name check", "cgroup", cgroup, "netns", e.Cfg.Netns, "table", e.Cfg.Table)
 			return namecheck.Run(cmd.Context(), namecheck.RunConfig{
 				Cgroup: cgroup, Target: e.target, Table: e.Cfg.Table, Store: st, Log: e.Log, Record: true, Flush: e.Cfg.FlushInterval,
-				OnChecker: col.Attach, PinRoot: pinDir, OnEvent: func(ev namecheck.Event) { col.Note(ev); print(ev) },
+				OnChecker: col.Attach, PinRoot: fl.pinDir, OnEvent: func(ev namecheck.Event) { col.Note(ev); print(ev) },
 			})
 		}),
 	}
-	netnsFlag(cmd, g)
-	f := cmd.Flags()
-	f.StringVar(&cgroup, "cgroup", "", "cgroup v2 directory whose sockets are checked (default: the root of the cgroup2 mount)")
-	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address")
-	f.StringVar(&pinDir, "pin-dir", follow.DefaultPinRoot, "directory on a bpf file system where the check is pinned (it outlives a namecheck that dies)")
-	f.BoolVar(&asJSON, "json", false, "print each refused connection as JSON")
+	fl.add(cmd, g, "checked", "the check is pinned (it outlives a namecheck that dies)", "each refused connection")
 	return cmd
 }
 
-// refusedPrinter prints each refused connection.
-func refusedPrinter(out io.Writer, asJSON bool) func(namecheck.Event) {
-	enc := json.NewEncoder(out)
-	return func(e namecheck.Event) {
-		if asJSON {
-			_ = enc.Encode(e)
-			return
-		}
-		action := "audited"
-		if e.Enforced {
-			action = "dropped"
-		}
-		name := e.Name
-		if name == "" {
-			name = "(no name)"
-		}
-		fmt.Fprintf(out, "%s %s uid %d %s %s presented %s %s (%s)\n", time.Now().Format(time.TimeOnly), action, e.UID,
-			plan.ProtoName(e.Proto), netip.AddrPortFrom(e.IP, e.Port), e.Kind, name, e.Verdict)
+// refusedLine is the line for a refused connection.
+func refusedLine(e namecheck.Event) string {
+	action := "audited"
+	if e.Enforced {
+		action = "dropped"
 	}
+	name := e.Name
+	if name == "" {
+		name = "(no name)"
+	}
+	return fmt.Sprintf("%s %s uid %d %s %s presented %s %s (%s)", time.Now().Format(time.TimeOnly), action, e.UID,
+		plan.ProtoName(e.Proto), netip.AddrPortFrom(e.IP, e.Port), e.Kind, name, e.Verdict)
 }

@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"time"
 
@@ -40,7 +38,7 @@ host that does not follow names. Each change is printed (--json: as JSON).`,
 				return err
 			}
 			e.Log.Info("keeping services", "netns", e.Cfg.Netns, "table", e.Cfg.Table, "cgroup2", cg.Mount)
-			return keepServices(cmd.Context(), st, e.kernel, cg, e.Cfg.Table, e.Log, changePrinter(cmd.OutOrStdout(), asJSON))
+			return keepServices(cmd.Context(), st, e.kernel, cg, e.Cfg.Table, e.Log, cli.Printer(cmd.OutOrStdout(), asJSON, changeLine))
 		}),
 	}
 	netnsFlag(cmd, g)
@@ -48,24 +46,17 @@ host that does not follow names. Each change is printed (--json: as JSON).`,
 	return cmd
 }
 
-// changePrinter prints each change of a service's elements.
-func changePrinter(out io.Writer, asJSON bool) func(nft.ServiceChange) {
-	enc := json.NewEncoder(out)
-	return func(c nft.ServiceChange) {
-		if asJSON {
-			_ = enc.Encode(c)
-			return
-		}
-		what := fmt.Sprintf("started (cgroup id %d)", c.To)
-		switch {
-		case c.To == 0:
-			what = "stopped: elements removed"
-		case c.From != 0:
-			what = fmt.Sprintf("restarted (cgroup id %d, was %d)", c.To, c.From)
-		}
-		fmt.Fprintf(out, "%s service %s %s: %d elements, %s after the change was seen\n", time.Now().Format(time.TimeOnly),
-			c.Service, what, c.Elements, c.Took.Round(time.Microsecond))
+// changeLine is the line for a change of a service's elements.
+func changeLine(c nft.ServiceChange) string {
+	what := fmt.Sprintf("started (cgroup id %d)", c.To)
+	switch {
+	case c.To == 0:
+		what = "stopped: elements removed"
+	case c.From != 0:
+		what = fmt.Sprintf("restarted (cgroup id %d, was %d)", c.To, c.From)
 	}
+	return fmt.Sprintf("%s service %s %s: %d elements, %s after the change was seen", time.Now().Format(time.TimeOnly),
+		c.Service, what, c.Elements, c.Took.Round(time.Microsecond))
 }
 
 // keepGenerationEvery is how often keepServices looks for a new generation.

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -93,17 +92,14 @@ this host has), never another user's.`,
 			if duration < 0 {
 				return fmt.Errorf("--duration: %s is negative", duration)
 			}
-			if metricsAddr != "" {
-				reg := prometheus.NewRegistry()
-				reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-				stop, addr, err := cli.ServeMetrics(metricsAddr, reg)
-				if err != nil {
-					return err
-				}
-				defer stop()
+			reg, stop, err := cli.MetricsOn(e.Log, metricsAddr, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			if err != nil {
+				return err
+			}
+			defer stop()
+			if reg != nil {
 				lc.Metrics = reg
 				defer startCoverageMetrics(cmd.Context(), reg, e.Cfg)()
-				e.Log.Info("serving metrics", "addr", "http://"+addr+"/metrics")
 			}
 			sum, err := learn.Run(cmd.Context(), lc)
 			if sum != nil {

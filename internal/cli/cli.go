@@ -178,6 +178,36 @@ const ConfigHelp = `Settings come from a YAML file (--config, default ` + config
 present), EGRESS_* environment variables (EGRESS_DB, EGRESS_MODE, ...) and flags,
 flags winning. An unknown key or an invalid value is an error that names it.`
 
+// MetricsOn registers cs in a new registry and serves it on addr (see
+// ServeMetrics), logging where. With addr "" it serves nothing: reg is
+// nil and stop does nothing.
+func MetricsOn(log *slog.Logger, addr string, cs ...prometheus.Collector) (reg *prometheus.Registry, stop func(), err error) {
+	if addr == "" {
+		return nil, func() {}, nil
+	}
+	reg = prometheus.NewRegistry()
+	reg.MustRegister(cs...)
+	stop, bound, err := ServeMetrics(addr, reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	log.Info("serving metrics", "addr", "http://"+bound+"/metrics")
+	return reg, stop, nil
+}
+
+// Printer returns a function that writes each value to out: as a JSON
+// object a line with asJSON, else as the line text gives.
+func Printer[T any](out io.Writer, asJSON bool, text func(T) string) func(T) {
+	enc := json.NewEncoder(out)
+	return func(v T) {
+		if asJSON {
+			_ = enc.Encode(v)
+			return
+		}
+		fmt.Fprintln(out, text(v))
+	}
+}
+
 // ServeMetrics serves reg's metrics, and egress_build_info, on addr (port 0 picks one) at /metrics
 // until stop is called; bound is the address it listens on.
 func ServeMetrics(addr string, reg prometheus.Gatherer) (stop func(), bound string, err error) {
