@@ -72,30 +72,14 @@ func TestDNSDenialsRecorded(t *testing.T) {
 // TestMigrationAddsQuestions: a file of schema 4 has no questions; a
 // writer migrates it (to 5 and on) and records them.
 func TestMigrationAddsQuestions(t *testing.T) {
-	saved := migrations
-	migrations = saved[:4]
-	path := filepath.Join(t.TempDir(), "v4.db")
-	if _, err := Create(path, Options{}); err != nil {
-		t.Fatal(err)
-	}
-	migrations = saved
-	r, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, r := oldFile(t, 4, nil)
 	if qs, _, err := r.Questions(); err != nil || len(qs) != 0 {
 		t.Errorf("questions of a v4 file: %v, %v", qs, err)
 	}
 	if err := r.RecordDNSDenials([]DNSDenial{{UID: 1, Name: "a"}}); err == nil {
 		t.Error("a file not migrated took a denial")
 	}
-	s, err := Create(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info, _ := s.Info(); info.Schema != SchemaVersion {
-		t.Errorf("schema after migration: %d", info.Schema)
-	}
+	s := migrated(t, path, SchemaVersion)
 	if err := s.Apply(&Batch{Questions: []QuestionObservation{{UID: 1, Name: "a.b", Seen: t0}}}); err != nil {
 		t.Fatal(err)
 	}

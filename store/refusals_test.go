@@ -16,30 +16,14 @@ func refusal(name string, dropped uint64, at time.Time) Refusal {
 // TestMigrationAddsRefusals: a file of schema 6 has no refusals to read
 // before a writer migrates it, and records them after.
 func TestMigrationAddsRefusals(t *testing.T) {
-	saved := migrations
-	migrations = saved[:6]
-	path := filepath.Join(t.TempDir(), "v6.db")
-	if _, err := Create(path, Options{}); err != nil {
-		t.Fatal(err)
-	}
-	migrations = saved
-	r, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, r := oldFile(t, 6, nil)
 	if rs, _, err := r.Refusals(); err != nil || len(rs) != 0 {
 		t.Errorf("refusals of a v6 file: %v, %v", rs, err)
 	}
 	if err := r.RecordRefusals([]Refusal{refusal("b.lab", 1, t0)}, 0); err == nil {
 		t.Error("a file not migrated took a refusal")
 	}
-	s, err := Create(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info, _ := s.Info(); info.Schema != 7 {
-		t.Errorf("schema %d", info.Schema)
-	}
+	s := migrated(t, path, SchemaVersion)
 	for range 2 {
 		if err := s.RecordRefusals([]Refusal{refusal("b.lab", 1, t0)}, 0); err != nil {
 			t.Fatal(err)

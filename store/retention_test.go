@@ -172,41 +172,23 @@ func TestPrunePlansKeepsNewestAndNamed(t *testing.T) {
 // observations becomes version 3 with the summaries' bucket and all its
 // data; a reader of the new binary reads the old file unmigrated.
 func TestMigrationToVersion3(t *testing.T) {
-	saved := migrations
-	t.Cleanup(func() { migrations = saved })
-	migrations = saved[:2]
-	path := filepath.Join(t.TempDir(), "v2.db")
-	s, err := Create(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 3 {
-		if _, err := s.AddGeneration(Generation{Table: "egress", Mode: "audit", State: GenApplied}, []byte(fmt.Sprint(i))); err != nil {
+	path, r := oldFile(t, 2, func(s *Store) {
+		for i := range 3 {
+			if _, err := s.AddGeneration(Generation{Table: "egress", Mode: "audit", State: GenApplied}, []byte(fmt.Sprint(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.AddObservations([]Observation{obsAt(1, 3, t0)}, map[int64]DenialCount{1: {Drop: 3}}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := s.AddObservations([]Observation{obsAt(1, 3, t0)}, map[int64]DenialCount{1: {Drop: 3}}); err != nil {
-		t.Fatal(err)
-	}
-	migrations = saved
-	r, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	if p, err := r.GenerationPlan(1); err != nil || string(p) != "0" {
 		t.Errorf("plan from the v2 file: %q, %v", p, err)
 	}
 	if _, err := r.Prune(PruneOptions{Now: t0, KeepGenerations: 1}); err == nil || !strings.Contains(err.Error(), "older schema") {
 		t.Errorf("prune of an unmigrated file: %v", err)
 	}
-	s, err = Create(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info()
-	if err != nil || info.Schema != SchemaVersion {
-		t.Fatalf("after migration: %+v, %v", info, err)
-	}
+	s := migrated(t, path, SchemaVersion)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)

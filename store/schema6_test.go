@@ -1,7 +1,6 @@
 package store
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -11,28 +10,13 @@ import (
 // knows only version 5 then refuses the file (it would read a plan stored
 // as a patch as an empty plan).
 func TestMigrationToVersion6(t *testing.T) {
-	saved := migrations
-	t.Cleanup(func() { migrations = saved })
-	migrations = saved[:5]
-	path := filepath.Join(t.TempDir(), "v5.db")
-	s, err := Create(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.AddGeneration(Generation{Table: "egress", Mode: "audit", State: GenApplied}, []byte(`{"table":"egress"}`)); err != nil {
-		t.Fatal(err)
-	}
-	migrations = saved[:6] // version 6, not the newer ones
-	if _, err := Create(path, Options{}); err != nil {
-		t.Fatal(err)
-	}
-	r, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info, err := r.Info(); err != nil || info.Schema != 6 {
-		t.Errorf("schema %d after the migration, want 6 (%v)", info.Schema, err)
-	}
+	path, _ := oldFile(t, 5, func(s *Store) {
+		if _, err := s.AddGeneration(Generation{Table: "egress", Mode: "audit", State: GenApplied}, []byte(`{"table":"egress"}`)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	withSchema(t, 6) // version 6, not the newer ones
+	r := migrated(t, path, 6)
 	gens, err := r.Generations()
 	if err != nil || len(gens) != 1 || gens[0].PlanBase != 0 {
 		t.Errorf("generations after the migration: %+v, %v", gens, err)
@@ -40,7 +24,7 @@ func TestMigrationToVersion6(t *testing.T) {
 	if p, err := r.GenerationPlan(1); err != nil || string(p) != `{"table":"egress"}` {
 		t.Errorf("plan after the migration: %q, %v", p, err)
 	}
-	migrations = saved[:5]
+	withSchema(t, 5)
 	if _, err := Create(path, Options{}); err == nil || !strings.Contains(err.Error(), "newer than this binary") {
 		t.Errorf("a version 5 binary opens the migrated file: %v", err)
 	}

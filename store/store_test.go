@@ -502,32 +502,18 @@ func writerChild(path string) {
 // TestMigrationFromVersion1: a file written by the first schema opens,
 // keeps its flows, and gains the enforcer's buckets.
 func TestMigrationFromVersion1(t *testing.T) {
-	saved := migrations
-	migrations = saved[:1]
-	path := filepath.Join(t.TempDir(), "v1.db")
-	s, err := Create(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Apply(&Batch{Flows: []Flow{flow(7, "192.0.2.9", 443, 3, t0)}}); err != nil {
-		t.Fatal(err)
-	}
-	migrations = saved
 	// A reader of the new binary reads the old file before any writer
 	// migrated it.
-	r, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, r := oldFile(t, 1, func(s *Store) {
+		if err := s.Apply(&Batch{Flows: []Flow{flow(7, "192.0.2.9", 443, 3, t0)}}); err != nil {
+			t.Fatal(err)
+		}
+	})
 	if gens, err := r.Generations(); err != nil || len(gens) != 0 {
 		t.Errorf("generations of a v1 file: %v, %v", gens, err)
 	}
-	s, err = Create(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info()
-	if err != nil || info.Schema != SchemaVersion || info.Flows != 1 {
+	s := migrated(t, path, SchemaVersion)
+	if info, err := s.Info(); err != nil || info.Flows != 1 {
 		t.Fatalf("after migration: %+v, %v", info, err)
 	}
 	g, err := s.AddGeneration(Generation{Table: "egress", Mode: "audit", State: GenApplied}, []byte("plan"))

@@ -85,32 +85,16 @@ func TestPruneWatchRuns(t *testing.T) {
 // TestMigrationAddsWatches: a file of schema 3 has no runs to read before
 // a writer migrates it, and records them after.
 func TestMigrationAddsWatches(t *testing.T) {
-	saved := migrations
-	migrations = saved[:3]
-	path := filepath.Join(t.TempDir(), "v3.db")
-	if _, err := Create(path, Options{}); err != nil {
-		t.Fatal(err)
-	}
-	migrations = saved
-	r, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, r := oldFile(t, 3, nil)
 	if ws, err := r.Watches(); err != nil || len(ws) != 0 {
 		t.Errorf("runs of a v3 file: %v, %v", ws, err)
 	}
 	if _, err := r.RecordObservations(&ObservationBatch{Watch: &Watch{Start: t0, End: t0}}); err == nil {
 		t.Error("a file not migrated took a run")
 	}
-	s, err := Create(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := migrated(t, path, SchemaVersion)
 	if _, err := s.RecordObservations(&ObservationBatch{Watch: &Watch{Start: t0, End: t0}}); err != nil {
 		t.Fatal(err)
-	}
-	if info, _ := s.Info(); info.Schema != SchemaVersion || SchemaVersion < 4 {
-		t.Errorf("schema %d", info.Schema)
 	}
 }
 
