@@ -65,8 +65,8 @@ func benchMain() int {
 	flag.BoolVar(&o.report, "report", false, "also time egress-learn report (text and --json, output discarded) on the store the first full apply filled, once a round")
 	flag.StringVar(&o.profiles, "cpuprofile-dir", "", "write a CPU profile of each apply to this folder (EGRESS_CPUPROFILE)")
 	flag.Parse()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "applybench: run as root (it creates a network namespace)")
+	if err := benchutil.Require("applybench", "it creates a network namespace"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	cl := &benchutil.Cleaner{}
@@ -106,10 +106,9 @@ func setup(cl *benchutil.Cleaner, o options) (*bench, error) {
 			return nil, fmt.Errorf("go build %s: %v: %s", pkg, err, out)
 		}
 	}
-	if out, err := exec.Command("ip", "netns", "add", b.ns).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("ip netns add: %v: %s", err, out)
+	if err := cl.Netns(b.ns); err != nil {
+		return nil, err
 	}
-	cl.Add(func() { _ = exec.Command("ip", "netns", "del", b.ns).Run() })
 	b.resolv = filepath.Join(b.dir, "resolv.conf")
 	if err := os.WriteFile(b.resolv, []byte("nameserver 192.0.2.53\n"), 0o600); err != nil {
 		return nil, err

@@ -266,16 +266,7 @@ func newNetns(cl *benchutil.Cleaner, name string) error {
 	if !strings.HasPrefix(name, nsPrefix) {
 		return fmt.Errorf("namespace name %q lacks prefix %q", name, nsPrefix)
 	}
-	if _, err := run("ip", "netns", "add", name); err != nil {
-		return err
-	}
-	cl.Add(func() {
-		if _, err := run("ip", "netns", "del", name); err != nil {
-			benchutil.Logf("remove namespace %s: %v", name, err)
-		}
-	})
-	_, err := run("ip", "-n", name, "link", "set", "lo", "up")
-	return err
+	return cl.Netns(name)
 }
 
 // linkStats reads a device's packet counters inside a namespace.
@@ -589,15 +580,9 @@ func benchMain() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "enforcebench must run as root: it creates network namespaces and nftables tables in them")
+	if err := benchutil.Require("enforcebench", "it creates network namespaces and nftables tables in them", "ip", "nsenter", "nft"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 2
-	}
-	for _, tool := range []string{"ip", "nsenter", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			fmt.Fprintf(os.Stderr, "enforcebench needs %s: %v\n", tool, err)
-			return 2
-		}
 	}
 	self, err := os.Executable()
 	if err != nil {

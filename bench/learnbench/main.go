@@ -460,15 +460,9 @@ func benchMain() int {
 		fmt.Fprintln(os.Stderr, "learnbench: -udp-flows is at most 12,500,000 (250 addresses x 50000 ports)")
 		return 2
 	}
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "learnbench: run as root (it creates a cgroup and a network namespace and loads eBPF)")
+	if err := benchutil.Require("learnbench", "it creates a cgroup and a network namespace and loads eBPF", "go", "ip", "nsenter", "bpftool", "iperf3"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 2
-	}
-	for _, tool := range []string{"go", "ip", "nsenter", "bpftool", "iperf3"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			fmt.Fprintf(os.Stderr, "learnbench: %s not found in PATH\n", tool)
-			return 2
-		}
 	}
 	// Start every child from the main thread; Pdeathsig follows the thread
 	// that forked.
@@ -608,16 +602,8 @@ func (b *bench) makeLab(cl *benchutil.Cleaner) error {
 	cl.Add(func() { _ = b.cgroupFD.Close() })
 
 	b.netns = "egb-" + benchutil.RandomID()
-	if out, err := exec.Command("ip", "netns", "add", b.netns).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip netns add %s: %v: %s", b.netns, err, out)
-	}
-	cl.Add(func() {
-		if out, err := exec.Command("ip", "netns", "del", b.netns).CombinedOutput(); err != nil {
-			benchutil.Logf("ip netns del %s: %v: %s", b.netns, err, out)
-		}
-	})
-	if out, err := exec.Command("ip", "-n", b.netns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		return fmt.Errorf("set lo up in %s: %v: %s", b.netns, err, out)
+	if err := cl.Netns(b.netns); err != nil {
+		return err
 	}
 	benchutil.Logf("cgroup %s, netns %s", b.cgroup, b.netns)
 	return nil

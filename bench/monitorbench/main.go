@@ -110,8 +110,8 @@ func main() {
 	days := flag.Int("days", 180, "simulated days of the soak (0: no soak)")
 	asJSON := flag.Bool("json", false, "print the results as JSON")
 	flag.Parse()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "monitorbench needs root (network namespaces, nftables, NFLOG)")
+	if err := benchutil.Require("monitorbench", "network namespaces, nftables, NFLOG"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
 	var clean benchutil.Cleaner
@@ -182,12 +182,10 @@ func run(clean *benchutil.Cleaner, rounds, days int) (*results, error) {
 // both ends inside, routing the flood's addresses.
 func newNetns(clean *benchutil.Cleaner) (string, error) {
 	name := nsPrefix + benchutil.RandomID()
-	if err := exec.Command("ip", "netns", "add", name).Run(); err != nil {
-		return "", fmt.Errorf("ip netns add %s: %w", name, err)
+	if err := clean.Netns(name); err != nil {
+		return "", err
 	}
-	clean.Add(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
 	for _, args := range [][]string{
-		{"link", "set", "lo", "up"},
 		{"link", "add", "mb0", "type", "veth", "peer", "name", "mb1"},
 		{"addr", "add", "10.99.0.1/24", "dev", "mb0"},
 		{"addr", "add", "10.99.0.2/24", "dev", "mb1"},

@@ -49,8 +49,8 @@ func benchMain() int {
 	flows := flag.Int("flows", 100000, "flows in the generation")
 	rounds := flag.Int("rounds", 7, "repetitions of each step")
 	flag.Parse()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "restorebench: run as root (it creates a network namespace)")
+	if err := benchutil.Require("restorebench", "it creates a network namespace"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	cl := &benchutil.Cleaner{}
@@ -79,10 +79,9 @@ type bench struct {
 
 func setup(cl *benchutil.Cleaner, n int) (*bench, error) {
 	b := &bench{ns: nsPrefix + benchutil.RandomID()}
-	if out, err := exec.Command("ip", "netns", "add", b.ns).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("ip netns add: %v: %s", err, out)
+	if err := cl.Netns(b.ns); err != nil {
+		return nil, err
 	}
-	cl.Add(func() { _ = exec.Command("ip", "netns", "del", b.ns).Run() })
 	b.target = nft.Target{Netns: b.ns}
 	var err error
 	if b.dir, err = os.MkdirTemp("", "restorebench"); err != nil {

@@ -58,8 +58,8 @@ func main() {
 	flag.IntVar(&o.restarts, "restarts", 200, "restarts of a service for the latency figures")
 	flag.DurationVar(&o.duration, "duration", 2*time.Second, "sending time of each case in a round")
 	flag.Parse()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "servicebench must run as root")
+	if err := benchutil.Require("servicebench", "it creates a network namespace and cgroups"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
 	cl := &benchutil.Cleaner{}
@@ -83,12 +83,10 @@ func sh(args ...string) error {
 // entry so packets leave without ARP) and the services' cgroups.
 func setup(o opts, cl *benchutil.Cleaner, id string) (ns string, cg nft.CgroupIDs, parent string, err error) {
 	ns = "egsb-" + id
-	if err = sh("ip", "netns", "add", ns); err != nil {
+	if err = cl.Netns(ns); err != nil {
 		return
 	}
-	cl.Add(func() { _ = sh("ip", "netns", "del", ns) })
 	for _, c := range [][]string{
-		{"link", "set", "lo", "up"},
 		{"link", "add", "egs0", "type", "veth", "peer", "name", "egs1"},
 		{"addr", "add", srcIP + "/24", "dev", "egs0"},
 		{"link", "set", "egs0", "up"}, {"link", "set", "egs1", "up"},

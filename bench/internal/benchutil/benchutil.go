@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"sync"
 	"syscall"
@@ -96,4 +97,35 @@ func KernelRelease() string {
 		return "?"
 	}
 	return unix.ByteSliceToString(u.Release[:])
+}
+
+// Require says why a benchmark cannot run: not root (why says what it
+// does that needs root), or a tool missing from PATH.
+func Require(name, why string, tools ...string) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("%s: run as root (%s)", name, why)
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s: %s not found in PATH", name, tool)
+		}
+	}
+	return nil
+}
+
+// Netns creates the network namespace name with its loopback up, and
+// registers its removal.
+func (c *Cleaner) Netns(name string) error {
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns add %s: %v: %s", name, err, out)
+	}
+	c.Add(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			Logf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		return fmt.Errorf("set lo up in %s: %v: %s", name, err, out)
+	}
+	return nil
 }
