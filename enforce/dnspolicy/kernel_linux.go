@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -245,16 +244,8 @@ func pinDir(root, table string, netns uint64) (string, error) {
 	return follow.PinDir(root, table, netns)
 }
 
-// policyDir is the table's pin directory, not made.
-func policyDir(root, table string, netns uint64) string {
-	safe := strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
-			return r
-		}
-		return '_'
-	}, table)
-	return filepath.Join(root, fmt.Sprintf("%s-netns-%x", safe, netns))
-}
+// policyDir is the table's pin directory, not made: the follower's.
+func policyDir(root, table string, netns uint64) string { return follow.PinPath(root, table, netns) }
 
 // allowMapName gives the kernel name of the allow map: it says the mode.
 func allowMapName(m Mode) string {
