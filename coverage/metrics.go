@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/egresskit/egress/internal/promutil"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -65,9 +66,7 @@ func (c *Collector) Update(cov *Coverage, err error) {
 
 // Describe sends the descriptions of the metrics.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descJobs, descUnseen, descNoNext, descUntil, descCovered, descScanned, descScanError} {
-		ch <- d
-	}
+	promutil.Describe(ch, descJobs, descUnseen, descNoNext, descUntil, descCovered, descScanned, descScanError)
 }
 
 // Collect sends the last scan's figures.

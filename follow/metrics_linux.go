@@ -2,7 +2,10 @@
 
 package follow
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/egresskit/egress/internal/promutil"
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Collector exposes a follower's counters as Prometheus metrics.
 type Collector struct{ F *Follower }
@@ -28,10 +31,8 @@ var (
 
 // Describe sends the descriptions.
 func (c Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descFollowAnswers, descFollowRecords, descFollowQueries, descFollowElements,
-		descFollowMarked, descFollowMarkAccepted, descFollowMarkDropped, descFollowLatency} {
-		ch <- d
-	}
+	promutil.Describe(ch, descFollowAnswers, descFollowRecords, descFollowQueries, descFollowElements,
+		descFollowMarked, descFollowMarkAccepted, descFollowMarkDropped, descFollowLatency)
 }
 
 // Collect reads the follower's counters.

@@ -5,6 +5,7 @@ package learn
 import (
 	"time"
 
+	"github.com/egresskit/egress/internal/promutil"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -27,9 +28,7 @@ var (
 type metricsCollector struct{ l *learner }
 
 func (c metricsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEvents, descIgnored, descLost, descUncounted, descDNS, descDNSLost, descDNSIgn, descDNSQ, descDNSQEvict, descFlows, descNew, descSinceNew} {
-		ch <- d
-	}
+	promutil.Describe(ch, descEvents, descIgnored, descLost, descUncounted, descDNS, descDNSLost, descDNSIgn, descDNSQ, descDNSQEvict, descFlows, descNew, descSinceNew)
 }
 
 func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {

@@ -10,6 +10,7 @@ import (
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/enforce/rollout"
+	"github.com/egresskit/egress/internal/promutil"
 	"github.com/egresskit/egress/store"
 )
 
@@ -84,11 +85,9 @@ var (
 
 // Describe sends the descriptions of every metric.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descDenied, descDeniedUser, descEntries, descUnlogged, descUnrecorded, descReceiveErrors, descLostLogs,
+	promutil.Describe(ch, descDenied, descDeniedUser, descEntries, descUnlogged, descUnrecorded, descReceiveErrors, descLostLogs,
 		descTracked, descPresent, descMode, descElements, descServiceElements, descRulePackets, descRuleBytes, descKernelDropped, descKernelAudited,
-		descGeneration, descLastApply} {
-		ch <- d
-	}
+		descGeneration, descLastApply)
 }
 
 func (c *Collector) user(uid uint32) string {

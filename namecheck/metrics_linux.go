@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/egresskit/egress/internal/promutil"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -63,9 +64,7 @@ var (
 
 // Describe sends the descriptions.
 func (m *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConns, descDropped, descGathered, descLost, descNoStore, descRefused, descDests} {
-		ch <- d
-	}
+	promutil.Describe(ch, descConns, descDropped, descGathered, descLost, descNoStore, descRefused, descDests)
 }
 
 // Collect reads the counters.
