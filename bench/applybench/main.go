@@ -65,13 +65,12 @@ func benchMain() int {
 	flag.BoolVar(&o.report, "report", false, "also time egress-learn report (text and --json, output discarded) on the store the first full apply filled, once a round")
 	flag.StringVar(&o.profiles, "cpuprofile-dir", "", "write a CPU profile of each apply to this folder (EGRESS_CPUPROFILE)")
 	flag.Parse()
-	if err := benchutil.Require("applybench", "it creates a network namespace"); err != nil {
+	cl, err := benchutil.Start("applybench", "it creates a network namespace")
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	cl := &benchutil.Cleaner{}
 	defer cl.Run()
-	cl.OnSignal(nil)
 	b, err := setup(cl, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "applybench:", err)

@@ -110,14 +110,13 @@ func main() {
 	days := flag.Int("days", 180, "simulated days of the soak (0: no soak)")
 	asJSON := flag.Bool("json", false, "print the results as JSON")
 	flag.Parse()
-	if err := benchutil.Require("monitorbench", "network namespaces, nftables, NFLOG"); err != nil {
+	clean, err := benchutil.Start("monitorbench", "network namespaces, nftables, NFLOG")
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	var clean benchutil.Cleaner
-	clean.OnSignal(nil)
 	defer clean.Run()
-	out, err := run(&clean, *rounds, *days)
+	out, err := run(clean, *rounds, *days)
 	if err != nil {
 		clean.Run()
 		fmt.Fprintln(os.Stderr, "monitorbench:", err)

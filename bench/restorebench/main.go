@@ -49,13 +49,12 @@ func benchMain() int {
 	flows := flag.Int("flows", 100000, "flows in the generation")
 	rounds := flag.Int("rounds", 7, "repetitions of each step")
 	flag.Parse()
-	if err := benchutil.Require("restorebench", "it creates a network namespace"); err != nil {
+	cl, err := benchutil.Start("restorebench", "it creates a network namespace")
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	cl := &benchutil.Cleaner{}
 	defer cl.Run()
-	cl.OnSignal(nil)
 	b, err := setup(cl, *flows)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "restorebench:", err)

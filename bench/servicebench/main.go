@@ -58,13 +58,12 @@ func main() {
 	flag.IntVar(&o.restarts, "restarts", 200, "restarts of a service for the latency figures")
 	flag.DurationVar(&o.duration, "duration", 2*time.Second, "sending time of each case in a round")
 	flag.Parse()
-	if err := benchutil.Require("servicebench", "it creates a network namespace and cgroups"); err != nil {
+	cl, err := benchutil.Start("servicebench", "it creates a network namespace and cgroups")
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	cl := &benchutil.Cleaner{}
-	cl.OnSignal(nil)
-	err := run(o, cl)
+	err = run(o, cl)
 	cl.Run()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "servicebench:", err)

@@ -129,3 +129,15 @@ func (c *Cleaner) Netns(name string) error {
 	}
 	return nil
 }
+
+// Start checks what Require checks, then returns a Cleaner whose
+// cleanups also run on a signal (OnSignal): the start of a benchmark
+// that needs nothing more on a signal. The caller defers its Run.
+func Start(name, why string, tools ...string) (*Cleaner, error) {
+	if err := Require(name, why, tools...); err != nil {
+		return nil, err
+	}
+	cl := &Cleaner{}
+	cl.OnSignal(nil)
+	return cl, nil
+}
