@@ -11,18 +11,7 @@ import (
 // of its bytes, are written here; encoding/json writes the rest. The tests
 // compare the two encodings.
 func (p *Plan) JSON() ([]byte, error) {
-	shallow := *p
-	shallow.Sets = make([]Set, len(p.Sets))
-	for i, s := range p.Sets {
-		s.Elements = nil
-		shallow.Sets[i] = s
-	}
-	if p.Follow != nil {
-		f := *p.Follow
-		f.Rules = nil
-		shallow.Follow = &f
-	}
-	head, err := json.Marshal(&shallow)
+	head, err := json.Marshal(head(p))
 	if err != nil {
 		return nil, err
 	}
