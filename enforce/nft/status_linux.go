@@ -3,6 +3,7 @@
 package nft
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -109,18 +110,28 @@ func (st *Status) readSets(c *nftables.Conn, tab *nftables.Table, elements bool)
 	return nil
 }
 
-func (st *Status) readUsers(c *nftables.Conn, s *nftables.Set) error {
+// setKeys reads the keys of set s that are size bytes long, decoded and
+// sorted (nil when there are none).
+func setKeys[T cmp.Ordered](c *nftables.Conn, s *nftables.Set, size int, decode func([]byte) T) ([]T, error) {
 	elems, err := c.GetSetElements(s)
 	if err != nil {
-		return fmt.Errorf("list elements of set %s: %w", s.Name, err)
+		return nil, fmt.Errorf("list elements of set %s: %w", s.Name, err)
 	}
-	var uids []uint32
+	var keys []T
 	for _, e := range elems {
-		if len(e.Key) == 4 {
-			uids = append(uids, binaryutil.NativeEndian.Uint32(e.Key))
+		if len(e.Key) == size {
+			keys = append(keys, decode(e.Key))
 		}
 	}
-	slices.Sort(uids)
+	slices.Sort(keys)
+	return keys, nil
+}
+
+func (st *Status) readUsers(c *nftables.Conn, s *nftables.Set) error {
+	uids, err := setKeys(c, s, 4, binaryutil.NativeEndian.Uint32)
+	if err != nil {
+		return err
+	}
 	if s.Name == plan.SetEnforceUsers {
 		st.EnforceUIDs = uids
 	} else {
@@ -237,18 +248,14 @@ func cgroupPath() func(uint64) string {
 
 // readStagedServices reads a set of staged enforcement by service.
 func (st *Status) readStagedServices(c *nftables.Conn, s *nftables.Set) error {
-	elems, err := c.GetSetElements(s)
-	if err != nil {
-		return fmt.Errorf("list elements of set %s: %w", s.Name, err)
-	}
 	path := cgroupPath()
-	svcs := []string{}
-	for _, e := range elems {
-		if len(e.Key) == 8 {
-			svcs = append(svcs, path(binaryutil.NativeEndian.Uint64(e.Key)))
-		}
+	svcs, err := setKeys(c, s, 8, func(k []byte) string { return path(binaryutil.NativeEndian.Uint64(k)) })
+	if err != nil {
+		return err
 	}
-	slices.Sort(svcs)
+	if svcs == nil {
+		svcs = []string{} // an empty set still says which kind the table stages
+	}
 	if s.Name == plan.SetEnforceServices {
 		st.EnforceServices = svcs
 	} else {
