@@ -27,12 +27,9 @@
 package main
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"flag"
 	"fmt"
-	mrand "math/rand/v2"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,7 +39,6 @@ import (
 	"time"
 
 	"github.com/egresskit/egress/bench/internal/benchutil"
-	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/store"
 )
 
@@ -112,7 +108,7 @@ func setup(cl *benchutil.Cleaner, o options) (*bench, error) {
 	if err := os.WriteFile(b.resolv, []byte("nameserver 192.0.2.53\n"), 0o600); err != nil {
 		return nil, err
 	}
-	flows := synthFlows(o.flows + o.change)
+	flows := benchutil.SynthFlows(o.flows+o.change, time.Now().Add(-time.Hour), true)
 	base, extra := flows[:o.flows], flows[o.flows:]
 	changed := append(slices.Clone(base[o.change:]), extra...)
 	// egress-learn export writes its flows in key order.
@@ -127,40 +123,6 @@ func setup(cl *benchutil.Cleaner, o options) (*bench, error) {
 	}
 	benchutil.Logf("namespace %s, %d flows, %d removed and %d added for the delta, kernel %s", b.ns, o.flows, o.change, o.change, benchutil.KernelRelease())
 	return b, nil
-}
-
-// synthFlows makes n distinct flows over 40 users and random public
-// addresses (a tenth IPv6), with hostnames and processes, as a learner
-// stores them.
-func synthFlows(n int) []store.Flow {
-	rng := mrand.New(mrand.NewPCG(1, 2))
-	seen := make(map[store.FlowKey]bool, n)
-	now := time.Now().Add(-time.Hour)
-	out := make([]store.Flow, 0, n)
-	for len(out) < n {
-		var ip netip.Addr
-		if rng.IntN(10) == 0 {
-			var a [16]byte
-			binary.BigEndian.PutUint64(a[:], 0x2a00000000000000|rng.Uint64()>>8)
-			binary.BigEndian.PutUint64(a[8:], rng.Uint64())
-			ip = netip.AddrFrom16(a)
-		} else {
-			var a [4]byte
-			binary.BigEndian.PutUint32(a[:], 0x0b000000+rng.Uint32()%0xb0000000)
-			if a[0] == 127 {
-				continue
-			}
-			ip = netip.AddrFrom4(a)
-		}
-		k := store.FlowKey{UID: 1000 + uint32(rng.IntN(40)), Proto: plan.ProtoTCP, IP: ip, Port: []uint16{443, 80, 8443, 5432}[rng.IntN(4)]}
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		out = append(out, store.Flow{FlowKey: k, Hits: 1 + uint64(rng.IntN(5000)), FirstSeen: now.Add(-48 * time.Hour), LastSeen: now,
-			Hostnames: []string{fmt.Sprintf("svc%d.r%d.cdn.example.net", rng.IntN(100000), rng.IntN(20))}, Processes: []string{"java"}})
-	}
-	return out
 }
 
 func writeExport(path string, flows []store.Flow) error {

@@ -17,12 +17,10 @@
 package main
 
 import (
-	"encoding/binary"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -91,35 +89,10 @@ func setup(cl *benchutil.Cleaner, n int) (*bench, error) {
 	if b.st, err = store.Create(b.db, store.Options{}); err != nil {
 		return nil, err
 	}
-	b.plan = plan.Build(synthFlows(n), plan.Options{Mode: plan.ModeEnforce,
+	b.plan = plan.Build(benchutil.SynthFlows(n, time.Now(), false), plan.Options{Mode: plan.ModeEnforce,
 		DNSServers: []netip.Addr{netip.MustParseAddr("192.0.2.53")}, Source: "restorebench"})
 	benchutil.Logf("namespace %s, store %s, %d flows, kernel %s", b.ns, b.db, b.plan.Flows, benchutil.KernelRelease())
 	return b, nil
-}
-
-// synthFlows makes n distinct TCP flows over 40 users and random public
-// IPv4 addresses, with hostnames and processes, as a learner stores them.
-func synthFlows(n int) []store.Flow {
-	rng := mrand.New(mrand.NewPCG(1, 2))
-	seen := map[store.FlowKey]bool{}
-	now := time.Now()
-	var out []store.Flow
-	for len(out) < n {
-		var a [4]byte
-		binary.BigEndian.PutUint32(a[:], 0x0b000000+rng.Uint32()%0xb0000000)
-		if a[0] == 127 {
-			continue
-		}
-		k := store.FlowKey{UID: 1000 + uint32(rng.IntN(40)), Proto: plan.ProtoTCP, IP: netip.AddrFrom4(a),
-			Port: []uint16{443, 80, 8443, 5432}[rng.IntN(4)]}
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		out = append(out, store.Flow{FlowKey: k, Hits: 1 + uint64(rng.IntN(5000)), FirstSeen: now.Add(-48 * time.Hour), LastSeen: now,
-			Hostnames: []string{fmt.Sprintf("svc%d.r%d.cdn.example.net", rng.IntN(100000), rng.IntN(20))}, Processes: []string{"java"}})
-	}
-	return out
 }
 
 func (b *bench) dropTable() error {
