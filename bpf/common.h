@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
 //
-// What the learner's programs (egress.c) and the DNS follower's
-// (follow.c) share: the headers, the counters, and finding the IP and UDP
+// What the eBPF programs (egress.c, follow.c, dnspolicy.c, namecheck.c)
+// share: the headers, the counters, and finding the IP, transport and UDP
 // headers of a packet that starts at the IP header (cgroup_skb programs).
 
 #ifndef EGRESS_COMMON_H
@@ -26,10 +26,11 @@ static __always_inline void bump(void *counters, __u32 idx)
 }
 
 // ip_hdr reads what the programs need of an IPv4 or IPv6 header: the
-// family (4 or 6), the next protocol, where the transport header starts,
+// family (4 or 6), the next protocol, where the header after it starts,
 // and the addresses when asked for (16 bytes each, IPv4 in the first 4).
 // It returns -1 for anything else, and for a fragment that is not the
-// first (it has no transport header).
+// first (it has no transport header). It stops at the first IPv6 header:
+// the programs call l4_hdr, which walks the extension headers.
 static __always_inline int ip_hdr(struct __sk_buff *skb, __u8 *family, __u8 *proto, __u32 *l4off,
 				  __u8 saddr[16], __u8 daddr[16])
 {
@@ -84,10 +85,12 @@ static __always_inline int ip6_ext(__u8 proto)
 // may add them to hide a transport header from a parser that stops at
 // the first): *proto is the transport protocol and *l4off where its
 // header starts. It returns -1 when it cannot tell: a fragment that is
-// not the first, a chain longer than MAX_IP6_EXT.
-static __always_inline int l4_hdr(struct __sk_buff *skb, __u8 *family, __u8 *proto, __u32 *l4off, __u8 daddr[16])
+// not the first, a chain longer than MAX_IP6_EXT. Every program finds the
+// transport header through it.
+static __always_inline int l4_hdr(struct __sk_buff *skb, __u8 *family, __u8 *proto, __u32 *l4off,
+				  __u8 saddr[16], __u8 daddr[16])
 {
-	if (ip_hdr(skb, family, proto, l4off, 0, daddr) < 0)
+	if (ip_hdr(skb, family, proto, l4off, saddr, daddr) < 0)
 		return -1;
 	if (*family != 6)
 		return 0;
@@ -110,13 +113,14 @@ static __always_inline int l4_hdr(struct __sk_buff *skb, __u8 *family, __u8 *pro
 	return ip6_ext(*proto) ? -1 : 0;
 }
 
-// udp_hdr finds the UDP header of an IPv4 or IPv6 datagram (and its
-// source address, when asked for); -1 for any other packet.
+// udp_hdr finds the UDP header of an IPv4 or IPv6 datagram, past IPv6
+// extension headers (and its source address, when asked for); -1 for any
+// other packet.
 static __always_inline int udp_hdr(struct __sk_buff *skb, __u8 *family, __u32 *l4off,
 				   struct udphdr *udp, __u8 saddr[16])
 {
 	__u8 proto;
-	if (ip_hdr(skb, family, &proto, l4off, saddr, 0) < 0 || proto != IPPROTO_UDP)
+	if (l4_hdr(skb, family, &proto, l4off, saddr, 0) < 0 || proto != IPPROTO_UDP)
 		return -1;
 	if (bpf_skb_load_bytes(skb, *l4off, udp, sizeof(*udp)) < 0)
 		return -1;

@@ -388,7 +388,7 @@ int dns_policy(struct __sk_buff *skb)
 	__u32 off = 0;
 	__u32 uid = bpf_get_socket_uid(skb);
 	s->w.tlen = 0;
-	if (l4_hdr(skb, &family, &proto, &off, daddr) < 0)
+	if (l4_hdr(skb, &family, &proto, &off, 0, daddr) < 0)
 		return judge(s, -1, uid, 0, 0, family, daddr);
 	if (proto == IPPROTO_TCP)
 		return check_tcp(skb, s, off, uid, family, daddr);

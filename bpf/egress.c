@@ -643,9 +643,15 @@ static __always_inline int maybe_dns_answer(struct __sk_buff *skb)
 	__u8 *b = data;
 	if ((void *)(b + 1) > end)
 		return 1;
-	__u32 off = 40; // IPv6: the fixed header; an extension header fails the full parse
-	if ((b[0] >> 4) == 4)
+	__u32 off = 40; // IPv6: the fixed header
+	if ((b[0] >> 4) == 4) {
 		off = (b[0] & 0xf) * 4;
+	} else {
+		if ((void *)(b + 7) > end)
+			return 1;
+		if (b[6] != IPPROTO_UDP) // next header: the full parse walks extension headers
+			return ip6_ext(b[6]);
+	}
 	__be16 *sport = data + off;
 	if ((void *)(sport + 1) > end)
 		return 1; // not in the linear part: let the full parse read it

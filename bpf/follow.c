@@ -272,12 +272,13 @@ static __always_inline void count(__u32 idx)
 	bump(&follow_stats, idx);
 }
 
-// packet_dest reads the destination, protocol and destination port of a
-// packet into ak (not its uid).
+// packet_dest reads the destination, transport protocol (past IPv6
+// extension headers) and destination port of a packet into ak (not its
+// uid).
 static __always_inline int packet_dest(struct __sk_buff *skb, struct auth_key *ak)
 {
 	__u32 l4off;
-	if (ip_hdr(skb, &ak->family, &ak->proto, &l4off, 0, ak->addr) < 0)
+	if (l4_hdr(skb, &ak->family, &ak->proto, &l4off, 0, ak->addr) < 0)
 		return -1;
 	__u16 ports[2];
 	if (bpf_skb_load_bytes(skb, l4off, ports, sizeof(ports)) < 0)

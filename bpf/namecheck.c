@@ -526,7 +526,7 @@ struct seg {
 static __always_inline int tcp_off(struct __sk_buff *skb, __u32 *l4off)
 {
 	__u8 family, proto;
-	if (l4_hdr(skb, &family, &proto, l4off, 0) < 0)
+	if (l4_hdr(skb, &family, &proto, l4off, 0, 0) < 0)
 		return -1;
 	return proto == IPPROTO_TCP ? 0 : -1;
 }
