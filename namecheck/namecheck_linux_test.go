@@ -240,10 +240,13 @@ func (l *nlab) cmd(mode, name, port string) []string {
 	return []string{"env", "NC_CLIENT=1", l.client, mode, name, net.JoinHostPort(lab.ServerIP4, port)}
 }
 
-// pass runs a client that must get through, and returns its output.
-func (l *nlab) pass(mode, name, port string) string {
+// answered runs a client that must get through and be answered for
+// name; what says which case failed.
+func (l *nlab) answered(what, mode, name, port string) {
 	l.t.Helper()
-	return l.as().MustRun(l.t, l.cmd(mode, name, port)...)
+	if out := l.as().MustRun(l.t, l.cmd(mode, name, port)...); out != "hello "+name {
+		l.t.Fatalf("%s: %q", what, out)
+	}
 }
 
 func (l *nlab) stats() namecheck.Stats {
@@ -269,12 +272,8 @@ func TestNameCheckEnforce(t *testing.T) {
 	l := newLab(t)
 	l.set(namecheck.Enforce)
 
-	if out := l.pass("tls", "name1.lab", "443"); out != "hello name1.lab" {
-		t.Fatalf("name1 over TLS: %q", out)
-	}
-	if out := l.pass("http", "name1.lab", "80"); out != "hello name1.lab" {
-		t.Fatalf("name1 over HTTP (Host after a long request line): %q", out)
-	}
+	l.answered("name1 over TLS", "tls", "name1.lab", "443")
+	l.answered("name1 over HTTP (Host after a long request line)", "http", "name1.lab", "80")
 	l.blocked("tls", "name2.lab", "443")
 	l.blocked("http", "name2.lab", "80")
 	if l.saw("sni name2.lab") || l.saw("host name2.lab") {
@@ -301,12 +300,8 @@ func TestNameCheckEnforce(t *testing.T) {
 func TestNameCheckAudit(t *testing.T) {
 	l := newLab(t)
 	l.set(namecheck.Audit)
-	if out := l.pass("tls", "name2.lab", "443"); out != "hello name2.lab" {
-		t.Fatalf("name2 in audit: %q", out)
-	}
-	if out := l.pass("http", "name2.lab", "80"); out != "hello name2.lab" {
-		t.Fatalf("name2 over HTTP in audit: %q", out)
-	}
+	l.answered("name2 in audit", "tls", "name2.lab", "443")
+	l.answered("name2 over HTTP in audit", "http", "name2.lab", "80")
 	lab.Await(t, "the audit events", func() bool { return len(l.eventsFor("name2.lab")) >= 2 })
 	kinds := []string{}
 	for _, e := range l.eventsFor("name2.lab") {
@@ -327,9 +322,7 @@ func TestNameCheckAudit(t *testing.T) {
 func TestNameCheckSplitClientHello(t *testing.T) {
 	l := newLab(t)
 	l.set(namecheck.Enforce)
-	if out := l.pass("tls-split", "name1.lab", "443"); out != "hello name1.lab" {
-		t.Fatalf("split name1: %q", out)
-	}
+	l.answered("split name1", "tls-split", "name1.lab", "443")
 	if s := l.stats(); s.Gathered < 1 || s.Passed < 1 {
 		t.Fatalf("the ClientHello was not gathered over two segments: %+v", s)
 	}
@@ -416,9 +409,7 @@ func TestNameCheckWildcard(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"a.wild.lab", "a.b.c.d.wild.lab"} {
-		if out := l.pass("tls", n, "443"); out != "hello "+n {
-			t.Fatalf("%s: %q", n, out)
-		}
+		l.answered(n, "tls", n, "443")
 	}
 	for _, n := range []string{"wild.lab", "a.b.c.d.e.wild.lab", "a.wildxlab"} {
 		l.blocked("tls", n, "443")
@@ -453,25 +444,19 @@ func TestNameCheckPinnedOutlivesItsChecker(t *testing.T) {
 		t.Fatalf("with its checker dead: %v", err)
 	}
 	c = start() // takes over: name1 still allowed, name2 still not
-	if out := l.pass("tls", "name1.lab", "443"); out != "hello name1.lab" {
-		t.Fatalf("name1 after the take-over: %q", out)
-	}
+	l.answered("name1 after the take-over", "tls", "name1.lab", "443")
 	l.nc = c
 	l.blocked("tls", "name2.lab", "443")
 	if err := c.Set(nil); err != nil { // the taken-over destinations can be removed
 		t.Fatal(err)
 	}
-	if out := l.pass("tls", "name2.lab", "443"); out != "hello name2.lab" {
-		t.Fatalf("name2 once no longer checked: %q", out)
-	}
+	l.answered("name2 once no longer checked", "tls", "name2.lab", "443")
 	l.set(namecheck.Enforce)
 	if err := c.Detach(); err != nil {
 		t.Fatal(err)
 	}
 	l.nc = nil
-	if out := l.pass("tls", "name2.lab", "443"); out != "hello name2.lab" {
-		t.Fatalf("name2 after a clean detach: %q", out)
-	}
+	l.answered("name2 after a clean detach", "tls", "name2.lab", "443")
 	if _, err := os.Stat(filepath.Join(pin, "namecheck_link")); !os.IsNotExist(err) {
 		t.Errorf("the link is still pinned: %v", err)
 	}
