@@ -13,6 +13,7 @@ import (
 
 	"github.com/egresskit/egress/enforce/baseline"
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/enforce/plan/plantest"
 	"github.com/egresskit/egress/internal/lab"
 	"github.com/egresskit/egress/learn"
 	"github.com/egresskit/egress/store"
@@ -296,15 +297,7 @@ func TestReconcileNamesDeniedFlowsLikeTheLearner(t *testing.T) {
 // second).
 func lastSeen(t *testing.T, db string, port uint16) time.Time {
 	t.Helper()
-	st, err := store.Open(db, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	flows, err := st.Flows()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range flows {
+	for _, f := range plantest.StoredFlows(t, db) {
 		if f.FlowKey == key(65534, lab.ServerIP4, port) {
 			return f.LastSeen
 		}

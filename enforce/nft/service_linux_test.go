@@ -53,15 +53,7 @@ func learnServices(t *testing.T, parent *lab.Cgroup, fetch map[string]lab.As) []
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(db, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	flows, err := st.Flows()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return flows
+	return plantest.StoredFlows(t, db)
 }
 
 func serviceOptions(t *testing.T, match string) plan.Options {

@@ -223,3 +223,17 @@ func JSON(tb testing.TB, v any) string {
 	}
 	return string(b)
 }
+
+// StoredFlows reads the flows of the store at db (a learner's).
+func StoredFlows(tb testing.TB, db string) []store.Flow {
+	tb.Helper()
+	st, err := store.Open(db, store.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	flows, err := st.Flows()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return flows
+}
