@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/egresskit/egress/bpf"
@@ -200,22 +199,11 @@ func (f *Follower) attach() error {
 	// Pin ours beside the old one first: if that fails, the old check
 	// stays.
 	path := filepath.Join(f.pinDir, pinCheck)
-	if err := f.check.Pin(path + "_new"); err != nil {
-		return fmt.Errorf("pin the mark check: %w", err)
+	replaced, err := cgroupbpf.ReplacePin(f.check, path, "mark check")
+	if replaced {
+		f.cfg.Log.Warn("replaced the mark check a follower that did not stop cleanly left", "pin", path)
 	}
-	if old, err := link.LoadPinnedLink(path, nil); err == nil {
-		f.cfg.Log.Warn("replacing the mark check a follower that did not stop cleanly left", "pin", path)
-		_ = old.Unpin()
-		_ = old.Close()
-	} else if !errors.Is(err, os.ErrNotExist) {
-		_ = f.check.Unpin()
-		return fmt.Errorf("open the pinned mark check %s: %w", path, err)
-	}
-	if err := f.check.Pin(path); err != nil { // moves the pin
-		_ = f.check.Unpin()
-		return fmt.Errorf("pin the mark check: %w", err)
-	}
-	return nil
+	return err
 }
 
 // refreshGate (re)adds the follower's cgroup to the gate set with its

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 
 	"github.com/egresskit/egress/bpf"
 	"github.com/egresskit/egress/follow"
@@ -69,22 +68,11 @@ func (c *Checker) load(spec *ebpf.CollectionSpec) error {
 // cleanly left (ours is attached first: no moment without a check).
 func (c *Checker) pinLink() error {
 	path := filepath.Join(c.cfg.PinDir, pinLink)
-	if err := c.link.Pin(path + "_new"); err != nil {
-		return fmt.Errorf("pin the name check: %w", err)
+	replaced, err := cgroupbpf.ReplacePin(c.link, path, "name check")
+	if replaced {
+		c.cfg.Log.Warn("replaced the name check a checker that did not stop cleanly left", "pin", path)
 	}
-	if old, err := link.LoadPinnedLink(path, nil); err == nil {
-		c.cfg.Log.Warn("replacing the name check a checker that did not stop cleanly left", "pin", path)
-		_ = old.Unpin()
-		_ = old.Close()
-	} else if !errors.Is(err, os.ErrNotExist) {
-		_ = c.link.Unpin()
-		return fmt.Errorf("open the pinned name check %s: %w", path, err)
-	}
-	if err := c.link.Pin(path); err != nil { // moves the pin
-		_ = c.link.Unpin()
-		return fmt.Errorf("pin the name check: %w", err)
-	}
-	return nil
+	return err
 }
 
 // Detach removes the check: the pinned link goes, then the checker is

@@ -185,22 +185,8 @@ func fill(m *ebpf.Map, seed uint64, entries []Entry) error {
 // replacePin pins the new link and map in place of the old ones, and
 // detaches the old link once the new one is pinned.
 func replacePin(dir string, l link.Link, allow *ebpf.Map, log *slog.Logger) error {
-	path := filepath.Join(dir, pinLink)
-	if err := l.Pin(path + "_new"); err != nil {
-		return fmt.Errorf("pin the dns policy: %w", err)
-	}
-	old, err := link.LoadPinnedLink(path, nil)
-	switch {
-	case err == nil:
-		defer old.Close()
-		_ = old.Unpin()
-	case !errors.Is(err, os.ErrNotExist):
-		_ = l.Unpin()
-		return fmt.Errorf("open the pinned dns policy %s: %w", path, err)
-	}
-	if err := l.Pin(path); err != nil { // moves the pin
-		_ = l.Unpin()
-		return fmt.Errorf("pin the dns policy: %w", err)
+	if _, err := cgroupbpf.ReplacePin(l, filepath.Join(dir, pinLink), "dns policy"); err != nil {
+		return err
 	}
 	_ = os.Remove(filepath.Join(dir, pinAllow))
 	if err := allow.Pin(filepath.Join(dir, pinAllow)); err != nil {
