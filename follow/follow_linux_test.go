@@ -374,26 +374,7 @@ func TestFollowFirstConnect(t *testing.T) {
 
 // publicCopy copies the test binary where another user can run it (go
 // test builds it in a folder only root may enter).
-func publicCopy(t *testing.T, bin string) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "egress-helper")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(dir, "helper")
-	if err := os.WriteFile(dst, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
+func publicCopy(t *testing.T, bin string) string { return lab.PublicCopy(t, bin, "helper") }
 
 // jsonLine is the helper's result among the test binary's output.
 func jsonLine(b []byte) []byte {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -90,15 +89,7 @@ func flowsOf(t *testing.T, db string) (map[string]store.Flow, *store.Snapshot) {
 // buildPeer builds testdata/dnspeer where every user may run it.
 func buildPeer(t *testing.T) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "dnspeer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "dnspeer")
+	bin := filepath.Join(lab.PublicDir(t, "dnspeer"), "dnspeer")
 	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/dnspeer").CombinedOutput(); err != nil {
 		t.Fatalf("build dnspeer: %v\n%s", err, out)
 	}

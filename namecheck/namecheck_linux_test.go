@@ -130,25 +130,7 @@ func (l *nlab) detach(testing.TB) {
 }
 
 // copyClient puts the test binary where another user may run it.
-func copyClient(t testing.TB) string {
-	dir, err := os.MkdirTemp("", "namecheck-client-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(dir, "client")
-	if err := os.WriteFile(p, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
+func copyClient(t testing.TB) string { return lab.PublicCopy(t, os.Args[0], "client") }
 
 func selfSigned(t testing.TB, names ...string) tls.Certificate {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

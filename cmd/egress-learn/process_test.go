@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -88,23 +87,7 @@ func longNamedCurl(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("", "egress-exe")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(curl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	long := filepath.Join(dir, "curl-with-a-long-name")
-	if err := os.WriteFile(long, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return long
+	return lab.PublicCopy(t, curl, "curl-with-a-long-name")
 }
 
 func row(rows []processRow, uid uint32, proto string, port uint16) *processRow {

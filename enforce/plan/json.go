@@ -85,27 +85,26 @@ func appendElements(b []byte, elems []Element) []byte {
 		b = strconv.AppendUint(b, uint64(e.Port), 10)
 		b = append(b, `,"comment":`...)
 		b = appendJSONString(b, e.Comment)
-		if len(e.Hosts) > 0 {
-			b = append(b, `,"hosts":[`...)
-			for j, h := range e.Hosts {
-				if j > 0 {
-					b = append(b, ',')
-				}
-				b = appendJSONString(b, h)
-			}
-			b = append(b, ']')
-		}
-		if len(e.Names) > 0 {
-			b = append(b, `,"names":[`...)
-			for j, n := range e.Names {
-				if j > 0 {
-					b = append(b, ',')
-				}
-				b = appendJSONString(b, n)
-			}
-			b = append(b, ']')
-		}
+		b = appendStrings(b, `,"hosts":`, e.Hosts)
+		b = appendStrings(b, `,"names":`, e.Names)
 		b = append(b, '}')
+	}
+	return append(b, ']')
+}
+
+// appendStrings writes key and list as encoding/json writes an omitempty
+// []string field: nothing when list is empty.
+func appendStrings(b []byte, key string, list []string) []byte {
+	if len(list) == 0 {
+		return b
+	}
+	b = append(b, key...)
+	b = append(b, '[')
+	for j, s := range list {
+		if j > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, s)
 	}
 	return append(b, ']')
 }
