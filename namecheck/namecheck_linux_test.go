@@ -201,6 +201,19 @@ func (l *nlab) eventsFor(name string) []namecheck.Event {
 	return out
 }
 
+// awaitNoName waits for the event of a connection dropped for showing
+// no name, of kind (tls, http, none).
+func (l *nlab) awaitNoName(kind string) {
+	l.t.Helper()
+	lab.Await(l.t, "the no-name event", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return slices.ContainsFunc(l.events, func(e namecheck.Event) bool {
+			return e.Verdict == "no_name" && e.Kind == kind && e.Enforced
+		})
+	})
+}
+
 // set makes user A's destinations on the address name-checked, with
 // name1.lab allowed.
 func (l *nlab) set(mode namecheck.Mode) {
@@ -324,16 +337,7 @@ func TestNameCheckGarbage(t *testing.T) {
 	if s.NoName <= before.NoName {
 		t.Fatalf("garbage not counted as no name: %+v", s)
 	}
-	lab.Await(t, "the no-name event", func() bool {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		for _, e := range l.events {
-			if e.Verdict == "no_name" && e.Kind == "none" && e.Enforced {
-				return true
-			}
-		}
-		return false
-	})
+	l.awaitNoName("none")
 }
 
 // TestNameCheckDripFailsClosed: a ClientHello sent a byte a segment, more
@@ -346,16 +350,7 @@ func TestNameCheckDripFailsClosed(t *testing.T) {
 	if l.saw("sni name1.lab") {
 		t.Fatal("the server read a dripped ClientHello")
 	}
-	lab.Await(t, "the no-name event", func() bool {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		for _, e := range l.events {
-			if e.Verdict == "no_name" && e.Kind == "tls" && e.Enforced {
-				return true
-			}
-		}
-		return false
-	})
+	l.awaitNoName("tls")
 	if s := l.stats(); s.Gathered != 8 {
 		t.Errorf("gathered %d segments, want the bound, 8", s.Gathered)
 	}
