@@ -42,27 +42,11 @@ func newUDPSink(t *testing.T, ns *lab.Netns, ports ...int) *udpSink {
 	s := &udpSink{got: map[int][]string{}}
 	s.cond = sync.NewCond(&s.mu)
 	for _, port := range ports {
-		var c net.PacketConn
-		err := lab.InNetns(ns, func() (err error) {
-			c, err = net.ListenPacket("udp4", fmt.Sprintf("0.0.0.0:%d", port))
-			return err
+		lab.ServeUDP(t, ns, "udp4", fmt.Sprintf("0.0.0.0:%d", port), func(b []byte) {
+			s.mu.Lock()
+			s.got[port] = append(s.got[port], string(b))
+			s.mu.Unlock()
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-		go func() {
-			buf := make([]byte, 2048)
-			for {
-				n, _, err := c.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				s.mu.Lock()
-				s.got[port] = append(s.got[port], string(buf[:n]))
-				s.mu.Unlock()
-			}
-		}()
 	}
 	return s
 }

@@ -377,19 +377,31 @@ func ServeHTTP(t testing.TB, ns *Netns, addr string) {
 // receives; t.Cleanup closes it.
 func ListenUDP(t testing.TB, ns *Netns, addr string) {
 	t.Helper()
+	ServeUDP(t, ns, "udp", addr, nil)
+}
+
+// ServeUDP opens a socket of network (udp, udp4, udp6) on addr inside ns
+// and passes each datagram it receives to got (nil: they are discarded);
+// t.Cleanup closes it.
+func ServeUDP(t testing.TB, ns *Netns, network, addr string, got func([]byte)) {
+	t.Helper()
 	var c net.PacketConn
 	err := InNetns(ns, func() (err error) {
-		c, err = net.ListenPacket("udp", addr)
+		c, err = net.ListenPacket(network, addr)
 		return err
 	})
 	if err != nil {
-		t.Fatalf("listen udp %s in %s: %v", addr, ns.Name, err)
+		t.Fatalf("listen %s %s in %s: %v", network, addr, ns.Name, err)
 	}
 	go func() {
 		buf := make([]byte, 65536)
 		for {
-			if _, _, err := c.ReadFrom(buf); err != nil {
+			n, _, err := c.ReadFrom(buf)
+			if err != nil {
 				return
+			}
+			if got != nil {
+				got(buf[:n])
 			}
 		}
 	}()

@@ -8,7 +8,6 @@ package nfttest
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -56,23 +55,11 @@ func NewLab(t *testing.T) *Lab {
 	lab.StartDNS(t, pair.Server, []string{lab.ServerIP4},
 		lab.DNSRecord{Name: "web.lab", IPs: []string{lab.ServerIP4, lab.ServerIP6}})
 	u := &UDPCounter{seen: map[string]int{}}
-	var pc net.PacketConn
-	if err := lab.InNetns(pair.Server, func() (err error) { pc, err = net.ListenPacket("udp", ":9999"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, _, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			u.mu.Lock()
-			u.seen[strings.TrimSpace(string(buf[:n]))]++
-			u.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { pc.Close() })
+	lab.ServeUDP(t, pair.Server, "udp", ":9999", func(b []byte) {
+		u.mu.Lock()
+		u.seen[strings.TrimSpace(string(b))]++
+		u.mu.Unlock()
+	})
 	return &Lab{
 		Pair:   pair,
 		Target: nft.Target{Netns: pair.Client.Name},
