@@ -24,8 +24,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/egresskit/egress/enforce/nft"
+	"github.com/egresskit/egress/follow"
 	"github.com/egresskit/egress/internal/lab"
 	"github.com/egresskit/egress/namecheck"
 )
@@ -81,16 +81,8 @@ func newLabWith(t testing.TB, learn bool) *nlab {
 	lab.Require(t)
 	l := &nlab{t: t, pair: lab.NewPair(t), cg: lab.NewCgroup(t), learn: learn}
 	l.serve(t)
-	err := lab.InNetns(l.pair.Client, func() error {
-		s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(s)
-		l.cookie, err = unix.GetsockoptUint64(s, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
-		return err
-	})
-	if err != nil {
+	var err error
+	if l.cookie, err = follow.EnforcedNetns(nft.Target{Netns: l.pair.Client.Name}); err != nil {
 		t.Fatal(err)
 	}
 	l.attach(t)
