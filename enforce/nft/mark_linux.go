@@ -189,16 +189,7 @@ func familyName(f nftables.TableFamily) string {
 // fwmarkRules lists the routing rules of the target whose fwmark mask
 // covers bit.
 func fwmarkRules(t Target, bit uint32) ([]string, error) {
-	fd, done, err := t.OpenNetns()
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	cfg := &netlink.Config{}
-	if fd >= 0 {
-		cfg.NetNS = fd
-	}
-	conn, err := netlink.Dial(unix.NETLINK_ROUTE, cfg)
+	conn, err := t.dialNetlink(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("list routing rules in %s: %w", t, err)
 	}

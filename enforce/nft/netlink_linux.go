@@ -47,6 +47,21 @@ func (t Target) OpenNetns() (fd int, closeFn func(), err error) {
 	return int(f.Fd()), func() { f.Close() }, nil
 }
 
+// dialNetlink opens a netlink socket of family (unix.NETLINK_ROUTE, ...)
+// in the target's namespace.
+func (t Target) dialNetlink(family int) (*netlink.Conn, error) {
+	fd, closeFn, err := t.OpenNetns()
+	if err != nil {
+		return nil, err
+	}
+	defer closeFn() // the socket keeps its namespace
+	cfg := &netlink.Config{}
+	if fd >= 0 {
+		cfg.NetNS = fd
+	}
+	return netlink.Dial(family, cfg)
+}
+
 // sockBuffer is the netlink socket buffer size: a 100,000-element batch is
 // tens of megabytes, and the kernel answers it with one ack per message.
 const sockBuffer = 64 << 20

@@ -23,16 +23,7 @@ func (n *Netlink) setCounts(table string) (counts map[string]int, ok bool, err e
 	if n.dial != nil {
 		return nil, false, nil
 	}
-	fd, closeFn, err := n.t.OpenNetns()
-	if err != nil {
-		return nil, false, err
-	}
-	defer closeFn()
-	cfg := &netlink.Config{}
-	if fd >= 0 {
-		cfg.NetNS = fd
-	}
-	c, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+	c, err := n.t.dialNetlink(unix.NETLINK_NETFILTER)
 	if err != nil {
 		return nil, false, fmt.Errorf("open netlink in %s: %w", n.t, err)
 	}
