@@ -40,6 +40,19 @@ func (r *rolloutFlags) add(f *pflag.FlagSet, forceHelp, confirmHelp, rateHelp, r
 	f.StringVar(&r.reason, "reason", "", reasonHelp)
 }
 
+// rate reads --rollback-if-denied-rate (0: none), which needs
+// --confirm-within.
+func (r *rolloutFlags) rate() (float64, error) {
+	rate, err := parseRate(r.deniedRate)
+	if err != nil {
+		return 0, err
+	}
+	if rate > 0 && r.confirmWithin <= 0 {
+		return 0, fmt.Errorf("--rollback-if-denied-rate needs --confirm-within")
+	}
+	return rate, nil
+}
+
 // preApply runs the checks of every path that can install a table that
 // drops: the pre-apply check of the plan (plan.Guard; --force turns a
 // refusal into a warning); a baseline that could not be read stops a plan
@@ -79,12 +92,9 @@ type applied struct {
 // reconcile --apply. forcePending: --force rolls a pending generation
 // back first.
 func rollOut(e *env, p *plan.Plan, r rolloutFlags, forcePending bool) (*applied, error) {
-	rate, err := parseRate(r.deniedRate)
+	rate, err := r.rate()
 	if err != nil {
 		return nil, err
-	}
-	if rate > 0 && r.confirmWithin <= 0 {
-		return nil, fmt.Errorf("--rollback-if-denied-rate needs --confirm-within")
 	}
 	st, err := e.WriteStore()
 	if err != nil {

@@ -109,14 +109,8 @@ func (f *promoteFlags) check(cmd *cobra.Command) error {
 			}
 		}
 	}
-	rate, err := parseRate(f.deniedRate)
-	if err != nil {
-		return err
-	}
-	if rate > 0 && f.confirmWithin <= 0 {
-		return fmt.Errorf("--rollback-if-denied-rate needs --confirm-within")
-	}
-	return nil
+	_, err := f.rate()
+	return err
 }
 
 // evaluatePromotion reads the store and the scheduled jobs and judges
