@@ -45,21 +45,30 @@ type Convergence struct {
 // Converge computes each user's convergence over days days at now; a user
 // is stable when its last new destination is older than stableAfter.
 func Converge(flows []Flow, now time.Time, days int, stableAfter time.Duration) []Convergence {
+	return ConvergeFunc(flows, nil, now, days, stableAfter)
+}
+
+// ConvergeFunc is Converge of the flows keep keeps (nil: all), without
+// copying them.
+func ConvergeFunc(flows []Flow, keep func(*Flow) bool, now time.Time, days int, stableAfter time.Duration) []Convergence {
 	by := map[uint32]*Convergence{}
-	for _, f := range flows {
+	var last *Convergence // flows come grouped by user: one map lookup a user
+	for i := range flows {
+		f := &flows[i]
+		if keep != nil && !keep(f) {
+			continue
+		}
+		if last != nil && last.UID == f.UID {
+			last.add(f, now, days)
+			continue
+		}
 		c, ok := by[f.UID]
 		if !ok {
 			c = &Convergence{UID: f.UID, NewPerDay: make([]int, days)}
 			by[f.UID] = c
 		}
-		c.Flows++
-		if f.FirstSeen.After(c.LastNew) {
-			c.LastNew = f.FirstSeen
-		}
-		age := now.Sub(f.FirstSeen)
-		if age >= 0 && age < time.Duration(days)*24*time.Hour {
-			c.NewPerDay[days-1-int(age/(24*time.Hour))]++
-		}
+		c.add(f, now, days)
+		last = c
 	}
 	out := make([]Convergence, 0, len(by))
 	for _, c := range by {
@@ -68,6 +77,17 @@ func Converge(flows []Flow, now time.Time, days int, stableAfter time.Duration) 
 	}
 	slices.SortFunc(out, func(a, b Convergence) int { return cmp.Compare(a.UID, b.UID) })
 	return out
+}
+
+func (c *Convergence) add(f *Flow, now time.Time, days int) {
+	c.Flows++
+	if f.FirstSeen.After(c.LastNew) {
+		c.LastNew = f.FirstSeen
+	}
+	age := now.Sub(f.FirstSeen)
+	if age >= 0 && age < time.Duration(days)*24*time.Hour {
+		c.NewPerDay[days-1-int(age/(24*time.Hour))]++
+	}
 }
 
 // ExportFormat names the export file format.

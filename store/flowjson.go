@@ -26,6 +26,27 @@ type jreader struct {
 	b  []byte
 	i  int
 	ok bool
+	// intern, when set, holds the process and cgroup names read so far:
+	// a million flows name a few processes and cgroups.
+	intern map[string]string
+}
+
+// maxInterned bounds a reader's intern table.
+const maxInterned = 4096
+
+// name is string(b), the same string each time when interning.
+func (r *jreader) name(b []byte) string {
+	if r.intern == nil {
+		return string(b)
+	}
+	if s, ok := r.intern[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(r.intern) < maxInterned {
+		r.intern[s] = s
+	}
+	return s
 }
 
 func (r *jreader) fail() bool { r.ok = false; return false }
@@ -136,7 +157,7 @@ func (r *jreader) time(t *time.Time) {
 
 // strings reads an array of strings (an empty one is an empty slice, as
 // encoding/json makes it).
-func (r *jreader) strings() []string {
+func (r *jreader) strings(intern bool) []string {
 	if !r.lit('[') {
 		return nil
 	}
@@ -147,7 +168,11 @@ func (r *jreader) strings() []string {
 	}
 	for r.ok {
 		s := r.str()
-		out = append(out, string(s))
+		if intern {
+			out = append(out, r.name(s))
+		} else {
+			out = append(out, string(s))
+		}
 		if r.peek() == ']' {
 			r.i++
 			return out
@@ -200,19 +225,58 @@ func (r *jreader) flow(f *Flow, record bool) {
 		case "last_seen":
 			r.time(&f.LastSeen)
 		case "hostnames":
-			f.Hostnames = r.strings()
+			f.Hostnames = r.strings(false)
 		case "processes":
-			f.Processes = r.strings()
+			f.Processes = r.strings(true)
+		case "comms":
+			if f.Comms != nil {
+				r.fail() // encoding/json decodes a second array into the first's elements
+				return
+			}
+			f.Comms = r.comms()
 		case "cgroups":
-			f.Cgroups = r.strings()
+			f.Cgroups = r.strings(true)
 		case "presented":
-			f.Presented = r.strings()
+			f.Presented = r.strings(false)
 		case "dropped":
 			f.Dropped = r.uint(64)
 		default:
 			r.approval(name, &f.Approval)
 		}
 	})
+}
+
+// comms reads an array of {"exe":...,"comm":...} objects (an empty one
+// is an empty slice, as encoding/json makes it).
+func (r *jreader) comms() []ProcessComm {
+	if !r.lit('[') {
+		return nil
+	}
+	out := []ProcessComm{}
+	if r.peek() == ']' {
+		r.i++
+		return out
+	}
+	for r.ok {
+		var c ProcessComm
+		r.object(func(name []byte) {
+			switch string(name) {
+			case "exe":
+				c.Exe = r.name(r.str())
+			case "comm":
+				c.Comm = r.name(r.str())
+			default:
+				r.fail()
+			}
+		})
+		out = append(out, c)
+		if r.peek() == ']' {
+			r.i++
+			return out
+		}
+		r.lit(',')
+	}
+	return nil
 }
 
 func (r *jreader) flowKey(name []byte, k *FlowKey) {
@@ -237,7 +301,7 @@ func (r *jreader) approval(name []byte, a *Approval) {
 	case "approved_at":
 		r.time(&a.ApprovedAt)
 	case "approved_names":
-		a.ApprovedNames = r.strings()
+		a.ApprovedNames = r.strings(false)
 	case "retired":
 		r.time(&a.Retired)
 	default:
@@ -253,21 +317,29 @@ func (r *jreader) end() bool {
 
 // decodeFlowRecord decodes a stored flow record into rec.
 func decodeFlowRecord(k, v []byte, rec *flowRecord) error {
-	r := jreader{b: v, ok: true}
-	var f Flow
-	r.flow(&f, true)
+	*rec = flowRecord{}
+	return decodeFlowInto(k, v, &rec.Flow, nil)
+}
+
+// decodeFlowInto decodes the stored flow record of key k into the zero
+// flow f (without its key), with an intern table (jreader.intern; nil:
+// none), without a copy of the flow.
+func decodeFlowInto(k, v []byte, f *Flow, intern map[string]string) error {
+	r := jreader{b: v, ok: true, intern: intern}
+	r.flow(f, true)
 	if r.end() {
-		rec.Flow = f
 		return nil
 	}
-	*rec = flowRecord{}
-	return jsonUnmarshal(k, v, rec)
+	var rec flowRecord
+	err := jsonUnmarshal(k, v, &rec)
+	*f = rec.Flow
+	return err
 }
 
 // DecodeExport decodes an export file ("egress-learn export") as
 // encoding/json does, faster.
 func DecodeExport(data []byte, e *Export) error {
-	r := jreader{b: data, ok: true}
+	r := jreader{b: data, ok: true, intern: map[string]string{}}
 	var out Export
 	r.export(&out)
 	if r.end() {

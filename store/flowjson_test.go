@@ -27,6 +27,7 @@ func flowJSONSeeds() [][]byte {
 	t0 := time.Date(2026, 11, 30, 12, 0, 0, 123456789, time.UTC)
 	full := Flow{FlowKey: FlowKey{UID: 1000, Proto: 6, IP: netip.MustParseAddr("2001:db8::1"), Port: 443}, Hits: 42,
 		FirstSeen: t0, LastSeen: t0.Add(time.Hour), Hostnames: []string{"a.example", "b.example"}, Processes: []string{"curl"},
+		Comms:   []ProcessComm{{Exe: "/usr/bin/curl", Comm: "fetch"}, {Exe: "/bin/sh", Comm: "job"}},
 		Cgroups: []string{"/system.slice/x.service"}, Presented: []string{"a.example"}, Dropped: 3,
 		Approval: Approval{Approved: 7, ApprovedAt: t0, ApprovedNames: []string{"a.example"}, Retired: t0.Add(2 * time.Hour)}}
 	rec := flowRecord{Flow: full}
@@ -42,7 +43,9 @@ func flowJSONSeeds() [][]byte {
 		[]byte(`{"first_seen":"2026-13-01T00:00:00Z"}`), []byte(`{"hits":1,"hits":2}`), []byte(`{"unknown":1}`),
 		[]byte(`{"format":"egress-baseline/1","users":{"007":"x","1":"y"},"flows":[]}`),
 		[]byte(`{"users":{"1":"a"},"users":{"2":"b"},"flows":[{"hits":1}],"flows":[{"hits":2}]}`),
-		[]byte(`{}`), []byte(`[]`), []byte(`{"hits":1}x`), []byte(``)}
+		[]byte(`{}`), []byte(`[]`), []byte(`{"hits":1}x`), []byte(``),
+		[]byte(`{"comms":[]}`), []byte(`{"comms":[{}]}`), []byte(`{"comms":[{"exe":"a","comm":"b"}],"comms":[{"exe":"c"}]}`),
+		[]byte(`{"comms":[{"Exe":"a"}]}`), []byte(`{"comms":[null]}`), []byte(`{"comms":null}`), []byte(`{"comms":[{"exe":"a","x":1}]}`)}
 }
 
 // FuzzFlowJSON: the fast reader of flows, flow records and exports gives

@@ -6,10 +6,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -494,29 +496,60 @@ func each[R any](tx *bolt.Tx, bucket []byte, fn func(k []byte, rec *R) error) er
 	if b == nil {
 		return nil
 	}
-	return b.ForEach(func(k, _ []byte) error {
+	return b.ForEach(func(k, v []byte) error {
 		var rec R
-		if _, err := getJSON(b, k, &rec); err != nil {
+		if err := decodeJSON(k, v, &rec); err != nil {
 			return err
 		}
 		return fn(k, &rec)
 	})
 }
 
+// readFlows decodes the flows on every CPU: the keys and values stay in
+// the file's mapping while the transaction is open (a million flows: 1.3 s
+// of CPU).
 func readFlows(tx *bolt.Tx) ([]Flow, error) {
-	var out []Flow
-	if b := tx.Bucket(bucketFlows); b != nil {
-		out = make([]Flow, 0, b.Stats().KeyN)
+	b := tx.Bucket(bucketFlows)
+	if b == nil {
+		return nil, nil
 	}
-	err := each(tx, bucketFlows, func(k []byte, rec *flowRecord) error {
-		key, err := parseFlowKey(k)
-		if err != nil {
-			return err
-		}
-		out = append(out, rec.flow(key))
+	kvs := make([][2][]byte, 0, b.Stats().KeyN)
+	if err := b.ForEach(func(k, v []byte) error {
+		kvs = append(kvs, [2][]byte{k, v})
 		return nil
-	})
-	return out, err
+	}); err != nil {
+		return nil, err
+	}
+	out := make([]Flow, len(kvs))
+	workers := min(runtime.GOMAXPROCS(0), 1+len(kvs)/4096)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			intern := map[string]string{}
+			for i := w * len(kvs) / workers; i < (w+1)*len(kvs)/workers; i++ {
+				k, v := kvs[i][0], kvs[i][1]
+				var err error
+				if v != nil {
+					err = decodeFlowInto(k, v, &out[i], intern)
+				}
+				if err == nil {
+					out[i].FlowKey, err = parseFlowKey(k)
+				}
+				if err != nil {
+					errs[w] = err // the first in key order: the first of the first worker that has one
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 func readDNS(tx *bolt.Tx) ([]DNSEntry, error) {

@@ -422,10 +422,19 @@ func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
 	if data == nil {
 		return false, nil
 	}
-	if rec, ok := v.(*flowRecord); ok { // the most numerous records: a faster reader
-		return true, decodeFlowRecord(key, data, rec)
+	return true, decodeJSON(key, data, v)
+}
+
+// decodeJSON decodes the record data of key into v; nil data (no value,
+// or a bucket) leaves v as it is.
+func decodeJSON(key, data []byte, v any) error {
+	if data == nil {
+		return nil
 	}
-	return true, jsonUnmarshal(key, data, v)
+	if rec, ok := v.(*flowRecord); ok { // the most numerous records: a faster reader
+		return decodeFlowRecord(key, data, rec)
+	}
+	return jsonUnmarshal(key, data, v)
 }
 
 // PutMeta stores a small value under key in the meta bucket (for state
