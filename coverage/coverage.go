@@ -202,6 +202,7 @@ func Scan(o Options) (*Coverage, error) {
 		c.SoakStart = &start
 	}
 	s.narrowRuns()
+	s.connections(jobs)
 	for i := range jobs {
 		s.judge(&jobs[i])
 		c.Jobs = append(c.Jobs, jobs[i].Job)

@@ -21,8 +21,8 @@ const maxDestinations = 20
 // judge sets a job's last run, and whether the soak saw it: a recorded
 // trigger inside a learning run, its service's cgroup among the flows, or
 // (its scheduler running) an elapse inside a learning run.
+// The job's connections are known (connections).
 func (s *scanner) judge(j *job) {
-	s.connections(j)
 	if !j.last.IsZero() {
 		at := j.last
 		j.LastRun, j.LastRunFrom = &at, j.lastFrom
@@ -115,26 +115,39 @@ func lastElapse(sched schedule, now time.Time) time.Time {
 	return time.Time{}
 }
 
-// connections finds the flows of a job: a timer's by its service's cgroup
-// path (exactly: a user's own unit of the same name lives elsewhere in
-// the tree), a cron job's by its process name under its user.
-func (s *scanner) connections(j *job) {
-	if j.cgroup != "" {
-		j.Match = "cgroup " + j.cgroup
-	} else if j.process != "" && j.uid >= 0 {
-		j.Match = fmt.Sprintf("process %s of uid %d", j.process, j.uid)
-	} else {
-		return
-	}
-	for _, f := range s.o.Flows {
-		hit := j.cgroup != "" && slices.Contains(f.Cgroups, j.cgroup) ||
-			j.cgroup == "" && int64(f.UID) == j.uid && f.RanAs(j.process)
-		if !hit {
+// connections finds the flows of the jobs, in one pass over the flows (a
+// million flows are read once, not once a job): a timer's by its
+// service's cgroup path (exactly: a user's own unit of the same name
+// lives elsewhere in the tree), a cron job's by its process name under
+// its user.
+func (s *scanner) connections(jobs []job) {
+	var active []*job
+	for i := range jobs {
+		j := &jobs[i]
+		if j.cgroup != "" {
+			j.Match = "cgroup " + j.cgroup
+		} else if j.process != "" && j.uid >= 0 {
+			j.Match = fmt.Sprintf("process %s of uid %d", j.process, j.uid)
+		} else {
 			continue
 		}
-		j.Connected = true
-		if len(j.Destinations) < maxDestinations {
-			j.Destinations = append(j.Destinations, destination(f))
+		active = append(active, j)
+	}
+	if len(active) == 0 {
+		return
+	}
+	for i := range s.o.Flows {
+		f := &s.o.Flows[i]
+		for _, j := range active {
+			hit := j.cgroup != "" && slices.Contains(f.Cgroups, j.cgroup) ||
+				j.cgroup == "" && int64(f.UID) == j.uid && f.RanAs(j.process)
+			if !hit {
+				continue
+			}
+			j.Connected = true
+			if len(j.Destinations) < maxDestinations {
+				j.Destinations = append(j.Destinations, destination(*f))
+			}
 		}
 	}
 }
