@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -82,43 +81,10 @@ func (o *ReportOptions) services(cgroups []string) []string {
 func BuildReport(flows []store.Flow, o ReportOptions) []ReportFlow {
 	// The order of the indexes is sorted, not a copy of the flows (a
 	// million flows are 250 MB to copy and move).
-	order := make([]int32, len(flows))
-	for i := range order {
-		order[i] = int32(i)
-	}
-	slices.SortStableFunc(order, func(a, b int32) int { return flows[a].FlowKey.Compare(flows[b].FlowKey) })
-	out := make([]ReportFlow, 0, len(flows))
+	order := reportOrder(flows, &o)
+	out := make([]ReportFlow, 0, len(order))
 	for _, i := range order {
-		f := flows[i]
-		if o.UID != nil && f.UID != *o.UID {
-			continue
-		}
-		name := strconv.FormatUint(uint64(f.UID), 10)
-		if o.UserName != nil {
-			name = o.UserName(f.UID)
-		}
-		if f.Comms == nil {
-			f.Comms = []store.ProcessComm{}
-		}
-		out = append(out, ReportFlow{
-			UID:       f.UID,
-			User:      name,
-			Proto:     ProtoName(f.Proto),
-			IP:        f.IP.String(),
-			Port:      f.Port,
-			Hostnames: nonNil(f.Hostnames),
-			Hits:      f.Hits,
-			FirstSeen: f.FirstSeen.UTC().Truncate(time.Second),
-			LastSeen:  f.LastSeen.UTC().Truncate(time.Second),
-			Processes: nonNil(f.Processes),
-			Comms:     f.Comms,
-			Cgroups:   nonNil(f.Cgroups),
-			Services:  o.services(f.Cgroups),
-			Presented: f.Presented,
-			Fronted:   f.Fronted(),
-			State:     f.State(o.Now, o.StaleAfter),
-			Approved:  f.Approved,
-		})
+		out = append(out, reportRow(&flows[i], &o))
 	}
 	return out
 }
@@ -152,7 +118,7 @@ func WriteReportTable(out io.Writer, rows []ReportFlow, runs []store.Run, conv [
 func writeReportTable(w io.Writer, rows []ReportFlow, runs []store.Run, conv []store.Convergence, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if len(rows) == 0 {
-		fmt.Fprintln(tw, "no flows recorded (of this user): egress-learn run records them")
+		io.WriteString(tw, noFlows)
 	}
 	for i := 0; i < len(rows); {
 		j := i
@@ -192,6 +158,15 @@ func writeReportTable(w io.Writer, rows []ReportFlow, runs []store.Run, conv []s
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	writeReportTrailer(w, runs, conv, now)
+	return nil
+}
+
+const noFlows = "no flows recorded (of this user): egress-learn run records them\n"
+
+// writeReportTrailer writes the line about the learning runs and each
+// user's convergence.
+func writeReportTrailer(w io.Writer, runs []store.Run, conv []store.Convergence, now time.Time) {
 	if len(runs) > 0 {
 		var events, lost, dnsLost uint64
 		var dns store.DNSMatch
@@ -227,5 +202,4 @@ func writeReportTable(w io.Writer, rows []ReportFlow, runs []store.Run, conv []s
 				c.User, c.UID, c.Flows, now.Sub(c.LastNew).Round(time.Second), strings.Join(days, " "), state)
 		}
 	}
-	return nil
 }

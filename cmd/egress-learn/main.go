@@ -209,11 +209,10 @@ hits, first_seen, last_seen, processes, cgroups, services) for scripts.`,
 			if err != nil {
 				return err
 			}
-			rows := learn.BuildReport(snap.Flows, opts)
 			if asJSON {
-				return learn.WriteReportJSON(cmd.OutOrStdout(), rows)
+				return learn.WriteReportFlowsJSON(cmd.OutOrStdout(), snap.Flows, opts)
 			}
-			if err := learn.WriteReportTable(cmd.OutOrStdout(), rows, snap.Runs, convergence(snap.Flows, opts, stableAfter), now); err != nil {
+			if err := learn.WriteReport(cmd.OutOrStdout(), snap.Flows, opts, snap.Runs, convergence(snap.Flows, opts, stableAfter), now); err != nil {
 				return err
 			}
 			writeReportCoverage(cmd.Context(), cmd.OutOrStdout(), e.Cfg, now, snap.Runs, snap.Flows)
@@ -230,13 +229,9 @@ hits, first_seen, last_seen, processes, cgroups, services) for scripts.`,
 // convergence is each reported user's convergence: when its last new
 // destination appeared, and how many appeared each day of the last week.
 func convergence(all []store.Flow, o learn.ReportOptions, stableAfter time.Duration) []store.Convergence {
-	var flows []store.Flow
-	for _, f := range all {
-		if (o.UID == nil || f.UID == *o.UID) && f.State(o.Now, 0) != store.StateRetired {
-			flows = append(flows, f)
-		}
-	}
-	conv := store.Converge(flows, o.Now, 7, stableAfter)
+	conv := store.ConvergeFunc(all, func(f *store.Flow) bool {
+		return (o.UID == nil || f.UID == *o.UID) && f.State(o.Now, 0) != store.StateRetired
+	}, o.Now, 7, stableAfter)
 	for i := range conv {
 		conv[i].User = o.UserName(conv[i].UID)
 	}
