@@ -49,17 +49,21 @@ type aggregator struct {
 	cgroups func(uint64) string
 
 	mu sync.Mutex
-	// pending holds the flows since the last flush; index finds them.
+	// pending holds the flows since the last flush; flows finds them.
 	pending []pendingFlow
-	index   map[flowID]int32
 	dns     map[dnsKey]store.DNSObservation
 	// questions are the answered questions by user, name, type and code:
 	// at most maxPendingQuestions between flushes, the others counted.
 	questions     map[questionKey]store.QuestionObservation
 	questionsOver uint64
 
-	known    map[flowID]struct{} // every flow in the store or pending
-	newTimes []time.Time         // when recent new flows appeared
+	// flows holds every flow in the store or pending (one map for both: a
+	// million flows are 50 MB of map each); window numbers the flushes.
+	flows    map[flowID]flowSlot
+	window   uint32
+	known    int         // the flows of the store, and those attempted since
+	shared   sharedLists // one-name lists of processes and cgroups
+	newTimes []time.Time // when recent new flows appeared
 	lastNew  time.Time
 
 	events     uint64 // attempts recorded
@@ -89,6 +93,36 @@ func (id flowID) key() store.FlowKey {
 		IP:    netip.AddrFrom16([16]byte(id[5:21])).Unmap(),
 		Port:  uint16(id[21])<<8 | uint16(id[22]),
 	}
+}
+
+// flowSlot is a flow's entry in aggregator.flows: its place in pending
+// when win is the current window, and whether it is known (in the store
+// or attempted since: a flow only a presented name brought is not).
+type flowSlot struct {
+	win   uint32
+	idx   int32
+	known bool
+}
+
+// sharedLists hands out one list per name for the lists of one name that
+// most flows have ([]string{exe}, []string{cgroup}): clipped, so a merge
+// that appends copies. Bounded: past maxShared names, a list of its own.
+type sharedLists map[string][]string
+
+const maxShared = 4096
+
+func (m *sharedLists) of(name string) []string {
+	if l, ok := (*m)[name]; ok {
+		return l
+	}
+	l := []string{name}
+	if *m == nil {
+		*m = sharedLists{}
+	}
+	if len(*m) < maxShared {
+		(*m)[name] = l
+	}
+	return l
 }
 
 // pendingFlow is a flow waiting for the next flush: a third of the size
@@ -123,28 +157,56 @@ func newAggregator(f Filter, cgroups func(uint64) string, known []store.FlowKey)
 	a := &aggregator{
 		filter:    f,
 		cgroups:   cgroups,
-		index:     map[flowID]int32{},
 		dns:       map[dnsKey]store.DNSObservation{},
 		questions: map[questionKey]store.QuestionObservation{},
-		known:     make(map[flowID]struct{}, len(known)),
+		flows:     make(map[flowID]flowSlot, len(known)),
+		window:    1,
 	}
 	for _, k := range known {
-		a.known[idOf(k)] = struct{}{}
+		a.flows[idOf(k)] = flowSlot{known: true}
 	}
+	a.known = len(a.flows)
 	return a
+}
+
+// slot finds the pending flow of id, adding it when the window has none;
+// knownNow makes it known (an attempt), and says whether it was not
+// (a new flow). a.mu is held.
+func (a *aggregator) slot(id flowID, first, last int64, knownNow bool) (f *pendingFlow, isNew bool) {
+	s, ok := a.flows[id]
+	isNew = knownNow && !s.known
+	if !ok || s.win != a.window || isNew {
+		if !ok || s.win != a.window {
+			s.win, s.idx = a.window, int32(len(a.pending))
+			a.pending = append(a.pending, pendingFlow{id: id, first: first, last: last})
+		}
+		if isNew {
+			s.known = true
+			a.known++
+		}
+		a.flows[id] = s
+	}
+	return &a.pending[s.idx], isNew
 }
 
 // merge adds hits of one flow to pending; a.mu is held.
 func (a *aggregator) merge(id flowID, hits uint64, first, last int64, procs []string, comms []store.ProcessComm, cgroups []string) {
-	i, ok := a.index[id]
-	if !ok {
-		i = int32(len(a.pending))
-		a.pending = append(a.pending, pendingFlow{id: id, first: first, last: last})
-		a.index[id] = i
-	}
-	f := &a.pending[i]
+	f, _ := a.slot(id, first, last, false)
+	a.mergeInto(f, hits, first, last, procs, comms, cgroups)
+}
+
+// mergeInto adds hits of one flow to its pending flow f; a.mu is held.
+func (a *aggregator) mergeInto(f *pendingFlow, hits uint64, first, last int64, procs []string, comms []store.ProcessComm, cgroups []string) {
 	f.hits += hits
 	f.first, f.last = min(f.first, first), max(f.last, last)
+	if f.procs == nil && len(procs) == 1 && procs[0] != "" {
+		f.procs = a.shared.of(procs[0])
+		procs = nil
+	}
+	if f.cgroups == nil && len(cgroups) == 1 {
+		f.cgroups = a.shared.of(cgroups[0])
+		cgroups = nil
+	}
 	for _, p := range procs {
 		if p != "" && !slices.Contains(f.procs, p) && len(f.procs) < store.MaxProcesses {
 			f.procs = append(f.procs, p)
@@ -176,15 +238,16 @@ func (a *aggregator) add(at Attempt) {
 	}
 	a.events += at.Hits
 	id := idOf(store.FlowKey{UID: at.UID, Proto: at.Proto, IP: at.IP, Port: at.Port})
-	if _, seen := a.known[id]; !seen {
-		a.known[id] = struct{}{}
+	first, last := at.First.UnixNano(), at.Last.UnixNano()
+	f, isNew := a.slot(id, first, last, true)
+	if isNew {
 		a.newTimes = append(a.newTimes, at.First)
 		if at.First.After(a.lastNew) {
 			a.lastNew = at.First
 		}
 	}
 	procs, comms := processOf(at)
-	a.merge(id, at.Hits, at.First.UnixNano(), at.Last.UnixNano(), procs, comms, cg)
+	a.mergeInto(f, at.Hits, first, last, procs, comms, cg)
 }
 
 // processOf names the process of an attempt: its executable, and its
@@ -219,7 +282,7 @@ func (a *aggregator) addPresented(uid uint32, proto uint8, ip netip.Addr, port u
 
 // present adds names presented to a pending flow; a.mu is held.
 func (a *aggregator) present(id flowID, names []string) {
-	f := &a.pending[a.index[id]]
+	f := &a.pending[a.flows[id].idx]
 	for _, n := range names {
 		if !slices.Contains(f.presented, n) && len(f.presented) < store.MaxPresented {
 			f.presented = append(f.presented, n)
@@ -274,7 +337,7 @@ func (a *aggregator) take() *taken {
 	}
 	// The next window likely holds as many flows: no room to double into.
 	a.pending = make([]pendingFlow, 0, len(t.flows))
-	a.index = make(map[flowID]int32, len(t.flows))
+	a.window++ // the flows' places in pending are of the last window
 	a.dns = map[dnsKey]store.DNSObservation{}
 	for _, q := range a.questions {
 		t.questions = append(t.questions, q)
@@ -333,7 +396,7 @@ func (a *aggregator) status(now time.Time) Status {
 	a.newTimes = a.newTimes[i:]
 	s := Status{
 		Events:        a.events,
-		Flows:         len(a.known),
+		Flows:         a.known,
 		NewLastMinute: len(a.newTimes),
 		SinceLastNew:  -1,
 		DNSAnswers:    a.dnsAnswers,

@@ -147,10 +147,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	<-flusherDone
 	l.stats, _ = probe.Stats()
 	l.run.Finished = true
-	final, err := store.Create(cfg.DB, store.Options{LockTimeout: 30 * time.Second})
-	if err == nil {
-		err = l.flush(final)
-	}
+	err = l.flush(st.WithLockTimeout(30 * time.Second))
 	closeErr := probe.Close()
 	if l.status != nil {
 		fmt.Fprintln(l.status)

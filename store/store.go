@@ -114,6 +114,22 @@ func Open(path string, opts Options) (*Store, error) {
 // Path is the file behind the store.
 func (s *Store) Path() string { return s.path }
 
+// WithLockTimeout is a Store of the same file that waits up to d for the
+// file lock, and knows what s knows of the file's last checked state: its
+// first transaction does not check the file's pages again when nothing
+// else wrote since (a learner's last flush into a new Store of a 450 MB
+// store took its RSS from 100 to 560 MiB when the check went through the
+// map).
+func (s *Store) WithLockTimeout(d time.Duration) *Store {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checkMu.Lock()
+	defer s.checkMu.Unlock()
+	o := s.opts
+	o.LockTimeout = d
+	return &Store{path: s.path, opts: o, lastRelease: s.lastRelease, lastHold: s.lastHold, checkedFile: s.checkedFile, checkedTx: s.checkedTx}
+}
+
 func (s *Store) timeout() time.Duration {
 	if s.opts.LockTimeout > 0 {
 		return s.opts.LockTimeout
