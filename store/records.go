@@ -606,29 +606,54 @@ func (w *walker) get(kb []byte) []byte {
 // moved makes the next get seek.
 func (w *walker) moved() { w.started = false }
 
-// setApproval applies fn to the flow of key kb and writes it when fn
-// changed its approval, or when the store did not have it.
-func setApproval(b *bolt.Bucket, kb []byte, fn func(f *Flow)) error {
+// approver applies approvals to records, one after the other: the flow
+// it decodes and hands to fn is its own (not one on the heap per record),
+// and the records it writes are cut from slabs (bbolt keeps the values
+// it is given until the commit: a million new flows were a million
+// allocations).
+type approver struct {
+	rec  flowRecord
+	f    Flow
+	slab []byte
+}
+
+// set applies fn to the flow of key kb, whose stored value is v (nil:
+// none), and writes it when fn changed its approval, or when the store
+// did not have it.
+func (a *approver) set(b *bolt.Bucket, kb, v []byte, fn func(f *Flow)) error {
 	k, err := parseFlowKey(kb)
 	if err != nil {
 		return err
 	}
-	var rec flowRecord
-	found, err := getJSON(b, kb, &rec)
-	if err != nil {
+	rec := &a.rec
+	*rec = flowRecord{}
+	if err := decodeJSON(kb, v, rec); err != nil {
 		return err
 	}
-	f := rec.flow(k)
-	fn(&f)
+	found := v != nil
+	a.f = rec.flow(k)
+	f := &a.f
+	fn(f)
 	switch {
 	case found && sameApproval(rec.Approval, f.Approval):
 		return nil
 	case found:
 		rec.Approval = f.Approval
 	default:
-		rec.Flow, rec.Dropped = f, 0
+		rec.Flow, rec.Dropped = *f, 0
 	}
-	return putFlowRecord(b, kb, &rec)
+	if cap(a.slab)-len(a.slab) < 4096 {
+		a.slab = make([]byte, 0, 1<<20)
+	}
+	free := a.slab[len(a.slab):]
+	data, err := appendFlowRecord(free, rec)
+	if err != nil {
+		return err
+	}
+	if len(data) > 0 && &free[:1][0] == &data[0] {
+		a.slab = a.slab[:len(a.slab)+len(data)] // written in the slab
+	}
+	return b.Put(kb, data[:len(data):len(data)])
 }
 
 // approvedRecord reports whether a stored flow record is approved: it has
@@ -699,14 +724,16 @@ func (s *Store) setApprovals(keys []FlowKey, onlyNew bool, fn func(f *Flow)) err
 		// store's first apply writes every flow).
 		b.FillPercent = 0.9
 		w := walker{c: b.Cursor()}
+		var a approver
 		for i, kb := range raw {
 			if i > 0 && bytes.Equal(kb, raw[i-1]) {
 				continue
 			}
-			if onlyNew && approvedRecord(w.get(kb)) {
+			v := w.get(kb)
+			if onlyNew && approvedRecord(v) {
 				continue
 			}
-			if err := setApproval(b, kb, fn); err != nil {
+			if err := a.set(b, kb, v, fn); err != nil {
 				return err
 			}
 			w.moved() // a write invalidates the cursor
