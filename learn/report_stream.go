@@ -234,7 +234,12 @@ func WriteReportFlowsJSON(out io.Writer, flows []store.Flow, o ReportOptions) er
 			if i > 0 {
 				buf = append(buf, ",\n"...)
 			}
-			data, err := json.MarshalIndent(reportRow(&flows[order[i]], &o), "  ", "  ")
+			row := reportRow(&flows[order[i]], &o)
+			if fast, ok := appendRowJSON(buf, &row); ok {
+				buf = fast
+				continue
+			}
+			data, err := json.MarshalIndent(row, "  ", "  ")
 			if err != nil {
 				return &chunkOut{buf: []byte("\x00" + err.Error())}
 			}
@@ -604,4 +609,128 @@ func indexTab(b []byte) int {
 		}
 	}
 	return len(b)
+}
+
+// appendRowJSON appends "  " and the row as json.MarshalIndent(row, "  ",
+// "  ") writes it, without reflection; ok false (and b unchanged) when a
+// string needs escaping or a time is outside what JSON times hold: the
+// caller uses encoding/json then.
+func appendRowJSON(b []byte, r *ReportFlow) (_ []byte, ok bool) {
+	w := rowJSON{b: b, ok: true}
+	w.b = append(w.b, "  {\n    \"uid\": "...)
+	w.b = append(strconv.AppendUint(w.b, uint64(r.UID), 10), ',')
+	w.field("user")
+	w.str(r.User)
+	w.field(",proto")
+	w.str(r.Proto)
+	w.field(",ip")
+	w.str(r.IP)
+	w.field(",port")
+	w.b = strconv.AppendUint(w.b, uint64(r.Port), 10)
+	w.strs(",hostnames", r.Hostnames)
+	w.field(",hits")
+	w.b = strconv.AppendUint(w.b, r.Hits, 10)
+	w.time(",first_seen", r.FirstSeen)
+	w.time(",last_seen", r.LastSeen)
+	w.strs(",processes", r.Processes)
+	w.comms(r.Comms)
+	w.strs(",cgroups", r.Cgroups)
+	w.strs(",services", r.Services)
+	if len(r.Presented) > 0 {
+		w.strs(",presented", r.Presented)
+	}
+	if len(r.Fronted) > 0 {
+		w.strs(",fronted", r.Fronted)
+	}
+	w.field(",state")
+	w.str(r.State)
+	if r.Approved != 0 {
+		w.field(",approved_generation")
+		w.b = strconv.AppendUint(w.b, r.Approved, 10)
+	}
+	w.b = append(w.b, "\n  }"...)
+	if !w.ok {
+		return b, false
+	}
+	return w.b, true
+}
+
+// rowJSON writes a row's members, indented as in an array.
+type rowJSON struct {
+	b  []byte
+	ok bool
+}
+
+func (w *rowJSON) str(s string) {
+	if !plainJSON(s) {
+		w.ok = false
+		return
+	}
+	w.b = append(append(append(w.b, '"'), s...), '"')
+}
+
+// field starts a member: name, with a comma before it when it begins with one.
+func (w *rowJSON) field(name string) {
+	if name[0] == ',' {
+		w.b, name = append(w.b, ','), name[1:]
+	}
+	w.b = append(append(append(w.b, "\n    \""...), name...), "\": "...)
+}
+
+func (w *rowJSON) strs(name string, l []string) {
+	w.field(name)
+	if len(l) == 0 {
+		w.b = append(w.b, "[]"...)
+		return
+	}
+	w.b = append(w.b, '[')
+	for i, s := range l {
+		if i > 0 {
+			w.b = append(w.b, ',')
+		}
+		w.b = append(w.b, "\n      "...)
+		w.str(s)
+	}
+	w.b = append(w.b, "\n    ]"...)
+}
+
+func (w *rowJSON) time(name string, t time.Time) {
+	w.field(name)
+	if y := t.Year(); y < 0 || y > 9999 {
+		w.ok = false // encoding/json refuses it
+		return
+	}
+	w.b = append(t.AppendFormat(append(w.b, '"'), time.RFC3339Nano), '"')
+}
+
+func (w *rowJSON) comms(comms []store.ProcessComm) {
+	w.field(",comms")
+	if len(comms) == 0 {
+		w.b = append(w.b, "[]"...)
+		return
+	}
+	w.b = append(w.b, '[')
+	for i, c := range comms {
+		if i > 0 {
+			w.b = append(w.b, ',')
+		}
+		w.b = append(w.b, "\n      {\n        \"exe\": "...)
+		w.str(c.Exe)
+		w.b = append(w.b, ",\n        \"comm\": "...)
+		w.str(c.Comm)
+		w.b = append(w.b, "\n      }"...)
+	}
+	w.b = append(w.b, "\n    ]"...)
+}
+
+// plainJSON reports whether encoding/json writes s as it is, in quotes:
+// printable ASCII without '"', '\\' and the HTML characters it escapes.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c >= 0x7f, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
 }
