@@ -80,7 +80,10 @@ func TestReconcileEndToEnd(t *testing.T) {
 	if err := reach(l.nobody, url(8080)); err != nil {
 		t.Fatalf("learning blocked a connection: %v", err)
 	}
-	lab.Await(t, "the learner to record 8080", func() bool { _, ok := l.report(t)["65534 tcp 8080"]; return ok })
+	// With its hits: the name the connection presented can reach the
+	// store a flush before the connection's count (a flow of 0 hits,
+	// which apply skips: --min-hits 1).
+	lab.Await(t, "the learner to record 8080", func() bool { return l.report(t)["65534 tcp 8080"].Hits > 0 })
 	mustRun(t, enforceBin, l.env, "apply", "--mode", "enforce")
 	if r := l.report(t)["65534 tcp 8080"]; r.State != store.StateApproved || r.Approved != 1 {
 		t.Errorf("after apply the learned flow is %+v", r)
