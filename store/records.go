@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strconv"
@@ -526,6 +527,14 @@ func readFlows(tx *bolt.Tx) ([]Flow, error) {
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
+			// The keys and values are in the file's mapping: a fault here
+			// is a damaged file, as in view (fault.go), not a crash.
+			defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+			defer func() {
+				if r := recover(); r != nil {
+					errs[w] = badData("read flows: %v", r)
+				}
+			}()
 			intern := map[string]string{}
 			for i := w * len(kvs) / workers; i < (w+1)*len(kvs)/workers; i++ {
 				k, v := kvs[i][0], kvs[i][1]
