@@ -461,6 +461,35 @@ static long http_byte(__u32 i, void *ctx)
 	return 0;
 }
 
+// host_tail reads what follows a Host name on its line: the port (w.dot
+// 1) and then spaces (w.dot 2) up to the line's end (done = 1); anything
+// else is not one name (done = -1).
+static long host_tail(__u32 i, void *ctx)
+{
+	struct nc_scratch *s = scratch();
+	if (!s)
+		return 1;
+	struct nc_walk *w = &s->w;
+	if (w->pos >= w->n || w->pos >= NC_BUF) {
+		w->done = 0;
+		return 1;
+	}
+	__u8 c = at(s, w->pos);
+	w->pos++;
+	if (c == '\r' || c == '\n') {
+		w->done = 1;
+		return 1;
+	}
+	if (c == ' ' || c == '\t') {
+		w->dot = 2;
+		return 0;
+	}
+	if (c >= '0' && c <= '9' && w->dot == 1)
+		return 0;
+	w->done = -1;
+	return 1;
+}
+
 // parse_http finds the Host of a request in origin form ("GET /...").
 static __always_inline int parse_http(struct nc_scratch *s, __u32 n)
 {
@@ -488,7 +517,21 @@ static __always_inline int parse_http(struct nc_scratch *s, __u32 n)
 	bpf_loop(NC_BUF, http_byte, 0, 0);
 	if (s->w.done != 1)
 		return s->w.done == 0 ? NR_MORE : NR_NONAME;
-	return take_name(s, s->w.found, 0);
+	int res = take_name(s, s->w.found, 0);
+	if (res != NR_NAME)
+		return res;
+	// The name must be the whole value, but for a port and spaces: the
+	// first word of "Host: a.lab b.lab" is not what a server reads (Go's
+	// reads "a.lab b.lab" and refuses it), so it is no name.
+	__u8 t = at(s, s->w.pos - 1);
+	if (t == '\r' || t == '\n')
+		return NR_NAME;
+	s->w.dot = t == ':' ? 1 : 2;
+	s->w.done = -1;
+	bpf_loop(NC_BUF, host_tail, 0, 0);
+	if (s->w.done != 1)
+		return s->w.done == 0 ? NR_MORE : NR_NONAME;
+	return NR_NAME;
 }
 
 // parse reads the first n bytes a client sent (in s->data).

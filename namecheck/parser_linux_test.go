@@ -48,6 +48,15 @@ func TestParserCases(t *testing.T) {
 		{"http absolute form", []byte("GET http://other.lab/ HTTP/1.1\r\nHost: name1.lab\r\n\r\n"), "none", "http", ""},
 		{"http bad host", []byte("GET / HTTP/1.1\r\nHost: a\x00b\r\n\r\n"), "none", "http", ""},
 		{"http empty labels", []byte("GET / HTTP/1.1\r\nHost: a..b\r\n\r\n"), "none", "http", ""},
+		// The name is the whole value but for a port and spaces: a second
+		// word (which a server reads as part of the Host, and refuses) or
+		// junk after the port is no name (FuzzParse found "Host:0 0" read
+		// as "0").
+		{"http two words", []byte("GET / HTTP/1.1\r\nHost: name1.lab evil.lab\r\n\r\n"), "none", "http", ""},
+		{"http junk after port", []byte("GET / HTTP/1.1\r\nHost: name1.lab:80x\r\n\r\n"), "none", "http", ""},
+		{"http port and spaces", []byte("GET / HTTP/1.1\r\nHost: name1.lab:80 \t\r\n\r\n"), "name", "http", "name1.lab"},
+		{"http trailing spaces", []byte("GET / HTTP/1.1\r\nHost: name1.lab  \n\n"), "name", "http", "name1.lab"},
+		{"http tail unfinished", []byte("GET / HTTP/1.1\r\nHost: name1.lab "), "more", "http", ""},
 		{"tls fragmented over records", fragmented(hello), "none", "tls", ""},
 		{"garbage", []byte("\x00\x01\x02garbage"), "none", "none", ""},
 		{"ssh", []byte("SSH-2.0-OpenSSH_9.2\r\n"), "none", "http", ""},
