@@ -63,7 +63,7 @@ var HostileExports = map[string]string{
 const (
 	qs      = `"[A-Za-z0-9 .,:;_+*=/#()\[\]@'!?%&-]*"`
 	idRe    = `[A-Za-z_][A-Za-z0-9_-]*`
-	stmtRe  = `[a-z0-9 .,:/@&=!<>_{}-]*`
+	stmtRe  = `[A-Za-z0-9 .,:/@&=!<>_{}-]*` // as checkStatement: identifiers (set names) may have capitals
 	addrRe  = `[0-9a-f:.]+`
 	protoRe = `(tcp|udp|icmp|icmpv6|[0-9]+)`
 )
