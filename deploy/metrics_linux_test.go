@@ -71,6 +71,13 @@ func TestMonitoringUsesExportedMetrics(t *testing.T) {
 	})
 
 	dns := dnsPolicyServing(t, enforce, env, pair)
+	// The learner's coverage gauges appear with its first scan, which
+	// runs in the background and retries while the new store is busy
+	// (under load it missed the scrape once).
+	lab.Await(t, "the learner's first coverage scan", func() bool {
+		_, ok := lab.MetricValue(lab.Scrape(t, learn), "egress_learn_coverage_unseen_jobs", nil)
+		return ok
+	})
 
 	exported := map[string][]string{}
 	for _, url := range []string{watch, follow, learn, dns} {
