@@ -3,8 +3,10 @@ package store
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -142,9 +144,18 @@ func (r *jreader) uint(bits int) uint64 {
 		r.fail()
 		return 0
 	}
-	v, err := strconv.ParseUint(string(digits), 10, bits)
-	if err != nil {
+	var v uint64
+	for _, c := range digits { // strconv.ParseUint's answer, without a copy of digits
+		d := uint64(c - '0')
+		if v > (math.MaxUint64-d)/10 {
+			r.fail()
+			return 0
+		}
+		v = v*10 + d
+	}
+	if bits < 64 && v >= 1<<bits {
 		r.fail()
+		return 0
 	}
 	return v
 }
@@ -391,17 +402,77 @@ func (r *jreader) flows(e *Export) {
 		r.i++
 		return
 	}
+	if r.flowsInHalves(e) {
+		return
+	}
 	// A flow takes about 250 bytes: size the slice once.
 	e.Flows = make([]Flow, 0, (len(r.b)-r.i)/200+1)
+	r.flowList(&e.Flows, false)
+}
+
+// flowList reads flows separated by commas up to the ']' that ends them
+// (consumed); with atEnd, up to the end of b instead, where a flow must
+// end.
+func (r *jreader) flowList(flows *[]Flow, atEnd bool) {
 	for r.ok {
-		e.Flows = append(e.Flows, Flow{})
-		r.flow(&e.Flows[len(e.Flows)-1], false)
+		*flows = append(*flows, Flow{})
+		r.flow(&(*flows)[len(*flows)-1], false)
+		if atEnd && r.ok && r.i == len(r.b) {
+			return
+		}
 		if r.peek() == ']' {
+			if atEnd {
+				r.fail()
+				return
+			}
 			r.i++
 			return
 		}
 		r.lit(',')
 	}
+}
+
+// splitFlows is the size of the flows from which flowsInHalves reads them
+// on two cores.
+const splitFlows = 256 << 10
+
+// flowsInHalves reads a large list of flows (from just after its '[') in
+// two halves at once: the first up to a "},{" near the middle, the second
+// after it. It is only a guess that the "},{" is between two flows (it
+// may be inside a string): the first half must read as whole flows ending
+// exactly at that '}'. Then the reader of the whole list would have read
+// the same flows up to there, and found the second half's first flow after
+// the ','. Else (or when the second half fails) it returns false, and the
+// caller reads the list from the start, as without it.
+func (r *jreader) flowsInHalves(e *Export) bool {
+	start := r.i
+	if len(r.b)-start < splitFlows {
+		return false
+	}
+	mid := start + (len(r.b)-start)/2
+	k := bytes.Index(r.b[mid:], []byte("},{"))
+	if k < 0 {
+		return false
+	}
+	cut := mid + k + 1 // the ',' after the guessed end of a flow
+	second := jreader{b: r.b, i: cut + 1, ok: true}
+	var rest []Flow
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		rest = make([]Flow, 0, (len(r.b)-cut)/200+1)
+		second.flowList(&rest, false)
+	})
+	first := jreader{b: r.b[:cut], i: start, ok: true}
+	// Room for both halves: the first is not moved when the second is
+	// appended.
+	flows := make([]Flow, 0, (len(r.b)-start)/200+1)
+	first.flowList(&flows, true)
+	wg.Wait()
+	if !first.ok || !second.ok {
+		return false
+	}
+	e.Flows, r.i = append(flows, rest...), second.i
+	return true
 }
 
 // Compile-time check that the addresses decode as encoding/json decodes

