@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -124,6 +125,18 @@ func head(p *Plan) *Plan {
 func IndexOf(p *Plan) *Index {
 	x := &Index{Head: head(p), Sets: make([][]IndexEntry, len(p.Sets))}
 	x.pos = make([][]int32, len(p.Sets))
+	// The rules' sums on another core, beside the elements'.
+	var wg sync.WaitGroup
+	if p.Follow != nil {
+		x.Rules = make([]RuleSum, len(p.Follow.Rules))
+		wg.Go(func() {
+			var buf []byte
+			for i := range p.Follow.Rules {
+				x.Rules[i] = ruleSum(&p.Follow.Rules[i], &buf)
+			}
+		})
+	}
+	defer wg.Wait()
 	var buf []byte
 	for i, s := range p.Sets {
 		entries := make([]IndexEntry, len(s.Elements))
@@ -146,12 +159,6 @@ func IndexOf(p *Plan) *Index {
 			entries = sorted
 		}
 		x.Sets[i] = entries
-	}
-	if p.Follow != nil {
-		x.Rules = make([]RuleSum, len(p.Follow.Rules))
-		for i := range p.Follow.Rules {
-			x.Rules[i] = ruleSum(&p.Follow.Rules[i], &buf)
-		}
 	}
 	return x
 }

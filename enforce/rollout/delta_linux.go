@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/plan"
@@ -123,7 +124,7 @@ func patchOf(b deltaBase, p *plan.Plan, x *plan.Index, d *plan.Delta, n uint64) 
 // it is whole on its own) followed by the changes, so "nft -f" of it alone
 // gives the table in one transaction. Without the base's script, the whole
 // plan's is rendered.
-func (a *applying) writePatchFiles() error {
+func (a *applying) writePatchFiles(pt *patched) error {
 	if err := os.MkdirAll(a.dir, 0o700); err != nil {
 		return err
 	}
@@ -141,7 +142,7 @@ func (a *applying) writePatchFiles() error {
 		if _, err := io.Copy(f, base); err != nil { // copy_file_range: the kernel copies
 			return err
 		}
-		_, err = f.Write(a.patch.text)
+		_, err = f.Write(pt.text)
 		return err
 	})
 	if err != nil {
@@ -153,7 +154,7 @@ func (a *applying) writePatchFiles() error {
 			return err
 		}
 	}
-	return writeAtomic(planFile(a.dir, a.n, ".json"), a.patch.json)
+	return writeAtomic(planFile(a.dir, a.n, ".json"), pt.json)
 }
 
 // decodePlan reads stored plan bytes: a plan, or a patch of the plan that
@@ -194,7 +195,44 @@ type applying struct {
 	why   string      // why no delta was tried
 	whole *rendered   // the whole plan's renderings, when stored whole
 	patch *patched    // the patch, after a delta
+	early *early      // the index's file, and the patch and its files, made while the kernel works
 	res   *nft.ApplyResult
+}
+
+// early is the work startApplying starts beside the kernel's: the file of
+// the plan's index (a replace needs it too), and with a delta, its patch
+// and the patch's files (named by state.json only once the generation is
+// recorded; a replace after all writes the whole plan's over them).
+type early struct {
+	done               chan struct{}
+	patch              *patched
+	indexErr, patchErr error
+}
+
+// startEarly starts a's early work in a goroutine of its own.
+func (a *applying) startEarly() {
+	e := &early{done: make(chan struct{})}
+	a.early = e
+	delta := a.delta != nil && a.whole == nil
+	go func() {
+		defer close(e.done)
+		var wg sync.WaitGroup
+		wg.Go(func() { e.indexErr = writeIndex(a.dir, a.n, a.index) })
+		if delta {
+			if e.patch, e.patchErr = patchOf(a.base, a.p, a.index, a.delta, a.n); e.patchErr == nil {
+				e.patchErr = a.writePatchFiles(e.patch)
+			}
+		}
+		wg.Wait()
+	}()
+}
+
+// wait waits for the early work (none: nothing to wait for).
+func (e *early) wait() *early {
+	if e != nil {
+		<-e.done
+	}
+	return e
 }
 
 // startApplying decides how to apply p: a delta when the base is known and
@@ -215,6 +253,7 @@ func startApplying(k nft.Kernel, p *plan.Plan, o Options, n uint64, base deltaBa
 	if a.delta == nil || base.depth >= maxPatchDepth {
 		a.whole = render(p, a.dir, n)
 	}
+	a.startEarly()
 	return a
 }
 
@@ -236,13 +275,13 @@ func (a *applying) apply() (*nft.ApplyResult, error) {
 // packed is the plan to store, packed: the patch after a delta (unless
 // the plan is stored whole), else the whole plan.
 func (a *applying) packed(log interface{ Error(string, ...any) }) []byte {
+	e := a.early.wait() // before a replace's files overwrite the patch's
 	if a.res != nil && a.res.Delta != nil && a.whole == nil {
-		pt, err := patchOf(a.base, a.p, a.index, a.delta, a.n)
-		if err == nil {
-			a.patch = pt
-			return pt.packed
+		if e.patch != nil {
+			a.patch = e.patch
+			return e.patch.packed
 		}
-		log.Error("generation "+strconv.FormatUint(a.n, 10)+": its patch could not be made; the whole plan is stored", "err", err)
+		log.Error("generation "+strconv.FormatUint(a.n, 10)+": its patch could not be made; the whole plan is stored", "err", e.patchErr)
 	}
 	if a.whole == nil { // the kernel replaced the table after all
 		a.whole = render(a.p, a.dir, a.n)
@@ -267,7 +306,9 @@ func (a *applying) discard() {
 	if a.whole != nil {
 		<-a.whole.done
 	}
+	a.early.wait()
 	removePlanFiles(a.dir, a.n)
+	_ = os.Remove(indexFile(a.dir, a.n))
 }
 
 // writeFiles writes the files beside the store: the patch's (the whole
@@ -275,14 +316,15 @@ func (a *applying) discard() {
 // state.json naming them.
 func (a *applying) writeFiles(st *store.Store, log interface{ Error(string, ...any) }) {
 	known := knownPlan{n: a.n, plan: a.p}
+	e := a.early.wait()
 	var errs []error
 	if a.patch != nil {
-		errs = append(errs, a.writePatchFiles())
+		errs = append(errs, e.patchErr)
 	} else if a.whole != nil {
 		known.raw, known.text = a.whole.json, a.whole.text
 		errs = append(errs, a.whole.filesErr)
 	}
-	errs = append(errs, writeIndex(a.dir, a.n, a.index))
+	errs = append(errs, e.indexErr)
 	errs = append(errs, syncApplied(st, a.k.Target(), a.p.Table, known))
 	if err := errors.Join(errs...); err != nil {
 		log.Error("generation "+strconv.FormatUint(a.n, 10)+" is applied, but the files restore falls back on are not all written", "err", err)
