@@ -104,8 +104,9 @@ func Apply(k nft.Kernel, p *plan.Plan, o Options) (*store.Generation, *nft.Apply
 			"table", p.Table, "generation", g.N, "store_says", base.gen, "reason", res.FullReason)
 	}
 	if applyErr != nil && (errors.Is(applyErr, nft.ErrRejected) || res == nil) {
+		packed := ap.packed(log) // rendered for the store: its files go too
 		ap.discard()
-		g, _ = o.Store.UpdateGenerationPlan(g.N, ap.packed(log), func(g *store.Generation) error {
+		g, _ = o.Store.UpdateGenerationPlan(g.N, packed, func(g *store.Generation) error {
 			g.State, g.Note = store.GenFailed, applyErr.Error()
 			return nil
 		})
