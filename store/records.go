@@ -76,8 +76,10 @@ func WidenSeen(first, last *time.Time, from, to time.Time) {
 
 const flowKeyLen = 4 + 1 + 16 + 2
 
-func (k FlowKey) bytes() []byte {
-	b := make([]byte, flowKeyLen)
+func (k FlowKey) bytes() []byte { return k.put(make([]byte, flowKeyLen)) }
+
+// put writes the stored form of k into b (flowKeyLen bytes) and returns b.
+func (k FlowKey) put(b []byte) []byte {
 	binary.BigEndian.PutUint32(b[0:4], k.UID)
 	b[4] = k.Proto
 	a16 := k.IP.As16()
@@ -721,12 +723,40 @@ func (s *Store) ApproveNew(keys []FlowKey, fn func(f *Flow)) error {
 	return s.setApprovals(keys, true, fn)
 }
 
-func (s *Store) setApprovals(keys []FlowKey, onlyNew bool, fn func(f *Flow)) error {
+// sortedKeys are the stored forms of keys, in the store's order. The keys
+// of a plan's sets come as two runs (IPv4, IPv6) that are often each in
+// that order already: then the runs are merged, not sorted.
+func sortedKeys(keys []FlowKey) [][]byte {
+	all := make([]byte, len(keys)*flowKeyLen) // one allocation for all
 	raw := make([][]byte, len(keys))
 	for i, k := range keys {
-		raw[i] = k.bytes()
+		raw[i] = k.put(all[i*flowKeyLen : (i+1)*flowKeyLen : (i+1)*flowKeyLen])
 	}
-	slices.SortFunc(raw, bytes.Compare)
+	if len(raw) < 2 {
+		return raw
+	}
+	cut := 1
+	for cut < len(raw) && bytes.Compare(raw[cut-1], raw[cut]) <= 0 {
+		cut++
+	}
+	a, b := raw[:cut], raw[cut:]
+	if !slices.IsSortedFunc(b, bytes.Compare) {
+		slices.SortFunc(raw, bytes.Compare)
+		return raw
+	}
+	out := make([][]byte, 0, len(raw))
+	for len(a) > 0 && len(b) > 0 {
+		if bytes.Compare(a[0], b[0]) <= 0 {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	return append(append(out, a...), b...)
+}
+
+func (s *Store) setApprovals(keys []FlowKey, onlyNew bool, fn func(f *Flow)) error {
+	raw := sortedKeys(keys)
 	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketFlows)
 		// The keys go in in order: pages filled fuller split less (a new

@@ -11,7 +11,11 @@ import (
 // (those not approved before): later learning records new flows as
 // candidates for a reviewed reconcile instead.
 func ApprovePlan(st *store.Store, p *plan.Plan, n uint64, now time.Time) error {
-	var keys []store.FlowKey
+	size := 0
+	for _, s := range p.Sets {
+		size += len(s.Elements)
+	}
+	keys := make([]store.FlowKey, 0, size)
 	for _, s := range p.Sets {
 		for _, e := range s.Elements {
 			keys = append(keys, store.FlowKey{UID: e.UID, Proto: e.Proto, IP: e.IP, Port: e.Port})
