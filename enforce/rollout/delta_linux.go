@@ -81,8 +81,9 @@ func baseFor(st *store.Store, t nft.Target, table string) deltaBase {
 }
 
 // writeIndex writes index x of generation n's plan beside the store: a
-// cache (without it, the next apply replaces the table), written after the
-// generation is recorded.
+// cache (without it, the next apply replaces the table), named by nothing:
+// the next apply reads the index of the generation the store says is
+// current.
 func writeIndex(dir string, n uint64, x *plan.Index) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -204,14 +205,15 @@ type applying struct {
 // and the patch's files (named by state.json only once the generation is
 // recorded; a replace after all writes the whole plan's over them).
 type early struct {
-	done               chan struct{}
+	made, done         chan struct{} // the patch is made; all is done
 	patch              *patched
 	indexErr, patchErr error
+	filesErr           error // the patch's files'
 }
 
 // startEarly starts a's early work in a goroutine of its own.
 func (a *applying) startEarly() {
-	e := &early{done: make(chan struct{})}
+	e := &early{made: make(chan struct{}), done: make(chan struct{})}
 	a.early = e
 	delta := a.delta != nil && a.whole == nil
 	go func() {
@@ -219,9 +221,11 @@ func (a *applying) startEarly() {
 		var wg sync.WaitGroup
 		wg.Go(func() { e.indexErr = writeIndex(a.dir, a.n, a.index) })
 		if delta {
-			if e.patch, e.patchErr = patchOf(a.base, a.p, a.index, a.delta, a.n); e.patchErr == nil {
-				e.patchErr = a.writePatchFiles(e.patch)
-			}
+			e.patch, e.patchErr = patchOf(a.base, a.p, a.index, a.delta, a.n)
+		}
+		close(e.made) // the store may record the patch while its files are written
+		if e.patch != nil {
+			e.filesErr = a.writePatchFiles(e.patch)
 		}
 		wg.Wait()
 	}()
@@ -232,6 +236,12 @@ func (e *early) wait() *early {
 	if e != nil {
 		<-e.done
 	}
+	return e
+}
+
+// patchMade waits until the patch is made (or not).
+func (e *early) patchMade() *early {
+	<-e.made
 	return e
 }
 
@@ -275,14 +285,15 @@ func (a *applying) apply() (*nft.ApplyResult, error) {
 // packed is the plan to store, packed: the patch after a delta (unless
 // the plan is stored whole), else the whole plan.
 func (a *applying) packed(log interface{ Error(string, ...any) }) []byte {
-	e := a.early.wait() // before a replace's files overwrite the patch's
 	if a.res != nil && a.res.Delta != nil && a.whole == nil {
+		e := a.early.patchMade()
 		if e.patch != nil {
 			a.patch = e.patch
 			return e.patch.packed
 		}
 		log.Error("generation "+strconv.FormatUint(a.n, 10)+": its patch could not be made; the whole plan is stored", "err", e.patchErr)
 	}
+	a.early.wait()      // before a replace's files overwrite the patch's
 	if a.whole == nil { // the kernel replaced the table after all
 		a.whole = render(a.p, a.dir, a.n)
 	}
@@ -319,7 +330,7 @@ func (a *applying) writeFiles(st *store.Store, log interface{ Error(string, ...a
 	e := a.early.wait()
 	var errs []error
 	if a.patch != nil {
-		errs = append(errs, e.patchErr)
+		errs = append(errs, e.filesErr)
 	} else if a.whole != nil {
 		known.raw, known.text = a.whole.json, a.whole.text
 		errs = append(errs, a.whole.filesErr)
