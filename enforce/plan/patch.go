@@ -247,7 +247,8 @@ const indexMagic = "egress-plan-index/1\n"
 // (a 24-byte key and an 8-byte hash each), the name rules' sums.
 func (x *Index) Encode() []byte {
 	headJSON, _ := json.Marshal(x.Head) // a plan always encodes
-	n := len(indexMagic) + 4 + len(headJSON) + 4 + 16*len(x.Rules)
+	// magic, head (length first), set count, sets, rule count, rules
+	n := len(indexMagic) + 4 + len(headJSON) + 4 + 4 + 16*len(x.Rules)
 	for _, s := range x.Sets {
 		n += 4 + 32*len(s)
 	}
