@@ -456,13 +456,16 @@ func (r *jreader) flowsInHalves(e *Export) bool {
 	}
 	cut := mid + k + 1 // the ',' after the guessed end of a flow
 	second := jreader{b: r.b, i: cut + 1, ok: true}
+	if r.intern != nil {
+		second.intern = map[string]string{} // its own: the halves run at once
+	}
 	var rest []Flow
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		rest = make([]Flow, 0, (len(r.b)-cut)/200+1)
 		second.flowList(&rest, false)
 	})
-	first := jreader{b: r.b[:cut], i: start, ok: true}
+	first := jreader{b: r.b[:cut], i: start, ok: true, intern: r.intern}
 	// Room for both halves: the first is not moved when the second is
 	// appended.
 	flows := make([]Flow, 0, (len(r.b)-start)/200+1)
