@@ -677,21 +677,27 @@ func (w *rowJSON) field(name string) {
 	w.b = append(append(append(w.b, "\n    \""...), name...), "\": "...)
 }
 
-func (w *rowJSON) strs(name string, l []string) {
+// array writes the field name with n items, as encoding/json indents
+// them; item writes item i.
+func (w *rowJSON) array(name string, n int, item func(i int)) {
 	w.field(name)
-	if len(l) == 0 {
+	if n == 0 {
 		w.b = append(w.b, "[]"...)
 		return
 	}
 	w.b = append(w.b, '[')
-	for i, s := range l {
+	for i := range n {
 		if i > 0 {
 			w.b = append(w.b, ',')
 		}
 		w.b = append(w.b, "\n      "...)
-		w.str(s)
+		item(i)
 	}
 	w.b = append(w.b, "\n    ]"...)
+}
+
+func (w *rowJSON) strs(name string, l []string) {
+	w.array(name, len(l), func(i int) { w.str(l[i]) })
 }
 
 func (w *rowJSON) time(name string, t time.Time) {
@@ -704,23 +710,13 @@ func (w *rowJSON) time(name string, t time.Time) {
 }
 
 func (w *rowJSON) comms(comms []store.ProcessComm) {
-	w.field(",comms")
-	if len(comms) == 0 {
-		w.b = append(w.b, "[]"...)
-		return
-	}
-	w.b = append(w.b, '[')
-	for i, c := range comms {
-		if i > 0 {
-			w.b = append(w.b, ',')
-		}
-		w.b = append(w.b, "\n      {\n        \"exe\": "...)
-		w.str(c.Exe)
+	w.array(",comms", len(comms), func(i int) {
+		w.b = append(w.b, "{\n        \"exe\": "...)
+		w.str(comms[i].Exe)
 		w.b = append(w.b, ",\n        \"comm\": "...)
-		w.str(c.Comm)
+		w.str(comms[i].Comm)
 		w.b = append(w.b, "\n      }"...)
-	}
-	w.b = append(w.b, "\n    ]"...)
+	})
 }
 
 // plainJSON reports whether encoding/json writes s as it is, in quotes:
