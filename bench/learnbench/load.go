@@ -552,7 +552,8 @@ func loadList(ws []workload) string {
 }
 
 // ---------------------------------------------------------------------------
-// The floor: do-nothing programs on the learner's six hooks (-empty).
+// The floor: do-nothing programs where the learner attaches its seven
+// (-empty): six hooks, the egress one twice.
 
 // variantEmpty attaches programs that only return "allow" to the hooks the
 // learner uses: what any program there costs, before it does anything.
@@ -604,6 +605,11 @@ func childEmpty() int {
 		{ebpf.CGroupSockAddr, ebpf.AttachCGroupInet4Connect}, {ebpf.CGroupSockAddr, ebpf.AttachCGroupInet6Connect},
 		{ebpf.CGroupSockAddr, ebpf.AttachCGroupUDP4Sendmsg}, {ebpf.CGroupSockAddr, ebpf.AttachCGroupUDP6Sendmsg},
 		{ebpf.CGroupSKB, ebpf.AttachCGroupInetEgress}, {ebpf.CGroupSKB, ebpf.AttachCGroupInetIngress},
+		{ebpf.CGroupSKB, ebpf.AttachCGroupInetEgress}, // the name check's learning program
+	}
+	if len(hooks) != programsAttached {
+		fmt.Fprintf(os.Stderr, "empty child: %d hooks, the learner attaches %d\n", len(hooks), programsAttached)
+		return 1
 	}
 	for _, h := range hooks {
 		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: h.typ, AttachType: h.attach, Instructions: allow, License: "GPL"})
