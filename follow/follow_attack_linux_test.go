@@ -32,15 +32,13 @@ import (
 // udpSink records the datagrams a namespace receives on some ports, in
 // the order each port's socket got them.
 type udpSink struct {
-	mu   sync.Mutex
-	got  map[int][]string
-	cond *sync.Cond
+	mu  sync.Mutex
+	got map[int][]string
 }
 
 func newUDPSink(t *testing.T, ns *lab.Netns, ports ...int) *udpSink {
 	t.Helper()
 	s := &udpSink{got: map[int][]string{}}
-	s.cond = sync.NewCond(&s.mu)
 	for _, port := range ports {
 		lab.ServeUDP(t, ns, "udp4", fmt.Sprintf("0.0.0.0:%d", port), func(b []byte) {
 			s.mu.Lock()
