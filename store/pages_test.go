@@ -24,14 +24,8 @@ func TestHugeOverflowIsAnError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The current meta page is the one with the higher transaction id; its
-	// freelist page number is at byte 48 (bbolt's page and meta layout).
 	const ps = 4096
-	meta := data[:ps]
-	if binary.LittleEndian.Uint64(data[ps+64:]) > binary.LittleEndian.Uint64(data[64:]) {
-		meta = data[ps : 2*ps]
-	}
-	free := binary.LittleEndian.Uint64(meta[48:])
+	free := metaOf(t, path).freelist
 	if free < 2 || int(free+1)*ps > len(data) {
 		t.Fatalf("freelist page %d in a file of %d bytes", free, len(data))
 	}
@@ -160,15 +154,7 @@ func TestHugeKeySizeIsAnError(t *testing.T) {
 func TestPageCycleIsAnError(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "baseline.db")
 	fillRealStore(t, path)
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := readMeta(f, 4096)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := metaOf(t, path)
 	var root uint64
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
 	if err != nil {
@@ -192,4 +178,19 @@ func TestPageCycleIsAnError(t *testing.T) {
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "reached twice") {
 		t.Fatalf("open with a page cycle: %v, want an error that names the file and says it is corrupt", err)
 	}
+}
+
+// metaOf is the meta bbolt uses in the file at path (as the check reads it).
+func metaOf(t *testing.T, path string) meta {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := readMeta(f, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
