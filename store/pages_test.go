@@ -181,7 +181,7 @@ func TestPageCycleIsAnError(t *testing.T) {
 }
 
 // metaOf is the meta bbolt uses in the file at path (as the check reads it).
-func metaOf(t *testing.T, path string) meta {
+func metaOf(t testing.TB, path string) meta {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
