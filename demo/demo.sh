@@ -100,11 +100,17 @@ client() {
 }
 
 step "learn: $BIN/egress-learn run --cgroup $CG --db $DB"
-"$BIN/egress-learn" run --cgroup "$CG" --db "$DB" --flush-interval 1s --log-level warn &
+"$BIN/egress-learn" run --cgroup "$CG" --db "$DB" --flush-interval 1s 2>"$WORK/learn.log" &
 learner=$!
 pids+=($learner)
-for _ in $(seq 100); do [ -s "$DB" ] && break; sleep 0.1; done
-sleep 0.5
+# The learner logs its ready line (msg=learning) once its programs are
+# attached: traffic before that would not be learned.
+for _ in $(seq 600); do
+	grep -q 'msg=learning' "$WORK/learn.log" && break
+	kill -0 "$learner" 2>/dev/null || { cat "$WORK/learn.log" >&2; echo "demo: the learner stopped" >&2; exit 1; }
+	sleep 0.1
+done
+grep -q 'msg=learning' "$WORK/learn.log" || { cat "$WORK/learn.log" >&2; echo "demo: the learner did not attach within 60 s" >&2; exit 1; }
 
 step "clients: root and nobody reach the demo servers with curl and dig"
 client 0 curl -sS -4 http://www.demo.lan/
@@ -112,9 +118,9 @@ client 0 curl -sS -6 http://www.demo.lan/
 client 65534 dig +short www.demo.lan
 client 65534 curl -sS http://api.demo.lan:8443/
 client 65534 curl -sS http://10.78.0.10/
-sleep 1.5
 kill -INT "$learner"
 wait "$learner"
+grep -E 'level=(WARN|ERROR)' "$WORK/learn.log" || true
 
 step "report: $BIN/egress-learn report --db $DB"
 "$BIN/egress-learn" report --db "$DB"
@@ -130,10 +136,16 @@ step "generate: the table to review ($BIN/egress-enforce generate --mode enforce
 "$BIN/egress-enforce" generate --mode enforce
 
 step "watch: the monitor of denied packets runs beside the table"
-"$BIN/egress-enforce" watch --flush-interval 1s --log-level warn > "$WORK/watch.log" &
+"$BIN/egress-enforce" watch --flush-interval 1s > "$WORK/watch.log" 2>&1 &
 watcher=$!
 pids+=($watcher)
-sleep 0.5
+# "watching" is its ready line: the NFLOG group is bound.
+for _ in $(seq 600); do
+	grep -q 'msg=watching' "$WORK/watch.log" && break
+	kill -0 "$watcher" 2>/dev/null || { cat "$WORK/watch.log" >&2; echo "demo: the monitor stopped" >&2; exit 1; }
+	sleep 0.1
+done
+grep -q 'msg=watching' "$WORK/watch.log" || { cat "$WORK/watch.log" >&2; echo "demo: the monitor did not start within 60 s" >&2; exit 1; }
 
 step "apply: audit first (logs, blocks nothing), then enforce with a confirm window, in namespace $CLI"
 "$BIN/egress-enforce" apply --mode audit --reason "soak in audit"
@@ -159,7 +171,7 @@ step "status: the default rule counted the dropped packets"
 step "the monitor saw each dropped packet; denied summarizes them"
 kill -TERM "$watcher"
 wait "$watcher" || true
-cat "$WORK/watch.log"
+grep -v 'level=INFO msg=watching$\|level=INFO msg=watching ' "$WORK/watch.log" || true
 "$BIN/egress-enforce" denied
 
 step "done: the lab is removed on exit"
