@@ -79,6 +79,10 @@ var writeGap = 60 * time.Millisecond
 // writeMmapSize is the size of the map of a store opened for writing.
 const writeMmapSize = 1 << 30
 
+// writeAllocSize is the room a write that grows the file leaves after
+// what it needs.
+const writeAllocSize = 1 << 20
+
 // Create opens the store at path for writing, creating it (mode 0600, and
 // its folder mode 0700) when it does not exist. An existing file must be a
 // store: an empty file, a foreign bbolt file or a corrupt one is refused and
@@ -173,6 +177,12 @@ func (s *Store) open(readOnly bool, h *handle) error {
 		return fmt.Errorf("open store %s: not a valid store file (corrupt or another format): %w", s.path, err)
 	case err != nil:
 		return fmt.Errorf("open store %s: %w", s.path, err)
+	}
+	if !readOnly {
+		// With a 1 GiB map bbolt grows the file by AllocSize past what a
+		// commit needs (16 MiB by default): a store of a few flows would
+		// be a 16 MiB file.
+		db.AllocSize = writeAllocSize
 	}
 	h.db = db
 	return nil
