@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -100,6 +101,7 @@ func TestDNSPolicyCommands(t *testing.T) {
 
 	denied := mustRun(t, enforceBin, env, "denied")
 	lab.WantAll(t, "denied", denied, "q2fmzxr0.tunnel.evil", "t.exfil.evil (200 names", "TUNNELLING SIGNATURE", "1001", "example.lab")
+	checkDeniedByUser(t, mustRun(t, enforceBin, env, "denied", "--json"), werr.String())
 	rec := mustRun(t, enforceBin, env, "reconcile")
 	lab.WantAll(t, "reconcile", rec, "+ ", "q2fmzxr0.tunnel.evil", "not proposed: 200 names under t.exfil.evil")
 	if strings.Contains(rec, "mzxw6ytboi0001") {
@@ -136,5 +138,51 @@ func TestDNSPolicyCommands(t *testing.T) {
 	mustRun(t, enforceBin, env, append([]string{"dns-policy", "remove"}, where...)...)
 	if out := mustRun(t, enforceBin, env, "remove", "--pin-dir", where[3]); strings.Contains(out, "DNS policy stays") {
 		t.Errorf("remove after dns-policy remove still speaks of a DNS policy:\n%s", out)
+	}
+}
+
+// checkDeniedByUser: "denied --json" names each denied query with the uid
+// that asked (the random label alice's, alice's name bob's), and none of
+// alice's learned lookups was denied: not the search domain's NXDOMAIN try
+// (api.example.lab.corp.lab), which, stopped, would have cost her a
+// resolver timeout or the lookup. The watch's log (watchLog) says the same.
+func checkDeniedByUser(t *testing.T, out, watchLog string) {
+	t.Helper()
+	var d struct {
+		DNS struct {
+			Summary struct {
+				Users []struct {
+					UID uint32 `json:"uid"`
+					Top []struct {
+						Name    string `json:"name"`
+						Dropped uint64 `json:"dropped"`
+					} `json:"top"`
+				} `json:"users"`
+			} `json:"summary"`
+		} `json:"dns"`
+	}
+	if err := json.Unmarshal([]byte(out), &d); err != nil {
+		t.Fatalf("denied --json: %v\n%s", err, out)
+	}
+	dropped := map[string]uint32{} // name -> uid
+	for _, u := range d.DNS.Summary.Users {
+		for _, c := range u.Top {
+			if c.Dropped > 0 {
+				dropped[c.Name] = u.UID
+			}
+		}
+	}
+	for name, uid := range map[string]uint32{"q2fmzxr0.tunnel.evil": 1000, "api.example.lab": 1001} {
+		if got, ok := dropped[name]; !ok || got != uid {
+			t.Errorf("denied --json: %s dropped for uid %d (found: %v), want uid %d", name, got, ok, uid)
+		}
+	}
+	for name, uid := range dropped {
+		if strings.HasSuffix(name, "corp.lab") {
+			t.Errorf("the learned search-domain try %s was dropped for uid %d", name, uid)
+		}
+	}
+	if strings.Contains(watchLog, "corp.lab") {
+		t.Errorf("the watch reported a search-domain try:\n%s", watchLog)
 	}
 }
