@@ -136,7 +136,8 @@ func TestFollowHelper(t *testing.T) {
 //	udp-mark ADDR TAG          an unconnected UDP socket with the bit sends TAG to ADDR
 //	udp-connect-mark ADDR TAG  a UDP socket connects to ADDR, then sets the bit, then sends TAG
 //	udp-follow NAME PORT ADDR TAG  resolves NAME, connects a UDP socket to it on PORT, sends
-//	                           "TAG ok" there, then TAG to ADDR through the same socket
+//	                           "TAG ok" there, then TAG to ADDR through the same socket,
+//	                           then "TAG after" to the followed address
 //	dns-flood N                sends N queries for flood.lab (never answered) to the resolver
 //
 // After each udp step it sends "sentinel TAG" to the sentinel address from
@@ -288,7 +289,15 @@ func udpFollow(name, port, other, tag string) error {
 	if _, err := unix.Write(fd, []byte(tag+" ok")); err != nil {
 		return fmt.Errorf("send to the followed address: %w", err)
 	}
-	return ignoreEPERM(unix.Sendto(fd, []byte(tag), 0, osa))
+	if err := ignoreEPERM(unix.Sendto(fd, []byte(tag), 0, osa)); err != nil {
+		return err
+	}
+	// Behind it on the same path: when the server's PORT socket has this,
+	// a datagram the forged one sent to the same port there had its chance.
+	if _, err := unix.Write(fd, []byte(tag+" after")); err != nil {
+		return fmt.Errorf("send to the followed address again: %w", err)
+	}
+	return nil
 }
 
 // forger is uid 4242 holding CAP_NET_RAW, in the follower's cgroup.
@@ -353,8 +362,18 @@ func TestForgedMarkWithFollower(t *testing.T) {
 	if l.reached(t, "other-dest") {
 		t.Error("a UDP socket marked for a followed destination sent to another address")
 	}
-	if s := l.f.Stats(); s.MarkDropped < 3 || s.Marked == 0 {
-		t.Errorf("the mark check counted %d drops (want at least 3), %d connects marked", s.MarkDropped, s.Marked)
+	// The same port at another address: only the address differs from
+	// what the mark was given for.
+	r = markClient(t, l.nobody, "udp-follow udp.lab 9000 10.77.1.232:9000 same-port")
+	if r.Err != "" {
+		t.Fatal(r.Err)
+	}
+	lab.WaitFor(t, func() bool { return l.sink.has(9000, "same-port after") })
+	if l.sink.has(9000, "same-port") {
+		t.Error("a UDP socket marked for a followed destination sent to another address on the same port")
+	}
+	if s := l.f.Stats(); s.MarkDropped < 4 || s.Marked == 0 {
+		t.Errorf("the mark check counted %d drops (want at least 4), %d connects marked", s.MarkDropped, s.Marked)
 	}
 }
 
