@@ -81,11 +81,15 @@ func buildPlan(cmd *cobra.Command, e *env) (*built, error) {
 		return &built{plan: plan.Build(m.Flows, opts), opts: opts}, nil
 	}
 	var flows []store.Flow
+	var granted baseline.Granted
 	st, err := e.ReadStore()
 	if err == nil {
 		flows, err = st.Flows()
 	}
-	return &built{plan: plan.Build(baseline.Select(flows), opts), opts: opts, baselineErr: err}, nil
+	if err == nil {
+		granted, err = grantedNow(st, e, opts)
+	}
+	return &built{plan: plan.Build(baseline.SelectGranted(flows, granted, opts.ServiceDepth), opts), opts: opts, baselineErr: err}, nil
 }
 
 // readPlan builds the plan of a command that shows it: a baseline that

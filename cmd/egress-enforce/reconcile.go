@@ -35,7 +35,10 @@ this host's), and the first line names it; when it has none, the line says
 which namespaces have generations and the --netns that picks each.
 
   add     candidates: flows the learner recorded since (seen at least --min-hits
-          times);
+          times); with match service or user,service, also approved
+          destinations seen since from a service the current generation
+          does not allow them for ("new service"), or from outside any
+          service ("outside services"): apply keeps them out until then;
   remove  approved flows not seen for --stale-after (default 30 days);
   renamed approved addresses whose DNS names changed since approval;
   denied  destinations only the monitor saw the table drop or log, never
@@ -126,9 +129,13 @@ func propose(cmd *cobra.Command, e *env, r *reconcileFlags) (*baseline.Proposal,
 	if err != nil {
 		return nil, nil, err
 	}
+	granted, err := grantedNow(st, e, opts)
+	if err != nil {
+		return nil, nil, err
+	}
 	p, err := baseline.ReconcileStore(st, e.Cfg.DNSResolverUIDs, cur, baseline.ReconcileOptions{
 		StaleAfter: r.staleAfter, MinHits: uint64(e.Cfg.MinHits), Only: r.only, StableAfter: r.stableAfter, Now: opts.Now,
-		UserName: config.UserNames{}.Name, IncludeDenied: r.includeDenied,
+		UserName: config.UserNames{}.Name, IncludeDenied: r.includeDenied, ServiceDepth: opts.ServiceDepth, Granted: granted,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -53,6 +53,16 @@ type ReconcileOptions struct {
 	// audited, never learned) to the next baseline; without it they are
 	// listed apart and left out: anyone can knock on any destination.
 	IncludeDenied bool
+
+	// ServiceDepth is service_depth: how a cgroup path without a unit is
+	// cut into a service (plan.ServiceOf).
+	ServiceDepth int
+	// Granted is what the current generation allows of the approved
+	// flows (GrantedBy): an approved destination seen since from another
+	// service, or from outside any service, is proposed as an addition
+	// (source "new service" or "outside services"), not let into the
+	// next table unreviewed. Nil: per-user rules, nothing to compare.
+	Granted Granted
 }
 
 // Defaults of ReconcileOptions.
@@ -70,7 +80,11 @@ type Change struct {
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`
 	// Source: candidate (the learner saw it), denied or audit (the
-	// monitor saw the table drop or log it), stale (not seen recently).
+	// monitor saw the table drop or log it), stale (not seen recently);
+	// with per-service rules, "new service" (an approved destination seen
+	// from services the current generation does not allow it for: those
+	// are Services) or "outside services" (seen from outside any service,
+	// which would allow it for every process of the user).
 	Source string `json:"source"`
 	// Services the flow came from (per-service rules): with match
 	// service, the next table allows it for them, not for the user.
@@ -132,16 +146,16 @@ func (p *Proposal) Adding() []Change {
 // the removals, plus the additions.
 func (p *Proposal) Next() []store.Flow { return p.next }
 
-func changeOf(f store.Flow, source string, name func(uint32) string) Change {
+func changeOf(f store.Flow, source string, o ReconcileOptions) Change {
 	c := Change{UID: f.UID, Dest: store.DestOf(f.FlowKey, f.Hostnames), Hits: f.Hits,
 		FirstSeen: f.FirstSeen, LastSeen: f.LastSeen, Source: source, key: f.FlowKey}
 	for _, cg := range f.Cgroups {
-		if s := plan.ServiceOf(cg, 0); s != "" && !slices.Contains(c.Services, s) {
+		if s := plan.ServiceOf(cg, o.ServiceDepth); s != "" && !slices.Contains(c.Services, s) {
 			c.Services = append(c.Services, s)
 		}
 	}
-	if name != nil {
-		c.User = name(f.UID)
+	if o.UserName != nil {
+		c.User = o.UserName(f.UID)
 	}
 	return c
 }
@@ -189,21 +203,47 @@ func (p *Proposal) learned(f store.Flow, o ReconcileOptions) {
 	switch f.State(o.Now, o.StaleAfter) {
 	case store.StateStale:
 		if o.Only != "add" {
-			p.Removals = append(p.Removals, changeOf(f, "stale", o.UserName))
+			p.Removals = append(p.Removals, changeOf(f, "stale", o))
 			return
 		}
-		p.next = append(p.next, f)
+		if kept, _, _, ok := o.Granted.split(f, o.ServiceDepth); ok {
+			p.next = append(p.next, kept)
+		}
 	case store.StateApproved:
-		p.next = append(p.next, f)
+		p.approved(f, o)
 		if !sameNames(f.Hostnames, f.ApprovedNames) {
 			p.Renamed = append(p.Renamed, Rename{IP: f.IP, Old: nonNilStrings(f.ApprovedNames), New: nonNilStrings(f.Hostnames)})
 		}
 	case store.StateCandidate:
 		if o.Only != "remove" && f.Hits >= o.MinHits && learnable(f) {
-			p.Additions = append(p.Additions, changeOf(f, "candidate", o.UserName))
+			p.Additions = append(p.Additions, changeOf(f, "candidate", o))
 			p.next = append(p.next, f)
 		}
 	}
+}
+
+// approved keeps an approved flow in the next baseline, and proposes the
+// services (or the per-user part) it was seen from since that the
+// current generation does not allow it for (o.Granted).
+func (p *Proposal) approved(f store.Flow, o ReconcileOptions) {
+	kept, added, outside, ok := o.Granted.split(f, o.ServiceDepth)
+	if o.Only == "remove" || (len(added) == 0 && !outside) {
+		if ok {
+			p.next = append(p.next, kept)
+		}
+		return
+	}
+	if len(added) > 0 {
+		c := changeOf(f, "new service", o)
+		c.Services = added
+		p.Additions = append(p.Additions, c)
+	}
+	if outside {
+		c := changeOf(f, "outside services", o)
+		c.Services = nil
+		p.Additions = append(p.Additions, c)
+	}
+	p.next = append(p.next, f)
 }
 
 // deniedOnly lists what the monitor saw the table drop or log, and the
@@ -239,7 +279,7 @@ func (p *Proposal) deniedOnly(obs []store.Observation, known map[store.FlowKey]b
 	for _, k := range order {
 		f := *seen[k]
 		if f.Hits >= o.MinHits && learnable(f) {
-			p.Denied = append(p.Denied, changeOf(f, source[k], o.UserName))
+			p.Denied = append(p.Denied, changeOf(f, source[k], o))
 			if o.IncludeDenied {
 				p.next = append(p.next, f)
 			}
