@@ -49,6 +49,9 @@ var (
 	descDeniedUser = prometheus.NewDesc("egress_denied_packets_by_user_total",
 		"Packets the default rule logged, by user; the top users, the rest as user=\"other\".",
 		[]string{"action", "uid", "user"}, nil)
+	descDeniedService = prometheus.NewDesc("egress_denied_packets_by_service_total",
+		"Packets the default rule logged whose sending socket the watch found in a service (per-service rules), by user and service (cgroup path); the top pairs, the rest as service=\"other\".",
+		[]string{"action", "uid", "user", "service"}, nil)
 	descEntries = prometheus.NewDesc("egress_monitor_log_entries_total",
 		"NFLOG messages the monitor received.", nil, nil)
 	descUnlogged = prometheus.NewDesc("egress_unlogged_packets_total",
@@ -60,7 +63,7 @@ var (
 	descLostLogs = prometheus.NewDesc("egress_monitor_lost_log_entries_total",
 		"Log messages the kernel sent that the monitor never received (gaps in their sequence numbers: its socket overflowed; a loss shows when a later message arrives).", nil, nil)
 	descTracked = prometheus.NewDesc("egress_monitor_tracked_entries",
-		"Entries of the monitor's bounded structures: the top destinations and users, and the destinations pending the next flush.", []string{"structure", "bound"}, nil)
+		"Entries of the monitor's bounded structures: the top destinations, users and services, and the destinations pending the next flush.", []string{"structure", "bound"}, nil)
 	descPresent = prometheus.NewDesc("egress_table_present",
 		"1 when our table is installed.", []string{"table"}, nil)
 	descMode = prometheus.NewDesc("egress_table_mode",
@@ -85,7 +88,7 @@ var (
 
 // Describe sends the descriptions of every metric.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	promutil.Describe(ch, descDenied, descDeniedUser, descEntries, descUnlogged, descUnrecorded, descReceiveErrors, descLostLogs,
+	promutil.Describe(ch, descDenied, descDeniedUser, descDeniedService, descEntries, descUnlogged, descUnrecorded, descReceiveErrors, descLostLogs,
 		descTracked, descPresent, descMode, descElements, descServiceElements, descRulePackets, descRuleBytes, descKernelDropped, descKernelAudited,
 		descGeneration, descLastApply)
 }
@@ -155,6 +158,13 @@ func (c *Collector) collectMonitor(ch chan<- prometheus.Metric, names map[store.
 	}
 	for action, n := range otherUsers {
 		ch <- prometheus.MustNewConstMetric(descDeniedUser, counter, float64(n), action, "", "other")
+	}
+	svcs, otherSvcs := c.Monitor.ByService(c.topK())
+	for _, s := range svcs {
+		ch <- prometheus.MustNewConstMetric(descDeniedService, counter, float64(s.Hits), s.Action, strconv.FormatUint(uint64(s.UID), 10), c.user(s.UID), s.Service)
+	}
+	for action, n := range otherSvcs {
+		ch <- prometheus.MustNewConstMetric(descDeniedService, counter, float64(n), action, "", "", "other")
 	}
 	ch <- prometheus.MustNewConstMetric(descEntries, counter, float64(entries))
 	st := c.Monitor.Stats()

@@ -23,9 +23,9 @@ import (
 // distinct destinations (a flood of them is an attack like any other):
 //
 //   - totals by action and by minute are exact;
-//   - the top destinations and users come from space-saving summaries of
-//     MonitorOptions.TopCapacity destinations and UserCapacity users per
-//     action: a destination with more than 1/TopCapacity of the packets is
+//   - the top destinations, users and (user, service) pairs come from
+//     space-saving summaries of MonitorOptions.TopCapacity destinations,
+//     UserCapacity users and UserCapacity pairs per action: a destination with more than 1/TopCapacity of the packets is
 //     always in, its count exact or overstated by at most its Err;
 //   - between two flushes, at most PendingCapacity destinations are kept
 //     with exact counts; past that a newcomer takes the place of the
@@ -33,15 +33,19 @@ import (
 //     one that loses are counted as unrecorded (Stats, and the store's
 //     meta/obs_unrecorded), never silently dropped.
 type Monitor struct {
-	mu      sync.Mutex
-	opts    MonitorOptions
-	top     map[string]*topk.Summary[store.FlowKey, struct{}] // by action
-	users   map[string]*topk.Summary[uint32, struct{}]        // by action
-	pending *topk.Summary[obsKey, span]                       // since the last Take
-	left    store.Unrecorded                                  // since the last Take
-	minutes map[int64]store.DenialCount                       // since the last Take
-	total   map[string]uint64                                 // by action, since the start
-	stats   MonitorStats
+	mu    sync.Mutex
+	opts  MonitorOptions
+	top   map[string]*topk.Summary[store.FlowKey, struct{}] // by action
+	users map[string]*topk.Summary[uint32, struct{}]        // by action
+	// services: packets whose sender's service the watch found, by
+	// action; svcTotal counts them all (the summary keeps the top).
+	services map[string]*topk.Summary[svcKey, struct{}]
+	svcTotal map[string]uint64
+	pending  *topk.Summary[obsKey, span] // since the last Take
+	left     store.Unrecorded            // since the last Take
+	minutes  map[int64]store.DenialCount // since the last Take
+	total    map[string]uint64           // by action, since the start
+	stats    MonitorStats
 }
 
 // MonitorOptions bound a Monitor; zero values take the defaults.
@@ -74,6 +78,16 @@ type MonitorStats struct {
 	// pending destinations, and their bounds.
 	Tracked, TrackedCap int
 	Pending, PendingCap int
+}
+
+// svcKey is a user's service.
+type svcKey struct {
+	uid     uint32
+	service string
+}
+
+func (a svcKey) compare(b svcKey) int {
+	return cmp.Or(cmp.Compare(a.uid, b.uid), cmp.Compare(a.service, b.service))
 }
 
 type obsKey struct {
@@ -111,12 +125,14 @@ func NewMonitorWith(o MonitorOptions) *Monitor {
 	o.UserCapacity = cmp.Or(max(o.UserCapacity, 0), DefaultUserCapacity)
 	o.PendingCapacity = cmp.Or(max(o.PendingCapacity, 0), DefaultPendingCapacity)
 	return &Monitor{
-		opts:    o,
-		top:     map[string]*topk.Summary[store.FlowKey, struct{}]{},
-		users:   map[string]*topk.Summary[uint32, struct{}]{},
-		pending: topk.NewExact[obsKey, span](o.PendingCapacity),
-		minutes: map[int64]store.DenialCount{},
-		total:   map[string]uint64{},
+		opts:     o,
+		top:      map[string]*topk.Summary[store.FlowKey, struct{}]{},
+		users:    map[string]*topk.Summary[uint32, struct{}]{},
+		services: map[string]*topk.Summary[svcKey, struct{}]{},
+		svcTotal: map[string]uint64{},
+		pending:  topk.NewExact[obsKey, span](o.PendingCapacity),
+		minutes:  map[int64]store.DenialCount{},
+		total:    map[string]uint64{},
 	}
 }
 
@@ -138,9 +154,14 @@ func (m *Monitor) Add(e LogEntry) {
 	if m.top[e.Action] == nil {
 		m.top[e.Action] = topk.New[store.FlowKey, struct{}](m.opts.TopCapacity)
 		m.users[e.Action] = topk.New[uint32, struct{}](m.opts.UserCapacity)
+		m.services[e.Action] = topk.New[svcKey, struct{}](m.opts.UserCapacity)
 	}
 	m.top[e.Action].Add(k, 1, nil)
 	m.users[e.Action].Add(uid, 1, nil)
+	if e.Service != "" {
+		m.services[e.Action].Add(svcKey{uid, e.Service}, 1, nil)
+		m.svcTotal[e.Action]++
+	}
 	m.keep(obsKey{e.Action, k}, 1, func(s *span) { s.see(e.Time); s.service(e.Service) })
 	m.countMinute(e.Time.Unix()/60, e.Action == ObsActionDrop, 1)
 }
@@ -244,8 +265,8 @@ func (m *Monitor) Stats() MonitorStats {
 	defer m.mu.Unlock()
 	s := m.stats
 	for a := range m.top {
-		s.Tracked += m.top[a].Len() + m.users[a].Len()
-		s.TrackedCap += m.top[a].Cap() + m.users[a].Cap()
+		s.Tracked += m.top[a].Len() + m.users[a].Len() + m.services[a].Len()
+		s.TrackedCap += m.top[a].Cap() + m.users[a].Cap() + m.services[a].Cap()
 	}
 	s.Pending, s.PendingCap = m.pending.Len(), m.pending.Cap()
 	return s
@@ -298,6 +319,35 @@ func (m *Monitor) ByUser(k int) (top []Count, other map[string]uint64) {
 		}
 	}
 	sortCounts(top)
+	return top, other
+}
+
+// ServiceCount is a user's service's packets for one action.
+type ServiceCount struct {
+	Action  string `json:"action"`
+	UID     uint32 `json:"uid"`
+	Service string `json:"service"`
+	Hits    uint64 `json:"hits"`
+	Err     uint64 `json:"err,omitempty"` // how much Hits may overstate
+}
+
+// ByService returns the k (user, service) pairs with the most packets,
+// per action, among the packets whose sender's service the watch found
+// (LogEntry.Service), and the packets of the other pairs per action.
+func (m *Monitor) ByService(k int) (top []ServiceCount, other map[string]uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	other = map[string]uint64{}
+	for a, s := range m.services {
+		other[a] = m.svcTotal[a]
+		for _, e := range s.Top(k, svcKey.compare) {
+			top = append(top, ServiceCount{Action: a, UID: e.Key.uid, Service: e.Key.service, Hits: e.Count, Err: e.Err})
+			other[a] -= e.Count
+		}
+	}
+	slices.SortFunc(top, func(a, b ServiceCount) int {
+		return cmp.Or(cmp.Compare(b.Hits, a.Hits), cmp.Compare(a.UID, b.UID), cmp.Compare(a.Service, b.Service), cmp.Compare(a.Action, b.Action))
+	})
 	return top, other
 }
 

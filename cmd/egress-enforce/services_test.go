@@ -95,6 +95,16 @@ func TestServicesEndToEnd(t *testing.T) {
 		v, _ := lab.MetricValue(lab.Scrape(t, "http://"+addr+"/metrics"), "egress_service_elements", map[string]string{"service": a.Rel(t)})
 		return v == 1
 	})
+	// The denied packets by user and service.
+	fams := lab.Scrape(t, "http://"+addr+"/metrics")
+	for _, svc := range []string{a.Rel(t), c.Rel(t)} {
+		if v, _ := lab.MetricValue(fams, "egress_denied_packets_by_service_total", map[string]string{"action": "drop", "uid": "65534", "service": svc}); v < 1 {
+			t.Errorf("egress_denied_packets_by_service_total of %s: %v", svc, v)
+		}
+	}
+	if v, _ := lab.MetricValue(fams, "egress_denied_packets_by_service_total", map[string]string{"service": b.Rel(t)}); v != 0 {
+		t.Errorf("b.scope was denied nothing, the metric says %v", v)
+	}
 
 	_, out, serr := start(t, env, enforceBin, "services")
 	lab.Await(t, "the keeper to start", func() bool { return strings.Contains(serr.String(), "services: keeping") })
