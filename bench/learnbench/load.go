@@ -81,6 +81,7 @@ type loadRun struct {
 	Seconds   float64     `json:"seconds"`
 	ClientCPU float64     `json:"client_cpu_seconds"`
 	Learner   *learnerRun `json:"learner,omitempty"`
+	Progs     []progStat  `json:"programs,omitempty"` // -prog-stats
 }
 
 // loadSummary sums up one workload and variant over the rounds.
@@ -172,6 +173,10 @@ func (b *bench) loadRun(w workload, v string, round int, d time.Duration) (*load
 		return nil, err
 	}
 	r, err := w.run(b, d)
+	var progs []progStat
+	if err == nil && b.progStats && v != variantBare {
+		progs, err = readProgStats(b.cgroup, r.Units)
+	}
 	if stopEmpty != nil {
 		if serr := stopEmpty(); serr != nil && err == nil {
 			err = fmt.Errorf("empty programs: %w", serr)
@@ -184,7 +189,7 @@ func (b *bench) loadRun(w workload, v string, round int, d time.Duration) (*load
 		return nil, err
 	}
 	run := &loadRun{Workload: w.Name, Variant: v, Round: round, Rate: r.Units / r.Seconds, Attempts: r.Attempts,
-		Errors: r.Errors, FirstErr: r.FirstErr, Seconds: r.Seconds, ClientCPU: r.CPU}
+		Errors: r.Errors, FirstErr: r.FirstErr, Seconds: r.Seconds, ClientCPU: r.CPU, Progs: progs}
 	if r.CPU > 0 {
 		run.CPURate = r.Units / r.CPU
 	}
@@ -553,7 +558,7 @@ func loadList(ws []workload) string {
 
 // ---------------------------------------------------------------------------
 // The floor: do-nothing programs where the learner attaches its seven
-// (-empty): six hooks, the egress one twice.
+// (-empty): six hooks, the egress one twice; -empty-hooks picks some.
 
 // variantEmpty attaches programs that only return "allow" to the hooks the
 // learner uses: what any program there costs, before it does anything.
@@ -563,7 +568,7 @@ const variantEmpty = "empty"
 // programs, and waits until they are attached; stop ends it.
 func (b *bench) startEmpty() (stop func() error, err error) {
 	cmd := exec.Command(b.self)
-	cmd.Env = []string{childEnv + "=empty", "EGB_CGROUP=" + b.cgroup}
+	cmd.Env = []string{childEnv + "=empty", "EGB_CGROUP=" + b.cgroup, "EGB_HOOKS=" + strings.Join(b.emptyHooks, ",")}
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
@@ -577,7 +582,7 @@ func (b *bench) startEmpty() (stop func() error, err error) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if n, err := attachedPrograms(b.cgroup); err == nil && n >= programsAttached {
+		if n, err := attachedPrograms(b.cgroup); err == nil && n >= len(b.emptyHooks) {
 			return stop, nil
 		}
 		select {
@@ -593,26 +598,22 @@ func (b *bench) startEmpty() (stop func() error, err error) {
 	}
 }
 
-// childEmpty attaches the do-nothing programs to EGB_CGROUP until SIGTERM.
+// childEmpty attaches the do-nothing programs to EGB_CGROUP, on the hooks
+// EGB_HOOKS names, until SIGTERM.
 func childEmpty() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	allow := asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()}
-	hooks := []struct {
-		typ    ebpf.ProgramType
-		attach ebpf.AttachType
-	}{
-		{ebpf.CGroupSockAddr, ebpf.AttachCGroupInet4Connect}, {ebpf.CGroupSockAddr, ebpf.AttachCGroupInet6Connect},
-		{ebpf.CGroupSockAddr, ebpf.AttachCGroupUDP4Sendmsg}, {ebpf.CGroupSockAddr, ebpf.AttachCGroupUDP6Sendmsg},
-		{ebpf.CGroupSKB, ebpf.AttachCGroupInetEgress}, {ebpf.CGroupSKB, ebpf.AttachCGroupInetIngress},
-		{ebpf.CGroupSKB, ebpf.AttachCGroupInetEgress}, // the name check's learning program
-	}
-	if len(hooks) != programsAttached {
-		fmt.Fprintf(os.Stderr, "empty child: %d hooks, the learner attaches %d\n", len(hooks), programsAttached)
+	names, err := parseEmptyHooks(os.Getenv("EGB_HOOKS"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "empty child:", err)
 		return 1
 	}
-	for _, h := range hooks {
-		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: h.typ, AttachType: h.attach, Instructions: allow, License: "GPL"})
+	allow := asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()}
+	for _, h := range emptyHooks {
+		if !slices.Contains(names, h.name) {
+			continue
+		}
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "empty_" + h.name, Type: h.typ, AttachType: h.attach, Instructions: allow, License: "GPL"})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "empty child:", err)
 			return 1

@@ -418,7 +418,9 @@ type bench struct {
 	notes      []string
 	learnerNo  int
 	compare    string // -compare: another egress-learn binary
-	empty      bool   // -empty: also measure do-nothing programs
+	empty      bool     // -empty: also measure do-nothing programs
+	emptyHooks []string // -empty-hooks: the hooks they go on
+	progStats  bool     // -prog-stats: read each program's run time
 }
 
 func (b *bench) note(format string, args ...any) {
@@ -445,6 +447,8 @@ func benchMain() int {
 	watchEvery := flag.Duration("watch-interval", 200*time.Millisecond, "how often the RSS phase reads the learner's store for new flushes")
 	compare := flag.String("compare", "", "also run this egress-learn binary (e.g. one built from an earlier commit) as variant \"compare\" in every round")
 	empty := flag.Bool("empty", false, "also run variant \"empty\": programs that do nothing, on the learner's six hooks (what any program there costs)")
+	emptyHookList := flag.String("empty-hooks", "all", "hooks of the -empty variant, comma-separated: connect4, connect6, sendmsg4, sendmsg6, egress, ingress, egress2 (a second egress program; all: the learner's seven)")
+	progStats := flag.Bool("prog-stats", false, "turn kernel.bpf_stats_enabled on for the bench and print each attached program's run time per run and per unit (ns/connect, ns/datagram)")
 	stopDelay := flag.Duration("stop-delay", 0, "wait this long after the storm client exits before sending the learner SIGTERM")
 	flag.Parse()
 	loads, err := parseLoads(*loadNames)
@@ -454,6 +458,11 @@ func benchMain() int {
 	}
 	if *rounds < 1 || *acceptors < 1 || *duration <= 0 || *udpFlows < 2 || *udpPerFlow < 1 {
 		fmt.Fprintln(os.Stderr, "learnbench: -rounds, -acceptors, -udp-per-flow must be at least 1, -udp-flows at least 2, -duration positive")
+		return 2
+	}
+	hooks, err := parseEmptyHooks(*emptyHookList)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "learnbench:", err)
 		return 2
 	}
 	setUDPAddrs(*udpFlows)
@@ -480,7 +489,15 @@ func benchMain() int {
 		time.Sleep(20 * time.Second)
 	})
 
-	b := &bench{ctx: ctx, flush: *flush, keepLogs: *keep, stopDelay: *stopDelay, watchEvery: *watchEvery, rssProfile: *rssProfile, compare: *compare, empty: *empty}
+	b := &bench{ctx: ctx, flush: *flush, keepLogs: *keep, stopDelay: *stopDelay, watchEvery: *watchEvery, rssProfile: *rssProfile, compare: *compare, empty: *empty, emptyHooks: hooks, progStats: *progStats}
+	if *progStats {
+		restore, err := enableBPFStats()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "learnbench:", err)
+			return 1
+		}
+		cl.Add(restore)
+	}
 	out, err := b.run(&cl, runOptions{
 		duration: *duration, rounds: *rounds, acceptors: *acceptors, warmup: *warmup,
 		udpFlows: *udpFlows, udpPerFlow: *udpPerFlow, skipStorm: *skipStorm, skipRSS: *skipRSS,
@@ -1361,6 +1378,7 @@ func peakGoHeap(log string) (peakMB, liveMB float64, gcs int) {
 
 func printSummary(w io.Writer, o *output) {
 	printLoads(w, o)
+	printProgStats(w, o)
 	if r := o.RSS; r != nil {
 		fmt.Fprintf(w, "RSS after %d events over %d flows: peak %.1f MiB (rss %.1f MiB; to the exit: VmHWM %.1f MiB, getrusage %.1f MiB), flows %d, hits %d, lost %d, dns lost %d\n",
 			r.Datagrams, r.Flows, r.PeakMiB, r.RSSMiB, r.PeakStopMiB, r.MaxRSSExitMiB, r.MatchingFlows, r.Hits, r.Learner.LostEvents, r.Learner.DNSLost)
