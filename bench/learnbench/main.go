@@ -417,7 +417,7 @@ type bench struct {
 	rssProfile string
 	notes      []string
 	learnerNo  int
-	compare    string // -compare: another egress-learn binary
+	compare    string   // -compare: another egress-learn binary
 	empty      bool     // -empty: also measure do-nothing programs
 	emptyHooks []string // -empty-hooks: the hooks they go on
 	progStats  bool     // -prog-stats: read each program's run time
