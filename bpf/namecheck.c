@@ -34,9 +34,9 @@
 // attached (first seen past SYN_SENT) and destinations that are not
 // name-checked are never parsed and get no storage.
 //
-// With learn_all set (the learner), every TCP socket connecting after the
-// attach is parsed the same way, and its name (or none) is told to user
-// space; nothing is refused.
+// With learn_all set (the learner), every TCP socket whose first data
+// leaves after the attach is parsed the same way, and its name (or none)
+// is told to user space; nothing is refused (see learn_first).
 //
 // namecheck_parse is a test entry only (BPF_PROG_TEST_RUN): it runs the
 // same parser on a packet's bytes and leaves the result in nc_result.
@@ -702,7 +702,11 @@ static __always_inline int decide(struct __sk_buff *skb, struct bpf_sock *sk, st
 		if (r != NR_NAME)
 			s->r.name_len = 0;
 		tell(skb, st, s, NV_SEEN);
-		return done(sk);
+		// The learner keeps the storage, marked done: its later
+		// packets find it and leave at the state test, cheaper than a
+		// lookup that misses followed by learn_first's TCP state read.
+		st->state = ST_DONE;
+		return 1;
 	}
 	if (r == NR_NAME) {
 		struct nc_name_key k = {.dest = st->dest, .hash = s->r.hash};
@@ -779,12 +783,11 @@ static __always_inline int unparsed(struct __sk_buff *skb, struct bpf_sock *sk, 
 	return decide(skb, sk, st, s, NR_NONAME);
 }
 
-// pending checks a segment of a socket waiting for its name.
-static __always_inline int pending(struct __sk_buff *skb, struct bpf_sock *sk, struct nc_sock *st)
+// pending_seg checks segment g of a socket waiting for its name.
+static __always_inline int pending_seg(struct __sk_buff *skb, struct bpf_sock *sk, struct nc_sock *st,
+				       struct seg *gp)
 {
-	struct seg g = {};
-	if (tcp_seg(skb, &g) < 0)
-		return unparsed(skb, sk, st);
+	struct seg g = *gp;
 	if (g.len == 0)
 		return 1; // no data: handshake, acknowledgements, FIN, RST
 	struct nc_scratch *s = scratch();
@@ -803,17 +806,25 @@ static __always_inline int pending(struct __sk_buff *skb, struct bpf_sock *sk, s
 	return decide(skb, sk, st, s, r);
 }
 
+// pending checks a segment of a socket waiting for its name.
+static __always_inline int pending(struct __sk_buff *skb, struct bpf_sock *sk, struct nc_sock *st)
+{
+	struct seg g = {};
+	if (tcp_seg(skb, &g) < 0)
+		return unparsed(skb, sk, st);
+	return pending_seg(skb, sk, st, &g);
+}
+
 // first settles a socket's first packet (its SYN, when it connects after
 // the program was attached): name-checked or left alone. The destination
 // comes from the socket.
 static __always_inline int first(struct __sk_buff *skb, struct bpf_sock *sk)
 {
 	struct nc_dest d = {};
-	__u8 *mode = 0, learn = MODE_LEARN;
 	if (sk->state != BPF_TCP_SYN_SENT || sock_dest(sk, &d) < 0)
 		return 1;
 	d.uid = bpf_get_socket_uid(skb);
-	mode = learn_all ? &learn : bpf_map_lookup_elem(&nc_dests, &d);
+	__u8 *mode = bpf_map_lookup_elem(&nc_dests, &d);
 	if (!mode)
 		return 1; // no storage: its later packets cost a lookup that misses
 	struct nc_sock *st = bpf_sk_storage_get(&nc_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
@@ -833,6 +844,48 @@ static __always_inline int first(struct __sk_buff *skb, struct bpf_sock *sk)
 	if (g.len == 0)
 		return 1;
 	return pending(skb, sk, st); // data in the SYN (TCP Fast Open)
+}
+
+// learn_first is first for the learner (learn_all), which refuses
+// nothing: a socket gets its storage only with its first data, not at
+// its SYN, so a connection that sends nothing (a connect storm, a port
+// probe) costs no storage and no header parse (its packets leave after
+// reading its count of data segments sent), and once the name is told
+// the storage stays, marked done, until the socket closes. The kernel
+// counts a data segment in data_segs_out before the packet reaches this
+// hook (__tcp_transmit_skb), so the first data leaves as the one packet
+// whose segments (gso_segs) are all the data segments sent so far; a
+// pure ACK or RST before it finds data_segs_out 0. A first data packet
+// sent again (lost) finds the count past it and goes unparsed: its name
+// is not learnt, as for a socket whose first data left before the
+// attach. The destination and UID come from the socket, as in first.
+static __always_inline int learn_first(struct __sk_buff *skb, struct bpf_sock *sk)
+{
+	struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
+	if (!tp)
+		return 1;
+	__u32 sent = tp->data_segs_out, segs = skb->gso_segs;
+	if (sent == 0 || sent > (segs ? segs : 1))
+		return 1;
+	struct seg g = {};
+	if (tcp_seg(skb, &g) < 0 || g.len == 0)
+		return 1;
+	struct nc_dest d = {};
+	if (sock_dest(sk, &d) < 0)
+		return 1;
+	d.uid = bpf_get_socket_uid(skb);
+	struct nc_sock *st = bpf_sk_storage_get(&nc_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st) {
+		count(NS_NOSTORE);
+		return 1;
+	}
+	st->state = ST_PENDING;
+	st->mode = MODE_LEARN;
+	st->len = 0;
+	st->segs = 0;
+	st->dest = d;
+	st->base = g.seq + g.syn;
+	return pending_seg(skb, sk, st, &g);
 }
 
 SEC("cgroup_skb/egress")
@@ -856,6 +909,8 @@ int namecheck_egress(struct __sk_buff *skb)
 	}
 	if (netns_cookie && bpf_get_netns_cookie(skb) != netns_cookie)
 		return 1;
+	if (learn_all)
+		return learn_first(skb, sk);
 	return first(skb, sk);
 }
 
