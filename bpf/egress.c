@@ -62,19 +62,34 @@ struct mm_struct {
 	struct file *exe_file;
 } __attribute__((preserve_access_index));
 
+// The credentials' uid and gid are kuids: UIDs of the initial user
+// namespace, as bpf_get_current_uid_gid gives them.
+typedef struct {
+	__u32 val;
+} kuid_t;
+
+typedef struct {
+	__u32 val;
+} kgid_t;
+
+struct cred {
+	kuid_t uid;
+	kgid_t gid;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	struct task_struct *group_leader;
 	struct mm_struct *mm;
+	const struct cred *cred;
+	int pid;
+	int tgid;
 	char comm[16];
 } __attribute__((preserve_access_index));
 
 // The socket of a cgroup_skb program's packet, read from the kernel's
 // sk_buff (bpf_cast_to_kern_ctx) and relocated against the running
 // kernel's BTF: sk_uid is the socket owner's kuid, a UID of the initial
-// user namespace, as bpf_get_current_uid_gid gives the flows' UIDs.
-typedef struct {
-	__u32 val;
-} kuid_t;
+// user namespace, as the flows' UIDs are.
 
 struct sock {
 	kuid_t sk_uid;
@@ -148,7 +163,7 @@ struct flow_val {
 	__u64 hits;
 	__u64 first_ns; // bpf_ktime_get_boot_ns
 	__u64 last_ns;
-	__u64 cookie; // socket cookie of the last attempt
+	__u64 cookie; // socket cookie of the first attempt in the interval
 	__u32 tgid; // of the last attempt
 	__u32 gid;
 	char exe[EXE_LEN]; // of the first attempt; "" when unknown
@@ -338,27 +353,27 @@ static __always_inline void emit(struct flow_key *k, __u64 cookie, __u64 now,
 	bpf_ringbuf_submit(e, wakeup_flag());
 }
 
-static __always_inline void count_flow(struct flow_key *k, __u64 cookie, __u64 now,
+// count_hit adds an attempt to its flow's entry in the flow map; 0 when
+// the flow has no entry (or the map is not installed).
+static __always_inline int count_hit(void *inner, struct flow_key *k, __u64 now, __u32 gid, __u32 tgid)
+{
+	struct flow_val *v = bpf_map_lookup_elem(inner, k);
+	if (!v)
+		return 0;
+	__sync_fetch_and_add(&v->hits, 1);
+	v->last_ns = now;
+	v->tgid = tgid;
+	v->gid = gid;
+	return 1;
+}
+
+// count_new counts the first attempt of a flow in this interval: a new
+// entry and a record, or a record only when the map is full or missing.
+static __always_inline void count_new(void *inner, struct flow_key *k, __u64 cookie, __u64 now,
 				      __u32 gid, __u32 tgid, __u8 hook)
 {
-	if (!aggregate) {
-		emit(k, cookie, now, gid, tgid, hook, EVENT_COUNTED, 0);
-		return;
-	}
-
-	__u32 zero = 0;
-	void *inner = bpf_map_lookup_elem(&flows, &zero);
 	if (!inner) {
 		emit(k, cookie, now, gid, tgid, hook, EVENT_COUNTED, 0);
-		return;
-	}
-	struct flow_val *v = bpf_map_lookup_elem(inner, k);
-	if (v) {
-		__sync_fetch_and_add(&v->hits, 1);
-		v->last_ns = now;
-		v->cookie = cookie;
-		v->tgid = tgid;
-		v->gid = gid;
 		return;
 	}
 	struct flow_val nv = {
@@ -376,16 +391,36 @@ static __always_inline void count_flow(struct flow_key *k, __u64 cookie, __u64 n
 		return;
 	}
 	// Another CPU inserted the same flow first: count on its entry.
-	v = bpf_map_lookup_elem(inner, k);
-	if (v) {
-		__sync_fetch_and_add(&v->hits, 1);
-		v->last_ns = now;
+	if (count_hit(inner, k, now, gid, tgid))
 		return;
-	}
 	// The map is full.
 	count(STAT_MAP_FULL);
 	emit(k, cookie, now, gid, tgid, hook, EVENT_COUNTED, nv.exe);
 }
+
+// flow_map is the flow map the programs count in, or NULL (in-kernel
+// counting off, or no map installed: every attempt becomes a record).
+static __always_inline void *flow_map(void)
+{
+	__u32 zero = 0;
+	if (!aggregate)
+		return 0;
+	return bpf_map_lookup_elem(&flows, &zero);
+}
+
+// COUNT_FLOW counts an attempt of flow k made through ctx (a socket
+// address or a packet: bpf_get_socket_cookie takes either). A repeat of
+// a flow already in the map costs a lookup and an atomic add; the socket
+// cookie (of the flow's first attempt in the interval) is read only for
+// a new entry or a record.
+#define COUNT_FLOW(ctx, k, gid, tgid, hook)                                                \
+	do {                                                                               \
+		void *inner_ = flow_map();                                                 \
+		__u64 now_ = bpf_ktime_get_boot_ns();                                      \
+		if (!inner_ || !count_hit(inner_, (k), now_, (gid), (tgid)))                \
+			count_new(inner_, (k), bpf_get_socket_cookie(ctx), now_, (gid), (tgid), \
+				  (hook));                                                 \
+	} while (0)
 
 // udp_state updates a UDP socket's state at connect() or sendmsg(): it
 // remembers a DNS server the socket addresses (port 53) and forgets it
@@ -421,36 +456,30 @@ static __always_inline int udp_state(struct bpf_sock_addr *ctx, struct flow_key 
 	return flags & SK_PENDING && (hook == HOOK_CONNECT4 || hook == HOOK_CONNECT6);
 }
 
-// process_name reads the process name (the thread group leader's comm)
-// into comm: the current thread's comm when it is the leader (one cheap
-// helper), the leader's otherwise (a thread may be named "isc-net-0000").
-static __always_inline void process_name(char comm[TASK_COMM_LEN], __u64 pidtgid)
-{
-	if ((__u32)pidtgid == (__u32)(pidtgid >> 32)) {
-		bpf_get_current_comm(comm, TASK_COMM_LEN);
-		return;
-	}
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
-	if (!leader || bpf_probe_read_kernel_str(comm, TASK_COMM_LEN, leader->comm) < 0)
-		bpf_get_current_comm(comm, TASK_COMM_LEN);
-}
-
+// record counts an attempt of the current task. The task's UID, GID,
+// process id and process name (the thread group leader's comm: a thread
+// may be named "isc-net-0000") are read straight from its task_struct
+// through the BTF pointer bpf_get_current_task_btf gives: plain loads
+// instead of a helper call each (bpf_get_current_uid_gid,
+// bpf_get_current_pid_tgid, and two probe reads for a thread's leader),
+// the same values (current_cred() is current->cred; its kuids are the
+// initial namespace's UIDs). comm is NUL-padded in the kernel
+// (strscpy_pad), so the 16 bytes copied are the name and zeros.
 static __always_inline void record(struct bpf_sock_addr *ctx, struct flow_key *k, __u8 hook)
 {
-	__u64 uidgid = bpf_get_current_uid_gid();
-	__u64 pidtgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pidtgid >> 32;
-	__u32 gid = uidgid >> 32;
+	struct task_struct *task = bpf_get_current_task_btf();
+	const struct cred *cred = task->cred;
+	__u32 tgid = task->tgid;
+	__u32 gid = cred->gid.val;
 
-	k->uid = (__u32)uidgid;
+	k->uid = cred->uid.val;
 	k->proto = ctx->protocol;
 	k->cgroup_id = bpf_get_current_cgroup_id();
-	process_name(k->comm, pidtgid);
+	__builtin_memcpy(k->comm, task->group_leader->comm, TASK_COMM_LEN);
 
 	if (k->proto == IPPROTO_UDP && udp_state(ctx, k, gid, tgid, hook))
 		return;
-	count_flow(k, bpf_get_socket_cookie(ctx), bpf_ktime_get_boot_ns(), gid, tgid, hook);
+	COUNT_FLOW(ctx, k, gid, tgid, hook);
 }
 
 static __always_inline void record4(struct bpf_sock_addr *ctx, __u8 hook)
@@ -595,7 +624,22 @@ static __always_inline void first_datagram(struct __sk_buff *skb, struct sock_st
 	if (!__sync_bool_compare_and_swap(&st->flags, flags, flags & ~SK_PENDING))
 		return;
 	struct flow_key k = st->key;
-	count_flow(&k, bpf_get_socket_cookie(skb), bpf_ktime_get_boot_ns(), st->gid, st->tgid, st->hook);
+	COUNT_FLOW(skb, &k, st->gid, st->tgid, st->hook);
+}
+
+// tcp_packet says whether the packet is certainly TCP, from the first
+// header's protocol read in place (no helper): most packets of a host
+// are, and nothing here is for them. An IPv6 extension header or a
+// header out of the linear data says no.
+static __always_inline int tcp_packet(struct __sk_buff *skb)
+{
+	__u8 *b = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if ((void *)(b + 10) > end)
+		return 0;
+	if ((b[0] >> 4) == 4)
+		return b[9] == IPPROTO_TCP;
+	return (b[0] >> 4) == 6 && b[6] == IPPROTO_TCP;
 }
 
 // egress_udp_sent counts a connected UDP flow when its socket sends its
@@ -604,6 +648,8 @@ static __always_inline void first_datagram(struct __sk_buff *skb, struct sock_st
 SEC("cgroup_skb/egress")
 int egress_udp_sent(struct __sk_buff *skb)
 {
+	if (tcp_packet(skb))
+		return 1;
 	struct bpf_sock *sk = skb->sk;
 	if (!sk)
 		return 1;
@@ -632,23 +678,17 @@ int egress_udp_sent(struct __sk_buff *skb)
 // in place), 1 when the full parse must decide.
 static __always_inline int maybe_dns_answer(struct __sk_buff *skb)
 {
-	struct bpf_sock *sk = skb->sk;
-	if (sk) {
-		sk = bpf_sk_fullsock(sk);
-		if (sk && sk->protocol != IPPROTO_UDP)
-			return 0;
-	}
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	__u8 *b = data;
-	if ((void *)(b + 1) > end)
+	if ((void *)(b + 10) > end)
 		return 1;
 	__u32 off = 40; // IPv6: the fixed header
 	if ((b[0] >> 4) == 4) {
+		if (b[9] != IPPROTO_UDP) // also in every fragment of a UDP datagram
+			return 0;
 		off = (b[0] & 0xf) * 4;
 	} else {
-		if ((void *)(b + 7) > end)
-			return 1;
 		if (b[6] != IPPROTO_UDP) // next header: the full parse walks extension headers
 			return ip6_ext(b[6]);
 	}
