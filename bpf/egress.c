@@ -77,7 +77,22 @@ struct cred {
 	kgid_t gid;
 } __attribute__((preserve_access_index));
 
+// The task's cgroup v2 id, as bpf_get_current_cgroup_id reads it:
+// task->cgroups->dfl_cgrp->kn->id.
+struct kernfs_node {
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
+} __attribute__((preserve_access_index));
+
+struct css_set {
+	struct cgroup *dfl_cgrp;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
+	struct css_set *cgroups;
 	struct task_struct *group_leader;
 	struct mm_struct *mm;
 	const struct cred *cred;
@@ -457,11 +472,12 @@ static __always_inline int udp_state(struct bpf_sock_addr *ctx, struct flow_key 
 }
 
 // record counts an attempt of the current task. The task's UID, GID,
-// process id and process name (the thread group leader's comm: a thread
+// process id, cgroup and process name (the thread group leader's comm: a thread
 // may be named "isc-net-0000") are read straight from its task_struct
 // through the BTF pointer bpf_get_current_task_btf gives: plain loads
 // instead of a helper call each (bpf_get_current_uid_gid,
-// bpf_get_current_pid_tgid, and two probe reads for a thread's leader),
+// bpf_get_current_pid_tgid, bpf_get_current_cgroup_id, and two probe
+// reads for a thread's leader),
 // the same values (current_cred() is current->cred; its kuids are the
 // initial namespace's UIDs). comm is NUL-padded in the kernel
 // (strscpy_pad), so the 16 bytes copied are the name and zeros.
@@ -474,7 +490,7 @@ static __always_inline void record(struct bpf_sock_addr *ctx, struct flow_key *k
 
 	k->uid = cred->uid.val;
 	k->proto = ctx->protocol;
-	k->cgroup_id = bpf_get_current_cgroup_id();
+	k->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
 	__builtin_memcpy(k->comm, task->group_leader->comm, TASK_COMM_LEN);
 
 	if (k->proto == IPPROTO_UDP && udp_state(ctx, k, gid, tgid, hook))
