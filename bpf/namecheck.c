@@ -858,7 +858,8 @@ static __always_inline int first(struct __sk_buff *skb, struct bpf_sock *sk)
 // pure ACK or RST before it finds data_segs_out 0. A first data packet
 // sent again (lost) finds the count past it and goes unparsed: its name
 // is not learnt, as for a socket whose first data left before the
-// attach. The destination and UID come from the socket, as in first.
+// attach. The destination and UID come from the socket, as in first;
+// accepted sockets are left alone, as in first (see below).
 static __always_inline int learn_first(struct __sk_buff *skb, struct bpf_sock *sk)
 {
 	struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
@@ -869,6 +870,15 @@ static __always_inline int learn_first(struct __sk_buff *skb, struct bpf_sock *s
 		return 1;
 	struct seg g = {};
 	if (tcp_seg(skb, &g) < 0 || g.len == 0)
+		return 1;
+	// Only a connecting socket's first data is a client's: a socket
+	// accepted from a listener in the cgroup (a server that speaks
+	// first) is left alone, as first leaves it. Such a socket starts
+	// with snd_una past its SYN-ACK (tcp_create_openreq_child), so its
+	// bytes_acked is 0 until its peer acknowledges data; a connecting
+	// socket's SYN counted 1 when it was acknowledged, or its data rides
+	// on the SYN (TCP Fast Open).
+	if (tp->bytes_acked == 0 && !(g.syn && sk->state == BPF_TCP_SYN_SENT))
 		return 1;
 	struct nc_dest d = {};
 	if (sock_dest(sk, &d) < 0)
