@@ -302,7 +302,7 @@ func (m names) get(c []int8) string {
 // seen (they carry no hit of their own); records that are the only count
 // of an attempt go to counted.
 func (p *Probe) ReadEvents(seen, counted func(Attempt)) error {
-	var clk cgroupbpf.BootClock
+	var clk cgroupbpf.MonoClock // the programs time attempts with bpf_ktime_get_coarse_ns
 	interned := names{}
 	r := cgroupbpf.Ring{Reader: p.events, Name: "event", Stopping: p.stopping.Load}
 	if p.opts.WakeupBytes > 0 {
@@ -400,7 +400,7 @@ func (p *Probe) Drain(fn func(Attempt)) error {
 	}
 	drained := p.active
 	p.active, p.spare = p.spare, drained
-	var clk cgroupbpf.BootClock
+	var clk cgroupbpf.MonoClock // bpf_ktime_get_coarse_ns, as in ReadEvents
 
 	var cursor ebpf.MapBatchCursor
 	for {

@@ -75,10 +75,30 @@ type BootClock struct {
 
 // Wall is the wall time of boot-time nanoseconds.
 func (c *BootClock) Wall(bootNs uint64) time.Time {
-	if now := time.Now(); now.Sub(c.when) > time.Second {
+	return kernelWall(unix.CLOCK_BOOTTIME, &c.offset, &c.when, bootNs)
+}
+
+// MonoClock is BootClock for CLOCK_MONOTONIC nanoseconds
+// (bpf_ktime_get_ns, bpf_ktime_get_coarse_ns). The monotonic clock stops
+// while the machine is suspended: a time from before a suspend comes out
+// late by the suspend's length.
+type MonoClock struct {
+	offset time.Duration
+	when   time.Time
+}
+
+// Wall is the wall time of monotonic nanoseconds.
+func (c *MonoClock) Wall(monoNs uint64) time.Time {
+	return kernelWall(unix.CLOCK_MONOTONIC, &c.offset, &c.when, monoNs)
+}
+
+// kernelWall converts ns of the kernel clock clk to wall time, reading
+// clk's offset to the wall clock again when it is older than a second.
+func kernelWall(clk int32, offset *time.Duration, when *time.Time, ns uint64) time.Time {
+	if now := time.Now(); now.Sub(*when) > time.Second {
 		var ts unix.Timespec
-		_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
-		c.offset, c.when = time.Duration(now.UnixNano()-ts.Nano()), now
+		_ = unix.ClockGettime(clk, &ts)
+		*offset, *when = time.Duration(now.UnixNano()-ts.Nano()), now
 	}
-	return time.Unix(0, int64(bootNs)+int64(c.offset))
+	return time.Unix(0, int64(ns)+int64(*offset))
 }
