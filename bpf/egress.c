@@ -673,9 +673,9 @@ int egress_udp_sent(struct __sk_buff *skb)
 	struct bpf_sock *sk = skb->sk;
 	if (!sk)
 		return 1;
-	sk = bpf_sk_fullsock(sk);
-	if (!sk || sk->protocol != IPPROTO_UDP)
-		return 1;
+	// Only UDP sockets get a state (from the connect and sendmsg
+	// programs, or below): the lookup needs no full-socket test and
+	// protocol read before it (the helper tests the socket itself).
 	struct sock_state *st = bpf_sk_storage_get(&socks, sk, 0, 0);
 	if (st) {
 		if (!st->flags)
@@ -685,7 +685,10 @@ int egress_udp_sent(struct __sk_buff *skb)
 			dns_query(skb, st);
 		return 1;
 	}
-	// A socket from before the programs were attached: a DNS query is
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || sk->protocol != IPPROTO_UDP)
+		return 1;
+	// A UDP socket from before the programs were attached: a DNS query is
 	// known by its port; afterwards the socket's packets take the short
 	// way (a later connect() or sendmsg() to port 53 marks it).
 	dns_query(skb, 0);
