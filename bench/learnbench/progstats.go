@@ -128,6 +128,46 @@ func printProgStats(w io.Writer, o *output) {
 		}
 		fmt.Fprintf(w, "  %-13s %-9s %-28s %-22s %9.1f %10.3f %10.1f\n", k.workload, k.variant, k.attach, k.name, col(0), col(1), col(2))
 	}
+	printProgTotals(w, o)
+}
+
+// printProgTotals prints each variant's program time per unit, all
+// programs summed (median over the rounds), beside the bare client's CPU
+// time per unit: their quotient is the programs' share of the work,
+// which other load on the machine hardly moves (the hooks' own cost,
+// outside the programs, is not in it).
+func printProgTotals(w io.Writer, o *output) {
+	type key struct{ workload, variant string }
+	var order []key
+	totals := map[key][]float64{}
+	bareCPU := map[string][]float64{}
+	for _, r := range o.Runs {
+		if r.Variant == variantBare && r.CPURate > 0 {
+			bareCPU[r.Workload] = append(bareCPU[r.Workload], 1e9/r.CPURate)
+		}
+		if len(r.Progs) == 0 {
+			continue
+		}
+		k := key{r.Workload, r.Variant}
+		if _, ok := totals[k]; !ok {
+			order = append(order, k)
+		}
+		var sum float64
+		for _, p := range r.Progs {
+			sum += p.NsRun * p.PerUnit
+		}
+		totals[k] = append(totals[k], sum)
+	}
+	fmt.Fprintf(w, "  %-13s %-9s %14s %18s %8s\n", "workload", "variant", "programs ns/unit", "bare client ns/unit", "share")
+	for _, k := range order {
+		t := medianOf(totals[k])
+		line := fmt.Sprintf("  %-13s %-9s %14.1f", k.workload, k.variant, t)
+		if b := bareCPU[k.workload]; len(b) > 0 {
+			c := medianOf(b)
+			line += fmt.Sprintf(" %18.1f %7.1f%%", c, 100*t/c)
+		}
+		fmt.Fprintln(w, line)
+	}
 }
 
 // emptyHooks are the hooks the -empty variant can attach a do-nothing
