@@ -5,7 +5,11 @@
 package main
 
 import (
+	"errors"
+	"fmt"
+	"io/fs"
 	"net/netip"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -75,6 +79,22 @@ func withStore(g *cli.Globals, write bool, body func(cmd *cobra.Command, e *env,
 			open = e.WriteStore
 		}
 		st, err := open()
+		if err != nil {
+			return err
+		}
+		return body(cmd, e, st)
+	})
+}
+
+// withExistingStore is withStore for writing to a store that must exist:
+// a command that changes what is recorded (confirm, rollback, prune) does
+// not create an empty store at a mistyped --db.
+func withExistingStore(g *cli.Globals, body func(cmd *cobra.Command, e *env, st *store.Store) error) func(*cobra.Command, []string) error {
+	return runE(g, func(cmd *cobra.Command, e *env) error {
+		if _, err := os.Stat(e.Cfg.DB); errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("open store %s: %w (run egress-learn run or egress-enforce apply first, or pass --db)", e.Cfg.DB, store.ErrNotExist)
+		}
+		st, err := e.WriteStore()
 		if err != nil {
 			return err
 		}

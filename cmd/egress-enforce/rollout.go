@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -49,7 +50,7 @@ func newConfirm(g *cli.Globals) *cobra.Command {
 		Use:   "confirm [--netns NAME|PATH]",
 		Short: "Keep the table applied with --confirm-within (stop its automatic rollback)",
 		Args:  cobra.NoArgs,
-		RunE: withStore(g, true, func(cmd *cobra.Command, e *env, st *store.Store) error {
+		RunE: withExistingStore(g, func(cmd *cobra.Command, e *env, st *store.Store) error {
 			gen, err := rollout.Confirm(st, e.target, e.Cfg.Table)
 			if err != nil {
 				return err
@@ -72,7 +73,9 @@ func newRollback(g *cli.Globals) *cobra.Command {
 		Long: `rollback re-applies the table of an earlier generation atomically and records
 it as a new generation. Without --to it goes back to the newest earlier
 generation with a different table; with no earlier generation it removes the
-table. "egress-enforce history" lists the generations.
+table. "egress-enforce history" lists the generations. With no generation
+recorded for the target (--netns) it is refused, and says which namespaces
+have generations.
 
 Only a generation that was applied and kept (applied, or confirmed in time)
 can be put back: never a pending, rolled-back or failed one. A table that
@@ -80,14 +83,14 @@ drops traffic goes through the same check as apply --mode enforce (an empty
 baseline, or one that would cut off DNS, is refused); --force puts it back
 anyway. A pending current generation is marked rolled back.`,
 		Args: cobra.NoArgs,
-		RunE: withStore(g, true, func(cmd *cobra.Command, e *env, st *store.Store) error {
+		RunE: withExistingStore(g, func(cmd *cobra.Command, e *env, st *store.Store) error {
 			if reason == "" {
 				reason = "rollback by hand"
 			}
 			gen, err := rollout.Rollback(st, e.kernel, e.Cfg.Table, rollout.RollbackOptions{
 				To: to, Command: commandLine(), Reason: reason, Force: force, Logger: e.Log})
 			if err != nil {
-				return err
+				return withElsewhere(st, e, err)
 			}
 			if gen.Mode == rollout.ModeRemoved {
 				fmt.Fprintf(cmd.OutOrStdout(), "no earlier generation: removed table inet %s (generation %d)\n", e.Cfg.Table, gen.N)
@@ -250,4 +253,18 @@ func removeTable(e *env, reason string) (bool, *store.Generation, error) {
 		return false, nil, rerr
 	}
 	return removed, nil, fmt.Errorf("the table is removed, but not recorded (restore would put it back): %w", err)
+}
+
+// withElsewhere adds to an error about a missing generation which other
+// targets have generations of the table, and the flag that picks each.
+func withElsewhere(st *store.Store, e *env, err error) error {
+	if !errors.Is(err, store.ErrNoGeneration) {
+		return err
+	}
+	if others, oerr := rollout.Elsewhere(st, e.target, e.Cfg.Table); oerr == nil {
+		if s := nft.Elsewhere(e.Cfg.Table, others); s != "" {
+			return fmt.Errorf("%w; %s", err, s)
+		}
+	}
+	return err
 }

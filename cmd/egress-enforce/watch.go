@@ -231,7 +231,7 @@ The plans the current generation and a rollback need are kept whatever
 their age. "egress-enforce watch" does this every hour. Learned flows, DNS
 names and the generations' records are never pruned.`,
 		Args: cobra.NoArgs,
-		RunE: withStore(g, true, func(cmd *cobra.Command, e *env, st *store.Store) error {
+		RunE: withExistingStore(g, func(cmd *cobra.Command, e *env, st *store.Store) error {
 			now, err := e.Now()
 			if err != nil {
 				return err

@@ -516,7 +516,8 @@ type RollbackOptions struct {
 
 // Rollback puts an earlier kept generation back, after the pre-apply check
 // of its plan when it drops traffic. A pending current generation is
-// marked rolled back.
+// marked rolled back. With no generation of the table recorded for the
+// target, it is refused (store.ErrNoGeneration).
 func Rollback(st *store.Store, k nft.Kernel, table string, o RollbackOptions) (*store.Generation, error) {
 	log := orDefault(o.Logger)
 	gens, unlock, err := lockedGenerations(st, lockWait(o.LockWait), log)
@@ -526,7 +527,12 @@ func Rollback(st *store.Store, k nft.Kernel, table string, o RollbackOptions) (*
 	defer unlock()
 	cur := current(gens, targetKey(k.Target()), table)
 	to := o.To
-	if to == 0 && cur != nil {
+	if to == 0 && cur == nil {
+		// Nothing was recorded here: there is no table of ours to take
+		// away, and recording a removal would be untrue.
+		return nil, fmt.Errorf("nothing to roll back: no generation of table inet %s was recorded in %s: %w", table, k.Target(), store.ErrNoGeneration)
+	}
+	if to == 0 {
 		to = defaultBack(gens, cur)
 	}
 	b, err := resolveBack(st, gens, k.Target(), table, to)
