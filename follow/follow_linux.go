@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -122,6 +123,9 @@ type Follower struct {
 	gateFailing bool
 	saveMu      sync.Mutex // one save of the counters at a time
 	saved       Stats      // the counters last saved (under saveMu)
+	// Store checks for a new generation, and plans read (tests: a plan
+	// is read only when the generation changed).
+	checks, planReads atomic.Uint64
 
 	mu      sync.Mutex
 	spec    *plan.FollowSpec
@@ -251,6 +255,7 @@ func (f *Follower) specOf(g *store.Generation) (*plan.FollowSpec, error) {
 	if g == nil || g.Mode == rollout.ModeRemoved {
 		return nil, nil
 	}
+	f.planReads.Add(1)
 	p, err := rollout.LoadPlan(f.cfg.Store, g.Effective())
 	if err != nil {
 		return nil, err
@@ -465,8 +470,9 @@ func (f *Follower) hasSpec() bool {
 }
 
 // reload loads the rules of a new generation; it reads the plan only when
-// the generation changed.
+// the generation changed, and once the kernel has its table.
 func (f *Follower) reload() error {
+	defer f.checks.Add(1)
 	g, err := f.currentGeneration()
 	if err != nil {
 		f.cfg.Log.Warn("read the current generation", "err", err)
@@ -477,6 +483,12 @@ func (f *Follower) reload() error {
 	old := f.spec
 	f.mu.Unlock()
 	if !changed {
+		return nil
+	}
+	if g != nil && g.State == store.GenApplying {
+		// Recorded, but its plan is stored only once the kernel has
+		// answered: the table in the kernel is still the one followed.
+		f.cfg.Log.Debug("a new generation is being applied", "generation", g.N)
 		return nil
 	}
 	spec, err := f.specOf(g)
