@@ -367,6 +367,11 @@ func TestFollowFirstConnect(t *testing.T) {
 	if res.Done != 200 || res.Failed != 0 || res.Slow != 0 || drops != 0 {
 		t.Errorf("first connects dropped: %+v, drop counter +%d", res, drops)
 	}
+	// The clients are done: what the follower says the mark rules let
+	// through is their kernel counter, as nft lists it.
+	if k := l.markRulesAccepted(t); s.MarkRules == nil || markRules != k {
+		t.Errorf("the follower says the mark rules accepted %d packets (%v), nft says %d", markRules, s.MarkRules, k)
+	}
 	if s.Added < 190 {
 		t.Errorf("only %d addresses added", s.Added)
 	}
