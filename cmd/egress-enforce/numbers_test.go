@@ -69,33 +69,7 @@ func (k nftCounters) rule(comment string, i int) uint64 {
 // kernelCounters reads the counters with nft -j, not with our code.
 func kernelCounters(t *testing.T, l *rolloutLab) nftCounters {
 	t.Helper()
-	out := lab.MustRun(t, "ip", "netns", "exec", l.pair.Client.Name, "nft", "-j", "list", "chain", "inet", "egress", "output")
-	var doc struct {
-		Nftables []struct {
-			Rule *struct {
-				Comment string            `json:"comment"`
-				Expr    []json.RawMessage `json:"expr"`
-			} `json:"rule"`
-		} `json:"nftables"`
-	}
-	if err := json.Unmarshal([]byte(out), &doc); err != nil {
-		t.Fatalf("nft -j: %v\n%s", err, out)
-	}
-	k := nftCounters{}
-	for _, o := range doc.Nftables {
-		if o.Rule == nil {
-			continue
-		}
-		for _, e := range o.Rule.Expr {
-			var c struct {
-				Counter *struct{ Packets uint64 } `json:"counter"`
-			}
-			if json.Unmarshal(e, &c) == nil && c.Counter != nil {
-				k[o.Rule.Comment] = append(k[o.Rule.Comment], c.Counter.Packets)
-			}
-		}
-	}
-	return k
+	return lab.RuleCounters(t, l.pair.Client, "egress")
 }
 
 // checkStatusNumbers: status shows the kernel's counters, and every drop

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"encoding/json"
 	"regexp"
 	"sort"
 	"strings"
@@ -12,6 +13,40 @@ import (
 func ListTable(t testing.TB, ns *Netns, table string) string {
 	t.Helper()
 	return CanonicalTable(MustRun(t, "ip", "netns", "exec", ns.Name, "nft", "list", "table", "inet", table))
+}
+
+// RuleCounters reads the packet counters of each rule of chain output of
+// table inet NAME in ns with nft -j (not with our code), by the rule's
+// comment: every counter of the rule, in order.
+func RuleCounters(t testing.TB, ns *Netns, table string) map[string][]uint64 {
+	t.Helper()
+	out := MustRun(t, "ip", "netns", "exec", ns.Name, "nft", "-j", "list", "chain", "inet", table, "output")
+	var doc struct {
+		Nftables []struct {
+			Rule *struct {
+				Comment string            `json:"comment"`
+				Expr    []json.RawMessage `json:"expr"`
+			} `json:"rule"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("nft -j: %v\n%s", err, out)
+	}
+	k := map[string][]uint64{}
+	for _, o := range doc.Nftables {
+		if o.Rule == nil {
+			continue
+		}
+		for _, e := range o.Rule.Expr {
+			var c struct {
+				Counter *struct{ Packets uint64 } `json:"counter"`
+			}
+			if json.Unmarshal(e, &c) == nil && c.Counter != nil {
+				k[o.Rule.Comment] = append(k[o.Rule.Comment], c.Counter.Packets)
+			}
+		}
+	}
+	return k
 }
 
 var counterRe = regexp.MustCompile(`packets \d+ bytes \d+`)
