@@ -795,6 +795,11 @@ func (f *Flow) Fronted() []string {
 	}
 	var out []string
 	for _, p := range f.Presented {
+		// A client that connects by address sends it as the HTTP Host:
+		// no name, so nothing fronted.
+		if _, err := netip.ParseAddr(strings.Trim(p, "[]")); err == nil {
+			continue
+		}
 		if !slices.ContainsFunc(f.Hostnames, func(h string) bool { return strings.EqualFold(strings.TrimSuffix(h, "."), p) }) {
 			out = append(out, p)
 		}

@@ -72,10 +72,15 @@ func readDNSDenied(st *store.Store, since time.Duration, now time.Time) (*dnsDen
 	return d, nil
 }
 
-// writeSummary writes the denied names per user (for denied).
-func (d *dnsDenied) writeSummary(w io.Writer) {
+// writeSummary writes the denied names per user (for denied); mode is the
+// configured dns_policy.
+func (d *dnsDenied) writeSummary(w io.Writer, mode string) {
 	if len(d.Summary.Users) == 0 {
-		fmt.Fprintln(w, "\nDNS queries not allowed by dns_policy: none recorded (is \"egress-enforce dns-policy watch\" running?)")
+		if mode == string(dnspolicy.Off) {
+			fmt.Fprintln(w, "\nDNS queries: dns_policy is off, so no query is checked and none is recorded as not allowed")
+			return
+		}
+		fmt.Fprintf(w, "\nDNS queries not allowed by dns_policy (%s): none recorded (is \"egress-enforce dns-policy watch\" running?)\n", mode)
 		return
 	}
 	fmt.Fprintln(w, "\nDNS queries not allowed by dns_policy, by user:")

@@ -296,7 +296,7 @@ signature.`,
 			if err := sum.Write(cmd.OutOrStdout(), top); err != nil {
 				return err
 			}
-			dns.writeSummary(cmd.OutOrStdout())
+			dns.writeSummary(cmd.OutOrStdout(), e.Cfg.DNSPolicy)
 			return nil
 		}),
 	}
