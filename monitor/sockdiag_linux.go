@@ -92,6 +92,12 @@ func (d *sockDiag) cgroupID(proto uint8, src netip.Addr, sport uint16, dst netip
 	if src.Is6() && !src.Is4In6() {
 		family = unix.AF_INET6
 	}
+	// udp_diag looks the socket up as an arriving datagram would find it:
+	// its "src" is the remote end (net/ipv4/udp_diag.c: "src and dst are
+	// swapped for historical reasons"); tcp_diag takes the local end.
+	if proto == unix.IPPROTO_UDP {
+		src, sport, dst, dport = dst, dport, src, sport
+	}
 	// nlmsghdr (16) + inet_diag_req_v2 (56): family, protocol, ext, pad,
 	// states, then inet_diag_sockid: sport, dport (network order),
 	// src[16], dst[16], if, cookie[2] (no cookie: all ones).
