@@ -3,6 +3,7 @@
 package deploy
 
 import (
+	"context"
 	"maps"
 	"net/netip"
 	"os"
@@ -70,6 +71,7 @@ func TestMonitoringUsesExportedMetrics(t *testing.T) {
 		return ok
 	})
 
+	serviceSending(t, watch, pair)
 	dns := dnsPolicyServing(t, enforce, env, pair)
 	// The learner's coverage gauges appear with its first scan, which
 	// runs in the background and retries while the new store is busy
@@ -188,4 +190,25 @@ func dnsPolicyServing(t *testing.T, enforce string, env []string, pair *lab.Pair
 		return ok
 	})
 	return url
+}
+
+// serviceSending makes nobody send UDP to an unlearned port from a
+// service's cgroup (web.service) until the watch at url counts a packet
+// for that service: the watch names a packet's service through its
+// socket, so the sender keeps its socket and keeps sending.
+func serviceSending(t *testing.T, url string, pair *lab.Pair) {
+	t.Helper()
+	lab.ListenUDP(t, pair.Server, lab.ServerIP4+":9999")
+	svc := lab.NewCgroup(t).Child(t, "web.service")
+	ctx, stop := context.WithCancel(context.Background())
+	sender := lab.As{UID: 65534, GID: 65534, Netns: pair.Client, Cgroup: svc}.Command(ctx, "sh", "-c",
+		"while :; do echo x; sleep 0.2; done | socat - UDP:"+lab.ServerIP4+":9999")
+	if err := sender.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stop(); _ = sender.Wait() }()
+	lab.Await(t, "the monitor to count web.service's packets", func() bool {
+		_, ok := lab.MetricValue(lab.Scrape(t, url), "egress_denied_packets_by_service_total", map[string]string{"action": "audit", "service": svc.Rel(t)})
+		return ok
+	})
 }

@@ -124,7 +124,7 @@ func newWatch(g *cli.Globals) *cobra.Command {
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9310)")
 	f.BoolVar(&asJSON, "json", false, "print each logged packet as a JSON object")
 	f.BoolVar(&quiet, "quiet", false, "print nothing per packet")
-	f.IntVar(&topK, "top-k", 20, "destinations and users with their own metric series; the rest is \"other\"")
+	f.IntVar(&topK, "top-k", 20, "destinations, users and services with their own metric series; the rest is \"other\"")
 	f.DurationVar(&refresh, "metrics-refresh", 2*time.Second, "how often the kernel's counters and the store are read for the metrics")
 	f.String("flush-interval", "5s", "how often observations are written to the store")
 	g.Loader.Bind("flush_interval", "flush-interval")
