@@ -35,6 +35,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define NAME_BUF 256
 #define MAX_TEXT 253 // characters of a name in text form
 #define MAX_SUFFIX 8 // wildcard suffixes tried: "*.b.c" for the last 8 labels; a power of two
+#define MAX_LABELS ((MAX_TEXT + 1) / 2 + 1) // calls of name_label: 127 labels and the final zero
 #define MAX_TCP_MSGS 4 // DNS messages in one TCP segment (glibc writes A and AAAA at once)
 #define ALL_UIDS 0xffffffffU
 
@@ -108,19 +109,17 @@ struct {
 	__uint(max_entries, 1 << 20);
 } dns_denials SEC(".maps");
 
-// qwalk is the state of the walk over a question name; it lives in the
-// scratch map so the bpf_loop callbacks are verified once.
+// qwalk is the state of the walk over a question name.
 struct qwalk {
 	__u32 pos;    // in data
 	__u32 n;      // bytes in data
-	__u32 rem;    // characters left in the current label
 	__u32 labels;
 	__u32 tlen;   // characters in text
 	__s32 done;   // 1: at the end of the name; -1: malformed
+	__u16 qtype;  // set by check_msg when it could read the name
+	__u16 _pad;
 	__u64 h;      // hash of the text so far
 	__u32 starts[MAX_SUFFIX]; // text offset of label i, at i % MAX_SUFFIX
-	__u32 hpos;   // suffix hashing: next text offset
-	__u32 _pad;
 };
 
 struct dscratch {
@@ -142,6 +141,10 @@ static __always_inline struct dscratch *dscratch(void)
 	return bpf_map_lookup_elem(&dns_scratch, &zero);
 }
 
+// opaque hides a value from the compiler, so it keeps the bounds masks
+// on indexes it could otherwise prove (the verifier cannot).
+#define opaque(v) asm volatile("" : "+r"(v))
+
 static __always_inline __u8 dlower(__u8 c)
 {
 	if (c >= 'A' && c <= 'Z')
@@ -149,34 +152,27 @@ static __always_inline __u8 dlower(__u8 c)
 	return c;
 }
 
-// name_byte takes one byte of the question name: a label length, a
-// character or the final zero.
-static long name_byte(__u32 i, void *ctx)
+// wctx is what the bpf_loop callbacks get: the scratch buffer, looked
+// up once by the program (the verifier knows the pointer it reads back).
+struct wctx {
+	struct dscratch *s;
+};
+
+// name_label takes one label of the question name (its length byte and
+// characters, lowered into text and hashed), or the final zero.
+static long name_label(__u32 i, void *ctx)
 {
-	struct dscratch *s = dscratch();
-	if (!s)
-		return 1;
+	struct dscratch *s = ((struct wctx *)ctx)->s;
 	struct qwalk *w = &s->w;
 	__u32 pos = w->pos;
 	if (pos >= w->n || pos >= QBUF) {
 		w->done = -1;
 		return 1;
 	}
-	__u8 c = s->data[pos & QMASK];
-	w->pos = pos + 1;
-	if (w->rem > 0) {
-		c = dlower(c);
-		if (c == '.' || c == 0) { // would make another name in text
-			w->done = -1;
-			return 1;
-		}
-		s->text[w->tlen & (NAME_BUF - 1)] = c;
-		w->tlen++;
-		w->h = (w->h ^ c) * FNV_PRIME;
-		w->rem--;
-		return 0;
-	}
+	__u32 c = s->data[pos & QMASK];
+	pos++;
 	if (c == 0) {
+		w->pos = pos;
 		w->done = 1;
 		return 1;
 	}
@@ -185,9 +181,10 @@ static long name_byte(__u32 i, void *ctx)
 		return 1;
 	}
 	__u32 t = w->tlen;
+	__u64 h = w->h;
 	if (w->labels > 0) {
 		s->text[t & (NAME_BUF - 1)] = '.';
-		w->h = (w->h ^ '.') * FNV_PRIME;
+		h = (h ^ '.') * FNV_PRIME;
 		t++;
 	}
 	if (t + c > MAX_TEXT) {
@@ -196,24 +193,49 @@ static long name_byte(__u32 i, void *ctx)
 	}
 	w->starts[w->labels & (MAX_SUFFIX - 1)] = t;
 	w->labels++;
-	w->tlen = t;
-	w->rem = c;
+	// The label's characters that are in data: all of them, or the
+	// label is cut short (malformed, with the text as far as it went).
+	__u32 lim = w->n - pos; // pos <= n: pos - 1 < n
+	if (lim > c)
+		lim = c;
+	// pos + lim <= n <= QBUF and t + c <= MAX_TEXT: the masks change
+	// nothing, they show the verifier both pointers stay in the value.
+	const __u8 *src = s->data + (pos & QMASK);
+	char *dst = s->text + (t & (NAME_BUF - 1));
+	for (__u32 k = 0; k < 63; k++) {
+		if (k >= lim)
+			break;
+		__u8 ch = dlower(src[k]);
+		if (ch == '.' || ch == 0) { // would make another name in text
+			w->tlen = t + k;
+			w->done = -1;
+			return 1;
+		}
+		dst[k] = ch;
+		h = (h ^ ch) * FNV_PRIME;
+	}
+	w->tlen = t + lim;
+	w->h = h;
+	if (lim < c) {
+		w->done = -1;
+		return 1;
+	}
+	w->pos = pos + c;
 	return 0;
 }
 
-// suffix_byte hashes one more character of the text from hpos.
-static long suffix_byte(__u32 i, void *ctx)
+// hash_text hashes on from h the text from p to end: a plain loop (in a
+// bpf_loop callback the verifier would follow each bound of p apart).
+static __always_inline __u64 hash_text(struct dscratch *s, __u32 p, __u32 end, __u64 h)
 {
-	struct dscratch *s = dscratch();
-	if (!s)
-		return 1;
-	struct qwalk *w = &s->w;
-	__u32 p = w->hpos;
-	if (p >= w->tlen || p >= NAME_BUF)
-		return 1;
-	w->h = (w->h ^ (__u8)s->text[p & (NAME_BUF - 1)]) * FNV_PRIME;
-	w->hpos = p + 1;
-	return 0;
+	for (__u32 k = 0; k < NAME_BUF; k++) {
+		__u32 q = p + k;
+		if (q >= end || q >= NAME_BUF)
+			break;
+		opaque(q); // keeps the mask the verifier needs
+		h = (h ^ (__u8)s->text[q & (NAME_BUF - 1)]) * FNV_PRIME;
+	}
+	return h;
 }
 
 static __always_inline int allowed_hash(__u32 uid, __u64 h)
@@ -239,12 +261,11 @@ static __always_inline int allowed(struct dscratch *s, __u32 uid)
 		__u32 j = first + i;
 		if (j >= labels)
 			break;
-		s->w.hpos = s->w.starts[j & (MAX_SUFFIX - 1)];
 		__u64 h = hash_seed;
 		h = (h ^ '*') * FNV_PRIME;
-		s->w.h = (h ^ '.') * FNV_PRIME;
-		bpf_loop(NAME_BUF, suffix_byte, 0, 0);
-		if (allowed_hash(uid, s->w.h))
+		h = (h ^ '.') * FNV_PRIME;
+		h = hash_text(s, s->w.starts[j & (MAX_SUFFIX - 1)], s->w.tlen, h);
+		if (allowed_hash(uid, h))
 			return 1;
 	}
 	return 0;
@@ -256,10 +277,13 @@ static __always_inline __u16 drd16(struct dscratch *s, __u32 p)
 }
 
 // check_msg parses the DNS query in s->data[0:n] and decides on it.
-// Returns 1 (allowed), 0 (not allowed), -1 (malformed). *qtype is set
-// when the name could be read.
-static __always_inline int check_msg(struct dscratch *s, __u32 n, __u32 uid, __u16 *qtype)
+// Returns 1 (allowed), 0 (not allowed), -1 (malformed). s->w.qtype is
+// set when the name could be read. A global function: the verifier checks
+// it once, not at each of its call sites (UDP, and each TCP message).
+__noinline int check_msg(struct dscratch *s, __u32 n, __u32 uid)
 {
+	if (!s)
+		return -1;
 	s->w.tlen = 0;
 	s->w.labels = 0;
 	if (n < 12 + 5)
@@ -271,16 +295,18 @@ static __always_inline int check_msg(struct dscratch *s, __u32 n, __u32 uid, __u
 		return -1;
 	s->w.pos = 12;
 	s->w.n = n;
-	s->w.rem = 0;
 	s->w.done = 0;
 	s->w.h = hash_seed;
-	bpf_loop(MAX_TEXT + 2, name_byte, 0, 0);
+	// A label takes one call and at least two characters of text (with
+	// its dot), the final zero one call.
+	struct wctx x = {.s = s};
+	bpf_loop(MAX_LABELS, name_label, &x, 0);
 	if (s->w.done != 1)
 		return -1;
 	__u32 end = s->w.pos;
 	if (end + 4 > n)
 		return -1;
-	*qtype = drd16(s, end);
+	s->w.qtype = drd16(s, end);
 	return allowed(s, uid);
 }
 
@@ -352,7 +378,7 @@ static __always_inline int check_tcp(struct __sk_buff *skb, struct dscratch *s, 
 	if (p >= skb->len)
 		return 1; // no data: handshake, acknowledgement, end
 	__u32 left = skb->len - p;
-	__u16 qtype = 0;
+	s->w.qtype = 0;
 	for (int i = 0; i < MAX_TCP_MSGS; i++) {
 		__u16 ml;
 		s->w.tlen = 0;
@@ -362,9 +388,9 @@ static __always_inline int check_tcp(struct __sk_buff *skb, struct dscratch *s, 
 		if ((__u32)ml + 2 > left || ml > QBUF) // split over segments, or too long for a query
 			return judge(s, -1, uid, 0, IPPROTO_TCP, family, daddr);
 		__u32 n = copy_msg(skb, s, p + 2, ml);
-		int v = n == ml ? check_msg(s, n, uid, &qtype) : -1;
+		int v = n == ml ? check_msg(s, n, uid) : -1;
 		if (v != 1)
-			return judge(s, v, uid, qtype, IPPROTO_TCP, family, daddr);
+			return judge(s, v, uid, s->w.qtype, IPPROTO_TCP, family, daddr);
 		dcount(DP_QUERIES);
 		left -= (__u32)ml + 2;
 		p += (__u32)ml + 2;
@@ -376,33 +402,76 @@ static __always_inline int check_tcp(struct __sk_buff *skb, struct dscratch *s, 
 	return judge(s, -1, uid, 0, IPPROTO_TCP, family, daddr);
 }
 
+// fast_udp reads the IP and UDP headers straight from the packet's linear
+// data in the two common cases l4_hdr would read the same way: IPv4
+// without options and not a later fragment, IPv6 without extension
+// headers. It returns 1 when it found a UDP header there, 0 when the
+// packet is left to l4_hdr (anything else, or headers not in the linear
+// data).
+static __always_inline int fast_udp(struct __sk_buff *skb, __u8 *family, __u32 *off, struct udphdr *udp,
+				    __u8 daddr[16])
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if (data + 1 > end)
+		return 0;
+	__u8 v = *(__u8 *)data;
+	if (v == 0x45) { // IPv4, a 20-byte header
+		struct iphdr *ip = data;
+		if ((void *)ip + sizeof(*ip) + sizeof(*udp) > end || ip->protocol != IPPROTO_UDP ||
+		    (ip->frag_off & bpf_htons(0x1fff)))
+			return 0;
+		*family = 4;
+		*off = sizeof(*ip);
+		__builtin_memcpy(daddr, &ip->daddr, 4);
+		__builtin_memcpy(udp, (void *)ip + sizeof(*ip), sizeof(*udp));
+		return 1;
+	}
+	if ((v >> 4) == 6) {
+		struct ipv6hdr *ip6 = data;
+		if ((void *)ip6 + sizeof(*ip6) + sizeof(*udp) > end || ip6->nexthdr != IPPROTO_UDP)
+			return 0;
+		*family = 6;
+		*off = sizeof(*ip6);
+		__builtin_memcpy(daddr, &ip6->daddr, 16);
+		__builtin_memcpy(udp, (void *)ip6 + sizeof(*ip6), sizeof(*udp));
+		return 1;
+	}
+	return 0;
+}
+
 SEC("cgroup_skb/egress")
 int dns_policy(struct __sk_buff *skb)
 {
 	if (bpf_get_netns_cookie(skb) != netns_cookie)
 		return 1;
+	__u8 family = 0, proto = IPPROTO_UDP, daddr[16] = {};
+	__u32 off = 0;
+	struct udphdr udp;
+	int fast = fast_udp(skb, &family, &off, &udp, daddr);
+	if (fast && udp.dest != bpf_htons(DNS_PORT))
+		return 1; // most packets: UDP, not DNS
 	struct dscratch *s = dscratch();
 	if (!s)
 		return enforce ? 0 : 1;
-	__u8 family = 0, proto = 0, daddr[16] = {};
-	__u32 off = 0;
 	__u32 uid = bpf_get_socket_uid(skb);
 	s->w.tlen = 0;
-	if (l4_hdr(skb, &family, &proto, &off, 0, daddr) < 0)
-		return judge(s, -1, uid, 0, 0, family, daddr);
-	if (proto == IPPROTO_TCP)
-		return check_tcp(skb, s, off, uid, family, daddr);
-	if (proto != IPPROTO_UDP)
-		return 1;
-	struct udphdr udp;
-	if (bpf_skb_load_bytes(skb, off, &udp, sizeof(udp)) < 0)
-		return judge(s, -1, uid, 0, IPPROTO_UDP, family, daddr);
-	if (udp.dest != bpf_htons(DNS_PORT))
-		return 1;
+	if (!fast) {
+		if (l4_hdr(skb, &family, &proto, &off, 0, daddr) < 0)
+			return judge(s, -1, uid, 0, 0, family, daddr);
+		if (proto == IPPROTO_TCP)
+			return check_tcp(skb, s, off, uid, family, daddr);
+		if (proto != IPPROTO_UDP)
+			return 1;
+		if (bpf_skb_load_bytes(skb, off, &udp, sizeof(udp)) < 0)
+			return judge(s, -1, uid, 0, IPPROTO_UDP, family, daddr);
+		if (udp.dest != bpf_htons(DNS_PORT))
+			return 1;
+	}
 	dcount(DP_QUERIES);
 	__u32 ulen = bpf_ntohs(udp.len);
 	__u32 n = ulen > sizeof(udp) ? copy_msg(skb, s, off + sizeof(udp), ulen - sizeof(udp)) : 0;
-	__u16 qtype = 0;
-	int v = n ? check_msg(s, n, uid, &qtype) : -1;
-	return judge(s, v, uid, qtype, IPPROTO_UDP, family, daddr);
+	s->w.qtype = 0;
+	int v = n ? check_msg(s, n, uid) : -1;
+	return judge(s, v, uid, s->w.qtype, IPPROTO_UDP, family, daddr);
 }

@@ -43,14 +43,13 @@ type DnspolicyDscratch struct {
 		_      structs.HostLayout
 		Pos    uint32
 		N      uint32
-		Rem    uint32
 		Labels uint32
 		Tlen   uint32
 		Done   int32
+		Qtype  uint16
+		Pad    uint16
 		H      uint64
 		Starts [8]uint32
-		Hpos   uint32
-		Pad    uint32
 	}
 }
 
