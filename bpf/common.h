@@ -17,6 +17,11 @@
 
 #define DNS_PORT 53
 
+// FOLLOWED_MAX bounds the follower's name-checked destinations (the
+// followed map, shared by follow.c and namecheck.c through a pin): one
+// per (uid, address, TCP port) of the two follow sets of 65536 elements.
+#define FOLLOWED_MAX 131072
+
 // bump adds one to counter idx of an array map of __u64 counters.
 static __always_inline void bump(void *counters, __u32 idx)
 {

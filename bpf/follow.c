@@ -30,6 +30,9 @@
 //    the socket: the application cannot read the answer before the
 //    authorization exists. User space hears of the addresses authorized
 //    and adds them to the nftables timeout sets.
+//    Each TCP destination is also put in the name check's view
+//    (followed, below) first: the name check checks the name even the
+//    first connection presents.
 //  - connect4/connect6: a socket of the enforced namespace connecting to
 //    an authorized destination gets the follow bit in its mark (SO_MARK)
 //    and the destination in its socket storage; any other connect clears
@@ -74,7 +77,8 @@ enum follow_stat {
 	FS_OWNER = 11,         // address records whose owner is not the question's chain
 	FS_OVER_SHARE = 12,    // queries not remembered: the user's share is full
 	FS_MARK_DROPPED = 13,  // packets with the follow bit no authorization covers
-	FS_MAX = 14,
+	FS_FOLLOWED_FULL = 14, // addresses not authorized: the name check's view is full
+	FS_MAX = 15,
 };
 
 // Set by the loader.
@@ -197,6 +201,21 @@ struct {
 	__type(key, struct auth_key);
 	__type(value, struct auth_val);
 } authorized SEC(".maps");
+
+// followed is the name check's view of the followed TCP destinations
+// (uid, address, protocol, port) -> until when the answer lets the
+// follow sets hold them (boot ns). The name check (namecheck.c) checks
+// the name every connection to them presents. Written here before the
+// answer is queued to the socket, so even the first connection is
+// checked; user space removes the entries the sets no longer hold. Pinned
+// in the follower's directory, which the name check shares.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FOLLOWED_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct auth_key);
+	__type(value, __u64);
+} followed SEC(".maps");
 
 // sockauth is the destination a marked socket was authorized for. It
 // lives and dies with the socket; user space pins the map, so a restarted
@@ -544,6 +563,27 @@ static __always_inline int in_chain(struct answers *a, __u64 h)
 	return 0;
 }
 
+// name_checked puts the address's TCP destinations in the name check's
+// view until the sets let them go; -1 when the view is full (the address
+// is then not authorized at all: no connection to it goes unchecked).
+static __always_inline int name_checked(struct answers *a, struct auth_key *ak, __u64 until)
+{
+	__u32 nports = a->nports;
+	for (int p = 0; p < MAX_PORTS; p++) {
+		if ((__u32)p >= nports)
+			break;
+		if (a->ports[p].proto != IPPROTO_TCP)
+			continue;
+		ak->proto = IPPROTO_TCP;
+		ak->port = a->ports[p].port;
+		if (bpf_map_update_elem(&followed, ak, &until, BPF_ANY) < 0) {
+			count(FS_FOLLOWED_FULL);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 // authorize allows (uid, address, protocol, port) for the rule's ports and
 // notes the address for user space.
 static __always_inline void authorize(struct scratch *s, struct follow_addr *fa)
@@ -556,6 +596,8 @@ static __always_inline void authorize(struct scratch *s, struct follow_addr *fa)
 		life = floor_ns;
 	if (life > ttl_max_ns)
 		life = ttl_max_ns;
+	if (name_checked(a, &ak, a->now + life) < 0)
+		return;
 	if (life > window_ns)
 		life = window_ns;
 	struct auth_val av = {.expires = a->now + life, .hash = a->hash};

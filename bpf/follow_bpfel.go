@@ -135,6 +135,7 @@ const (
 	FollowMapAuthorized        = "authorized"
 	FollowMapFollowEvents      = "follow_events"
 	FollowMapFollowStats       = "follow_stats"
+	FollowMapFollowed          = "followed"
 	FollowMapQueries           = "queries"
 	FollowMapResolvers         = "resolvers"
 	FollowMapRules             = "rules"
@@ -213,6 +214,7 @@ type FollowMapSpecs struct {
 	Authorized   *ebpf.MapSpec `ebpf:"authorized"`
 	FollowEvents *ebpf.MapSpec `ebpf:"follow_events"`
 	FollowStats  *ebpf.MapSpec `ebpf:"follow_stats"`
+	Followed     *ebpf.MapSpec `ebpf:"followed"`
 	Queries      *ebpf.MapSpec `ebpf:"queries"`
 	Resolvers    *ebpf.MapSpec `ebpf:"resolvers"`
 	Rules        *ebpf.MapSpec `ebpf:"rules"`
@@ -261,6 +263,7 @@ type FollowMaps struct {
 	Authorized   *ebpf.Map `ebpf:"authorized"`
 	FollowEvents *ebpf.Map `ebpf:"follow_events"`
 	FollowStats  *ebpf.Map `ebpf:"follow_stats"`
+	Followed     *ebpf.Map `ebpf:"followed"`
 	Queries      *ebpf.Map `ebpf:"queries"`
 	Resolvers    *ebpf.Map `ebpf:"resolvers"`
 	Rules        *ebpf.Map `ebpf:"rules"`
@@ -273,6 +276,7 @@ func (m *FollowMaps) Close() error {
 		m.Authorized,
 		m.FollowEvents,
 		m.FollowStats,
+		m.Followed,
 		m.Queries,
 		m.Resolvers,
 		m.Rules,

@@ -34,6 +34,17 @@
 // attached (first seen past SYN_SENT) and destinations that are not
 // name-checked are never parsed and get no storage.
 //
+// A destination the DNS follower opened (follow.c: a user's follow rule
+// matched a DNS answer) is in followed, a map the follower's programs
+// fill when they accept the answer, before the client can read it: the
+// first connection to it is checked too. For it, the mode and the names
+// allowed are those of the user's follow rules on that protocol and port,
+// listed by user space as a destination of address family 0 and no
+// address (a rule template) in nc_dests and nc_names; a learned
+// destination with names has its own entry, which comes first. Every
+// check also accepts the names of the template of its user, protocol and
+// port.
+//
 // With learn_all set (the learner), every TCP socket whose first data
 // leaves after the attach is parsed the same way, and its name (or none)
 // is told to user space; nothing is refused (see learn_first).
@@ -174,6 +185,16 @@ struct {
 	__type(key, struct nc_name_key);
 	__type(value, __u8);
 } nc_names SEC(".maps");
+
+// followed: the follower's TCP destinations (see follow.c), shared
+// through its pinned map; the value (until when) is the follower's.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FOLLOWED_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct nc_dest);
+	__type(value, __u64);
+} followed SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -680,6 +701,27 @@ static __always_inline int wildcard(struct nc_scratch *s, struct nc_dest *d)
 	return 0;
 }
 
+// template is the rule template of a destination: its user, protocol
+// and port, family 0 and no address.
+static __always_inline void template(struct nc_dest *t, struct nc_dest *d)
+{
+	__builtin_memset(t, 0, sizeof(*t));
+	t->uid = d->uid;
+	t->port = d->port;
+	t->proto = d->proto;
+}
+
+// allowed says whether the name (hashed in s->r) is one of the
+// destination's names, or of its user's follow rules there.
+static __always_inline int allowed(struct nc_scratch *s, struct nc_dest *d)
+{
+	struct nc_name_key k = {.dest = *d, .hash = s->r.hash};
+	if (bpf_map_lookup_elem(&nc_names, &k) || wildcard(s, d))
+		return 1;
+	template(&k.dest, d);
+	return bpf_map_lookup_elem(&nc_names, &k) || wildcard(s, &k.dest);
+}
+
 // done leaves a socket alone from now on: its storage goes, and its later
 // packets, past SYN_SENT, are not looked at (see first). It passes.
 static __always_inline int done(struct bpf_sock *sk)
@@ -709,8 +751,7 @@ static __always_inline int decide(struct __sk_buff *skb, struct bpf_sock *sk, st
 		return 1;
 	}
 	if (r == NR_NAME) {
-		struct nc_name_key k = {.dest = st->dest, .hash = s->r.hash};
-		if (bpf_map_lookup_elem(&nc_names, &k) || wildcard(s, &st->dest)) {
+		if (allowed(s, &st->dest)) {
 			count(NS_PASSED);
 			return done(sk);
 		}
@@ -825,6 +866,11 @@ static __always_inline int first(struct __sk_buff *skb, struct bpf_sock *sk)
 		return 1;
 	d.uid = bpf_get_socket_uid(skb);
 	__u8 *mode = bpf_map_lookup_elem(&nc_dests, &d);
+	if (!mode && bpf_map_lookup_elem(&followed, &d)) {
+		struct nc_dest t;
+		template(&t, &d);
+		mode = bpf_map_lookup_elem(&nc_dests, &t); // none: the user has no follow rule there now
+	}
 	if (!mode)
 		return 1; // no storage: its later packets cost a lookup that misses
 	struct nc_sock *st = bpf_sk_storage_get(&nc_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);

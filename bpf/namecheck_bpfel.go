@@ -92,6 +92,7 @@ type NamecheckNcSock struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	NamecheckMapFollowed         = "followed"
 	NamecheckMapNcBufs           = "nc_bufs"
 	NamecheckMapNcDests          = "nc_dests"
 	NamecheckMapNcEvents         = "nc_events"
@@ -159,6 +160,7 @@ type NamecheckProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type NamecheckMapSpecs struct {
+	Followed  *ebpf.MapSpec `ebpf:"followed"`
 	NcBufs    *ebpf.MapSpec `ebpf:"nc_bufs"`
 	NcDests   *ebpf.MapSpec `ebpf:"nc_dests"`
 	NcEvents  *ebpf.MapSpec `ebpf:"nc_events"`
@@ -200,6 +202,7 @@ func (o *NamecheckObjects) Close() error {
 //
 // It can be passed to LoadNamecheckObjects or ebpf.CollectionSpec.LoadAndAssign.
 type NamecheckMaps struct {
+	Followed  *ebpf.Map `ebpf:"followed"`
 	NcBufs    *ebpf.Map `ebpf:"nc_bufs"`
 	NcDests   *ebpf.Map `ebpf:"nc_dests"`
 	NcEvents  *ebpf.Map `ebpf:"nc_events"`
@@ -212,6 +215,7 @@ type NamecheckMaps struct {
 
 func (m *NamecheckMaps) Close() error {
 	return _NamecheckClose(
+		m.Followed,
 		m.NcBufs,
 		m.NcDests,
 		m.NcEvents,

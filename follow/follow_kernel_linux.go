@@ -32,6 +32,10 @@ const DefaultPinRoot = "/sys/fs/bpf/egress"
 const (
 	pinCheck    = "mark_check"
 	pinSockauth = "sockauth"
+	// PinFollowed is the name check's view of the followed TCP
+	// destinations (bpf/follow.c's followed map), pinned in the
+	// follower's directory: the name check loads it from there.
+	PinFollowed = bpf.FollowMapFollowed
 )
 
 // initUserNS is the inode of the initial user namespace (PROC_USER_INIT_INO).
@@ -167,13 +171,18 @@ func (f *Follower) load(spec *plan.FollowSpec, netns uint64) error {
 	f.shareSpec = s.Maps["queries"].InnerMap.Copy()
 	f.shareSpec.MaxEntries = uint32(f.cfg.QueryShare)
 	s.Maps["sockauth"].Pinning = ebpf.PinByName
+	s.Maps[PinFollowed].Pinning = ebpf.PinByName
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: f.pinDir}}
 	err = cgroupbpf.Load(s, &f.objs, opts, "follower programs")
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		// Another version's map: start afresh. Sockets it marked lose
 		// their authorization (their marked datagrams are dropped).
 		f.cfg.Log.Warn("the pinned socket authorizations do not fit this version: replacing them", "dir", f.pinDir)
-		if err = os.Remove(filepath.Join(f.pinDir, pinSockauth)); err == nil {
+		err = os.Remove(filepath.Join(f.pinDir, pinSockauth))
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			err = os.Remove(filepath.Join(f.pinDir, PinFollowed))
+		}
+		if err == nil || errors.Is(err, os.ErrNotExist) {
 			err = cgroupbpf.Load(s, &f.objs, opts, "follower programs")
 		} else {
 			err = fmt.Errorf("load follower programs: %w", err)
@@ -289,6 +298,34 @@ func (f *Follower) reapQueries() {
 		f.stats.QueriesExpired += uint64(n)
 		f.mu.Unlock()
 	}
+}
+
+// followedGrace is how long past its time an entry of the name check's
+// view stays: the sets take an element a little after the kernel noted
+// it, and an entry left longer only makes the check stricter.
+const followedGrace = time.Minute
+
+// reapFollowed removes from the name check's view the destinations the
+// follow sets no longer hold (their time passed); it returns how many.
+func (f *Follower) reapFollowed() int {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	limit := uint64(ts.Nano() - int64(followedGrace))
+	var k bpf.FollowAuthKey
+	var until uint64
+	var old []bpf.FollowAuthKey
+	for it := f.objs.Followed.Iterate(); it.Next(&k, &until); {
+		if until < limit {
+			old = append(old, k)
+		}
+	}
+	n := 0
+	for _, k := range old {
+		if f.objs.Followed.Delete(k) == nil {
+			n++
+		}
+	}
+	return n
 }
 
 // closeKernel detaches and frees everything. graceful also closes the

@@ -342,7 +342,7 @@ func (f *Follower) setRules(spec *plan.FollowSpec, gen uint64) error {
 
 // Stats reads the kernel's counters and the follower's own.
 func (f *Follower) Stats() Stats {
-	var k [14]uint64
+	var k [15]uint64
 	var per []uint64
 	for i := range uint32(len(k)) {
 		if err := f.objs.FollowStats.Lookup(i, &per); err == nil {
@@ -357,6 +357,7 @@ func (f *Follower) Stats() Stats {
 	s.Queries, s.Accepted, s.NotResolver, s.NoQuery, s.Mismatch = k[0], k[1], k[2], k[3], k[4]
 	s.Malformed, s.NoRule, s.Authorized, s.Marked, s.Lost = k[5], k[6], k[7], k[8], k[9]
 	s.OtherNetns, s.OwnerMismatch, s.OverShare, s.MarkDropped = k[10], k[11], k[12], k[13]
+	s.FollowedFull = k[14]
 	if n := len(f.latency); n > 0 {
 		l := slices.Clone(f.latency)
 		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
@@ -400,6 +401,7 @@ func (f *Follower) Run(ctx context.Context) error {
 	tick := time.NewTicker(f.cfg.GateRefresh)
 	defer tick.Stop()
 	last := time.Now()
+	var fullSaid uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -419,6 +421,12 @@ func (f *Follower) Run(ctx context.Context) error {
 			}
 			last = time.Now()
 			f.reapQueries()
+			f.reapFollowed()
+			if full := f.Stats().FollowedFull; full > fullSaid {
+				f.cfg.Log.Warn("addresses not authorized: the name check's view of followed destinations is full",
+					"addresses", full-fullSaid, "bound", f.objs.Followed.MaxEntries())
+				fullSaid = full
+			}
 			if err := f.reload(); err != nil {
 				return err
 			}

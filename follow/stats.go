@@ -41,7 +41,10 @@ type Stats struct {
 	// MarkDropped counts packets carrying the follow mark that the mark
 	// check dropped: set by their process, or sent elsewhere than the
 	// destination their socket was marked for.
-	MarkDropped  uint64 `json:"mark_dropped"`
+	MarkDropped uint64 `json:"mark_dropped"`
+	// FollowedFull counts addresses not authorized because the name
+	// check's view of the followed destinations was full (fail closed).
+	FollowedFull uint64 `json:"followed_full"`
 	Lost         uint64 `json:"lost"`
 	Added        uint64 `json:"elements_added"`
 	Refreshed    uint64 `json:"elements_refreshed"`

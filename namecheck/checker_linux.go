@@ -28,6 +28,10 @@ type Dest struct {
 	Port  uint16     `json:"port"`
 	Mode  Mode       `json:"mode"`
 	Names []string   `json:"names"`
+	// Followed makes this a rule template: every address the DNS
+	// follower opens to UID on Proto and Port is checked against Names
+	// (and the names learned there); IP is not used.
+	Followed bool `json:"followed,omitempty"`
 }
 
 // Bounds of the kernel maps.
@@ -51,7 +55,13 @@ type Config struct {
 	// there: a checker that dies leaves the check attached with its last
 	// destinations, and the next one takes it over (see pin_linux.go).
 	PinDir string
-	Log    *slog.Logger
+	// FollowPinDir, when set, is the DNS follower's pin directory: the
+	// check shares the follower's view of the destinations it opens (a
+	// map pinned there, created if the follower has not yet) and checks
+	// them too (see Dest.Followed). Without it, followed addresses are
+	// not name-checked.
+	FollowPinDir string
+	Log          *slog.Logger
 }
 
 // Checker is the attached name check.
@@ -63,6 +73,8 @@ type Checker struct {
 	mu    sync.Mutex
 	dests map[bpf.NamecheckNcDest]uint8
 	names map[bpf.NamecheckNcNameKey]bool
+	// followed is the follower's pinned map, when shared.
+	followed *ebpf.Map
 }
 
 // Start loads the program and attaches it to the cgroup's egress; it
@@ -123,6 +135,9 @@ func (c *Checker) Close() error {
 		errs = append(errs, c.rd.Close())
 	}
 	errs = append(errs, c.objs.Close())
+	if c.followed != nil {
+		errs = append(errs, c.followed.Close())
+	}
 	return errors.Join(errs...)
 }
 
@@ -130,6 +145,7 @@ func destKey(d *Dest) (bpf.NamecheckNcDest, error) {
 	k := bpf.NamecheckNcDest{Uid: d.UID, Port: d.Port, Proto: d.Proto}
 	ip := d.IP.Unmap()
 	switch {
+	case d.Followed: // a rule template: family 0, no address
 	case ip.Is4():
 		k.Family = 4
 		a := ip.As4()

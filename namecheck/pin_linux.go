@@ -26,13 +26,22 @@ const pinLink = "namecheck_link"
 // and socket states are those pinned there (an earlier checker's), and
 // the checker starts from what they hold.
 func (c *Checker) load(spec *ebpf.CollectionSpec) error {
+	var repl map[string]*ebpf.Map
+	if c.cfg.FollowPinDir != "" && !c.cfg.Learn {
+		m, err := openFollowed(spec, c.cfg.FollowPinDir)
+		if err != nil {
+			return err
+		}
+		c.followed = m
+		repl = map[string]*ebpf.Map{bpf.NamecheckMapFollowed: m}
+	}
 	if c.cfg.PinDir == "" {
-		return cgroupbpf.Load(spec, &c.objs, nil, "name check")
+		return cgroupbpf.Load(spec, &c.objs, &ebpf.CollectionOptions{MapReplacements: repl}, "name check")
 	}
 	for _, m := range pinnedMaps {
 		spec.Maps[m].Pinning = ebpf.PinByName
 	}
-	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: c.cfg.PinDir}}
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: c.cfg.PinDir}, MapReplacements: repl}
 	err := cgroupbpf.Load(spec, &c.objs, opts, "name check")
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		// Another version's maps: start afresh. Sockets it refused keep
@@ -62,6 +71,19 @@ func (c *Checker) load(spec *ebpf.CollectionSpec) error {
 		c.cfg.Log.Info("name check: took over the pinned destinations", "destinations", len(c.dests), "dir", c.cfg.PinDir)
 	}
 	return nil
+}
+
+// openFollowed opens the follower's view of the destinations it opens,
+// pinned in its directory, or creates and pins it there for the follower
+// to take (it may start later, or again).
+func openFollowed(spec *ebpf.CollectionSpec, dir string) (*ebpf.Map, error) {
+	ms := spec.Maps[bpf.NamecheckMapFollowed].Copy()
+	ms.Pinning = ebpf.PinByName
+	m, err := ebpf.NewMapWithOptions(ms, ebpf.MapOptions{PinPath: dir})
+	if err != nil {
+		return nil, fmt.Errorf("open the follower's destinations (%s): %w", filepath.Join(dir, ms.Name), err)
+	}
+	return m, nil
 }
 
 // pinLink pins the link, replacing the one a checker that did not stop

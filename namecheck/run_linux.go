@@ -54,7 +54,7 @@ func Dests(checks []plan.NameChecked) []Dest {
 		if c.Mode == plan.NameCheckEnforce {
 			m = Enforce
 		}
-		out = append(out, Dest{UID: c.UID, IP: c.IP, Proto: c.Proto, Port: c.Port, Mode: m, Names: c.Names})
+		out = append(out, Dest{UID: c.UID, IP: c.IP, Proto: c.Proto, Port: c.Port, Mode: m, Names: c.Names, Followed: c.Followed})
 	}
 	return out
 }
@@ -79,6 +79,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 			return err
 		}
 		ccfg.PinDir = PinDirOf(cfg.PinRoot, cfg.Table, cookie)
+		ccfg.FollowPinDir = follow.PinPath(cfg.PinRoot, cfg.Table, cookie)
 		if err := os.MkdirAll(ccfg.PinDir, 0o700); err != nil {
 			return fmt.Errorf("create the name check's pin directory: %w", err)
 		}
@@ -174,7 +175,7 @@ func sync1(c *Checker, cfg *RunConfig, gen *uint64) error {
 		if err != nil {
 			return err
 		}
-		checks = p.NameChecks()
+		checks = append(p.NameChecks(), p.FollowNameChecks()...)
 	}
 	if err := c.Set(Dests(checks)); err != nil {
 		return err // tried again at the next reload

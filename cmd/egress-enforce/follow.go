@@ -137,7 +137,7 @@ func logFollowSummary(log *slog.Logger, s follow.Stats, elapsed time.Duration, d
 		"answers_used", s.Accepted, "answers_ignored", s.Ignored(), "answers_not_followed", s.NoRule,
 		"addresses_added", s.Added, "addresses_refreshed", s.Refreshed, "left_out_by_bound", s.BoundDropped, "nft_errors", s.NftErrors,
 		"connects_marked", s.Marked, "mark_rules_accepted_packets", markRules, "mark_check_dropped", s.MarkDropped,
-		"lost_records", s.Lost, "db", db)
+		"not_authorized_name_check_full", s.FollowedFull, "lost_records", s.Lost, "db", db)
 }
 
 func cgroupOrRoot(c string) string {

@@ -77,6 +77,9 @@ type NameChecked struct {
 	Port  uint16     `json:"port"`
 	Mode  string     `json:"mode"`
 	Names []string   `json:"names"`
+	// Followed: a rule template (FollowNameChecks), for every address
+	// the follower opens to UID on Proto and Port; IP is not set.
+	Followed bool `json:"followed,omitempty"`
 }
 
 // NameChecks lists the plan's name-checked destinations: one per (uid,
@@ -132,17 +135,27 @@ func (p *Plan) nameChecked(e Element) NameChecked {
 // nameCheckHeader writes which elements are name-checked, in the
 // script's header.
 func (p *Plan) nameCheckHeader(b *strings.Builder) {
-	checks := p.NameChecks()
-	if len(checks) == 0 {
-		return
-	}
-	fmt.Fprintf(b, "# Name check %s: %d elements; \"egress-enforce namecheck\" checks in the kernel that the TLS SNI or\n", headerText(p.NameCheck), len(checks))
-	b.WriteString("# HTTP Host a connection presents first is one of the element's names (audit: logged only).\n")
-	for _, c := range checks {
-		names := make([]string, 0, len(c.Names))
-		for _, n := range c.Names {
-			names = append(names, headerText(n))
+	checks, followed := p.NameChecks(), p.FollowNameChecks()
+	if len(checks) > 0 {
+		fmt.Fprintf(b, "# Name check %s: %d elements; \"egress-enforce namecheck\" checks in the kernel that the TLS SNI or\n", headerText(p.NameCheck), len(checks))
+		b.WriteString("# HTTP Host a connection presents first is one of the element's names (audit: logged only).\n")
+		for _, c := range checks {
+			fmt.Fprintf(b, "#   uid %d %s %s %s: %s\n", c.UID, ProtoName(c.Proto), netip.AddrPortFrom(c.IP, c.Port), c.Mode, headerNames(c.Names))
 		}
-		fmt.Fprintf(b, "#   uid %d %s %s %s: %s\n", c.UID, ProtoName(c.Proto), netip.AddrPortFrom(c.IP, c.Port), c.Mode, strings.Join(names, " "))
 	}
+	if len(followed) > 0 {
+		fmt.Fprintf(b, "# Name check %s of followed addresses: every address the follower opens is checked the same way\n", headerText(p.NameCheck))
+		b.WriteString("# against the user's follow rules on that port (and the names learned there).\n")
+		for _, c := range followed {
+			fmt.Fprintf(b, "#   uid %d %s followed:%d %s: %s\n", c.UID, ProtoName(c.Proto), c.Port, c.Mode, headerNames(c.Names))
+		}
+	}
+}
+
+func headerNames(in []string) string {
+	names := make([]string, 0, len(in))
+	for _, n := range in {
+		names = append(names, headerText(n))
+	}
+	return strings.Join(names, " ")
 }
