@@ -169,18 +169,18 @@ func sync1(c *Checker, cfg *RunConfig, gen *uint64) error {
 	if n == *gen {
 		return nil
 	}
-	var checks []plan.NameChecked
+	var checks, followed []plan.NameChecked
 	if g != nil && g.Mode != rollout.ModeRemoved {
 		p, err := rollout.LoadPlan(cfg.Store, n)
 		if err != nil {
 			return err
 		}
-		checks = append(p.NameChecks(), p.FollowNameChecks()...)
+		checks, followed = p.NameChecks(), p.FollowNameChecks()
 	}
-	if err := c.Set(Dests(checks)); err != nil {
+	if err := c.Set(Dests(append(checks, followed...))); err != nil {
 		return err // tried again at the next reload
 	}
 	*gen = n
-	cfg.Log.Info("name check: destinations set", "generation", n, "destinations", len(checks))
+	cfg.Log.Info("name check: destinations set", "generation", n, "destinations", len(checks), "followed_rules", len(followed))
 	return nil
 }

@@ -23,7 +23,10 @@ func newNameCheck(g *cli.Globals) *cobra.Command {
 elements of the table's current generation (name_check: audit or enforce;
 "generate" lists them), the name a TCP connection presents on its first data:
 the TLS ClientHello's server_name, or the Host header of a plain HTTP request.
-It must be one of the element's names. Otherwise, or when the first data
+It must be one of the element's names. The addresses the DNS follower opens
+("egress-enforce follow", sharing --pin-dir) are checked too, from the DNS
+answer on (the first connection included): against the user's follow_names
+rules on that port and the names learned there. Otherwise, or when the first data
 carries no name the check can read (not TLS or HTTP, no SNI, a request in
 absolute form), the connection is refused: logged and counted in audit;
 also dropped in enforce (its segments and every later one: the client gets
