@@ -38,7 +38,9 @@ type RunConfig struct {
 	// PinRoot, when set (a directory on a bpf file system), pins the
 	// check there, under the table's and namespace's directory: if Run
 	// dies, the check stays attached with its last destinations, and the
-	// next Run takes it over. A clean stop (ctx done) detaches it.
+	// next Run takes it over. A clean stop (ctx done) detaches it. It
+	// also shares the DNS follower's view of the addresses it opens
+	// (Config.FollowPinDir): without PinRoot, those are not name-checked.
 	PinRoot string
 	// Record, when set, writes the refusals to Store (for "denied")
 	// every Flush (default 5 s) and at the end.
