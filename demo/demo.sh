@@ -42,6 +42,20 @@ trap 'exit 130' INT TERM
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
+# await_ready WHAT PID LOG PATTERN: wait up to 60 s for PATTERN in LOG (a
+# ready line); fail, with the log, when the process stops or time is up.
+await_ready() {
+	local what=$1 pid=$2 log=$3 pattern=$4
+	for _ in $(seq 600); do
+		grep -q -- "$pattern" "$log" && return 0
+		kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; echo "demo: the $what stopped" >&2; exit 1; }
+		sleep 0.1
+	done
+	cat "$log" >&2
+	echo "demo: the $what was not ready within 60 s" >&2
+	exit 1
+}
+
 step "lab: namespaces $SRV (server) and $CLI (client), cgroup $CG"
 ip netns add "$SRV"
 ip netns add "$CLI"
@@ -105,12 +119,7 @@ learner=$!
 pids+=($learner)
 # The learner logs its ready line (msg=learning) once its programs are
 # attached: traffic before that would not be learned.
-for _ in $(seq 600); do
-	grep -q 'msg=learning' "$WORK/learn.log" && break
-	kill -0 "$learner" 2>/dev/null || { cat "$WORK/learn.log" >&2; echo "demo: the learner stopped" >&2; exit 1; }
-	sleep 0.1
-done
-grep -q 'msg=learning' "$WORK/learn.log" || { cat "$WORK/learn.log" >&2; echo "demo: the learner did not attach within 60 s" >&2; exit 1; }
+await_ready learner "$learner" "$WORK/learn.log" 'msg=learning'
 
 step "clients: root and nobody reach the demo servers with curl and dig"
 client 0 curl -sS -4 http://www.demo.lan/
@@ -140,12 +149,7 @@ step "watch: the monitor of denied packets runs beside the table"
 watcher=$!
 pids+=($watcher)
 # "watching" is its ready line: the NFLOG group is bound.
-for _ in $(seq 600); do
-	grep -q 'msg=watching' "$WORK/watch.log" && break
-	kill -0 "$watcher" 2>/dev/null || { cat "$WORK/watch.log" >&2; echo "demo: the monitor stopped" >&2; exit 1; }
-	sleep 0.1
-done
-grep -q 'msg=watching' "$WORK/watch.log" || { cat "$WORK/watch.log" >&2; echo "demo: the monitor did not start within 60 s" >&2; exit 1; }
+await_ready monitor "$watcher" "$WORK/watch.log" 'msg=watching'
 
 step "apply: audit first (logs, blocks nothing), then enforce with a confirm window, in namespace $CLI"
 "$BIN/egress-enforce" apply --mode audit --reason "soak in audit"
