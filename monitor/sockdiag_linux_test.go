@@ -32,9 +32,24 @@ func TestSockDiagFindsTheSendersCgroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cancel(); _ = curl.Wait() }()
+	sport, d, want := awaitSender(t, pair, cg, "the connect", "-tnH", "state", "syn-sent")
+	if got := d.cgroupID(6, netip.MustParseAddr(lab.ClientIP4), sport, netip.MustParseAddr(lab.ServerIP4), 8089); got != want {
+		t.Errorf("cgroup id %d, want %d (the cgroup's inode)", got, want)
+	}
+	if got := d.cgroupID(6, netip.MustParseAddr(lab.ClientIP4), sport+1, netip.MustParseAddr(lab.ServerIP4), 8089); got != 0 {
+		t.Errorf("another port: cgroup id %d, want 0", got)
+	}
+}
+
+// awaitSender waits until ss, with args, lists a socket of the lab's client
+// address in the client namespace, and gives its port, a sock_diag handle
+// on that namespace (closed with the test) and the cgroup's inode, the id
+// sock_diag should give.
+func awaitSender(t *testing.T, pair *lab.Pair, cg *lab.Cgroup, what string, args ...string) (uint16, *sockDiag, uint64) {
+	t.Helper()
 	var sport uint16
-	lab.Await(t, "the connect", func() bool {
-		out := lab.MustRun(t, "ip", "netns", "exec", pair.Client.Name, "ss", "-tnH", "state", "syn-sent")
+	lab.Await(t, what, func() bool {
+		out := lab.MustRun(t, "ip", append([]string{"netns", "exec", pair.Client.Name, "ss"}, args...)...)
 		for _, f := range strings.Fields(out) {
 			if a, p, ok := strings.Cut(f, ":"); ok && a == lab.ClientIP4 {
 				n, _ := strconv.Atoi(p)
@@ -48,18 +63,12 @@ func TestSockDiagFindsTheSendersCgroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Close()
+	t.Cleanup(func() { d.Close() })
 	fi, err := os.Stat(cg.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := inode(t, fi)
-	if got := d.cgroupID(6, netip.MustParseAddr(lab.ClientIP4), sport, netip.MustParseAddr(lab.ServerIP4), 8089); got != want {
-		t.Errorf("cgroup id %d, want %d (the cgroup's inode)", got, want)
-	}
-	if got := d.cgroupID(6, netip.MustParseAddr(lab.ClientIP4), sport+1, netip.MustParseAddr(lab.ServerIP4), 8089); got != 0 {
-		t.Errorf("another port: cgroup id %d, want 0", got)
-	}
+	return sport, d, inode(t, fi)
 }
 
 func inode(t *testing.T, fi os.FileInfo) uint64 {

@@ -5,12 +5,8 @@ package monitor
 import (
 	"context"
 	"net/netip"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 
-	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/internal/lab"
 )
 
@@ -32,29 +28,9 @@ func TestSockDiagFindsAUDPSendersCgroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cancel(); _ = sender.Wait() }()
-	var sport uint16
-	lab.Await(t, "the sender's socket", func() bool {
-		out := lab.MustRun(t, "ip", "netns", "exec", pair.Client.Name, "ss", "-unH", "dst", lab.ServerIP4+":9998")
-		for _, f := range strings.Fields(out) {
-			if a, p, ok := strings.Cut(f, ":"); ok && a == lab.ClientIP4 {
-				n, _ := strconv.Atoi(p)
-				sport = uint16(n)
-				return true
-			}
-		}
-		return false
-	})
-	d, err := openSockDiag(nft.Target{Netns: pair.Client.Name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	fi, err := os.Stat(cg.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sport, d, want := awaitSender(t, pair, cg, "the sender's socket", "-unH", "dst", lab.ServerIP4+":9998")
 	client, server := netip.MustParseAddr(lab.ClientIP4), netip.MustParseAddr(lab.ServerIP4)
-	if got, want := d.cgroupID(17, client, sport, server, 9998), inode(t, fi); got != want {
+	if got := d.cgroupID(17, client, sport, server, 9998); got != want {
 		t.Errorf("cgroup id %d, want %d (the cgroup's inode)", got, want)
 	}
 	if got := d.cgroupID(17, client, sport, server, 9997); got != 0 {
