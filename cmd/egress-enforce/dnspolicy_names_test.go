@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -22,23 +20,14 @@ func TestDNSPolicyFollowNames(t *testing.T) {
 		lab.DNSRecord{Name: "a.svc.lab", IPs: []string{"10.77.0.90"}},
 		lab.DNSRecord{Name: "svc.lab", IPs: []string{"10.77.0.92"}},
 		lab.DNSRecord{Name: "alt.lab", IPs: []string{"10.77.0.91"}})
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "config.yaml")
-	yaml := fmt.Sprintf(`db: %s
+	_, env, where, alice, bob := dnsPolicyLab(t, pair, cg, fmt.Sprintf(`db: %s
 netns: %s
 dns_policy: enforce
 dns_servers: [%s]
 follow_names:
   - {name: "*.svc.lab", user: "1001", proto: tcp, port: 443}
   - {name: alt.lab, proto: tcp, port: 443}
-`, storeWith(t), pair.Client.Name, lab.ServerIP4)
-	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := []string{"EGRESS_CONFIG=" + conf}
-	where := []string{"--cgroup", cg.Path, "--pin-dir", lab.NewBPFFS(t)}
-	alice := lab.As{UID: 1000, GID: 1000, Netns: pair.Client, Cgroup: cg}
-	bob := lab.As{UID: 1001, GID: 1001, Netns: pair.Client, Cgroup: cg}
+`, storeWith(t), pair.Client.Name, lab.ServerIP4))
 
 	// Nothing learned: refused without --force, whatever follow_names says.
 	mustFail(t, enforceBin, env, []string{"--force"}, append([]string{"dns-policy", "apply"}, where...)...)

@@ -34,16 +34,9 @@ func TestDNSPolicyCommands(t *testing.T) {
 	if err := os.WriteFile(resolv, []byte("nameserver "+lab.ServerIP4+"\nsearch corp.lab\noptions ndots:5 timeout:1 attempts:2\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	conf := filepath.Join(dir, "config.yaml")
 	yaml := fmt.Sprintf("db: %s\nnetns: %s\nresolv_conf: %s\ndns_policy: enforce\ndns_allow:\n  - {name: \"*.cdn.lab\"}\n",
 		filepath.Join(dir, "baseline.db"), pair.Client.Name, resolv)
-	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := []string{"EGRESS_CONFIG=" + conf}
-	where := []string{"--cgroup", cg.Path, "--pin-dir", lab.NewBPFFS(t)}
-	alice := lab.As{UID: 1000, GID: 1000, Netns: pair.Client, Cgroup: cg}
-	bob := lab.As{UID: 1001, GID: 1001, Netns: pair.Client, Cgroup: cg}
+	conf, env, where, alice, bob := dnsPolicyLab(t, pair, cg, yaml)
 
 	// Before learning: nothing to enforce.
 	mustFail(t, enforceBin, env, []string{"store does not exist"}, append([]string{"dns-policy", "apply"}, where...)...)
@@ -185,4 +178,21 @@ func checkDeniedByUser(t *testing.T, out, watchLog string) {
 	if strings.Contains(watchLog, "corp.lab") {
 		t.Errorf("the watch reported a search-domain try:\n%s", watchLog)
 	}
+}
+
+// dnsPolicyLab writes yaml as the tools' configuration and gives its path,
+// the environment that points the tools at it, the flags that place the DNS policy
+// (the lab's cgroup, a bpffs of the test's own), and alice (uid 1000) and
+// bob (1001) in the lab's client namespace and cgroup.
+func dnsPolicyLab(t *testing.T, pair *lab.Pair, cg *lab.Cgroup, yaml string) (conf string, env, where []string, alice, bob lab.As) {
+	t.Helper()
+	conf = filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env = []string{"EGRESS_CONFIG=" + conf}
+	where = []string{"--cgroup", cg.Path, "--pin-dir", lab.NewBPFFS(t)}
+	alice = lab.As{UID: 1000, GID: 1000, Netns: pair.Client, Cgroup: cg}
+	bob = lab.As{UID: 1001, GID: 1001, Netns: pair.Client, Cgroup: cg}
+	return conf, env, where, alice, bob
 }
