@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -32,16 +31,7 @@ func TestUnitsThatLoadEBPFMayDoSo(t *testing.T) {
 			continue
 		}
 		seen++
-		data, err := os.ReadFile(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keys := map[string]string{}
-		for _, line := range strings.Split(string(data), "\n") {
-			if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok && !strings.HasPrefix(k, "#") {
-				keys[k] += " " + v
-			}
-		}
+		keys := unitKeys(t, u)
 		caps := strings.Fields(keys["CapabilityBoundingSet"])
 		for _, c := range []string{"CAP_BPF", "CAP_NET_ADMIN"} {
 			if !contains(caps, c) {

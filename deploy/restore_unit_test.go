@@ -11,16 +11,7 @@ import (
 // default dependencies that would order it after basic.target, and it
 // runs "egress-enforce restore".
 func TestRestoreUnitRunsBeforeTheNetwork(t *testing.T) {
-	data, err := os.ReadFile("systemd/egress-enforce-restore.service")
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := map[string]string{}
-	for _, line := range strings.Split(string(data), "\n") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok && !strings.HasPrefix(k, "#") {
-			keys[k] = v
-		}
-	}
+	keys := unitKeys(t, "systemd/egress-enforce-restore.service")
 	want := map[string]func(string) bool{
 		"Type":                func(v string) bool { return v == "oneshot" },
 		"DefaultDependencies": func(v string) bool { return v == "no" },
@@ -37,4 +28,21 @@ func TestRestoreUnitRunsBeforeTheNetwork(t *testing.T) {
 	if strings.Contains(keys["After"], "network") {
 		t.Errorf("After=%q: restore must not wait for the network", keys["After"])
 	}
+}
+
+// unitKeys reads a unit file's settings: key to value, the values of a key
+// set more than once joined by a space (comments left out).
+func unitKeys(t *testing.T, path string) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok && !strings.HasPrefix(k, "#") {
+			keys[k] = strings.TrimSpace(keys[k] + " " + v)
+		}
+	}
+	return keys
 }
