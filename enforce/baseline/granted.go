@@ -1,7 +1,6 @@
 package baseline
 
 import (
-	"fmt"
 	"slices"
 
 	"github.com/egresskit/egress/enforce/plan"
@@ -25,23 +24,31 @@ func GrantedBy(p *plan.Plan, match string) Granted {
 	if p == nil || !p.ByService() || p.Match != match {
 		return nil
 	}
-	have := map[string]bool{}
+	have := map[grant]bool{}
 	for _, s := range p.Sets {
 		for _, e := range s.Elements {
-			have[grantKey(e.Service, e.UID, e.AnyUser, e.IP.String(), e.Proto, e.Port)] = true
+			have[grantOf(e.Service, store.FlowKey{UID: e.UID, Proto: e.Proto, IP: e.IP, Port: e.Port}, e.AnyUser)] = true
 		}
 	}
 	anyUser := p.Match == plan.MatchService
 	return func(service string, k store.FlowKey) bool {
-		return have[grantKey(service, k.UID, anyUser && service != "", k.IP.String(), k.Proto, k.Port)]
+		return have[grantOf(service, k, anyUser && service != "")]
 	}
 }
 
-func grantKey(service string, uid uint32, anyUser bool, ip string, proto uint8, port uint16) string {
+// grant is an element's key: a service's (any user's, or one user's) or
+// a user's flow.
+type grant struct {
+	service string
+	anyUser bool
+	key     store.FlowKey
+}
+
+func grantOf(service string, k store.FlowKey, anyUser bool) grant {
 	if anyUser {
-		return fmt.Sprintf("%s|*|%s|%d|%d", service, ip, proto, port)
+		k.UID = 0
 	}
-	return fmt.Sprintf("%s|%d|%s|%d|%d", service, uid, ip, proto, port)
+	return grant{service, anyUser, k}
 }
 
 // split cuts an approved flow to the parts g allows. added are the
