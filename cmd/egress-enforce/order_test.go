@@ -163,6 +163,11 @@ func TestGuardOutlastsABusyStore(t *testing.T) {
 				want = append(want, "read the generation's state failed")
 			}
 			guard := gens[1].GuardPID
+			defer func() {
+				if t.Failed() {
+					t.Logf("guard alive: %v; guard log:\n%s", alive(guard), guardLog(t, l, 2))
+				}
+			}()
 			waitUntil(t, waitFor, "the guard to fail at error level", func() bool {
 				log := guardLog(t, l, 2)
 				if !strings.Contains(log, "level=ERROR") {
