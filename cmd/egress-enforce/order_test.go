@@ -132,7 +132,15 @@ func TestGuardOutlastsABusyStore(t *testing.T) {
 			l := newRolloutLab(t)
 			l.run(t, "apply", "--mode", "audit")
 			// The window only has to outlast taking a lock in this process.
-			l.run(t, "apply", "--mode", "enforce", "--confirm-within", "10s")
+			l.run(t, "apply", "--mode", "enforce", "--confirm-within", "15s")
+			// apply does not wait for its guard: wait for the guard to have
+			// the generation and its rollback in memory, so that the lock
+			// below meets a guard that is watching (a guard still loading
+			// under a held lock logs its failure and retries, but never
+			// learns the deadline: a test of a busy start, not this one).
+			waitUntil(t, waitFor, "the guard to be guarding", func() bool {
+				return strings.Contains(guardLog(t, l, 2), "msg=guarding")
+			})
 			f, err := os.Open(l.db)
 			if err != nil {
 				t.Fatal(err)
