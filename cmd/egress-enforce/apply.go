@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -271,7 +273,11 @@ func parseRate(s string) (float64, error) {
 }
 
 // startGuard starts "egress-enforce confirm-guard" for generation n in a
-// session of its own, its output in a log next to the store, and lets it
+// session of its own, its output in a log next to the store, and waits
+// until it says it is guarding (it has the generation and its rollback in
+// memory): apply touches the kernel only once a guard can roll it back. A
+// guard that exits first, or is not guarding within guardReadyWait, is an
+// error (and is killed), and nothing is applied. Then it lets the guard
 // go: it outlives this process, its terminal and a SIGKILL of it.
 func startGuard(cfg *config.Config, n uint64, rate float64) (int, error) {
 	self, err := os.Executable()
@@ -284,21 +290,62 @@ func startGuard(cfg *config.Config, n uint64, rate float64) (int, error) {
 		return 0, err
 	}
 	defer logFile.Close()
-	args := []string{"confirm-guard", "--db", cfg.DB, "--table", cfg.Table, "--generation", strconv.FormatUint(n, 10)}
+	args := []string{"confirm-guard", "--db", cfg.DB, "--table", cfg.Table, "--generation", strconv.FormatUint(n, 10), "--ready-fd", "3"}
 	if cfg.Netns != "" {
 		args = append(args, "--netns", nft.Target{Netns: cfg.Netns}.Path())
 	}
 	if rate > 0 {
 		args = append(args, "--rollback-if-denied-rate", strconv.FormatFloat(rate, 'g', -1, 64))
 	}
+	ready, w, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	defer ready.Close()
 	cmd := exec.Command(self, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.ExtraFiles = []*os.File{w} // fd 3
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Dir = "/"
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
 		return 0, err
 	}
 	pid := cmd.Process.Pid
+	if err := awaitGuard(ready, guardReadyWait); err != nil {
+		_ = cmd.Process.Kill()
+		_, _ = cmd.Process.Wait()
+		return 0, fmt.Errorf("the guard (pid %d) %w; its log: %s", pid, err, logPath)
+	}
 	_ = cmd.Process.Release()
 	return pid, nil
+}
+
+// guardReadyLine is what a guard writes to --ready-fd once it is guarding.
+const guardReadyLine = "guarding\n"
+
+// guardReadyWait bounds apply's wait for its guard. A guard reads the
+// store (waiting up to 2 s for its lock, and retrying) and the rollback's
+// plan: seconds on a loaded machine, never a minute.
+var guardReadyWait = time.Minute
+
+// awaitGuard reads the guard's ready line, or says why there is none.
+func awaitGuard(r *os.File, d time.Duration) error {
+	if err := r.SetReadDeadline(time.Now().Add(d)); err != nil {
+		return fmt.Errorf("wait for the guard: %w", err)
+	}
+	buf := make([]byte, len(guardReadyLine))
+	_, err := io.ReadFull(r, buf)
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("was not guarding after %s", d)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("exited before it was guarding")
+	case err != nil:
+		return fmt.Errorf("wait for the guard: %w", err)
+	case string(buf) != guardReadyLine:
+		return fmt.Errorf("said %q, not that it is guarding", buf)
+	}
+	return nil
 }

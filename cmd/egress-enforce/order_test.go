@@ -133,14 +133,13 @@ func TestGuardOutlastsABusyStore(t *testing.T) {
 			l.run(t, "apply", "--mode", "audit")
 			// The window only has to outlast taking a lock in this process.
 			l.run(t, "apply", "--mode", "enforce", "--confirm-within", "15s")
-			// apply does not wait for its guard: wait for the guard to have
-			// the generation and its rollback in memory, so that the lock
-			// below meets a guard that is watching (a guard still loading
-			// under a held lock logs its failure and retries, but never
-			// learns the deadline: a test of a busy start, not this one).
-			waitUntil(t, waitFor, "the guard to be guarding", func() bool {
-				return strings.Contains(guardLog(t, l, 2), "msg=guarding")
-			})
+			// apply returns once its guard has the generation and its
+			// rollback in memory: the lock below meets a guard that is
+			// watching. (When apply did not wait, the lock could meet a
+			// guard still loading, which never learnt the deadline.)
+			if log := guardLog(t, l, 2); !strings.Contains(log, "msg=guarding") {
+				t.Fatalf("apply returned before its guard was guarding:\n%s", log)
+			}
 			f, err := os.Open(l.db)
 			if err != nil {
 				t.Fatal(err)

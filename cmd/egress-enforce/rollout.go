@@ -23,6 +23,7 @@ import (
 func newConfirmGuard(g *cli.Globals) *cobra.Command {
 	var gen uint64
 	var rate float64
+	var readyFD int
 	cmd := &cobra.Command{
 		Use:    "confirm-guard --generation N",
 		Short:  "Roll generation N back unless it is confirmed in time (started by apply --confirm-within)",
@@ -34,13 +35,25 @@ func newConfirmGuard(g *cli.Globals) *cobra.Command {
 			signal.Ignore(syscall.SIGHUP, syscall.SIGINT)
 		},
 		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
-			return rollout.GuardGeneration(cmd.Context(), e.Cfg.DB, e.kernel, gen,
-				rollout.GuardOptions{MaxDeniedRate: rate, Logger: e.Log})
+			o := rollout.GuardOptions{MaxDeniedRate: rate, Logger: e.Log}
+			if readyFD > 0 {
+				// apply waits for this line before it touches the kernel.
+				ready := os.NewFile(uintptr(readyFD), "ready")
+				if ready == nil {
+					return fmt.Errorf("--ready-fd %d: not an open file", readyFD)
+				}
+				o.Ready = func() {
+					_, _ = ready.WriteString(guardReadyLine)
+					_ = ready.Close()
+				}
+			}
+			return rollout.GuardGeneration(cmd.Context(), e.Cfg.DB, e.kernel, gen, o)
 		}),
 	}
 	netnsFlag(cmd, g)
 	cmd.Flags().Uint64Var(&gen, "generation", 0, "the pending generation")
 	cmd.Flags().Float64Var(&rate, "rollback-if-denied-rate", 0, "roll back early above this many drops per second")
+	cmd.Flags().IntVar(&readyFD, "ready-fd", 0, "write \"guarding\" to this file descriptor once the rollback is in memory")
 	_ = cmd.MarkFlagRequired("generation")
 	return cmd
 }

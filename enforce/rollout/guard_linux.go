@@ -27,7 +27,11 @@ type GuardOptions struct {
 	// StoreLockTimeout bounds one wait for the store's file lock before
 	// the access is logged as failed and tried again (default 2 s).
 	StoreLockTimeout time.Duration
-	Logger           *slog.Logger
+	// Ready, when set, is called once the guard has the generation and its
+	// rollback in memory: from then on it can roll back without reading
+	// anything but the generation's state.
+	Ready  func()
+	Logger *slog.Logger
 }
 
 // errNotDue: the deadline moved (the table went in after the guard read
@@ -72,6 +76,9 @@ func GuardGeneration(ctx context.Context, db string, k nft.Kernel, n uint64, o G
 	gd := &guard{db: db, k: k, n: n, o: o, log: orDefault(o.Logger).With("generation", n)}
 	if err := gd.start(ctx); err != nil {
 		return err
+	}
+	if o.Ready != nil {
+		o.Ready()
 	}
 	return gd.watch(ctx)
 }
