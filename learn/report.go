@@ -2,13 +2,16 @@ package learn
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/egresskit/egress/store"
 )
@@ -116,50 +119,113 @@ func WriteReportTable(out io.Writer, rows []ReportFlow, runs []store.Run, conv [
 }
 
 func writeReportTable(w io.Writer, rows []ReportFlow, runs []store.Run, conv []store.Convergence, now time.Time) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if len(rows) == 0 {
-		io.WriteString(tw, noFlows)
+		io.WriteString(w, noFlows)
 	}
+	// Each user's table goes through a tabwriter without its "presented:"
+	// lines, which are put back under their rows after: a line without a
+	// tab would end tabwriter's column blocks and misalign the rows after
+	// it. No cell holds a newline (reportText), so the table has one line
+	// per row.
+	var table bytes.Buffer
 	for i := 0; i < len(rows); {
 		j := i
 		for j < len(rows) && rows[j].UID == rows[i].UID {
 			j++
 		}
 		if i > 0 {
-			fmt.Fprintln(tw)
+			fmt.Fprintln(w)
 		}
-		fmt.Fprintf(tw, "user %s (uid %d): %d flow(s)\n", rows[i].User, rows[i].UID, j-i)
+		fmt.Fprintf(w, "user %s (uid %d): %d flow(s)\n", reportText(rows[i].User), rows[i].UID, j-i)
+		table.Reset()
+		tw := tabwriter.NewWriter(&table, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  DESTINATION\tHOSTNAMES\tPROTO/PORT\tHITS\tFIRST SEEN\tLAST SEEN\tPROCESSES\tSERVICES\tSTATE")
 		for _, r := range rows[i:j] {
-			names := strings.Join(r.Hostnames, ",")
-			if names == "" {
-				names = "-"
-			}
-			state := r.State
-			if r.Approved != 0 {
-				state = fmt.Sprintf("%s (gen %d)", state, r.Approved)
-			}
-			svcs := strings.Join(r.Services, ",")
-			if svcs == "" {
-				svcs = "-"
-			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s/%d\t%d\t%s\t%s\t%s\t%s\t%s\n", r.IP, names, r.Proto, r.Port, r.Hits,
-				r.FirstSeen.Local().Format(time.DateTime), r.LastSeen.Local().Format(time.DateTime), strings.Join(store.ProcessNames(r.Processes, r.Comms), ", "), svcs, state)
+			writeReportRow(tw, &r)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		lines := strings.SplitAfter(table.String(), "\n")
+		io.WriteString(w, lines[0])
+		for k, r := range rows[i:j] {
+			io.WriteString(w, lines[k+1])
 			if len(r.Presented) > 0 {
-				fmt.Fprintf(tw, "    presented: %s", strings.Join(r.Presented, ","))
+				fmt.Fprintf(w, "    presented: %s", reportText(strings.Join(r.Presented, ",")))
 				if len(r.Fronted) > 0 {
-					fmt.Fprintf(tw, "; FRONTED: %s is not among the DNS names", strings.Join(r.Fronted, ","))
+					fmt.Fprintf(w, "; FRONTED: %s is not among the DNS names", reportText(strings.Join(r.Fronted, ",")))
 				}
-				fmt.Fprintln(tw)
+				fmt.Fprintln(w)
 			}
 		}
 		i = j
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
 	writeReportTrailer(w, runs, conv, now)
 	return nil
+}
+
+// writeReportRow writes a row's cells, tab-separated.
+func writeReportRow(tw io.Writer, r *ReportFlow) {
+	names := strings.Join(r.Hostnames, ",")
+	if names == "" {
+		names = "-"
+	}
+	state := r.State
+	if r.Approved != 0 {
+		state = fmt.Sprintf("%s (gen %d)", state, r.Approved)
+	}
+	svcs := strings.Join(r.Services, ",")
+	if svcs == "" {
+		svcs = "-"
+	}
+	fmt.Fprintf(tw, "  %s\t%s\t%s/%d\t%d\t%s\t%s\t%s\t%s\t%s\n", r.IP, reportText(names), r.Proto, r.Port, r.Hits,
+		r.FirstSeen.Local().Format(time.DateTime), r.LastSeen.Local().Format(time.DateTime),
+		reportText(strings.Join(store.ProcessNames(r.Processes, r.Comms), ", ")), reportText(svcs), state)
+}
+
+// reportText is s as the table shows it (appendReportText).
+func reportText(s string) string {
+	if plainText(s) {
+		return s
+	}
+	return string(appendReportText(nil, s))
+}
+
+// appendReportText appends s with the characters a terminal or the
+// table would act on written as Go escapes: control and other
+// non-printing characters (\t, \n, \x1b, \u202e) and bytes that are not
+// UTF-8 (\xff, also tabwriter's escape byte). A name (a hostile DNS
+// name, a process name a user chose) cannot make cells, lines or
+// terminal commands of its own.
+func appendReportText(b []byte, s string) []byte {
+	if plainText(s) {
+		return append(b, s...)
+	}
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			b = append(b, `\x`...)
+			b = append(b, "0123456789abcdef"[s[i]>>4], "0123456789abcdef"[s[i]&15])
+		case strconv.IsPrint(r):
+			b = append(b, s[i:i+n]...)
+		default:
+			q := strconv.QuoteRuneToASCII(r)
+			b = append(b, q[1:len(q)-1]...)
+		}
+		i += n
+	}
+	return b
+}
+
+// plainText reports whether s is printable ASCII.
+func plainText(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 const noFlows = "no flows recorded (of this user): egress-learn run records them\n"

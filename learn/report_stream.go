@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 	"unicode/utf8"
 
@@ -20,10 +19,11 @@ import (
 // flows are not copied into rows first. Their order is a sorted array of
 // compact keys; chunks of rows are formatted on every CPU and written in
 // order. The table's columns are aligned as text/tabwriter aligns them,
-// without its per-cell bookkeeping: a line without a tab ends every column
-// block, so each block between two such lines is aligned on its own, and
-// a block where a name holds a byte tabwriter treats specially goes
-// through a tabwriter after all (the same bytes as before either way).
+// without its per-cell bookkeeping: a plain line (a user's first line, the
+// blank line between users) ends the column block, so each user's table
+// is aligned on its own; a "presented:" line under a row is written as it
+// is, inside the block (WriteReportTable puts it back under its row). No
+// cell holds a byte tabwriter treats specially (appendReportText).
 
 // reportChunk is the number of rows formatted as one piece of work.
 const reportChunk = 2048
@@ -159,20 +159,19 @@ type chunkOut struct {
 }
 
 // reportLine is one line of a chunk: buf[start:end], with the widths of
-// its cells when it is a clean table row.
+// its cells when it is a table row.
 type reportLine struct {
 	start, end int
 	kind       lineKind
-	escape     bool // holds tabwriter.Escape: an escaped text may span lines
 	widths     [reportCells - 1]int32
 }
 
 type lineKind uint8
 
 const (
-	lineRow   lineKind = iota // a table row without special bytes
-	linePlain                 // no tab and no special byte: ends the column blocks
-	lineDirty                 // holds a byte tabwriter treats specially
+	lineRow   lineKind = iota // a table row
+	linePlain                 // no tab: ends the column block
+	lineNote                  // under a row, no tab: written as it is, in the block
 )
 
 const reportCells = 9
@@ -317,30 +316,14 @@ type rowFormatter struct {
 	out      chunkOut
 	cells    [reportCells]int // where the cells of the current line start
 	ncell    int
-	dirty    bool
-	escape   bool
+	note     bool
 	times    map[int64]string  // formatted times by second
 	services map[string]string // service by cgroup
 	svcs     []string
 }
 
-// special are the bytes tabwriter gives a meaning.
-func special(s string) bool {
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '\t', '\n', '\v', '\f', tabwriter.Escape:
-			return true
-		}
-	}
-	return false
-}
-
 func (f *rowFormatter) str(s string) {
-	if !f.dirty && special(s) {
-		f.dirty = true
-		f.escape = f.escape || strings.IndexByte(s, tabwriter.Escape) >= 0
-	}
-	f.out.buf = append(f.out.buf, s...)
+	f.out.buf = appendReportText(f.out.buf, s)
 }
 
 func (f *rowFormatter) tab() {
@@ -350,17 +333,17 @@ func (f *rowFormatter) tab() {
 }
 
 func (f *rowFormatter) begin() {
-	f.ncell, f.dirty, f.escape = 0, false, false
+	f.ncell, f.note = 0, false
 	f.cells[0] = len(f.out.buf)
 }
 
-// end ends the line begun last: a row (cells), or a plain line.
+// end ends the line begun last: a row (cells), a note, or a plain line.
 func (f *rowFormatter) end() {
 	f.out.buf = append(f.out.buf, '\n')
-	l := reportLine{start: f.cells[0], end: len(f.out.buf), kind: lineRow, escape: f.escape}
+	l := reportLine{start: f.cells[0], end: len(f.out.buf), kind: lineRow}
 	switch {
-	case f.dirty:
-		l.kind = lineDirty
+	case f.note:
+		l.kind = lineNote
 	case f.ncell == 0:
 		l.kind = linePlain
 	default:
@@ -498,6 +481,7 @@ func (f *rowFormatter) row(fl *store.Flow) {
 	f.end()
 	if len(fl.Presented) > 0 {
 		f.begin()
+		f.note = true
 		f.out.buf = append(f.out.buf, "    presented: "...)
 		f.list(fl.Presented, ",", false)
 		if fronted := fl.Fronted(); len(fronted) > 0 {
@@ -511,14 +495,11 @@ func (f *rowFormatter) row(fl *store.Flow) {
 
 // aligner writes lines as a tabwriter (minwidth 0, padding 2, spaces)
 // would: it keeps the lines of the current column block until a plain
-// line ends it. From a line that holds tabwriter.Escape on, whose escaped
-// text runs to the next one, across lines, a tabwriter writes the rest.
+// line ends it; notes are kept in place and take no part in the widths.
 type aligner struct {
 	w       *bufio.Writer
-	tw      *tabwriter.Writer // from an Escape on
 	pending []pendingLine
 	widths  [reportCells - 1]int32
-	dirty   bool
 }
 
 type pendingLine struct {
@@ -529,22 +510,6 @@ type pendingLine struct {
 func (a *aligner) chunk(c *chunkOut) error {
 	for i := range c.lines {
 		l := &c.lines[i]
-		if l.escape && a.tw == nil {
-			a.tw = tabwriter.NewWriter(a.w, 0, 4, 2, ' ', 0)
-			for _, p := range a.pending {
-				if _, err := a.tw.Write(p.c.buf[p.l.start:p.l.end]); err != nil {
-					return err
-				}
-			}
-			clear(a.pending)
-			a.pending, a.dirty, a.widths = a.pending[:0], false, [reportCells - 1]int32{}
-		}
-		if a.tw != nil {
-			if _, err := a.tw.Write(c.buf[l.start:l.end]); err != nil {
-				return err
-			}
-			continue
-		}
 		if l.kind == linePlain {
 			if err := a.flush(); err != nil {
 				return err
@@ -555,11 +520,10 @@ func (a *aligner) chunk(c *chunkOut) error {
 			continue
 		}
 		a.pending = append(a.pending, pendingLine{c, l})
-		if l.kind == lineDirty {
-			a.dirty = true
-		}
-		for k, x := range l.widths {
-			a.widths[k] = max(a.widths[k], x)
+		if l.kind == lineRow {
+			for k, x := range l.widths {
+				a.widths[k] = max(a.widths[k], x)
+			}
 		}
 	}
 	return nil
@@ -569,31 +533,21 @@ var spaces = []byte(strings.Repeat(" ", 256))
 
 // flush writes the pending block.
 func (a *aligner) flush() error {
-	if a.tw != nil {
-		return a.tw.Flush()
-	}
 	defer func() {
 		clear(a.pending)
-		a.pending, a.dirty, a.widths = a.pending[:0], false, [reportCells - 1]int32{}
+		a.pending, a.widths = a.pending[:0], [reportCells - 1]int32{}
 	}()
-	if a.dirty {
-		tw := tabwriter.NewWriter(a.w, 0, 4, 2, ' ', 0)
-		for _, p := range a.pending {
-			if _, err := tw.Write(p.c.buf[p.l.start:p.l.end]); err != nil {
-				return err
-			}
-		}
-		return tw.Flush()
-	}
 	for _, p := range a.pending {
 		line := p.c.buf[p.l.start:p.l.end]
-		for k := range reportCells - 1 {
-			tab := indexTab(line)
-			a.w.Write(line[:tab])
-			for pad := int(a.widths[k]+2) - int(p.l.widths[k]); pad > 0; pad -= len(spaces) {
-				a.w.Write(spaces[:min(pad, len(spaces))])
+		if p.l.kind == lineRow {
+			for k := range reportCells - 1 {
+				tab := indexTab(line)
+				a.w.Write(line[:tab])
+				for pad := int(a.widths[k]+2) - int(p.l.widths[k]); pad > 0; pad -= len(spaces) {
+					a.w.Write(spaces[:min(pad, len(spaces))])
+				}
+				line = line[tab+1:]
 			}
-			line = line[tab+1:]
 		}
 		if _, err := a.w.Write(line); err != nil {
 			return err

@@ -107,8 +107,8 @@ func TestWriteReportSameBytes(t *testing.T) {
 			if err := WriteReport(&got, tc.flows, tc.o, runs, conv, now); err != nil {
 				t.Fatal(err)
 			}
-			if tc.hostile && !bytes.Contains(want.Bytes(), []byte("\xff")) {
-				t.Fatal("the hostile flows lost their special bytes")
+			if tc.hostile && !bytes.Contains(want.Bytes(), []byte(`\xff`)) {
+				t.Fatal("the hostile flows lost their special bytes (written escaped)")
 			}
 			sameBytes(t, "table", got.Bytes(), want.Bytes())
 			want.Reset()
