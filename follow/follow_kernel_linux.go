@@ -38,6 +38,10 @@ const (
 	PinFollowed = bpf.FollowMapFollowed
 )
 
+// specHook, when set (by a test), changes the spec before it loads: the
+// maps of another version.
+var specHook func(*ebpf.CollectionSpec)
+
 // initUserNS is the inode of the initial user namespace (PROC_USER_INIT_INO).
 const initUserNS = 0xEFFFFFFD
 
@@ -172,6 +176,9 @@ func (f *Follower) load(spec *plan.FollowSpec, netns uint64) error {
 	f.shareSpec.MaxEntries = uint32(f.cfg.QueryShare)
 	s.Maps["sockauth"].Pinning = ebpf.PinByName
 	s.Maps[PinFollowed].Pinning = ebpf.PinByName
+	if specHook != nil {
+		specHook(s)
+	}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: f.pinDir}}
 	err = cgroupbpf.Load(s, &f.objs, opts, "follower programs")
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
