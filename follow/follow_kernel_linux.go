@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -36,6 +37,11 @@ const (
 	// destinations (bpf/follow.c's followed map), pinned in the
 	// follower's directory: the name check loads it from there.
 	PinFollowed = bpf.FollowMapFollowed
+	// NameCheckDir is the name check's directory in the follower's, and
+	// NameCheckLink its pinned link there: while that is pinned, a name
+	// check's program uses the pinned followed map.
+	NameCheckDir  = "namecheck"
+	NameCheckLink = "namecheck_link"
 )
 
 // specHook, when set (by a test), changes the spec before it loads: the
@@ -182,20 +188,54 @@ func (f *Follower) load(spec *plan.FollowSpec, netns uint64) error {
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: f.pinDir}}
 	err = cgroupbpf.Load(s, &f.objs, opts, "follower programs")
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
-		// Another version's map: start afresh. Sockets it marked lose
-		// their authorization (their marked datagrams are dropped).
-		f.cfg.Log.Warn("the pinned socket authorizations do not fit this version: replacing them", "dir", f.pinDir)
-		err = os.Remove(filepath.Join(f.pinDir, pinSockauth))
-		if err == nil || errors.Is(err, os.ErrNotExist) {
-			err = os.Remove(filepath.Join(f.pinDir, PinFollowed))
+		// Another version's maps: start afresh.
+		if err := f.removeIncompatible(s); err != nil {
+			return err
 		}
-		if err == nil || errors.Is(err, os.ErrNotExist) {
-			err = cgroupbpf.Load(s, &f.objs, opts, "follower programs")
-		} else {
-			err = fmt.Errorf("load follower programs: %w", err)
-		}
+		err = cgroupbpf.Load(s, &f.objs, opts, "follower programs")
 	}
 	return err
+}
+
+// removeIncompatible removes the pinned maps of another version that do
+// not fit s. Sockets marked with the old authorizations lose them (their
+// marked datagrams are dropped). It refuses to replace the map of followed
+// destinations while a name check is pinned beside it: that check's
+// program keeps the old map, and would not see the addresses this
+// follower opens (a silent gap in the check).
+func (f *Follower) removeIncompatible(s *ebpf.CollectionSpec) error {
+	var stale []string
+	for _, name := range []string{pinSockauth, PinFollowed} {
+		path := filepath.Join(f.pinDir, name)
+		m, err := ebpf.LoadPinnedMap(path, nil)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("open the pinned map %s: %w", path, err)
+		}
+		err = s.Maps[name].Compatible(m)
+		m.Close()
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			stale = append(stale, name)
+		}
+	}
+	check := filepath.Join(f.pinDir, NameCheckDir, NameCheckLink)
+	if slices.Contains(stale, PinFollowed) {
+		if _, err := os.Stat(check); err == nil {
+			return fmt.Errorf("the pinned followed destinations %s do not fit this version, and the name check pinned at %s uses them: "+
+				"replacing them would hide the addresses this follower opens from that check; stop the name check (a clean stop unpins it; "+
+				"if none runs, one that died left it: remove %s), start the follower, then the name check again",
+				filepath.Join(f.pinDir, PinFollowed), check, check)
+		}
+	}
+	for _, name := range stale {
+		f.cfg.Log.Warn("a pinned map does not fit this version: replacing it", "pin", filepath.Join(f.pinDir, name))
+		if err := os.Remove(filepath.Join(f.pinDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove the pinned map: %w", err)
+		}
+	}
+	return nil
 }
 
 // attach links the programs to the cgroup. The mark check (the egress

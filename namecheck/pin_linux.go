@@ -20,7 +20,9 @@ import (
 var pinnedMaps = []string{bpf.NamecheckMapNcDests, bpf.NamecheckMapNcNames, bpf.NamecheckMapNcSocks, bpf.NamecheckMapNcBufs,
 	bpf.NamecheckMapNcStats}
 
-const pinLink = "namecheck_link"
+// pinLink names the pinned link: the follower looks for it before it
+// replaces the followed map the check uses.
+const pinLink = follow.NameCheckLink
 
 // load loads the objects; with a pin directory, the destinations, names
 // and socket states are those pinned there (an earlier checker's), and
@@ -122,7 +124,7 @@ func PinnedStats(dir string) (Stats, error) {
 // PinDirOf is where Run pins the check of a table and namespace under
 // root (a directory of the follower's pin directory).
 func PinDirOf(root, table string, netns uint64) string {
-	return filepath.Join(follow.PinPath(root, table, netns), "namecheck")
+	return filepath.Join(follow.PinPath(root, table, netns), follow.NameCheckDir)
 }
 
 // Pinned says whether a check is pinned (so attached) in dir.
