@@ -86,8 +86,15 @@ func keepServices(ctx context.Context, st *store.Store, k *nft.Netlink, cg nft.C
 			}
 		}()
 		keeper := k.NewKeeper(p, cg)
-		log.Info("services: keeping", "generation", g, "services", len(keeper.Services()))
-		if err := keeper.Run(kctx, onChange); err != nil {
+		// Said once the sets hold the ids of the cgroups that exist now:
+		// from then on every restart is seen and printed (a restart before
+		// Start read the ids is only the id Start installs).
+		err = keeper.Start()
+		if err == nil {
+			log.Info("services: keeping", "generation", g, "services", len(keeper.Services()))
+			err = keeper.Run(kctx, onChange)
+		}
+		if err != nil {
 			log.Error("services: the sets could not be kept current; trying again", "generation", g, "err", err)
 			sleep(kctx, time.Second)
 		}
