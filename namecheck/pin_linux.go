@@ -88,6 +88,43 @@ func openFollowed(spec *ebpf.CollectionSpec, dir string) (*ebpf.Map, error) {
 	return m, nil
 }
 
+// followedReplaced reports whether the follower's pinned map of followed
+// destinations is no longer the map this check reads (the pin was
+// removed, or replaced): the addresses the follower opens from then on
+// are not name-checked. It says where that pin is.
+func (c *Checker) followedReplaced() (replaced bool, pin string, err error) {
+	if c.followed == nil {
+		return false, "", nil
+	}
+	pin = filepath.Join(c.cfg.FollowPinDir, follow.PinFollowed)
+	m, err := ebpf.LoadPinnedMap(pin, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return true, pin, nil
+	}
+	if err != nil {
+		return false, pin, fmt.Errorf("open the follower's destinations %s: %w", pin, err)
+	}
+	defer m.Close()
+	pinned, err := mapID(m)
+	if err != nil {
+		return false, pin, err
+	}
+	ours, err := mapID(c.followed)
+	return err == nil && pinned != ours, pin, err
+}
+
+func mapID(m *ebpf.Map) (ebpf.MapID, error) {
+	info, err := m.Info()
+	if err != nil {
+		return 0, fmt.Errorf("read a map's id: %w", err)
+	}
+	id, ok := info.ID()
+	if !ok {
+		return 0, errors.New("read a map's id: not available")
+	}
+	return id, nil
+}
+
 // pinLink pins the link, replacing the one a checker that did not stop
 // cleanly left (ours is attached first: no moment without a check).
 func (c *Checker) pinLink() error {

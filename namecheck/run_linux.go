@@ -123,6 +123,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		cfg.OnChecker(c)
 	}
 	var gen uint64 = ^uint64(0)
+	var said time.Time // when checkFollowed last said the followed map was replaced
 	tick := time.NewTicker(cfg.Reload)
 	defer tick.Stop()
 	for first := true; ; first = false {
@@ -135,11 +136,39 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		if first && cfg.Ready != nil {
 			close(cfg.Ready)
 		}
+		checkFollowed(c, cfg.Log, &said)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
 		}
+	}
+}
+
+// followedSayEvery is how often a name check whose followed map was
+// replaced says so again.
+const followedSayEvery = time.Minute
+
+// checkFollowed says loudly, when it starts and again every
+// followedSayEvery, that the follower's pinned map of followed
+// destinations is no longer the one the check reads: a follower (of
+// another version, or after the pin was removed) opens addresses the
+// check does not see. The check goes on checking the rest; a restart of
+// namecheck takes the new map.
+func checkFollowed(c *Checker, log *slog.Logger, said *time.Time) {
+	replaced, pin, err := c.followedReplaced()
+	switch {
+	case err != nil:
+		log.Error("name check: read the follower's pinned destinations", "err", err)
+	case !replaced:
+		if !said.IsZero() {
+			log.Info("name check: the follower's followed destinations are the check's again", "pin", pin)
+		}
+		*said = time.Time{}
+	case time.Since(*said) >= followedSayEvery:
+		log.Error("name check: the follower's map of followed destinations was replaced: the addresses the follower opens now are NOT name-checked; restart namecheck to check them",
+			"pin", pin)
+		*said = time.Now()
 	}
 }
 
