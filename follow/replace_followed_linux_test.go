@@ -3,22 +3,16 @@
 package follow_test
 
 import (
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cilium/ebpf"
 
-	"github.com/egresskit/egress/enforce/nft"
-	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/follow"
-	"github.com/egresskit/egress/internal/lab"
-	"github.com/egresskit/egress/namecheck"
-	"github.com/egresskit/egress/store"
+	"github.com/egresskit/egress/internal/nclab"
 )
 
 // pinnedMapID is the ID of the map pinned at path.
@@ -44,44 +38,13 @@ func pinnedMapID(t *testing.T, path string) ebpf.MapID {
 // would not be name-checked), and says what to do. Once the name check
 // stopped cleanly, the follower replaces the map.
 func TestFollowerKeepsTheNameChecksFollowedMap(t *testing.T) {
-	lab.Require(t)
-	ns, cg, pins := lab.NewNetns(t), lab.NewCgroup(t), lab.NewBPFFS(t)
-	st, err := store.Create(filepath.Join(t.TempDir(), "baseline.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	target := nft.Target{Netns: ns.Name}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready, done := make(chan struct{}), make(chan error, 1)
-	go func() {
-		done <- namecheck.Run(ctx, namecheck.RunConfig{Cgroup: cg.Path, Target: target, Table: plan.DefaultTable, Store: st,
-			PinRoot: pins, Ready: ready})
-	}()
-	stop := func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("name check: %v", err)
-		}
-	}
-	t.Cleanup(func() {
-		if ctx.Err() == nil {
-			stop()
-		}
-	})
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("name check: %v", err)
-	}
-	netns, err := follow.EnforcedNetns(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	followed := filepath.Join(follow.PinPath(pins, plan.DefaultTable, netns), follow.PinFollowed)
+	h := nclab.NewHost(t)
+	stop := nclab.Start(t, h.NameCheck())
+	followed := h.FollowedPin(t)
 	checks := pinnedMapID(t, followed)
 
 	defer follow.SetSpecHook(func(s *ebpf.CollectionSpec) { s.Maps[follow.PinFollowed].MaxEntries++ })()
-	cfg := follow.Config{Cgroup: cg.Path, Target: target, Table: plan.DefaultTable, Store: st, Window: time.Second, PinRoot: pins}
+	cfg := h.Follower()
 	f, err := follow.Start(cfg)
 	if err == nil {
 		f.Close()

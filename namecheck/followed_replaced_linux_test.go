@@ -3,20 +3,15 @@
 package namecheck_test
 
 import (
-	"context"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/egresskit/egress/enforce/nft"
-	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/follow"
 	"github.com/egresskit/egress/internal/lab"
-	"github.com/egresskit/egress/namecheck"
-	"github.com/egresskit/egress/store"
+	"github.com/egresskit/egress/internal/nclab"
 )
 
 // TestNameCheckSaysFollowedMapReplaced: when the follower's pinned map
@@ -26,40 +21,16 @@ import (
 // name-checked: the name check says so loudly, while it keeps checking
 // the rest.
 func TestNameCheckSaysFollowedMapReplaced(t *testing.T) {
-	lab.Require(t)
-	ns, cg, pins := lab.NewNetns(t), lab.NewCgroup(t), lab.NewBPFFS(t)
-	st, err := store.Create(filepath.Join(t.TempDir(), "baseline.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	target := nft.Target{Netns: ns.Name}
+	h := nclab.NewHost(t)
 	var logs lab.Buffer
-	ctx, cancel := context.WithCancel(context.Background())
-	ready, done := make(chan struct{}), make(chan error, 1)
-	go func() {
-		done <- namecheck.Run(ctx, namecheck.RunConfig{Cgroup: cg.Path, Target: target, Table: plan.DefaultTable, Store: st,
-			PinRoot: pins, Ready: ready, Reload: 100 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&logs, nil))})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("name check: %v", err)
-		}
-	})
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("name check: %v", err)
-	}
-	netns, err := follow.EnforcedNetns(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	followed := filepath.Join(follow.PinPath(pins, plan.DefaultTable, netns), follow.PinFollowed)
+	cfg := h.NameCheck()
+	cfg.Reload, cfg.Log = 100*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil))
+	nclab.Start(t, cfg)
+	followed := h.FollowedPin(t)
 	if err := os.Remove(followed); err != nil {
 		t.Fatal(err)
 	}
-	f, err := follow.Start(follow.Config{Cgroup: cg.Path, Target: target, Table: plan.DefaultTable, Store: st, Window: time.Second, PinRoot: pins})
+	f, err := follow.Start(h.Follower())
 	if err != nil {
 		t.Fatal(err)
 	}
