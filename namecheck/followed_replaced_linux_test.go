@@ -9,9 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/egresskit/egress/follow"
 	"github.com/egresskit/egress/internal/lab"
 	"github.com/egresskit/egress/internal/nclab"
+	"github.com/egresskit/egress/namecheck"
 )
 
 // TestNameCheckSaysFollowedMapReplaced: when the follower's pinned map
@@ -25,7 +28,12 @@ func TestNameCheckSaysFollowedMapReplaced(t *testing.T) {
 	var logs lab.Buffer
 	cfg := h.NameCheck()
 	cfg.Reload, cfg.Log = 100*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil))
+	col := namecheck.NewCollector()
+	cfg.OnChecker = col.Attach
 	nclab.Start(t, cfg)
+	if v := replacedMetric(t, col); v != 0 {
+		t.Fatalf("egress_namecheck_followed_map_replaced is %v before the map was replaced", v)
+	}
 	followed := h.FollowedPin(t)
 	if err := os.Remove(followed); err != nil {
 		t.Fatal(err)
@@ -44,4 +52,24 @@ func TestNameCheckSaysFollowedMapReplaced(t *testing.T) {
 	if s := logs.String(); !strings.Contains(s, "level=ERROR") || !strings.Contains(s, followed) {
 		t.Errorf("log:\n%s", s)
 	}
+	if v := replacedMetric(t, col); v != 1 {
+		t.Errorf("egress_namecheck_followed_map_replaced is %v", v)
+	}
+}
+
+// replacedMetric is egress_namecheck_followed_map_replaced (-1: missing).
+func replacedMetric(t *testing.T, col *namecheck.Collector) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(col)
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == "egress_namecheck_followed_map_replaced" && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
 }

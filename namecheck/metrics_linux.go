@@ -60,11 +60,13 @@ var (
 		"Refused connections by user, verdict (mismatch or no_name) and action (dropped or audited).", []string{"uid", "verdict", "action"}, nil)
 	descDests = prometheus.NewDesc("egress_namecheck_destinations",
 		"Name-checked destinations set in the kernel.", nil, nil)
+	descFollowedStale = prometheus.NewDesc("egress_namecheck_followed_map_replaced",
+		"1 when the follower's pinned map of followed destinations is no longer the one the check reads: the addresses the follower opens are not name-checked until namecheck restarts.", nil, nil)
 )
 
 // Describe sends the descriptions.
 func (m *Collector) Describe(ch chan<- *prometheus.Desc) {
-	promutil.Describe(ch, descConns, descDropped, descGathered, descLost, descNoStore, descRefused, descDests)
+	promutil.Describe(ch, descConns, descDropped, descGathered, descLost, descNoStore, descRefused, descDests, descFollowedStale)
 }
 
 // Collect reads the counters.
@@ -90,4 +92,11 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descLost, cv, float64(s.Lost))
 	ch <- prometheus.MustNewConstMetric(descNoStore, cv, float64(s.NoStore))
 	ch <- prometheus.MustNewConstMetric(descDests, prometheus.GaugeValue, float64(m.c.Destinations()))
+	if replaced, _, err := m.c.followedReplaced(); err == nil && m.c.followed != nil {
+		v := 0.0
+		if replaced {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descFollowedStale, prometheus.GaugeValue, v)
+	}
 }
