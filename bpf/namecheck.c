@@ -511,6 +511,26 @@ static long host_tail(__u32 i, void *ctx)
 	return 1;
 }
 
+// host_line_ends says whether the Host line that ends at byte e (its CR or
+// LF) is the whole value: NR_NAME when the next line starts with no space
+// or tab, NR_NONAME when it does (an obsolete line folding: a server that
+// joins it reads another value; RFC 9112 lets it), or for a CR that no LF
+// follows, and NR_MORE until the byte that decides is seen.
+static __always_inline int host_line_ends(struct nc_scratch *s, __u32 e, __u32 n)
+{
+	if (at(s, e) == '\r') {
+		NEED(e + 2);
+		if (at(s, e + 1) != '\n')
+			return NR_NONAME;
+		e++;
+	}
+	NEED(e + 2);
+	__u8 c = at(s, e + 1);
+	if (c == ' ' || c == '\t')
+		return NR_NONAME;
+	return NR_NAME;
+}
+
 // parse_http finds the Host of a request in origin form ("GET /...").
 static __always_inline int parse_http(struct nc_scratch *s, __u32 n)
 {
@@ -546,13 +566,13 @@ static __always_inline int parse_http(struct nc_scratch *s, __u32 n)
 	// reads "a.lab b.lab" and refuses it), so it is no name.
 	__u8 t = at(s, s->w.pos - 1);
 	if (t == '\r' || t == '\n')
-		return NR_NAME;
+		return host_line_ends(s, s->w.pos - 1, n);
 	s->w.dot = t == ':' ? 1 : 2;
 	s->w.done = -1;
 	bpf_loop(NC_BUF, host_tail, 0, 0);
 	if (s->w.done != 1)
 		return s->w.done == 0 ? NR_MORE : NR_NONAME;
-	return NR_NAME;
+	return host_line_ends(s, s->w.pos - 1, n);
 }
 
 // parse reads the first n bytes a client sent (in s->data).

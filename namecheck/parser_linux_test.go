@@ -57,6 +57,15 @@ func TestParserCases(t *testing.T) {
 		{"http port and spaces", []byte("GET / HTTP/1.1\r\nHost: name1.lab:80 \t\r\n\r\n"), "name", "http", "name1.lab"},
 		{"http trailing spaces", []byte("GET / HTTP/1.1\r\nHost: name1.lab  \n\n"), "name", "http", "name1.lab"},
 		{"http tail unfinished", []byte("GET / HTTP/1.1\r\nHost: name1.lab "), "more", "http", ""},
+		// A Host line a folded line continues (obs-fold) is read joined by
+		// servers that join it ("name1.lab evil.lab"): no name (FuzzParse
+		// found "Host:0\n 0"). Until the next line's first byte is seen,
+		// more; a CR without its LF is no line end a server reads.
+		{"http folded host", []byte("GET / HTTP/1.1\r\nHost: name1.lab\r\n evil.lab\r\n\r\n"), "none", "http", ""},
+		{"http folded host, tab", []byte("GET / HTTP/1.1\nHost: name1.lab:80\n\tevil.lab\n\n"), "none", "http", ""},
+		{"http host line unfinished", []byte("GET / HTTP/1.1\r\nHost: name1.lab\r\n"), "more", "http", ""},
+		{"http host then a header", []byte("GET / HTTP/1.1\r\nHost: name1.lab\r\nX: y\r\n\r\n"), "name", "http", "name1.lab"},
+		{"http bare CR", []byte("GET / HTTP/1.1\r\nHost: name1.lab\rX: y\r\n\r\n"), "none", "http", ""},
 		{"tls fragmented over records", fragmented(hello), "none", "tls", ""},
 		{"garbage", []byte("\x00\x01\x02garbage"), "none", "none", ""},
 		{"ssh", []byte("SSH-2.0-OpenSSH_9.2\r\n"), "none", "http", ""},
