@@ -756,33 +756,7 @@ func sortedKeys(keys []FlowKey) [][]byte {
 }
 
 func (s *Store) setApprovals(keys []FlowKey, onlyNew bool, fn func(f *Flow)) error {
-	raw := sortedKeys(keys)
-	err := s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketFlows)
-		// The keys go in in order: pages filled fuller split less (a new
-		// store's first apply writes every flow).
-		b.FillPercent = 0.9
-		w := walker{c: b.Cursor()}
-		var a approver
-		for i, kb := range raw {
-			if i > 0 && bytes.Equal(kb, raw[i-1]) {
-				continue
-			}
-			v := w.get(kb)
-			if onlyNew && approvedRecord(v) {
-				continue
-			}
-			if err := a.set(b, kb, v, fn); err != nil {
-				return err
-			}
-			w.moved() // a write invalidates the cursor
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("record approvals: %w", err)
-	}
-	return nil
+	return s.WriteApprovals(&Approvals{raw: sortedKeys(keys), onlyNew: onlyNew, fn: fn})
 }
 
 // Fronted are the names the flow's connections presented that none of

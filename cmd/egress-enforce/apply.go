@@ -92,8 +92,9 @@ type applied struct {
 // rollOut applies p as a new generation (rollout.Apply), with a guard
 // process when it has a confirm window: the one path of apply and
 // reconcile --apply. forcePending: --force rolls a pending generation
-// back first.
-func rollOut(e *env, p *plan.Plan, r rolloutFlags, forcePending bool) (*applied, error) {
+// back first. approve (nil: none) gives approvals to record with the
+// generation (rollout.Options.Approve).
+func rollOut(e *env, p *plan.Plan, r rolloutFlags, forcePending bool, approve func(n uint64) *store.Approvals) (*applied, error) {
 	rate, err := r.rate()
 	if err != nil {
 		return nil, err
@@ -105,6 +106,7 @@ func rollOut(e *env, p *plan.Plan, r rolloutFlags, forcePending bool) (*applied,
 	gen, res, err := rollout.Apply(e.kernel, p, rollout.Options{
 		Store: st, Command: commandLine(), Reason: r.reason, ConfirmWithin: r.confirmWithin, Force: forcePending && r.force,
 		StartGuard: func(n uint64) (int, error) { return startGuard(e.Cfg, n, rate) },
+		Approve:    approve,
 	})
 	if err != nil {
 		return nil, err
@@ -178,11 +180,12 @@ when it cannot, apply says so and exits 1.`,
 			if dryRun {
 				return writeDiff(cmd, e, b.plan, asJSON, "dry run: nothing applied\n")
 			}
-			a, err := rollOut(e, b.plan, r, true)
+			// The flows of the plan are approved with the generation, in
+			// the write that records it applied.
+			a, err := rollOut(e, b.plan, r, true, func(n uint64) *store.Approvals {
+				return baseline.PlanApprovals(b.plan, n, b.opts.Now)
+			})
 			if err != nil {
-				return err
-			}
-			if err := baseline.ApprovePlan(a.st, b.plan, a.gen.N, b.opts.Now); err != nil {
 				return err
 			}
 			if err := writeApplied(cmd, e, b.plan, a, r.confirmWithin, asJSON); err != nil {

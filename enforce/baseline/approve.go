@@ -11,6 +11,12 @@ import (
 // (those not approved before): later learning records new flows as
 // candidates for a reviewed reconcile instead.
 func ApprovePlan(st *store.Store, p *plan.Plan, n uint64, now time.Time) error {
+	return st.WriteApprovals(PlanApprovals(p, n, now))
+}
+
+// PlanApprovals are the approvals ApprovePlan writes, made ready for a
+// write that records them with the generation (rollout.Options.Approve).
+func PlanApprovals(p *plan.Plan, n uint64, now time.Time) *store.Approvals {
 	size := 0
 	for _, s := range p.Sets {
 		size += len(s.Elements)
@@ -21,9 +27,10 @@ func ApprovePlan(st *store.Store, p *plan.Plan, n uint64, now time.Time) error {
 			keys = append(keys, store.FlowKey{UID: e.UID, Proto: e.Proto, IP: e.IP, Port: e.Port})
 		}
 	}
-	return st.ApproveNew(keys, func(f *store.Flow) {
+	at := now.UTC()
+	return store.NewApprovals(keys, func(f *store.Flow) {
 		if f.Approved == 0 {
-			f.Approved, f.ApprovedAt, f.ApprovedNames = n, now.UTC(), f.Hostnames
+			f.Approved, f.ApprovedAt, f.ApprovedNames = n, at, f.Hostnames
 			f.Retired = time.Time{}
 		}
 	})

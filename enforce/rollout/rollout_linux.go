@@ -61,6 +61,10 @@ type Options struct {
 	// DefaultLockWait).
 	LockWait time.Duration
 	Logger   *slog.Logger // default slog.Default()
+	// Approve, when set, gives the approvals of generation n, made ready
+	// while the kernel works and written with the generation once the
+	// table is applied and verified (not after a failed read-back).
+	Approve func(n uint64) *store.Approvals
 }
 
 func orDefault(l *slog.Logger) *slog.Logger {
@@ -97,6 +101,7 @@ func Apply(k nft.Kernel, p *plan.Plan, o Options) (*store.Generation, *nft.Apply
 	if err != nil {
 		return nil, nil, err
 	}
+	approvals := readyApprovals(o, g.N)
 	ap := startApplying(k, p, o, g.N, base)
 	res, applyErr := ap.apply()
 	if res != nil && res.KernelDiffers {
@@ -112,11 +117,26 @@ func Apply(k nft.Kernel, p *plan.Plan, o Options) (*store.Generation, *nft.Apply
 		})
 		return &g, nil, applyErr
 	}
-	if g, err = recordApplied(o, g.N, applyErr, ap.packed(log), ap.planBase()); err != nil {
+	var approveErr error
+	if g, approveErr, err = recordApplied(o, g.N, applyErr, ap.packed(log), ap.planBase(), approvals); err != nil {
 		return &g, res, err
 	}
 	ap.writeFiles(o.Store, log)
+	if applyErr == nil {
+		applyErr = approveErr
+	}
 	return &g, res, applyErr
+}
+
+// readyApprovals makes o.Approve's approvals of generation n ready in a
+// goroutine of its own (nil: no approvals).
+func readyApprovals(o Options, n uint64) <-chan *store.Approvals {
+	if o.Approve == nil {
+		return nil
+	}
+	ch := make(chan *store.Approvals, 1)
+	go func() { ch <- o.Approve(n) }()
+	return ch
 }
 
 // rendered is what render makes of a plan beside the kernel's work.
@@ -200,9 +220,12 @@ func recordApplying(t nft.Target, p *plan.Plan, o Options) (store.Generation, er
 // recordApplied marks generation n applied, or pending with its window
 // starting now, and records its plan (packed; a patch of generation
 // planBase's when that is not 0); a read-back that failed (readErr) is
-// kept in its note.
-func recordApplied(o Options, n uint64, readErr error, packed []byte, planBase uint64) (store.Generation, error) {
-	return o.Store.UpdateGenerationPlan(n, packed, func(g *store.Generation) error {
+// kept in its note. With approvals (when the read-back did not fail),
+// they go in the same transaction; if that fails, the generation is
+// recorded alone, then the approvals tried on their own: approveErr says
+// why they are not written (the generation is recorded all the same).
+func recordApplied(o Options, n uint64, readErr error, packed []byte, planBase uint64, approvals <-chan *store.Approvals) (g store.Generation, approveErr, err error) {
+	mark := func(g *store.Generation) error {
 		g.PlanBase = planBase
 		if g.State != store.GenApplying {
 			return fmt.Errorf("generation %d became %s while it was applied", g.N, g.State)
@@ -215,7 +238,19 @@ func recordApplied(o Options, n uint64, readErr error, packed []byte, planBase u
 			g.Note = "read-back failed: " + readErr.Error()
 		}
 		return nil
-	})
+	}
+	if approvals == nil || readErr != nil {
+		g, err = o.Store.UpdateGenerationPlan(n, packed, mark)
+		return g, nil, err
+	}
+	a := <-approvals
+	if g, err = o.Store.UpdateGenerationPlanApproving(n, packed, mark, a); err == nil {
+		return g, nil, nil
+	}
+	if g, err = o.Store.UpdateGenerationPlan(n, packed, mark); err != nil {
+		return g, nil, err
+	}
+	return g, o.Store.WriteApprovals(a), nil
 }
 
 // ErrPending means a generation applied with a confirm window is neither
