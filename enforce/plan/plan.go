@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/egresskit/egress/store"
 )
@@ -552,6 +553,7 @@ type builder struct {
 	svc4, svc6 Set          // the services' flows (match service or user,service)
 	ntp        []netip.Addr // the NTP servers, and those the baseline reaches
 	names      []NameRule   // learned names to follow
+	comments   commentSlab  // the elements' comments
 }
 
 // reserve sizes the sets and the names for flows at once (a baseline of
@@ -601,7 +603,7 @@ func (b *builder) add(f *store.Flow) {
 	if hosts == nil {
 		hosts = o.AllHosts
 	}
-	e := Element{UID: f.UID, IP: f.IP, Proto: f.Proto, Port: f.Port, Comment: elementComment(f, len(hosts)), Hosts: hosts,
+	e := Element{UID: f.UID, IP: f.IP, Proto: f.Proto, Port: f.Port, Comment: b.comments.comment(f, len(hosts)), Hosts: hosts,
 		Names: b.checkedNames(&FlowNames{f.Proto, f.Hostnames})}
 	if o.UserName != nil {
 		e.User = o.UserName(f.UID)
@@ -968,11 +970,45 @@ const elementCommentMax = 64
 // from ("+N" for those that do not fit).
 // The processes are in the report.
 func elementComment(f *store.Flow, hosts int) string {
-	b := make([]byte, 0, elementCommentMax+8)
+	b := appendElementComment(make([]byte, 0, elementCommentMax+8), f, hosts)
+	if len(b) <= maxComment-1 && cleanASCII(string(b), true) { // what sanitizeComment gives, without copying twice
+		return string(b)
+	}
+	return sanitizeComment(string(b))
+}
+
+// commentSlab hands out the bytes of element comments from blocks of
+// commentBlock: one allocation for hundreds of comments, not two for
+// each. A block is only appended to, never written over.
+type commentSlab struct{ buf []byte }
+
+const commentBlock = 64 << 10
+
+// comment is elementComment, its bytes in the slab.
+func (s *commentSlab) comment(f *store.Flow, hosts int) string {
+	if cap(s.buf)-len(s.buf) < 2*maxComment {
+		s.buf = make([]byte, 0, commentBlock)
+	}
+	start := len(s.buf)
+	b := appendElementComment(s.buf, f, hosts)
+	c := b[start:]
+	if len(c) > maxComment-1 || !cleanASCII(unsafe.String(unsafe.SliceData(c), len(c)), true) {
+		return sanitizeComment(string(c)) // the slab takes nothing
+	}
+	if len(c) == 0 || unsafe.SliceData(b) != unsafe.SliceData(s.buf) {
+		return string(c) // it outgrew the block: a copy of its own
+	}
+	s.buf = b
+	return unsafe.String(unsafe.SliceData(c), len(c))
+}
+
+// appendElementComment appends what elementComment says.
+func appendElementComment(b []byte, f *store.Flow, hosts int) []byte {
+	start := len(b)
 	b = append(b, "hits "...)
 	b = strconv.AppendUint(b, f.Hits, 10)
 	b = append(b, ", last "...)
-	b = f.LastSeen.UTC().AppendFormat(b, "2006-01-02")
+	b = appendDate(b, f.LastSeen)
 	if hosts > 0 {
 		b = append(b, ", hosts "...)
 		b = strconv.AppendInt(b, int64(hosts), 10)
@@ -989,7 +1025,7 @@ func elementComment(f *store.Flow, hosts int) string {
 		}
 		// The first name always goes in (nft allows 128 bytes); the
 		// others only while they fit.
-		if i > 0 && len(b)+len(sep)+len(n)+more > elementCommentMax {
+		if i > 0 && len(b)-start+len(sep)+len(n)+more > elementCommentMax {
 			b = append(b, " +"...)
 			b = strconv.AppendInt(b, int64(rest), 10)
 			break
@@ -997,10 +1033,18 @@ func elementComment(f *store.Flow, hosts int) string {
 		b = append(b, sep...)
 		b = append(b, n...)
 	}
-	if len(b) <= maxComment-1 && cleanASCII(string(b), true) { // what sanitizeComment gives, without copying twice
-		return string(b)
+	return b
+}
+
+// appendDate appends t's UTC day as time's "2006-01-02" does, without
+// the formatter (a hundred thousand comments).
+func appendDate(b []byte, t time.Time) []byte {
+	y, m, d := t.UTC().Date()
+	if y < 0 || y > 9999 {
+		return t.UTC().AppendFormat(b, "2006-01-02")
 	}
-	return sanitizeComment(string(b))
+	return append(b, byte('0'+y/1000), byte('0'+y/100%10), byte('0'+y/10%10), byte('0'+y%10), '-',
+		byte('0'+int(m)/10), byte('0'+int(m)%10), '-', byte('0'+d/10), byte('0'+d%10))
 }
 
 // sanitizeComment keeps characters nft accepts inside a quoted comment and
