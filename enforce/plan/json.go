@@ -21,7 +21,7 @@ func (p *Plan) JSON() ([]byte, error) {
 	if bytes.Count(head, []byte(elemsNull)) != len(p.Sets) || (p.Follow != nil) != bytes.Contains(head, []byte(rulesNull)) {
 		return json.Marshal(p)
 	}
-	out := make([]byte, 0, len(head)+p.Elements()*160+p.followRules()*80)
+	out := make([]byte, 0, p.jsonSize(len(head)))
 	rest := head
 	for _, s := range p.Sets {
 		i := bytes.Index(rest, []byte(elemsNull))
@@ -38,13 +38,6 @@ func (p *Plan) JSON() ([]byte, error) {
 		rest = rest[i+len(rulesNull):]
 	}
 	return append(out, rest...), nil
-}
-
-func (p *Plan) followRules() int {
-	if p.Follow == nil {
-		return 0
-	}
-	return len(p.Follow.Rules)
 }
 
 // appendElements writes elements as encoding/json writes a []Element.

@@ -20,6 +20,7 @@ func (p *Plan) Text(w io.Writer) error {
 		return err
 	}
 	var b strings.Builder
+	b.Grow(p.textSize())
 	p.header(&b)
 	fmt.Fprintf(&b, "\ntable inet %s\ndelete table inet %s\n\n", p.Table, p.Table)
 	fmt.Fprintf(&b, "table inet %s {\n", p.Table)

@@ -159,6 +159,7 @@ func render(p *plan.Plan, dir string, n uint64) *rendered {
 		var textErr error
 		wg.Go(func() {
 			var b bytes.Buffer
+			b.Grow(p.TextSize())
 			if textErr = p.Text(&b); textErr == nil {
 				r.text = b.Bytes()
 			}
