@@ -19,7 +19,7 @@
 //
 // Run it as root from the module root:
 //
-//	go run ./bench/applybench [-flows 100000] [-change 100] [-rounds 7]
+//	go run ./bench/applybench [-flows 100000] [-change 100] [-rounds 7] [-compare OTHER-egress-enforce]
 //
 // Everything happens in one network namespace of its own (egab-XXXXXXXX),
 // removed at the end, also on SIGINT/SIGTERM/SIGHUP; the stores and
@@ -47,9 +47,9 @@ const nsPrefix = "egab-"
 func main() { os.Exit(benchMain()) }
 
 type options struct {
-	flows, change, rounds int
-	mode, profiles        string
-	report                bool
+	flows, change, rounds   int
+	mode, profiles, compare string
+	report                  bool
 }
 
 func benchMain() int {
@@ -60,6 +60,7 @@ func benchMain() int {
 	flag.StringVar(&o.mode, "mode", "enforce", "apply --mode")
 	flag.BoolVar(&o.report, "report", false, "also time egress-learn report (text and --json, output discarded) on the store the first full apply filled, once a round")
 	flag.StringVar(&o.profiles, "cpuprofile-dir", "", "write a CPU profile of each apply to this folder (EGRESS_CPUPROFILE)")
+	flag.StringVar(&o.compare, "compare", "", "another egress-enforce binary (e.g. built from main) that does the same applies in every round, right after this tree's, for ratios paired by round")
 	flag.Parse()
 	cl, err := benchutil.Start("applybench", "it creates a network namespace")
 	if err != nil {
@@ -82,6 +83,7 @@ func benchMain() int {
 type bench struct {
 	o             options
 	ns, dir, bin  string
+	other         string // -compare's binary, "" for none
 	learn         string // the egress-learn binary
 	base, changed string // the exports
 	resolv        string
@@ -99,6 +101,14 @@ func setup(cl *benchutil.Cleaner, o options) (*bench, error) {
 	for bin, pkg := range map[string]string{b.bin: "./cmd/egress-enforce", b.learn: "./cmd/egress-learn"} {
 		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("go build %s: %v: %s", pkg, err, out)
+		}
+	}
+	if o.compare != "" {
+		if b.other, err = filepath.Abs(o.compare); err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(b.other); err != nil {
+			return nil, fmt.Errorf("-compare: %w", err)
 		}
 	}
 	if err := cl.Netns(b.ns); err != nil {
@@ -143,11 +153,11 @@ type run struct {
 
 // apply runs egress-enforce apply --from export with store db; it returns
 // what it took and its output.
-func (b *bench) apply(db, export, name string) (run, string, error) {
+func (b *bench) apply(bin, db, export, name string) (run, string, error) {
 	if !strings.HasPrefix(b.ns, nsPrefix) {
 		panic("applybench: refusing to act outside its own namespace")
 	}
-	cmd, rss := b.command(b.bin, "apply", "--from", export, "--mode", b.o.mode)
+	cmd, rss := b.command(bin, "apply", "--from", export, "--mode", b.o.mode)
 	cmd.Env = append(os.Environ(), "EGRESS_DB="+db, "EGRESS_NETNS="+b.ns, "EGRESS_RESOLV_CONF="+b.resolv)
 	if b.o.profiles != "" {
 		cmd.Env = append(cmd.Env, "EGRESS_CPUPROFILE="+filepath.Join(b.o.profiles, name+".prof"))
@@ -192,63 +202,35 @@ func (b *bench) dropTable() error {
 	return nil
 }
 
+// variant is one binary's applies over the rounds.
+type variant struct {
+	name, bin       string
+	runs            [3][]run // full, delta, replace
+	ratio, cpuRatio []float64
+}
+
 func (b *bench) measure() error {
-	var runs [3][]run    // full, delta, replace
+	vs := []*variant{{name: "this tree", bin: b.bin}}
+	if b.other != "" {
+		vs = append(vs, &variant{name: "-compare " + filepath.Base(b.other), bin: b.other})
+	}
 	var reports [2][]run // text, --json
-	var ratio, cpuRatio []float64
 	for r := range b.o.rounds {
-		if err := b.dropTable(); err != nil {
-			return err
-		}
-		db := filepath.Join(b.dir, fmt.Sprintf("round%d.db", r))
-		f, _, err := b.apply(db, b.base, fmt.Sprintf("full-%d", r))
-		if err != nil {
-			return err
-		}
-		if b.o.report {
-			for i, args := range [][]string{{"report", "--db", db}, {"report", "--json", "--db", db}} {
-				x, err := b.time(b.learn, args...)
-				if err != nil {
-					return err
-				}
-				reports[i] = append(reports[i], x)
+		for i, v := range vs {
+			if err := b.round(v, r, i == 0, &reports); err != nil {
+				return err
 			}
 		}
-		d, out, err := b.apply(db, b.changed, fmt.Sprintf("delta-%d", r))
-		if err != nil {
-			return err
-		}
-		if !strings.Contains(out, "as a delta from generation 1") {
-			return fmt.Errorf("the second apply was not a delta:\n%s", out)
-		}
-		_ = b.dropTable()
-		p, out, err := b.apply(db, b.changed, fmt.Sprintf("replace-%d", r))
-		if err != nil {
-			return err
-		}
-		if !strings.Contains(out, "the whole table was replaced") {
-			return fmt.Errorf("the third apply did not replace the table:\n%s", out)
-		}
-		for i, x := range []run{f, d, p} {
-			runs[i] = append(runs[i], x)
-		}
-		ratio, cpuRatio = append(ratio, ms(d.wall)/ms(f.wall)), append(cpuRatio, ms(d.cpu)/ms(f.cpu))
-		benchutil.Logf("round %d: full %.0f ms (cpu %.0f), delta %.0f ms (cpu %.0f), replace %.0f ms (cpu %.0f); delta/full %.3f",
-			r+1, ms(f.wall), ms(f.cpu), ms(d.wall), ms(d.cpu), ms(p.wall), ms(p.cpu), ms(d.wall)/ms(f.wall))
-		for _, suffix := range []string{"", ".applied", ".lock"} {
-			os.RemoveAll(db + suffix)
-		}
 	}
-	fmt.Printf("apply --from, %d flows, %s mode, %d rounds (min / median / max):\n", b.o.flows, b.o.mode, b.o.rounds)
-	for i, name := range []string{"full (new store, no table)", fmt.Sprintf("delta (-%d +%d)", b.o.change, b.o.change), "replace (same change, no table)"} {
-		var wall, cpu []float64
-		var rss int64
-		for _, x := range runs[i] {
-			wall, cpu, rss = append(wall, ms(x.wall)), append(cpu, ms(x.cpu)), max(rss, x.rss)
+	for _, v := range vs {
+		if len(vs) > 1 {
+			fmt.Printf("%s (%s):\n", v.name, v.bin)
 		}
-		fmt.Printf("  %-32s wall %s ms, cpu %s ms, peak RSS %d MiB\n", name, stats(wall), stats(cpu), rss/1024)
+		b.summary(v)
 	}
-	fmt.Printf("  %-32s wall %s, cpu %s\n", "delta/full, paired by round", statsF(ratio, "%.3f"), statsF(cpuRatio, "%.3f"))
+	if len(vs) > 1 {
+		b.paired(vs[0], vs[1])
+	}
 	for i, name := range []string{"egress-learn report", "egress-learn report --json"} {
 		if len(reports[i]) == 0 {
 			continue
@@ -261,6 +243,92 @@ func (b *bench) measure() error {
 		fmt.Printf("  %-32s wall %s ms, cpu %s ms, peak RSS %d MiB (%d flows in the store)\n", name, stats(wall), stats(cpu), rss/1024, b.o.flows)
 	}
 	return nil
+}
+
+// round is round r of variant v: full, delta, replace, each store of its
+// own; with report, egress-learn report after the full apply.
+func (b *bench) round(v *variant, r int, report bool, reports *[2][]run) error {
+	if err := b.dropTable(); err != nil {
+		return err
+	}
+	tag := fmt.Sprintf("%d-%d", r, slices.Index([]string{b.bin, b.other}, v.bin))
+	db := filepath.Join(b.dir, "round"+tag+".db")
+	defer func() {
+		for _, suffix := range []string{"", ".applied", ".lock"} {
+			os.RemoveAll(db + suffix)
+		}
+	}()
+	f, _, err := b.apply(v.bin, db, b.base, "full-"+tag)
+	if err != nil {
+		return err
+	}
+	if b.o.report && report {
+		for i, args := range [][]string{{"report", "--db", db}, {"report", "--json", "--db", db}} {
+			x, err := b.time(b.learn, args...)
+			if err != nil {
+				return err
+			}
+			reports[i] = append(reports[i], x)
+		}
+	}
+	d, out, err := b.apply(v.bin, db, b.changed, "delta-"+tag)
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(out, "as a delta from generation 1") {
+		return fmt.Errorf("the second apply was not a delta:\n%s", out)
+	}
+	_ = b.dropTable()
+	p, out, err := b.apply(v.bin, db, b.changed, "replace-"+tag)
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(out, "the whole table was replaced") {
+		return fmt.Errorf("the third apply did not replace the table:\n%s", out)
+	}
+	for i, x := range []run{f, d, p} {
+		v.runs[i] = append(v.runs[i], x)
+	}
+	v.ratio, v.cpuRatio = append(v.ratio, ms(d.wall)/ms(f.wall)), append(v.cpuRatio, ms(d.cpu)/ms(f.cpu))
+	benchutil.Logf("round %d, %s: full %.0f ms (cpu %.0f), delta %.0f ms (cpu %.0f), replace %.0f ms (cpu %.0f); delta/full %.3f, load %s",
+		r+1, v.name, ms(f.wall), ms(f.cpu), ms(d.wall), ms(d.cpu), ms(p.wall), ms(p.cpu), ms(d.wall)/ms(f.wall), loadAverage())
+	return nil
+}
+
+// summary prints v's figures.
+func (b *bench) summary(v *variant) {
+	fmt.Printf("apply --from, %d flows, %s mode, %d rounds (min / median / max):\n", b.o.flows, b.o.mode, b.o.rounds)
+	for i, name := range []string{"full (new store, no table)", fmt.Sprintf("delta (-%d +%d)", b.o.change, b.o.change), "replace (same change, no table)"} {
+		var wall, cpu []float64
+		var rss int64
+		for _, x := range v.runs[i] {
+			wall, cpu, rss = append(wall, ms(x.wall)), append(cpu, ms(x.cpu)), max(rss, x.rss)
+		}
+		fmt.Printf("  %-32s wall %s ms, cpu %s ms, peak RSS %d MiB\n", name, stats(wall), stats(cpu), rss/1024)
+	}
+	fmt.Printf("  %-32s wall %s, cpu %s\n", "delta/full, paired by round", statsF(v.ratio, "%.3f"), statsF(v.cpuRatio, "%.3f"))
+}
+
+// paired prints a's figures over c's, paired by round.
+func (b *bench) paired(a, c *variant) {
+	fmt.Printf("this tree / -compare, paired by round (min / median / max):\n")
+	for i, name := range []string{"full", "delta", "replace"} {
+		var wall, cpu []float64
+		for r := range a.runs[i] {
+			x, y := a.runs[i][r], c.runs[i][r]
+			wall, cpu = append(wall, ms(x.wall)/ms(y.wall)), append(cpu, ms(x.cpu)/ms(y.cpu))
+		}
+		fmt.Printf("  %-32s wall %s, cpu %s\n", name, statsF(wall, "%.3f"), statsF(cpu, "%.3f"))
+	}
+}
+
+// loadAverage is the 1-minute load average ("?" when unknown).
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(data)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 // time runs bin with args, its output discarded, and says what it took.
