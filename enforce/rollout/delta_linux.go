@@ -191,7 +191,7 @@ type applying struct {
 	n     uint64
 	dir   string
 	base  deltaBase
-	index *plan.Index // p's
+	index *plan.Index // p's (nil when there is no base: startEarly makes it)
 	delta *plan.Delta // nil: a replace
 	why   string      // why no delta was tried
 	whole *rendered   // the whole plan's renderings, when stored whole
@@ -219,7 +219,13 @@ func (a *applying) startEarly() {
 	go func() {
 		defer close(e.done)
 		var wg sync.WaitGroup
-		wg.Go(func() { e.indexErr = writeIndex(a.dir, a.n, a.index) })
+		wg.Go(func() {
+			x := a.index
+			if x == nil { // a replace: made here, beside the kernel's work
+				x = plan.IndexOf(a.p)
+			}
+			e.indexErr = writeIndex(a.dir, a.n, x)
+		})
 		if delta {
 			e.patch, e.patchErr = patchOf(a.base, a.p, a.index, a.delta, a.n)
 		}
@@ -251,8 +257,9 @@ func (e *early) patchMade() *early {
 // as maxPatchDepth).
 func startApplying(k nft.Kernel, p *plan.Plan, o Options, n uint64, base deltaBase) *applying {
 	a := &applying{k: k, p: p, n: n, dir: AppliedDir(o.Store.Path(), targetKey(k.Target()), p.Table), base: base,
-		index: plan.IndexOf(p), why: base.reason}
+		why: base.reason}
 	if base.index != nil {
+		a.index = plan.IndexOf(p)
 		d, err := plan.DeltaOf(base.index, a.index, p)
 		if err != nil {
 			a.why = err.Error()
