@@ -16,7 +16,7 @@ import (
 type DnspolicyAllowKey struct {
 	_    structs.HostLayout
 	Uid  uint32
-	Pad  uint32
+	Kind uint32
 	Hash uint64
 }
 
@@ -36,10 +36,8 @@ type DnspolicyDnsDenial struct {
 }
 
 type DnspolicyDscratch struct {
-	_    structs.HostLayout
-	Data [512]uint8
-	Text [256]int8
-	W    struct {
+	_ structs.HostLayout
+	W struct {
 		_      structs.HostLayout
 		Pos    uint32
 		N      uint32
@@ -47,10 +45,14 @@ type DnspolicyDscratch struct {
 		Tlen   uint32
 		Done   int32
 		Qtype  uint16
-		Pad    uint16
-		H      uint64
+		Named  uint8
+		Pad    uint8
+		Hits   uint32
 		Starts [8]uint32
 	}
+	Daddr [16]uint8
+	Data  [520]uint8
+	Text  [320]int8
 }
 
 // Names of all BPF objects in the ELF.
@@ -63,7 +65,8 @@ const (
 	DnspolicyMapDnsScratch      = "dns_scratch"
 	DnspolicyProgDnsPolicy      = "dns_policy"
 	DnspolicyVarEnforce         = "enforce"
-	DnspolicyVarHashSeed        = "hash_seed"
+	DnspolicyVarHashK0          = "hash_k0"
+	DnspolicyVarHashK1          = "hash_k1"
 	DnspolicyVarNetnsCookie     = "netns_cookie"
 	DnspolicyVarUnusedAllowKey  = "unused_allow_key"
 	DnspolicyVarUnusedDnsDenial = "unused_dns_denial"
@@ -129,7 +132,8 @@ type DnspolicyMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type DnspolicyVariableSpecs struct {
 	Enforce         *ebpf.VariableSpec `ebpf:"enforce"`
-	HashSeed        *ebpf.VariableSpec `ebpf:"hash_seed"`
+	HashK0          *ebpf.VariableSpec `ebpf:"hash_k0"`
+	HashK1          *ebpf.VariableSpec `ebpf:"hash_k1"`
 	NetnsCookie     *ebpf.VariableSpec `ebpf:"netns_cookie"`
 	UnusedAllowKey  *ebpf.VariableSpec `ebpf:"unused_allow_key"`
 	UnusedDnsDenial *ebpf.VariableSpec `ebpf:"unused_dns_denial"`
@@ -175,7 +179,8 @@ func (m *DnspolicyMaps) Close() error {
 // It can be passed to LoadDnspolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DnspolicyVariables struct {
 	Enforce         *ebpf.Variable `ebpf:"enforce"`
-	HashSeed        *ebpf.Variable `ebpf:"hash_seed"`
+	HashK0          *ebpf.Variable `ebpf:"hash_k0"`
+	HashK1          *ebpf.Variable `ebpf:"hash_k1"`
 	NetnsCookie     *ebpf.Variable `ebpf:"netns_cookie"`
 	UnusedAllowKey  *ebpf.Variable `ebpf:"unused_allow_key"`
 	UnusedDnsDenial *ebpf.Variable `ebpf:"unused_dns_denial"`

@@ -47,15 +47,15 @@ func loadForRun(tb testing.TB, mode Mode, entries []Entry) *bpf.DnspolicyObjects
 		tb.Fatal(err)
 	}
 	var objs bpf.DnspolicyObjects
-	seed, err := newSeed()
+	key, err := newKey()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := load(&objs, mode, cookie, seed, len(entries), lab.NewBPFFS(tb)); err != nil {
+	if err := load(&objs, mode, cookie, key, len(entries), lab.NewBPFFS(tb)); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { objs.Close() })
-	if err := fill(objs.DnsAllow, seed, entries); err != nil {
+	if err := fill(objs.DnsAllow, key, entries); err != nil {
 		tb.Fatal(err)
 	}
 	return &objs

@@ -47,7 +47,7 @@ func refVerdict(msg []byte, entries []Entry) uint32 {
 		if text+l > 253 || pos+l > len(msg) {
 			return 0
 		}
-		lab := strings.ToLower(string(msg[pos : pos+l]))
+		lab := asciiLower(string(msg[pos : pos+l]))
 		if strings.ContainsAny(lab, ".\x00") {
 			return 0
 		}

@@ -96,16 +96,16 @@ func Install(cfg Config, entries []Entry) (*Installed, error) {
 	if err != nil {
 		return nil, err
 	}
-	seed, err := newSeed()
+	key, err := newKey()
 	if err != nil {
 		return nil, err
 	}
 	var objs bpf.DnspolicyObjects
-	if err := load(&objs, cfg.Mode, netns, seed, len(entries), dir); err != nil {
+	if err := load(&objs, cfg.Mode, netns, key, len(entries), dir); err != nil {
 		return nil, err
 	}
 	defer objs.Close()
-	if err := fill(objs.DnsAllow, seed, entries); err != nil {
+	if err := fill(objs.DnsAllow, key, entries); err != nil {
 		return nil, err
 	}
 	l, err := link.AttachCgroup(link.CgroupOptions{Path: cfg.Cgroup, Attach: ebpf.AttachCGroupInetEgress, Program: objs.DnsPolicy})
@@ -121,7 +121,7 @@ func Install(cfg Config, entries []Entry) (*Installed, error) {
 
 // load loads the program with the map sized for n entries, sharing the
 // pinned ring buffer and counters with earlier policies of the table.
-func load(objs *bpf.DnspolicyObjects, mode Mode, netns, seed uint64, n int, dir string) error {
+func load(objs *bpf.DnspolicyObjects, mode Mode, netns uint64, key Key, n int, dir string) error {
 	spec, err := bpf.LoadDnspolicy()
 	if err != nil {
 		return fmt.Errorf("load dns policy spec: %w", err)
@@ -136,8 +136,11 @@ func load(objs *bpf.DnspolicyObjects, mode Mode, netns, seed uint64, n int, dir 
 	if err := spec.Variables["netns_cookie"].Set(netns); err != nil {
 		return fmt.Errorf("set netns_cookie: %w", err)
 	}
-	if err := spec.Variables["hash_seed"].Set(seed); err != nil {
-		return fmt.Errorf("set hash_seed: %w", err)
+	if err := spec.Variables["hash_k0"].Set(key[0]); err != nil {
+		return fmt.Errorf("set hash_k0: %w", err)
+	}
+	if err := spec.Variables["hash_k1"].Set(key[1]); err != nil {
+		return fmt.Errorf("set hash_k1: %w", err)
 	}
 	spec.Maps["dns_allow"].MaxEntries = uint32(max(n, 1))
 	spec.Maps["dns_allow"].Name = allowMapName(mode) // status reads the mode from it
@@ -153,24 +156,25 @@ func load(objs *bpf.DnspolicyObjects, mode Mode, netns, seed uint64, n int, dir 
 	return err
 }
 
-// newSeed is a random hash seed.
-func newSeed() (uint64, error) {
-	var b [8]byte
+// newKey is a random hash key.
+func newKey() (Key, error) {
+	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return 0, fmt.Errorf("make a hash seed: %w", err)
+		return Key{}, fmt.Errorf("make a hash key: %w", err)
 	}
-	return binary.LittleEndian.Uint64(b[:]), nil
+	return Key{binary.LittleEndian.Uint64(b[:8]), binary.LittleEndian.Uint64(b[8:])}, nil
 }
 
 // fill puts the entries in the allow map.
-func fill(m *ebpf.Map, seed uint64, entries []Entry) error {
+func fill(m *ebpf.Map, key Key, entries []Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
 	keys := make([]bpf.DnspolicyAllowKey, len(entries))
 	vals := make([]uint8, len(entries))
 	for i, e := range entries {
-		keys[i] = bpf.DnspolicyAllowKey{Uid: e.UID, Hash: Hash(seed, e.Name)}
+		kind, h := hashOf(key, e.Name)
+		keys[i] = bpf.DnspolicyAllowKey{Uid: e.UID, Kind: kind, Hash: h}
 		vals[i] = 1
 	}
 	for i := 0; i < len(keys); i += 4096 {

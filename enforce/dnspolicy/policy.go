@@ -5,7 +5,9 @@
 package dnspolicy
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"sort"
 	"strings"
 )
@@ -93,22 +95,94 @@ func Normalize(name string) (string, error) {
 	return n, nil
 }
 
-// fnvOffset and fnvPrime are FNV-1a 64's.
+// Key is the kernel's SipHash key (hash_k0, hash_k1): random at each
+// install, so a name whose hash is an allowed one's cannot be computed
+// from outside.
+type Key [2]uint64
+
+// Hash is what the kernel computes of a question name: SipHash-1-3 under
+// key of the name in wire form (each label after its length, then a
+// zero), lowered, without its trailing dot. A wildcard "*.suffix" is
+// looked up by its suffix's hash under the kind AK_SUFFIX (see hashOf).
+func Hash(key Key, name string) uint64 {
+	n := strings.TrimSuffix(name, ".")
+	w := make([]byte, 0, len(n)+2)
+	if n != "" {
+		for l := range strings.SplitSeq(asciiLower(n), ".") {
+			w = append(w, byte(len(l)))
+			w = append(w, l...)
+		}
+	}
+	return sipHash(key, append(w, 0), 1, 3)
+}
+
+// asciiLower lowers A-Z only, as the kernel does: strings.ToLower would
+// also fold other bytes (the Kelvin sign U+212A to "k"), so a name the
+// kernel refuses would seem to match.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// The kinds of an allow-map key (bpf/dnspolicy.c's enum allow_kind).
 const (
-	fnvOffset = 0xcbf29ce484222325
-	fnvPrime  = 0x100000001b3
+	kindName   = 0 // the name itself
+	kindSuffix = 1 // every name under the suffix ("*.suffix")
 )
 
-// Hash is what the kernel computes of a question name: FNV-1a 64 of the
-// normalized name ("*.suffix" for a wildcard), with seed as the offset
-// basis (the kernel's hash_seed: random at each load, so a name whose
-// hash is an allowed one's cannot be computed from outside).
-func Hash(seed uint64, name string) uint64 {
-	h := seed
-	for _, c := range []byte(strings.ToLower(strings.TrimSuffix(name, "."))) {
-		h = (h ^ uint64(c)) * fnvPrime
+// hashOf is the kind and hash of a normalized entry name in the allow map.
+func hashOf(key Key, name string) (kind uint32, hash uint64) {
+	if suffix, ok := strings.CutPrefix(name, "*."); ok {
+		return kindSuffix, Hash(key, suffix)
 	}
-	return h
+	return kindName, Hash(key, name)
+}
+
+// sipHash is SipHash-c-d of b (c rounds a block, d to finish): the
+// kernel's is SipHash-1-3.
+func sipHash(key Key, b []byte, c, d int) uint64 {
+	v0, v1 := key[0]^0x736f6d6570736575, key[1]^0x646f72616e646f6d
+	v2, v3 := key[0]^0x6c7967656e657261, key[1]^0x7465646279746573
+	round := func() {
+		v0 += v1
+		v1 = bits.RotateLeft64(v1, 13) ^ v0
+		v0 = bits.RotateLeft64(v0, 32)
+		v2 += v3
+		v3 = bits.RotateLeft64(v3, 16) ^ v2
+		v0 += v3
+		v3 = bits.RotateLeft64(v3, 21) ^ v0
+		v2 += v1
+		v1 = bits.RotateLeft64(v1, 17) ^ v2
+		v2 = bits.RotateLeft64(v2, 32)
+	}
+	n := len(b)
+	for ; len(b) >= 8; b = b[8:] {
+		m := binary.LittleEndian.Uint64(b)
+		v3 ^= m
+		for range c {
+			round()
+		}
+		v0 ^= m
+	}
+	m := uint64(n) << 56
+	for i, c := range b {
+		m |= uint64(c) << (8 * i)
+	}
+	v3 ^= m
+	for range c {
+		round()
+	}
+	v0 ^= m
+	v2 ^= 0xff
+	for range d {
+		round()
+	}
+	return v0 ^ v1 ^ v2 ^ v3
 }
 
 // Dedup normalizes entries, drops the invalid ones (returned as errors)
@@ -141,7 +215,7 @@ func Dedup(in []Entry) (out []Entry, bad []error) {
 // Matches reports whether name is allowed to uid by entries, as the
 // kernel decides (for tests and for reconcile's explanations).
 func Matches(entries []Entry, uid uint32, name string) bool {
-	n := strings.ToLower(strings.TrimSuffix(name, "."))
+	n := asciiLower(strings.TrimSuffix(name, "."))
 	labels := strings.Split(n, ".")
 	for _, e := range entries {
 		if e.UID != uid && e.UID != AllUsers {

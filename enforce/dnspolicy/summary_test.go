@@ -30,9 +30,11 @@ func TestNormalizeAndMatch(t *testing.T) {
 			t.Errorf("Matches(%d, %q) = %v", c.uid, c.name, got)
 		}
 	}
-	// The kernel's hash: FNV-1a 64 of the normalized text from the seed
-	// (the kernel tests show the two agree).
-	if Hash(fnvOffset, "WWW.A.COM.") != Hash(fnvOffset, "www.a.com") || Hash(fnvOffset, "a") != 0xaf63dc4c8601ec8c || Hash(1, "a") == Hash(2, "a") {
+	// The kernel's hash: SipHash-1-3 of the lowered wire form under the
+	// key (the kernel tests show the two agree).
+	k := Key{1, 2}
+	if Hash(k, "WWW.A.COM.") != Hash(k, "www.a.com") || Hash(k, "a") != sipHash(k, []byte{1, 'a', 0}, 1, 3) ||
+		Hash(k, "a") == Hash(Key{1, 3}, "a") || Hash(k, "ab.c") == Hash(k, "a.bc") {
 		t.Error("hash")
 	}
 }
