@@ -90,6 +90,10 @@ func helperMain(mode string) int {
 		err = helperFlood(server, msg, n)
 	case "latency":
 		err = helperLatency(server, msg, n)
+	case "blocks":
+		err = helperBlocks(server, msg, n)
+	case "latblocks":
+		err = helperLatencyBlocks(server, msg, n)
 	default:
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}
