@@ -21,7 +21,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
 
 	"github.com/egresskit/egress/bpf"
 	"github.com/egresskit/egress/internal/lab"
@@ -185,16 +184,7 @@ func helperBlocks(server string, msg []byte, n int) error {
 	runtime.LockOSThread()
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
-		var r0, r1 unix.Rusage
-		_ = unix.Getrusage(unix.RUSAGE_THREAD, &r0)
-		start := time.Now()
-		for range n {
-			_, _ = c.Write(msg)
-		}
-		elapsed := time.Since(start)
-		_ = unix.Getrusage(unix.RUSAGE_THREAD, &r1)
-		cpu := time.Duration(r1.Utime.Nano() + r1.Stime.Nano() - r0.Utime.Nano() - r0.Stime.Nano())
-		fmt.Printf("%f %f\n", float64(n)/elapsed.Seconds(), float64(cpu.Nanoseconds())/1e3/float64(n))
+		floodOnce(c, msg, n)
 	}
 	return in.Err()
 }

@@ -169,6 +169,13 @@ func helperFlood(server string, msg []byte, n int) error {
 	// the rate.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	floodOnce(c, msg, n)
+	return nil
+}
+
+// floodOnce sends msg n times on c and prints the rate and the calling
+// thread's CPU microseconds a query (the caller locks its OS thread).
+func floodOnce(c net.Conn, msg []byte, n int) {
 	var r0, r1 unix.Rusage
 	_ = unix.Getrusage(unix.RUSAGE_THREAD, &r0)
 	start := time.Now()
@@ -179,7 +186,6 @@ func helperFlood(server string, msg []byte, n int) error {
 	_ = unix.Getrusage(unix.RUSAGE_THREAD, &r1)
 	cpu := time.Duration(r1.Utime.Nano() + r1.Stime.Nano() - r0.Utime.Nano() - r0.Stime.Nano())
 	fmt.Printf("%f %f\n", float64(n)/elapsed.Seconds(), float64(cpu.Nanoseconds())/1e3/float64(n))
-	return nil
 }
 
 // query packs an A query for name, as dig sends it (with EDNS).
