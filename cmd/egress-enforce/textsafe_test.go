@@ -1,0 +1,66 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/egresskit/egress/internal/lab"
+)
+
+// TestDeniedEscapesHostileQueryNames: a local user under dns_policy
+// enforce asks (with dig's \DDD escapes, the bytes go on the wire as they
+// are) for names whose labels hold a newline, a tab, a terminal escape
+// sequence and tabwriter's escape byte. "denied" and "reconcile" show each
+// escaped on its own line: no forged row, no terminal command; --json
+// carries the raw bytes.
+func TestDeniedEscapesHostileQueryNames(t *testing.T) {
+	lab.Require(t, "dig", "dnsmasq", "nft")
+	pair := lab.NewPair(t)
+	cg := lab.NewCgroup(t)
+	lab.StartDNS(t, pair.Server, []string{lab.ServerIP4}, lab.DNSRecord{Name: "www.lab", IPs: []string{"10.77.0.82"}})
+	dir := t.TempDir()
+	yaml := fmt.Sprintf("db: %s\nnetns: %s\ndns_policy: enforce\n", filepath.Join(dir, "baseline.db"), pair.Client.Name)
+	_, env, where, alice, bob := dnsPolicyLab(t, pair, cg, yaml)
+
+	learner, lerr := startLearner(t, env, "--cgroup", cg.Path, "--flush-interval", "200ms")
+	bob.MustRun(t, "dig", "+short", "@"+lab.ServerIP4, "www.lab")
+	stopLearner(t, learner, lerr)
+	mustRun(t, enforceBin, env, append([]string{"dns-policy", "apply"}, where...)...)
+	watch, _, werr := start(t, env, enforceBin, append([]string{"dns-policy", "watch", "--flush", "100ms"}, where...)...)
+	lab.Await(t, "the watch", func() bool { return strings.Contains(werr.String(), "watching dns policy reports") })
+
+	// dig's presentation format: \010 newline, \009 tab, \027 ESC, \255.
+	for _, q := range []string{`x\010evil\009row\027[2j.attack.evil`, `y\255z\027]0;pwned\007.attack.evil`} {
+		if _, err := alice.Run("dig", "+time=1", "+tries=1", "@"+lab.ServerIP4, q); err == nil {
+			t.Errorf("%s resolved", q)
+		}
+	}
+	lab.Await(t, "the reports", func() bool { return strings.Count(werr.String(), "attack.evil") >= 2 })
+	_ = watch.Process.Signal(os.Interrupt)
+	_ = watch.Wait()
+
+	want := []string{`x\nevil\trow\x1b[2j.attack.evil`, `y\xffz\x1b]0;pwned\a.attack.evil`}
+	denied := mustRun(t, enforceBin, env, "denied")
+	checkEscaped(t, "denied", denied, want)
+	checkEscaped(t, "reconcile", mustRun(t, enforceBin, env, "reconcile"), want)
+	if js := mustRun(t, enforceBin, env, "denied", "--json"); !strings.Contains(js, `x\nevil\trow\u001b[2j.attack.evil`) {
+		t.Errorf("denied --json does not carry the raw name:\n%s", js)
+	}
+}
+
+// checkEscaped: out holds each of want (an escaped name) and no byte a
+// terminal or a table would act on: no control byte but the line ends, no
+// invalid UTF-8.
+func checkEscaped(t *testing.T, what, out string, want []string) {
+	t.Helper()
+	lab.WantAll(t, what, out, want...)
+	for i := 0; i < len(out); i++ {
+		if c := out[i]; (c < 0x20 && c != '\n') || c == 0x7f || c == 0xff {
+			t.Errorf("%s writes the raw byte %#x at %d:\n%q", what, c, i, out)
+			return
+		}
+	}
+}
