@@ -6,8 +6,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/egresskit/egress/internal/lab"
+	"github.com/egresskit/egress/store"
 )
 
 // TestDeniedEscapesHostileQueryNames: a local user under dns_policy
@@ -63,5 +65,21 @@ func checkEscaped(t *testing.T, what, out string, want []string) {
 			t.Errorf("%s writes the raw byte %#x at %d:\n%q", what, c, i, out)
 			return
 		}
+	}
+}
+
+// TestHistoryEscapesReasons: a --reason (an operator's text, maybe pasted
+// from a ticket), a note naming a service and the services staged are
+// written escaped: one generation, one line, no terminal command.
+func TestHistoryEscapesReasons(t *testing.T) {
+	gens := []store.Generation{{N: 1, Time: time.Now(), Mode: "audit", State: "applied", Command: "apply\tx",
+		Reason: "ticket 42\n* 9  2026-01-01 00:00:00  enforce", Note: "rolled back: \x1b[2Jdenied", EnforceServices: []string{"evil\x1b]0;x\a.service"}}}
+	var b strings.Builder
+	if err := writeHistory(&b, gens, 1); err != nil {
+		t.Fatal(err)
+	}
+	checkEscaped(t, "history", b.String(), []string{`ticket 42\n* 9`, `rolled back: \x1b[2Jdenied`, `evil\x1b]0;x\a.service`, `apply\tx`})
+	if n := strings.Count(b.String(), "\n"); n != 3 {
+		t.Errorf("history: %d lines, want 3:\n%s", n, b.String())
 	}
 }
