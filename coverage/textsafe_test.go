@@ -1,0 +1,39 @@
+package coverage
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestCrontabTextSafe: a user's crontab line with a bidi override (which
+// would show the command reversed), bytes that are not UTF-8 (0xff is
+// also tabwriter's escape byte), a tab and a terminal escape: the table
+// shows each as the same escape every text output uses (internal/textsafe),
+// the invalid byte as \xff rather than a lost U+FFFD, on one line.
+func TestCrontabTextSafe(t *testing.T) {
+	root := fixtureRoot(t)
+	dir := filepath.Join(root, "var/spool/cron/crontabs")
+	evil := "*/5 * * * * /bin/true \u202egnp.exe\xff\xfe\t\x1b[8m\n"
+	if err := os.WriteFile(filepath.Join(dir, "mallory"), []byte(evil), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Scan(fixOptions(root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := WriteText(&out, c); err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	want := `/bin/true \u202egnp.exe\xff\xfe\t\x1b[8m`
+	if !strings.Contains(text, want) {
+		t.Errorf("the command is not shown as %s:\n%s", want, text)
+	}
+	if strings.ContainsAny(text, "\u202e\t\x1b\ufffd") {
+		t.Errorf("raw or lost bytes in the output:\n%q", text)
+	}
+}
