@@ -16,7 +16,8 @@ import (
 func TestCrontabTextSafe(t *testing.T) {
 	root := fixtureRoot(t)
 	dir := filepath.Join(root, "var/spool/cron/crontabs")
-	evil := "*/5 * * * * /bin/true \u202egnp.exe\xff\xfe\t\x1b[8m\n"
+	evil := "*/5 * * * * /bin/true \u202egnp.exe\xff\xfe\t\x1b[8m\n" +
+		"*/5 * * * * /bin/clipped-at-sixty " + strings.Repeat("\xff", 50) + "\n"
 	if err := os.WriteFile(filepath.Join(dir, "mallory"), []byte(evil), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -29,9 +30,10 @@ func TestCrontabTextSafe(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := out.String()
-	want := `/bin/true \u202egnp.exe\xff\xfe\t\x1b[8m`
-	if !strings.Contains(text, want) {
-		t.Errorf("the command is not shown as %s:\n%s", want, text)
+	for _, want := range []string{`/bin/true \u202egnp.exe\xff\xfe\t\x1b[8m`, `/bin/clipped-at-sixty \xff\xff`, `\xff…`} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the command is not shown as %s:\n%s", want, text)
+		}
 	}
 	if strings.ContainsAny(text, "\u202e\t\x1b\ufffd") {
 		t.Errorf("raw or lost bytes in the output:\n%q", text)
