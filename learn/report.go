@@ -223,7 +223,7 @@ func writeReportTrailer(w io.Writer, runs []store.Run, conv []store.Convergence,
 				state = "still learning"
 			}
 			fmt.Fprintf(w, "  %s (uid %d): %d destinations, last new %s ago, per day [%s]: %s\n",
-				c.User, c.UID, c.Flows, now.Sub(c.LastNew).Round(time.Second), strings.Join(days, " "), state)
+				reportText(c.User), c.UID, c.Flows, now.Sub(c.LastNew).Round(time.Second), strings.Join(days, " "), state)
 		}
 	}
 }

@@ -192,7 +192,7 @@ func writeRuleCounters(w io.Writer, st *nft.Status) {
 		width = max(width, len(strconv.FormatUint(l.packets, 10)))
 	}
 	for _, l := range lines {
-		fmt.Fprintf(w, "    %*d  %s\n", width, l.packets, l.rule)
+		fmt.Fprintf(w, "    %*d  %s\n", width, l.packets, textsafe.String(l.rule))
 	}
 }
 
