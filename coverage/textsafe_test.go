@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/egresskit/egress/internal/textsafe"
 )
 
 // TestCrontabTextSafe: a user's crontab line with a bidi override (which
@@ -35,7 +37,7 @@ func TestCrontabTextSafe(t *testing.T) {
 			t.Errorf("the command is not shown as %s:\n%s", want, text)
 		}
 	}
-	if strings.ContainsAny(text, "\u202e\t\x1b\ufffd") {
+	if textsafe.Unsafe(text) >= 0 || strings.Contains(text, "\ufffd") {
 		t.Errorf("raw or lost bytes in the output:\n%q", text)
 	}
 }

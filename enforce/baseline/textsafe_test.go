@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egresskit/egress/internal/textsafe"
 	"github.com/egresskit/egress/store"
 )
 
@@ -29,9 +30,7 @@ func TestProposalWriteEscapesNames(t *testing.T) {
 			t.Errorf("proposal lacks %q:\n%s", want, out)
 		}
 	}
-	for i := 0; i < len(out); i++ {
-		if ch := out[i]; (ch < 0x20 && ch != '\n') || ch == 0x7f || ch == 0xff {
-			t.Fatalf("proposal writes the raw byte %#x at %d:\n%q", ch, i, out)
-		}
+	if i := textsafe.Unsafe(out); i >= 0 {
+		t.Fatalf("proposal writes %q raw at %d:\n%q", out[i:min(len(out), i+8)], i, out)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egresskit/egress/internal/textsafe"
 	"github.com/egresskit/egress/store"
 )
 
@@ -25,9 +26,7 @@ func TestDiffWriteEscapesNames(t *testing.T) {
 	if want := `a.evil?+ 0 . 1.2.3.4 . tcp . 22  # ok?[8m`; !strings.Contains(out, want) {
 		t.Errorf("diff lacks %q:\n%s", want, out)
 	}
-	for i := 0; i < len(out); i++ {
-		if c := out[i]; (c < 0x20 && c != '\n') || c == 0x7f || c == 0xff {
-			t.Fatalf("diff writes the raw byte %#x at %d:\n%q", c, i, out)
-		}
+	if i := textsafe.Unsafe(out); i >= 0 {
+		t.Fatalf("diff writes %q raw at %d:\n%q", out[i:min(len(out), i+8)], i, out)
 	}
 }

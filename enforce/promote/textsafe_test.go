@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/egresskit/egress/internal/textsafe"
 	"github.com/egresskit/egress/store"
 )
 
@@ -27,9 +28,7 @@ func TestOutputEscapesOutsideStrings(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	for i := 0; i < len(out); i++ {
-		if c := out[i]; (c < 0x20 && c != '\n') || c == 0x7f || c == 0xff {
-			t.Fatalf("output writes the raw byte %#x at %d:\n%q", c, i, out)
-		}
+	if i := textsafe.Unsafe(out); i >= 0 {
+		t.Fatalf("output writes %q raw at %d:\n%q", out[i:min(len(out), i+8)], i, out)
 	}
 }

@@ -76,3 +76,18 @@ func Plain(s string) bool {
 	}
 	return true
 }
+
+// Unsafe is the index in text, a whole output whose line ends are its
+// own, of the first character Append would have escaped (a control
+// character but '\n', a non-printing one, a byte that is not UTF-8); -1
+// when there is none. Tests check what a command writes with it.
+func Unsafe(text string) int {
+	for i := 0; i < len(text); {
+		r, n := utf8.DecodeRuneInString(text[i:])
+		if r != '\n' && (r == utf8.RuneError && n == 1 || !strconv.IsPrint(r)) {
+			return i
+		}
+		i += n
+	}
+	return -1
+}

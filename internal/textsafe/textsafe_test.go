@@ -38,6 +38,14 @@ func TestString(t *testing.T) {
 	}
 }
 
+func TestUnsafe(t *testing.T) {
+	for in, want := range map[string]int{"": -1, "a\nb …\n": -1, "a\tb": 1, "ab\u202e": 2, "\xff": 0, "ok\x1b[2J": 2, "x\x7f": 1, "\r\n": 0} {
+		if got := Unsafe(in); got != want {
+			t.Errorf("Unsafe(%q) = %d, want %d", in, got, want)
+		}
+	}
+}
+
 func TestJoin(t *testing.T) {
 	if got, want := Join([]string{"a\nb", "c", "\x1b"}, ", "), `a\nb, c, \x1b`; got != want {
 		t.Errorf("Join = %q, want %q", got, want)
@@ -54,13 +62,8 @@ func FuzzString(f *testing.F) {
 	f.Add("a\tb\n\x1b[2J\xff\u202e")
 	f.Fuzz(func(t *testing.T, s string) {
 		got := String(s)
-		if strings.ContainsRune(got, '\u202e') || !utf8.ValidString(got) {
-			t.Fatalf("String(%q) = %q: bidi override or invalid UTF-8", s, got)
-		}
-		for i := 0; i < len(got); i++ {
-			if got[i] < 0x20 || got[i] == 0x7f {
-				t.Fatalf("String(%q) = %q holds control byte %#x", s, got, got[i])
-			}
+		if i := Unsafe(got); i >= 0 || strings.Contains(got, "\n") || !utf8.ValidString(got) {
+			t.Fatalf("String(%q) = %q: unsafe at %d", s, got, i)
 		}
 	})
 }
