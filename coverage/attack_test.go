@@ -83,7 +83,7 @@ func TestHostileCrontab(t *testing.T) {
 			t.Fatalf("a control character %#x in the output at %d:\n%q", r, i, text[max(0, i-80):min(len(text), i+80)])
 		}
 	}
-	if !strings.Contains(text, `\x1b[2K\x1b[1A\x0dfake\x09yes\x07`) {
+	if !strings.Contains(text, `\x1b[2K\x1b[1A\rfake\tyes\a`) {
 		t.Errorf("the command is not shown escaped:\n%s", text)
 	}
 	if !strings.Contains(text, "/var/spool/cron/crontabs/bob: larger than") {

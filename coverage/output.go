@@ -7,7 +7,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
+	"unicode/utf8"
+
+	"github.com/egresskit/egress/internal/textsafe"
 )
 
 // verdict judges the soak from its jobs.
@@ -159,30 +161,24 @@ func orDash(s string) string {
 	return s
 }
 
+// clip cuts s to n characters, the last "…"; a byte that is not UTF-8
+// counts as one and stays (sanitize shows it).
 func clip(s string, n int) string {
-	if len([]rune(s)) <= n {
+	if utf8.RuneCountInString(s) <= n {
 		return s
 	}
-	return string([]rune(s)[:n-1]) + "…"
+	k := 0
+	for i := range s {
+		if k == n-1 {
+			return s[:i] + "…"
+		}
+		k++
+	}
+	return s
 }
 
 // sanitize escapes what a terminal would interpret (control characters,
-// escape sequences) and the tabs the table uses: names and commands come
+// escape sequences), bytes that are not UTF-8 and the tabs the table
+// uses, as every text output does (textsafe): names and commands come
 // from files a user may write (a crontab).
-func sanitize(s string) string {
-	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) < 0 {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		switch {
-		case unicode.IsPrint(r):
-			b.WriteRune(r)
-		case r < 0x100:
-			fmt.Fprintf(&b, `\x%02x`, r)
-		default:
-			fmt.Fprintf(&b, `\u%04x`, r)
-		}
-	}
-	return b.String()
-}
+func sanitize(s string) string { return textsafe.String(s) }

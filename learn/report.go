@@ -7,12 +7,11 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode/utf8"
 
+	"github.com/egresskit/egress/internal/textsafe"
 	"github.com/egresskit/egress/store"
 )
 
@@ -183,50 +182,9 @@ func writeReportRow(tw io.Writer, r *ReportFlow) {
 		reportText(strings.Join(store.ProcessNames(r.Processes, r.Comms), ", ")), reportText(svcs), state)
 }
 
-// reportText is s as the table shows it (appendReportText).
-func reportText(s string) string {
-	if plainText(s) {
-		return s
-	}
-	return string(appendReportText(nil, s))
-}
-
-// appendReportText appends s with the characters a terminal or the
-// table would act on written as Go escapes: control and other
-// non-printing characters (\t, \n, \x1b, \u202e) and bytes that are not
-// UTF-8 (\xff, also tabwriter's escape byte). A name (a hostile DNS
-// name, a process name a user chose) cannot make cells, lines or
-// terminal commands of its own.
-func appendReportText(b []byte, s string) []byte {
-	if plainText(s) {
-		return append(b, s...)
-	}
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && n == 1:
-			b = append(b, `\x`...)
-			b = append(b, "0123456789abcdef"[s[i]>>4], "0123456789abcdef"[s[i]&15])
-		case strconv.IsPrint(r):
-			b = append(b, s[i:i+n]...)
-		default:
-			q := strconv.QuoteRuneToASCII(r)
-			b = append(b, q[1:len(q)-1]...)
-		}
-		i += n
-	}
-	return b
-}
-
-// plainText reports whether s is printable ASCII.
-func plainText(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] >= 0x7f {
-			return false
-		}
-	}
-	return true
-}
+// reportText is s as the table shows it (textsafe: a name cannot make
+// cells, lines or terminal commands of its own).
+func reportText(s string) string { return textsafe.String(s) }
 
 const noFlows = "no flows recorded (of this user): egress-learn run records them\n"
 
@@ -265,7 +223,7 @@ func writeReportTrailer(w io.Writer, runs []store.Run, conv []store.Convergence,
 				state = "still learning"
 			}
 			fmt.Fprintf(w, "  %s (uid %d): %d destinations, last new %s ago, per day [%s]: %s\n",
-				c.User, c.UID, c.Flows, now.Sub(c.LastNew).Round(time.Second), strings.Join(days, " "), state)
+				reportText(c.User), c.UID, c.Flows, now.Sub(c.LastNew).Round(time.Second), strings.Join(days, " "), state)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/egresskit/egress/internal/textsafe"
 	"github.com/egresskit/egress/store"
 )
 
@@ -23,7 +24,7 @@ import (
 // blank line between users) ends the column block, so each user's table
 // is aligned on its own; a "presented:" line under a row is written as it
 // is, inside the block (WriteReportTable puts it back under its row). No
-// cell holds a byte tabwriter treats specially (appendReportText).
+// cell holds a byte tabwriter treats specially (textsafe.Append).
 
 // reportChunk is the number of rows formatted as one piece of work.
 const reportChunk = 2048
@@ -323,7 +324,7 @@ type rowFormatter struct {
 }
 
 func (f *rowFormatter) str(s string) {
-	f.out.buf = appendReportText(f.out.buf, s)
+	f.out.buf = textsafe.Append(f.out.buf, s)
 }
 
 func (f *rowFormatter) tab() {

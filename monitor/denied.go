@@ -13,6 +13,7 @@ import (
 
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/rollout"
+	"github.com/egresskit/egress/internal/textsafe"
 	"github.com/egresskit/egress/store"
 )
 
@@ -260,7 +261,7 @@ func (s *DeniedSummary) Write(w io.Writer, top int) error {
 		head := "  USER\t"
 		if slices.ContainsFunc(s.Destinations, func(d DeniedDest) bool { return len(d.Services) > 0 }) {
 			head += "SERVICE\t"
-			svc = func(d DeniedDest) string { return dash(strings.Join(d.Services, ",")) + "\t" }
+			svc = func(d DeniedDest) string { return dash(textsafe.Join(d.Services, ",")) + "\t" }
 		}
 		fmt.Fprintln(tw, head+"DESTINATION\tHOSTNAMES\tDROPPED\tAUDITED\tLAST SEEN\tPROCESSES")
 		for i, d := range s.Destinations {
@@ -268,15 +269,15 @@ func (s *DeniedSummary) Write(w io.Writer, top int) error {
 				fmt.Fprintf(tw, "  ... %d more\n", len(s.Destinations)-top)
 				break
 			}
-			fmt.Fprintf(tw, "  %s\t%s%s/%d %s\t%s\t%d\t%d\t%s\t%s\n", d.User, svc(d), d.Proto, d.Port, d.IP, dash(strings.Join(d.Hostnames, ",")),
-				d.Dropped, d.Audited, d.LastSeen.Local().Format(time.DateTime), dash(strings.Join(store.ProcessNames(d.Processes, d.Comms), ", ")))
+			fmt.Fprintf(tw, "  %s\t%s%s/%d %s\t%s\t%d\t%d\t%s\t%s\n", textsafe.String(d.User), svc(d), d.Proto, d.Port, d.IP, dash(textsafe.Join(d.Hostnames, ",")),
+				d.Dropped, d.Audited, d.LastSeen.Local().Format(time.DateTime), dash(textsafe.Join(store.ProcessNames(d.Processes, d.Comms), ", ")))
 		}
 		_ = tw.Flush()
 		fmt.Fprintf(&b, "\nby user:\n")
 		tw = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  USER\tUID\tDROPPED\tAUDITED\tDESTINATIONS")
 		for _, u := range s.Users {
-			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%d\n", u.User, u.UID, u.Dropped, u.Audited, u.Destinations)
+			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%d\n", textsafe.String(u.User), u.UID, u.Dropped, u.Audited, u.Destinations)
 		}
 		_ = tw.Flush()
 	}

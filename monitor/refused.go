@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/internal/textsafe"
 	"github.com/egresskit/egress/store"
 )
 
@@ -73,11 +74,11 @@ func (s *DeniedSummary) writeRefused(b *strings.Builder, top int) {
 			fmt.Fprintf(tw, "  ... %d more\n", len(s.RefusedNames)-top)
 			break
 		}
-		presented := n.Kind + " " + n.Presented
+		presented := n.Kind + " " + textsafe.String(n.Presented)
 		if n.Presented == "" {
 			presented = n.Kind + " (no name)"
 		}
-		fmt.Fprintf(tw, "  %s\t%s/%d %s\t%s\t%d\t%d\t%s\n", n.User, n.Proto, n.Port, n.IP, presented, n.Dropped, n.Audited,
+		fmt.Fprintf(tw, "  %s\t%s/%d %s\t%s\t%d\t%d\t%s\n", textsafe.String(n.User), n.Proto, n.Port, n.IP, presented, n.Dropped, n.Audited,
 			n.LastSeen.Local().Format(time.DateTime))
 	}
 	_ = tw.Flush()

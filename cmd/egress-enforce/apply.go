@@ -23,6 +23,7 @@ import (
 	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/enforce/rollout"
 	"github.com/egresskit/egress/internal/cli"
+	"github.com/egresskit/egress/internal/textsafe"
 	"github.com/egresskit/egress/store"
 )
 
@@ -232,13 +233,13 @@ func writeApplied(cmd *cobra.Command, e *env, p *plan.Plan, a *applied, confirmW
 	if cg, err := nft.HostCgroups(); err == nil {
 		for _, svc := range p.StagedServices() {
 			if _, ok := cg.ID(svc); !ok {
-				fmt.Fprintf(w, "staged service %s is not running (no cgroup %s): it is in the table's set from when it starts, while \"egress-enforce services\" (or follow) runs\n", svc, filepath.Join(cg.Mount, svc))
+				fmt.Fprintf(w, "staged service %s is not running (no cgroup %s): it is in the table's set from when it starts, while \"egress-enforce services\" (or follow) runs\n", textsafe.String(svc), textsafe.String(filepath.Join(cg.Mount, svc)))
 			}
 		}
 	}
 	if len(p.EnforceServices) > 0 {
 		fmt.Fprintf(w, "enforced services: %s; keep \"egress-enforce services\" (or follow) running: a service restarted without it is only audited until its new cgroup id is in the table\n",
-			strings.Join(p.EnforceServices, ", "))
+			textsafe.Join(p.EnforceServices, ", "))
 	}
 	if confirmWithin > 0 {
 		back := fmt.Sprintf("generation %d", a.gen.RollbackTo)

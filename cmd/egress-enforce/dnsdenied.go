@@ -9,6 +9,7 @@ import (
 
 	"github.com/egresskit/egress/config"
 	"github.com/egresskit/egress/enforce/dnspolicy"
+	"github.com/egresskit/egress/internal/textsafe"
 	"github.com/egresskit/egress/store"
 )
 
@@ -89,13 +90,13 @@ func (d *dnsDenied) writeSummary(w io.Writer, mode string) {
 	for _, u := range d.Summary.Users {
 		var ps []string
 		for _, p := range u.Parents {
-			s := fmt.Sprintf("%s (%d names, %d queries)", p.Domain, p.Names, p.Queries)
+			s := fmt.Sprintf("%s (%d names, %d queries)", textsafe.String(p.Domain), p.Names, p.Queries)
 			if p.Tunnel {
 				s += " TUNNELLING SIGNATURE"
 			}
 			ps = append(ps, s)
 		}
-		fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%d\t%d\t%s\n", d.users.Name(u.UID), u.UID, u.Queries, u.Dropped, u.Malformed, u.Names, orDash(strings.Join(ps, "; ")))
+		fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%d\t%d\t%s\n", textsafe.String(d.users.Name(u.UID)), u.UID, u.Queries, u.Dropped, u.Malformed, u.Names, orDash(strings.Join(ps, "; ")))
 	}
 	_ = tw.Flush()
 	for _, u := range d.Summary.Users {
@@ -104,17 +105,17 @@ func (d *dnsDenied) writeSummary(w io.Writer, mode string) {
 			if p.Tunnel {
 				tunnel[p.Domain] = true
 				fmt.Fprintf(w, "  ! %s (uid %d) asked for %d distinct names under %s: the signature of DNS tunnelling\n",
-					d.users.Name(u.UID), u.UID, p.Names, p.Domain)
+					textsafe.String(d.users.Name(u.UID)), u.UID, p.Names, textsafe.String(p.Domain))
 			}
 		}
 		var names []string
 		for _, c := range u.Top {
 			if c.Name != "" && !tunnel[dnspolicy.ParentOf(c.Name)] {
-				names = append(names, fmt.Sprintf("%s (%d)", c.Name, c.Hits))
+				names = append(names, fmt.Sprintf("%s (%d)", textsafe.String(c.Name), c.Hits))
 			}
 		}
 		if len(names) > 0 {
-			fmt.Fprintf(w, "  %s: %s\n", d.users.Name(u.UID), strings.Join(names, ", "))
+			fmt.Fprintf(w, "  %s: %s\n", textsafe.String(d.users.Name(u.UID)), strings.Join(names, ", "))
 		}
 	}
 	if d.Unrecorded > 0 {
@@ -130,11 +131,11 @@ func (d *dnsDenied) writeAdditions(w io.Writer) {
 	fmt.Fprintln(w, "\nDNS names denied by dns_policy (never learned; add to dns_allow after review):")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, a := range d.Additions {
-		fmt.Fprintf(tw, "  + %s\t%s\t%d queries\tlast %s\n", a.User, a.Name, a.Hits, a.LastSeen.Local().Format(time.DateTime))
+		fmt.Fprintf(tw, "  + %s\t%s\t%d queries\tlast %s\n", textsafe.String(a.User), textsafe.String(a.Name), a.Hits, a.LastSeen.Local().Format(time.DateTime))
 	}
 	_ = tw.Flush()
 	for _, p := range d.Withheld {
-		fmt.Fprintf(w, "  not proposed: %d names under %s (tunnelling signature)\n", p.Names, p.Domain)
+		fmt.Fprintf(w, "  not proposed: %d names under %s (tunnelling signature)\n", p.Names, textsafe.String(p.Domain))
 	}
 }
 

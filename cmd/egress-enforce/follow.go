@@ -14,6 +14,7 @@ import (
 	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/follow"
 	"github.com/egresskit/egress/internal/cli"
+	"github.com/egresskit/egress/internal/textsafe"
 )
 
 func newFollow(g *cli.Globals) *cobra.Command {
@@ -124,7 +125,7 @@ func addressLine(e follow.Address) string {
 		verb = "added"
 	}
 	return fmt.Sprintf("%s %s uid %d %s %s %s for %s (%s after the answer)", time.Now().Format(time.TimeOnly), verb,
-		e.UID, e.Name, plan.ProtoName(e.Proto), netip.AddrPortFrom(e.IP, e.Port), e.Timeout, e.Latency.Round(time.Microsecond))
+		e.UID, textsafe.String(e.Name), plan.ProtoName(e.Proto), netip.AddrPortFrom(e.IP, e.Port), e.Timeout, e.Latency.Round(time.Microsecond))
 }
 
 // logFollowSummary logs what a follower did, when it stops.

@@ -10,6 +10,7 @@ import (
 	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/internal/cgroupbpf"
 	"github.com/egresskit/egress/internal/cli"
+	"github.com/egresskit/egress/internal/textsafe"
 	"github.com/egresskit/egress/namecheck"
 )
 
@@ -81,7 +82,7 @@ func refusedLine(e namecheck.Event) string {
 	if e.Enforced {
 		action = "dropped"
 	}
-	name := e.Name
+	name := textsafe.String(e.Name)
 	if name == "" {
 		name = "(no name)"
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/rollout"
 	"github.com/egresskit/egress/internal/cli"
+	"github.com/egresskit/egress/internal/textsafe"
 	"github.com/egresskit/egress/store"
 )
 
@@ -189,9 +190,9 @@ func writeHistory(w io.Writer, gens []store.Generation, cur uint64) error {
 		} else if len(gen.AuditUIDs) > 0 {
 			mode += " (audit " + uids(gen.AuditUIDs) + ")"
 		} else if len(gen.EnforceServices) > 0 {
-			mode += " (enforce " + strings.Join(gen.EnforceServices, ",") + ")"
+			mode += " (enforce " + textsafe.Join(gen.EnforceServices, ",") + ")"
 		} else if len(gen.AuditServices) > 0 {
-			mode += " (audit " + strings.Join(gen.AuditServices, ",") + ")"
+			mode += " (audit " + textsafe.Join(gen.AuditServices, ",") + ")"
 		}
 		state := gen.State
 		if gen.Restores != 0 {
@@ -200,7 +201,7 @@ func writeHistory(w io.Writer, gens []store.Generation, cur uint64) error {
 		note := strings.TrimSpace(strings.Join([]string{gen.Reason, gen.Note}, "; "))
 		note = strings.Trim(note, "; ")
 		fmt.Fprintf(tw, "%s %d\t%s\t%s\t%d\t%s\t%s\t%s\n", mark, gen.N, gen.Time.Local().Format(time.DateTime),
-			mode, gen.Elements, state, gen.Command, note)
+			mode, gen.Elements, state, textsafe.String(gen.Command), textsafe.String(note))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

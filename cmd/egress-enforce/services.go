@@ -12,6 +12,7 @@ import (
 	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/enforce/rollout"
 	"github.com/egresskit/egress/internal/cli"
+	"github.com/egresskit/egress/internal/textsafe"
 	"github.com/egresskit/egress/store"
 )
 
@@ -56,7 +57,7 @@ func changeLine(c nft.ServiceChange) string {
 		what = fmt.Sprintf("restarted (cgroup id %d, was %d)", c.To, c.From)
 	}
 	return fmt.Sprintf("%s service %s %s: %d elements, %s after the change was seen", time.Now().Format(time.TimeOnly),
-		c.Service, what, c.Elements, c.Took.Round(time.Microsecond))
+		textsafe.String(c.Service), what, c.Elements, c.Took.Round(time.Microsecond))
 }
 
 // keepGenerationEvery is how often keepServices looks for a new generation.

@@ -17,6 +17,7 @@ import (
 	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/follow"
 	"github.com/egresskit/egress/internal/cli"
+	"github.com/egresskit/egress/internal/textsafe"
 	"github.com/egresskit/egress/store"
 )
 
@@ -156,7 +157,7 @@ func writeStatus(w io.Writer, target nft.Target, s *status) {
 		fmt.Fprintf(w, "  set %s: %s (%s)\n", s.Name, plural(s.Elements, "element"), how)
 	}
 	for _, s := range st.Services {
-		fmt.Fprintf(w, "  service %s: %s\n", s.Service, plural(s.Elements, "element"))
+		fmt.Fprintf(w, "  service %s: %s\n", textsafe.String(s.Service), plural(s.Elements, "element"))
 	}
 	writeRuleCounters(w, st)
 	writeDefaults(w, st)
@@ -191,7 +192,7 @@ func writeRuleCounters(w io.Writer, st *nft.Status) {
 		width = max(width, len(strconv.FormatUint(l.packets, 10)))
 	}
 	for _, l := range lines {
-		fmt.Fprintf(w, "    %*d  %s\n", width, l.packets, l.rule)
+		fmt.Fprintf(w, "    %*d  %s\n", width, l.packets, textsafe.String(l.rule))
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/internal/textsafe"
 	"github.com/egresskit/egress/store"
 )
 
@@ -79,7 +80,7 @@ func writeStaging(w io.Writer, s *status) {
 	switch {
 	case len(s.Staged) > 0:
 		for _, ss := range s.Staged {
-			line := fmt.Sprintf("  service %s: %s (staged: %s)", ss.Service, ss.State, ss.Stage)
+			line := fmt.Sprintf("  service %s: %s (staged: %s)", textsafe.String(ss.Service), ss.State, ss.Stage)
 			if ss.Note != "" {
 				line += ": " + ss.Note
 			}
@@ -95,7 +96,7 @@ func writeStaging(w io.Writer, s *status) {
 	}
 	for _, svc := range append(slices.Clone(st.EnforceServices), st.AuditServices...) {
 		if strings.HasPrefix(svc, "cgroup-id:") {
-			fmt.Fprintf(w, "  WARNING: a set of staged services holds %s, an id no cgroup has: a staged service was restarted or stopped and no keeper (\"egress-enforce services\" or follow) replaced its id\n", svc)
+			fmt.Fprintf(w, "  WARNING: a set of staged services holds %s, an id no cgroup has: a staged service was restarted or stopped and no keeper (\"egress-enforce services\" or follow) replaced its id\n", textsafe.String(svc))
 		}
 	}
 }
@@ -104,5 +105,5 @@ func servicesText(s []string) string {
 	if len(s) == 0 {
 		return "none running"
 	}
-	return strings.Join(s, ", ")
+	return textsafe.Join(s, ", ")
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/egresskit/egress/config"
 	"github.com/egresskit/egress/coverage"
 	"github.com/egresskit/egress/internal/cli"
+	"github.com/egresskit/egress/internal/textsafe"
 	"github.com/egresskit/egress/store"
 )
 
@@ -117,7 +118,7 @@ var scanCoverage = cli.ScanCoverage
 func writeReportCoverage(ctx context.Context, w io.Writer, cfg *config.Config, now time.Time, runs []store.Run, flows []store.Flow) {
 	c, err := scanCoverage(ctx, cfg, now, runs, flows)
 	if err != nil {
-		_, _ = io.WriteString(w, "\nscheduled jobs: "+err.Error()+"\n")
+		_, _ = io.WriteString(w, "\nscheduled jobs: "+textsafe.String(err.Error())+"\n")
 		return
 	}
 	_ = coverage.WriteSummary(w, c)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/internal/textsafe"
 	"github.com/egresskit/egress/store"
 )
 
@@ -352,15 +353,15 @@ func (p *Proposal) Write(w io.Writer) error {
 		fmt.Fprintf(&b, "\n%s:\n", title)
 		for i, c := range cs {
 			if i == 0 || c.UID != cs[i-1].UID {
-				fmt.Fprintf(&b, "  user %s (uid %d)\n", c.User, c.UID)
+				fmt.Fprintf(&b, "  user %s (uid %d)\n", textsafe.String(c.User), c.UID)
 			}
-			names := strings.Join(c.Hostnames, ",")
+			names := textsafe.Join(c.Hostnames, ",")
 			if names == "" {
 				names = "-"
 			}
 			svc := ""
 			if len(c.Services) > 0 {
-				svc = "  service " + strings.Join(c.Services, ",")
+				svc = "  service " + textsafe.Join(c.Services, ",")
 			}
 			fmt.Fprintf(&b, "    %s %s %s  %s  hits %d  last seen %s  [%s]%s\n", sign, c.Proto, netip.AddrPortFrom(c.IP, c.Port), names,
 				c.Hits, c.LastSeen.Local().Format(time.DateTime), c.Source, svc)
@@ -385,7 +386,7 @@ func (p *Proposal) Write(w io.Writer) error {
 	if len(p.Renamed) > 0 {
 		fmt.Fprintf(&b, "\nrenamed (names changed since approval; the rules follow addresses):\n")
 		for _, r := range p.Renamed {
-			fmt.Fprintf(&b, "    ~ %s: %s -> %s\n", r.IP, dash(strings.Join(r.Old, ",")), dash(strings.Join(r.New, ",")))
+			fmt.Fprintf(&b, "    ~ %s: %s -> %s\n", r.IP, dash(textsafe.Join(r.Old, ",")), dash(textsafe.Join(r.New, ",")))
 		}
 	}
 	fmt.Fprintf(&b, "\nconvergence (new destinations per day, the last 7 days, oldest first):\n")
@@ -398,7 +399,7 @@ func (p *Proposal) Write(w io.Writer) error {
 		for i, n := range c.NewPerDay {
 			days[i] = fmt.Sprint(n)
 		}
-		fmt.Fprintf(&b, "  %s (uid %d): %d destinations, last new %s ago, per day [%s]: %s\n", c.User, c.UID, c.Flows,
+		fmt.Fprintf(&b, "  %s (uid %d): %d destinations, last new %s ago, per day [%s]: %s\n", textsafe.String(c.User), c.UID, c.Flows,
 			p.Now.Sub(c.LastNew).Round(time.Minute), strings.Join(days, " "), state)
 	}
 	if len(p.Convergence) == 0 {

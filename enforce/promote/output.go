@@ -3,10 +3,10 @@ package promote
 import (
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/internal/textsafe"
 )
 
 // Write prints the report for people: the period and the evidence, a
@@ -31,7 +31,7 @@ func (r *Report) Write(w io.Writer) error {
 		if p.State == StateAudited {
 			ready = map[bool]string{true: "yes", false: "no"}[p.Ready]
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\n", p.Name, p.UID, p.State, ready, len(p.Reasons))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\n", textsafe.String(p.Name), p.UID, p.State, ready, len(p.Reasons))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -40,9 +40,9 @@ func (r *Report) Write(w io.Writer) error {
 		if p.State != StateAudited || p.Ready {
 			continue
 		}
-		fmt.Fprintf(w, "\n%s (uid %d) is not ready:\n", p.Name, p.UID)
+		fmt.Fprintf(w, "\n%s (uid %d) is not ready:\n", textsafe.String(p.Name), p.UID)
 		for _, reason := range p.Reasons {
-			fmt.Fprintf(w, "  - %s\n", reason.Text)
+			fmt.Fprintf(w, "  - %s\n", textsafe.String(reason.Text))
 		}
 	}
 	fmt.Fprintln(w)
@@ -53,10 +53,10 @@ func (r *Report) Write(w io.Writer) error {
 		for i, u := range r.Ready {
 			ready[i] = names[u]
 		}
-		fmt.Fprintf(w, "ready: %s; --apply makes the table %s\n", strings.Join(ready, ", "), r.Next.text(names))
+		fmt.Fprintf(w, "ready: %s; --apply makes the table %s\n", textsafe.Join(ready, ", "), r.Next.text(names))
 	}
 	for _, n := range r.Notes {
-		fmt.Fprintln(w, "note: "+n)
+		fmt.Fprintln(w, "note: "+textsafe.String(n))
 	}
 	return nil
 }
@@ -77,7 +77,7 @@ func (r *Report) writeEvidence(w io.Writer) {
 	if r.Jobs.Scanned {
 		fmt.Fprintf(w, "scheduled jobs: %d run on their own, %d of them not seen while learning\n", r.Jobs.Counted, r.Jobs.Unseen)
 	} else {
-		fmt.Fprintf(w, "scheduled jobs: %s\n", r.Jobs.Error)
+		fmt.Fprintf(w, "scheduled jobs: %s\n", textsafe.String(r.Jobs.Error))
 	}
 }
 
@@ -91,7 +91,7 @@ func (s Staging) text(names map[uint32]string) string {
 				out[i] = fmt.Sprint(u)
 			}
 		}
-		return strings.Join(out, ", ")
+		return textsafe.Join(out, ", ")
 	}
 	switch {
 	case len(s.EnforceUIDs) > 0:
