@@ -125,33 +125,7 @@ struct {
 // loads where bpf_get_netns_cookie and bpf_get_socket_uid are calls. On a
 // CPU that mitigates SRSO ("safe RET"), each return of a call is costly;
 // those two helpers were a third of the program's time on an allowed query.
-typedef struct {
-	__u32 val;
-} kuid_t;
-
-struct net {
-	__u64 net_cookie;
-} __attribute__((preserve_access_index));
-
-typedef struct {
-	struct net *net;
-} possible_net_t;
-
-struct sock_common {
-	volatile unsigned char skc_state;
-	possible_net_t skc_net;
-} __attribute__((preserve_access_index));
-
-struct sock {
-	struct sock_common __sk_common;
-	kuid_t sk_uid;
-} __attribute__((preserve_access_index));
-
-struct sk_buff {
-	struct sock *sk;
-} __attribute__((preserve_access_index));
-
-extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+#include "kernsock.h"
 
 #define TCP_TIME_WAIT 6
 #define TCP_NEW_SYN_RECV 12

@@ -62,11 +62,9 @@ struct mm_struct {
 	struct file *exe_file;
 } __attribute__((preserve_access_index));
 
-// The credentials' uid and gid are kuids: UIDs of the initial user
-// namespace, as bpf_get_current_uid_gid gives them.
-typedef struct {
-	__u32 val;
-} kuid_t;
+// The credentials' uid and gid are kuids (kuid_t: kernsock.h): UIDs of
+// the initial user namespace, as bpf_get_current_uid_gid gives them.
+#include "kernsock.h"
 
 typedef struct {
 	__u32 val;
@@ -101,20 +99,9 @@ struct task_struct {
 	char comm[16];
 } __attribute__((preserve_access_index));
 
-// The socket of a cgroup_skb program's packet, read from the kernel's
-// sk_buff (bpf_cast_to_kern_ctx) and relocated against the running
-// kernel's BTF: sk_uid is the socket owner's kuid, a UID of the initial
+// The socket of a cgroup_skb program's packet (struct sock, sk_buff:
+// kernsock.h): sk_uid is the socket owner's kuid, a UID of the initial
 // user namespace, as the flows' UIDs are.
-
-struct sock {
-	kuid_t sk_uid;
-} __attribute__((preserve_access_index));
-
-struct sk_buff {
-	struct sock *sk;
-} __attribute__((preserve_access_index));
-
-extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 
 // NO_UID names the owner of a packet without a full socket: no user has
 // it ((uid_t)-1 is invalid), so such a packet names nothing.
