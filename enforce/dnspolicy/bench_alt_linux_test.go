@@ -5,7 +5,6 @@ package dnspolicy
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -241,16 +239,11 @@ func helperLatencyBlocks(server string, msg []byte, n int) error {
 		var line []string
 		for range n {
 			id++
-			binary.BigEndian.PutUint16(msg, uint16(id))
-			start := time.Now()
-			if _, err := c.Write(msg); err != nil {
+			d, err := roundTrip(c, msg, buf, uint16(id))
+			if err != nil {
 				return err
 			}
-			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			if _, err := c.Read(buf); err != nil {
-				return err
-			}
-			line = append(line, strconv.FormatInt(time.Since(start).Microseconds(), 10))
+			line = append(line, strconv.FormatInt(d.Microseconds(), 10))
 		}
 		fmt.Println(strings.Join(line, " "))
 	}

@@ -219,18 +219,28 @@ func helperLatency(server string, msg []byte, n int) error {
 	}
 	buf := make([]byte, 4096)
 	for i := range n {
-		binary.BigEndian.PutUint16(msg, uint16(i))
-		start := time.Now()
-		if _, err := c.Write(msg); err != nil {
+		d, err := roundTrip(c, msg, buf, uint16(i))
+		if err != nil {
 			return err
 		}
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.Read(buf); err != nil {
-			return err
-		}
-		fmt.Println(time.Since(start).Microseconds())
+		fmt.Println(d.Microseconds())
 	}
 	return nil
+}
+
+// roundTrip sends msg as query id and waits for one answer (5 s at most);
+// it returns the time between the two.
+func roundTrip(c net.Conn, msg, buf []byte, id uint16) (time.Duration, error) {
+	binary.BigEndian.PutUint16(msg, id)
+	start := time.Now()
+	if _, err := c.Write(msg); err != nil {
+		return 0, err
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(buf); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
 }
 
 // extensionHeader makes the socket send with an IPv6 destination options
