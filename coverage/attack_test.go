@@ -69,15 +69,7 @@ func TestHostileCrontab(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "carol"), bytes.Repeat([]byte("*/5 * * * * /bin/true\n"), maxJobsPerFile+50), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := Scan(fixOptions(root))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	if err := WriteText(&out, c); err != nil {
-		t.Fatal(err)
-	}
-	text := out.String()
+	c, text := scanText(t, fixOptions(root))
 	for i, r := range text {
 		if r < 0x20 && r != '\n' || r == 0x7f {
 			t.Fatalf("a control character %#x in the output at %d:\n%q", r, i, text[max(0, i-80):min(len(text), i+80)])

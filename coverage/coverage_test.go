@@ -1,7 +1,6 @@
 package coverage
 
 import (
-	"bytes"
 	"slices"
 	"strings"
 	"testing"
@@ -17,15 +16,8 @@ func at(t *time.Time) string {
 
 // TestFixtureHost: the acceptance cases on copies of real files.
 func TestFixtureHost(t *testing.T) {
-	c, err := Scan(fixOptions(fixtureRoot(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	if err := WriteText(&out, c); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("\n%s", out.String())
+	c, text := scanText(t, fixOptions(fixtureRoot(t)))
+	t.Logf("\n%s", text)
 
 	type want struct {
 		name, state, seenBy, lastRun, nextRun string
@@ -104,7 +96,7 @@ func TestFixtureHost(t *testing.T) {
 		t.Errorf("verdict text: %s", v.Text)
 	}
 	for _, n := range []string{"/etc/cron.daily/backup.sh: run-parts skips it"} {
-		if !strings.Contains(out.String(), n) {
+		if !strings.Contains(text, n) {
 			t.Errorf("the output lacks %q", n)
 		}
 	}

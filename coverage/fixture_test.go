@@ -1,6 +1,7 @@
 package coverage
 
 import (
+	"bytes"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -125,4 +126,18 @@ func jobNamed(t *testing.T, c *Coverage, name string) Job {
 
 func store2Run(id uint64, start, end string) store.Run {
 	return store.Run{ID: id, Start: mustTime(start), End: mustTime(end)}
+}
+
+// scanText scans with o and writes the text output, as the command does.
+func scanText(t testing.TB, o Options) (*Coverage, string) {
+	t.Helper()
+	c, err := Scan(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := WriteText(&out, c); err != nil {
+		t.Fatal(err)
+	}
+	return c, out.String()
 }

@@ -1,7 +1,6 @@
 package coverage
 
 import (
-	"bytes"
 	"os/exec"
 	"testing"
 	"time"
@@ -14,15 +13,8 @@ import (
 func TestThisHost(t *testing.T) {
 	o := DefaultOptions()
 	o.Now = time.Now()
-	c, err := Scan(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	if err := WriteText(&out, c); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("this host:\n%s", out.String())
+	c, text := scanText(t, o)
+	t.Logf("this host:\n%s", text)
 	for _, j := range c.Jobs {
 		if j.Kind == "timer" && j.State == "invalid" {
 			t.Logf("%s: invalid: %v", j.Name, j.Notes)

@@ -1,7 +1,6 @@
 package coverage
 
 import (
-	"bytes"
 	"os"
 	"slices"
 	"strings"
@@ -25,16 +24,9 @@ func TestReadmeExample(t *testing.T) {
 	block := text[i:]
 	block = block[strings.Index(block, "\n")+1 : strings.Index(block, "```")]
 
-	c, err := Scan(fixOptions(fixtureRoot(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	if err := WriteText(&out, c); err != nil {
-		t.Fatal(err)
-	}
+	_, out := scanText(t, fixOptions(fixtureRoot(t)))
 	var got []string
-	for _, l := range strings.Split(out.String(), "\n") {
+	for _, l := range strings.Split(out, "\n") {
 		got = append(got, strings.TrimRight(l, " "))
 	}
 	shown := 0
@@ -51,6 +43,6 @@ func TestReadmeExample(t *testing.T) {
 		t.Errorf("README's example: %d lines, verdict included: %v", shown, strings.Contains(block, "verdict: "))
 	}
 	if t.Failed() {
-		t.Logf("the fixture's output:\n%s", out.String())
+		t.Logf("the fixture's output:\n%s", text)
 	}
 }

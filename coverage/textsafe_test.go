@@ -1,7 +1,6 @@
 package coverage
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,15 +22,7 @@ func TestCrontabTextSafe(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "mallory"), []byte(evil), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := Scan(fixOptions(root))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	if err := WriteText(&out, c); err != nil {
-		t.Fatal(err)
-	}
-	text := out.String()
+	_, text := scanText(t, fixOptions(root))
 	for _, want := range []string{`/bin/true \u202egnp.exe\xff\xfe\t\x1b[8m`, `/bin/clipped-at-sixty \xff\xff`, `\xff…`} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the command is not shown as %s:\n%s", want, text)
