@@ -57,7 +57,11 @@ func TestMonitoringUsesExportedMetrics(t *testing.T) {
 	}
 
 	watch := startServing(t, enforce, env, "msg=watching", "watch", "--quiet", "--metrics-refresh", "100ms")
-	follow := startServing(t, enforce, env, "msg=following", "follow", "--cgroup", lab.NewCgroup(t).Path, "--pin-dir", lab.NewBPFFS(t))
+	followPins := lab.NewBPFFS(t)
+	follow := startServing(t, enforce, env, "msg=following", "follow", "--cgroup", lab.NewCgroup(t).Path, "--pin-dir", followPins)
+	// The name check shares the follower's pins: it exports whether the
+	// follower's map of followed destinations is still the one it reads.
+	namecheck := startServing(t, enforce, env, "destinations set", "namecheck", "--cgroup", lab.NewCgroup(t).Path, "--pin-dir", followPins)
 	learn := startServing(t, filepath.Join(bin, "egress-learn"), nil, "msg=learning", "run", "--cgroup", lab.NewCgroup(t).Path,
 		"--db", filepath.Join(dir, "learn.db"))
 
@@ -82,12 +86,12 @@ func TestMonitoringUsesExportedMetrics(t *testing.T) {
 	})
 
 	exported := map[string][]string{}
-	for _, url := range []string{watch, follow, learn, dns} {
+	for _, url := range []string{watch, follow, learn, dns, namecheck} {
 		for name, labels := range sampleNames(lab.Scrape(t, url)) {
 			exported[name] = append(exported[name], labels...)
 		}
 	}
-	for _, want := range []string{"egress_table_present", "egress_denied_packets_total", "egress_follow_latency_seconds", "egress_learn_flows", "egress_build_info"} {
+	for _, want := range []string{"egress_table_present", "egress_denied_packets_total", "egress_follow_latency_seconds", "egress_learn_flows", "egress_build_info", "egress_namecheck_followed_map_replaced"} {
 		if _, ok := exported[want]; !ok {
 			t.Errorf("%s is not served (served: %v)", want, slices.Sorted(maps.Keys(exported)))
 		}

@@ -386,7 +386,7 @@ func exportProblems(qs []query, recorded []string, exported map[string][]string)
 				labels, ok = synthetic[s.name]
 			}
 			if !ok {
-				problems = append(problems, fmt.Sprintf("%s: metric %s is not exported by egress-learn run, egress-enforce watch or follow", q.where, s.name))
+				problems = append(problems, fmt.Sprintf("%s: metric %s is not exported by egress-learn run, egress-enforce watch, follow, dns-policy watch or namecheck", q.where, s.name))
 				continue
 			}
 			readable = append(readable, labels...)
