@@ -23,8 +23,10 @@
 // small state in socket storage (freed with the socket): whether a
 // connected UDP flow waits for its first datagram, and whether the socket
 // addresses a DNS server. A packet of a socket with neither leaves after a
-// few instructions; TCP packets leave at the protocol test, and received
-// UDP datagrams after reading their source port in place.
+// few instructions; TCP packets leave at the protocol test (those that
+// may carry data go on to the name check's learning program, see
+// names_prog), and received UDP datagrams after reading their source port
+// in place.
 //
 // DNS queries and answers go to one ring buffer, in the order the kernel
 // handles them: a query is written before its datagram leaves, so before
@@ -283,6 +285,19 @@ struct {
 	__type(key, int);
 	__type(value, struct sock_state);
 } socks SEC(".maps");
+
+// names_prog holds, in slot 0, the name check's learning program
+// (namecheck.c's namecheck_egress loaded with learn_all) when the learner
+// records the names connections present: egress_out passes it the TCP
+// segments that may carry data by a tail call, so each packet leaving
+// the cgroup runs one program on the egress hook, not two. An empty slot
+// makes the tail call fall through: the names are not recorded.
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} names_prog SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
@@ -634,29 +649,62 @@ static __always_inline void first_datagram(struct __sk_buff *skb, struct sock_st
 	COUNT_FLOW(skb, &k, st->gid, st->tgid, st->hook);
 }
 
-// tcp_packet says whether the packet is certainly TCP, from the first
-// header's protocol read in place (no helper): most packets of a host
-// are, and nothing here is for them. An IPv6 extension header or a
-// header out of the linear data says no.
-static __always_inline int tcp_packet(struct __sk_buff *skb)
+enum tcp_kind {
+	TCP_UNKNOWN = 0, // not TCP, or not told by the headers in place
+	TCP_BARE = 1,    // a TCP segment without data: SYN, ACK, FIN, RST
+	TCP_DATA = 2,    // a TCP segment that may carry data
+};
+
+// tcp_kind tells a TCP segment from the headers read in place (no helper
+// call): most packets of a host are TCP, and only a segment with data
+// concerns the name check's learning; nothing here is for the others. An
+// IPv6 extension header or a header out of the linear data says
+// TCP_UNKNOWN: the socket's protocol decides.
+static __always_inline int tcp_kind(struct __sk_buff *skb)
 {
 	__u8 *b = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
+	__u32 off;
 	if ((void *)(b + 10) > end)
-		return 0;
-	if ((b[0] >> 4) == 4)
-		return b[9] == IPPROTO_TCP;
-	return (b[0] >> 4) == 6 && b[6] == IPPROTO_TCP;
+		return TCP_UNKNOWN;
+	if ((b[0] >> 4) == 4) {
+		if (b[9] != IPPROTO_TCP)
+			return TCP_UNKNOWN;
+		off = (b[0] & 0xf) * 4;
+	} else if ((b[0] >> 4) == 6 && b[6] == IPPROTO_TCP) {
+		off = 40;
+	} else {
+		return TCP_UNKNOWN;
+	}
+	__u8 *doff = b + (off & 0x3f) + 12; // TCP data offset, in 4-byte words
+	if ((void *)(doff + 1) > end)
+		return TCP_DATA; // the name check reads it with a helper
+	return skb->len <= (off & 0x3f) + (*doff >> 4) * 4 ? TCP_BARE : TCP_DATA;
 }
 
-// egress_udp_sent counts a connected UDP flow when its socket sends its
-// first datagram, and copies DNS queries. A packet of a socket with nothing
-// to do (neither flag) leaves at the first test after finding its state.
-SEC("cgroup_skb/egress")
-int egress_udp_sent(struct __sk_buff *skb)
+// names passes a TCP segment on to the name check's learning program
+// (names_prog), which returns the verdict (it refuses nothing); with an
+// empty slot it returns here and the segment passes.
+static __always_inline int names(struct __sk_buff *skb)
 {
-	if (tcp_packet(skb))
+	bpf_tail_call(skb, &names_prog, 0);
+	return 1;
+}
+
+// egress_out runs on every packet leaving the cgroup. It counts a
+// connected UDP flow when its socket sends its first datagram, copies
+// DNS queries, and passes TCP segments with data to the name check's
+// learning program. A TCP segment without data leaves on its headers
+// read in place; a UDP datagram of a socket with nothing to do (neither
+// flag) at the first test after finding its state.
+SEC("cgroup_skb/egress")
+int egress_out(struct __sk_buff *skb)
+{
+	int tcp = tcp_kind(skb);
+	if (tcp == TCP_BARE)
 		return 1;
+	if (tcp == TCP_DATA)
+		return names(skb);
 	struct bpf_sock *sk = skb->sk;
 	if (!sk)
 		return 1;
@@ -673,7 +721,11 @@ int egress_udp_sent(struct __sk_buff *skb)
 		return 1;
 	}
 	sk = bpf_sk_fullsock(sk);
-	if (!sk || sk->protocol != IPPROTO_UDP)
+	if (!sk)
+		return 1;
+	if (sk->protocol == IPPROTO_TCP)
+		return names(skb); // headers the in-place read could not tell
+	if (sk->protocol != IPPROTO_UDP)
 		return 1;
 	// A UDP socket from before the programs were attached: a DNS query is
 	// known by its port; afterwards the socket's packets take the short

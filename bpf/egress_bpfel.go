@@ -89,14 +89,15 @@ const (
 	EgressMapDnsEvents       = "dns_events"
 	EgressMapEvents          = "events"
 	EgressMapFlows           = "flows"
+	EgressMapNamesProg       = "names_prog"
 	EgressMapSocks           = "socks"
 	EgressMapStats           = "stats"
 	EgressProgEgressConnect4 = "egress_connect4"
 	EgressProgEgressConnect6 = "egress_connect6"
 	EgressProgEgressDns      = "egress_dns"
+	EgressProgEgressOut      = "egress_out"
 	EgressProgEgressSendmsg4 = "egress_sendmsg4"
 	EgressProgEgressSendmsg6 = "egress_sendmsg6"
-	EgressProgEgressUdpSent  = "egress_udp_sent"
 	EgressVarAggregate       = "aggregate"
 	EgressVarUnusedDnsEvent  = "unused_dns_event"
 	EgressVarUnusedEvent     = "unused_event"
@@ -150,9 +151,9 @@ type EgressProgramSpecs struct {
 	EgressConnect4 *ebpf.ProgramSpec `ebpf:"egress_connect4"`
 	EgressConnect6 *ebpf.ProgramSpec `ebpf:"egress_connect6"`
 	EgressDns      *ebpf.ProgramSpec `ebpf:"egress_dns"`
+	EgressOut      *ebpf.ProgramSpec `ebpf:"egress_out"`
 	EgressSendmsg4 *ebpf.ProgramSpec `ebpf:"egress_sendmsg4"`
 	EgressSendmsg6 *ebpf.ProgramSpec `ebpf:"egress_sendmsg6"`
-	EgressUdpSent  *ebpf.ProgramSpec `ebpf:"egress_udp_sent"`
 }
 
 // EgressMapSpecs contains maps before they are loaded into the kernel.
@@ -162,6 +163,7 @@ type EgressMapSpecs struct {
 	DnsEvents *ebpf.MapSpec `ebpf:"dns_events"`
 	Events    *ebpf.MapSpec `ebpf:"events"`
 	Flows     *ebpf.MapSpec `ebpf:"flows"`
+	NamesProg *ebpf.MapSpec `ebpf:"names_prog"`
 	Socks     *ebpf.MapSpec `ebpf:"socks"`
 	Stats     *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -201,6 +203,7 @@ type EgressMaps struct {
 	DnsEvents *ebpf.Map `ebpf:"dns_events"`
 	Events    *ebpf.Map `ebpf:"events"`
 	Flows     *ebpf.Map `ebpf:"flows"`
+	NamesProg *ebpf.Map `ebpf:"names_prog"`
 	Socks     *ebpf.Map `ebpf:"socks"`
 	Stats     *ebpf.Map `ebpf:"stats"`
 }
@@ -210,6 +213,7 @@ func (m *EgressMaps) Close() error {
 		m.DnsEvents,
 		m.Events,
 		m.Flows,
+		m.NamesProg,
 		m.Socks,
 		m.Stats,
 	)
@@ -234,9 +238,9 @@ type EgressPrograms struct {
 	EgressConnect4 *ebpf.Program `ebpf:"egress_connect4"`
 	EgressConnect6 *ebpf.Program `ebpf:"egress_connect6"`
 	EgressDns      *ebpf.Program `ebpf:"egress_dns"`
+	EgressOut      *ebpf.Program `ebpf:"egress_out"`
 	EgressSendmsg4 *ebpf.Program `ebpf:"egress_sendmsg4"`
 	EgressSendmsg6 *ebpf.Program `ebpf:"egress_sendmsg6"`
-	EgressUdpSent  *ebpf.Program `ebpf:"egress_udp_sent"`
 }
 
 func (p *EgressPrograms) Close() error {
@@ -244,9 +248,9 @@ func (p *EgressPrograms) Close() error {
 		p.EgressConnect4,
 		p.EgressConnect6,
 		p.EgressDns,
+		p.EgressOut,
 		p.EgressSendmsg4,
 		p.EgressSendmsg6,
-		p.EgressUdpSent,
 	)
 }
 

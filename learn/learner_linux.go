@@ -156,14 +156,20 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	return sum, errors.Join(loopErr, detachErr, readErr, drainErr, err, closeErr)
 }
 
-// startNames attaches the name check in its learning mode: each name a
-// connection presents is recorded with its flow. A learner that cannot
-// attach it says so and learns without the names.
+// startNames loads the name check in its learning mode, run by the
+// probe's egress program (a tail call, not a second program on the hook):
+// each name a connection presents is recorded with its flow. A learner
+// that cannot load it says so and learns without the names.
 func (l *learner) startNames(readers *errgroup.Group) *namecheck.Checker {
 	if l.cfg.NoPresentedNames {
 		return nil
 	}
-	c, err := namecheck.Start(namecheck.Config{Cgroup: l.cfg.Cgroup, Learn: true})
+	c, err := namecheck.Start(namecheck.Config{Cgroup: l.cfg.Cgroup, Learn: true, NoAttach: true})
+	if err == nil {
+		if err = l.probe.SetNames(c.Program()); err != nil {
+			c.Close()
+		}
+	}
 	if err != nil {
 		l.cfg.Log.Warn("learning without the names connections present (TLS SNI, HTTP Host)", "err", err)
 		return nil

@@ -213,7 +213,7 @@ func OpenProbe(path string, opts ProbeOptions) (p *Probe, err error) {
 		{Name: "connect6", Type: ebpf.AttachCGroupInet6Connect, Program: p.objs.EgressConnect6},
 		{Name: "sendmsg4", Type: ebpf.AttachCGroupUDP4Sendmsg, Program: p.objs.EgressSendmsg4},
 		{Name: "sendmsg6", Type: ebpf.AttachCGroupUDP6Sendmsg, Program: p.objs.EgressSendmsg6},
-		{Name: "udp egress", Type: ebpf.AttachCGroupInetEgress, Program: p.objs.EgressUdpSent},
+		{Name: "egress", Type: ebpf.AttachCGroupInetEgress, Program: p.objs.EgressOut},
 		{Name: "dns ingress", Type: ebpf.AttachCGroupInetIngress, Program: p.objs.EgressDns},
 	}); err != nil {
 		return nil, err
@@ -222,6 +222,23 @@ func OpenProbe(path string, opts ProbeOptions) (p *Probe, err error) {
 	p.keys = make([]bpf.EgressFlowKey, 1024)
 	p.vals = make([]bpf.EgressFlowVal, 1024)
 	return p, nil
+}
+
+// SetNames makes the probe's egress program pass TCP segments that may
+// carry data to prog (the name check's learning program, loaded but not
+// attached: namecheck.Config.NoAttach), by a tail call. nil takes it
+// out: the names are no longer recorded.
+func (p *Probe) SetNames(prog *ebpf.Program) error {
+	if prog == nil {
+		if err := p.objs.NamesProg.Delete(uint32(0)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("remove the name check's program: %w", err)
+		}
+		return nil
+	}
+	if err := p.objs.NamesProg.Put(uint32(0), prog); err != nil {
+		return fmt.Errorf("install the name check's program: %w", err)
+	}
+	return nil
 }
 
 // Detach detaches the programs: no attempt is recorded after it returns.

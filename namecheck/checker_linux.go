@@ -50,6 +50,11 @@ type Config struct {
 	// ones, refuses nothing, and tells each name presented (verdict
 	// "seen"): the learner's mode.
 	Learn bool
+	// NoAttach (only with Learn) loads the program without attaching
+	// it: the caller runs it itself, from Program. The learner passes it
+	// TCP segments by a tail call from its own egress program, so the
+	// cgroup's egress hook runs one program, not two.
+	NoAttach bool
 	// PinDir, when set (a directory on a bpf file system), pins the
 	// program's link and its destinations, names and socket states
 	// there: a checker that dies leaves the check attached with its last
@@ -110,6 +115,12 @@ func Start(cfg Config) (_ *Checker, err error) {
 	if c.rd, err = ringbuf.NewReader(c.objs.NcEvents); err != nil {
 		return nil, fmt.Errorf("open the name check's events: %w", err)
 	}
+	if cfg.NoAttach {
+		if !cfg.Learn || cfg.PinDir != "" {
+			return nil, errors.New("name check: only the learning mode, unpinned, runs without being attached")
+		}
+		return c, nil
+	}
 	links, err := cgroupbpf.Attach(cfg.Cgroup, []cgroupbpf.Attachment{
 		{Name: "name check", Type: ebpf.AttachCGroupInetEgress, Program: c.objs.NamecheckEgress}})
 	if err != nil {
@@ -123,6 +134,11 @@ func Start(cfg Config) (_ *Checker, err error) {
 	}
 	return c, nil
 }
+
+// Program is the name check's program, for a caller that runs it
+// itself (Config.NoAttach): a cgroup_skb/egress program that returns the
+// segment's verdict.
+func (c *Checker) Program() *ebpf.Program { return c.objs.NamecheckEgress }
 
 // Close detaches the program: sockets are no longer checked. A pinned
 // check (Config.PinDir) stays attached: Detach removes it.

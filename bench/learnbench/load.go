@@ -557,8 +557,8 @@ func loadList(ws []workload) string {
 }
 
 // ---------------------------------------------------------------------------
-// The floor: do-nothing programs where the learner attaches its seven
-// (-empty): six hooks, the egress one twice; -empty-hooks picks some.
+// The floor: do-nothing programs where the learner attaches its six
+// (-empty); -empty-hooks picks some, or adds a second egress program.
 
 // variantEmpty attaches programs that only return "allow" to the hooks the
 // learner uses: what any program there costs, before it does anything.

@@ -171,8 +171,9 @@ func printProgTotals(w io.Writer, o *output) {
 }
 
 // emptyHooks are the hooks the -empty variant can attach a do-nothing
-// program to, by the names -empty-hooks takes; "egress2" is the second
-// egress program (the learner's name check).
+// program to, by the names -empty-hooks takes; "egress2" is a second
+// egress program (the learner's name check before it ran by a tail call
+// from the learner's egress program).
 var emptyHooks = []struct {
 	name   string
 	typ    ebpf.ProgramType
@@ -188,14 +189,14 @@ var emptyHooks = []struct {
 }
 
 // parseEmptyHooks checks a -empty-hooks list ("all": every hook the
-// learner uses).
+// learner uses, each once).
 func parseEmptyHooks(list string) ([]string, error) {
 	var names []string
 	for _, h := range emptyHooks {
 		names = append(names, h.name)
 	}
 	if list == "" || list == "all" {
-		return names, nil
+		return slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == "egress2" }), nil
 	}
 	var out []string
 	for _, n := range strings.Split(list, ",") {
