@@ -47,7 +47,10 @@
 //
 // With learn_all set (the learner), every TCP socket whose first data
 // leaves after the attach is parsed the same way, and its name (or none)
-// is told to user space; nothing is refused (see learn_first).
+// is told to user space; nothing is refused (see learn_first). The
+// learner does not attach this program: its own egress program (egress.c,
+// names_prog) passes it the TCP segments that may carry data by a tail
+// call, so the hook runs one program a packet.
 //
 // namecheck_parse is a test entry only (BPF_PROG_TEST_RUN): it runs the
 // same parser on a packet's bytes and leaves the result in nc_result.
