@@ -95,7 +95,17 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	probe, err := OpenProbe(cfg.Cgroup, cfg.Probe)
+	nc := loadNames(cfg)
+	popts := cfg.Probe
+	if nc != nil {
+		popts.Names = nc.Program()
+		defer func() {
+			if nc != nil { // not closed at the stop: an error before it
+				nc.Close()
+			}
+		}()
+	}
+	probe, err := OpenProbe(cfg.Cgroup, popts)
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +134,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	var readers errgroup.Group
 	readers.Go(func() error { return probe.ReadEvents(func(Attempt) {}, agg.add) })
 	readers.Go(func() error { return probe.ReadDNS(agg.addDNS) })
-	names := l.startNames(&readers)
+	l.startNames(&readers, nc)
 	cfg.Log.Info("learning", "cgroup", cfg.Cgroup, "db", cfg.DB, "run", run.ID, "known_flows", len(keys), "duration", cfg.Duration, "dns_resolvers", cfg.Resolvers)
 	if cfg.Ready != nil {
 		cfg.Ready()
@@ -137,8 +147,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	// the rings hold; drain the flow map; then a last flush that may wait
 	// longer for the lock.
 	detachErr := probe.Detach()
-	if names != nil {
-		detachErr = errors.Join(detachErr, names.Close())
+	if nc != nil {
+		detachErr = errors.Join(detachErr, nc.Close())
+		nc = nil
 	}
 	probe.StopReaders()
 	readErr := readers.Wait()
@@ -156,23 +167,27 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	return sum, errors.Join(loopErr, detachErr, readErr, drainErr, err, closeErr)
 }
 
-// startNames loads the name check in its learning mode, run by the
-// probe's egress program (a tail call, not a second program on the hook):
-// each name a connection presents is recorded with its flow. A learner
-// that cannot load it says so and learns without the names.
-func (l *learner) startNames(readers *errgroup.Group) *namecheck.Checker {
-	if l.cfg.NoPresentedNames {
+// loadNames loads the name check in its learning mode, without attaching
+// it: the probe's egress program runs it by a tail call (not a second
+// program on the hook), from the moment the probe is attached. Each name
+// a connection presents is recorded with its flow. A learner that cannot
+// load it says so and learns without the names (nil).
+func loadNames(cfg Config) *namecheck.Checker {
+	if cfg.NoPresentedNames {
 		return nil
 	}
-	c, err := namecheck.Start(namecheck.Config{Cgroup: l.cfg.Cgroup, Learn: true, NoAttach: true})
-	if err == nil {
-		if err = l.probe.SetNames(c.Program()); err != nil {
-			c.Close()
-		}
-	}
+	c, err := namecheck.Start(namecheck.Config{Cgroup: cfg.Cgroup, Learn: true, NoAttach: true})
 	if err != nil {
-		l.cfg.Log.Warn("learning without the names connections present (TLS SNI, HTTP Host)", "err", err)
+		cfg.Log.Warn("learning without the names connections present (TLS SNI, HTTP Host)", "err", err)
 		return nil
+	}
+	return c
+}
+
+// startNames reads the names the name check c (nil: none) tells.
+func (l *learner) startNames(readers *errgroup.Group, c *namecheck.Checker) {
+	if c == nil {
+		return
 	}
 	readers.Go(func() error {
 		return c.Events(func(e namecheck.Event) {
@@ -181,7 +196,6 @@ func (l *learner) startNames(readers *errgroup.Group) *namecheck.Checker {
 			}
 		})
 	})
-	return c
 }
 
 type learner struct {

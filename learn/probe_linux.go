@@ -63,6 +63,11 @@ type ProbeOptions struct {
 	DNSQueries    int
 	DNSQueryShare int
 	DNSQueryTTL   time.Duration
+	// Names, when set, is the name check's learning program (loaded, not
+	// attached: namecheck.Config.NoAttach): the egress program passes it
+	// the TCP segments that may carry data, by a tail call, from the
+	// attach on (see SetNames).
+	Names *ebpf.Program
 }
 
 func (o *ProbeOptions) defaults() {
@@ -199,6 +204,11 @@ func OpenProbe(path string, opts ProbeOptions) (p *Probe, err error) {
 	if !opts.PerEvent {
 		if err := p.objs.Flows.Put(uint32(0), p.active); err != nil {
 			return nil, fmt.Errorf("install flow map: %w", err)
+		}
+	}
+	if opts.Names != nil {
+		if err := p.SetNames(opts.Names); err != nil {
+			return nil, err
 		}
 	}
 	if p.events, err = ringbuf.NewReader(p.objs.Events); err != nil {

@@ -88,8 +88,10 @@ func Start(cfg Config) (_ *Checker, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	if err := cgroupbpf.Check(cfg.Cgroup); err != nil {
-		return nil, err
+	if !cfg.NoAttach {
+		if err := cgroupbpf.Check(cfg.Cgroup); err != nil {
+			return nil, err
+		}
 	}
 	spec, err := bpf.LoadNamecheck()
 	if err != nil {
