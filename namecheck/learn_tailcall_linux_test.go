@@ -31,15 +31,7 @@ func newTailLab(t *testing.T) (*nlab, *learn.Probe) {
 	if l.nc, err = namecheck.Start(namecheck.Config{Cgroup: l.cg.Path, Learn: true, NoAttach: true}); err != nil {
 		t.Fatal(err)
 	}
-	l.done = make(chan struct{})
-	go func(c *namecheck.Checker, done chan struct{}) {
-		defer close(done)
-		_ = c.Events(func(e namecheck.Event) {
-			l.mu.Lock()
-			l.events = append(l.events, e)
-			l.mu.Unlock()
-		})
-	}(l.nc, l.done)
+	l.readEvents()
 	t.Cleanup(func() { l.detach(t) })
 	if err := p.SetNames(l.nc.Program()); err != nil {
 		t.Fatal(err)

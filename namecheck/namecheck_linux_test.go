@@ -100,6 +100,12 @@ func (l *nlab) attach(t testing.TB) {
 	if l.nc, err = namecheck.Start(namecheck.Config{Cgroup: l.cg.Path, NetnsCookie: l.cookie, Learn: l.learn}); err != nil {
 		t.Fatal(err)
 	}
+	l.readEvents()
+}
+
+// readEvents gathers l.nc's events in l.events until it is closed (done
+// is closed then).
+func (l *nlab) readEvents() {
 	l.done = make(chan struct{})
 	go func(c *namecheck.Checker, done chan struct{}) {
 		defer close(done)
