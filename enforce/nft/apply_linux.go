@@ -65,19 +65,38 @@ func (n *Netlink) replace(p *plan.Plan, o ApplyOptions, start time.Time) (*Apply
 			return nil, err
 		}
 	}
-	c, done, err := n.conn()
-	if err != nil {
+	if err := n.sendTable(p, ids, carry, stampOf(p, o.Generation)); err != nil {
 		return nil, err
-	}
-	defer done()
-	if err := queue(c, p, ids, carry, stampOf(p, o.Generation)); err != nil {
-		return nil, fmt.Errorf("build netlink batch: %w", err)
-	}
-	if err := c.Flush(); err != nil {
-		return nil, fmt.Errorf("apply table inet %s in %s: %w: %w", p.Table, n.t, ErrRejected, err)
 	}
 	res := &ApplyResult{Took: time.Since(start), Elements: p.Elements(), Rules: len(p.Rules)}
 	return res, n.verify(p, o.Generation, res)
+}
+
+// sendTable sends the whole table in one transaction: written by hand
+// (batchWriter) on a kernel, through google/nftables on a test dial.
+func (n *Netlink) sendTable(p *plan.Plan, ids map[string]uint64, carry map[string][]nftables.SetElement, stamp Stamp) error {
+	if n.dial == nil && !n.viaLibrary {
+		w := newBatchWriter()
+		if err := queueBatch(w, p, ids, carry, stamp); err != nil {
+			return fmt.Errorf("build netlink batch: %w", err)
+		}
+		if err := w.send(n.t); err != nil {
+			return fmt.Errorf("apply table inet %s in %s: %w: %w", p.Table, n.t, ErrRejected, err)
+		}
+		return nil
+	}
+	c, done, err := n.conn()
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := queue(c, p, ids, carry, stamp); err != nil {
+		return fmt.Errorf("build netlink batch: %w", err)
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("apply table inet %s in %s: %w: %w", p.Table, n.t, ErrRejected, err)
+	}
+	return nil
 }
 
 // verify reads the table back and checks it against the plan and the

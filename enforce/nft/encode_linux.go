@@ -95,6 +95,9 @@ type encoder struct {
 	sets  map[string]*nftables.Set
 	ids   map[string]uint64 // the services' cgroup ids (CgroupIDs.Resolve)
 	stamp Stamp
+	// bulk, when set, takes the named sets' elements: c then only
+	// collects the rest of the table for it (queueBatch).
+	bulk *batchWriter
 }
 
 // queue adds the whole table to the connection's batch: create the table
@@ -103,6 +106,26 @@ type encoder struct {
 // the follow sets, which the new table keeps.
 func queue(c *nftables.Conn, p *plan.Plan, ids map[string]uint64, carry map[string][]nftables.SetElement, stamp Stamp) error {
 	en := &encoder{c: c, p: p, t: tableOf(p.Table), sets: map[string]*nftables.Set{}, ids: ids, stamp: stamp}
+	return en.table(carry)
+}
+
+// queueBatch writes the whole table into batch writer w, as queue would
+// send it: google/nftables encodes all but the named sets' elements.
+func queueBatch(w *batchWriter, p *plan.Plan, ids map[string]uint64, carry map[string][]nftables.SetElement, stamp Stamp) error {
+	c, err := nftables.New(nftables.WithTestDial(w.capture))
+	if err != nil {
+		return err
+	}
+	en := &encoder{c: c, p: p, t: tableOf(p.Table), sets: map[string]*nftables.Set{}, ids: ids, stamp: stamp, bulk: w}
+	if err := en.table(carry); err != nil {
+		return err
+	}
+	return c.Flush()
+}
+
+// table queues the whole table: see queue.
+func (en *encoder) table(carry map[string][]nftables.SetElement) error {
+	c, p := en.c, en.p
 	c.AddTable(en.t)
 	c.DelTable(en.t)
 	c.AddTable(en.t)
@@ -125,6 +148,13 @@ func queue(c *nftables.Conn, p *plan.Plan, ids map[string]uint64, carry map[stri
 
 // addSet adds a named set with its elements, in chunks the kernel takes.
 func (en *encoder) addSet(s *nftables.Set, elems []nftables.SetElement, what string) error {
+	if en.bulk != nil {
+		src := libElems{elems: elems, hasTimeout: s.HasTimeout}
+		if err := src.check(); err != nil {
+			return fmt.Errorf("%s set %s: %w", what, s.Name, err)
+		}
+		return en.addSetBulk(s, src)
+	}
 	if err := en.c.AddSet(s, nil); err != nil {
 		return fmt.Errorf("add set %s: %w", s.Name, err)
 	}
@@ -133,6 +163,20 @@ func (en *encoder) addSet(s *nftables.Set, elems []nftables.SetElement, what str
 			return fmt.Errorf("%s set %s: %w", what, s.Name, err)
 		}
 	}
+	en.sets[s.Name] = s
+	return nil
+}
+
+// addSetBulk adds a named set and hands its elements to the batch writer,
+// after the messages queued so far.
+func (en *encoder) addSetBulk(s *nftables.Set, src elemSource) error {
+	if err := en.c.AddSet(s, nil); err != nil {
+		return fmt.Errorf("add set %s: %w", s.Name, err)
+	}
+	if err := en.c.Flush(); err != nil {
+		return fmt.Errorf("add set %s: %w", s.Name, err)
+	}
+	en.bulk.elements(s, src)
 	en.sets[s.Name] = s
 	return nil
 }
@@ -147,6 +191,12 @@ func (en *encoder) allowSets() error {
 		}
 		ns := &nftables.Set{Table: en.t, Name: s.Name, KeyType: setKeyType(s.Family), Concatenation: true, Comment: s.Comment,
 			Size: uint32(s.Size())}
+		if en.bulk != nil {
+			if err := en.addSetBulk(ns, planElems(s.Elements)); err != nil {
+				return err
+			}
+			continue
+		}
 		elems := make([]nftables.SetElement, len(s.Elements))
 		for i, e := range s.Elements {
 			elems[i] = nftables.SetElement{Key: elementKey(e), Comment: e.Comment}

@@ -19,6 +19,9 @@ type Netlink struct {
 	t Target
 	// dial, in tests, answers the netlink messages instead of a kernel.
 	dial nltest.Func
+	// viaLibrary, in tests, sends a whole table through google/nftables
+	// rather than the batch writer.
+	viaLibrary bool
 }
 
 // Open returns the nftables of the target namespace. Each operation opens
