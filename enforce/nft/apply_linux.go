@@ -77,6 +77,7 @@ func (n *Netlink) replace(p *plan.Plan, o ApplyOptions, start time.Time) (*Apply
 func (n *Netlink) sendTable(p *plan.Plan, ids map[string]uint64, carry map[string][]nftables.SetElement, stamp Stamp) error {
 	if n.dial == nil && !n.viaLibrary {
 		w := newBatchWriter()
+		defer w.release()
 		if err := queueBatch(w, p, ids, carry, stamp); err != nil {
 			return fmt.Errorf("build netlink batch: %w", err)
 		}

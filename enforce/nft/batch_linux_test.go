@@ -104,6 +104,7 @@ func serviceFlows() []store.Flow {
 func writeBatch(t *testing.T, c batchCase, stamp Stamp) *batchWriter {
 	t.Helper()
 	w := newBatchWriter()
+	t.Cleanup(w.release)
 	if err := queueBatch(w, c.p, c.ids, c.carry, stamp); err != nil {
 		t.Fatal(err)
 	}
