@@ -3,6 +3,7 @@
 package nft
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -81,7 +82,9 @@ func (n *Netlink) sendTable(p *plan.Plan, ids map[string]uint64, carry map[strin
 		if err := queueBatch(w, p, ids, carry, stamp); err != nil {
 			return fmt.Errorf("build netlink batch: %w", err)
 		}
-		if err := w.send(n.t); err != nil {
+		if err := w.send(n.t); errors.Is(err, errAnswersLost) {
+			return fmt.Errorf("apply table inet %s in %s: %w", p.Table, n.t, err)
+		} else if err != nil {
 			return fmt.Errorf("apply table inet %s in %s: %w: %w", p.Table, n.t, ErrRejected, err)
 		}
 		return nil

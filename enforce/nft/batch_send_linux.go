@@ -158,8 +158,12 @@ func (w *batchWriter) answerError(err error, pending int, errs []error) error {
 	if errors.Is(err, unix.ENOBUFS) {
 		why = "its answers overflowed the socket's buffer"
 	}
-	return errors.Join(append(errs, fmt.Errorf("read the kernel's answers to the batch (%d missing; the table may or may not have changed): %s: %w", pending, why, err))...)
+	return errors.Join(append(errs, fmt.Errorf("read the kernel's answers to the batch (%d missing): %s: %w: %w", pending, why, errAnswersLost, err))...)
 }
+
+// errAnswersLost: the batch was sent, but not all of the kernel's answers
+// could be read: it may or may not have applied it.
+var errAnswersLost = errors.New("the table may or may not have changed")
 
 // answer reads one answer message: it returns 1 when it answers a message
 // that asked for an acknowledgement, and the message's error.
