@@ -13,6 +13,11 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type DnspolicyAllowBucket struct {
+	_  structs.HostLayout
+	Fp [8]uint64
+}
+
 type DnspolicyAllowKey struct {
 	_    structs.HostLayout
 	Uid  uint32
@@ -59,17 +64,20 @@ type DnspolicyDscratch struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	DnspolicyMapDnsAllow        = "dns_allow"
-	DnspolicyMapDnsDenials      = "dns_denials"
-	DnspolicyMapDnsPolicyStats  = "dns_policy_stats"
-	DnspolicyMapDnsScratch      = "dns_scratch"
-	DnspolicyProgDnsPolicy      = "dns_policy"
-	DnspolicyVarEnforce         = "enforce"
-	DnspolicyVarHashK0          = "hash_k0"
-	DnspolicyVarHashK1          = "hash_k1"
-	DnspolicyVarNetnsCookie     = "netns_cookie"
-	DnspolicyVarUnusedAllowKey  = "unused_allow_key"
-	DnspolicyVarUnusedDnsDenial = "unused_dns_denial"
+	DnspolicyMapDnsAllow          = "dns_allow"
+	DnspolicyMapDnsAllowFast      = "dns_allow_fast"
+	DnspolicyMapDnsDenials        = "dns_denials"
+	DnspolicyMapDnsPolicyStats    = "dns_policy_stats"
+	DnspolicyMapDnsScratch        = "dns_scratch"
+	DnspolicyProgDnsPolicy        = "dns_policy"
+	DnspolicyVarEnforce           = "enforce"
+	DnspolicyVarFastMask          = "fast_mask"
+	DnspolicyVarHashK0            = "hash_k0"
+	DnspolicyVarHashK1            = "hash_k1"
+	DnspolicyVarNetnsCookie       = "netns_cookie"
+	DnspolicyVarUnusedAllowBucket = "unused_allow_bucket"
+	DnspolicyVarUnusedAllowKey    = "unused_allow_key"
+	DnspolicyVarUnusedDnsDenial   = "unused_dns_denial"
 )
 
 // LoadDnspolicy returns the embedded CollectionSpec for Dnspolicy.
@@ -122,6 +130,7 @@ type DnspolicyProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type DnspolicyMapSpecs struct {
 	DnsAllow       *ebpf.MapSpec `ebpf:"dns_allow"`
+	DnsAllowFast   *ebpf.MapSpec `ebpf:"dns_allow_fast"`
 	DnsDenials     *ebpf.MapSpec `ebpf:"dns_denials"`
 	DnsPolicyStats *ebpf.MapSpec `ebpf:"dns_policy_stats"`
 	DnsScratch     *ebpf.MapSpec `ebpf:"dns_scratch"`
@@ -131,12 +140,14 @@ type DnspolicyMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DnspolicyVariableSpecs struct {
-	Enforce         *ebpf.VariableSpec `ebpf:"enforce"`
-	HashK0          *ebpf.VariableSpec `ebpf:"hash_k0"`
-	HashK1          *ebpf.VariableSpec `ebpf:"hash_k1"`
-	NetnsCookie     *ebpf.VariableSpec `ebpf:"netns_cookie"`
-	UnusedAllowKey  *ebpf.VariableSpec `ebpf:"unused_allow_key"`
-	UnusedDnsDenial *ebpf.VariableSpec `ebpf:"unused_dns_denial"`
+	Enforce           *ebpf.VariableSpec `ebpf:"enforce"`
+	FastMask          *ebpf.VariableSpec `ebpf:"fast_mask"`
+	HashK0            *ebpf.VariableSpec `ebpf:"hash_k0"`
+	HashK1            *ebpf.VariableSpec `ebpf:"hash_k1"`
+	NetnsCookie       *ebpf.VariableSpec `ebpf:"netns_cookie"`
+	UnusedAllowBucket *ebpf.VariableSpec `ebpf:"unused_allow_bucket"`
+	UnusedAllowKey    *ebpf.VariableSpec `ebpf:"unused_allow_key"`
+	UnusedDnsDenial   *ebpf.VariableSpec `ebpf:"unused_dns_denial"`
 }
 
 // DnspolicyObjects contains all objects after they have been loaded into the kernel.
@@ -160,6 +171,7 @@ func (o *DnspolicyObjects) Close() error {
 // It can be passed to LoadDnspolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DnspolicyMaps struct {
 	DnsAllow       *ebpf.Map `ebpf:"dns_allow"`
+	DnsAllowFast   *ebpf.Map `ebpf:"dns_allow_fast"`
 	DnsDenials     *ebpf.Map `ebpf:"dns_denials"`
 	DnsPolicyStats *ebpf.Map `ebpf:"dns_policy_stats"`
 	DnsScratch     *ebpf.Map `ebpf:"dns_scratch"`
@@ -168,6 +180,7 @@ type DnspolicyMaps struct {
 func (m *DnspolicyMaps) Close() error {
 	return _DnspolicyClose(
 		m.DnsAllow,
+		m.DnsAllowFast,
 		m.DnsDenials,
 		m.DnsPolicyStats,
 		m.DnsScratch,
@@ -178,12 +191,14 @@ func (m *DnspolicyMaps) Close() error {
 //
 // It can be passed to LoadDnspolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DnspolicyVariables struct {
-	Enforce         *ebpf.Variable `ebpf:"enforce"`
-	HashK0          *ebpf.Variable `ebpf:"hash_k0"`
-	HashK1          *ebpf.Variable `ebpf:"hash_k1"`
-	NetnsCookie     *ebpf.Variable `ebpf:"netns_cookie"`
-	UnusedAllowKey  *ebpf.Variable `ebpf:"unused_allow_key"`
-	UnusedDnsDenial *ebpf.Variable `ebpf:"unused_dns_denial"`
+	Enforce           *ebpf.Variable `ebpf:"enforce"`
+	FastMask          *ebpf.Variable `ebpf:"fast_mask"`
+	HashK0            *ebpf.Variable `ebpf:"hash_k0"`
+	HashK1            *ebpf.Variable `ebpf:"hash_k1"`
+	NetnsCookie       *ebpf.Variable `ebpf:"netns_cookie"`
+	UnusedAllowBucket *ebpf.Variable `ebpf:"unused_allow_bucket"`
+	UnusedAllowKey    *ebpf.Variable `ebpf:"unused_allow_key"`
+	UnusedDnsDenial   *ebpf.Variable `ebpf:"unused_dns_denial"`
 }
 
 // DnspolicyPrograms contains all programs after they have been loaded into the kernel.

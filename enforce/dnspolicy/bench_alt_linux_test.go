@@ -90,7 +90,7 @@ func (l *benchLab) loadModes(b *testing.B) map[Mode]*ebpf.Program {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { objs.Close() })
-		if err := fill(objs.DnsAllow, key, entries); err != nil {
+		if err := fill(&objs, key, entries); err != nil {
 			b.Fatal(err)
 		}
 		progs[m] = objs.DnsPolicy

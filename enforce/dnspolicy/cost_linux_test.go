@@ -55,7 +55,7 @@ func loadForRun(tb testing.TB, mode Mode, entries []Entry) *bpf.DnspolicyObjects
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { objs.Close() })
-	if err := fill(objs.DnsAllow, key, entries); err != nil {
+	if err := fill(&objs, key, entries); err != nil {
 		tb.Fatal(err)
 	}
 	return &objs

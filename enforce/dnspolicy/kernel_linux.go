@@ -105,7 +105,7 @@ func Install(cfg Config, entries []Entry) (*Installed, error) {
 		return nil, err
 	}
 	defer objs.Close()
-	if err := fill(objs.DnsAllow, key, entries); err != nil {
+	if err := fill(&objs, key, entries); err != nil {
 		return nil, err
 	}
 	l, err := link.AttachCgroup(link.CgroupOptions{Path: cfg.Cgroup, Attach: ebpf.AttachCGroupInetEgress, Program: objs.DnsPolicy})
@@ -142,6 +142,11 @@ func load(objs *bpf.DnspolicyObjects, mode Mode, netns uint64, key Key, n int, d
 	if err := spec.Variables["hash_k1"].Set(key[1]); err != nil {
 		return fmt.Errorf("set hash_k1: %w", err)
 	}
+	nb := fastSize(n)
+	if err := spec.Variables["fast_mask"].Set(uint32(nb - 1)); err != nil {
+		return fmt.Errorf("set fast_mask: %w", err)
+	}
+	spec.Maps["dns_allow_fast"].MaxEntries = uint32(nb)
 	spec.Maps["dns_allow"].MaxEntries = uint32(max(n, 1))
 	spec.Maps["dns_allow"].Name = allowMapName(mode) // status reads the mode from it
 	spec.Maps["dns_denials"].Pinning = ebpf.PinByName
@@ -165,11 +170,16 @@ func newKey() (Key, error) {
 	return Key{binary.LittleEndian.Uint64(b[:8]), binary.LittleEndian.Uint64(b[8:])}, nil
 }
 
-// fill puts the entries in the allow map.
-func fill(m *ebpf.Map, key Key, entries []Entry) error {
+// fill puts the entries in the allow map, and their exact names in the
+// fast table (sized by load for as many entries).
+func fill(objs *bpf.DnspolicyObjects, key Key, entries []Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
+	if err := fillFast(objs.DnsAllowFast, key, entries); err != nil {
+		return err
+	}
+	m := objs.DnsAllow
 	keys := make([]bpf.DnspolicyAllowKey, len(entries))
 	vals := make([]uint8, len(entries))
 	for i, e := range entries {
@@ -181,6 +191,26 @@ func fill(m *ebpf.Map, key Key, entries []Entry) error {
 		j := min(i+4096, len(keys))
 		if _, err := m.BatchUpdate(keys[i:j], vals[i:j], nil); err != nil {
 			return fmt.Errorf("fill the dns allow map: %w", err)
+		}
+	}
+	return nil
+}
+
+// fillFast writes the fast table's buckets that hold a fingerprint.
+func fillFast(m *ebpf.Map, key Key, entries []Entry) error {
+	tab, _ := buildFast(key, entries, int(m.MaxEntries()))
+	var keys []uint32
+	var vals []bpf.DnspolicyAllowBucket
+	for i, b := range tab {
+		if b[0] != 0 {
+			keys = append(keys, uint32(i))
+			vals = append(vals, bpf.DnspolicyAllowBucket{Fp: b})
+		}
+	}
+	for i := 0; i < len(keys); i += 4096 {
+		j := min(i+4096, len(keys))
+		if _, err := m.BatchUpdate(keys[i:j], vals[i:j], nil); err != nil {
+			return fmt.Errorf("fill the dns allow fast table: %w", err)
 		}
 	}
 	return nil
