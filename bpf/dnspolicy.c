@@ -29,8 +29,10 @@
 // name is walked once a label at a time (lengths only), then read eight
 // bytes at a time, lowered and checked for a dot or NUL inside a label
 // without a loop per character, and hashed with SipHash-1-3 under a key
-// random at each load. The map key is small (uid, kind, 64-bit hash). The
-// text of the name is built only for a report.
+// random at each load. The map key is small (uid, kind, 64-bit hash); an
+// exact name is first looked for in dns_allow_fast (an array the verifier
+// inlines, no call), the hash map only when it is not there. The text of
+// the name is built only for a report.
 
 #include "common.h"
 #include <linux/tcp.h>

@@ -42,6 +42,7 @@ func BenchmarkQueryRateAlternating(b *testing.B) {
 	modes := []Mode{Off, hookMode, Audit, Enforce}
 	rates, cpus := map[Mode][]float64{}, map[Mode][]float64{}
 	pairRate, pairCPU := map[Mode][]float64{}, map[Mode][]float64{}
+	var overHook []float64
 	for round := range envInt("DP_ALT_ROUNDS", 200) {
 		order := slices.Clone(modes)
 		rot := round % len(order)
@@ -57,7 +58,11 @@ func BenchmarkQueryRateAlternating(b *testing.B) {
 			pairRate[m] = append(pairRate[m], rates[m][round]/rates[Off][round])
 			pairCPU[m] = append(pairCPU[m], cpus[Off][round]/cpus[m][round])
 		}
+		overHook = append(overHook, cpus[hookMode][round]/cpus[Enforce][round])
 	}
+	// The policy's own part, the hook's dispatch left out: what running
+	// it inside a program already on the hook would cost at best.
+	b.ReportMetric(median(overHook), "enforce/hook_cpu_paired")
 	for _, m := range modes[1:] {
 		b.ReportMetric(median(pairRate[m]), string(m)+"/off_paired")
 		b.ReportMetric(median(pairCPU[m]), string(m)+"/off_cpu_paired")
