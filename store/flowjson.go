@@ -31,6 +31,10 @@ type jreader struct {
 	// intern, when set, holds the process and cgroup names read so far:
 	// a million flows name a few processes and cgroups.
 	intern map[string]string
+	// spans, when set, gets where each flow flowList reads is in b.
+	spans *[]Span
+	// flowsOf, when set, reads an export's flows instead of flows.
+	flowsOf func(r *jreader, e *Export)
 }
 
 // maxInterned bounds a reader's intern table.
@@ -372,7 +376,11 @@ func (r *jreader) export(e *Export) {
 		case "users":
 			r.users(e)
 		case "flows":
-			r.flows(e)
+			if r.flowsOf != nil {
+				r.flowsOf(r, e)
+			} else {
+				r.flows(e)
+			}
 		default:
 			r.fail()
 		}
@@ -405,6 +413,9 @@ func (r *jreader) flows(e *Export) {
 	if r.flowsInHalves(e) {
 		return
 	}
+	if r.spans != nil {
+		*r.spans = (*r.spans)[:0] // what a failed half recorded
+	}
 	// A flow takes about 250 bytes: size the slice once.
 	e.Flows = make([]Flow, 0, (len(r.b)-r.i)/200+1)
 	r.flowList(&e.Flows, false)
@@ -416,7 +427,12 @@ func (r *jreader) flows(e *Export) {
 func (r *jreader) flowList(flows *[]Flow, atEnd bool) {
 	for r.ok {
 		*flows = append(*flows, Flow{})
+		r.ws()
+		start := r.i
 		r.flow(&(*flows)[len(*flows)-1], false)
+		if r.spans != nil {
+			*r.spans = append(*r.spans, Span{int32(start), int32(r.i)})
+		}
 		if atEnd && r.ok && r.i == len(r.b) {
 			return
 		}
@@ -459,13 +475,17 @@ func (r *jreader) flowsInHalves(e *Export) bool {
 	if r.intern != nil {
 		second.intern = map[string]string{} // its own: the halves run at once
 	}
+	var restSpans []Span
+	if r.spans != nil {
+		second.spans = &restSpans
+	}
 	var rest []Flow
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		rest = make([]Flow, 0, (len(r.b)-cut)/200+1)
 		second.flowList(&rest, false)
 	})
-	first := jreader{b: r.b[:cut], i: start, ok: true, intern: r.intern}
+	first := jreader{b: r.b[:cut], i: start, ok: true, intern: r.intern, spans: r.spans}
 	// Room for both halves: the first is not moved when the second is
 	// appended.
 	flows := make([]Flow, 0, (len(r.b)-start)/200+1)
@@ -475,6 +495,9 @@ func (r *jreader) flowsInHalves(e *Export) bool {
 		return false
 	}
 	e.Flows, r.i = append(flows, rest...), second.i
+	if r.spans != nil {
+		*r.spans = append(*r.spans, restSpans...)
+	}
 	return true
 }
 

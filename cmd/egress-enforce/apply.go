@@ -166,7 +166,7 @@ when it cannot, apply says so and exits 1.`,
 		RunE: runE(g, func(cmd *cobra.Command, e *env) error {
 			// A 100k-flow apply: 15% less CPU, 150 MiB more at its peak.
 			cli.FewerGCs(300)
-			b, err := buildPlan(cmd, e)
+			b, memo, err := buildApplyPlan(cmd, e)
 			if err != nil {
 				return err
 			}
@@ -189,6 +189,7 @@ when it cannot, apply says so and exits 1.`,
 			if err != nil {
 				return err
 			}
+			memo.write(a.gen.N)
 			if err := writeApplied(cmd, e, b.plan, a, r.confirmWithin, asJSON); err != nil {
 				return err
 			}

@@ -44,35 +44,52 @@ func ReadExport(path string) (*store.Export, []string, error) {
 // can put anything there) is left out with a warning. Ports and protocols
 // are numbers by type (JSON refuses what does not fit).
 func CheckExport(e *store.Export) ([]string, error) {
-	if !validHost(e.Host, 253, false) {
-		return nil, fmt.Errorf("host %q is not a host name (letters, digits, '.', '_', '-'; 253 at most)", e.Host)
-	}
-	for uid, name := range e.Users {
-		if !validHost(name, 64, true) {
-			return nil, fmt.Errorf("user %q (uid %d) is not a user name (letters, digits, '.', '_', '-', a final '$'; 64 at most)", name, uid)
-		}
+	if err := checkExportHeader(e); err != nil {
+		return nil, err
 	}
 	var warnings []string
 	for i := range e.Flows {
-		f := &e.Flows[i]
-		if err := plan.CheckAddr(f.IP); err != nil {
-			return nil, fmt.Errorf("flow #%d (uid %d, port %d): %w", i+1, f.UID, f.Port, err)
+		var err error
+		if warnings, err = checkFlow(i, &e.Flows[i], warnings); err != nil {
+			return nil, err
 		}
-		f.IP = f.IP.Unmap()
-		if f.Proto == 0 {
-			return nil, fmt.Errorf("flow #%d (uid %d, %s): no protocol", i+1, f.UID, f.IP)
-		}
-		names := f.Hostnames[:0:0]
-		for _, n := range f.Hostnames {
-			if n := strings.ToLower(n); plan.ValidName(n, false) {
-				names = append(names, n)
-				continue
-			}
-			warnings = append(warnings, fmt.Sprintf("flow uid %d %s %s: hostname %q left out: not a DNS name",
-				f.UID, plan.ProtoName(f.Proto), netip.AddrPortFrom(f.IP, f.Port), n))
-		}
-		f.Hostnames = names
 	}
+	return warnings, nil
+}
+
+// checkExportHeader is CheckExport of the host and user names.
+func checkExportHeader(e *store.Export) error {
+	if !validHost(e.Host, 253, false) {
+		return fmt.Errorf("host %q is not a host name (letters, digits, '.', '_', '-'; 253 at most)", e.Host)
+	}
+	for uid, name := range e.Users {
+		if !validHost(name, 64, true) {
+			return fmt.Errorf("user %q (uid %d) is not a user name (letters, digits, '.', '_', '-', a final '$'; 64 at most)", name, uid)
+		}
+	}
+	return nil
+}
+
+// checkFlow is CheckExport of flow f, the export's i-th: its warnings are
+// appended to warnings.
+func checkFlow(i int, f *store.Flow, warnings []string) ([]string, error) {
+	if err := plan.CheckAddr(f.IP); err != nil {
+		return nil, fmt.Errorf("flow #%d (uid %d, port %d): %w", i+1, f.UID, f.Port, err)
+	}
+	f.IP = f.IP.Unmap()
+	if f.Proto == 0 {
+		return nil, fmt.Errorf("flow #%d (uid %d, %s): no protocol", i+1, f.UID, f.IP)
+	}
+	names := f.Hostnames[:0:0]
+	for _, n := range f.Hostnames {
+		if n := strings.ToLower(n); plan.ValidName(n, false) {
+			names = append(names, n)
+			continue
+		}
+		warnings = append(warnings, fmt.Sprintf("flow uid %d %s %s: hostname %q left out: not a DNS name",
+			f.UID, plan.ProtoName(f.Proto), netip.AddrPortFrom(f.IP, f.Port), n))
+	}
+	f.Hostnames = names
 	return warnings, nil
 }
 

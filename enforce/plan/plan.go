@@ -477,27 +477,32 @@ var ICMPv6ND = []struct {
 }
 
 // Build makes the plan for flows.
-func Build(flows []store.Flow, o Options) *Plan {
+func Build(flows []store.Flow, o Options) *Plan { return BuildWith(flows, Plain{}, o) }
+
+// BuildWith is Build of flows and of the flows whose elements plain holds
+// (see Plainer): the same plan as Build of all of them.
+func BuildWith(flows []store.Flow, plain Plain, o Options) *Plan {
 	o.defaults()
-	b := &builder{p: newPlan(o), o: &o, ntp: slices.Clone(o.NTPServers),
-		set4: Set{Name: SetAllow4, Family: 4}, set6: Set{Name: SetAllow6, Family: 6},
-		svc4: Set{Name: SetService4, Family: 4}, svc6: Set{Name: SetService6, Family: 6}}
+	b := newBuilder(&o)
 	b.reserve(flows)
 	for i := range flows {
 		b.add(&flows[i])
 	}
 	p := b.p
+	p.Flows += plain.N
 	for _, s := range []*Set{&b.set4, &b.set6} {
+		extra := plain.V4
+		if s.Family == 6 {
+			extra = plain.V6
+		}
+		s.Elements = mergeElements(s.Elements, extra)
 		if len(s.Elements) == 0 {
 			s.Elements = nil // as if never reserved
-		}
-		byKey := func(a, b Element) int { return a.flowKey().Compare(b.flowKey()) }
-		if !slices.IsSortedFunc(s.Elements, byKey) { // flows in key order make sorted sets
-			slices.SortFunc(s.Elements, byKey)
 		}
 		s.Comment, s.Capacity = SetComment, SetSize(len(s.Elements))
 	}
 	if o.Follow != nil {
+		b.names = append(b.names, plain.Rules...)
 		// A table that follows no name has no follow sets and no mark rule.
 		if p.Follow = followSpec(b.names, o); len(p.Follow.Rules) == 0 {
 			p.Follow = nil
@@ -521,6 +526,13 @@ func Build(flows []store.Flow, o Options) *Plan {
 		p.Rules[i].Text = p.RuleText(&p.Rules[i])
 	}
 	return p
+}
+
+// newBuilder is a builder of a plan of options o (defaults set).
+func newBuilder(o *Options) *builder {
+	return &builder{p: newPlan(*o), o: o, ntp: slices.Clone(o.NTPServers),
+		set4: Set{Name: SetAllow4, Family: 4}, set6: Set{Name: SetAllow6, Family: 6},
+		svc4: Set{Name: SetService4, Family: 4}, svc6: Set{Name: SetService6, Family: 6}}
 }
 
 // newPlan is an empty plan of the options' table, mode and staging.
@@ -603,11 +615,7 @@ func (b *builder) add(f *store.Flow) {
 	if hosts == nil {
 		hosts = o.AllHosts
 	}
-	e := Element{UID: f.UID, IP: f.IP, Proto: f.Proto, Port: f.Port, Comment: b.comments.comment(f, len(hosts)), Hosts: hosts,
-		Names: b.checkedNames(&FlowNames{f.Proto, f.Hostnames})}
-	if o.UserName != nil {
-		e.User = o.UserName(f.UID)
-	}
+	e := b.element(f, hosts)
 	if !b.addService(f, e) {
 		return // its services allow it
 	}
@@ -616,6 +624,16 @@ func (b *builder) add(f *store.Flow) {
 	} else {
 		b.set6.Elements = append(b.set6.Elements, e)
 	}
+}
+
+// element is f's element, seen by hosts.
+func (b *builder) element(f *store.Flow, hosts []string) Element {
+	e := Element{UID: f.UID, IP: f.IP, Proto: f.Proto, Port: f.Port, Comment: b.comments.comment(f, len(hosts)), Hosts: hosts,
+		Names: b.checkedNames(&FlowNames{f.Proto, f.Hostnames})}
+	if b.o.UserName != nil {
+		e.User = b.o.UserName(f.UID)
+	}
+	return e
 }
 
 // skip says why a flow is left out of the plan ("": it is not).
@@ -642,12 +660,22 @@ func (b *builder) follow(f *store.Flow) bool {
 	}
 	followed := false
 	for _, n := range f.Hostnames {
-		if !slices.Contains(o.Follow.IPOnly, n) && o.Follow.Mode != FollowIP && ValidName(n, false) {
-			b.names = append(b.names, NameRule{UID: f.UID, Name: n, Proto: f.Proto, Port: f.Port, Source: "learned"})
+		if followsName(o.Follow, n) {
+			b.names = append(b.names, learnedRule(f, n))
 			followed = true
 		}
 	}
 	return followed
+}
+
+// followsName reports whether a flow's hostname n is followed.
+func followsName(o *FollowOptions, n string) bool {
+	return !slices.Contains(o.IPOnly, n) && o.Mode != FollowIP && ValidName(n, false)
+}
+
+// learnedRule is the name rule of flow f's name n.
+func learnedRule(f *store.Flow, n string) NameRule {
+	return NameRule{UID: f.UID, Name: n, Proto: f.Proto, Port: f.Port, Source: "learned"}
 }
 
 // baseRules are the rules before the lookups: replies, loopback, IPv6

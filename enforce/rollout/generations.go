@@ -5,6 +5,7 @@ package rollout
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -153,4 +154,23 @@ func guardAlive(g *store.Generation) bool {
 	args := strings.Split(string(cmdline), "\x00")
 	i := slices.Index(args, "--generation")
 	return slices.Contains(args, "confirm-guard") && i >= 0 && i+1 < len(args) && args[i+1] == strconv.FormatUint(g.N, 10)
+}
+
+// CurrentGeneration is the number of the generation the store says table
+// in target t is (0: none).
+func CurrentGeneration(st *store.Store, t nft.Target, table string) (uint64, error) {
+	gens, err := st.Generations()
+	if err != nil {
+		return 0, err
+	}
+	if g := current(gens, targetKey(t), table); g != nil {
+		return g.N, nil
+	}
+	return 0, nil
+}
+
+// MemoPath is where apply keeps the memo of the export it applied to
+// table in target t (enforce/baseline's ReadExportMemo).
+func MemoPath(db string, t nft.Target, table string) string {
+	return filepath.Join(AppliedDir(db, targetKey(t), table), "export-memo.bin")
 }

@@ -1,0 +1,152 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+)
+
+// An apply of an export that changed in a few flows since the last one
+// reads only those again (enforce/baseline's memo): the flows whose bytes
+// did not change are the flows they were. DecodeExportSpans says where
+// each flow of an export is; DiffExport reads an export against an
+// earlier one.
+
+// Span is where a flow is in an export's bytes: [Start, End).
+type Span struct{ Start, End int32 }
+
+// DecodeExportSpans is DecodeExport, and where each of e's flows is in
+// data (nil when the fast reader did not read it, or data is 2 GiB or
+// more).
+func DecodeExportSpans(data []byte, e *Export) ([]Span, error) {
+	if len(data) >= math.MaxInt32 {
+		return nil, DecodeExport(data, e)
+	}
+	spans := []Span{}
+	r := jreader{b: data, ok: true, intern: map[string]string{}, spans: &spans}
+	var out Export
+	r.export(&out)
+	if r.end() && len(spans) == len(out.Flows) {
+		*e = out
+		return spans, nil
+	}
+	return nil, json.Unmarshal(data, e)
+}
+
+// DecodeFlowJSON decodes one flow object of an export (the bytes of a
+// Span) with the fast reader; false when it cannot (DecodeExport would
+// have gone to encoding/json).
+func DecodeFlowJSON(b []byte, f *Flow) bool {
+	r := jreader{b: b, ok: true}
+	r.flow(f, false)
+	return r.end()
+}
+
+// FlowRef is one flow of an export read by DiffExport: where it is, and
+// which flow of the earlier export has its bytes (-1: none; then Flow is
+// the flow read).
+type FlowRef struct {
+	Span
+	Old  int32
+	Flow *Flow
+}
+
+// DiffExport reads the export data against an earlier one, old, whose
+// flows are at oldSpans with keys oldKeys (the keys after
+// netip.Addr.Unmap), in strictly increasing order. A flow whose bytes are
+// those of the earlier export's flow at the same place in the key order is
+// not read again (its FlowRef names it); the others are read. The header
+// is read into e, without its flows. It returns false where DecodeExport
+// could read what it cannot: anything its fast reader does not read, or
+// flows whose keys (after Unmap) are not in strictly increasing order.
+func DiffExport(data, old []byte, oldSpans []Span, oldKeys []FlowKey, e *Export) ([]FlowRef, bool) {
+	if len(data) >= math.MaxInt32 || len(oldSpans) != len(oldKeys) {
+		return nil, false
+	}
+	d := exportDiff{old: old, spans: oldSpans, keys: oldKeys, refs: []FlowRef{}}
+	r := jreader{b: data, ok: true, intern: map[string]string{}, flowsOf: d.flows}
+	var out Export
+	r.export(&out)
+	if !r.end() || d.bad {
+		return nil, false
+	}
+	*e = out
+	return d.refs, true
+}
+
+// exportDiff is the state of a DiffExport.
+type exportDiff struct {
+	old   []byte
+	spans []Span
+	keys  []FlowKey
+	k     int // the next of the earlier flows
+	refs  []FlowRef
+	last  FlowKey
+	bad   bool
+}
+
+// flows reads the flows of the export (from its '[').
+func (d *exportDiff) flows(r *jreader, e *Export) {
+	if len(d.refs) > 0 || !r.lit('[') {
+		d.bad = true
+		return
+	}
+	e.Flows = []Flow{}
+	if r.peek() == ']' {
+		r.i++
+		return
+	}
+	for r.ok && !d.bad {
+		r.ws()
+		key, ok := d.reuse(r)
+		if !ok {
+			key = d.read(r)
+		}
+		if len(d.refs) > 1 && d.last.Compare(key) >= 0 {
+			d.bad = true
+			return
+		}
+		d.last = key
+		if r.peek() == ']' {
+			r.i++
+			return
+		}
+		r.lit(',')
+	}
+}
+
+// reuse takes the next earlier flow when its bytes are next in r.
+func (d *exportDiff) reuse(r *jreader) (FlowKey, bool) {
+	if d.k >= len(d.spans) {
+		return FlowKey{}, false
+	}
+	s := d.spans[d.k]
+	n := int(s.End - s.Start)
+	if s.Start < 0 || n <= 0 || int(s.End) > len(d.old) || r.i+n > len(r.b) || !bytes.Equal(r.b[r.i:r.i+n], d.old[s.Start:s.End]) {
+		return FlowKey{}, false
+	}
+	// The same bytes: the same whole flow object, which the reader would
+	// read the same way.
+	d.refs = append(d.refs, FlowRef{Span: Span{int32(r.i), int32(r.i + n)}, Old: int32(d.k)})
+	r.i += n
+	d.k++
+	return d.keys[d.k-1], true
+}
+
+// read reads the next flow, and passes the earlier flows whose keys come
+// before its key, or are its key (a changed flow).
+func (d *exportDiff) read(r *jreader) FlowKey {
+	start := r.i
+	f := new(Flow)
+	r.flow(f, false)
+	if !r.ok {
+		return FlowKey{}
+	}
+	key := f.FlowKey
+	key.IP = key.IP.Unmap()
+	for d.k < len(d.keys) && d.keys[d.k].Compare(key) <= 0 {
+		d.k++
+	}
+	d.refs = append(d.refs, FlowRef{Span: Span{int32(start), int32(r.i)}, Old: -1, Flow: f})
+	return key
+}
