@@ -240,7 +240,7 @@ func optionsPrint(o *plan.Options) ([32]byte, error) {
 	type shown struct {
 		plan.Options
 		Now, UserName, Hosts, AllHosts, Source struct{} // hide those of Options
-		Version                                 int
+		Version                                int
 	}
 	b, err := json.Marshal(shown{Options: *o, Version: 1})
 	if err != nil {
