@@ -4,29 +4,33 @@ import (
 	"cmp"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"github.com/egresskit/egress/enforce/baseline"
 	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/enforce/rollout"
+	"github.com/egresskit/egress/store"
 )
 
 // applyMemo is the memo an apply --from one export writes for the next
 // (baseline.ReadExportMemo): made while the table is applied, written
 // once it is, as the memo of its generation.
 type applyMemo struct {
-	path string
-	body chan []byte
+	done chan struct{}
+	pm   *baseline.PendingMemo
+	err  error
 }
 
 // buildApplyPlan is buildPlan for apply: an apply --from one export reads
 // it against the memo of the export applied before, when the store says
 // the table is the generation the memo was made for, and starts the memo
-// of this one (nil for other applies).
-func buildApplyPlan(cmd *cobra.Command, e *env) (*built, *applyMemo, error) {
+// of this one (nil for other applies, and a dry run).
+func buildApplyPlan(cmd *cobra.Command, e *env, dryRun bool) (*built, *applyMemo, error) {
 	from, _ := cmd.Flags().GetStringArray("from")
-	if len(from) != 1 {
+	if len(from) != 1 || dryRun {
 		b, err := buildPlan(cmd, e)
 		return b, nil, err
 	}
@@ -38,7 +42,7 @@ func buildApplyPlan(cmd *cobra.Command, e *env) (*built, *applyMemo, error) {
 	table := cmp.Or(opts.Table, plan.DefaultTable)
 	path := rollout.MemoPath(e.Cfg.DB, e.target, table)
 	var gen uint64
-	if st, err := e.ReadStore(); err == nil {
+	if st, err := e.applyStore(); err == nil {
 		gen, _ = rollout.CurrentGeneration(st, e.target, table)
 	}
 	r, err := baseline.ReadExportMemo(from[0], path, gen, &opts, func(w string) { slog.Warn(w) })
@@ -51,17 +55,54 @@ func buildApplyPlan(cmd *cobra.Command, e *env) (*built, *applyMemo, error) {
 		e.Log.Info("the export was read against the one applied before: only its changed flows were read", "export", from[0], "flows_kept", r.Reused)
 	}
 	p := plan.BuildWith(r.Merged.Flows, r.Plain, opts)
-	m := &applyMemo{path: path, body: make(chan []byte, 1)}
-	go func() { m.body <- r.Memo(p) }()
+	m := &applyMemo{done: make(chan struct{})}
+	go func() {
+		defer close(m.done)
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			m.err = err
+			return
+		}
+		m.pm, m.err = baseline.StartMemo(path, r.Memo(p))
+	}()
 	return &built{plan: p, opts: opts}, m, nil
 }
 
-// write writes the memo as generation n's (nil m: nothing to write).
+// write makes the memo generation n's (nil m: nothing to write).
 func (m *applyMemo) write(n uint64) {
 	if m == nil {
 		return
 	}
-	if err := baseline.WriteMemo(m.path, n, <-m.body); err != nil {
+	<-m.done
+	err := m.err
+	if err == nil {
+		err = m.pm.Commit(n)
+	}
+	if err != nil {
 		slog.Warn("the memo of the export applied could not be written: the next apply reads its export whole", "err", err)
 	}
+}
+
+// abort drops the memo of an apply that failed: the one in place stays.
+func (m *applyMemo) abort() {
+	if m == nil {
+		return
+	}
+	<-m.done
+	if m.pm != nil {
+		m.pm.Abort()
+	}
+}
+
+// applyStore opens the store for writing once: the memo's generation is
+// read, and the apply recorded, through one Store (its first transaction
+// checks the file, the next ones need not).
+func (e *env) applyStore() (*store.Store, error) {
+	if e.st == nil {
+		st, err := e.WriteStore()
+		if err != nil {
+			return nil, err
+		}
+		e.st = st
+	}
+	return e.st, nil
 }

@@ -59,6 +59,7 @@ type env struct {
 	*cli.Env
 	target nft.Target
 	kernel *nft.Netlink
+	st     *store.Store // the store for writing, once opened (applyStore)
 }
 
 // runE is the RunE of a command: the configuration is loaded and the

@@ -6,8 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 	"unsafe"
@@ -31,8 +34,12 @@ import (
 
 const memoMagic = "egress-apply-memo/1\n"
 
-// memoHeader is the magic, the generation, and the checksum of the rest.
-const memoHeader = len(memoMagic) + 16
+// memoHeader is the magic, the generation, the checksum of the rest, and
+// the length of the export that follows (the flows' records follow it).
+const memoHeader = len(memoMagic) + 24
+
+// MemoBody is a memo to write (WriteMemo): the export, and the records.
+type MemoBody struct{ data, rec []byte }
 
 // ExportRead is one export read for a plan, with or without a memo.
 type ExportRead struct {
@@ -48,21 +55,22 @@ type ExportRead struct {
 
 	fp    [32]byte
 	data  []byte
-	flows []memoFlow // the export's flows in its order, for the next memo
+	flows []memoFlow // the export's flows in its order, for the next memo (nil: none)
+	old   *memo      // the memo read
 	// fromPlan: the plain flows' elements are to be found in the plan.
 	fromPlan bool
 }
 
-// memoFlow is one flow of a memo.
+// memoFlow is one flow of the next memo.
 type memoFlow struct {
-	span  store.Span
-	key   store.FlowKey
-	plain bool
-	// A plain flow's element (when hasElem; made when not fromPlan), and
-	// its followed names.
-	hasElem bool
-	elem    plan.Element
-	follow  []string
+	span store.Span
+	key  store.FlowKey
+	old  int32 // >= 0: the flow of the memo read whose record this is
+	// plain (plan.Plainer); when it has an element, the element (found in
+	// the plan when fromPlan); its followed names.
+	plain, hasElem bool
+	elem           *plan.Element
+	follow         []string
 }
 
 // ReadExportMemo reads the export at path for a plan of options o (o's
@@ -123,7 +131,7 @@ func readWhole(path string, data []byte, o *plan.Options, warn func(string)) (*E
 		if r.flows == nil {
 			continue
 		}
-		mf := memoFlow{span: spans[i], key: f.FlowKey, plain: len(warnings) == n && kept(f) && pl.Is(f)}
+		mf := memoFlow{span: spans[i], key: f.FlowKey, old: -1, plain: len(warnings) == n && kept(f) && pl.Is(f)}
 		if mf.plain {
 			mf.follow = pl.Followed(f)
 			mf.hasElem = pl.HasElement(mf.follow)
@@ -161,7 +169,7 @@ func checkFormat(path string, e *store.Export) error {
 // cannot.
 func readAgainst(path string, data []byte, m *memo, o *plan.Options, warn func(string)) (*ExportRead, string, error) {
 	var e store.Export
-	refs, ok := store.DiffExport(data, m.data, m.spans(), m.keys(), &e)
+	refs, ok := store.DiffExport(data, m.data, m.spans, m.keys, &e)
 	if !ok {
 		return nil, "the export is not in the form egress-learn writes (flows in key order, nothing to escape)", nil
 	}
@@ -172,64 +180,100 @@ func readAgainst(path string, data []byte, m *memo, o *plan.Options, warn func(s
 		return nil, "", fmt.Errorf("read export %s: %w", path, err)
 	}
 	o.AllHosts = []string{e.Host}
-	pl := plan.NewPlainer(*o)
-	r := &ExportRead{data: data, flows: make([]memoFlow, len(refs))}
-	var warnings []string
+	r := &ExportRead{data: data, flows: make([]memoFlow, len(refs)), old: m}
+	// Room for what the memo's flows had, and what changed.
+	more := len(refs) - len(m.keys) + len(refs)/100 + 16
+	r.Plain.V4, r.Plain.V6 = make([]plan.Element, 0, m.v4+more), make([]plan.Element, 0, m.v6+more)
+	r.Plain.Rules = make([]plan.NameRule, 0, m.rules+more)
+	a := againstRead{r: r, m: m, pl: plan.NewPlainer(*o), hosts: o.AllHosts, e: &e}
 	for i, ref := range refs {
-		mf := &r.flows[i]
-		mf.span = ref.Span
-		if ref.Old >= 0 && m.flows[ref.Old].plain {
-			old := &m.flows[ref.Old]
-			mf.key, mf.plain, mf.hasElem, mf.elem, mf.follow = old.key, true, old.hasElem, old.elem, old.follow
-			if mf.hasElem {
-				mf.elem.Hosts, mf.elem.User = o.AllHosts, m.users[old.key.UID]
+		if why, err := a.flow(i, ref); why != "" || err != nil {
+			if err != nil {
+				err = fmt.Errorf("read export %s: %w", path, err)
 			}
-			r.Reused++
-			continue
-		}
-		f := ref.Flow
-		if f == nil {
-			f = new(store.Flow)
-			if !store.DecodeFlowJSON(data[ref.Start:ref.End], f) {
-				return nil, "a flow the fast reader does not read", nil
-			}
-		}
-		n := len(warnings)
-		var err error
-		if warnings, err = checkFlow(i, f, warnings); err != nil {
-			return nil, "", fmt.Errorf("read export %s: %w", path, err)
-		}
-		mf.key = f.FlowKey
-		if mf.plain = len(warnings) == n && kept(f) && pl.Is(f); mf.plain {
-			mf.follow = pl.Followed(f)
-			if mf.hasElem = pl.HasElement(mf.follow); mf.hasElem {
-				mf.elem = pl.Element(f)
-			}
-		}
-		if !mf.plain {
-			e.Flows = append(e.Flows, *f)
+			return nil, why, err
 		}
 	}
-	for _, w := range warnings {
+	for _, w := range a.warnings {
 		warn(path + ": " + w)
-	}
-	for i := range r.flows {
-		mf := &r.flows[i]
-		if !mf.plain {
-			continue
-		}
-		r.Plain.N++
-		r.Plain.Rules = plan.Rules(r.Plain.Rules, mf.key, mf.follow)
-		if mf.hasElem {
-			if mf.key.IP.Is4() {
-				r.Plain.V4 = append(r.Plain.V4, mf.elem)
-			} else {
-				r.Plain.V6 = append(r.Plain.V6, mf.elem)
-			}
-		}
 	}
 	r.finish([]*store.Export{&e}, o, warn)
 	return r, "", nil
+}
+
+// againstRead is the state of a readAgainst.
+type againstRead struct {
+	r        *ExportRead
+	m        *memo
+	pl       *plan.Plainer
+	hosts    []string
+	e        *store.Export // gets the flows that are not plain
+	warnings []string
+}
+
+// flow takes the export's flow i: a plain flow of the memo as it was, any
+// other read and checked.
+func (a *againstRead) flow(i int, ref store.FlowRef) (string, error) {
+	mf := &a.r.flows[i]
+	mf.span, mf.old = ref.Span, -1
+	if ref.Old < 0 {
+		return a.read(i, ref)
+	}
+	plain, e, hasElem, follow := a.m.flow(int(ref.Old))
+	if !plain {
+		return a.read(i, ref)
+	}
+	mf.old, mf.key, mf.plain = ref.Old, a.m.keys[ref.Old], true
+	if hasElem {
+		e.Hosts, e.User = a.hosts, a.m.users[e.UID]
+	}
+	a.r.Reused++
+	a.plain(mf.key, hasElem, e, follow)
+	return "", nil
+}
+
+// read reads and checks the export's flow i.
+func (a *againstRead) read(i int, ref store.FlowRef) (string, error) {
+	mf := &a.r.flows[i]
+	f := ref.Flow
+	if f == nil {
+		f = new(store.Flow)
+		if !store.DecodeFlowJSON(a.r.data[ref.Start:ref.End], f) {
+			return "a flow the fast reader does not read", nil
+		}
+	}
+	n := len(a.warnings)
+	var err error
+	if a.warnings, err = checkFlow(i, f, a.warnings); err != nil {
+		return "", err
+	}
+	mf.key = f.FlowKey
+	if mf.plain = len(a.warnings) == n && kept(f) && a.pl.Is(f); !mf.plain {
+		a.e.Flows = append(a.e.Flows, *f)
+		return "", nil
+	}
+	mf.follow = a.pl.Followed(f)
+	var e plan.Element
+	if mf.hasElem = a.pl.HasElement(mf.follow); mf.hasElem {
+		e = a.pl.Element(f)
+		mf.elem = &e
+	}
+	a.plain(mf.key, mf.hasElem, e, mf.follow)
+	return "", nil
+}
+
+// plain adds what a plain flow adds to the plan.
+func (a *againstRead) plain(k store.FlowKey, hasElem bool, e plan.Element, follow []string) {
+	p := &a.r.Plain
+	p.N++
+	p.Rules = plan.Rules(p.Rules, k, follow)
+	switch {
+	case !hasElem:
+	case k.IP.Is4():
+		p.V4 = append(p.V4, e)
+	default:
+		p.V6 = append(p.V6, e)
+	}
 }
 
 // optionsPrint is a digest of the plan options that make an element,
@@ -249,27 +293,37 @@ func optionsPrint(o *plan.Options) ([32]byte, error) {
 	return sha256.Sum256(b), nil
 }
 
-// memo is a memo read back.
+// memo is a memo read back: the export, and where each flow of it is,
+// its key, and its record (all after its span) in body.
 type memo struct {
+	body  []byte
 	data  []byte // the export
-	flows []memoFlow
+	spans []store.Span
+	keys  []store.FlowKey
+	recs  [][2]int32
 	users map[uint32]string
+	str   string // body as a string: the elements' strings point into it
+	// How many elements of each family and rules its plain flows have.
+	v4, v6, rules int
 }
 
-func (m *memo) spans() []store.Span {
-	out := make([]store.Span, len(m.flows))
-	for i := range m.flows {
-		out[i] = m.flows[i].span
-	}
-	return out
+func (m *memo) reader(i int) memoReader {
+	return memoReader{b: m.body[:m.recs[i][1]], s: m.str, i: int(m.recs[i][0])}
 }
 
-func (m *memo) keys() []store.FlowKey {
-	out := make([]store.FlowKey, len(m.flows))
-	for i := range m.flows {
-		out[i] = m.flows[i].key
+// flow says whether flow i is plain, and a plain one's element (when
+// hasElem) and followed names.
+func (m *memo) flow(i int) (plain bool, e plan.Element, hasElem bool, follow []string) {
+	r := m.reader(i)
+	k := r.key()
+	switch r.u8() {
+	case 0:
+		return false, e, false, nil
+	case 3:
+		hasElem = true
+		e = plan.Element{UID: k.UID, IP: k.IP, Proto: k.Proto, Port: k.Port, Comment: r.str(), Names: r.strings()}
 	}
-	return out
+	return true, e, hasElem, r.strings()
 }
 
 // loadMemo reads the memo at path: nil and why when there is none to use.
@@ -277,7 +331,7 @@ func loadMemo(path string, gen uint64, fp [32]byte, userName func(uint32) string
 	if path == "" || gen == 0 {
 		return nil, "no table was applied from an export before"
 	}
-	b, err := os.ReadFile(path)
+	b, err := readMemoFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return nil, "no memo of the export applied before"
@@ -286,14 +340,17 @@ func loadMemo(path string, gen uint64, fp [32]byte, userName func(uint32) string
 	case len(b) < memoHeader || string(b[:len(memoMagic)]) != memoMagic:
 		return nil, "the memo of the export applied before is not one"
 	}
-	body := b[memoHeader:]
-	if xxhash.Sum64(body) != binary.BigEndian.Uint64(b[len(memoMagic)+8:]) {
+	body, n := b[memoHeader:], binary.BigEndian.Uint64(b[len(memoMagic)+16:])
+	if n > uint64(len(body)) || xxhash.Sum64(body) != binary.BigEndian.Uint64(b[len(memoMagic)+8:]) {
 		return nil, "the memo of the export applied before is damaged (checksum)"
 	}
 	if g := binary.BigEndian.Uint64(b[len(memoMagic):]); g != gen {
 		return nil, "the memo is of generation " + strconv.FormatUint(g, 10) + ", the table is generation " + strconv.FormatUint(gen, 10)
 	}
-	m, mfp, err := decodeMemo(body)
+	m, mfp, err := decodeMemo(body[n:])
+	if m != nil {
+		m.data = body[:n]
+	}
 	switch {
 	case err != nil:
 		return nil, "the memo of the export applied before: " + err.Error()
@@ -312,7 +369,7 @@ func loadMemo(path string, gen uint64, fp [32]byte, userName func(uint32) string
 // WriteMemo once p is applied; nil when there can be none (the export's
 // flows are not in key order, or a reader other than the fast one read
 // them).
-func (r *ExportRead) Memo(p *plan.Plan) []byte {
+func (r *ExportRead) Memo(p *plan.Plan) *MemoBody {
 	if r.flows == nil {
 		return nil
 	}
@@ -324,7 +381,7 @@ func (r *ExportRead) Memo(p *plan.Plan) []byte {
 	if r.fromPlan && !r.elementsFrom(p) {
 		return nil
 	}
-	return encodeMemo(r)
+	return &MemoBody{data: r.data, rec: encodeMemo(r)}
 }
 
 // elementsFrom finds the plain flows' elements in p's allow sets.
@@ -349,7 +406,7 @@ func (r *ExportRead) elementsFrom(p *plan.Plan) bool {
 		if at[s] == len(els) || elementKey(&els[at[s]]) != mf.key {
 			return false
 		}
-		mf.elem = els[at[s]]
+		mf.elem = &els[at[s]]
 	}
 	r.fromPlan = false
 	return true
@@ -359,23 +416,26 @@ func elementKey(e *plan.Element) store.FlowKey {
 	return store.FlowKey{UID: e.UID, IP: e.IP, Proto: e.Proto, Port: e.Port}
 }
 
-// encodeMemo writes the body of r's memo: the options' digest, the
-// export, the user names, the flows.
+// encodeMemo writes the records of r's memo: the options' digest, the
+// user names, the flows (a flow of the memo read keeps its record).
 func encodeMemo(r *ExportRead) []byte {
 	users := map[uint32]string{}
-	n := 32 + 8 + len(r.data) + 8 + len(r.flows)*48
+	n := 32 + 16 + len(r.flows)*8
+	if r.old != nil {
+		maps.Copy(users, r.old.users)
+		n += len(r.old.body)
+	}
 	for i := range r.flows {
-		if e := &r.flows[i].elem; r.flows[i].hasElem {
-			users[e.UID] = e.User
-			n += len(e.Comment) + 8
-		}
-		for _, f := range r.flows[i].follow {
-			n += len(f) + 2
+		if mf := &r.flows[i]; mf.old < 0 {
+			n += 64
+			if mf.hasElem {
+				users[mf.elem.UID] = mf.elem.User
+				n += len(mf.elem.Comment)
+			}
 		}
 	}
 	b := make([]byte, 0, n)
 	b = append(b, r.fp[:]...)
-	b = appendBytes(b, r.data)
 	b = binary.AppendUvarint(b, uint64(len(users)))
 	for uid, name := range users {
 		b = binary.BigEndian.AppendUint32(b, uid)
@@ -383,7 +443,15 @@ func encodeMemo(r *ExportRead) []byte {
 	}
 	b = binary.AppendUvarint(b, uint64(len(r.flows)))
 	for i := range r.flows {
-		b = appendMemoFlow(b, &r.flows[i])
+		mf := &r.flows[i]
+		b = binary.BigEndian.AppendUint32(b, uint32(mf.span.Start))
+		b = binary.BigEndian.AppendUint32(b, uint32(mf.span.End))
+		if mf.old >= 0 {
+			rec := r.old.recs[mf.old]
+			b = append(b, r.old.body[rec[0]:rec[1]]...)
+		} else {
+			b = appendMemoFlow(b, mf)
+		}
 	}
 	return b
 }
@@ -393,11 +461,9 @@ func appendBytes(b, s []byte) []byte {
 	return append(b, s...)
 }
 
-// appendMemoFlow appends one flow: span, key, plain, and a plain one's
-// comment and checked names.
+// appendMemoFlow appends one flow's record: key, plain, and a plain one's
+// element's comment and checked names, and its followed names.
 func appendMemoFlow(b []byte, f *memoFlow) []byte {
-	b = binary.BigEndian.AppendUint32(b, uint32(f.span.Start))
-	b = binary.BigEndian.AppendUint32(b, uint32(f.span.End))
 	b = binary.BigEndian.AppendUint32(b, f.key.UID)
 	b = appendBytes(b, f.key.IP.AsSlice())
 	b = append(b, f.key.Proto)
@@ -440,8 +506,12 @@ func (r *memoReader) next(n int) []byte {
 }
 
 func (r *memoReader) uvarint() int {
-	v, n := binary.Uvarint(r.b[min(r.i, len(r.b)):])
-	if r.bad || n <= 0 || v > uint64(len(r.b)) {
+	if r.bad || r.i >= len(r.b) {
+		r.bad = true
+		return 0
+	}
+	v, n := binary.Uvarint(r.b[r.i:])
+	if n <= 0 || v > uint64(len(r.b)) {
 		r.bad = true
 		return 0
 	}
@@ -456,63 +526,19 @@ func (r *memoReader) u32() uint32 {
 	return 0
 }
 
+func (r *memoReader) u8() byte {
+	if b := r.next(1); b != nil {
+		return b[0]
+	}
+	return 0
+}
+
 func (r *memoReader) str() string {
 	n := r.uvarint()
 	if r.next(n) == nil {
 		return ""
 	}
 	return r.s[r.i-n : r.i]
-}
-
-// decodeMemo reads what encodeMemo wrote.
-func decodeMemo(body []byte) (*memo, [32]byte, error) {
-	r := &memoReader{b: body, s: unsafe.String(unsafe.SliceData(body), len(body))}
-	fp := [32]byte(append([]byte(nil), r.next(32)...))
-	m := &memo{users: map[uint32]string{}}
-	m.data = r.next(r.uvarint())
-	for n := r.uvarint(); n > 0 && !r.bad; n-- {
-		uid := r.u32()
-		m.users[uid] = r.str()
-	}
-	n := r.uvarint()
-	if n > len(body)/16 {
-		r.bad = true
-	}
-	m.flows = make([]memoFlow, 0, n)
-	for ; n > 0 && !r.bad; n-- {
-		m.flows = append(m.flows, r.flow(m.users))
-	}
-	if r.bad || r.i != len(body) {
-		return nil, fp, errors.New("its length")
-	}
-	return m, fp, nil
-}
-
-// flow reads one flow of a memo.
-func (r *memoReader) flow(users map[uint32]string) memoFlow {
-	var f memoFlow
-	f.span = store.Span{Start: int32(r.u32()), End: int32(r.u32())}
-	f.key.UID = r.u32()
-	ip, ok := netip.AddrFromSlice(r.next(r.uvarint()))
-	if b := r.next(3); b != nil && ok {
-		f.key.IP, f.key.Proto, f.key.Port = ip, b[0], binary.BigEndian.Uint16(b[1:])
-	} else {
-		r.bad = true
-	}
-	b := r.next(1)
-	if b == nil || b[0] == 0 {
-		return f
-	}
-	f.plain, f.hasElem = true, b[0] == 3
-	if f.hasElem {
-		f.elem = plan.Element{UID: f.key.UID, IP: f.key.IP, Proto: f.key.Proto, Port: f.key.Port, Comment: r.str()}
-		f.elem.Names = r.strings()
-		if _, ok := users[f.key.UID]; !ok {
-			r.bad = true
-		}
-	}
-	f.follow = r.strings()
-	return f
 }
 
 // strings reads what appendStrings wrote (none: nil).
@@ -528,35 +554,166 @@ func (r *memoReader) strings() []string {
 	return out
 }
 
+// skipStrings passes what appendStrings wrote.
+func (r *memoReader) skipStrings() {
+	for k := r.uvarint(); k > 0 && !r.bad; k-- {
+		r.next(r.uvarint())
+	}
+}
+
+// key reads a flow's key.
+func (r *memoReader) key() store.FlowKey {
+	var k store.FlowKey
+	k.UID = r.u32()
+	ip, ok := netip.AddrFromSlice(r.next(r.uvarint()))
+	if b := r.next(3); b != nil && ok {
+		k.IP, k.Proto, k.Port = ip, b[0], binary.BigEndian.Uint16(b[1:])
+	} else {
+		r.bad = true
+	}
+	return k
+}
+
+// decodeMemo reads what encodeMemo wrote.
+func decodeMemo(body []byte) (*memo, [32]byte, error) {
+	r := &memoReader{b: body, s: unsafe.String(unsafe.SliceData(body), len(body))}
+	fp := [32]byte(append([]byte(nil), r.next(32)...))
+	m := &memo{body: body, str: r.s, users: map[uint32]string{}}
+	for n := r.uvarint(); n > 0 && !r.bad; n-- {
+		uid := r.u32()
+		m.users[uid] = r.str()
+	}
+	n := r.uvarint()
+	if n > len(body)/16 {
+		r.bad = true
+		n = 0
+	}
+	m.spans, m.keys, m.recs = make([]store.Span, n), make([]store.FlowKey, n), make([][2]int32, n)
+	for i := 0; i < n && !r.bad; i++ {
+		m.spans[i] = store.Span{Start: int32(r.u32()), End: int32(r.u32())}
+		start := r.i
+		m.keys[i] = r.key()
+		if r.skipFlow(); !r.bad {
+			m.recs[i] = [2]int32{int32(start), int32(r.i)}
+		}
+		if !r.bad {
+			r.bad = !m.count(i)
+		}
+	}
+	if r.bad || r.i != len(body) {
+		return nil, fp, errors.New("its length")
+	}
+	return m, fp, nil
+}
+
+// skipFlow passes the rest of a flow's record after its key.
+func (r *memoReader) skipFlow() {
+	switch r.u8() {
+	case 0:
+		return
+	case 1:
+	case 3:
+		r.next(r.uvarint())
+		r.skipStrings()
+	default:
+		r.bad = true
+		return
+	}
+	r.skipStrings()
+}
+
+// count counts flow i's element and rules; false when its element's
+// user is not named.
+func (m *memo) count(i int) bool {
+	r := m.reader(i)
+	r.key()
+	switch r.u8() {
+	case 0:
+		return true
+	case 3:
+		if _, ok := m.users[m.keys[i].UID]; !ok {
+			return false
+		}
+		if m.keys[i].IP.Is4() {
+			m.v4++
+		} else {
+			m.v6++
+		}
+		r.next(r.uvarint())
+		r.skipStrings()
+	}
+	m.rules += r.uvarint()
+	return true
+}
+
 // WriteMemo writes memo body (ExportRead.Memo) of generation gen at path,
 // replacing the one there; a nil body removes it.
-func WriteMemo(path string, gen uint64, body []byte) error {
+func WriteMemo(path string, gen uint64, body *MemoBody) error {
+	pm, err := StartMemo(path, body)
+	if err != nil {
+		return err
+	}
+	return pm.Commit(gen)
+}
+
+// PendingMemo is a memo written beside the one it replaces, until Commit
+// names its generation and puts it in place.
+type PendingMemo struct {
+	path string
+	f    *os.File // nil: there is none (Commit removes the old one)
+}
+
+// StartMemo writes memo body beside path (nil body: nothing), for Commit.
+func StartMemo(path string, body *MemoBody) (*PendingMemo, error) {
 	if body == nil {
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return &PendingMemo{path: path}, nil
+	}
+	sum := xxhash.New()
+	sum.Write(body.data)
+	sum.Write(body.rec)
+	head := make([]byte, 0, memoHeader)
+	head = append(head, memoMagic...)
+	head = binary.BigEndian.AppendUint64(head, 0) // the generation: Commit's
+	head = binary.BigEndian.AppendUint64(head, sum.Sum64())
+	head = binary.BigEndian.AppendUint64(head, uint64(len(body.data)))
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*")
+	if err != nil {
+		return nil, err
+	}
+	bufs := net.Buffers{head, body.data, body.rec} // one writev
+	if _, err = bufs.WriteTo(f); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	return &PendingMemo{path: path, f: f}, nil
+}
+
+// Commit makes the memo generation gen's, in place of the one at its path.
+func (pm *PendingMemo) Commit(gen uint64) error {
+	if pm.f == nil {
+		if err := os.Remove(pm.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
 		return nil
 	}
-	head := make([]byte, 0, memoHeader)
-	head = append(head, memoMagic...)
-	head = binary.BigEndian.AppendUint64(head, gen)
-	head = binary.BigEndian.AppendUint64(head, xxhash.Sum64(body))
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err = f.Write(head); err == nil {
-		_, err = f.Write(body)
-	}
-	if cerr := f.Close(); err == nil {
+	_, err := pm.f.WriteAt(binary.BigEndian.AppendUint64(nil, gen), int64(len(memoMagic)))
+	if cerr := pm.f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, path)
+		err = os.Rename(pm.f.Name(), pm.path)
 	}
 	if err != nil {
-		os.Remove(tmp)
+		os.Remove(pm.f.Name())
 	}
 	return err
+}
+
+// Abort removes the memo written (the one in place stays).
+func (pm *PendingMemo) Abort() {
+	if pm.f != nil {
+		pm.f.Close()
+		os.Remove(pm.f.Name())
+	}
 }

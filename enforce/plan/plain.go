@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"cmp"
 	"slices"
 
 	"github.com/egresskit/egress/store"
@@ -83,15 +84,16 @@ func Rules(rules []NameRule, k store.FlowKey, followed []string) []NameRule {
 // mergeElements is the elements of a and b in key order (b, when not
 // empty, is taken over).
 func mergeElements(a, b []Element) []Element {
-	byKey := func(x, y Element) int { return x.flowKey().Compare(y.flowKey()) }
-	if !slices.IsSortedFunc(a, byKey) { // flows in key order make sorted sets
-		slices.SortFunc(a, byKey)
+	byKey := compareElements
+	sortFunc := func(x, y Element) int { return byKey(&x, &y) }
+	if !sortedElements(a) { // flows in key order make sorted sets
+		slices.SortFunc(a, sortFunc)
 	}
 	if len(b) == 0 {
 		return a
 	}
-	if !slices.IsSortedFunc(b, byKey) {
-		slices.SortFunc(b, byKey)
+	if !sortedElements(b) {
+		slices.SortFunc(b, sortFunc)
 	}
 	if len(a) == 0 {
 		return b
@@ -99,7 +101,7 @@ func mergeElements(a, b []Element) []Element {
 	out := make([]Element, 0, len(a)+len(b))
 	i, j := 0, 0
 	for i < len(a) && j < len(b) {
-		if byKey(a[i], b[j]) <= 0 {
+		if byKey(&a[i], &b[j]) <= 0 {
 			out = append(out, a[i])
 			i++
 		} else {
@@ -109,4 +111,28 @@ func mergeElements(a, b []Element) []Element {
 	}
 	out = append(out, a[i:]...)
 	return append(out, b[j:]...)
+}
+
+// compareElements orders elements by key, as store.FlowKey.Compare
+// orders their flows.
+func compareElements(x, y *Element) int {
+	switch {
+	case x.UID != y.UID:
+		return cmp.Compare(x.UID, y.UID)
+	case x.IP != y.IP:
+		return x.IP.Compare(y.IP)
+	case x.Proto != y.Proto:
+		return cmp.Compare(x.Proto, y.Proto)
+	}
+	return cmp.Compare(x.Port, y.Port)
+}
+
+// sortedElements reports whether l is in key order.
+func sortedElements(l []Element) bool {
+	for i := 1; i < len(l); i++ {
+		if compareElements(&l[i-1], &l[i]) > 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -1,0 +1,41 @@
+package baseline
+
+import (
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/egresskit/egress/enforce/plan"
+)
+
+// BenchmarkReadExportMemo100k reads a 100,000-flow export changed in 200
+// flows against the memo of the one before, and builds its plan.
+func BenchmarkReadExportMemo100k(b *testing.B) {
+	t := &testing.T{}
+	rng := rand.New(rand.NewPCG(1, 1))
+	flows := memoFlows(rng, 100_200)
+	dir := b.TempDir()
+	base, next, memoPath := filepath.Join(dir, "base.json"), filepath.Join(dir, "next.json"), filepath.Join(dir, "memo")
+	writeMemoExport(t, base, flows[:100_000], true)
+	writeMemoExport(t, next, slices.Concat(flows[100:100_000], flows[100_000:]), true)
+	o := memoOptions(plan.FollowBoth, "")
+	o.UserName = nil
+	oo := o
+	r, err := ReadExportMemo(base, memoPath, 1, &oo, func(string) {})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := WriteMemo(memoPath, 1, r.Memo(plan.BuildWith(r.Merged.Flows, r.Plain, oo))); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for range b.N {
+		oo := o
+		r, err := ReadExportMemo(next, memoPath, 1, &oo, func(string) {})
+		if err != nil || r.Reason != "" {
+			b.Fatal(err, r.Reason)
+		}
+		plan.BuildWith(r.Merged.Flows, r.Plain, oo)
+	}
+}
