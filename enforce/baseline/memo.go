@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 	"unsafe"
@@ -56,9 +57,16 @@ type ExportRead struct {
 	fp    [32]byte
 	data  []byte
 	flows []memoFlow // the export's flows in its order, for the next memo (nil: none)
+	rules []memoRule // the plain flows' name rules, sorted, counted (made by Memo when fromPlan)
 	old   *memo      // the memo read
 	// fromPlan: the plain flows' elements are to be found in the plan.
 	fromPlan bool
+}
+
+// memoRule is a name rule of plain flows, and how many give it.
+type memoRule struct {
+	rule  plan.NameRule
+	count int
 }
 
 // memoFlow is one flow of the next memo.
@@ -184,8 +192,7 @@ func readAgainst(path string, data []byte, m *memo, o *plan.Options, warn func(s
 	// Room for what the memo's flows had, and what changed.
 	more := len(refs) - len(m.keys) + len(refs)/100 + 16
 	r.Plain.V4, r.Plain.V6 = make([]plan.Element, 0, m.v4+more), make([]plan.Element, 0, m.v6+more)
-	r.Plain.Rules = make([]plan.NameRule, 0, m.rules+more)
-	a := againstRead{r: r, m: m, pl: plan.NewPlainer(*o), hosts: o.AllHosts, e: &e}
+	a := againstRead{r: r, m: m, pl: plan.NewPlainer(*o), hosts: o.AllHosts, e: &e, kept: make([]bool, len(m.keys))}
 	for i, ref := range refs {
 		if why, err := a.flow(i, ref); why != "" || err != nil {
 			if err != nil {
@@ -193,6 +200,9 @@ func readAgainst(path string, data []byte, m *memo, o *plan.Options, warn func(s
 			}
 			return nil, why, err
 		}
+	}
+	if !a.sortRules() {
+		return nil, "the memo's name rules are not those of its flows", nil
 	}
 	for _, w := range a.warnings {
 		warn(path + ": " + w)
@@ -209,6 +219,8 @@ type againstRead struct {
 	hosts    []string
 	e        *store.Export // gets the flows that are not plain
 	warnings []string
+	kept     []bool          // the memo's flows kept
+	added    []plan.NameRule // the name rules of the plain flows read
 }
 
 // flow takes the export's flow i: a plain flow of the memo as it was, any
@@ -228,7 +240,9 @@ func (a *againstRead) flow(i int, ref store.FlowRef) (string, error) {
 		e.Hosts, e.User = a.hosts, a.m.users[e.UID]
 	}
 	a.r.Reused++
-	a.plain(mf.key, hasElem, e, follow)
+	a.kept[ref.Old] = true
+	a.plain(mf.key, hasElem, e)
+	_ = follow // its rules are in the memo's
 	return "", nil
 }
 
@@ -258,15 +272,15 @@ func (a *againstRead) read(i int, ref store.FlowRef) (string, error) {
 		e = a.pl.Element(f)
 		mf.elem = &e
 	}
-	a.plain(mf.key, mf.hasElem, e, mf.follow)
+	a.plain(mf.key, mf.hasElem, e)
+	a.added = plan.Rules(a.added, mf.key, mf.follow)
 	return "", nil
 }
 
 // plain adds what a plain flow adds to the plan.
-func (a *againstRead) plain(k store.FlowKey, hasElem bool, e plan.Element, follow []string) {
+func (a *againstRead) plain(k store.FlowKey, hasElem bool, e plan.Element) {
 	p := &a.r.Plain
 	p.N++
-	p.Rules = plan.Rules(p.Rules, k, follow)
 	switch {
 	case !hasElem:
 	case k.IP.Is4():
@@ -274,6 +288,65 @@ func (a *againstRead) plain(k store.FlowKey, hasElem bool, e plan.Element, follo
 	default:
 		p.V6 = append(p.V6, e)
 	}
+}
+
+// sortRules makes the sorted name rules of the plain flows: the memo's,
+// without those of its plain flows not kept, with those of the plain
+// flows read; false when the memo's rules are not those of its flows.
+func (a *againstRead) sortRules() bool {
+	m := a.m
+	var gone []plan.NameRule
+	for k := range m.keys {
+		if !a.kept[k] {
+			if plain, _, _, follow := m.flow(k); plain {
+				gone = plan.Rules(gone, m.keys[k], follow)
+			}
+		}
+	}
+	slices.SortFunc(gone, plan.CompareRules)
+	slices.SortFunc(a.added, plan.CompareRules)
+	out := make([]memoRule, 0, len(m.rules)+len(a.added))
+	g, j := 0, 0
+	for _, mr := range m.rules {
+		for ; g < len(gone) && plan.CompareRules(gone[g], mr.rule) == 0; g++ {
+			mr.count--
+		}
+		if mr.count < 0 || g < len(gone) && plan.CompareRules(gone[g], mr.rule) < 0 {
+			return false // a rule of a flow of the memo that is not in its rules
+		}
+		out, j = a.mergeAdded(out, mr.rule, j)
+		switch {
+		case len(out) > 0 && plan.CompareRules(out[len(out)-1].rule, mr.rule) == 0:
+			out[len(out)-1].count += mr.count
+		case mr.count > 0:
+			out = append(out, mr)
+		}
+	}
+	if g != len(gone) {
+		return false
+	}
+	out, _ = a.mergeAdded(out, plan.NameRule{}, j)
+	a.r.rules = slices.DeleteFunc(out, func(r memoRule) bool { return r.count <= 0 })
+	p := &a.r.Plain
+	p.RulesSorted, p.SortedRules = true, make([]plan.NameRule, len(a.r.rules))
+	for i := range a.r.rules {
+		p.SortedRules[i] = a.r.rules[i].rule
+	}
+	return true
+}
+
+// mergeAdded appends to out the added rules from j that come before
+// upto (all of them for the zero rule), counting those equal; it returns
+// where it stopped.
+func (a *againstRead) mergeAdded(out []memoRule, upto plan.NameRule, j int) ([]memoRule, int) {
+	for ; j < len(a.added) && (upto.Name == "" || plan.CompareRules(a.added[j], upto) <= 0); j++ {
+		if len(out) > 0 && plan.CompareRules(out[len(out)-1].rule, a.added[j]) == 0 {
+			out[len(out)-1].count++
+		} else {
+			out = append(out, memoRule{a.added[j], 1})
+		}
+	}
+	return out, j
 }
 
 // optionsPrint is a digest of the plan options that make an element,
@@ -303,8 +376,9 @@ type memo struct {
 	recs  [][2]int32
 	users map[uint32]string
 	str   string // body as a string: the elements' strings point into it
-	// How many elements of each family and rules its plain flows have.
-	v4, v6, rules int
+	// How many elements of each family its plain flows have.
+	v4, v6 int
+	rules  []memoRule
 }
 
 func (m *memo) reader(i int) memoReader {
@@ -378,8 +452,11 @@ func (r *ExportRead) Memo(p *plan.Plan) *MemoBody {
 			return nil
 		}
 	}
-	if r.fromPlan && !r.elementsFrom(p) {
-		return nil
+	if r.fromPlan {
+		if !r.elementsFrom(p) {
+			return nil
+		}
+		r.countRules()
 	}
 	return &MemoBody{data: r.data, rec: encodeMemo(r)}
 }
@@ -453,7 +530,7 @@ func encodeMemo(r *ExportRead) []byte {
 			b = appendMemoFlow(b, mf)
 		}
 	}
-	return b
+	return appendRules(b, r.rules)
 }
 
 func appendBytes(b, s []byte) []byte {
@@ -600,10 +677,67 @@ func decodeMemo(body []byte) (*memo, [32]byte, error) {
 			r.bad = !m.count(i)
 		}
 	}
+	m.rules = r.rules()
 	if r.bad || r.i != len(body) {
 		return nil, fp, errors.New("its length")
 	}
 	return m, fp, nil
+}
+
+// rules reads the sorted, counted name rules of the plain flows.
+func (r *memoReader) rules() []memoRule {
+	n := r.uvarint()
+	if n > len(r.b)/8 {
+		r.bad = true
+		return nil
+	}
+	out := make([]memoRule, 0, n)
+	for ; n > 0 && !r.bad; n-- {
+		var mr memoRule
+		mr.rule.UID = r.u32()
+		mr.rule.Name = r.str()
+		if b := r.next(3); b != nil {
+			mr.rule.Proto, mr.rule.Port = b[0], binary.BigEndian.Uint16(b[1:])
+		}
+		mr.rule.Source, mr.count = "learned", r.uvarint()
+		if mr.count == 0 || len(out) > 0 && plan.CompareRules(out[len(out)-1].rule, mr.rule) >= 0 {
+			r.bad = true
+		}
+		out = append(out, mr)
+	}
+	return out
+}
+
+// appendRules appends the sorted, counted name rules.
+func appendRules(b []byte, rules []memoRule) []byte {
+	b = binary.AppendUvarint(b, uint64(len(rules)))
+	for _, mr := range rules {
+		b = binary.BigEndian.AppendUint32(b, mr.rule.UID)
+		b = appendBytes(b, []byte(mr.rule.Name))
+		b = append(b, mr.rule.Proto)
+		b = binary.BigEndian.AppendUint16(b, mr.rule.Port)
+		b = binary.AppendUvarint(b, uint64(mr.count))
+	}
+	return b
+}
+
+// countRules makes the sorted, counted name rules of r's plain flows.
+func (r *ExportRead) countRules() {
+	var all []plan.NameRule
+	for i := range r.flows {
+		if mf := &r.flows[i]; mf.plain {
+			all = plan.Rules(all, mf.key, mf.follow)
+		}
+	}
+	slices.SortFunc(all, plan.CompareRules)
+	r.rules = nil
+	for _, rule := range all {
+		if n := len(r.rules); n > 0 && plan.CompareRules(r.rules[n-1].rule, rule) == 0 {
+			r.rules[n-1].count++
+		} else {
+			r.rules = append(r.rules, memoRule{rule, 1})
+		}
+	}
 }
 
 // skipFlow passes the rest of a flow's record after its key.
@@ -642,7 +776,6 @@ func (m *memo) count(i int) bool {
 		r.next(r.uvarint())
 		r.skipStrings()
 	}
-	m.rules += r.uvarint()
 	return true
 }
 

@@ -81,7 +81,8 @@ func memoOptions(follow string, nameCheck string) plan.Options {
 	o := plan.Options{Mode: plan.ModeEnforce, Now: memoNow, MinHits: 3, NameCheck: nameCheck,
 		UserName: func(uid uint32) string { return fmt.Sprint("u", uid) }}
 	if follow != "" {
-		o.Follow = &plan.FollowOptions{Mode: follow, IPOnly: []string{"svc1.example.net"}}
+		o.Follow = &plan.FollowOptions{Mode: follow, IPOnly: []string{"svc1.example.net"},
+			Names: []plan.NameRule{{UID: 1000, Name: "svc3.example.net", Proto: plan.ProtoTCP, Port: 443}}}
 	}
 	return o
 }

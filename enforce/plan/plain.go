@@ -19,6 +19,10 @@ type Plain struct {
 	N      int // how many plain flows
 	V4, V6 []Element
 	Rules  []NameRule
+	// SortedRules, with RulesSorted, are the rules in the order Build
+	// sorts name rules in (instead of Rules).
+	SortedRules []NameRule
+	RulesSorted bool
 }
 
 // Plainer tells plain flows and makes their elements, as Build would with
@@ -136,3 +140,27 @@ func sortedElements(l []Element) bool {
 	}
 	return true
 }
+
+// mergeRules is the rules of a and b, each sorted, in their order
+// (sortNameRules'); a when b is empty.
+func mergeRules(a, b []NameRule) []NameRule {
+	if len(b) == 0 {
+		return a
+	}
+	out := make([]NameRule, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		if compareNameRules(a[i], b[j]) <= 0 {
+			out = append(out, a[i])
+			i++
+		} else {
+			out = append(out, b[j])
+			j++
+		}
+	}
+	out = append(out, a[i:]...)
+	return append(out, b[j:]...)
+}
+
+// CompareRules orders name rules as a plan does.
+func CompareRules(a, b NameRule) int { return compareNameRules(a, b) }

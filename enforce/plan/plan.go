@@ -502,9 +502,12 @@ func BuildWith(flows []store.Flow, plain Plain, o Options) *Plan {
 		s.Comment, s.Capacity = SetComment, SetSize(len(s.Elements))
 	}
 	if o.Follow != nil {
-		b.names = append(b.names, plain.Rules...)
+		names, sorted := b.names, plain.SortedRules
+		if !plain.RulesSorted {
+			names, sorted = append(names, plain.Rules...), nil
+		}
 		// A table that follows no name has no follow sets and no mark rule.
-		if p.Follow = followSpec(b.names, o); len(p.Follow.Rules) == 0 {
+		if p.Follow = followSpec(names, sorted, o); len(p.Follow.Rules) == 0 {
 			p.Follow = nil
 		}
 	}
@@ -798,7 +801,7 @@ func IsFollowMarkComment(c string) bool { return strings.HasPrefix(c, followMark
 
 // followSpec gathers the name rules: the learned ones and the operator's,
 // deduplicated and sorted.
-func followSpec(learned []NameRule, o Options) *FollowSpec {
+func followSpec(learned, sorted []NameRule, o Options) *FollowSpec {
 	f := &FollowSpec{TTLFloor: o.Follow.TTLFloor, TTLMax: o.Follow.TTLMax, MaxPerName: o.Follow.MaxPerName, Mark: o.Follow.Mark}
 	if f.TTLFloor <= 0 {
 		f.TTLFloor = DefaultTTLFloor
@@ -817,12 +820,15 @@ func followSpec(learned []NameRule, o Options) *FollowSpec {
 		r.Source = "configuration"
 		learned = append(learned, r)
 	}
-	for i := range learned {
-		if o.UserName != nil {
-			learned[i].User = o.UserName(learned[i].UID)
+	for _, l := range [][]NameRule{learned, sorted} {
+		for i := range l {
+			if o.UserName != nil {
+				l[i].User = o.UserName(l[i].UID)
+			}
 		}
 	}
 	sortNameRules(learned)
+	learned = mergeRules(learned, sorted)
 	f.Rules = slices.CompactFunc(learned, func(a, b NameRule) bool {
 		return a.UID == b.UID && a.Name == b.Name && a.Proto == b.Proto && a.Port == b.Port
 	})
