@@ -95,6 +95,10 @@ type Index struct {
 	// pos[i][j] is the element of Sets[i][j] in its plan, when they are
 	// not one for one (nil); not kept by Encode.
 	pos [][]int32
+
+	// What Encode made (an index is not changed once made).
+	encodeOnce sync.Once
+	encoded    []byte
 }
 
 // element is the plan's element of entry j of set i.

@@ -246,6 +246,12 @@ const indexMagic = "egress-plan-index/1\n"
 // Encode writes the index in binary: its head as JSON, each set's entries
 // (a 24-byte key and an 8-byte hash each), the name rules' sums.
 func (x *Index) Encode() []byte {
+	// Made once: a delta's patch sums it while its file is written.
+	x.encodeOnce.Do(func() { x.encoded = x.encode() })
+	return x.encoded
+}
+
+func (x *Index) encode() []byte {
 	headJSON, _ := json.Marshal(x.Head) // a plan always encodes
 	// magic, head (length first), set count, sets, rule count, rules
 	n := len(indexMagic) + 4 + len(headJSON) + 4 + 4 + 16*len(x.Rules)
