@@ -723,14 +723,18 @@ func appendRules(b []byte, rules []memoRule) []byte {
 
 // countRules makes the sorted, counted name rules of r's plain flows.
 func (r *ExportRead) countRules() {
-	var all []plan.NameRule
+	n := 0
+	for i := range r.flows {
+		n += len(r.flows[i].follow)
+	}
+	all := make([]plan.NameRule, 0, n)
 	for i := range r.flows {
 		if mf := &r.flows[i]; mf.plain {
 			all = plan.Rules(all, mf.key, mf.follow)
 		}
 	}
-	slices.SortFunc(all, plan.CompareRules)
-	r.rules = nil
+	plan.SortRules(all) // the flows are in key order: by UID
+	r.rules = make([]memoRule, 0, n)
 	for _, rule := range all {
 		if n := len(r.rules); n > 0 && plan.CompareRules(r.rules[n-1].rule, rule) == 0 {
 			r.rules[n-1].count++

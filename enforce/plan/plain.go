@@ -164,3 +164,7 @@ func mergeRules(a, b []NameRule) []NameRule {
 
 // CompareRules orders name rules as a plan does.
 func CompareRules(a, b NameRule) int { return compareNameRules(a, b) }
+
+// SortRules sorts name rules as a plan does (learned rules in flow order
+// are sorted on two cores).
+func SortRules(rules []NameRule) { sortNameRules(rules) }
