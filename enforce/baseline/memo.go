@@ -447,10 +447,15 @@ func (r *ExportRead) Memo(p *plan.Plan) *MemoBody {
 	if r.flows == nil {
 		return nil
 	}
-	for i := 1; i < len(r.flows); i++ {
-		if r.flows[i-1].key.Compare(r.flows[i].key) >= 0 {
+	plain := false
+	for i := range r.flows {
+		if i > 0 && r.flows[i-1].key.Compare(r.flows[i].key) >= 0 {
 			return nil
 		}
+		plain = plain || r.flows[i].plain
+	}
+	if !plain {
+		return nil // nothing to keep
 	}
 	if r.fromPlan {
 		if !r.elementsFrom(p) {
@@ -674,7 +679,7 @@ func decodeMemo(body []byte) (*memo, [32]byte, error) {
 			m.recs[i] = [2]int32{int32(start), int32(r.i)}
 		}
 		if !r.bad {
-			r.bad = !m.count(i)
+			r.bad = !m.count(i) || i > 0 && m.keys[i-1].Compare(m.keys[i]) >= 0
 		}
 	}
 	m.rules = r.rules()
