@@ -12,6 +12,7 @@ import (
 	"github.com/egresskit/egress/enforce/baseline"
 	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/enforce/rollout"
+	"github.com/egresskit/egress/internal/cli"
 	"github.com/egresskit/egress/store"
 )
 
@@ -48,6 +49,12 @@ func buildApplyPlan(cmd *cobra.Command, e *env, dryRun bool) (*built, *applyMemo
 	r, err := baseline.ReadExportMemo(from[0], path, gen, &opts, func(w string) { slog.Warn(w) })
 	if err != nil {
 		return nil, nil, err
+	}
+	if r.Reason == "" {
+		// What is left to allocate is about what the export changed, and
+		// what the store and the kernel need: collecting it costs more
+		// than the memory it would give back before the exit.
+		cli.FewerGCs(1000)
 	}
 	if r.Reason != "" {
 		e.Log.Info("the export was read whole: "+r.Reason, "export", from[0])

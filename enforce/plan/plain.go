@@ -142,10 +142,13 @@ func sortedElements(l []Element) bool {
 }
 
 // mergeRules is the rules of a and b, each sorted, in their order
-// (sortNameRules'); a when b is empty.
+// (sortNameRules'); one of them when the other is empty.
 func mergeRules(a, b []NameRule) []NameRule {
-	if len(b) == 0 {
+	switch {
+	case len(b) == 0:
 		return a
+	case len(a) == 0:
+		return b
 	}
 	out := make([]NameRule, 0, len(a)+len(b))
 	i, j := 0, 0
