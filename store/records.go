@@ -669,10 +669,12 @@ func (a *approver) set(b *bolt.Bucket, kb, v []byte, fn func(f *Flow)) error {
 
 // approvedRecord reports whether a stored flow record is approved: it has
 // an "approved" member (omitted when 0: a JSON key, since no string of a
-// record holds an unescaped quote) whose value is not 0.
+// record holds an unescaped quote) whose value is not 0. The key is
+// looked for from the end, where a record has it (a 100k-flow delta
+// apply looked through every record from its start: 20 ms).
 func approvedRecord(v []byte) bool {
 	const key = `"approved":`
-	i := bytes.Index(v, []byte(key))
+	i := bytes.LastIndex(v, []byte(key))
 	if i < 0 {
 		return false
 	}
