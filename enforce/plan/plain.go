@@ -102,19 +102,7 @@ func mergeElements(a, b []Element) []Element {
 	if len(a) == 0 {
 		return b
 	}
-	out := make([]Element, 0, len(a)+len(b))
-	i, j := 0, 0
-	for i < len(a) && j < len(b) {
-		if byKey(&a[i], &b[j]) <= 0 {
-			out = append(out, a[i])
-			i++
-		} else {
-			out = append(out, b[j])
-			j++
-		}
-	}
-	out = append(out, a[i:]...)
-	return append(out, b[j:]...)
+	return mergeSorted(a, b, byKey)
 }
 
 // compareElements orders elements by key, as store.FlowKey.Compare
@@ -150,10 +138,16 @@ func mergeRules(a, b []NameRule) []NameRule {
 	case len(a) == 0:
 		return b
 	}
-	out := make([]NameRule, 0, len(a)+len(b))
+	return mergeSorted(a, b, func(x, y *NameRule) int { return compareNameRules(*x, *y) })
+}
+
+// mergeSorted is the items of a and b, each in the order of compare, in
+// that order (a's first among equal ones).
+func mergeSorted[T any](a, b []T, compare func(x, y *T) int) []T {
+	out := make([]T, 0, len(a)+len(b))
 	i, j := 0, 0
 	for i < len(a) && j < len(b) {
-		if compareNameRules(a[i], b[j]) <= 0 {
+		if compare(&a[i], &b[j]) <= 0 {
 			out = append(out, a[i])
 			i++
 		} else {
