@@ -12,13 +12,12 @@ import (
 // BenchmarkReadExportMemo100k reads a 100,000-flow export changed in 200
 // flows against the memo of the one before, and builds its plan.
 func BenchmarkReadExportMemo100k(b *testing.B) {
-	t := &testing.T{}
 	rng := rand.New(rand.NewPCG(1, 1))
 	flows := memoFlows(rng, 100_200)
 	dir := b.TempDir()
 	base, next, memoPath := filepath.Join(dir, "base.json"), filepath.Join(dir, "next.json"), filepath.Join(dir, "memo")
-	writeMemoExport(t, base, flows[:100_000], true)
-	writeMemoExport(t, next, slices.Concat(flows[100:100_000], flows[100_000:]), true)
+	writeMemoExport(b, base, flows[:100_000], true)
+	writeMemoExport(b, next, slices.Concat(flows[100:100_000], flows[100_000:]), true)
 	o := memoOptions(plan.FollowBoth, "")
 	o.UserName = nil
 	oo := o

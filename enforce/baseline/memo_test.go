@@ -62,7 +62,7 @@ func memoFlows(rng *rand.Rand, n int) []store.Flow {
 	return out
 }
 
-func writeMemoExport(t *testing.T, path string, flows []store.Flow, sorted bool) {
+func writeMemoExport(t testing.TB, path string, flows []store.Flow, sorted bool) {
 	t.Helper()
 	flows = slices.Clone(flows)
 	if sorted {
