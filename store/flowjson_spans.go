@@ -1,8 +1,9 @@
 package store
 
 import (
-	"bytes"
+	"crypto/sha256"
 	"encoding/json"
+	"hash"
 	"math"
 )
 
@@ -42,6 +43,36 @@ func DecodeFlowJSON(b []byte, f *Flow) bool {
 	return r.end()
 }
 
+// FlowSum is a keyed digest of one flow's bytes: an earlier export's flow
+// is known by its length and its sum, not by a copy of its bytes.
+type FlowSum [16]byte
+
+// FlowSummer makes the FlowSums of one secret key: SHA-256 of the key (a
+// block of its own) and the bytes, cut to 128 bits. Whoever writes an
+// export but does not know the key cannot make changed bytes give the sum
+// of the bytes they replace (nor could they without it: a second preimage
+// of SHA-256 cut to 128 bits). Not for concurrent use.
+type FlowSummer struct {
+	h     hash.Hash
+	block [sha256.BlockSize]byte
+	out   [sha256.Size]byte
+}
+
+// NewFlowSummer is the FlowSummer of key.
+func NewFlowSummer(key [32]byte) *FlowSummer {
+	s := &FlowSummer{h: sha256.New()}
+	copy(s.block[:], key[:])
+	return s
+}
+
+// Sum is the sum of b.
+func (s *FlowSummer) Sum(b []byte) FlowSum {
+	s.h.Reset()
+	s.h.Write(s.block[:])
+	s.h.Write(b)
+	return FlowSum(s.h.Sum(s.out[:0])[:16])
+}
+
 // FlowRef is one flow of an export read by DiffExport: where it is, and
 // which flow of the earlier export has its bytes (-1: none; then Flow is
 // the flow read).
@@ -51,19 +82,20 @@ type FlowRef struct {
 	Flow *Flow
 }
 
-// DiffExport reads the export data against an earlier one, old, whose
-// flows are at oldSpans with keys oldKeys (the keys after
-// netip.Addr.Unmap), in strictly increasing order. A flow whose bytes are
-// those of the earlier export's flow at the same place in the key order is
-// not read again (its FlowRef names it); the others are read. The header
+// DiffExport reads the export data against an earlier one whose flows
+// had lengths oldLens, sums oldSums (of sums) and keys oldKeys (the keys
+// after netip.Addr.Unmap), in strictly increasing order. A flow whose
+// bytes are those of the earlier export's flow at the same place in the
+// key order (the same length and sum) is not read again (its FlowRef
+// names it); the others are read. The header
 // is read into e, without its flows. It returns false where DecodeExport
 // could read what it cannot: anything its fast reader does not read, or
 // flows whose keys (after Unmap) are not in strictly increasing order.
-func DiffExport(data, old []byte, oldSpans []Span, oldKeys []FlowKey, e *Export) ([]FlowRef, bool) {
-	if len(data) >= math.MaxInt32 || len(oldSpans) != len(oldKeys) {
+func DiffExport(data []byte, sums *FlowSummer, oldLens []int32, oldSums []FlowSum, oldKeys []FlowKey, e *Export) ([]FlowRef, bool) {
+	if len(data) >= math.MaxInt32 || len(oldLens) != len(oldKeys) || len(oldSums) != len(oldKeys) {
 		return nil, false
 	}
-	d := exportDiff{old: old, spans: oldSpans, keys: oldKeys, refs: []FlowRef{}}
+	d := exportDiff{summer: sums, lens: oldLens, sums: oldSums, keys: oldKeys, refs: []FlowRef{}}
 	r := jreader{b: data, ok: true, intern: map[string]string{}, flowsOf: d.flows}
 	var out Export
 	r.export(&out)
@@ -76,13 +108,14 @@ func DiffExport(data, old []byte, oldSpans []Span, oldKeys []FlowKey, e *Export)
 
 // exportDiff is the state of a DiffExport.
 type exportDiff struct {
-	old   []byte
-	spans []Span
-	keys  []FlowKey
-	k     int // the next of the earlier flows
-	refs  []FlowRef
-	last  FlowKey
-	bad   bool
+	summer *FlowSummer
+	lens   []int32
+	sums   []FlowSum
+	keys   []FlowKey
+	k      int // the next of the earlier flows
+	refs   []FlowRef
+	last   FlowKey
+	bad    bool
 }
 
 // flows reads the flows of the export (from its '[').
@@ -117,16 +150,15 @@ func (d *exportDiff) flows(r *jreader, e *Export) {
 
 // reuse takes the next earlier flow when its bytes are next in r.
 func (d *exportDiff) reuse(r *jreader) (FlowKey, bool) {
-	if d.k >= len(d.spans) {
+	if d.k >= len(d.lens) {
 		return FlowKey{}, false
 	}
-	s := d.spans[d.k]
-	n := int(s.End - s.Start)
-	if s.Start < 0 || n <= 0 || int(s.End) > len(d.old) || r.i+n > len(r.b) || !bytes.Equal(r.b[r.i:r.i+n], d.old[s.Start:s.End]) {
+	n := int(d.lens[d.k])
+	if n <= 1 || r.i+n > len(r.b) || r.b[r.i] != '{' || r.b[r.i+n-1] != '}' || d.summer.Sum(r.b[r.i:r.i+n]) != d.sums[d.k] {
 		return FlowKey{}, false
 	}
-	// The same bytes: the same whole flow object, which the reader would
-	// read the same way.
+	// The same sum, so the same bytes: the same whole flow object, which
+	// the reader would read the same way.
 	d.refs = append(d.refs, FlowRef{Span: Span{int32(r.i), int32(r.i + n)}, Old: int32(d.k)})
 	r.i += n
 	d.k++

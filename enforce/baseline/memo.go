@@ -1,6 +1,7 @@
 package baseline
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -23,9 +24,10 @@ import (
 )
 
 // An apply --from one export keeps a memo of it beside the store: the
-// export's bytes, where each flow is in them, and the element each plain
-// flow made (plan.Plainer). The next apply of an export reads only the
-// flows whose bytes changed (store.DiffExport), takes the others'
+// length and keyed sum (store.FlowSum, its key a secret of the memo,
+// which is the owner's alone) of each flow's bytes, and the element each
+// plain flow made (plan.Plainer). The next apply of an export reads only
+// the flows whose bytes changed (store.DiffExport), takes the others'
 // elements from the memo, and builds the plan of the rest
 // (plan.BuildWith): the plan Build makes of the whole export, at a
 // fraction of the work when a few flows changed. The memo is used only
@@ -33,14 +35,17 @@ import (
 // table is, made with the same plan options and user names; else the
 // export is read whole, and Reason says why.
 
-const memoMagic = "egress-apply-memo/1\n"
+const memoMagic = "egress-apply-memo/2\n"
 
 // memoHeader is the magic, the generation, the checksum of the rest, and
-// the length of the export that follows (the flows' records follow it).
-const memoHeader = len(memoMagic) + 24
+// the key of the flows' sums (the flows' records follow it).
+const memoHeader = len(memoMagic) + 16 + 32
 
-// MemoBody is a memo to write (WriteMemo): the export, and the records.
-type MemoBody struct{ data, rec []byte }
+// MemoBody is a memo to write (WriteMemo): the sums' key, and the records.
+type MemoBody struct {
+	key [32]byte
+	rec []byte
+}
 
 // ExportRead is one export read for a plan, with or without a memo.
 type ExportRead struct {
@@ -55,6 +60,7 @@ type ExportRead struct {
 	Reused int
 
 	fp    [32]byte
+	key   [32]byte // of the flows' sums
 	data  []byte
 	flows []memoFlow // the export's flows in its order, for the next memo (nil: none)
 	rules []memoRule // the plain flows' name rules, sorted, counted (made by Memo when fromPlan)
@@ -72,8 +78,11 @@ type memoRule struct {
 // memoFlow is one flow of the next memo.
 type memoFlow struct {
 	span store.Span
+	sum  store.FlowSum // when old >= 0 or summed
 	key  store.FlowKey
-	old  int32 // >= 0: the flow of the memo read whose record this is
+	// summed: sum is that of the flow's bytes
+	summed bool
+	old    int32 // >= 0: the flow of the memo read whose record this is
 	// plain (plan.Plainer); when it has an element, the element (found in
 	// the plan when fromPlan); its followed names.
 	plain, hasElem bool
@@ -125,6 +134,9 @@ func readWhole(path string, data []byte, o *plan.Options, warn func(string)) (*E
 		return nil, fmt.Errorf("read export %s: %w", path, err)
 	}
 	r := &ExportRead{data: data, fromPlan: true}
+	if _, err := rand.Read(r.key[:]); err != nil {
+		return nil, fmt.Errorf("a key for the memo: %w", err)
+	}
 	o.AllHosts = []string{e.Host}
 	pl := plan.NewPlainer(*o)
 	if spans != nil {
@@ -177,7 +189,7 @@ func checkFormat(path string, e *store.Export) error {
 // cannot.
 func readAgainst(path string, data []byte, m *memo, o *plan.Options, warn func(string)) (*ExportRead, string, error) {
 	var e store.Export
-	refs, ok := store.DiffExport(data, m.data, m.spans, m.keys, &e)
+	refs, ok := store.DiffExport(data, store.NewFlowSummer(m.key), m.lens, m.sums, m.keys, &e)
 	if !ok {
 		return nil, "the export is not in the form egress-learn writes (flows in key order, nothing to escape)", nil
 	}
@@ -188,7 +200,7 @@ func readAgainst(path string, data []byte, m *memo, o *plan.Options, warn func(s
 		return nil, "", fmt.Errorf("read export %s: %w", path, err)
 	}
 	o.AllHosts = []string{e.Host}
-	r := &ExportRead{data: data, flows: make([]memoFlow, len(refs)), old: m}
+	r := &ExportRead{data: data, key: m.key, flows: make([]memoFlow, len(refs)), old: m}
 	// Room for what the memo's flows had, and what changed.
 	more := len(refs) - len(m.keys) + len(refs)/100 + 16
 	r.Plain.V4, r.Plain.V6 = make([]plan.Element, 0, m.v4+more), make([]plan.Element, 0, m.v6+more)
@@ -236,6 +248,7 @@ func (a *againstRead) flow(i int, ref store.FlowRef) (string, error) {
 		return a.read(i, ref)
 	}
 	mf.old, mf.key, mf.plain = ref.Old, a.m.keys[ref.Old], true
+	mf.sum, mf.summed = a.m.sums[ref.Old], true
 	if hasElem {
 		e.Hosts, e.User = a.hosts, a.m.users[e.UID]
 	}
@@ -366,12 +379,13 @@ func optionsPrint(o *plan.Options) ([32]byte, error) {
 	return sha256.Sum256(b), nil
 }
 
-// memo is a memo read back: the export, and where each flow of it is,
-// its key, and its record (all after its span) in body.
+// memo is a memo read back: the key of its sums, and each flow's length,
+// sum, key, and record (all after its length and sum) in body.
 type memo struct {
 	body  []byte
-	data  []byte // the export
-	spans []store.Span
+	key   [32]byte
+	lens  []int32
+	sums  []store.FlowSum
 	keys  []store.FlowKey
 	recs  [][2]int32
 	users map[uint32]string
@@ -414,16 +428,16 @@ func loadMemo(path string, gen uint64, fp [32]byte, userName func(uint32) string
 	case len(b) < memoHeader || string(b[:len(memoMagic)]) != memoMagic:
 		return nil, "the memo of the export applied before is not one"
 	}
-	body, n := b[memoHeader:], binary.BigEndian.Uint64(b[len(memoMagic)+16:])
-	if n > uint64(len(body)) || xxhash.Sum64(body) != binary.BigEndian.Uint64(b[len(memoMagic)+8:]) {
+	body, key := b[memoHeader:], b[len(memoMagic)+16:memoHeader]
+	if memoSum(key, body) != binary.BigEndian.Uint64(b[len(memoMagic)+8:]) {
 		return nil, "the memo of the export applied before is damaged (checksum)"
 	}
 	if g := binary.BigEndian.Uint64(b[len(memoMagic):]); g != gen {
 		return nil, "the memo is of generation " + strconv.FormatUint(g, 10) + ", the table is generation " + strconv.FormatUint(gen, 10)
 	}
-	m, mfp, err := decodeMemo(body[n:])
+	m, mfp, err := decodeMemo(body)
 	if m != nil {
-		m.data = body[:n]
+		m.key = [32]byte(key)
 	}
 	switch {
 	case err != nil:
@@ -463,7 +477,7 @@ func (r *ExportRead) Memo(p *plan.Plan) *MemoBody {
 		}
 		r.countRules()
 	}
-	return &MemoBody{data: r.data, rec: encodeMemo(r)}
+	return &MemoBody{key: r.key, rec: encodeMemo(r)}
 }
 
 // elementsFrom finds the plain flows' elements in p's allow sets.
@@ -502,7 +516,7 @@ func elementKey(e *plan.Element) store.FlowKey {
 // user names, the flows (a flow of the memo read keeps its record).
 func encodeMemo(r *ExportRead) []byte {
 	users := map[uint32]string{}
-	n := 32 + 16 + len(r.flows)*8
+	n := 32 + 16 + len(r.flows)*(4+len(store.FlowSum{}))
 	if r.old != nil {
 		maps.Copy(users, r.old.users)
 		n += len(r.old.body)
@@ -516,6 +530,9 @@ func encodeMemo(r *ExportRead) []byte {
 			}
 		}
 	}
+	for _, mr := range r.rules {
+		n += 16 + len(mr.rule.Name)
+	}
 	b := make([]byte, 0, n)
 	b = append(b, r.fp[:]...)
 	b = binary.AppendUvarint(b, uint64(len(users)))
@@ -524,10 +541,14 @@ func encodeMemo(r *ExportRead) []byte {
 		b = appendBytes(b, []byte(name))
 	}
 	b = binary.AppendUvarint(b, uint64(len(r.flows)))
+	summer := store.NewFlowSummer(r.key)
 	for i := range r.flows {
 		mf := &r.flows[i]
-		b = binary.BigEndian.AppendUint32(b, uint32(mf.span.Start))
-		b = binary.BigEndian.AppendUint32(b, uint32(mf.span.End))
+		if !mf.summed {
+			mf.sum = summer.Sum(r.data[mf.span.Start:mf.span.End])
+		}
+		b = binary.BigEndian.AppendUint32(b, uint32(mf.span.End-mf.span.Start))
+		b = append(b, mf.sum[:]...)
 		if mf.old >= 0 {
 			rec := r.old.recs[mf.old]
 			b = append(b, r.old.body[rec[0]:rec[1]]...)
@@ -670,9 +691,12 @@ func decodeMemo(body []byte) (*memo, [32]byte, error) {
 		r.bad = true
 		n = 0
 	}
-	m.spans, m.keys, m.recs = make([]store.Span, n), make([]store.FlowKey, n), make([][2]int32, n)
+	m.lens, m.sums, m.keys, m.recs = make([]int32, n), make([]store.FlowSum, n), make([]store.FlowKey, n), make([][2]int32, n)
 	for i := 0; i < n && !r.bad; i++ {
-		m.spans[i] = store.Span{Start: int32(r.u32()), End: int32(r.u32())}
+		m.lens[i] = int32(r.u32())
+		if sum := r.next(len(store.FlowSum{})); sum != nil {
+			m.sums[i] = store.FlowSum(sum)
+		}
 		start := r.i
 		m.keys[i] = r.key()
 		if r.skipFlow(); !r.bad {
@@ -810,19 +834,16 @@ func StartMemo(path string, body *MemoBody) (*PendingMemo, error) {
 	if body == nil {
 		return &PendingMemo{path: path}, nil
 	}
-	sum := xxhash.New()
-	sum.Write(body.data)
-	sum.Write(body.rec)
 	head := make([]byte, 0, memoHeader)
 	head = append(head, memoMagic...)
 	head = binary.BigEndian.AppendUint64(head, 0) // the generation: Commit's
-	head = binary.BigEndian.AppendUint64(head, sum.Sum64())
-	head = binary.BigEndian.AppendUint64(head, uint64(len(body.data)))
+	head = binary.BigEndian.AppendUint64(head, memoSum(body.key[:], body.rec))
+	head = append(head, body.key[:]...)
 	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*")
 	if err != nil {
 		return nil, err
 	}
-	bufs := net.Buffers{head, body.data, body.rec} // one writev
+	bufs := net.Buffers{head, body.rec} // one writev
 	if _, err = bufs.WriteTo(f); err != nil {
 		f.Close()
 		os.Remove(f.Name())
@@ -858,4 +879,12 @@ func (pm *PendingMemo) Abort() {
 		pm.f.Close()
 		os.Remove(pm.f.Name())
 	}
+}
+
+// memoSum is the checksum of a memo's key and records.
+func memoSum(key, rec []byte) uint64 {
+	sum := xxhash.New()
+	sum.Write(key)
+	sum.Write(rec)
+	return sum.Sum64()
 }
