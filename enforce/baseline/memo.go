@@ -63,10 +63,8 @@ type ExportRead struct {
 	key   [32]byte // of the flows' sums
 	data  []byte
 	flows []memoFlow // the export's flows in its order, for the next memo (nil: none)
-	rules []memoRule // the plain flows' name rules, sorted, counted (made by Memo when fromPlan)
-	old   *memo      // the memo read
-	// fromPlan: the plain flows' elements are to be found in the plan.
-	fromPlan bool
+	rules []memoRule // the plain flows' name rules, sorted, counted
+	old   *memo      // the memo read (readWhole: an empty one)
 }
 
 // memoRule is a name rule of plain flows, and how many give it.
@@ -83,8 +81,8 @@ type memoFlow struct {
 	// summed: sum is that of the flow's bytes
 	summed bool
 	old    int32 // >= 0: the flow of the memo read whose record this is
-	// plain (plan.Plainer); when it has an element, the element (found in
-	// the plan when fromPlan); its followed names.
+	// plain (plan.Plainer); when it has an element, the element (in
+	// Plain: againstRead.elements); its followed names.
 	plain, hasElem bool
 	elem           *plan.Element
 	follow         []string
@@ -120,7 +118,9 @@ func ReadExportMemo(path, memoPath string, gen uint64, o *plan.Options, warn fun
 }
 
 // readWhole reads the export as ReadFleet does, noting where its flows
-// are and which are plain.
+// are, and reads each as readAgainst reads a changed flow (against a memo
+// of none): the plain flows' elements and sorted, counted name rules are
+// made once, for the plan and the next memo.
 func readWhole(path string, data []byte, o *plan.Options, warn func(string)) (*ExportRead, error) {
 	var e store.Export
 	spans, err := store.DecodeExportSpans(data, &e)
@@ -133,35 +133,55 @@ func readWhole(path string, data []byte, o *plan.Options, warn func(string)) (*E
 	if err := checkExportHeader(&e); err != nil {
 		return nil, fmt.Errorf("read export %s: %w", path, err)
 	}
-	r := &ExportRead{data: data, fromPlan: true}
+	o.AllHosts = []string{e.Host}
+	if spans == nil || !keyOrder(e.Flows) {
+		return readPlain(path, &e, o, warn) // merge merges flows of one key
+	}
+	r := &ExportRead{data: data, flows: make([]memoFlow, len(e.Flows)), old: &memo{}}
 	if _, err := rand.Read(r.key[:]); err != nil {
 		return nil, fmt.Errorf("a key for the memo: %w", err)
 	}
-	o.AllHosts = []string{e.Host}
-	pl := plan.NewPlainer(*o)
-	if spans != nil {
-		r.flows = make([]memoFlow, len(e.Flows))
-	}
-	var warnings []string
-	for i := range e.Flows {
-		f, n := &e.Flows[i], len(warnings)
-		if warnings, err = checkFlow(i, f, warnings); err != nil {
+	flows := e.Flows
+	e.Flows = make([]store.Flow, 0, len(flows)/8)
+	a := againstRead{r: r, m: r.old, pl: plan.NewPlainer(*o), hosts: o.AllHosts, e: &e}
+	for i := range flows {
+		if _, err := a.flow(i, store.FlowRef{Span: spans[i], Old: -1, Flow: &flows[i]}); err != nil {
 			return nil, fmt.Errorf("read export %s: %w", path, err)
 		}
-		if r.flows == nil {
-			continue
+	}
+	a.sortRules()
+	for _, w := range a.warnings {
+		warn(path + ": " + w)
+	}
+	r.finish([]*store.Export{&e}, o, warn)
+	return r, nil
+}
+
+// keyOrder reports whether the flows' keys are in strictly increasing
+// order, with no IPv4-mapped address.
+func keyOrder(flows []store.Flow) bool {
+	for i := range flows {
+		if flows[i].IP.Is4In6() || i > 0 && flows[i-1].FlowKey.Compare(flows[i].FlowKey) >= 0 {
+			return false
 		}
-		mf := memoFlow{span: spans[i], key: f.FlowKey, old: -1, plain: len(warnings) == n && kept(f) && pl.Is(f)}
-		if mf.plain {
-			mf.follow = pl.Followed(f)
-			mf.hasElem = pl.HasElement(mf.follow)
+	}
+	return true
+}
+
+// readPlain reads export e whole, as ReadFleet does, for no memo.
+func readPlain(path string, e *store.Export, o *plan.Options, warn func(string)) (*ExportRead, error) {
+	var warnings []string
+	var err error
+	for i := range e.Flows {
+		if warnings, err = checkFlow(i, &e.Flows[i], warnings); err != nil {
+			return nil, fmt.Errorf("read export %s: %w", path, err)
 		}
-		r.flows[i] = mf
 	}
 	for _, w := range warnings {
 		warn(path + ": " + w)
 	}
-	r.finish([]*store.Export{&e}, o, warn)
+	r := &ExportRead{}
+	r.finish([]*store.Export{e}, o, warn)
 	return r, nil
 }
 
@@ -247,7 +267,7 @@ func (a *againstRead) flow(i int, ref store.FlowRef) (string, error) {
 	if !plain {
 		return a.read(i, ref)
 	}
-	mf.old, mf.key, mf.plain = ref.Old, a.m.keys[ref.Old], true
+	mf.old, mf.key, mf.plain, mf.hasElem = ref.Old, a.m.keys[ref.Old], true, hasElem
 	mf.sum, mf.summed = a.m.sums[ref.Old], true
 	if hasElem {
 		e.Hosts, e.User = a.hosts, a.m.users[e.UID]
@@ -283,7 +303,6 @@ func (a *againstRead) read(i int, ref store.FlowRef) (string, error) {
 	var e plan.Element
 	if mf.hasElem = a.pl.HasElement(mf.follow); mf.hasElem {
 		e = a.pl.Element(f)
-		mf.elem = &e
 	}
 	a.plain(mf.key, mf.hasElem, e)
 	a.added = plan.Rules(a.added, mf.key, mf.follow)
@@ -317,7 +336,7 @@ func (a *againstRead) sortRules() bool {
 		}
 	}
 	slices.SortFunc(gone, plan.CompareRules)
-	slices.SortFunc(a.added, plan.CompareRules)
+	plan.SortRules(a.added) // on two cores
 	out := make([]memoRule, 0, len(m.rules)+len(a.added))
 	g, j := 0, 0
 	for _, mr := range m.rules {
@@ -345,7 +364,29 @@ func (a *againstRead) sortRules() bool {
 	for i := range a.r.rules {
 		p.SortedRules[i] = a.r.rules[i].rule
 	}
+	a.elements()
 	return true
+}
+
+// elements points the plain flows read at their elements in the plan's
+// (those of Plain, in flow order).
+func (a *againstRead) elements() {
+	p := &a.r.Plain
+	var at [2]int
+	for i := range a.r.flows {
+		mf := &a.r.flows[i]
+		if !mf.hasElem {
+			continue
+		}
+		els, s := p.V6, 1
+		if mf.key.IP.Is4() {
+			els, s = p.V4, 0
+		}
+		if mf.old < 0 && at[s] < len(els) {
+			mf.elem = &els[at[s]]
+		}
+		at[s]++
+	}
 }
 
 // mergeAdded appends to out the added rules from j that come before
@@ -471,45 +512,7 @@ func (r *ExportRead) Memo(p *plan.Plan) *MemoBody {
 	if !plain {
 		return nil // nothing to keep
 	}
-	if r.fromPlan {
-		if !r.elementsFrom(p) {
-			return nil
-		}
-		r.countRules()
-	}
 	return &MemoBody{key: r.key, rec: encodeMemo(r)}
-}
-
-// elementsFrom finds the plain flows' elements in p's allow sets.
-func (r *ExportRead) elementsFrom(p *plan.Plan) bool {
-	if len(p.Sets) < 2 || p.Sets[0].Name != plan.SetAllow4 || p.Sets[1].Name != plan.SetAllow6 {
-		return false
-	}
-	var at [2]int
-	for i := range r.flows {
-		mf := &r.flows[i]
-		if !mf.hasElem {
-			continue
-		}
-		s := 1
-		if mf.key.IP.Is4() {
-			s = 0
-		}
-		els := p.Sets[s].Elements
-		for at[s] < len(els) && elementKey(&els[at[s]]).Compare(mf.key) < 0 {
-			at[s]++
-		}
-		if at[s] == len(els) || elementKey(&els[at[s]]) != mf.key {
-			return false
-		}
-		mf.elem = &els[at[s]]
-	}
-	r.fromPlan = false
-	return true
-}
-
-func elementKey(e *plan.Element) store.FlowKey {
-	return store.FlowKey{UID: e.UID, IP: e.IP, Proto: e.Proto, Port: e.Port}
 }
 
 // encodeMemo writes the records of r's memo: the options' digest, the
@@ -748,29 +751,6 @@ func appendRules(b []byte, rules []memoRule) []byte {
 		b = binary.AppendUvarint(b, uint64(mr.count))
 	}
 	return b
-}
-
-// countRules makes the sorted, counted name rules of r's plain flows.
-func (r *ExportRead) countRules() {
-	n := 0
-	for i := range r.flows {
-		n += len(r.flows[i].follow)
-	}
-	all := make([]plan.NameRule, 0, n)
-	for i := range r.flows {
-		if mf := &r.flows[i]; mf.plain {
-			all = plan.Rules(all, mf.key, mf.follow)
-		}
-	}
-	plan.SortRules(all) // the flows are in key order: by UID
-	r.rules = make([]memoRule, 0, n)
-	for _, rule := range all {
-		if n := len(r.rules); n > 0 && plan.CompareRules(r.rules[n-1].rule, rule) == 0 {
-			r.rules[n-1].count++
-		} else {
-			r.rules = append(r.rules, memoRule{rule, 1})
-		}
-	}
 }
 
 // skipFlow passes the rest of a flow's record after its key.

@@ -52,3 +52,23 @@ func TestExportMemoSameLengthChange(t *testing.T) {
 		t.Fatal("the change does not change the plan: the test shows nothing")
 	}
 }
+
+// TestExportMemoDuplicateKeys: an export whose flows repeat a key, or
+// are out of order, is read whole as ReadFleet reads it (merge merges
+// flows of one key): the plan is the full path's, and no memo is made.
+func TestExportMemoDuplicateKeys(t *testing.T) {
+	rng := rand.New(rand.NewPCG(12, 12))
+	flows := memoFlows(rng, 600)
+	slices.SortFunc(flows, func(a, b store.Flow) int { return a.FlowKey.Compare(b.FlowKey) })
+	at := slices.IndexFunc(flows, func(f store.Flow) bool { return f.IP.Is4() && f.Port == 443 && f.Hits >= 3 && f.Approved == 0 })
+	dup := flows[at]
+	dup.Hits, dup.Hostnames = 99, []string{"dup.example.org"}
+	flows = slices.Insert(flows, at+1, dup)
+	dir := t.TempDir()
+	export, memoPath := filepath.Join(dir, "export.json"), filepath.Join(dir, "memo")
+	writeMemoExport(t, export, flows, false)
+	memoPlan(t, export, memoPath, 1, memoOptions(plan.FollowBoth, "")) // the plan is the full path's
+	if _, err := os.Stat(memoPath); !os.IsNotExist(err) {
+		t.Fatalf("a memo of an export with a key twice: %v", err)
+	}
+}
