@@ -144,6 +144,15 @@ func readWhole(path string, data []byte, o *plan.Options, warn func(string)) (*E
 	flows := e.Flows
 	e.Flows = make([]store.Flow, 0, len(flows)/8)
 	a := againstRead{r: r, m: r.old, pl: plan.NewPlainer(*o), hosts: o.AllHosts, e: &e}
+	v4 := 0
+	for i := range flows {
+		if flows[i].IP.Is4() {
+			v4++
+		}
+	}
+	// Room for every flow's element, and a name rule each (slices sized once).
+	r.Plain.V4, r.Plain.V6 = make([]plan.Element, 0, v4), make([]plan.Element, 0, len(flows)-v4)
+	a.added = make([]plan.NameRule, 0, len(flows))
 	for i := range flows {
 		if _, err := a.flow(i, store.FlowRef{Span: spans[i], Old: -1, Flow: &flows[i]}); err != nil {
 			return nil, fmt.Errorf("read export %s: %w", path, err)
