@@ -144,6 +144,14 @@ func readWhole(path string, data []byte, o *plan.Options, warn func(string)) (*E
 	flows := e.Flows
 	e.Flows = make([]store.Flow, 0, len(flows)/8)
 	a := againstRead{r: r, m: r.old, pl: plan.NewPlainer(*o), hosts: o.AllHosts, e: &e}
+	summed := make(chan struct{})
+	go func() { // beside the reading of the flows, on the other core
+		defer close(summed)
+		summer := store.NewFlowSummer(r.key)
+		for i, sp := range spans {
+			r.flows[i].sum = summer.Sum(data[sp.Start:sp.End])
+		}
+	}()
 	v4 := 0
 	for i := range flows {
 		if flows[i].IP.Is4() {
@@ -163,6 +171,11 @@ func readWhole(path string, data []byte, o *plan.Options, warn func(string)) (*E
 		warn(path + ": " + w)
 	}
 	r.finish([]*store.Export{&e}, o, warn)
+	<-summed
+	for i := range r.flows {
+		r.flows[i].summed = true
+	}
+	r.data = nil // the next memo keeps the flows' sums, not their bytes
 	return r, nil
 }
 
@@ -218,7 +231,8 @@ func checkFormat(path string, e *store.Export) error {
 // cannot.
 func readAgainst(path string, data []byte, m *memo, o *plan.Options, warn func(string)) (*ExportRead, string, error) {
 	var e store.Export
-	refs, ok := store.DiffExport(data, store.NewFlowSummer(m.key), m.lens, m.sums, m.keys, &e)
+	summer := store.NewFlowSummer(m.key)
+	refs, ok := store.DiffExport(data, summer, m.lens, m.sums, m.keys, &e)
 	if !ok {
 		return nil, "the export is not in the form egress-learn writes (flows in key order, nothing to escape)", nil
 	}
@@ -233,7 +247,7 @@ func readAgainst(path string, data []byte, m *memo, o *plan.Options, warn func(s
 	// Room for what the memo's flows had, and what changed.
 	more := len(refs) - len(m.keys) + len(refs)/100 + 16
 	r.Plain.V4, r.Plain.V6 = make([]plan.Element, 0, m.v4+more), make([]plan.Element, 0, m.v6+more)
-	a := againstRead{r: r, m: m, pl: plan.NewPlainer(*o), hosts: o.AllHosts, e: &e, kept: make([]bool, len(m.keys))}
+	a := againstRead{r: r, m: m, pl: plan.NewPlainer(*o), hosts: o.AllHosts, e: &e, kept: make([]bool, len(m.keys)), summer: summer}
 	for i, ref := range refs {
 		if why, err := a.flow(i, ref); why != "" || err != nil {
 			if err != nil {
@@ -249,6 +263,7 @@ func readAgainst(path string, data []byte, m *memo, o *plan.Options, warn func(s
 		warn(path + ": " + w)
 	}
 	r.finish([]*store.Export{&e}, o, warn)
+	r.data = nil // the next memo keeps the flows' sums, not their bytes
 	return r, "", nil
 }
 
@@ -260,8 +275,9 @@ type againstRead struct {
 	hosts    []string
 	e        *store.Export // gets the flows that are not plain
 	warnings []string
-	kept     []bool          // the memo's flows kept
-	added    []plan.NameRule // the name rules of the plain flows read
+	kept     []bool            // the memo's flows kept
+	summer   *store.FlowSummer // nil: the flows' sums are made apart
+	added    []plan.NameRule   // the name rules of the plain flows read
 }
 
 // flow takes the export's flow i: a plain flow of the memo as it was, any
@@ -291,6 +307,9 @@ func (a *againstRead) flow(i int, ref store.FlowRef) (string, error) {
 // read reads and checks the export's flow i.
 func (a *againstRead) read(i int, ref store.FlowRef) (string, error) {
 	mf := &a.r.flows[i]
+	if a.summer != nil {
+		mf.sum, mf.summed = a.summer.Sum(a.r.data[ref.Start:ref.End]), true
+	}
 	f := ref.Flow
 	if f == nil {
 		f = new(store.Flow)
@@ -517,6 +536,9 @@ func (r *ExportRead) Memo(p *plan.Plan) *MemoBody {
 			return nil
 		}
 		plain = plain || r.flows[i].plain
+		if !r.flows[i].summed {
+			return nil
+		}
 	}
 	if !plain {
 		return nil // nothing to keep
@@ -553,12 +575,8 @@ func encodeMemo(r *ExportRead) []byte {
 		b = appendBytes(b, []byte(name))
 	}
 	b = binary.AppendUvarint(b, uint64(len(r.flows)))
-	summer := store.NewFlowSummer(r.key)
 	for i := range r.flows {
 		mf := &r.flows[i]
-		if !mf.summed {
-			mf.sum = summer.Sum(r.data[mf.span.Start:mf.span.End])
-		}
 		b = binary.BigEndian.AppendUint32(b, uint32(mf.span.End-mf.span.Start))
 		b = append(b, mf.sum[:]...)
 		if mf.old >= 0 {
