@@ -63,8 +63,9 @@ type ExportRead struct {
 	key   [32]byte // of the flows' sums
 	data  []byte
 	flows []memoFlow // the export's flows in its order, for the next memo (nil: none)
-	rules []memoRule // the plain flows' name rules, sorted, counted
-	old   *memo      // the memo read (readWhole: an empty one)
+	// counts: how many plain flows give each of Plain.SortedRules
+	counts []int32
+	old    *memo // the memo read (readWhole: an empty one)
 }
 
 // memoRule is a name rule of plain flows, and how many give it.
@@ -386,11 +387,11 @@ func (a *againstRead) sortRules() bool {
 		return false
 	}
 	out, _ = a.mergeAdded(out, plan.NameRule{}, j)
-	a.r.rules = slices.DeleteFunc(out, func(r memoRule) bool { return r.count <= 0 })
+	out = slices.DeleteFunc(out, func(r memoRule) bool { return r.count <= 0 })
 	p := &a.r.Plain
-	p.RulesSorted, p.SortedRules = true, make([]plan.NameRule, len(a.r.rules))
-	for i := range a.r.rules {
-		p.SortedRules[i] = a.r.rules[i].rule
+	p.RulesSorted, p.SortedRules, a.r.counts = true, make([]plan.NameRule, len(out)), make([]int32, len(out))
+	for i := range out {
+		p.SortedRules[i], a.r.counts[i] = out[i].rule, int32(out[i].count)
 	}
 	a.elements()
 	return true
@@ -540,7 +541,7 @@ func (r *ExportRead) Memo(p *plan.Plan) *MemoBody {
 			return nil
 		}
 	}
-	if !plain {
+	if !plain || len(r.counts) != len(r.Plain.SortedRules) {
 		return nil // nothing to keep
 	}
 	return &MemoBody{key: r.key, rec: encodeMemo(r)}
@@ -558,14 +559,20 @@ func encodeMemo(r *ExportRead) []byte {
 	for i := range r.flows {
 		if mf := &r.flows[i]; mf.old < 0 {
 			n += 64
+			for _, f := range mf.follow {
+				n += 8 + len(f)
+			}
 			if mf.hasElem {
 				users[mf.elem.UID] = mf.elem.User
 				n += len(mf.elem.Comment)
+				for _, name := range mf.elem.Names {
+					n += 8 + len(name)
+				}
 			}
 		}
 	}
-	for _, mr := range r.rules {
-		n += 16 + len(mr.rule.Name)
+	for i := range r.Plain.SortedRules {
+		n += 16 + len(r.Plain.SortedRules[i].Name)
 	}
 	b := make([]byte, 0, n)
 	b = append(b, r.fp[:]...)
@@ -586,7 +593,7 @@ func encodeMemo(r *ExportRead) []byte {
 			b = appendMemoFlow(b, mf)
 		}
 	}
-	return appendRules(b, r.rules)
+	return appendRules(b, r.Plain.SortedRules, r.counts)
 }
 
 func appendBytes(b, s []byte) []byte {
@@ -768,14 +775,14 @@ func (r *memoReader) rules() []memoRule {
 }
 
 // appendRules appends the sorted, counted name rules.
-func appendRules(b []byte, rules []memoRule) []byte {
+func appendRules(b []byte, rules []plan.NameRule, counts []int32) []byte {
 	b = binary.AppendUvarint(b, uint64(len(rules)))
-	for _, mr := range rules {
-		b = binary.BigEndian.AppendUint32(b, mr.rule.UID)
-		b = appendBytes(b, []byte(mr.rule.Name))
-		b = append(b, mr.rule.Proto)
-		b = binary.BigEndian.AppendUint16(b, mr.rule.Port)
-		b = binary.AppendUvarint(b, uint64(mr.count))
+	for i := range rules {
+		b = binary.BigEndian.AppendUint32(b, rules[i].UID)
+		b = appendBytes(b, []byte(rules[i].Name))
+		b = append(b, rules[i].Proto)
+		b = binary.BigEndian.AppendUint16(b, rules[i].Port)
+		b = binary.AppendUvarint(b, uint64(counts[i]))
 	}
 	return b
 }
