@@ -62,7 +62,8 @@ type ExportRead struct {
 	fp    [32]byte
 	key   [32]byte // of the flows' sums
 	data  []byte
-	flows []memoFlow // the export's flows in its order, for the next memo (nil: none)
+	flows []memoFlow      // the export's flows in its order, for the next memo (nil: none)
+	sums  []store.FlowSum // of the flows' bytes, in the export's order
 	// counts: how many plain flows give each of Plain.SortedRules
 	counts []int32
 	old    *memo // the memo read (readWhole: an empty one)
@@ -77,11 +78,8 @@ type memoRule struct {
 // memoFlow is one flow of the next memo.
 type memoFlow struct {
 	span store.Span
-	sum  store.FlowSum // when old >= 0 or summed
 	key  store.FlowKey
-	// summed: sum is that of the flow's bytes
-	summed bool
-	old    int32 // >= 0: the flow of the memo read whose record this is
+	old  int32 // >= 0: the flow of the memo read whose record this is
 	// plain (plan.Plainer); when it has an element, the element (in
 	// Plain: againstRead.elements); its followed names.
 	plain, hasElem bool
@@ -146,11 +144,12 @@ func readWhole(path string, data []byte, o *plan.Options, warn func(string)) (*E
 	e.Flows = make([]store.Flow, 0, len(flows)/8)
 	a := againstRead{r: r, m: r.old, pl: plan.NewPlainer(*o), hosts: o.AllHosts, e: &e}
 	summed := make(chan struct{})
-	go func() { // beside the reading of the flows, on the other core
+	r.sums = make([]store.FlowSum, len(spans)) // apart from r.flows: no cache line shared by the two cores
+	go func() {                                // beside the reading of the flows, on the other core
 		defer close(summed)
 		summer := store.NewFlowSummer(r.key)
 		for i, sp := range spans {
-			r.flows[i].sum = summer.Sum(data[sp.Start:sp.End])
+			r.sums[i] = summer.Sum(data[sp.Start:sp.End])
 		}
 	}()
 	v4 := 0
@@ -173,9 +172,6 @@ func readWhole(path string, data []byte, o *plan.Options, warn func(string)) (*E
 	}
 	r.finish([]*store.Export{&e}, o, warn)
 	<-summed
-	for i := range r.flows {
-		r.flows[i].summed = true
-	}
 	r.data = nil // the next memo keeps the flows' sums, not their bytes
 	return r, nil
 }
@@ -244,7 +240,7 @@ func readAgainst(path string, data []byte, m *memo, o *plan.Options, warn func(s
 		return nil, "", fmt.Errorf("read export %s: %w", path, err)
 	}
 	o.AllHosts = []string{e.Host}
-	r := &ExportRead{data: data, key: m.key, flows: make([]memoFlow, len(refs)), old: m}
+	r := &ExportRead{data: data, key: m.key, flows: make([]memoFlow, len(refs)), sums: make([]store.FlowSum, len(refs)), old: m}
 	// Room for what the memo's flows had, and what changed.
 	more := len(refs) - len(m.keys) + len(refs)/100 + 16
 	r.Plain.V4, r.Plain.V6 = make([]plan.Element, 0, m.v4+more), make([]plan.Element, 0, m.v6+more)
@@ -294,7 +290,7 @@ func (a *againstRead) flow(i int, ref store.FlowRef) (string, error) {
 		return a.read(i, ref)
 	}
 	mf.old, mf.key, mf.plain, mf.hasElem = ref.Old, a.m.keys[ref.Old], true, hasElem
-	mf.sum, mf.summed = a.m.sums[ref.Old], true
+	a.r.sums[i] = a.m.sums[ref.Old]
 	if hasElem {
 		e.Hosts, e.User = a.hosts, a.m.users[e.UID]
 	}
@@ -309,7 +305,7 @@ func (a *againstRead) flow(i int, ref store.FlowRef) (string, error) {
 func (a *againstRead) read(i int, ref store.FlowRef) (string, error) {
 	mf := &a.r.flows[i]
 	if a.summer != nil {
-		mf.sum, mf.summed = a.summer.Sum(a.r.data[ref.Start:ref.End]), true
+		a.r.sums[i] = a.summer.Sum(a.r.data[ref.Start:ref.End])
 	}
 	f := ref.Flow
 	if f == nil {
@@ -537,11 +533,8 @@ func (r *ExportRead) Memo(p *plan.Plan) *MemoBody {
 			return nil
 		}
 		plain = plain || r.flows[i].plain
-		if !r.flows[i].summed {
-			return nil
-		}
 	}
-	if !plain || len(r.counts) != len(r.Plain.SortedRules) {
+	if !plain || len(r.counts) != len(r.Plain.SortedRules) || len(r.sums) != len(r.flows) {
 		return nil // nothing to keep
 	}
 	return &MemoBody{key: r.key, rec: encodeMemo(r)}
@@ -585,7 +578,7 @@ func encodeMemo(r *ExportRead) []byte {
 	for i := range r.flows {
 		mf := &r.flows[i]
 		b = binary.BigEndian.AppendUint32(b, uint32(mf.span.End-mf.span.Start))
-		b = append(b, mf.sum[:]...)
+		b = append(b, r.sums[i][:]...)
 		if mf.old >= 0 {
 			rec := r.old.recs[mf.old]
 			b = append(b, r.old.body[rec[0]:rec[1]]...)
