@@ -362,6 +362,10 @@ func (a *againstRead) sortRules() bool {
 	}
 	slices.SortFunc(gone, plan.CompareRules)
 	plan.SortRules(a.added) // on two cores
+	if len(m.rules) == 0 && len(gone) == 0 {
+		a.countAdded() // a whole read: no memo's rules to merge
+		return true
+	}
 	out := make([]memoRule, 0, len(m.rules)+len(a.added))
 	g, j := 0, 0
 	for _, mr := range m.rules {
@@ -391,6 +395,23 @@ func (a *againstRead) sortRules() bool {
 	}
 	a.elements()
 	return true
+}
+
+// countAdded makes the sorted added rules, each once, the plain flows'
+// sorted rules, and counts them (in place).
+func (a *againstRead) countAdded() {
+	rules, counts := a.added[:0], make([]int32, 0, len(a.added)/2)
+	for _, rule := range a.added {
+		if n := len(rules); n > 0 && plan.CompareRules(rules[n-1], rule) == 0 {
+			counts[n-1]++
+		} else {
+			rules, counts = append(rules, rule), append(counts, 1)
+		}
+	}
+	p := &a.r.Plain
+	p.RulesSorted, p.SortedRules, a.r.counts = true, rules, counts
+	a.added = nil
+	a.elements()
 }
 
 // elements points the plain flows read at their elements in the plan's
