@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -41,10 +40,11 @@ const memoMagic = "egress-apply-memo/2\n"
 // the key of the flows' sums (the flows' records follow it).
 const memoHeader = len(memoMagic) + 16 + 32
 
-// MemoBody is a memo to write (WriteMemo): the sums' key, and the records.
+// MemoBody is a memo to write (WriteMemo): the sums' key, and the read
+// whose records it writes.
 type MemoBody struct {
 	key [32]byte
-	rec []byte
+	r   *ExportRead
 }
 
 // ExportRead is one export read for a plan, with or without a memo.
@@ -558,42 +558,39 @@ func (r *ExportRead) Memo(p *plan.Plan) *MemoBody {
 	if !plain || len(r.counts) != len(r.Plain.SortedRules) || len(r.sums) != len(r.flows) {
 		return nil // nothing to keep
 	}
-	return &MemoBody{key: r.key, rec: encodeMemo(r)}
+	return &MemoBody{key: r.key, r: r}
 }
 
 // encodeMemo writes the records of r's memo: the options' digest, the
 // user names, the flows (a flow of the memo read keeps its record).
-func encodeMemo(r *ExportRead) []byte {
+func encodeMemo(r *ExportRead, flush func([]byte) error) error {
 	users := map[uint32]string{}
-	n := 32 + 16 + len(r.flows)*(4+len(store.FlowSum{}))
 	if r.old != nil {
 		maps.Copy(users, r.old.users)
-		n += len(r.old.body)
 	}
 	for i := range r.flows {
-		if mf := &r.flows[i]; mf.old < 0 {
-			n += 64
-			for _, f := range mf.follow {
-				n += 8 + len(f)
-			}
-			if mf.hasElem {
-				users[mf.elem.UID] = mf.elem.User
-				n += len(mf.elem.Comment)
-				for _, name := range mf.elem.Names {
-					n += 8 + len(name)
-				}
-			}
+		if mf := &r.flows[i]; mf.old < 0 && mf.hasElem {
+			users[mf.elem.UID] = mf.elem.User
 		}
 	}
-	for i := range r.Plain.SortedRules {
-		n += 16 + len(r.Plain.SortedRules[i].Name)
+	// Written in chunks of about memoChunk: the memo's memory is bounded.
+	b := make([]byte, 0, memoChunk+64<<10)
+	more := func() error {
+		if len(b) < memoChunk {
+			return nil
+		}
+		err := flush(b)
+		b = b[:0]
+		return err
 	}
-	b := make([]byte, 0, n)
 	b = append(b, r.fp[:]...)
 	b = binary.AppendUvarint(b, uint64(len(users)))
 	for uid, name := range users {
 		b = binary.BigEndian.AppendUint32(b, uid)
 		b = appendBytes(b, []byte(name))
+		if err := more(); err != nil {
+			return err
+		}
 	}
 	b = binary.AppendUvarint(b, uint64(len(r.flows)))
 	for i := range r.flows {
@@ -606,9 +603,23 @@ func encodeMemo(r *ExportRead) []byte {
 		} else {
 			b = appendMemoFlow(b, mf)
 		}
+		if err := more(); err != nil {
+			return err
+		}
 	}
-	return appendRules(b, r.Plain.SortedRules, r.counts)
+	rules, counts := r.Plain.SortedRules, r.counts
+	b = binary.AppendUvarint(b, uint64(len(rules)))
+	for i := range rules {
+		b = appendRule(b, &rules[i], counts[i])
+		if err := more(); err != nil {
+			return err
+		}
+	}
+	return flush(b)
 }
+
+// memoChunk is the size of the chunks a memo is written in.
+var memoChunk = 1 << 20
 
 func appendBytes(b, s []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
@@ -788,17 +799,13 @@ func (r *memoReader) rules() []memoRule {
 	return out
 }
 
-// appendRules appends the sorted, counted name rules.
-func appendRules(b []byte, rules []plan.NameRule, counts []int32) []byte {
-	b = binary.AppendUvarint(b, uint64(len(rules)))
-	for i := range rules {
-		b = binary.BigEndian.AppendUint32(b, rules[i].UID)
-		b = appendBytes(b, []byte(rules[i].Name))
-		b = append(b, rules[i].Proto)
-		b = binary.BigEndian.AppendUint16(b, rules[i].Port)
-		b = binary.AppendUvarint(b, uint64(counts[i]))
-	}
-	return b
+// appendRule appends a sorted, counted name rule.
+func appendRule(b []byte, rule *plan.NameRule, count int32) []byte {
+	b = binary.BigEndian.AppendUint32(b, rule.UID)
+	b = appendBytes(b, []byte(rule.Name))
+	b = append(b, rule.Proto)
+	b = binary.BigEndian.AppendUint16(b, rule.Port)
+	return binary.AppendUvarint(b, uint64(count))
 }
 
 // skipFlow passes the rest of a flow's record after its key.
@@ -865,14 +872,26 @@ func StartMemo(path string, body *MemoBody) (*PendingMemo, error) {
 	head := make([]byte, 0, memoHeader)
 	head = append(head, memoMagic...)
 	head = binary.BigEndian.AppendUint64(head, 0) // the generation: Commit's
-	head = binary.BigEndian.AppendUint64(head, memoSum(body.key[:], body.rec))
+	head = binary.BigEndian.AppendUint64(head, 0) // the checksum: below
 	head = append(head, body.key[:]...)
 	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*")
 	if err != nil {
 		return nil, err
 	}
-	bufs := net.Buffers{head, body.rec} // one writev
-	if _, err = bufs.WriteTo(f); err != nil {
+	sum := xxhash.New()
+	sum.Write(body.key[:])
+	_, err = f.Write(head)
+	if err == nil {
+		err = encodeMemo(body.r, func(b []byte) error {
+			sum.Write(b)
+			_, err := f.Write(b)
+			return err
+		})
+	}
+	if err == nil {
+		_, err = f.WriteAt(binary.BigEndian.AppendUint64(nil, sum.Sum64()), int64(len(memoMagic)+8))
+	}
+	if err != nil {
 		f.Close()
 		os.Remove(f.Name())
 		return nil, err

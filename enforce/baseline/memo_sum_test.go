@@ -15,8 +15,12 @@ import (
 // keyed sum, not its bytes; a flow changed in place, to bytes of the same
 // length at the same position, is still read again, and the plan is the
 // full path's (which differs from the plan before). The memo is the
-// owner's alone (0600: its key is a secret).
+// owner's alone (0600: its key is a secret). The memo is written in
+// chunks here.
 func TestExportMemoSameLengthChange(t *testing.T) {
+	chunk := memoChunk
+	memoChunk = 100 // the memo written in many chunks
+	t.Cleanup(func() { memoChunk = chunk })
 	rng := rand.New(rand.NewPCG(11, 11))
 	flows := memoFlows(rng, 1500)
 	slices.SortFunc(flows, func(a, b store.Flow) int { return a.FlowKey.Compare(b.FlowKey) })
