@@ -23,8 +23,8 @@ func ReadExport(path string) (*store.Export, []string, error) {
 	if err := store.DecodeExport(data, &e); err != nil {
 		return nil, nil, fmt.Errorf("read export %s: not an egress baseline: %w", path, err)
 	}
-	if e.Format != store.ExportFormat {
-		return nil, nil, fmt.Errorf("read export %s: format %q, want %q", path, e.Format, store.ExportFormat)
+	if err := checkFormat(path, &e); err != nil {
+		return nil, nil, err
 	}
 	warnings, err := CheckExport(&e)
 	if err != nil {
@@ -47,6 +47,11 @@ func CheckExport(e *store.Export) ([]string, error) {
 	if err := checkExportHeader(e); err != nil {
 		return nil, err
 	}
+	return checkFlows(e)
+}
+
+// checkFlows is CheckExport of the flows.
+func checkFlows(e *store.Export) ([]string, error) {
 	var warnings []string
 	for i := range e.Flows {
 		var err error
@@ -297,5 +302,10 @@ func ReadFleet(paths []string, warn func(string)) (m *Merged, source string, err
 	for _, w := range m.Warnings {
 		warn(w)
 	}
-	return m, fmt.Sprintf("%d exports (hosts %s)", len(exports), strings.Join(hosts, ", ")), nil
+	return m, fleetSource(hosts), nil
+}
+
+// fleetSource is what a plan says it was built from: the exports' hosts.
+func fleetSource(hosts []string) string {
+	return fmt.Sprintf("%d exports (hosts %s)", len(hosts), strings.Join(hosts, ", "))
 }

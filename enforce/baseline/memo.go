@@ -189,12 +189,9 @@ func keyOrder(flows []store.Flow) bool {
 
 // readPlain reads export e whole, as ReadFleet does, for no memo.
 func readPlain(path string, e *store.Export, o *plan.Options, warn func(string)) (*ExportRead, error) {
-	var warnings []string
-	var err error
-	for i := range e.Flows {
-		if warnings, err = checkFlow(i, &e.Flows[i], warnings); err != nil {
-			return nil, fmt.Errorf("read export %s: %w", path, err)
-		}
+	warnings, err := checkFlows(e)
+	if err != nil {
+		return nil, fmt.Errorf("read export %s: %w", path, err)
 	}
 	for _, w := range warnings {
 		warn(path + ": " + w)
@@ -210,7 +207,7 @@ func (r *ExportRead) finish(exports []*store.Export, o *plan.Options, warn func(
 	for _, w := range r.Merged.Warnings {
 		warn(w)
 	}
-	r.Source = fmt.Sprintf("1 exports (hosts %s)", exports[0].Host)
+	r.Source = fleetSource([]string{exports[0].Host})
 	o.Hosts, o.AllHosts, o.Source = r.Merged.Hosts, r.Merged.AllHosts, r.Source
 }
 
@@ -285,7 +282,7 @@ func (a *againstRead) flow(i int, ref store.FlowRef) (string, error) {
 	if ref.Old < 0 {
 		return a.read(i, ref)
 	}
-	plain, e, hasElem, follow := a.m.flow(int(ref.Old))
+	plain, e, hasElem, _ := a.m.flow(int(ref.Old)) // its followed names' rules are in the memo's
 	if !plain {
 		return a.read(i, ref)
 	}
@@ -297,7 +294,6 @@ func (a *againstRead) flow(i int, ref store.FlowRef) (string, error) {
 	a.r.Reused++
 	a.kept[ref.Old] = true
 	a.plain(mf.key, hasElem, e)
-	_ = follow // its rules are in the memo's
 	return "", nil
 }
 
