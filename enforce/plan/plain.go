@@ -80,7 +80,7 @@ func (p *Plainer) Element(f *store.Flow) Element { return p.b.element(f, p.o.All
 // k to rules.
 func Rules(rules []NameRule, k store.FlowKey, followed []string) []NameRule {
 	for _, n := range followed {
-		rules = append(rules, NameRule{UID: k.UID, Name: n, Proto: k.Proto, Port: k.Port, Source: "learned"})
+		rules = append(rules, learnedRule(k, n))
 	}
 	return rules
 }

@@ -664,7 +664,7 @@ func (b *builder) follow(f *store.Flow) bool {
 	followed := false
 	for _, n := range f.Hostnames {
 		if followsName(o.Follow, n) {
-			b.names = append(b.names, learnedRule(f, n))
+			b.names = append(b.names, learnedRule(f.FlowKey, n))
 			followed = true
 		}
 	}
@@ -676,9 +676,9 @@ func followsName(o *FollowOptions, n string) bool {
 	return !slices.Contains(o.IPOnly, n) && o.Mode != FollowIP && ValidName(n, false)
 }
 
-// learnedRule is the name rule of flow f's name n.
-func learnedRule(f *store.Flow, n string) NameRule {
-	return NameRule{UID: f.UID, Name: n, Proto: f.Proto, Port: f.Port, Source: "learned"}
+// learnedRule is the name rule of name n of the flow of key k.
+func learnedRule(k store.FlowKey, n string) NameRule {
+	return NameRule{UID: k.UID, Name: n, Proto: k.Proto, Port: k.Port, Source: "learned"}
 }
 
 // baseRules are the rules before the lookups: replies, loopback, IPv6
