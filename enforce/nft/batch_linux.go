@@ -144,22 +144,7 @@ func (p planElems) Len() int { return len(p) }
 
 func (p planElems) keyLen(i int) int { return 4 + p[i].IP.BitLen()/8 + 8 }
 
-func (p planElems) putKey(b []byte, i int) {
-	e := &p[i]
-	binary.NativeEndian.PutUint32(b, e.UID)
-	n := 4
-	switch {
-	case e.IP.Is4():
-		a := e.IP.As4()
-		n += copy(b[n:], a[:])
-	case e.IP.Is6():
-		a := e.IP.As16()
-		n += copy(b[n:], a[:])
-	}
-	b[n], b[n+1], b[n+2], b[n+3] = e.Proto, 0, 0, 0
-	binary.BigEndian.PutUint16(b[n+4:], e.Port)
-	b[n+6], b[n+7] = 0, 0
-}
+func (p planElems) putKey(b []byte, i int) { appendElementKey(b[:0], &p[i]) }
 
 func (p planElems) comment(i int) string { return p[i].Comment }
 

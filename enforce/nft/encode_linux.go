@@ -34,10 +34,20 @@ func setKeyType(family int) nftables.SetDatatype {
 // elementKey encodes uid . ip . proto . port as the kernel stores it: each
 // field padded to 4 bytes, the UID in host byte order, the rest in network
 // byte order.
-func elementKey(e plan.Element) []byte {
-	k := binaryutil.NativeEndian.PutUint32(e.UID)
-	ip := e.IP.AsSlice()
-	k = append(k, ip...)
+func elementKey(e plan.Element) []byte { return appendElementKey(make([]byte, 0, 28), &e) }
+
+// appendElementKey appends e's key (elementKey) to k; the batch writer
+// writes it in place with it.
+func appendElementKey(k []byte, e *plan.Element) []byte {
+	k = binary.NativeEndian.AppendUint32(k, e.UID)
+	switch {
+	case e.IP.Is4():
+		a := e.IP.As4()
+		k = append(k, a[:]...)
+	case e.IP.Is6():
+		a := e.IP.As16()
+		k = append(k, a[:]...)
+	}
 	k = append(k, e.Proto, 0, 0, 0)
 	k = binary.BigEndian.AppendUint16(k, e.Port)
 	return append(k, 0, 0)
