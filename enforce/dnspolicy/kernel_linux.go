@@ -187,10 +187,15 @@ func fill(objs *bpf.DnspolicyObjects, key Key, entries []Entry) error {
 		keys[i] = bpf.DnspolicyAllowKey{Uid: e.UID, Kind: kind, Hash: h}
 		vals[i] = 1
 	}
+	return batchUpdate(m, keys, vals, "the dns allow map")
+}
+
+// batchUpdate puts keys and vals in map m, 4096 at a time.
+func batchUpdate[K, V any](m *ebpf.Map, keys []K, vals []V, what string) error {
 	for i := 0; i < len(keys); i += 4096 {
 		j := min(i+4096, len(keys))
 		if _, err := m.BatchUpdate(keys[i:j], vals[i:j], nil); err != nil {
-			return fmt.Errorf("fill the dns allow map: %w", err)
+			return fmt.Errorf("fill %s: %w", what, err)
 		}
 	}
 	return nil
@@ -207,13 +212,7 @@ func fillFast(m *ebpf.Map, key Key, entries []Entry) error {
 			vals = append(vals, bpf.DnspolicyAllowBucket{Fp: b})
 		}
 	}
-	for i := 0; i < len(keys); i += 4096 {
-		j := min(i+4096, len(keys))
-		if _, err := m.BatchUpdate(keys[i:j], vals[i:j], nil); err != nil {
-			return fmt.Errorf("fill the dns allow fast table: %w", err)
-		}
-	}
-	return nil
+	return batchUpdate(m, keys, vals, "the dns allow fast table")
 }
 
 // replacePin pins the new link and map in place of the old ones, and
