@@ -88,10 +88,12 @@ func Start(cfg Config) (_ *Checker, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	if !cfg.NoAttach {
-		if err := cgroupbpf.Check(cfg.Cgroup); err != nil {
-			return nil, err
+	if cfg.NoAttach {
+		if !cfg.Learn || cfg.PinDir != "" {
+			return nil, errors.New("name check: only the learning mode, unpinned, runs without being attached")
 		}
+	} else if err := cgroupbpf.Check(cfg.Cgroup); err != nil {
+		return nil, err
 	}
 	spec, err := bpf.LoadNamecheck()
 	if err != nil {
@@ -118,9 +120,6 @@ func Start(cfg Config) (_ *Checker, err error) {
 		return nil, fmt.Errorf("open the name check's events: %w", err)
 	}
 	if cfg.NoAttach {
-		if !cfg.Learn || cfg.PinDir != "" {
-			return nil, errors.New("name check: only the learning mode, unpinned, runs without being attached")
-		}
 		return c, nil
 	}
 	links, err := cgroupbpf.Attach(cfg.Cgroup, []cgroupbpf.Attachment{
