@@ -33,6 +33,11 @@
 //    Each TCP destination is also put in the name check's view
 //    (followed, below) first: the name check checks the name even the
 //    first connection presents.
+//  - egress, last: a packet that may be a DNS query (dns_candidate) is
+//    passed on by a tail call to the DNS policy (dnspolicy.c's dns_policy)
+//    when user space put it in dns_policy_slot: its return is then the
+//    packet's verdict, and the policy runs inside this program, with no
+//    program of its own on the hook. An empty slot passes the packet.
 //  - connect4/connect6: a socket of the enforced namespace connecting to
 //    an authorized destination gets the follow bit in its mark (SO_MARK)
 //    and the destination in its socket storage; any other connect clears
@@ -226,6 +231,19 @@ struct {
 	__type(key, int);
 	__type(value, struct auth_key);
 } sockauth SEC(".maps");
+
+// dns_policy_slot holds, in slot 0, the DNS policy's program (dnspolicy.c)
+// when the policy runs inside the follower: follow_egress passes it the
+// packets that may be DNS queries by a tail call. Pinned in the
+// follower's directory: the kernel empties a program array when its last
+// reference from user space goes, and a follower that dies must leave the
+// policy running.
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} dns_policy_slot SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -462,37 +480,47 @@ static __always_inline __u32 rd32(struct scratch *s, __u32 p)
 	return ((__u32)rd16(s, p) << 16) | rd16(s, p + 2);
 }
 
-// maybe_query tells, from the packet's linear data without a helper call,
-// that it is not a UDP datagram to port 53 (0); 1 when it is or when the
-// headers are not at hand. It keeps the cost for all other packets low.
-static __always_inline int maybe_query(struct __sk_buff *skb)
+// ports_dns tells whether the transport header at l4 (TCP or UDP) goes
+// to port 53; 1 when it is not in the linear data.
+static __always_inline int ports_dns(void *l4, void *end)
+{
+	struct udphdr *udp = l4; // the destination port is where TCP has it
+	if ((void *)(udp + 1) > end)
+		return 1;
+	return udp->dest == bpf_htons(DNS_PORT);
+}
+
+// dns_candidate tells, from the packet's linear data without a helper
+// call, that it cannot be a DNS query the policy would judge (0): a TCP
+// or UDP packet to another port than 53, another transport protocol. 1
+// for anything else: a UDP or TCP packet to port 53, headers not in the
+// linear data, a later IPv4 fragment, IPv6 extension headers, a packet
+// that is not IP (the policy judges those: some it refuses). It keeps the
+// cost for all other packets low.
+static __always_inline int dns_candidate(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
-	struct udphdr *udp;
 	if (data + 1 > end)
 		return 1;
 	__u8 v = *(__u8 *)data >> 4;
 	if (v == 4) {
 		struct iphdr *ip = data;
-		if ((void *)(ip + 1) > end)
+		if ((void *)(ip + 1) > end || ip->ihl < 5 || (ip->frag_off & bpf_htons(0x1fff)))
 			return 1;
-		if (ip->protocol != IPPROTO_UDP)
+		if (ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_TCP)
 			return 0;
-		udp = data + ip->ihl * 4;
-	} else if (v == 6) {
+		return ports_dns(data + ip->ihl * 4, end);
+	}
+	if (v == 6) {
 		struct ipv6hdr *ip6 = data;
 		if ((void *)(ip6 + 1) > end)
 			return 1;
-		if (ip6->nexthdr != IPPROTO_UDP)
-			return 0;
-		udp = (void *)(ip6 + 1);
-	} else {
-		return 0;
+		if (ip6->nexthdr != IPPROTO_UDP && ip6->nexthdr != IPPROTO_TCP)
+			return ip6_ext(ip6->nexthdr);
+		return ports_dns(ip6 + 1, end);
 	}
-	if ((void *)(udp + 1) > end)
-		return 1;
-	return udp->dest == bpf_htons(DNS_PORT);
+	return 1;
 }
 
 // remember_query remembers a DNS query: (cookie, id) -> question hash, in
@@ -535,8 +563,11 @@ int follow_egress(struct __sk_buff *skb)
 		count(FS_MARK_DROPPED);
 		return 0;
 	}
-	if (maybe_query(skb))
-		remember_query(skb);
+	if (!dns_candidate(skb))
+		return 1;
+	remember_query(skb);
+	// The DNS policy, when it is in the slot: its return is the verdict.
+	bpf_tail_call(skb, &dns_policy_slot, 0);
 	return 1;
 }
 

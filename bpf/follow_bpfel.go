@@ -133,6 +133,7 @@ type FollowScratch struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	FollowMapAuthorized        = "authorized"
+	FollowMapDnsPolicySlot     = "dns_policy_slot"
 	FollowMapFollowEvents      = "follow_events"
 	FollowMapFollowStats       = "follow_stats"
 	FollowMapFollowed          = "followed"
@@ -211,15 +212,16 @@ type FollowProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FollowMapSpecs struct {
-	Authorized   *ebpf.MapSpec `ebpf:"authorized"`
-	FollowEvents *ebpf.MapSpec `ebpf:"follow_events"`
-	FollowStats  *ebpf.MapSpec `ebpf:"follow_stats"`
-	Followed     *ebpf.MapSpec `ebpf:"followed"`
-	Queries      *ebpf.MapSpec `ebpf:"queries"`
-	Resolvers    *ebpf.MapSpec `ebpf:"resolvers"`
-	Rules        *ebpf.MapSpec `ebpf:"rules"`
-	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
-	Sockauth     *ebpf.MapSpec `ebpf:"sockauth"`
+	Authorized    *ebpf.MapSpec `ebpf:"authorized"`
+	DnsPolicySlot *ebpf.MapSpec `ebpf:"dns_policy_slot"`
+	FollowEvents  *ebpf.MapSpec `ebpf:"follow_events"`
+	FollowStats   *ebpf.MapSpec `ebpf:"follow_stats"`
+	Followed      *ebpf.MapSpec `ebpf:"followed"`
+	Queries       *ebpf.MapSpec `ebpf:"queries"`
+	Resolvers     *ebpf.MapSpec `ebpf:"resolvers"`
+	Rules         *ebpf.MapSpec `ebpf:"rules"`
+	Scratch       *ebpf.MapSpec `ebpf:"scratch"`
+	Sockauth      *ebpf.MapSpec `ebpf:"sockauth"`
 }
 
 // FollowVariableSpecs contains global variables before they are loaded into the kernel.
@@ -260,20 +262,22 @@ func (o *FollowObjects) Close() error {
 //
 // It can be passed to LoadFollowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type FollowMaps struct {
-	Authorized   *ebpf.Map `ebpf:"authorized"`
-	FollowEvents *ebpf.Map `ebpf:"follow_events"`
-	FollowStats  *ebpf.Map `ebpf:"follow_stats"`
-	Followed     *ebpf.Map `ebpf:"followed"`
-	Queries      *ebpf.Map `ebpf:"queries"`
-	Resolvers    *ebpf.Map `ebpf:"resolvers"`
-	Rules        *ebpf.Map `ebpf:"rules"`
-	Scratch      *ebpf.Map `ebpf:"scratch"`
-	Sockauth     *ebpf.Map `ebpf:"sockauth"`
+	Authorized    *ebpf.Map `ebpf:"authorized"`
+	DnsPolicySlot *ebpf.Map `ebpf:"dns_policy_slot"`
+	FollowEvents  *ebpf.Map `ebpf:"follow_events"`
+	FollowStats   *ebpf.Map `ebpf:"follow_stats"`
+	Followed      *ebpf.Map `ebpf:"followed"`
+	Queries       *ebpf.Map `ebpf:"queries"`
+	Resolvers     *ebpf.Map `ebpf:"resolvers"`
+	Rules         *ebpf.Map `ebpf:"rules"`
+	Scratch       *ebpf.Map `ebpf:"scratch"`
+	Sockauth      *ebpf.Map `ebpf:"sockauth"`
 }
 
 func (m *FollowMaps) Close() error {
 	return _FollowClose(
 		m.Authorized,
+		m.DnsPolicySlot,
 		m.FollowEvents,
 		m.FollowStats,
 		m.Followed,

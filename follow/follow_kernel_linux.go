@@ -182,6 +182,7 @@ func (f *Follower) load(spec *plan.FollowSpec, netns uint64) error {
 	f.shareSpec.MaxEntries = uint32(f.cfg.QueryShare)
 	s.Maps["sockauth"].Pinning = ebpf.PinByName
 	s.Maps[PinFollowed].Pinning = ebpf.PinByName
+	s.Maps[PinPolicySlot].Pinning = ebpf.PinByName // a follower that dies must not empty it
 	if specHook != nil {
 		specHook(s)
 	}
@@ -205,7 +206,7 @@ func (f *Follower) load(spec *plan.FollowSpec, netns uint64) error {
 // follower opens (a silent gap in the check).
 func (f *Follower) removeIncompatible(s *ebpf.CollectionSpec) error {
 	var stale []string
-	for _, name := range []string{pinSockauth, PinFollowed} {
+	for _, name := range []string{pinSockauth, PinFollowed, PinPolicySlot} {
 		path := filepath.Join(f.pinDir, name)
 		m, err := ebpf.LoadPinnedMap(path, nil)
 		if errors.Is(err, os.ErrNotExist) {
@@ -380,18 +381,22 @@ func (f *Follower) reapFollowed() int {
 // check stays attached and the gate element times out.
 func (f *Follower) closeKernel(graceful bool) error {
 	var errs []error
+	unpinned := false
 	if graceful && f.check != nil {
-		// The gate first: once the table no longer accepts the mark, the
-		// check has nothing left to guard.
-		if err := f.closeGate(); err != nil {
-			errs = append(errs, fmt.Errorf("%w; the mark check stays pinned at %s", err, filepath.Join(f.pinDir, pinCheck)))
-		} else {
-			errs = append(errs, f.check.Unpin())
+		var err error
+		unpinned, err = f.unpinCheck()
+		errs = append(errs, err)
+		if unlock := f.pinsLock; unlock != nil {
+			defer func() { unlock(); f.pinsLock = nil }()
 		}
 	}
 	if f.check != nil {
 		errs = append(errs, f.check.Close())
 		f.check = nil
+	}
+	if unpinned && f.objs.DnsPolicySlot != nil {
+		// Detached: the slot has no program left to run it.
+		errs = append(errs, ClearSlot(f.objs.DnsPolicySlot), f.objs.DnsPolicySlot.Unpin())
 	}
 	for _, l := range f.links {
 		errs = append(errs, l.Close())
@@ -406,6 +411,31 @@ func (f *Follower) closeKernel(graceful bool) error {
 	}
 	errs = append(errs, f.objs.Close())
 	return errors.Join(errs...)
+}
+
+// unpinCheck, at a clean stop, gives a DNS policy in the follower's slot
+// its own program again, closes the gate, and unpins the mark check; it
+// says whether the check was unpinned (it stays pinned, and attached, when
+// a step before failed). It takes the pin directory's lock, which
+// closeKernel releases once the check is detached (f.pinsLock).
+func (f *Follower) unpinCheck() (bool, error) {
+	unlock, err := LockPins(f.pinDir)
+	if err != nil {
+		return false, fmt.Errorf("%w; the mark check stays pinned at %s", err, filepath.Join(f.pinDir, pinCheck))
+	}
+	f.pinsLock = unlock
+	if _, err := f.givePolicyBack(); err != nil {
+		return false, err
+	}
+	// The gate first: once the table no longer accepts the mark, the
+	// check has nothing left to guard.
+	if err := f.closeGate(); err != nil {
+		return false, fmt.Errorf("%w; the mark check stays pinned at %s", err, filepath.Join(f.pinDir, pinCheck))
+	}
+	if err := f.check.Unpin(); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // gateTimeout is the gate element's lifetime: after a crash, the table

@@ -121,8 +121,10 @@ type Follower struct {
 	shares    map[uint32]*ebpf.Map // owned by Run (and StartFollower)
 	// gateFailing: the last refresh of the gate failed (said once).
 	gateFailing bool
-	saveMu      sync.Mutex // one save of the counters at a time
-	saved       Stats      // the counters last saved (under saveMu)
+	// pinsLock releases the pin directory's lock a clean stop holds.
+	pinsLock func()
+	saveMu   sync.Mutex // one save of the counters at a time
+	saved    Stats      // the counters last saved (under saveMu)
 	// Store checks for a new generation, and plans read (tests: a plan
 	// is read only when the generation changed).
 	checks, planReads atomic.Uint64
@@ -221,7 +223,7 @@ func Start(cfg Config) (_ *Follower, err error) {
 	if f.rd, err = ringbuf.NewReader(f.objs.FollowEvents); err != nil {
 		return nil, fmt.Errorf("open follower ring buffer: %w", err)
 	}
-	if err := f.attach(); err != nil {
+	if err := f.attachTakingPolicy(); err != nil {
 		return nil, err
 	}
 	if spec != nil {

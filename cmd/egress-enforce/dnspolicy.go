@@ -95,8 +95,8 @@ func newDNSApply(g *cli.Globals) *cobra.Command {
 			if f.asJSON {
 				return printJSON(cmd.OutOrStdout(), map[string]any{"installed": inst, "sources": counts})
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "dns policy %s attached to %s: %d names (%d learned, %d follow_names, %d dns_allow)\n",
-				inst.Mode, inst.Cgroup, inst.Entries, counts["learned"], counts["follow_names"], counts["dns_allow"])
+			fmt.Fprintf(cmd.OutOrStdout(), "dns policy %s attached to %s %s: %d names (%d learned, %d follow_names, %d dns_allow)\n",
+				inst.Mode, inst.Cgroup, viaText(inst.Via), inst.Entries, counts["learned"], counts["follow_names"], counts["dns_allow"])
 			return nil
 		}),
 	}
@@ -175,7 +175,7 @@ func newDNSStatus(g *cli.Globals) *cobra.Command {
 func writeDNSStatus(w io.Writer, r dnspolicy.Report) {
 	state := "not attached"
 	if r.Attached {
-		state = fmt.Sprintf("attached in %s, %d names", r.Mode, r.Entries)
+		state = fmt.Sprintf("attached in %s %s, %d names", r.Mode, viaText(r.Via), r.Entries)
 	}
 	fmt.Fprintf(w, "dns policy: configured %s, %s (%s)\n", r.Configured, state, r.Cgroup)
 	s := r.Stats
@@ -184,6 +184,17 @@ func writeDNSStatus(w io.Writer, r dnspolicy.Report) {
 	if r.Problem != "" {
 		fmt.Fprintf(w, "  PROBLEM: %s\n", r.Problem)
 	}
+}
+
+// viaText says in words where the policy runs.
+func viaText(via string) string {
+	switch via {
+	case dnspolicy.ViaFollower:
+		return "via follower (inside the DNS follower's egress program)"
+	case dnspolicy.ViaBoth:
+		return "as own program and via follower"
+	}
+	return "as own program"
 }
 
 func newDNSRemove(g *cli.Globals) *cobra.Command {
@@ -422,7 +433,7 @@ func ensureDNSPolicy(cmd *cobra.Command, e *env, pinDir string, force, quiet boo
 		return fail(err)
 	}
 	if !quiet {
-		fmt.Fprintf(cmd.OutOrStdout(), "dns policy %s attached to %s: %d names\n", inst.Mode, inst.Cgroup, inst.Entries)
+		fmt.Fprintf(cmd.OutOrStdout(), "dns policy %s attached to %s %s: %d names\n", inst.Mode, inst.Cgroup, viaText(inst.Via), inst.Entries)
 	}
 	return nil
 }

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 
 	"github.com/egresskit/egress/bpf"
 	"github.com/egresskit/egress/enforce/nft"
@@ -30,7 +29,7 @@ const DefaultMaxEntries = 262144
 
 // Pin names in the per-table directory.
 const (
-	pinLink  = "dns_policy"
+	pinLink  = follow.PinPolicyLink
 	pinAllow = "dns_allow"
 	pinRing  = "dns_denials"
 	pinStats = "dns_policy_stats"
@@ -72,12 +71,32 @@ type Installed struct {
 	Entries int    `json:"entries"`
 	PinDir  string `json:"pin_dir"`
 	Cgroup  string `json:"cgroup"`
+	// Via says where the policy runs: ViaFollower or ViaOwn.
+	Via string `json:"via"`
 }
+
+// Where the policy's program runs.
+const (
+	// ViaFollower: inside the DNS follower's egress program, by a tail
+	// call (one program on the hook); see follow.PinPolicySlot.
+	ViaFollower = "follower"
+	// ViaOwn: as a program of its own on the cgroup's egress hook.
+	ViaOwn = "own program"
+	// ViaBoth: both at once (for a moment during a hand-over, or when the
+	// policy's own link could not be dropped): a query passes only if
+	// both allow it.
+	ViaBoth = "own program and follower"
+)
 
 // Install loads the policy with entries and attaches it to the cgroup in
 // place of the one there before (both run for a moment: a query passes
-// only if both allow it). The link is pinned: the policy stays when this
-// process ends. Mode Off removes it.
+// only if both allow it). When a follower's mark check is pinned for the
+// same table, namespace and cgroup, the policy goes in the follower's
+// slot (an atomic replace of the one there), then its own link, if any,
+// is dropped: it runs inside the follower's program. Otherwise it gets
+// its own link, pinned: the policy stays when this process ends. The
+// program is pinned too, so that a follower can take it, or give it its
+// own link back. Mode Off removes it.
 func Install(cfg Config, entries []Entry) (*Installed, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
@@ -108,15 +127,57 @@ func Install(cfg Config, entries []Entry) (*Installed, error) {
 	if err := fill(&objs, key, entries); err != nil {
 		return nil, err
 	}
-	l, err := link.AttachCgroup(link.CgroupOptions{Path: cfg.Cgroup, Attach: ebpf.AttachCGroupInetEgress, Program: objs.DnsPolicy})
+	unlock, err := follow.LockPins(dir)
 	if err != nil {
-		return nil, fmt.Errorf("attach dns policy to %s: %w", cfg.Cgroup, err)
-	}
-	defer l.Close()
-	if err := replacePin(dir, l, objs.DnsAllow, cfg.Log); err != nil {
 		return nil, err
 	}
-	return &Installed{Mode: cfg.Mode, Entries: len(entries), PinDir: dir, Cgroup: cfg.Cgroup}, nil
+	defer unlock()
+	via, err := place(cfg, dir, objs.DnsPolicy)
+	if err != nil {
+		return nil, err
+	}
+	pinAllowMap(dir, objs.DnsAllow, cfg.Log)
+	return &Installed{Mode: cfg.Mode, Entries: len(entries), PinDir: dir, Cgroup: cfg.Cgroup, Via: via}, nil
+}
+
+// place puts the loaded policy where it runs (under the directory's
+// lock): the slot of a follower of the cgroup, or its own link; then it
+// pins the program in place of the one before. A slot the kernel refuses
+// the program for falls back to the own link, loudly.
+func place(cfg Config, dir string, prog *ebpf.Program) (string, error) {
+	cg, err := cgroupbpf.ID(cfg.Cgroup)
+	if err != nil {
+		return "", err
+	}
+	slot, err := follow.FollowerSlot(dir, cg)
+	if err != nil {
+		return "", err
+	}
+	via := ViaOwn
+	if slot != nil {
+		defer slot.Close()
+		if err := follow.FillSlot(slot, prog); err != nil {
+			cfg.Log.Warn("the follower's slot refused the dns policy: it gets a program of its own", "err", err)
+		} else {
+			via = ViaFollower
+		}
+	}
+	if via == ViaOwn {
+		if err := follow.AttachPolicy(dir, cfg.Cgroup, prog); err != nil {
+			return "", err
+		}
+	} else if err := follow.DropPolicyLink(dir); err != nil {
+		cfg.Log.Warn("drop the dns policy's own program (it runs in the follower's too: both check the queries)", "err", err)
+		via = ViaBoth
+	}
+	path := filepath.Join(dir, follow.PinPolicyProgram)
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("unpin the dns policy program: %w", err)
+	}
+	if err := prog.Pin(path); err != nil {
+		return "", fmt.Errorf("pin the dns policy program: %w", err)
+	}
+	return via, nil
 }
 
 // load loads the program with the map sized for n entries, sharing the
@@ -215,17 +276,13 @@ func fillFast(m *ebpf.Map, key Key, entries []Entry) error {
 	return batchUpdate(m, keys, vals, "the dns allow fast table")
 }
 
-// replacePin pins the new link and map in place of the old ones, and
-// detaches the old link once the new one is pinned.
-func replacePin(dir string, l link.Link, allow *ebpf.Map, log *slog.Logger) error {
-	if _, err := cgroupbpf.ReplacePin(l, filepath.Join(dir, pinLink), "dns policy"); err != nil {
-		return err
-	}
+// pinAllowMap pins the new allow map in place of the old one (status
+// reads the mode and size from it).
+func pinAllowMap(dir string, allow *ebpf.Map, log *slog.Logger) {
 	_ = os.Remove(filepath.Join(dir, pinAllow))
 	if err := allow.Pin(filepath.Join(dir, pinAllow)); err != nil {
 		log.Warn("pin the dns allow map (for status)", "err", err)
 	}
-	return nil
 }
 
 // Remove detaches the policy of the table and forgets its maps. Nothing
@@ -239,13 +296,24 @@ func Remove(cfg Config) error {
 		return err
 	}
 	dir := policyDir(cfg.PinRoot, cfg.Table, netns)
-	var errs []error
-	if l, err := link.LoadPinnedLink(filepath.Join(dir, pinLink), nil); err == nil {
-		errs = append(errs, l.Unpin(), l.Close())
-	} else if !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("open the pinned dns policy: %w", err))
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
 	}
-	for _, p := range []string{pinAllow, pinRing, pinStats} {
+	unlock, err := follow.LockPins(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	var errs []error
+	// The follower's slot, of whatever cgroup: the table's policy goes.
+	if slot, err := ebpf.LoadPinnedMap(filepath.Join(dir, follow.PinPolicySlot), nil); err == nil {
+		errs = append(errs, follow.ClearSlot(slot))
+		slot.Close()
+	} else if !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("open the follower's dns policy slot: %w", err))
+	}
+	errs = append(errs, follow.DropPolicyLink(dir))
+	for _, p := range []string{follow.PinPolicyProgram, pinAllow, pinRing, pinStats} {
 		if err := os.Remove(filepath.Join(dir, p)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/egresskit/egress/follow"
 	"github.com/egresskit/egress/internal/cgroupbpf"
 )
 
@@ -30,6 +31,9 @@ type Report struct {
 	Configured Mode   `json:"configured"`
 	Attached   bool   `json:"attached"`
 	Mode       Mode   `json:"mode,omitempty"` // of the attached program
+	// Via says where the attached policy runs: "follower" (inside the
+	// DNS follower's egress program), "own program", or both.
+	Via string `json:"via,omitempty"`
 	Entries    int    `json:"entries"`
 	Cgroup     string `json:"cgroup"`
 	Stats      Stats  `json:"stats"`
@@ -75,21 +79,24 @@ func (r *Report) read(dir, cgroup string) error {
 	if s, err := readStats(filepath.Join(dir, pinStats)); err == nil {
 		r.Stats = s
 	}
-	l, err := link.LoadPinnedLink(filepath.Join(dir, pinLink), nil)
-	if err != nil {
-		return err
-	}
-	defer l.Close()
-	info, err := l.Info()
-	if err != nil {
-		return fmt.Errorf("read the pinned dns policy: %w", err)
-	}
 	want, err := cgroupbpf.ID(cgroup)
 	if err != nil {
 		return err
 	}
-	if c := info.Cgroup(); c == nil || c.CgroupId != want {
-		return fmt.Errorf("the pinned dns policy in %s is not attached to %s", dir, cgroup)
+	inFollower, err := inFollowerSlot(dir, want)
+	if err != nil {
+		return err
+	}
+	own, err := ownAttached(dir, cgroup, want)
+	switch {
+	case err != nil && !(inFollower && errors.Is(err, os.ErrNotExist)):
+		return err
+	case own && inFollower:
+		r.Via = ViaBoth
+	case own:
+		r.Via = ViaOwn
+	default:
+		r.Via = ViaFollower
 	}
 	r.Attached = true
 	m, err := ebpf.LoadPinnedMap(filepath.Join(dir, pinAllow), nil)
@@ -126,4 +133,53 @@ func readStats(path string) (Stats, error) {
 		}
 	}
 	return Stats{Queries: out[0], Allowed: out[1], Denied: out[2], Audited: out[3], Malformed: out[4], Lost: out[5]}, nil
+}
+
+// ownAttached says whether the policy's own pinned link is attached to
+// the cgroup want (os.ErrNotExist when none is pinned).
+func ownAttached(dir, cgroup string, want uint64) (bool, error) {
+	l, err := link.LoadPinnedLink(filepath.Join(dir, pinLink), nil)
+	if err != nil {
+		return false, err
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		return false, fmt.Errorf("read the pinned dns policy: %w", err)
+	}
+	if c := info.Cgroup(); c == nil || c.CgroupId != want {
+		return false, fmt.Errorf("the pinned dns policy in %s is not attached to %s", dir, cgroup)
+	}
+	return true, nil
+}
+
+// inFollowerSlot says whether the slot of a follower of the cgroup want
+// holds the pinned policy program.
+func inFollowerSlot(dir string, want uint64) (bool, error) {
+	slot, err := follow.FollowerSlot(dir, want)
+	if slot == nil || err != nil {
+		return false, err
+	}
+	defer slot.Close()
+	p, err := follow.SlotProgram(slot)
+	if p == nil || err != nil {
+		return false, err
+	}
+	defer p.Close()
+	pinned, err := ebpf.LoadPinnedProgram(filepath.Join(dir, follow.PinPolicyProgram), nil)
+	if err != nil {
+		return false, fmt.Errorf("the follower's slot in %s holds a program, but no dns policy program is pinned: %w", dir, err)
+	}
+	defer pinned.Close()
+	a, err1 := p.Info()
+	b, err2 := pinned.Info()
+	if err := errors.Join(err1, err2); err != nil {
+		return false, fmt.Errorf("read the dns policy programs: %w", err)
+	}
+	ida, _ := a.ID()
+	idb, _ := b.ID()
+	if ida != idb {
+		return false, fmt.Errorf("the follower's slot in %s holds another program than the pinned dns policy: run egress-enforce dns-policy apply", dir)
+	}
+	return true, nil
 }
