@@ -94,6 +94,10 @@ func helperMain(mode string) int {
 		err = helperBlocks(server, msg, n)
 	case "latblocks":
 		err = helperLatencyBlocks(server, msg, n)
+	case "stream":
+		err = helperStream(server, msg)
+	case "follower":
+		err = helperFollower()
 	default:
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}
