@@ -28,15 +28,15 @@ type Stats struct {
 
 // Report is the state of the table's DNS policy.
 type Report struct {
-	Configured Mode   `json:"configured"`
-	Attached   bool   `json:"attached"`
-	Mode       Mode   `json:"mode,omitempty"` // of the attached program
+	Configured Mode `json:"configured"`
+	Attached   bool `json:"attached"`
+	Mode       Mode `json:"mode,omitempty"` // of the attached program
 	// Via says where the attached policy runs: "follower" (inside the
 	// DNS follower's egress program), "own program", or both.
-	Via string `json:"via,omitempty"`
-	Entries    int    `json:"entries"`
-	Cgroup     string `json:"cgroup"`
-	Stats      Stats  `json:"stats"`
+	Via     string `json:"via,omitempty"`
+	Entries int    `json:"entries"`
+	Cgroup  string `json:"cgroup"`
+	Stats   Stats  `json:"stats"`
 	// Problem says, in words for the operator, why what runs is not what
 	// is configured ("" when it is).
 	Problem string `json:"problem,omitempty"`
