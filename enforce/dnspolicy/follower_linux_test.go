@@ -225,6 +225,15 @@ func (e *env) runFollowerProcess() *exec.Cmd {
 	return cmd
 }
 
+// reinstall installs the policy again, with the same entries.
+func (e *env) reinstall() {
+	e.t.Helper()
+	entries, _ := Dedup(learned)
+	if _, err := Install(e.cfg, entries); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 // killFollower kills the follower process (SIGKILL) and waits for its end.
 func (e *env) killFollower(cmd *exec.Cmd) {
 	e.t.Helper()
@@ -249,8 +258,9 @@ func helperFollower() error {
 
 // TestNoQueryPassesWhileFollowerComesAndGoes: alice floods a UDP sink on
 // port 53 with a name she may not ask for, while a follower starts and
-// stops (cleanly, and once killed) again and again: the policy moves
-// between its own program and the follower's slot each time, and not one
+// stops (cleanly, and once killed) again and again, and the policy is
+// installed again in each state: the policy moves between its own
+// program and the follower's slot each time, and not one
 // query reaches the sink. At the end, her allowed name reaches it (the
 // sink does receive what passes).
 func TestNoQueryPassesWhileFollowerComesAndGoes(t *testing.T) {
@@ -295,9 +305,13 @@ func TestNoQueryPassesWhileFollowerComesAndGoes(t *testing.T) {
 		}
 		f := e.startFollower()
 		stoppedMore()
+		e.reinstall() // into the follower's slot
+		stoppedMore()
 		if err := f.Close(); err != nil {
 			t.Fatal(err)
 		}
+		stoppedMore()
+		e.reinstall() // its own program again
 		stoppedMore()
 	}
 	e.wantVia(ViaOwn)
