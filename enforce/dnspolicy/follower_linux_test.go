@@ -20,8 +20,10 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/egresskit/egress/bpf"
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/follow"
 	"github.com/egresskit/egress/internal/lab"
@@ -340,5 +342,49 @@ func helperStream(server string, msg []byte) error {
 	}
 	for {
 		_, _ = c.Write(msg)
+	}
+}
+
+// TestSlotTakesOnlyEgressPrograms records this kernel's rule for the
+// follower's program array: the policy's program (cgroup_skb/egress,
+// from another object) is taken; a cgroup_skb program with another
+// expected attach type (ingress, or none: both are 0) is refused. (Since 6.17 the
+// kernel compares the expected attach type of the programs of a program
+// array: an egress program may not tail call an ingress one.)
+func TestSlotTakesOnlyEgressPrograms(t *testing.T) {
+	lab.Require(t)
+	spec, err := bpf.LoadFollow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var objs bpf.FollowObjects
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer objs.Close()
+	pspec, err := bpf.LoadDnspolicy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pobjs bpf.DnspolicyObjects
+	if err := pspec.LoadAndAssign(&pobjs, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer pobjs.Close()
+	if err := follow.FillSlot(objs.DnsPolicySlot, pobjs.DnsPolicy); err != nil {
+		t.Fatalf("the policy's egress program refused: %v", err)
+	}
+	// BPF_CGROUP_INET_INGRESS is 0: also what a program loaded without
+	// an expected attach type has.
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.CGroupSKB, AttachType: ebpf.AttachCGroupInetIngress, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	err = follow.FillSlot(objs.DnsPolicySlot, p)
+	t.Logf("a cgroup_skb/ingress program: %v", err)
+	if err == nil {
+		t.Errorf("a cgroup_skb/ingress program was taken in the egress program's slot")
 	}
 }
