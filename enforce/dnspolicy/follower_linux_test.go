@@ -348,9 +348,9 @@ func helperStream(server string, msg []byte) error {
 // TestSlotTakesOnlyEgressPrograms records this kernel's rule for the
 // follower's program array: the policy's program (cgroup_skb/egress,
 // from another object) is taken; a cgroup_skb program with another
-// expected attach type (ingress, or none: both are 0) is refused. (Since 6.17 the
-// kernel compares the expected attach type of the programs of a program
-// array: an egress program may not tail call an ingress one.)
+// expected attach type (ingress, or none: both are 0) is refused (the
+// kernel compares the expected attach types of a program array's
+// programs: an egress program may not tail call an ingress one).
 func TestSlotTakesOnlyEgressPrograms(t *testing.T) {
 	lab.Require(t)
 	spec, err := bpf.LoadFollow()
