@@ -388,3 +388,25 @@ func TestSlotTakesOnlyEgressPrograms(t *testing.T) {
 		t.Errorf("a cgroup_skb/ingress program was taken in the egress program's slot")
 	}
 }
+
+// TestFollowerOfAnotherCgroupLeavesPolicyAlone: the policy runs in the
+// slot of a follower that died; a follower of another cgroup, same table
+// and namespace, would replace that follower's program (and so take the
+// policy off the first cgroup): it refuses to start, and the policy still
+// checks the first cgroup's queries.
+func TestFollowerOfAnotherCgroupLeavesPolicyAlone(t *testing.T) {
+	e := newEnv(t, Enforce, learned...)
+	e.killFollower(e.runFollowerProcess())
+	cfg := e.followCfg()
+	cfg.Cgroup = lab.NewCgroup(t).Path
+	f, err := follow.Start(cfg)
+	if err == nil {
+		_ = f.Close()
+		t.Fatal("a follower of another cgroup started over the one carrying the policy")
+	}
+	if !strings.Contains(err.Error(), "another cgroup") {
+		t.Fatalf("refusal: %v", err)
+	}
+	e.wantVia(ViaFollower)
+	e.checked()
+}
