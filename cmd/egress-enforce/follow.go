@@ -48,6 +48,12 @@ bpf file system): if follow dies, the check stays attached and the table stops
 accepting the mark within 5 seconds; a new follow takes over both. A clean
 stop (SIGINT, SIGTERM) closes the table's gate first, then detaches.
 
+A DNS policy (dns-policy apply) of the same cgroup, namespace and table runs
+inside follow's egress program (one program on the hook, not two): follow
+takes it into its slot before attaching, and gives it its own program back
+before detaching at a clean stop; if follow dies, the policy keeps running in
+its pinned program. "dns-policy status" says which.
+
 Ignored answers are counted by reason (status, --metrics-addr). The counters
 are saved in the store (--db) within a second of a change, and before an
 added address is printed; status shows them. --json prints each added address
