@@ -44,13 +44,7 @@ func BenchmarkQueryRateAlternating(b *testing.B) {
 	pairRate, pairCPU := map[Mode][]float64{}, map[Mode][]float64{}
 	var overHook []float64
 	for round := range envInt("DP_ALT_ROUNDS", 200) {
-		order := slices.Clone(modes)
-		rot := round % len(order)
-		order = append(order[rot:], order[:rot]...)
-		if round/len(order)%2 == 1 {
-			slices.Reverse(order)
-		}
-		for _, m := range order {
+		for _, m := range roundOrder(modes, round) {
 			r, cpu := c.block(b, l, progs[m])
 			rates[m], cpus[m] = append(rates[m], r), append(cpus[m], cpu)
 		}

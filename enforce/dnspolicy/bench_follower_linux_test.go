@@ -43,13 +43,7 @@ func BenchmarkQueryRateFollowerAlternating(b *testing.B) {
 		pairs[name+"_paired"] = append(pairs[name+"_paired"], rates[num][round]/rates[den][round])
 	}
 	for round := range envInt("DP_ALT_ROUNDS", 200) {
-		order := slices.Clone(modes)
-		rot := round % len(order)
-		order = append(order[rot:], order[:rot]...)
-		if round/len(order)%2 == 1 {
-			slices.Reverse(order)
-		}
-		for _, m := range order {
+		for _, m := range roundOrder(modes, round) {
 			var err error
 			if m == followerEnf {
 				err = follow.FillSlot(slot, progs[Enforce])
@@ -100,4 +94,16 @@ func (l *benchLab) loadFollowerEgress(b *testing.B) (*ebpf.Program, *ebpf.Map) {
 	}
 	b.Cleanup(func() { objs.Close() })
 	return objs.FollowEgress, objs.DnsPolicySlot
+}
+
+// roundOrder is the order of the modes in a round: turned by one each
+// round, and reversed every other turn.
+func roundOrder(modes []Mode, round int) []Mode {
+	order := slices.Clone(modes)
+	rot := round % len(order)
+	order = append(order[rot:], order[:rot]...)
+	if round/len(order)%2 == 1 {
+		slices.Reverse(order)
+	}
+	return order
 }

@@ -114,14 +114,7 @@ func (e *env) checked() {
 func TestPolicyMovesIntoFollowerAndBack(t *testing.T) {
 	e := newEnv(t, Enforce, learned...)
 	e.wantVia(ViaOwn)
-	f := e.startFollower()
-	e.wantVia(ViaFollower)
-	e.checked()
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	e.wantVia(ViaOwn)
-	e.checked()
+	e.followerComesAndGoes()
 	// And again: a second follower takes it the same way.
 	e.startFollower()
 	e.wantVia(ViaFollower)
@@ -183,11 +176,19 @@ func TestPolicySurvivesKilledFollower(t *testing.T) {
 	e.killFollower(e.runFollowerProcess())
 	e.checked()
 	e.wantVia(ViaFollower)
+	e.followerComesAndGoes()
+}
+
+// followerComesAndGoes starts a follower (the policy moves into its
+// slot), checks queries, stops it cleanly (the policy has its own program
+// again) and checks queries again.
+func (e *env) followerComesAndGoes() {
+	e.t.Helper()
 	f := e.startFollower()
 	e.wantVia(ViaFollower)
 	e.checked()
 	if err := f.Close(); err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
 	e.wantVia(ViaOwn)
 	e.checked()
