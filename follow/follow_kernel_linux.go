@@ -206,7 +206,10 @@ func (f *Follower) load(spec *plan.FollowSpec, netns uint64) error {
 // follower opens (a silent gap in the check).
 func (f *Follower) removeIncompatible(s *ebpf.CollectionSpec) error {
 	var stale []string
-	for _, name := range []string{pinSockauth, PinFollowed, PinPolicySlot} {
+	// Not the DNS policy's slot: a dead follower's program may run the
+	// policy from it, and unpinning it would empty it (the load then
+	// fails, loudly, instead).
+	for _, name := range []string{pinSockauth, PinFollowed} {
 		path := filepath.Join(f.pinDir, name)
 		m, err := ebpf.LoadPinnedMap(path, nil)
 		if errors.Is(err, os.ErrNotExist) {
