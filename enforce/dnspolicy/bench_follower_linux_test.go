@@ -8,7 +8,6 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/egresskit/egress/bpf"
 	"github.com/egresskit/egress/follow"
 )
 
@@ -31,7 +30,8 @@ const (
 func BenchmarkQueryRateFollowerAlternating(b *testing.B) {
 	l := newBenchLab(b)
 	progs := l.loadModes(b)
-	fol, slot := l.loadFollowerEgress(b)
+	fobjs := loadFollowerForRun(b, l.cfg.Target)
+	fol, slot := fobjs.FollowEgress, fobjs.DnsPolicySlot
 	msg := query("www.example.lab")
 	c := l.startBlocks(b, msg, envInt("DP_BLOCK", 5000))
 	modes := []Mode{Off, Enforce, followerMode, followerEnf}
@@ -71,29 +71,6 @@ func BenchmarkQueryRateFollowerAlternating(b *testing.B) {
 	}
 	b.ReportMetric(quantile(cpus[Off], 0.1)/quantile(cpus[Enforce], 0.1), "enforce/off_cpu_p10")
 	b.ReportMetric(quantile(cpus[followerMode], 0.1)/quantile(cpus[followerEnf], 0.1), "follower+enforce/follower_cpu_p10")
-}
-
-// loadFollowerEgress loads the follower's programs for the lab's
-// namespace (not attached, nothing pinned): its egress program and its
-// dns policy slot.
-func (l *benchLab) loadFollowerEgress(b *testing.B) (*ebpf.Program, *ebpf.Map) {
-	netns, err := netnsCookie(l.cfg.Target)
-	if err != nil {
-		b.Fatal(err)
-	}
-	spec, err := bpf.LoadFollow()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := spec.Variables["netns_cookie"].Set(netns); err != nil {
-		b.Fatal(err)
-	}
-	var objs bpf.FollowObjects
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { objs.Close() })
-	return objs.FollowEgress, objs.DnsPolicySlot
 }
 
 // roundOrder is the order of the modes in a round: turned by one each
