@@ -3,11 +3,13 @@
 package dnspolicy
 
 import (
+	"os"
 	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
 
+	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/follow"
 )
 
@@ -15,6 +17,11 @@ import (
 const (
 	followerMode Mode = "follower"         // the follower's program alone, its slot empty
 	followerEnf  Mode = "follower+enforce" // the follower's program, the policy in its slot
+	// followerBefore is the egress program of another build of the
+	// follower (DP_FOLLOW_BEFORE: its bpf2go object, e.g. main's
+	// bpf/follow_bpfel.o): what the empty slot's tail call costs a host
+	// with a follower and no policy.
+	followerBefore Mode = "follower_before"
 )
 
 // BenchmarkQueryRateFollowerAlternating is BenchmarkQueryRateAlternating
@@ -26,7 +33,8 @@ const (
 // DP_ALT_ROUNDS rounds (default 200), the order turning every round. The
 // issue's goal, enforce against off, is then enforce/off on a host without
 // a follower and follower+enforce/follower on a host with one: the
-// medians of the rounds' paired CPU-time ratios (*_cpu_paired).
+// medians of the rounds' paired CPU-time ratios (*_cpu_paired). With
+// DP_FOLLOW_BEFORE, a fifth mode: another build's follower program.
 func BenchmarkQueryRateFollowerAlternating(b *testing.B) {
 	l := newBenchLab(b)
 	progs := l.loadModes(b)
@@ -36,6 +44,11 @@ func BenchmarkQueryRateFollowerAlternating(b *testing.B) {
 	c := l.startBlocks(b, msg, envInt("DP_BLOCK", 5000))
 	modes := []Mode{Off, Enforce, followerMode, followerEnf}
 	hook := map[Mode]*ebpf.Program{Off: nil, Enforce: progs[Enforce], followerMode: fol, followerEnf: fol}
+	before := os.Getenv("DP_FOLLOW_BEFORE")
+	if before != "" {
+		modes = append(modes, followerBefore)
+		hook[followerBefore] = loadFollowerEgressFrom(b, before, l.cfg.Target)
+	}
 	cpus, rates := map[Mode][]float64{}, map[Mode][]float64{}
 	pairs := map[string][]float64{}
 	pair := func(name string, num, den Mode, round int) {
@@ -60,6 +73,9 @@ func BenchmarkQueryRateFollowerAlternating(b *testing.B) {
 		pair("follower+enforce/follower", followerEnf, followerMode, round)
 		pair("follower/off", followerMode, Off, round)
 		pair("follower+enforce/off", followerEnf, Off, round)
+		if before != "" {
+			pair("follower/follower_before", followerMode, followerBefore, round)
+		}
 	}
 	for name, v := range pairs {
 		b.ReportMetric(median(v), name)
@@ -83,4 +99,26 @@ func roundOrder(modes []Mode, round int) []Mode {
 		slices.Reverse(order)
 	}
 	return order
+}
+
+// loadFollowerEgressFrom loads the follower egress program of the bpf2go
+// object at path for the target's namespace.
+func loadFollowerEgressFrom(b *testing.B, path string, target nft.Target) *ebpf.Program {
+	cookie, err := netnsCookie(target)
+	if err != nil {
+		b.Fatal(err)
+	}
+	spec, err := ebpf.LoadCollectionSpec(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := spec.Variables["netns_cookie"].Set(cookie); err != nil {
+		b.Fatal(err)
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(coll.Close)
+	return coll.Programs["follow_egress"]
 }
