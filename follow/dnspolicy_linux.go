@@ -251,6 +251,14 @@ func (f *Follower) takePolicy() (dropOwn bool, err error) {
 	if err := FillSlot(f.objs.DnsPolicySlot, prog); err != nil {
 		return false, err
 	}
+	// A policy of an earlier version pinned only its link: pin its
+	// program, which will run from the slot alone.
+	path := filepath.Join(f.pinDir, PinPolicyProgram)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if err := prog.Pin(path); err != nil {
+			return false, fmt.Errorf("pin the dns policy program: %w", err)
+		}
+	}
 	return own != nil, nil
 }
 

@@ -411,3 +411,15 @@ func TestFollowerOfAnotherCgroupLeavesPolicyAlone(t *testing.T) {
 	e.wantVia(ViaFollower)
 	e.checked()
 }
+
+// TestFollowerTakesPolicyOfEarlierVersion: a policy installed by a
+// version that pinned only its link (no program pin): a follower takes
+// its program from the link, pins it, and the policy runs in the slot
+// and comes back as its own program at a clean stop.
+func TestFollowerTakesPolicyOfEarlierVersion(t *testing.T) {
+	e := newEnv(t, Enforce, learned...)
+	if err := os.Remove(filepath.Join(Report{}.pinDir(e), follow.PinPolicyProgram)); err != nil {
+		t.Fatal(err)
+	}
+	e.followerComesAndGoes()
+}
