@@ -379,9 +379,11 @@ func (f *Follower) reapFollowed() int {
 	return n
 }
 
-// closeKernel detaches and frees everything. graceful also closes the
-// gate and unpins the mark check; without it (a crash, in tests) the
-// check stays attached and the gate element times out.
+// closeKernel detaches and frees everything. graceful also gives a DNS
+// policy in the slot its own program back, closes the gate, and unpins
+// the mark check and (once the check is detached) the slot; without it
+// (a crash, in tests) the check stays attached, the slot filled, and the
+// gate element times out.
 func (f *Follower) closeKernel(graceful bool) error {
 	var errs []error
 	unpinned := false
