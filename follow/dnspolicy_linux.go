@@ -249,7 +249,11 @@ func (f *Follower) takePolicy() (dropOwn bool, err error) {
 		}
 	}
 	if err := FillSlot(f.objs.DnsPolicySlot, prog); err != nil {
-		return false, err
+		if own == nil {
+			return false, err // it runs in no other place than the check ours replaces
+		}
+		f.cfg.Log.Warn("the follower's slot refused the DNS policy: it keeps its own program", "err", err)
+		return false, ClearSlot(f.objs.DnsPolicySlot)
 	}
 	// A policy of an earlier version pinned only its link: pin its
 	// program, which will run from the slot alone.
