@@ -127,6 +127,9 @@ enum hook {
 	HOOK_CONNECT6 = 2,
 	HOOK_SENDMSG4 = 3,
 	HOOK_SENDMSG6 = 4,
+	// An unconnected UDP datagram counted at the egress packet
+	// (udp_at_egress): sendmsg4/6 are not attached.
+	HOOK_EGRESS_UDP = 5,
 };
 
 enum event_flags {
@@ -259,6 +262,12 @@ const struct flow_val *unused_flow_val __attribute__((unused));
 volatile const __u32 wakeup_bytes = 0;
 // 0 turns the in-kernel counting off: every attempt becomes a record.
 volatile const __u8 aggregate = 1;
+// 1 counts unconnected UDP datagrams at the egress packet (egress_out)
+// instead of in the sendmsg4/6 programs, which user space then leaves
+// unattached: the kernel locks the socket and builds a context for every
+// unconnected datagram while a sendmsg program is attached, whatever it
+// does.
+volatile const __u8 udp_at_egress = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -649,6 +658,74 @@ static __always_inline void first_datagram(struct __sk_buff *skb, struct sock_st
 	COUNT_FLOW(skb, &k, st->gid, st->tgid, st->hook);
 }
 
+// From the kernel's UAPI and net/tcp_states.h.
+#define SOCK_DGRAM 2
+#define TCP_ESTABLISHED 1 // a connected UDP socket's state
+
+// udp_dest reads where a UDP datagram goes (family, address, port) into
+// k: from the headers in place when they are in the linear data (they
+// are, for a datagram a UDP socket sends: the egress hook runs before
+// fragmentation), else through l4_hdr (IPv6 extension headers). -1 when
+// the packet is no UDP datagram.
+static __always_inline int udp_dest(struct __sk_buff *skb, struct flow_key *k)
+{
+	__u8 *b = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if ((void *)(b + 20) <= end && (b[0] >> 4) == 4 && b[9] == IPPROTO_UDP &&
+	    !(b[6] & 0x1f) && !b[7]) { // the first fragment
+		__u8 *udp = b + ((b[0] & 0xf) * 4 & 0x3c);
+		if ((void *)(udp + 4) <= end) {
+			k->family = 4;
+			__builtin_memcpy(k->addr, b + 16, 4);
+			k->port = ((__u16)udp[2] << 8) | udp[3];
+			return 0;
+		}
+	} else if ((void *)(b + 44) <= end && (b[0] >> 4) == 6 && b[6] == IPPROTO_UDP) {
+		k->family = 6;
+		__builtin_memcpy(k->addr, b + 24, 16);
+		k->port = ((__u16)b[42] << 8) | b[43];
+		return 0;
+	}
+	__u8 family, proto;
+	__u32 l4off;
+	__be16 port;
+	if (l4_hdr(skb, &family, &proto, &l4off, 0, k->addr) < 0 || proto != IPPROTO_UDP)
+		return -1;
+	if (bpf_skb_load_bytes(skb, l4off + 2, &port, 2) < 0)
+		return -1;
+	k->family = family;
+	k->port = bpf_ntohs(port);
+	return 0;
+}
+
+// udp_unconnected counts a datagram of an unconnected UDP socket at the
+// egress packet (udp_at_egress), as the sendmsg programs count a
+// sendmsg(): one hit a datagram, on the flow of the socket's owner (the
+// UID nftables' meta skuid matches), the current task's cgroup, process
+// name, GID and process id (the egress hook of a UDP datagram runs in
+// the sending task, inside its sendmsg()), and the destination the
+// datagram leaves with, after any DNAT in the output path. It copies a
+// DNS query (a datagram to port 53).
+static __always_inline void udp_unconnected(struct __sk_buff *skb)
+{
+	struct flow_key k = {};
+	if (udp_dest(skb, &k) < 0)
+		return;
+	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
+	struct sock *sk = kskb->sk;
+	if (!sk)
+		return;
+	struct task_struct *task = bpf_get_current_task_btf();
+	const struct cred *cred = task->cred;
+	k.uid = sk->sk_uid.val;
+	k.proto = IPPROTO_UDP;
+	k.cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+	__builtin_memcpy(k.comm, task->group_leader->comm, TASK_COMM_LEN);
+	COUNT_FLOW(skb, &k, cred->gid.val, task->tgid, HOOK_EGRESS_UDP);
+	if (k.port == DNS_PORT)
+		dns_query(skb, 0);
+}
+
 enum tcp_kind {
 	TCP_UNKNOWN = 0, // not TCP, or not told by the headers in place
 	TCP_BARE = 1,    // a TCP segment without data: SYN, ACK, FIN, RST
@@ -713,6 +790,13 @@ int egress_out(struct __sk_buff *skb)
 	// protocol read before it (the helper tests the socket itself).
 	struct sock_state *st = bpf_sk_storage_get(&socks, sk, 0, 0);
 	if (st) {
+		if (udp_at_egress && sk->state != TCP_ESTABLISHED) {
+			// Unconnected (never connected, or disconnected): the
+			// datagram is the attempt; a flow held for a connect
+			// that sent nothing stays uncounted.
+			udp_unconnected(skb);
+			return 1;
+		}
 		if (!st->flags)
 			return 1;
 		first_datagram(skb, st);
@@ -727,10 +811,22 @@ int egress_out(struct __sk_buff *skb)
 		return names(skb); // headers the in-place read could not tell
 	if (sk->protocol != IPPROTO_UDP)
 		return 1;
-	// A UDP socket from before the programs were attached: a DNS query is
-	// known by its port; afterwards the socket's packets take the short
-	// way (a later connect() or sendmsg() to port 53 marks it).
-	dns_query(skb, 0);
+	if (sk->type != SOCK_DGRAM) {
+		// A raw socket of protocol UDP: no UDP socket (no connect or
+		// sendmsg program runs for it) and no state; its DNS queries
+		// are known by their port.
+		dns_query(skb, 0);
+		return 1;
+	}
+	// A UDP socket's first datagram with no state yet: sent unconnected
+	// (udp_at_egress), or from a socket from before the programs were
+	// attached, whose DNS query is known by its port. Afterwards the
+	// socket's packets take the short way (a later connect() or sendmsg()
+	// to port 53 marks it).
+	if (udp_at_egress && sk->state != TCP_ESTABLISHED)
+		udp_unconnected(skb);
+	else
+		dns_query(skb, 0);
 	bpf_sk_storage_get(&socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	return 1;
 }

@@ -99,6 +99,7 @@ const (
 	EgressProgEgressSendmsg4 = "egress_sendmsg4"
 	EgressProgEgressSendmsg6 = "egress_sendmsg6"
 	EgressVarAggregate       = "aggregate"
+	EgressVarUdpAtEgress     = "udp_at_egress"
 	EgressVarUnusedDnsEvent  = "unused_dns_event"
 	EgressVarUnusedEvent     = "unused_event"
 	EgressVarUnusedFlowKey   = "unused_flow_key"
@@ -173,6 +174,7 @@ type EgressMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type EgressVariableSpecs struct {
 	Aggregate      *ebpf.VariableSpec `ebpf:"aggregate"`
+	UdpAtEgress    *ebpf.VariableSpec `ebpf:"udp_at_egress"`
 	UnusedDnsEvent *ebpf.VariableSpec `ebpf:"unused_dns_event"`
 	UnusedEvent    *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlowKey  *ebpf.VariableSpec `ebpf:"unused_flow_key"`
@@ -224,6 +226,7 @@ func (m *EgressMaps) Close() error {
 // It can be passed to LoadEgressObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EgressVariables struct {
 	Aggregate      *ebpf.Variable `ebpf:"aggregate"`
+	UdpAtEgress    *ebpf.Variable `ebpf:"udp_at_egress"`
 	UnusedDnsEvent *ebpf.Variable `ebpf:"unused_dns_event"`
 	UnusedEvent    *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlowKey  *ebpf.Variable `ebpf:"unused_flow_key"`

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,11 @@ type ProbeOptions struct {
 	// PerEvent turns in-kernel counting off: every attempt is a record.
 	// Only for comparison in benchmarks.
 	PerEvent bool
+	// UDPAtEgress counts unconnected UDP datagrams in the egress program,
+	// one hit a datagram that leaves, and leaves the sendmsg4/sendmsg6
+	// programs unattached (the kernel locks the socket around them for
+	// every unconnected datagram). See UDPUnconnectedEgress.
+	UDPAtEgress bool
 	// DNSQueries bounds the table of DNS queries waiting for their answer
 	// (default 8192); DNSQueryShare bounds one user's part of it (default
 	// an eighth); a query unanswered after DNSQueryTTL (default 30s) is
@@ -184,6 +190,9 @@ func OpenProbe(path string, opts ProbeOptions) (p *Probe, err error) {
 	if err := spec.Variables["aggregate"].Set(agg); err != nil {
 		return nil, fmt.Errorf("set aggregate: %w", err)
 	}
+	if err := spec.Variables["udp_at_egress"].Set(opts.UDPAtEgress); err != nil {
+		return nil, fmt.Errorf("set udp_at_egress: %w", err)
+	}
 
 	p = &Probe{opts: opts, queries: newQueryTable(opts.DNSQueries, opts.DNSQueryShare, opts.DNSQueryTTL)}
 	defer func() {
@@ -218,20 +227,30 @@ func OpenProbe(path string, opts ProbeOptions) (p *Probe, err error) {
 		return nil, fmt.Errorf("open dns ring buffer: %w", err)
 	}
 
-	if p.links, err = cgroupbpf.Attach(path, []cgroupbpf.Attachment{
-		{Name: "connect4", Type: ebpf.AttachCGroupInet4Connect, Program: p.objs.EgressConnect4},
-		{Name: "connect6", Type: ebpf.AttachCGroupInet6Connect, Program: p.objs.EgressConnect6},
-		{Name: "sendmsg4", Type: ebpf.AttachCGroupUDP4Sendmsg, Program: p.objs.EgressSendmsg4},
-		{Name: "sendmsg6", Type: ebpf.AttachCGroupUDP6Sendmsg, Program: p.objs.EgressSendmsg6},
-		{Name: "egress", Type: ebpf.AttachCGroupInetEgress, Program: p.objs.EgressOut},
-		{Name: "dns ingress", Type: ebpf.AttachCGroupInetIngress, Program: p.objs.EgressDns},
-	}); err != nil {
+	if p.links, err = cgroupbpf.Attach(path, p.attachments()); err != nil {
 		return nil, err
 	}
 	p.drainNames = names{}
 	p.keys = make([]bpf.EgressFlowKey, 1024)
 	p.vals = make([]bpf.EgressFlowVal, 1024)
 	return p, nil
+}
+
+// attachments are the programs the probe attaches: the sendmsg ones
+// only when unconnected UDP is counted there (not UDPAtEgress).
+func (p *Probe) attachments() []cgroupbpf.Attachment {
+	a := []cgroupbpf.Attachment{
+		{Name: "connect4", Type: ebpf.AttachCGroupInet4Connect, Program: p.objs.EgressConnect4},
+		{Name: "connect6", Type: ebpf.AttachCGroupInet6Connect, Program: p.objs.EgressConnect6},
+		{Name: "sendmsg4", Type: ebpf.AttachCGroupUDP4Sendmsg, Program: p.objs.EgressSendmsg4},
+		{Name: "sendmsg6", Type: ebpf.AttachCGroupUDP6Sendmsg, Program: p.objs.EgressSendmsg6},
+		{Name: "egress", Type: ebpf.AttachCGroupInetEgress, Program: p.objs.EgressOut},
+		{Name: "dns ingress", Type: ebpf.AttachCGroupInetIngress, Program: p.objs.EgressDns},
+	}
+	if p.opts.UDPAtEgress {
+		a = slices.Delete(a, 2, 4)
+	}
+	return a
 }
 
 // SetNames makes the probe's egress program pass TCP segments that may
