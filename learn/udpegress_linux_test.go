@@ -58,7 +58,7 @@ func TestUnconnectedUDPAtEgressSameFlows(t *testing.T) {
 		"sendto,udp4," + v4(9101) + ",3",
 		"sendto,udp4," + v4(9102) + ",2",
 		"sendto,udp," + v6(9103) + ",4",
-		"sendto,udp," + v4(9104) + ",2", // ::ffff:10.77.0.1 from an AF_INET6 socket
+		"sendto,udp," + v4(9104) + ",2",  // ::ffff:10.77.0.1 from an AF_INET6 socket
 		"sendto,udp4," + v4(9101) + ",2", // the first destination again
 		"sendto,udp," + v6(9101) + ",1",
 		"connect,udp4," + v4(9105) + ",5",
