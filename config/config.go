@@ -43,7 +43,12 @@ type Config struct {
 	IgnoreLoopback   bool   `mapstructure:"ignore_loopback"`
 	// PresentedNames: the learner records the name each TCP connection
 	// presents (TLS SNI, HTTP Host).
-	PresentedNames   bool     `mapstructure:"presented_names"`
+	PresentedNames bool `mapstructure:"presented_names"`
+	// UDPUnconnected is where the learner counts unconnected UDP
+	// datagrams: sendmsg (the cgroup sendmsg4/6 programs, every
+	// sendmsg() call) or egress (the egress program, every datagram that
+	// leaves; the sendmsg programs are not attached).
+	UDPUnconnected   string   `mapstructure:"udp_unconnected"`
 	IgnoreUsers      []string `mapstructure:"ignore_users"`
 	IgnoreCIDRs      []string `mapstructure:"ignore_cidrs"`
 	IgnorePorts      []int    `mapstructure:"ignore_ports"`
@@ -128,6 +133,7 @@ var defaults = map[string]any{
 	"summary_interval":    "1m",
 	"ignore_loopback":     true,
 	"presented_names":     true,
+	"udp_unconnected":     UDPUnconnectedSendmsg,
 	"ignore_users":        []string{},
 	"ignore_cidrs":        []string{},
 	"ignore_ports":        []int{},
@@ -425,6 +431,9 @@ func (c *Config) resolveLearn() error {
 	if c.SummaryInterval < time.Second {
 		return fmt.Errorf("summary_interval: %s is too short (at least 1s)", c.SummaryInterval)
 	}
+	if c.UDPUnconnected != UDPUnconnectedSendmsg && c.UDPUnconnected != UDPUnconnectedEgress {
+		return fmt.Errorf("udp_unconnected: %q is not %s or %s", c.UDPUnconnected, UDPUnconnectedSendmsg, UDPUnconnectedEgress)
+	}
 	if _, err := c.SlogLevel(); err != nil {
 		return err
 	}
@@ -435,6 +444,12 @@ func (c *Config) resolveLearn() error {
 	}
 	return nil
 }
+
+// Values of udp_unconnected.
+const (
+	UDPUnconnectedSendmsg = "sendmsg"
+	UDPUnconnectedEgress  = "egress"
+)
 
 // resolveFollow checks the settings of DNS following.
 func (c *Config) resolveFollow() error {

@@ -61,7 +61,7 @@ func newRun(g *cli.Globals) *cobra.Command {
 	var duration time.Duration
 	var metricsAddr string
 	cmd := &cobra.Command{
-		Use:   "run [--cgroup PATH] [--duration D] [--flush-interval D] [--metrics-addr ADDR] [--ignore-loopback=true|false] [--ignore-users U,..] [--ignore-cidrs CIDR,..] [--ignore-ports P,..] [--dns-resolver-users U,..]",
+		Use:   "run [--cgroup PATH] [--duration D] [--flush-interval D] [--metrics-addr ADDR] [--ignore-loopback=true|false] [--udp-unconnected sendmsg|egress] [--ignore-users U,..] [--ignore-cidrs CIDR,..] [--ignore-ports P,..] [--dns-resolver-users U,..]",
 		Short: "Attach to a cgroup and record outbound connections until stopped",
 		Long: `run attaches the eBPF programs to a cgroup v2 directory and records until
 --duration elapses or it receives SIGINT or SIGTERM; then it writes what is
@@ -73,6 +73,19 @@ Once the eBPF programs are attached it logs its ready line (msg=learning):
 every connection from then on is recorded. On a terminal it shows a live
 status line; otherwise it logs a summary line every summary_interval.
 Loopback destinations are ignored unless --ignore-loopback=false.
+
+Unconnected UDP (udp_unconnected, --udp-unconnected): "sendmsg" (default)
+counts every sendto() in the cgroup sendmsg4/sendmsg6 programs, with the
+address the process gave, even when the datagram is dropped later (a
+firewall, no route). "egress" counts every datagram that leaves, in the
+egress program, with its destination after any DNAT in the output path,
+and does not attach the sendmsg programs: the kernel locks the socket and
+builds their context for every unconnected datagram, whatever they do, so
+UDP-heavy hosts pay less. In "egress" a datagram dropped before the egress
+hook (by an nftables output or postrouting rule, a failed route) is not
+counted, the UID is the socket's owner (the one nftables' meta skuid
+matches), and a sendto() to another address from a connected socket is
+not counted.
 
 DNS answers name the addresses they give only when they reach a socket that
 sent a query with the same id and question to the server they come from,
@@ -141,6 +154,7 @@ func learnConfig(cfg *config.Config, log *slog.Logger, duration time.Duration) (
 		SummaryEvery:     cfg.SummaryInterval,
 		Log:              log,
 	}
+	lc.Probe.UDPAtEgress = cfg.UDPUnconnected == config.UDPUnconnectedEgress
 	if isTerminal(os.Stderr) {
 		lc.Status = os.Stderr
 	}
@@ -155,6 +169,7 @@ func runFlags(cmd *cobra.Command, g *cli.Globals, duration *time.Duration, metri
 	f.StringVar(metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9311): events, lost events, distinct flows, seconds since the last new flow, DNS answers used and ignored, and the coverage of the scheduled jobs (scanned every 10 minutes)")
 	f.String("flush-interval", "5s", "how often batched observations are committed to the store")
 	f.Bool("ignore-loopback", true, "do not record connections to 127.0.0.0/8 and ::1")
+	f.String("udp-unconnected", config.UDPUnconnectedSendmsg, `where unconnected UDP datagrams (sendto() without connect()) are counted: "sendmsg" (the cgroup sendmsg4/sendmsg6 programs: every call, with the address the process gave) or "egress" (the egress program: every datagram that leaves, with its destination after any DNAT; the sendmsg programs are not attached, which makes each datagram cheaper: see README, Learning unconnected UDP)`)
 	f.StringSlice("ignore-users", nil, "users (names or UIDs) whose connections are not recorded")
 	f.StringSlice("ignore-cidrs", nil, "destinations (CIDRs or addresses) not recorded")
 	f.IntSlice("ignore-ports", nil, "destination ports not recorded")
@@ -162,6 +177,7 @@ func runFlags(cmd *cobra.Command, g *cli.Globals, duration *time.Duration, metri
 	g.Loader.Bind("cgroup", "cgroup")
 	g.Loader.Bind("flush_interval", "flush-interval")
 	g.Loader.Bind("ignore_loopback", "ignore-loopback")
+	g.Loader.Bind("udp_unconnected", "udp-unconnected")
 	g.Loader.Bind("ignore_users", "ignore-users")
 	g.Loader.Bind("ignore_cidrs", "ignore-cidrs")
 	g.Loader.Bind("ignore_ports", "ignore-ports")
