@@ -130,6 +130,9 @@ func (b *bench) loads(cl *benchutil.Cleaner, o runOptions, res *output) error {
 			if b.compare != "" {
 				variants = append(variants, variantCompare)
 			}
+			if b.udpEgress {
+				variants = append(variants, variantUDPEgress)
+			}
 			if b.empty {
 				variants = append(variants, variantEmpty)
 			}
@@ -168,6 +171,8 @@ func (b *bench) loadRun(w workload, v string, round int, d time.Duration) (*load
 		l, err = b.startLearner(learnerPerEvent, fmt.Sprintf("%s-r%d-per-event", w.Name, round))
 	case variantCompare:
 		l, err = b.startLearner(learnerCompare, fmt.Sprintf("%s-r%d-compare", w.Name, round))
+	case variantUDPEgress:
+		l, err = b.startLearner(learnerUDPEgress, fmt.Sprintf("%s-r%d-udpegress", w.Name, round))
 	}
 	if err != nil {
 		return nil, err
@@ -198,7 +203,7 @@ func (b *bench) loadRun(w workload, v string, round int, d time.Duration) (*load
 	}
 	if l != nil {
 		time.Sleep(b.stopDelay)
-		lr, err := b.stopLearner(l, (v == variantLearner || v == variantCompare) && w.ExactHits)
+		lr, err := b.stopLearner(l, (v == variantLearner || v == variantCompare || v == variantUDPEgress) && w.ExactHits)
 		run.Learner = lr
 		if err != nil {
 			return run, err
@@ -247,7 +252,7 @@ func summarizeLoads(runs []loadRun, loads []workload) []loadSummary {
 	var out []loadSummary
 	for _, w := range loads {
 		bare := pick(runs, w.Name, variantBare)
-		for _, v := range []string{variantBare, variantLearner, variantCompare, variantPerEvent, variantEmpty} {
+		for _, v := range []string{variantBare, variantLearner, variantUDPEgress, variantCompare, variantPerEvent, variantEmpty} {
 			rs := pick(runs, w.Name, v)
 			if len(rs) == 0 {
 				continue

@@ -59,7 +59,15 @@ const (
 	// variantCompare runs another egress-learn binary (-compare), e.g. one
 	// built from an earlier commit, in the same rounds.
 	variantCompare = "compare"
+	// variantUDPEgress runs this tree's egress-learn with
+	// --udp-unconnected=egress (-udp-egress): unconnected UDP counted by
+	// the egress program, the sendmsg programs not attached.
+	variantUDPEgress = "udpegress"
 )
+
+// programsUDPEgress is how many programs variantUDPEgress attaches (no
+// sendmsg4/6).
+const programsUDPEgress = 4
 
 // programsAttached is how many programs a learner attaches to its cgroup
 // (connect4/6, sendmsg4/6, egress, ingress; the name check's learning
@@ -420,6 +428,7 @@ type bench struct {
 	notes      []string
 	learnerNo  int
 	compare    string   // -compare: another egress-learn binary
+	udpEgress  bool     // -udp-egress: also run the learner with --udp-unconnected=egress
 	empty      bool     // -empty: also measure do-nothing programs
 	emptyHooks []string // -empty-hooks: the hooks they go on
 	progStats  bool     // -prog-stats: read each program's run time
@@ -448,6 +457,7 @@ func benchMain() int {
 	rssProfile := flag.String("rss-profile", "", "diagnosis: run the RSS phase's learner as learn.Run in a child of the bench (same options as egress-learn) and write its CPU profile to this file")
 	watchEvery := flag.Duration("watch-interval", 200*time.Millisecond, "how often the RSS phase reads the learner's store for new flushes")
 	compare := flag.String("compare", "", "also run this egress-learn binary (e.g. one built from an earlier commit) as variant \"compare\" in every round")
+	udpEgress := flag.Bool("udp-egress", false, "also run variant \""+variantUDPEgress+"\": this tree's learner with --udp-unconnected=egress (unconnected UDP counted by the egress program; the sendmsg programs not attached)")
 	empty := flag.Bool("empty", false, "also run variant \"empty\": programs that do nothing, on the learner's six hooks (what any program there costs)")
 	emptyHookList := flag.String("empty-hooks", "all", "hooks of the -empty variant, comma-separated: connect4, connect6, sendmsg4, sendmsg6, egress, ingress, egress2 (a second egress program, as the learner attached before its name check ran by a tail call); all: the learner's six")
 	progStats := flag.Bool("prog-stats", false, "turn kernel.bpf_stats_enabled on for the bench and print each attached program's run time per run and per unit (ns/connect, ns/datagram)")
@@ -491,7 +501,7 @@ func benchMain() int {
 		time.Sleep(20 * time.Second)
 	})
 
-	b := &bench{ctx: ctx, flush: *flush, keepLogs: *keep, stopDelay: *stopDelay, watchEvery: *watchEvery, rssProfile: *rssProfile, compare: *compare, empty: *empty, emptyHooks: hooks, progStats: *progStats}
+	b := &bench{ctx: ctx, flush: *flush, keepLogs: *keep, stopDelay: *stopDelay, watchEvery: *watchEvery, rssProfile: *rssProfile, compare: *compare, udpEgress: *udpEgress, empty: *empty, emptyHooks: hooks, progStats: *progStats}
 	if *progStats {
 		restore, err := enableBPFStats()
 		if err != nil {
@@ -793,10 +803,11 @@ type learnerProc struct {
 // child on the bench cgroup and waits until its programs are attached.
 // Learner kinds.
 const (
-	learnerBinary   = iota // the real egress-learn binary
-	learnerChild           // learn.Run in a child of the bench, default options
-	learnerPerEvent        // learn.Run in a child of the bench, PerEvent
-	learnerCompare         // the -compare binary
+	learnerBinary    = iota // the real egress-learn binary
+	learnerChild            // learn.Run in a child of the bench, default options
+	learnerPerEvent         // learn.Run in a child of the bench, PerEvent
+	learnerCompare          // the -compare binary
+	learnerUDPEgress        // the real binary with --udp-unconnected=egress
 )
 
 func (b *bench) startLearner(kind int, name string, extraEnv ...string) (*learnerProc, error) {
@@ -806,6 +817,7 @@ func (b *bench) startLearner(kind int, name string, extraEnv ...string) (*learne
 		logPath: filepath.Join(b.tmp, fmt.Sprintf("%02d-%s.log", b.learnerNo, name)),
 		done:    make(chan struct{}),
 	}
+	want := programsAttached
 	env := append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}, extraEnv...)
 	if kind == learnerChild || kind == learnerPerEvent {
 		l.kind = "learn.Run (child of the bench)"
@@ -825,6 +837,11 @@ func (b *bench) startLearner(kind int, name string, extraEnv ...string) (*learne
 		}
 		l.cmd = exec.Command(bin, "run", "--cgroup", b.cgroup, "--db", l.db,
 			"--ignore-loopback=false", "--flush-interval", b.flush.String())
+		if kind == learnerUDPEgress {
+			l.kind = "egress-learn --udp-unconnected=egress"
+			l.cmd.Args = append(l.cmd.Args, "--udp-unconnected=egress")
+			want = programsUDPEgress
+		}
 		l.cmd.Env = env
 	}
 	logFile, err := os.Create(l.logPath)
@@ -849,7 +866,7 @@ func (b *bench) startLearner(kind int, name string, extraEnv ...string) (*learne
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		n, err := attachedPrograms(b.cgroup)
-		if err == nil && n >= programsAttached {
+		if err == nil && n >= want {
 			l.attach = time.Since(l.started)
 			break
 		}
