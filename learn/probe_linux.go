@@ -195,9 +195,10 @@ func OpenProbe(path string, opts ProbeOptions) (p *Probe, err error) {
 	}
 
 	p = &Probe{opts: opts, queries: newQueryTable(opts.DNSQueries, opts.DNSQueryShare, opts.DNSQueryTTL)}
+	opened := p // a return with an error sets p to nil
 	defer func() {
 		if err != nil {
-			p.Close()
+			opened.Close()
 		}
 	}()
 	if err := cgroupbpf.Load(spec, &p.objs, nil, "bpf programs"); err != nil {

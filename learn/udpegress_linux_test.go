@@ -157,3 +157,16 @@ func TestUDPAtEgressDNS(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenProbeFailsCleanly: a probe that cannot be loaded (an event ring
+// that is no power of two) returns an error; it closed a nil probe and
+// panicked.
+func TestOpenProbeFailsCleanly(t *testing.T) {
+	cg := lab.NewCgroup(t)
+	p, err := OpenProbe(cg.Path, ProbeOptions{EventRingBytes: 5000})
+	if err == nil {
+		p.Close()
+		t.Fatal("a 5000-byte event ring was accepted")
+	}
+	t.Log(err)
+}
