@@ -239,6 +239,9 @@ enum sock_flags {
 	SK_DNS = 2,
 };
 
+//   slot_gen, slot: with udp_at_egress, the slot of the slot map of
+//     generation slot_gen that counts this socket's repeats (see struct
+//     slot); slot_gen 0: none.
 struct sock_state {
 	__u64 flags; // 64 bits: the first datagram clears SK_PENDING with a compare-and-swap
 	__u32 gid;
@@ -248,6 +251,36 @@ struct sock_state {
 	__u8 _pad[6];
 	__u8 dns_addr[16];
 	struct flow_key key; // the pending flow
+	__u64 slot_gen;
+	__u32 slot;
+	__u32 _pad2;
+};
+
+// SLOTS bounds the unconnected UDP sockets whose repeats are counted in a
+// slot per drain interval (udp_at_egress); the others count in the flow
+// map.
+#define SLOTS 4096
+
+// slot counts the repeats of one unconnected UDP socket's flow in a drain
+// interval (udp_at_egress): the socket's first datagram of the interval
+// is counted in the flow map and takes a slot; the next ones of the same
+// process to the same destination add to the slot's hits, an atomic add
+// on an array element the socket's state points to, instead of a hash
+// lookup of the whole flow. Like the flow map, the slot map is swapped
+// out at every drain and read whole by user space; each map carries its
+// generation in slot 0 (with the number of slots taken in hits), and a
+// slot counts only for the socket that took it in that generation. A
+// taken slot's fields are written before its gen (an exchange: a full
+// barrier), and never change in that generation.
+struct slot {
+	__u64 gen;
+	__u64 hits;
+	__u64 first_ns;
+	__u64 last_ns;
+	__u32 tgid;
+	__u32 gid;
+	struct flow_key key;
+	char exe[EXE_LEN];
 };
 
 // Force BTF for the types user space decodes.
@@ -255,6 +288,7 @@ const struct event *unused_event __attribute__((unused));
 const struct dns_event *unused_dns_event __attribute__((unused));
 const struct flow_key *unused_flow_key __attribute__((unused));
 const struct flow_val *unused_flow_val __attribute__((unused));
+const struct slot *unused_slot __attribute__((unused));
 
 // Set by the loader before the programs are loaded.
 // Wake the reader up only when this many bytes wait in the event ring; it
@@ -319,6 +353,18 @@ struct {
 		__type(value, struct flow_val);
 	});
 } flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_ARRAY);
+		__uint(max_entries, SLOTS);
+		__type(key, __u32);
+		__type(value, struct slot);
+	});
+} slots SEC(".maps");
 
 static __always_inline void count(__u32 idx)
 {
@@ -698,30 +744,96 @@ static __always_inline int udp_dest(struct __sk_buff *skb, struct flow_key *k)
 	return 0;
 }
 
+// same_dest is whether flows a and b go to the same address and port.
+static __always_inline int same_dest(const struct flow_key *a, const struct flow_key *b)
+{
+	return a->port == b->port && a->family == b->family &&
+	       *(__u64 *)a->addr == *(__u64 *)b->addr && *(__u64 *)(a->addr + 8) == *(__u64 *)(b->addr + 8);
+}
+
+// count_repeat counts a datagram of process tgid to k's destination in
+// the socket's slot, when its slot of the current slot map is for that;
+// 0 otherwise.
+static __always_inline int count_repeat(struct sock_state *st, struct flow_key *k, __u32 tgid)
+{
+	__u32 zero = 0, idx = st->slot;
+	if (!st->slot_gen || !idx)
+		return 0;
+	void *m = bpf_map_lookup_elem(&slots, &zero);
+	if (!m)
+		return 0;
+	struct slot *s = bpf_map_lookup_elem(m, &idx);
+	if (!s || s->gen != st->slot_gen || s->tgid != tgid || !same_dest(&s->key, k))
+		return 0;
+	__sync_fetch_and_add(&s->hits, 1);
+	s->last_ns = bpf_ktime_get_coarse_ns();
+	return 1;
+}
+
+// take_slot gives the socket a slot of the current slot map for flow k,
+// which its datagram just counted in the flow map: one slot a socket per
+// interval, none when they are all taken.
+static __always_inline void take_slot(struct sock_state *st, struct flow_key *k, __u32 gid, __u32 tgid)
+{
+	__u32 zero = 0;
+	void *m = bpf_map_lookup_elem(&slots, &zero);
+	if (!m)
+		return;
+	struct slot *h = bpf_map_lookup_elem(m, &zero);
+	if (!h)
+		return;
+	__u64 gen = h->gen;
+	if (!gen || gen == st->slot_gen)
+		return;
+	__u32 idx = __sync_fetch_and_add(&h->hits, 1) + 1;
+	if (idx >= SLOTS)
+		return;
+	struct slot *s = bpf_map_lookup_elem(m, &idx);
+	if (!s)
+		return;
+	__u64 now = bpf_ktime_get_coarse_ns();
+	s->hits = 0;
+	s->first_ns = now;
+	s->last_ns = now;
+	s->tgid = tgid;
+	s->gid = gid;
+	s->key = *k;
+	current_exe(s->exe, tgid);
+	__sync_lock_test_and_set(&s->gen, gen);
+	st->slot = idx;
+	st->slot_gen = gen;
+}
+
 // udp_unconnected counts a datagram of an unconnected UDP socket at the
 // egress packet (udp_at_egress), as the sendmsg programs count a
 // sendmsg(): one hit a datagram, on the flow of the socket's owner (the
 // UID nftables' meta skuid matches), the current task's cgroup, process
 // name, GID and process id (the egress hook of a UDP datagram runs in
 // the sending task, inside its sendmsg()), and the destination the
-// datagram leaves with, after any DNAT in the output path. It copies a
-// DNS query (a datagram to port 53).
-static __always_inline void udp_unconnected(struct __sk_buff *skb)
+// datagram leaves with, after any DNAT in the output path. A repeat (same
+// process, same destination) goes to the socket's slot (st: its state,
+// NULL when it has none). It copies a DNS query (a datagram to port 53).
+static __always_inline void udp_unconnected(struct __sk_buff *skb, struct sock_state *st)
 {
 	struct flow_key k = {};
 	if (udp_dest(skb, &k) < 0)
 		return;
-	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
-	struct sock *sk = kskb->sk;
-	if (!sk)
-		return;
 	struct task_struct *task = bpf_get_current_task_btf();
-	const struct cred *cred = task->cred;
-	k.uid = sk->sk_uid.val;
-	k.proto = IPPROTO_UDP;
-	k.cgroup_id = task->cgroups->dfl_cgrp->kn->id;
-	__builtin_memcpy(k.comm, task->group_leader->comm, TASK_COMM_LEN);
-	COUNT_FLOW(skb, &k, cred->gid.val, task->tgid, HOOK_EGRESS_UDP);
+	__u32 tgid = task->tgid;
+	if (!aggregate || !st || !count_repeat(st, &k, tgid)) {
+		struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
+		struct sock *sk = kskb->sk;
+		if (!sk)
+			return;
+		__u32 gid = task->cred->gid.val;
+		k.uid = sk->sk_uid.val;
+		k.proto = IPPROTO_UDP;
+		k.cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+		__builtin_memcpy(k.comm, task->group_leader->comm, TASK_COMM_LEN);
+		COUNT_FLOW(skb, &k, gid, tgid, HOOK_EGRESS_UDP);
+		if (aggregate && st)
+			take_slot(st, &k, gid, tgid);
+	}
 	if (k.port == DNS_PORT)
 		dns_query(skb, 0);
 }
@@ -794,7 +906,7 @@ int egress_out(struct __sk_buff *skb)
 			// Unconnected (never connected, or disconnected): the
 			// datagram is the attempt; a flow held for a connect
 			// that sent nothing stays uncounted.
-			udp_unconnected(skb);
+			udp_unconnected(skb, st);
 			return 1;
 		}
 		if (!st->flags)
@@ -823,11 +935,11 @@ int egress_out(struct __sk_buff *skb)
 	// attached, whose DNS query is known by its port. Afterwards the
 	// socket's packets take the short way (a later connect() or sendmsg()
 	// to port 53 marks it).
+	st = bpf_sk_storage_get(&socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (udp_at_egress && sk->state != TCP_ESTABLISHED)
-		udp_unconnected(skb);
+		udp_unconnected(skb, st);
 	else
 		dns_query(skb, 0);
-	bpf_sk_storage_get(&socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	return 1;
 }
 

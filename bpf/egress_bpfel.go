@@ -70,6 +70,18 @@ type EgressFlowVal struct {
 	Exe     [64]int8
 }
 
+type EgressSlot struct {
+	_       structs.HostLayout
+	Gen     uint64
+	Hits    uint64
+	FirstNs uint64
+	LastNs  uint64
+	Tgid    uint32
+	Gid     uint32
+	Key     EgressFlowKey
+	Exe     [64]int8
+}
+
 type EgressSockState struct {
 	_         structs.HostLayout
 	Flags     uint64
@@ -80,6 +92,9 @@ type EgressSockState struct {
 	Pad       [6]uint8
 	DnsAddr   [16]uint8
 	Key       EgressFlowKey
+	SlotGen   uint64
+	Slot      uint32
+	Pad2      uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -90,6 +105,7 @@ const (
 	EgressMapEvents          = "events"
 	EgressMapFlows           = "flows"
 	EgressMapNamesProg       = "names_prog"
+	EgressMapSlots           = "slots"
 	EgressMapSocks           = "socks"
 	EgressMapStats           = "stats"
 	EgressProgEgressConnect4 = "egress_connect4"
@@ -104,6 +120,7 @@ const (
 	EgressVarUnusedEvent     = "unused_event"
 	EgressVarUnusedFlowKey   = "unused_flow_key"
 	EgressVarUnusedFlowVal   = "unused_flow_val"
+	EgressVarUnusedSlot      = "unused_slot"
 	EgressVarWakeupBytes     = "wakeup_bytes"
 )
 
@@ -165,6 +182,7 @@ type EgressMapSpecs struct {
 	Events    *ebpf.MapSpec `ebpf:"events"`
 	Flows     *ebpf.MapSpec `ebpf:"flows"`
 	NamesProg *ebpf.MapSpec `ebpf:"names_prog"`
+	Slots     *ebpf.MapSpec `ebpf:"slots"`
 	Socks     *ebpf.MapSpec `ebpf:"socks"`
 	Stats     *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -179,6 +197,7 @@ type EgressVariableSpecs struct {
 	UnusedEvent    *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlowKey  *ebpf.VariableSpec `ebpf:"unused_flow_key"`
 	UnusedFlowVal  *ebpf.VariableSpec `ebpf:"unused_flow_val"`
+	UnusedSlot     *ebpf.VariableSpec `ebpf:"unused_slot"`
 	WakeupBytes    *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
@@ -206,6 +225,7 @@ type EgressMaps struct {
 	Events    *ebpf.Map `ebpf:"events"`
 	Flows     *ebpf.Map `ebpf:"flows"`
 	NamesProg *ebpf.Map `ebpf:"names_prog"`
+	Slots     *ebpf.Map `ebpf:"slots"`
 	Socks     *ebpf.Map `ebpf:"socks"`
 	Stats     *ebpf.Map `ebpf:"stats"`
 }
@@ -216,6 +236,7 @@ func (m *EgressMaps) Close() error {
 		m.Events,
 		m.Flows,
 		m.NamesProg,
+		m.Slots,
 		m.Socks,
 		m.Stats,
 	)
@@ -231,6 +252,7 @@ type EgressVariables struct {
 	UnusedEvent    *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlowKey  *ebpf.Variable `ebpf:"unused_flow_key"`
 	UnusedFlowVal  *ebpf.Variable `ebpf:"unused_flow_val"`
+	UnusedSlot     *ebpf.Variable `ebpf:"unused_slot"`
 	WakeupBytes    *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 

@@ -60,7 +60,9 @@ type ProbeOptions struct {
 	// UDPAtEgress counts unconnected UDP datagrams in the egress program,
 	// one hit a datagram that leaves, and leaves the sendmsg4/sendmsg6
 	// programs unattached (the kernel locks the socket around them for
-	// every unconnected datagram). See UDPUnconnectedEgress.
+	// every unconnected datagram). A socket's repeats of its flow in a
+	// drain interval are counted in a slot of a map swapped and read
+	// with the flow map (slotMaps).
 	UDPAtEgress bool
 	// DNSQueries bounds the table of DNS queries waiting for their answer
 	// (default 8192); DNSQueryShare bounds one user's part of it (default
@@ -148,6 +150,7 @@ type Probe struct {
 	links  []link.Link
 	active *ebpf.Map // the flow map the programs count in
 	spare  *ebpf.Map // the empty one, swapped in at the next drain
+	slots  *slotMaps // UDPAtEgress, nil otherwise
 	events *ringbuf.Reader
 	dns    *ringbuf.Reader
 	opts   ProbeOptions
@@ -214,6 +217,11 @@ func OpenProbe(path string, opts ProbeOptions) (p *Probe, err error) {
 	if !opts.PerEvent {
 		if err := p.objs.Flows.Put(uint32(0), p.active); err != nil {
 			return nil, fmt.Errorf("install flow map: %w", err)
+		}
+	}
+	if opts.UDPAtEgress && !opts.PerEvent {
+		if p.slots, err = newSlotMaps(spec.Maps[bpf.EgressMapSlots].InnerMap, p.objs.Slots); err != nil {
+			return nil, err
 		}
 	}
 	if opts.Names != nil {
@@ -304,6 +312,9 @@ func (p *Probe) close() error {
 	}
 	if p.dns != nil {
 		errs = append(errs, p.dns.Close())
+	}
+	if p.slots != nil {
+		errs = append(errs, p.slots.close())
 	}
 	if p.active != nil {
 		errs = append(errs, p.active.Close())
@@ -442,12 +453,17 @@ func (p *Probe) Drain(fn func(Attempt)) error {
 	if p.opts.PerEvent {
 		return nil
 	}
+	var clk cgroupbpf.MonoClock // bpf_ktime_get_coarse_ns, as in ReadEvents
+	if p.slots != nil {
+		if err := p.slots.drain(func(v *bpf.EgressSlot) { fn(p.slotAttempt(v, &clk)) }); err != nil {
+			return err
+		}
+	}
 	if err := p.objs.Flows.Put(uint32(0), p.spare); err != nil {
 		return fmt.Errorf("swap flow map: %w", err)
 	}
 	drained := p.active
 	p.active, p.spare = p.spare, drained
-	var clk cgroupbpf.MonoClock // bpf_ktime_get_coarse_ns, as in ReadEvents
 
 	var cursor ebpf.MapBatchCursor
 	for {

@@ -170,3 +170,62 @@ func TestOpenProbeFailsCleanly(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// TestUDPAtEgressCountsAcrossDrains: unconnected datagrams counted at the
+// egress packet, most of them repeats counted in the sockets' slots, while
+// another goroutine swaps and drains the flow and slot maps as fast as it
+// can: the drained hits add up to exactly the datagrams sent, per flow.
+// Then more sockets than there are slots in one interval (each sends two
+// datagrams): those without a slot count in the flow map, none is lost.
+func TestUDPAtEgressCountsAcrossDrains(t *testing.T) {
+	lab.Require(t, "go")
+	bin := buildUDPSend(t)
+	pair := lab.NewPair(t)
+	cg := lab.NewCgroup(t)
+	lab.ServeUDP(t, pair.Server, "udp", ":9201", nil)
+	lab.ServeUDP(t, pair.Server, "udp", ":9202", nil)
+	v4 := lab.ServerIP4 + ":9201"
+	v6 := "[" + lab.ServerIP6 + "]:9202"
+	user := lab.As{UID: 4242, GID: 4242, Netns: pair.Client, Cgroup: cg}
+	opts := DefaultProbeOptions()
+	opts.UDPAtEgress = true
+	p, c := startProbe(t, cg, opts, true)
+
+	stop := make(chan struct{})
+	swapped := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				swapped <- n
+				return
+			default:
+			}
+			if err := p.Drain(c.add); err != nil {
+				t.Error(err)
+			}
+			n++
+		}
+	}()
+	out := user.MustRun(t, bin, "sendto,udp4,"+v4+",20000", "sendto,udp,"+v6+",10000", "sendto,udp4,"+v4+",5000")
+	close(stop)
+	t.Logf("%d drains during the sends", <-swapped)
+	// Slots are per interval: with no drain, the sockets outnumber them.
+	out2 := user.MustRun(t, bin, "sockets,udp,"+v6+",5000")
+	c.stopReaders(t, p)
+	if err := p.Drain(c.add); err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(out) != "sent 35000" || strings.TrimSpace(out2) != "sent 10000" {
+		t.Fatalf("udpsend: %q, %q", out, out2)
+	}
+	got := c.hits()
+	want := map[string]uint64{"4242 udp " + v4: 25000, "4242 udp " + v6: 20000}
+	if !maps.Equal(got, want) {
+		t.Errorf("hits %v, want %v", got, want)
+	}
+	if st, err := p.Stats(); err != nil || st.Lost() != 0 {
+		t.Errorf("stats %+v (%v), want nothing lost", st, err)
+	}
+}

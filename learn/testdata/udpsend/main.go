@@ -8,7 +8,8 @@
 // AF_INET socket; udp: a dual-stack AF_INET6 socket, which sends to an
 // IPv4 address as ::ffff:a.b.c.d), shared by every sendto SPEC of that
 // NET; MODE connect makes a new connected socket and sends COUNT
-// datagrams with send(). It prints "sent N" (every datagram sent) and
+// datagrams with send(); MODE sockets makes COUNT unconnected sockets one
+// after the other, each sending two datagrams with sendto(). It prints "sent N" (every datagram sent) and
 // exits 0, or the first error and exits 1.
 package main
 
@@ -73,6 +74,20 @@ func run(specs []string) (int, error) {
 				sent++
 			}
 			c.Close()
+		case "sockets":
+			for range n {
+				c, err := net.ListenUDP(f[1], nil)
+				if err != nil {
+					return sent, err
+				}
+				for range 2 {
+					if _, err := c.WriteToUDP(payload, dst); err != nil {
+						return sent, fmt.Errorf("sendto %s: %w", dst, err)
+					}
+					sent++
+				}
+				c.Close()
+			}
 		default:
 			return sent, fmt.Errorf("spec %q: unknown mode %q", s, f[0])
 		}

@@ -1,0 +1,108 @@
+//go:build linux
+
+package learn
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/egresskit/egress/bpf"
+	"github.com/egresskit/egress/internal/cgroupbpf"
+)
+
+// slotMaps are the two slot maps of ProbeOptions.UDPAtEgress: an
+// unconnected UDP socket's repeats of its flow are counted in a slot of
+// the installed one (see struct slot in bpf/egress.c), swapped and read
+// whole at every drain, like the flow map.
+type slotMaps struct {
+	outer         *ebpf.Map // the programs' slots (ARRAY_OF_MAPS)
+	active, spare *ebpf.Map
+	gen           uint64 // of the active map
+	size          uint32
+	keys          []uint32
+	vals, zeros   []bpf.EgressSlot
+}
+
+// slotChunk is how many slots a drain reads or clears in one system call.
+const slotChunk = 512
+
+// newSlotMaps makes the two maps and installs the first in outer.
+func newSlotMaps(spec *ebpf.MapSpec, outer *ebpf.Map) (s *slotMaps, err error) {
+	s = &slotMaps{outer: outer, size: spec.MaxEntries, gen: 1,
+		keys: make([]uint32, slotChunk),
+		vals: make([]bpf.EgressSlot, slotChunk), zeros: make([]bpf.EgressSlot, slotChunk)}
+	if s.active, err = ebpf.NewMap(spec); err != nil {
+		return nil, fmt.Errorf("create slot map: %w", err)
+	}
+	if s.spare, err = ebpf.NewMap(spec); err != nil {
+		s.active.Close()
+		return nil, fmt.Errorf("create slot map: %w", err)
+	}
+	if err = s.active.Put(uint32(0), bpf.EgressSlot{Gen: s.gen}); err == nil {
+		err = outer.Put(uint32(0), s.active)
+	}
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("install slot map: %w", err)
+	}
+	return s, nil
+}
+
+func (s *slotMaps) close() error {
+	return errors.Join(s.active.Close(), s.spare.Close())
+}
+
+// drain installs the spare map (a new generation) and passes every slot
+// of the drained one that counted hits to fn, then clears the slots taken
+// so the map can be the next spare. The kernel waits for the programs
+// still running on the old map before the swap returns (as for the flow
+// map): no hit is missed or read twice.
+func (s *slotMaps) drain(fn func(*bpf.EgressSlot)) error {
+	if err := s.spare.Put(uint32(0), bpf.EgressSlot{Gen: s.gen + 1}); err != nil {
+		return fmt.Errorf("prepare slot map: %w", err)
+	}
+	if err := s.outer.Put(uint32(0), s.spare); err != nil {
+		return fmt.Errorf("swap slot map: %w", err)
+	}
+	s.gen++
+	drained := s.active
+	s.active, s.spare = s.spare, drained
+	var h bpf.EgressSlot
+	if err := drained.Lookup(uint32(0), &h); err != nil {
+		return fmt.Errorf("read slot map: %w", err)
+	}
+	taken := uint32(min(h.Hits, uint64(s.size-1))) // slots 1..taken
+	for first := uint32(1); first <= taken; first += slotChunk {
+		n := min(slotChunk, taken-first+1)
+		keys, vals := s.keys[:n], s.vals[:n]
+		for i := range keys {
+			keys[i] = first + uint32(i)
+		}
+		for i, k := range keys {
+			if err := drained.Lookup(k, &vals[i]); err != nil {
+				return fmt.Errorf("read slot %d: %w", k, err)
+			}
+		}
+		for i := range vals {
+			if v := &vals[i]; v.Gen == h.Gen && v.Hits > 0 {
+				fn(v)
+			}
+		}
+		if _, err := drained.BatchUpdate(keys, s.zeros[:n], nil); err != nil {
+			return fmt.Errorf("clear slot map: %w", err)
+		}
+	}
+	return nil
+}
+
+// slotAttempt is a slot's hits as an Attempt.
+func (p *Probe) slotAttempt(v *bpf.EgressSlot, clk *cgroupbpf.MonoClock) Attempt {
+	k := &v.Key
+	return Attempt{
+		CgroupID: k.CgroupId, UID: k.Uid, GID: v.Gid, TGID: v.Tgid, Comm: p.drainNames.get(k.Comm[:]), Exe: p.drainNames.get(v.Exe[:]),
+		Proto: k.Proto, IP: addrOf(k.Family, k.Addr), Port: k.Port,
+		Hits: v.Hits, First: clk.Wall(v.FirstNs), Last: clk.Wall(v.LastNs),
+	}
+}
