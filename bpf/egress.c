@@ -239,9 +239,6 @@ enum sock_flags {
 	SK_DNS = 2,
 };
 
-//   slot_gen, slot: with udp_at_egress, the slot of the slot map of
-//     generation slot_gen that counts this socket's repeats (see struct
-//     slot); slot_gen 0: none.
 struct sock_state {
 	__u64 flags; // 64 bits: the first datagram clears SK_PENDING with a compare-and-swap
 	__u32 gid;
@@ -251,6 +248,8 @@ struct sock_state {
 	__u8 _pad[6];
 	__u8 dns_addr[16];
 	struct flow_key key; // the pending flow
+	// udp_at_egress: the slot of the slot map of generation slot_gen
+	// that counts this socket's repeats (see struct slot); 0: none.
 	__u64 slot_gen;
 	__u32 slot;
 	__u32 _pad2;
@@ -801,7 +800,7 @@ static __always_inline void take_slot(struct sock_state *st, struct flow_key *k,
 	current_exe(s->exe, tgid);
 	__sync_lock_test_and_set(&s->gen, gen);
 	st->slot = idx;
-	st->slot_gen = gen;
+	__sync_lock_test_and_set(&st->slot_gen, gen); // after the slot
 }
 
 // udp_unconnected counts a datagram of an unconnected UDP socket at the
@@ -820,22 +819,26 @@ static __always_inline void udp_unconnected(struct __sk_buff *skb, struct sock_s
 		return;
 	struct task_struct *task = bpf_get_current_task_btf();
 	__u32 tgid = task->tgid;
-	if (!aggregate || !st || !count_repeat(st, &k, tgid)) {
-		struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
-		struct sock *sk = kskb->sk;
-		if (!sk)
-			return;
-		__u32 gid = task->cred->gid.val;
-		k.uid = sk->sk_uid.val;
-		k.proto = IPPROTO_UDP;
-		k.cgroup_id = task->cgroups->dfl_cgrp->kn->id;
-		__builtin_memcpy(k.comm, task->group_leader->comm, TASK_COMM_LEN);
-		COUNT_FLOW(skb, &k, gid, tgid, HOOK_EGRESS_UDP);
+	// The repeat first, and out at once (a DNS query goes the long way,
+	// to be copied).
+	if (__builtin_expect(aggregate && st && k.port != DNS_PORT && count_repeat(st, &k, tgid), 1))
+		return;
+	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
+	struct sock *sk = kskb->sk;
+	if (!sk)
+		return;
+	__u32 gid = task->cred->gid.val;
+	k.uid = sk->sk_uid.val;
+	k.proto = IPPROTO_UDP;
+	k.cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+	__builtin_memcpy(k.comm, task->group_leader->comm, TASK_COMM_LEN);
+	COUNT_FLOW(skb, &k, gid, tgid, HOOK_EGRESS_UDP);
+	if (k.port != DNS_PORT) {
 		if (aggregate && st)
 			take_slot(st, &k, gid, tgid);
+		return;
 	}
-	if (k.port == DNS_PORT)
-		dns_query(skb, 0);
+	dns_query(skb, 0);
 }
 
 enum tcp_kind {
