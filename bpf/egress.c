@@ -905,44 +905,44 @@ int egress_out(struct __sk_buff *skb)
 	// protocol read before it (the helper tests the socket itself).
 	struct sock_state *st = bpf_sk_storage_get(&socks, sk, 0, 0);
 	if (st) {
-		if (udp_at_egress && sk->state != TCP_ESTABLISHED) {
-			// Unconnected (never connected, or disconnected): the
-			// datagram is the attempt; a flow held for a connect
-			// that sent nothing stays uncounted.
-			udp_unconnected(skb, st);
+		if (!udp_at_egress || sk->state == TCP_ESTABLISHED) {
+			if (!st->flags)
+				return 1;
+			first_datagram(skb, st);
+			if (st->flags & SK_DNS)
+				dns_query(skb, st);
 			return 1;
 		}
-		if (!st->flags)
+	} else {
+		sk = bpf_sk_fullsock(sk);
+		if (!sk)
 			return 1;
-		first_datagram(skb, st);
-		if (st->flags & SK_DNS)
-			dns_query(skb, st);
-		return 1;
+		if (sk->protocol == IPPROTO_TCP)
+			return names(skb); // headers the in-place read could not tell
+		if (sk->protocol != IPPROTO_UDP)
+			return 1;
+		if (sk->type != SOCK_DGRAM) {
+			// A raw socket of protocol UDP: no UDP socket (no
+			// connect or sendmsg program runs for it) and no state;
+			// its DNS queries are known by their port.
+			dns_query(skb, 0);
+			return 1;
+		}
+		// A UDP socket's first datagram with no state yet: sent
+		// unconnected (udp_at_egress, below), or from a socket from
+		// before the programs were attached, whose DNS query is known
+		// by its port. Afterwards the socket's packets take the short
+		// way (a later connect() or sendmsg() to port 53 marks it).
+		st = bpf_sk_storage_get(&socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!udp_at_egress || sk->state == TCP_ESTABLISHED) {
+			dns_query(skb, 0);
+			return 1;
+		}
 	}
-	sk = bpf_sk_fullsock(sk);
-	if (!sk)
-		return 1;
-	if (sk->protocol == IPPROTO_TCP)
-		return names(skb); // headers the in-place read could not tell
-	if (sk->protocol != IPPROTO_UDP)
-		return 1;
-	if (sk->type != SOCK_DGRAM) {
-		// A raw socket of protocol UDP: no UDP socket (no connect or
-		// sendmsg program runs for it) and no state; its DNS queries
-		// are known by their port.
-		dns_query(skb, 0);
-		return 1;
-	}
-	// A UDP socket's first datagram with no state yet: sent unconnected
-	// (udp_at_egress), or from a socket from before the programs were
-	// attached, whose DNS query is known by its port. Afterwards the
-	// socket's packets take the short way (a later connect() or sendmsg()
-	// to port 53 marks it).
-	st = bpf_sk_storage_get(&socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (udp_at_egress && sk->state != TCP_ESTABLISHED)
-		udp_unconnected(skb, st);
-	else
-		dns_query(skb, 0);
+	// udp_at_egress, a socket not connected (never, or disconnected): the
+	// datagram is the attempt; a flow held for a connect that sent
+	// nothing stays uncounted.
+	udp_unconnected(skb, st);
 	return 1;
 }
 
