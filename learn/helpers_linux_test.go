@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/netip"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -87,14 +86,7 @@ func flowsOf(t *testing.T, db string) (map[string]store.Flow, *store.Snapshot) {
 }
 
 // buildPeer builds testdata/dnspeer where every user may run it.
-func buildPeer(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(lab.PublicDir(t, "dnspeer"), "dnspeer")
-	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/dnspeer").CombinedOutput(); err != nil {
-		t.Fatalf("build dnspeer: %v\n%s", err, out)
-	}
-	return bin
-}
+func buildPeer(t *testing.T) string { return buildTestdata(t, "dnspeer") }
 
 // peer is a running dnspeer; its output lines are its signals.
 type peer struct {

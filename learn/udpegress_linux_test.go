@@ -19,15 +19,19 @@ import (
 // udp_unconnected: egress) against the sendmsg4/6 programs: the same
 // flows, hits and processes.
 
-// buildUDPSend builds testdata/udpsend where every user may run it.
-func buildUDPSend(t *testing.T) string {
+// buildTestdata builds the command testdata/NAME where every user may
+// run it.
+func buildTestdata(t *testing.T, name string) string {
 	t.Helper()
-	bin := filepath.Join(lab.PublicDir(t, "udpsend"), "udpsend")
-	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/udpsend").CombinedOutput(); err != nil {
-		t.Fatalf("build udpsend: %v\n%s", err, out)
+	bin := filepath.Join(lab.PublicDir(t, name), name)
+	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/"+name).CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", name, err, out)
 	}
 	return bin
 }
+
+// buildUDPSend builds testdata/udpsend.
+func buildUDPSend(t *testing.T) string { return buildTestdata(t, "udpsend") }
 
 // udpFlow is what a test compares of a stored flow.
 type udpFlow struct {
