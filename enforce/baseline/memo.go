@@ -8,11 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strconv"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -69,12 +72,6 @@ type ExportRead struct {
 	old    *memo // the memo read (readWhole: an empty one)
 }
 
-// memoRule is a name rule of plain flows, and how many give it.
-type memoRule struct {
-	rule  plan.NameRule
-	count int
-}
-
 // memoFlow is one flow of the next memo.
 type memoFlow struct {
 	span store.Span
@@ -91,15 +88,33 @@ type memoFlow struct {
 // Source and AllHosts are set to the export's), with the memo at
 // memoPath when it is of generation gen.
 func ReadExportMemo(path, memoPath string, gen uint64, o *plan.Options, warn func(string)) (*ExportRead, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read export: %w", err)
-	}
+	return ReadExportMemoOf(path, memoPath, func() uint64 { return gen }, o, warn)
+}
+
+// ReadExportMemoOf is ReadExportMemo with the generation the table is
+// asked for once the memo is read (gen may be slow: the export and the
+// memo are read meanwhile, the export on a core of its own).
+func ReadExportMemoOf(path, memoPath string, gen func() uint64, o *plan.Options, warn func(string)) (*ExportRead, error) {
+	var data []byte
+	var readErr error
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		data, readErr = os.ReadFile(path)
+	}()
 	fp, err := optionsPrint(o)
-	if err != nil {
+	var m *memo
+	reason := ""
+	if err == nil {
+		m, reason = loadMemo(memoPath, gen, fp, o.UserName)
+	}
+	<-read
+	switch {
+	case readErr != nil:
+		return nil, fmt.Errorf("read export: %w", readErr)
+	case err != nil:
 		return nil, err
 	}
-	m, reason := loadMemo(memoPath, gen, fp, o.UserName)
 	if m != nil {
 		var r *ExportRead
 		if r, reason, err = readAgainst(path, data, m, o, warn); r != nil || err != nil {
@@ -152,19 +167,8 @@ func readWhole(path string, data []byte, o *plan.Options, warn func(string)) (*E
 			r.sums[i] = summer.Sum(data[sp.Start:sp.End])
 		}
 	}()
-	v4 := 0
-	for i := range flows {
-		if flows[i].IP.Is4() {
-			v4++
-		}
-	}
-	// Room for every flow's element, and a name rule each (slices sized once).
-	r.Plain.V4, r.Plain.V6 = make([]plan.Element, 0, v4), make([]plan.Element, 0, len(flows)-v4)
-	a.added = make([]plan.NameRule, 0, len(flows))
-	for i := range flows {
-		if _, err := a.flow(i, store.FlowRef{Span: spans[i], Old: -1, Flow: &flows[i]}); err != nil {
-			return nil, fmt.Errorf("read export %s: %w", path, err)
-		}
+	if err := a.readFlows(flows, spans, o); err != nil {
+		return nil, fmt.Errorf("read export %s: %w", path, err)
 	}
 	a.sortRules()
 	for _, w := range a.warnings {
@@ -174,6 +178,87 @@ func readWhole(path string, data []byte, o *plan.Options, warn func(string)) (*E
 	<-summed
 	r.data = nil // the next memo keeps the flows' sums, not their bytes
 	return r, nil
+}
+
+// readFlows reads the flows of a whole read, each as read reads a changed
+// flow, in two halves, the second on another core (beside the flows'
+// sums), and joins what the halves add in flow order.
+func (a *againstRead) readFlows(flows []store.Flow, spans []store.Span, o *plan.Options) error {
+	mid := len(flows)
+	if len(flows) >= 2048 {
+		mid = len(flows) / 2
+	}
+	// Each half names users through a cache of its own, and asks
+	// o.UserName (which need not be safe for concurrent use) one at a time.
+	var mu sync.Mutex
+	oa, ob := *o, *o
+	oa.UserName, ob.UserName = lockedNames(o.UserName, &mu), lockedNames(o.UserName, &mu)
+	a.pl = plan.NewPlainer(oa)
+	b := &againstRead{r: a.r, m: a.m, pl: plan.NewPlainer(ob), hosts: a.hosts, e: &store.Export{}, out: &plan.Plain{}}
+	// Room for every flow's element, and a name rule each (slices sized
+	// once: the second half's are appended to the first's).
+	v4, v4b := 0, 0
+	for i := range flows {
+		if flows[i].IP.Is4() {
+			v4++
+			if i >= mid {
+				v4b++
+			}
+		}
+	}
+	p := &a.r.Plain
+	p.V4, p.V6 = make([]plan.Element, 0, v4), make([]plan.Element, 0, len(flows)-v4)
+	b.out.V4, b.out.V6 = make([]plan.Element, 0, v4b), make([]plan.Element, 0, len(flows)-mid-v4b)
+	a.added, b.added = make([]plan.NameRule, 0, len(flows)), make([]plan.NameRule, 0, len(flows)-mid)
+	var errB error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		errB = b.readRange(flows, spans, mid, len(flows))
+	}()
+	errA := a.readRange(flows, spans, 0, mid)
+	<-done
+	switch {
+	case errA != nil: // the first flow's error
+		return errA
+	case errB != nil:
+		return errB
+	}
+	p.N += b.out.N
+	p.V4, p.V6 = append(p.V4, b.out.V4...), append(p.V6, b.out.V6...)
+	a.e.Flows = append(a.e.Flows, b.e.Flows...)
+	a.warnings = append(a.warnings, b.warnings...)
+	a.added = append(a.added, b.added...)
+	return nil
+}
+
+// lockedNames is name (nil: nil) behind a cache of its own, called with
+// mu held.
+func lockedNames(name func(uint32) string, mu *sync.Mutex) func(uint32) string {
+	if name == nil {
+		return nil
+	}
+	cache := map[uint32]string{}
+	return func(uid uint32) string {
+		n, ok := cache[uid]
+		if !ok {
+			mu.Lock()
+			n = name(uid)
+			mu.Unlock()
+			cache[uid] = n
+		}
+		return n
+	}
+}
+
+// readRange reads flows [from, to) (readFlows).
+func (a *againstRead) readRange(flows []store.Flow, spans []store.Span, from, to int) error {
+	for i := from; i < to; i++ {
+		if _, err := a.flow(i, store.FlowRef{Span: spans[i], Old: -1, Flow: &flows[i]}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // keyOrder reports whether the flows' keys are in strictly increasing
@@ -272,6 +357,8 @@ type againstRead struct {
 	kept     []bool            // the memo's flows kept
 	summer   *store.FlowSummer // nil: the flows' sums are made apart
 	added    []plan.NameRule   // the name rules of the plain flows read
+	names    []string          // where the kept elements' names are cut from
+	out      *plan.Plain       // where plain adds (nil: r.Plain)
 }
 
 // flow takes the export's flow i: a plain flow of the memo as it was, any
@@ -282,7 +369,7 @@ func (a *againstRead) flow(i int, ref store.FlowRef) (string, error) {
 	if ref.Old < 0 {
 		return a.read(i, ref)
 	}
-	plain, e, hasElem, _ := a.m.flow(int(ref.Old)) // its followed names' rules are in the memo's
+	plain, e, hasElem := a.m.element(int(ref.Old), &a.names) // its followed names' rules are in the memo's
 	if !plain {
 		return a.read(i, ref)
 	}
@@ -332,7 +419,10 @@ func (a *againstRead) read(i int, ref store.FlowRef) (string, error) {
 
 // plain adds what a plain flow adds to the plan.
 func (a *againstRead) plain(k store.FlowKey, hasElem bool, e plan.Element) {
-	p := &a.r.Plain
+	p := a.out
+	if p == nil {
+		p = &a.r.Plain
+	}
 	p.N++
 	switch {
 	case !hasElem:
@@ -346,12 +436,13 @@ func (a *againstRead) plain(k store.FlowKey, hasElem bool, e plan.Element) {
 // sortRules makes the sorted name rules of the plain flows: the memo's,
 // without those of its plain flows not kept, with those of the plain
 // flows read; false when the memo's rules are not those of its flows.
+// The memo's rules between two changed ones are copied as they are.
 func (a *againstRead) sortRules() bool {
 	m := a.m
 	var gone []plan.NameRule
 	for k := range m.keys {
 		if !a.kept[k] {
-			if plain, _, _, follow := m.flow(k); plain {
+			if plain, follow := m.follow(k); plain {
 				gone = plan.Rules(gone, m.keys[k], follow)
 			}
 		}
@@ -362,35 +453,49 @@ func (a *againstRead) sortRules() bool {
 		a.countAdded() // a whole read: no memo's rules to merge
 		return true
 	}
-	out := make([]memoRule, 0, len(m.rules)+len(a.added))
-	g, j := 0, 0
-	for _, mr := range m.rules {
-		for ; g < len(gone) && plan.CompareRules(gone[g], mr.rule) == 0; g++ {
-			mr.count--
+	rules := make([]plan.NameRule, 0, len(m.rules)+len(a.added))
+	counts := make([]int32, 0, cap(rules))
+	at, g, j := 0, 0, 0
+	for g < len(gone) || j < len(a.added) {
+		// The next changed rule, and the memo's rules before it as they are.
+		next := a.nextChanged(gone, g, j)
+		k := at + sort.Search(len(m.rules)-at, func(i int) bool { return plan.CompareRules(m.rules[at+i], next) >= 0 })
+		rules, counts = append(rules, m.rules[at:k]...), append(counts, m.counts[at:k]...)
+		at = k
+		var n int32
+		if at < len(m.rules) && plan.CompareRules(m.rules[at], next) == 0 {
+			n = m.counts[at]
+			at++
 		}
-		if mr.count < 0 || g < len(gone) && plan.CompareRules(gone[g], mr.rule) < 0 {
-			return false // a rule of a flow of the memo that is not in its rules
+		for ; g < len(gone) && plan.CompareRules(gone[g], next) == 0; g++ {
+			n--
 		}
-		out, j = a.mergeAdded(out, mr.rule, j)
+		for ; j < len(a.added) && plan.CompareRules(a.added[j], next) == 0; j++ {
+			n++
+		}
 		switch {
-		case len(out) > 0 && plan.CompareRules(out[len(out)-1].rule, mr.rule) == 0:
-			out[len(out)-1].count += mr.count
-		case mr.count > 0:
-			out = append(out, mr)
+		case n < 0:
+			return false // a rule of a flow of the memo that is not in its rules
+		case n > 0:
+			rules, counts = append(rules, next), append(counts, n)
 		}
 	}
-	if g != len(gone) {
-		return false
-	}
-	out, _ = a.mergeAdded(out, plan.NameRule{}, j)
-	out = slices.DeleteFunc(out, func(r memoRule) bool { return r.count <= 0 })
+	rules, counts = append(rules, m.rules[at:]...), append(counts, m.counts[at:]...)
 	p := &a.r.Plain
-	p.RulesSorted, p.SortedRules, a.r.counts = true, make([]plan.NameRule, len(out)), make([]int32, len(out))
-	for i := range out {
-		p.SortedRules[i], a.r.counts[i] = out[i].rule, int32(out[i].count)
-	}
+	p.RulesSorted, p.SortedRules, a.r.counts = true, rules, counts
 	a.elements()
 	return true
+}
+
+// nextChanged is the least of gone[g] and a.added[j] (those left).
+func (a *againstRead) nextChanged(gone []plan.NameRule, g, j int) plan.NameRule {
+	switch {
+	case g == len(gone):
+		return a.added[j]
+	case j == len(a.added) || plan.CompareRules(gone[g], a.added[j]) <= 0:
+		return gone[g]
+	}
+	return a.added[j]
 }
 
 // countAdded makes the sorted added rules, each once, the plain flows'
@@ -431,20 +536,6 @@ func (a *againstRead) elements() {
 	}
 }
 
-// mergeAdded appends to out the added rules from j that come before
-// upto (all of them for the zero rule), counting those equal; it returns
-// where it stopped.
-func (a *againstRead) mergeAdded(out []memoRule, upto plan.NameRule, j int) ([]memoRule, int) {
-	for ; j < len(a.added) && (upto.Name == "" || plan.CompareRules(a.added[j], upto) <= 0); j++ {
-		if len(out) > 0 && plan.CompareRules(out[len(out)-1].rule, a.added[j]) == 0 {
-			out[len(out)-1].count++
-		} else {
-			out = append(out, memoRule{a.added[j], 1})
-		}
-	}
-	return out, j
-}
-
 // optionsPrint is a digest of the plan options that make an element,
 // but UserName (the memo keeps the names it gave), Now (plain flows do
 // not depend on it), and the hosts and the source (one host's export:
@@ -475,65 +566,98 @@ type memo struct {
 	str   string // body as a string: the elements' strings point into it
 	// How many elements of each family its plain flows have.
 	v4, v6 int
-	rules  []memoRule
+	// The sorted name rules of its plain flows, and how many give each.
+	rules  []plan.NameRule
+	counts []int32
 }
 
 func (m *memo) reader(i int) memoReader {
 	return memoReader{b: m.body[:m.recs[i][1]], s: m.str, i: int(m.recs[i][0])}
 }
 
-// flow says whether flow i is plain, and a plain one's element (when
-// hasElem) and followed names.
-func (m *memo) flow(i int) (plain bool, e plan.Element, hasElem bool, follow []string) {
+// element says whether flow i is plain, and a plain one's element (when
+// hasElem); the element's names are cut from *slab.
+func (m *memo) element(i int, slab *[]string) (plain bool, e plan.Element, hasElem bool) {
 	r := m.reader(i)
 	k := r.key()
 	switch r.u8() {
 	case 0:
-		return false, e, false, nil
+		return false, e, false
 	case 3:
 		hasElem = true
-		e = plan.Element{UID: k.UID, IP: k.IP, Proto: k.Proto, Port: k.Port, Comment: r.str(), Names: r.strings()}
+		e = plan.Element{UID: k.UID, IP: k.IP, Proto: k.Proto, Port: k.Port, Comment: r.str(), Names: r.stringsIn(slab)}
 	}
-	return true, e, hasElem, r.strings()
+	return true, e, hasElem
 }
 
-// loadMemo reads the memo at path: nil and why when there is none to use.
-func loadMemo(path string, gen uint64, fp [32]byte, userName func(uint32) string) (*memo, string) {
-	if path == "" || gen == 0 {
-		return nil, "no table was applied from an export before"
+// follow says whether flow i is plain, and a plain one's followed names.
+func (m *memo) follow(i int) (plain bool, follow []string) {
+	r := m.reader(i)
+	r.key()
+	switch r.u8() {
+	case 0:
+		return false, nil
+	case 3:
+		r.next(r.uvarint())
+		r.skipStrings()
 	}
+	return true, r.strings()
+}
+
+// noTable is why no memo is used when no table was applied before.
+const noTable = "no table was applied from an export before"
+
+// loadMemo reads the memo at path: nil and why when there is none to use
+// (gen() is the generation the table is: 0 for none; it is asked once the
+// memo is read and decoded).
+func loadMemo(path string, gen func() uint64, fp [32]byte, userName func(uint32) string) (*memo, string) {
+	if path == "" {
+		return nil, noTable
+	}
+	m, g, reason := readMemo(path, fp, userName)
+	switch n := gen(); {
+	case n == 0:
+		return nil, noTable
+	case g != 0 && g != n:
+		return nil, "the memo is of generation " + strconv.FormatUint(g, 10) + ", the table is generation " + strconv.FormatUint(n, 10)
+	case reason != "":
+		return nil, reason
+	}
+	return m, ""
+}
+
+// readMemo reads the memo at path, for plan options of digest fp and
+// users named by userName: nil and why when it cannot be used, and its
+// generation when its checksum is right (else 0).
+func readMemo(path string, fp [32]byte, userName func(uint32) string) (*memo, uint64, string) {
 	b, err := readMemoFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return nil, "no memo of the export applied before"
+		return nil, 0, "no memo of the export applied before"
 	case err != nil:
-		return nil, "the memo of the export applied before could not be read: " + err.Error()
+		return nil, 0, "the memo of the export applied before could not be read: " + err.Error()
 	case len(b) < memoHeader || string(b[:len(memoMagic)]) != memoMagic:
-		return nil, "the memo of the export applied before is not one"
+		return nil, 0, "the memo of the export applied before is not one"
 	}
 	body, key := b[memoHeader:], b[len(memoMagic)+16:memoHeader]
 	if memoSum(key, body) != binary.BigEndian.Uint64(b[len(memoMagic)+8:]) {
-		return nil, "the memo of the export applied before is damaged (checksum)"
+		return nil, 0, "the memo of the export applied before is damaged (checksum)"
 	}
-	if g := binary.BigEndian.Uint64(b[len(memoMagic):]); g != gen {
-		return nil, "the memo is of generation " + strconv.FormatUint(g, 10) + ", the table is generation " + strconv.FormatUint(gen, 10)
-	}
+	g := binary.BigEndian.Uint64(b[len(memoMagic):])
 	m, mfp, err := decodeMemo(body)
-	if m != nil {
-		m.key = [32]byte(key)
-	}
 	switch {
 	case err != nil:
-		return nil, "the memo of the export applied before: " + err.Error()
+		return nil, g, "the memo of the export applied before: " + err.Error()
 	case mfp != fp:
-		return nil, "the plan options changed since the memo was made"
+		return nil, g, "the plan options changed since the memo was made"
 	}
+	m.key = [32]byte(key)
 	for uid, name := range m.users {
 		if userName != nil && userName(uid) != name || userName == nil && name != "" {
-			return nil, "the name of uid " + strconv.FormatUint(uint64(uid), 10) + " changed since the memo was made"
+			return nil, g, "the name of uid " + strconv.FormatUint(uint64(uid), 10) + " changed since the memo was made"
 		}
 	}
-	return m, ""
+	return m, g, ""
 }
 
 // Memo is the memo of r for the plan p built from it, to write with
@@ -715,6 +839,27 @@ func (r *memoReader) strings() []string {
 	return out
 }
 
+// stringsIn is strings, cut from *slab (grown in blocks): no allocation
+// a flow.
+func (r *memoReader) stringsIn(slab *[]string) []string {
+	k := r.uvarint()
+	if k == 0 || r.bad {
+		return nil
+	}
+	if k > len(r.b)-r.i {
+		r.bad = true
+		return nil
+	}
+	if cap(*slab)-len(*slab) < k {
+		*slab = make([]string, 0, max(k, 4096))
+	}
+	at := len(*slab)
+	for ; k > 0 && !r.bad; k-- {
+		*slab = append(*slab, r.str())
+	}
+	return (*slab)[at:len(*slab):len(*slab)]
+}
+
 // skipStrings passes what appendStrings wrote.
 func (r *memoReader) skipStrings() {
 	for k := r.uvarint(); k > 0 && !r.bad; k-- {
@@ -757,14 +902,12 @@ func decodeMemo(body []byte) (*memo, [32]byte, error) {
 		}
 		start := r.i
 		m.keys[i] = r.key()
-		if r.skipFlow(); !r.bad {
+		if r.skipFlow(m, m.keys[i]); !r.bad {
 			m.recs[i] = [2]int32{int32(start), int32(r.i)}
-		}
-		if !r.bad {
-			r.bad = !m.count(i) || i > 0 && m.keys[i-1].Compare(m.keys[i]) >= 0
+			r.bad = i > 0 && m.keys[i-1].Compare(m.keys[i]) >= 0
 		}
 	}
-	m.rules = r.rules()
+	m.rules, m.counts = r.rules()
 	if r.bad || r.i != len(body) {
 		return nil, fp, errors.New("its length")
 	}
@@ -772,27 +915,28 @@ func decodeMemo(body []byte) (*memo, [32]byte, error) {
 }
 
 // rules reads the sorted, counted name rules of the plain flows.
-func (r *memoReader) rules() []memoRule {
+func (r *memoReader) rules() ([]plan.NameRule, []int32) {
 	n := r.uvarint()
 	if n > len(r.b)/8 {
 		r.bad = true
-		return nil
+		return nil, nil
 	}
-	out := make([]memoRule, 0, n)
-	for ; n > 0 && !r.bad; n-- {
-		var mr memoRule
-		mr.rule.UID = r.u32()
-		mr.rule.Name = r.str()
+	rules, counts := make([]plan.NameRule, n), make([]int32, n)
+	for i := 0; i < n && !r.bad; i++ {
+		rule := &rules[i]
+		rule.UID = r.u32()
+		rule.Name = r.str()
 		if b := r.next(3); b != nil {
-			mr.rule.Proto, mr.rule.Port = b[0], binary.BigEndian.Uint16(b[1:])
+			rule.Proto, rule.Port = b[0], binary.BigEndian.Uint16(b[1:])
 		}
-		mr.rule.Source, mr.count = "learned", r.uvarint()
-		if mr.count == 0 || len(out) > 0 && plan.CompareRules(out[len(out)-1].rule, mr.rule) >= 0 {
+		rule.Source = "learned"
+		count := r.uvarint()
+		counts[i] = int32(count)
+		if count == 0 || count > math.MaxInt32 || i > 0 && plan.CompareRules(rules[i-1], *rule) >= 0 {
 			r.bad = true
 		}
-		out = append(out, mr)
 	}
-	return out
+	return rules, counts
 }
 
 // appendRule appends a sorted, counted name rule.
@@ -804,13 +948,24 @@ func appendRule(b []byte, rule *plan.NameRule, count int32) []byte {
 	return binary.AppendUvarint(b, uint64(count))
 }
 
-// skipFlow passes the rest of a flow's record after its key.
-func (r *memoReader) skipFlow() {
+// skipFlow passes the rest of the record of flow k after its key, and
+// counts its element in m; a plain flow's element of a user m does not
+// name is bad.
+func (r *memoReader) skipFlow(m *memo, k store.FlowKey) {
 	switch r.u8() {
 	case 0:
 		return
 	case 1:
 	case 3:
+		if _, ok := m.users[k.UID]; !ok {
+			r.bad = true
+			return
+		}
+		if k.IP.Is4() {
+			m.v4++
+		} else {
+			m.v6++
+		}
 		r.next(r.uvarint())
 		r.skipStrings()
 	default:
@@ -818,29 +973,6 @@ func (r *memoReader) skipFlow() {
 		return
 	}
 	r.skipStrings()
-}
-
-// count counts flow i's element and rules; false when its element's
-// user is not named.
-func (m *memo) count(i int) bool {
-	r := m.reader(i)
-	r.key()
-	switch r.u8() {
-	case 0:
-		return true
-	case 3:
-		if _, ok := m.users[m.keys[i].UID]; !ok {
-			return false
-		}
-		if m.keys[i].IP.Is4() {
-			m.v4++
-		} else {
-			m.v6++
-		}
-		r.next(r.uvarint())
-		r.skipStrings()
-	}
-	return true
 }
 
 // WriteMemo writes memo body (ExportRead.Memo) of generation gen at path,
