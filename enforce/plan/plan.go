@@ -14,6 +14,7 @@ package plan
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -838,35 +839,61 @@ func followSpec(learned, sorted []NameRule, o Options) *FollowSpec {
 	return f
 }
 
-// sortNameRules sorts rules by compareNameRules. Learned rules come in
-// flow order, by UID already: then each UID's rules are sorted on their
-// own, the two halves on two cores. Rules that compare equal are equal, so
-// the result is the one slices.SortFunc gives.
+// sortNameRules sorts rules by compareNameRules. A large list is sorted
+// by keys of 24 bytes (the UID and the name's first 12 bytes, then the
+// rule's place), the two halves on two cores, then merged: rules whose
+// keys are equal are compared whole, so the order is compareNameRules'.
+// Rules that compare equal are equal, so the result is the one
+// slices.SortFunc gives.
 func sortNameRules(rules []NameRule) {
-	byUID := func(a, b NameRule) int { return cmp.Compare(a.UID, b.UID) }
-	if len(rules) < 4096 || !slices.IsSortedFunc(rules, byUID) {
+	if len(rules) < 4096 {
 		slices.SortFunc(rules, compareNameRules)
 		return
 	}
-	sortRuns := func(rules []NameRule) {
-		for len(rules) > 0 {
-			n := 1
-			for n < len(rules) && rules[n].UID == rules[0].UID {
-				n++
-			}
-			slices.SortFunc(rules[:n], compareNameRules)
-			rules = rules[n:]
+	keys := make([]ruleKey, len(rules))
+	for i := range rules {
+		keys[i] = keyOfRule(&rules[i], i)
+	}
+	compare := func(a, b ruleKey) int {
+		if a.hi != b.hi {
+			return cmp.Compare(a.hi, b.hi)
+		}
+		if a.lo != b.lo {
+			return cmp.Compare(a.lo, b.lo)
+		}
+		return compareNameRules(rules[a.i], rules[b.i])
+	}
+	mid := len(keys) / 2
+	var wg sync.WaitGroup
+	wg.Go(func() { slices.SortFunc(keys[mid:], compare) })
+	slices.SortFunc(keys[:mid], compare)
+	wg.Wait()
+	out := make([]NameRule, len(rules))
+	i, j := 0, mid
+	for k := range out {
+		if j == len(keys) || i < mid && compare(keys[i], keys[j]) <= 0 {
+			out[k], i = rules[keys[i].i], i+1
+		} else {
+			out[k], j = rules[keys[j].i], j+1
 		}
 	}
-	// Split between two UIDs near the middle (one UID: no split).
-	mid := len(rules) / 2
-	for mid < len(rules) && rules[mid].UID == rules[mid-1].UID {
-		mid++
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() { sortRuns(rules[mid:]) })
-	sortRuns(rules[:mid])
-	wg.Wait()
+	copy(rules, out)
+}
+
+// ruleKey is a name rule's sort key: its UID and the first 4 bytes of its
+// name (hi), the next 8 (lo), zero-padded, and its place. Keys ordered by
+// hi and lo order their rules as compareNameRules does, but for equal
+// keys (a DNS name holds no zero byte; when one does, a shorter name's
+// padding is still below the longer's byte or equal to it).
+type ruleKey struct {
+	hi, lo uint64
+	i      int
+}
+
+func keyOfRule(r *NameRule, i int) ruleKey {
+	var b [12]byte
+	copy(b[:], r.Name)
+	return ruleKey{hi: uint64(r.UID)<<32 | uint64(binary.BigEndian.Uint32(b[:4])), lo: binary.BigEndian.Uint64(b[4:]), i: i}
 }
 
 // compareNameRules orders name rules by UID, name, protocol, port and
