@@ -61,15 +61,35 @@ func appendQuoted(b []byte, s string) []byte {
 // cleanASCII reports whether clean keeps every byte of s (quoted: in a
 // quoted string; else on a comment line).
 func cleanASCII(s string, quoted bool) bool {
+	t := &cleanBytes[0]
+	if quoted {
+		t = &cleanBytes[1]
+	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case c < 0x80 && strings.IndexByte(commentChars, c) >= 0:
-		case !quoted && c > 0x20 && c < 0x7f && c != '\\':
-		default:
+		if !t[s[i]] {
 			return false
 		}
+	}
+	return true
+}
+
+// cleanBytes are the bytes clean keeps, by cleanByte: on a comment line
+// [0], in a quoted string [1].
+var cleanBytes = func() (t [2][256]bool) {
+	for c := range 256 {
+		t[0][c], t[1][c] = cleanByte(byte(c), false), cleanByte(byte(c), true)
+	}
+	return t
+}()
+
+// cleanByte reports whether clean keeps byte c.
+func cleanByte(c byte, quoted bool) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+	case c < 0x80 && strings.IndexByte(commentChars, c) >= 0:
+	case !quoted && c > 0x20 && c < 0x7f && c != '\\':
+	default:
+		return false
 	}
 	return true
 }
