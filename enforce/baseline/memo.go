@@ -98,9 +98,10 @@ func ReadExportMemoOf(path, memoPath string, gen func() uint64, o *plan.Options,
 	var data []byte
 	var readErr error
 	read := make(chan struct{})
+	release := func() {}
 	go func() {
 		defer close(read)
-		data, readErr = os.ReadFile(path)
+		data, release, readErr = readExportFile(path)
 	}()
 	fp, err := optionsPrint(o)
 	var m *memo
@@ -109,6 +110,8 @@ func ReadExportMemoOf(path, memoPath string, gen func() uint64, o *plan.Options,
 		m, reason = loadMemo(memoPath, gen, fp, o.UserName)
 	}
 	<-read
+	// Nothing read keeps the export's bytes: its strings are copies.
+	defer release()
 	switch {
 	case readErr != nil:
 		return nil, fmt.Errorf("read export: %w", readErr)
@@ -168,6 +171,7 @@ func readWhole(path string, data []byte, o *plan.Options, warn func(string)) (*E
 		}
 	}()
 	if err := a.readFlows(flows, spans, o); err != nil {
+		<-summed // data is released when this returns
 		return nil, fmt.Errorf("read export %s: %w", path, err)
 	}
 	a.sortRules()

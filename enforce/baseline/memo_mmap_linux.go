@@ -3,6 +3,7 @@
 package baseline
 
 import (
+	"io"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -26,4 +27,47 @@ func readMemoFile(path string) ([]byte, error) {
 		return os.ReadFile(path)
 	}
 	return unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+}
+
+// readExportFile reads the file at path into memory mapped outside the Go
+// heap, and gives the function that unmaps it (once nothing uses the
+// bytes). The heap's growth, so the peak memory of an apply, follows what
+// is live in the heap: 22 MB of a 100k-flow export live there while it is
+// read counted four times over (cli.FewerGCs). A file that is not a
+// regular one, empty, of 2 GiB or more, or that grows while it is read is
+// read with os.ReadFile.
+func readExportFile(path string) ([]byte, func(), error) {
+	none := func() {}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, none, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, none, err
+	}
+	size := st.Size()
+	if !st.Mode().IsRegular() || size == 0 || size >= 1<<31-1 {
+		data, err := os.ReadFile(path)
+		return data, none, err
+	}
+	// One byte more than the size: a file that grew is seen.
+	buf, err := unix.Mmap(-1, 0, int(size)+1, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err != nil {
+		data, err := os.ReadFile(path)
+		return data, none, err
+	}
+	release := func() { _ = unix.Munmap(buf) }
+	n, err := io.ReadFull(f, buf)
+	switch {
+	case err == io.ErrUnexpectedEOF || err == io.EOF:
+		return buf[:n], release, nil
+	case err != nil:
+		release()
+		return nil, none, err
+	}
+	release() // it grew
+	data, err := os.ReadFile(path)
+	return data, none, err
 }

@@ -6,3 +6,10 @@ import "os"
 
 // readMemoFile reads the memo at path.
 func readMemoFile(path string) ([]byte, error) { return os.ReadFile(path) }
+
+// readExportFile reads the file at path (the function it gives does
+// nothing).
+func readExportFile(path string) ([]byte, func(), error) {
+	data, err := os.ReadFile(path)
+	return data, func() {}, err
+}

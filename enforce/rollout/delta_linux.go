@@ -304,7 +304,7 @@ func (a *applying) packed(log interface{ Error(string, ...any) }) []byte {
 	if a.whole == nil { // the kernel replaced the table after all
 		a.whole = render(a.p, a.dir, a.n)
 	}
-	<-a.whole.done
+	<-a.whole.packedDone
 	if a.whole.err != nil {
 		log.Error("generation "+strconv.FormatUint(a.n, 10)+": its plan could not be encoded for the store", "err", a.whole.err)
 	}
@@ -339,6 +339,7 @@ func (a *applying) writeFiles(st *store.Store, log interface{ Error(string, ...a
 	if a.patch != nil {
 		errs = append(errs, e.filesErr)
 	} else if a.whole != nil {
+		<-a.whole.done
 		known.raw, known.text = a.whole.json, a.whole.text
 		errs = append(errs, a.whole.filesErr)
 	}

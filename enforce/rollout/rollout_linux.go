@@ -144,15 +144,17 @@ type rendered struct {
 	dir                string
 	json, packed, text []byte
 	err, filesErr      error
-	done               chan struct{}
+	// packedDone closes when packed (or err) is set: the store may
+	// record it while the text and the files are still being made.
+	packedDone, done chan struct{}
 }
 
 // render encodes p as JSON and packs it for the store, renders its nft
 // script, and writes both to the files of generation n in dir (named by
 // state.json only once the generation is recorded), in goroutines of their
-// own; done closes when all is done.
+// own; packedDone closes once it is packed, done when all is done.
 func render(p *plan.Plan, dir string, n uint64) *rendered {
-	r := &rendered{dir: dir, done: make(chan struct{})}
+	r := &rendered{dir: dir, packedDone: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
 		var wg sync.WaitGroup
@@ -167,6 +169,7 @@ func render(p *plan.Plan, dir string, n uint64) *rendered {
 		if r.json, r.err = p.JSON(); r.err == nil {
 			r.packed, r.err = store.PackPlan(r.json)
 		}
+		close(r.packedDone)
 		wg.Wait()
 		switch {
 		case r.err != nil:
