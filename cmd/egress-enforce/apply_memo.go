@@ -42,11 +42,18 @@ func buildApplyPlan(cmd *cobra.Command, e *env, dryRun bool) (*built, *applyMemo
 	e.Log.Info("dns servers", "resolv_conf", opts.ResolvConf, "servers", fmt.Sprint(opts.DNSServers))
 	table := cmp.Or(opts.Table, plan.DefaultTable)
 	path := rollout.MemoPath(e.Cfg.DB, e.target, table)
+	// The store is opened, and the generation the table is read, while
+	// the export and the memo are read.
 	var gen uint64
-	if st, err := e.applyStore(); err == nil {
-		gen, _ = rollout.CurrentGeneration(st, e.target, table)
-	}
-	r, err := baseline.ReadExportMemo(from[0], path, gen, &opts, func(w string) { slog.Warn(w) })
+	opened := make(chan struct{})
+	go func() {
+		defer close(opened)
+		if st, err := e.applyStore(); err == nil {
+			gen, _ = rollout.CurrentGeneration(st, e.target, table)
+		}
+	}()
+	r, err := baseline.ReadExportMemoOf(from[0], path, func() uint64 { <-opened; return gen }, &opts, func(w string) { slog.Warn(w) })
+	<-opened
 	if err != nil {
 		return nil, nil, err
 	}
