@@ -212,7 +212,7 @@ type early struct {
 }
 
 // startEarly starts a's early work in a goroutine of its own.
-func (a *applying) startEarly() {
+func (a *applying) startEarly(index <-chan *plan.Index) {
 	e := &early{made: make(chan struct{}), done: make(chan struct{})}
 	a.early = e
 	delta := a.delta != nil && a.whole == nil
@@ -221,8 +221,8 @@ func (a *applying) startEarly() {
 		var wg sync.WaitGroup
 		wg.Go(func() {
 			x := a.index
-			if x == nil { // a replace: made here, beside the kernel's work
-				x = plan.IndexOf(a.p)
+			if x == nil { // a replace: made beside the kernel's work
+				x = <-index
 			}
 			e.indexErr = writeIndex(a.dir, a.n, x)
 		})
@@ -255,11 +255,12 @@ func (e *early) patchMade() *early {
 // a delta takes its table to p's; the whole plan's renderings start at once
 // when the plan is stored whole (a replace, or a chain of patches as deep
 // as maxPatchDepth).
-func startApplying(k nft.Kernel, p *plan.Plan, o Options, n uint64, base deltaBase) *applying {
+// index gives p's index (indexOf), read once.
+func startApplying(k nft.Kernel, p *plan.Plan, o Options, n uint64, base deltaBase, index <-chan *plan.Index) *applying {
 	a := &applying{k: k, p: p, n: n, dir: AppliedDir(o.Store.Path(), targetKey(k.Target()), p.Table), base: base,
 		why: base.reason}
 	if base.index != nil {
-		a.index = plan.IndexOf(p)
+		a.index = <-index
 		d, err := plan.DeltaOf(base.index, a.index, p)
 		if err != nil {
 			a.why = err.Error()
@@ -270,8 +271,17 @@ func startApplying(k nft.Kernel, p *plan.Plan, o Options, n uint64, base deltaBa
 	if a.delta == nil || base.depth >= maxPatchDepth {
 		a.whole = render(p, a.dir, n)
 	}
-	a.startEarly()
+	a.startEarly(index)
 	return a
+}
+
+// indexOf makes p's index in a goroutine of its own, beside the store's
+// reads and writes before the kernel's work: a delta needs it first, a
+// replace writes it.
+func indexOf(p *plan.Plan) <-chan *plan.Index {
+	ch := make(chan *plan.Index, 1)
+	go func() { ch <- plan.IndexOf(p) }()
+	return ch
 }
 
 // apply applies the plan: with the delta when there is one (the kernel

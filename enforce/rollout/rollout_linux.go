@@ -96,13 +96,14 @@ func Apply(k nft.Kernel, p *plan.Plan, o Options) (*store.Generation, *nft.Apply
 	if err := settlePending(o.Store, k, p.Table, o, log); err != nil {
 		return nil, nil, err
 	}
+	index := indexOf(p)
 	base := baseFor(o.Store, k.Target(), p.Table)
 	g, err := recordApplying(k.Target(), p, o)
 	if err != nil {
 		return nil, nil, err
 	}
 	approvals := readyApprovals(o, g.N)
-	ap := startApplying(k, p, o, g.N, base)
+	ap := startApplying(k, p, o, g.N, base, index)
 	res, applyErr := ap.apply()
 	if res != nil && res.KernelDiffers {
 		log.Warn("the table in the kernel is not the one the store says: the whole table was replaced, not changed",
