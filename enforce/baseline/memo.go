@@ -15,7 +15,6 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"sync"
 	"time"
 	"unsafe"
 
@@ -170,9 +169,20 @@ func readWhole(path string, data []byte, o *plan.Options, warn func(string)) (*E
 			r.sums[i] = summer.Sum(data[sp.Start:sp.End])
 		}
 	}()
-	if err := a.readFlows(flows, spans, o); err != nil {
-		<-summed // data is released when this returns
-		return nil, fmt.Errorf("read export %s: %w", path, err)
+	v4 := 0
+	for i := range flows {
+		if flows[i].IP.Is4() {
+			v4++
+		}
+	}
+	// Room for every flow's element, and a name rule each (slices sized once).
+	r.Plain.V4, r.Plain.V6 = make([]plan.Element, 0, v4), make([]plan.Element, 0, len(flows)-v4)
+	a.added = make([]plan.NameRule, 0, len(flows))
+	for i := range flows {
+		if _, err := a.flow(i, store.FlowRef{Span: spans[i], Old: -1, Flow: &flows[i]}); err != nil {
+			<-summed // data is released when this returns
+			return nil, fmt.Errorf("read export %s: %w", path, err)
+		}
 	}
 	a.sortRules()
 	for _, w := range a.warnings {
@@ -182,87 +192,6 @@ func readWhole(path string, data []byte, o *plan.Options, warn func(string)) (*E
 	<-summed
 	r.data = nil // the next memo keeps the flows' sums, not their bytes
 	return r, nil
-}
-
-// readFlows reads the flows of a whole read, each as read reads a changed
-// flow, in two halves, the second on another core (beside the flows'
-// sums), and joins what the halves add in flow order.
-func (a *againstRead) readFlows(flows []store.Flow, spans []store.Span, o *plan.Options) error {
-	mid := len(flows)
-	if len(flows) >= 2048 {
-		mid = len(flows) / 2
-	}
-	// Each half names users through a cache of its own, and asks
-	// o.UserName (which need not be safe for concurrent use) one at a time.
-	var mu sync.Mutex
-	oa, ob := *o, *o
-	oa.UserName, ob.UserName = lockedNames(o.UserName, &mu), lockedNames(o.UserName, &mu)
-	a.pl = plan.NewPlainer(oa)
-	b := &againstRead{r: a.r, m: a.m, pl: plan.NewPlainer(ob), hosts: a.hosts, e: &store.Export{}, out: &plan.Plain{}}
-	// Room for every flow's element, and a name rule each (slices sized
-	// once: the second half's are appended to the first's).
-	v4, v4b := 0, 0
-	for i := range flows {
-		if flows[i].IP.Is4() {
-			v4++
-			if i >= mid {
-				v4b++
-			}
-		}
-	}
-	p := &a.r.Plain
-	p.V4, p.V6 = make([]plan.Element, 0, v4), make([]plan.Element, 0, len(flows)-v4)
-	b.out.V4, b.out.V6 = make([]plan.Element, 0, v4b), make([]plan.Element, 0, len(flows)-mid-v4b)
-	a.added, b.added = make([]plan.NameRule, 0, len(flows)), make([]plan.NameRule, 0, len(flows)-mid)
-	var errB error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		errB = b.readRange(flows, spans, mid, len(flows))
-	}()
-	errA := a.readRange(flows, spans, 0, mid)
-	<-done
-	switch {
-	case errA != nil: // the first flow's error
-		return errA
-	case errB != nil:
-		return errB
-	}
-	p.N += b.out.N
-	p.V4, p.V6 = append(p.V4, b.out.V4...), append(p.V6, b.out.V6...)
-	a.e.Flows = append(a.e.Flows, b.e.Flows...)
-	a.warnings = append(a.warnings, b.warnings...)
-	a.added = append(a.added, b.added...)
-	return nil
-}
-
-// lockedNames is name (nil: nil) behind a cache of its own, called with
-// mu held.
-func lockedNames(name func(uint32) string, mu *sync.Mutex) func(uint32) string {
-	if name == nil {
-		return nil
-	}
-	cache := map[uint32]string{}
-	return func(uid uint32) string {
-		n, ok := cache[uid]
-		if !ok {
-			mu.Lock()
-			n = name(uid)
-			mu.Unlock()
-			cache[uid] = n
-		}
-		return n
-	}
-}
-
-// readRange reads flows [from, to) (readFlows).
-func (a *againstRead) readRange(flows []store.Flow, spans []store.Span, from, to int) error {
-	for i := from; i < to; i++ {
-		if _, err := a.flow(i, store.FlowRef{Span: spans[i], Old: -1, Flow: &flows[i]}); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // keyOrder reports whether the flows' keys are in strictly increasing
@@ -362,7 +291,6 @@ type againstRead struct {
 	summer   *store.FlowSummer // nil: the flows' sums are made apart
 	added    []plan.NameRule   // the name rules of the plain flows read
 	names    []string          // where the kept elements' names are cut from
-	out      *plan.Plain       // where plain adds (nil: r.Plain)
 }
 
 // flow takes the export's flow i: a plain flow of the memo as it was, any
@@ -423,10 +351,7 @@ func (a *againstRead) read(i int, ref store.FlowRef) (string, error) {
 
 // plain adds what a plain flow adds to the plan.
 func (a *againstRead) plain(k store.FlowKey, hasElem bool, e plan.Element) {
-	p := a.out
-	if p == nil {
-		p = &a.r.Plain
-	}
+	p := &a.r.Plain
 	p.N++
 	switch {
 	case !hasElem:

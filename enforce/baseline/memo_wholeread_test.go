@@ -28,11 +28,11 @@ func mapNames() func(uint32) string {
 	}
 }
 
-// TestExportMemoWholeReadInHalves: a whole read of an export large enough
-// to be read in two halves gives the full path's plan and warnings, in
-// order, with a user-naming function that is not safe for concurrent use;
-// the next read against its memo too.
-func TestExportMemoWholeReadInHalves(t *testing.T) {
+// TestExportMemoWholeReadLarge: a whole read of a larger export gives the
+// full path's plan and warnings, in order, with a user-naming function
+// that is not safe for concurrent use (the reads beside it, the export's
+// and the memo's, must not call it); the next read against its memo too.
+func TestExportMemoWholeReadLarge(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 21))
 	flows := memoFlows(rng, 9000)
 	dir := t.TempDir()
@@ -51,8 +51,9 @@ func TestExportMemoWholeReadInHalves(t *testing.T) {
 	}
 }
 
-// TestExportMemoWholeReadFirstError: a bad flow in each half of a whole
-// read: the error names the first one, as a read in one go does.
+// TestExportMemoWholeReadFirstError: two bad flows in a whole read: the
+// error names the first one (and the export's bytes, released when the
+// read returns, are no longer read by the sums beside it).
 func TestExportMemoWholeReadFirstError(t *testing.T) {
 	rng := rand.New(rand.NewPCG(22, 22))
 	flows := memoFlows(rng, 6000)
