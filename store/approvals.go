@@ -2,7 +2,7 @@ package store
 
 import (
 	"bytes"
-	"fmt"
+	"errors"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -24,10 +24,28 @@ func NewApprovals(keys []FlowKey, fn func(f *Flow)) *Approvals {
 
 // WriteApprovals writes a in a transaction of its own.
 func (s *Store) WriteApprovals(a *Approvals) error {
-	if err := s.update(a.write); err != nil {
-		return fmt.Errorf("record approvals: %w", err)
+	err := s.updateSteps(func(step stepFunc) error {
+		return a.writeSteps(step, func(*bolt.Tx) error { return nil })
+	})
+	var ae *approvalsError
+	if err != nil && !errors.As(err, &ae) {
+		err = &approvalsError{err} // the file's (opening it, checking it)
 	}
-	return nil
+	return err
+}
+
+// approvalsError is an error of a write of approvals.
+type approvalsError struct{ err error }
+
+func (e *approvalsError) Error() string { return "record approvals: " + e.err.Error() }
+func (e *approvalsError) Unwrap() error { return e.err }
+
+// approvalsErr is err as an approvalsError (nil: nil).
+func approvalsErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &approvalsError{err}
 }
 
 // write applies the approvals in tx.

@@ -632,14 +632,26 @@ type approver struct {
 // none), and writes it when fn changed its approval, or when the store
 // did not have it.
 func (a *approver) set(b *bolt.Bucket, kb, v []byte, fn func(f *Flow)) error {
+	data, changed, err := a.record(kb, v, fn)
+	if err != nil || !changed {
+		return err
+	}
+	return b.Put(kb, data)
+}
+
+// record is the record of key kb, whose stored value is v (nil: none),
+// once fn applied to it, and whether it is not v: fn changed its
+// approval, or the store did not have it. A new record is cut from the
+// slab.
+func (a *approver) record(kb, v []byte, fn func(f *Flow)) ([]byte, bool, error) {
 	k, err := parseFlowKey(kb)
 	if err != nil {
-		return err
+		return nil, false, err
 	}
 	rec := &a.rec
 	*rec = flowRecord{}
 	if err := decodeJSON(kb, v, rec); err != nil {
-		return err
+		return nil, false, err
 	}
 	found := v != nil
 	a.f = rec.flow(k)
@@ -647,7 +659,7 @@ func (a *approver) set(b *bolt.Bucket, kb, v []byte, fn func(f *Flow)) error {
 	fn(f)
 	switch {
 	case found && sameApproval(rec.Approval, f.Approval):
-		return nil
+		return v, false, nil
 	case found:
 		rec.Approval = f.Approval
 	default:
@@ -659,12 +671,12 @@ func (a *approver) set(b *bolt.Bucket, kb, v []byte, fn func(f *Flow)) error {
 	free := a.slab[len(a.slab):]
 	data, err := appendFlowRecord(free, rec)
 	if err != nil {
-		return err
+		return nil, false, err
 	}
 	if len(data) > 0 && &free[:1][0] == &data[0] {
 		a.slab = a.slab[:len(a.slab)+len(data)] // written in the slab
 	}
-	return b.Put(kb, data[:len(data):len(data)])
+	return data[:len(data):len(data)], true, nil
 }
 
 // approvedRecord reports whether a stored flow record is approved: it has
