@@ -94,7 +94,7 @@ func approveGen2(f *Flow) {
 	}
 }
 
-func markApplied(g *Generation) error { g.State = GenApplied; return nil }
+
 
 // TestStagedApprovalsSameAsOneTransaction: approvals written through a
 // staging bucket, several transactions, leave the same flows, byte for

@@ -67,6 +67,9 @@ func appendFlowRecord(b []byte, rec *flowRecord) ([]byte, error) {
 // appendTime appends t as time.Time.MarshalJSON does; ok false for a
 // time it refuses or writes otherwise (a year outside 0-9999).
 func appendTime(b []byte, t time.Time, ok bool) ([]byte, bool) {
+	if t == (time.Time{}) { // a flow never seen (a new flow an apply approves)
+		return append(b, `"0001-01-01T00:00:00Z"`...), ok
+	}
 	if y := t.Year(); y < 0 || y > 9999 {
 		return b, false
 	}
