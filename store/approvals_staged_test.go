@@ -291,3 +291,32 @@ func TestStagedApprovalsReadBack(t *testing.T) {
 		t.Error("an approved flow was rewritten")
 	}
 }
+
+// TestApprovedRecordAsLastIndex: approvedRecord tells what looking up the
+// last "approved": key tells, on records written by the store and others.
+func TestApprovedRecordAsLastIndex(t *testing.T) {
+	byLastIndex := func(v []byte) bool {
+		i := bytes.LastIndex(v, []byte(`"approved":`))
+		if i < 0 {
+			return false
+		}
+		rest := v[i+len(`"approved":`):]
+		return len(rest) > 0 && rest[0] >= '1' && rest[0] <= '9'
+	}
+	recs := [][]byte{nil, []byte(""), []byte(":"), []byte(`"approved":`), []byte(`approved":1`), []byte(`{"approved":0}`), []byte(`{"approved":12}`),
+		[]byte(`{"a":"x:y","approved":3,"approved_at":"2026-12-01T00:00:00Z","approved_names":["a:b"],"retired":"2026-12-01T00:00:00Z"}`),
+		[]byte(`{"approved":3,"x":{"approved":0}}`), []byte(`{"x":{"approved":0},"approved":3}`)}
+	for _, f := range []Flow{{}, {Approval: Approval{Approved: 9, ApprovedAt: t0, ApprovedNames: []string{"approved:1", `"approved":2`}}}, {Approval: Approval{Retired: t0}}} {
+		data, err := appendFlowRecord(nil, &flowRecord{Flow: f})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, data)
+	}
+	recs = append(recs, flowJSONSeeds()...)
+	for _, v := range recs {
+		if got, want := approvedRecord(v), byLastIndex(v); got != want {
+			t.Errorf("approvedRecord(%s) = %v, want %v", v, got, want)
+		}
+	}
+}
