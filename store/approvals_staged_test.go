@@ -94,8 +94,6 @@ func approveGen2(f *Flow) {
 	}
 }
 
-
-
 // TestStagedApprovalsSameAsOneTransaction: approvals written through a
 // staging bucket, several transactions, leave the same flows, byte for
 // byte, as the one transaction they replace (learned flows kept, approved
