@@ -10,7 +10,9 @@ import (
 // Approvals are approvals of flows made ready before the write that
 // records them (the keys put in the store's order): WriteApprovals
 // writes them alone, UpdateGenerationPlanApproving in the transaction that
-// records a generation applied.
+// records a generation applied. Either way they appear at once: many
+// approvals of new flows are staged over several transactions and moved
+// in place by the last (approvals_staged.go).
 type Approvals struct {
 	raw     [][]byte // the stored keys, in order
 	onlyNew bool     // fn sees no flow the store holds as approved
@@ -22,7 +24,8 @@ func NewApprovals(keys []FlowKey, fn func(f *Flow)) *Approvals {
 	return &Approvals{raw: sortedKeys(keys), onlyNew: true, fn: fn}
 }
 
-// WriteApprovals writes a in a transaction of its own.
+// WriteApprovals writes a in a transaction of its own (or, staged, in
+// transactions of their own).
 func (s *Store) WriteApprovals(a *Approvals) error {
 	err := s.updateSteps(func(step stepFunc) error {
 		return a.writeSteps(step, func(*bolt.Tx) error { return nil })
