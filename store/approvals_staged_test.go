@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"net/netip"
 	"path/filepath"
@@ -315,6 +316,23 @@ func TestApprovedRecordAsLastIndex(t *testing.T) {
 	for _, v := range recs {
 		if got, want := approvedRecord(v), byLastIndex(v); got != want {
 			t.Errorf("approvedRecord(%s) = %v, want %v", v, got, want)
+		}
+	}
+}
+
+// TestApprovedAtTextSameBytes: records written through one approval time
+// cache, one after the other, are what json.Marshal writes, whatever
+// time came before (the same, another, another zone, one it refuses).
+func TestApprovedAtTextSameBytes(t *testing.T) {
+	east := time.FixedZone("x", 5*3600+30*60)
+	times := []time.Time{t0, t0, t0.In(east), t0, time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), t0, time.Now(), time.Now().Round(0), {}, t0.Add(time.Nanosecond)}
+	var c approvedAtText
+	for i, at := range times {
+		rec := &flowRecord{Flow: Flow{Hits: uint64(i), Approval: Approval{Approved: 3, ApprovedAt: at}}}
+		want, werr := json.Marshal(rec)
+		got, gerr := appendFlowRecordAt(nil, rec, &c)
+		if (werr != nil) != (gerr != nil) || werr == nil && !bytes.Equal(got, want) {
+			t.Errorf("record %d (approved at %v):\n got  %s (%v)\n want %s (%v)", i, at, got, gerr, want, werr)
 		}
 	}
 }

@@ -16,6 +16,35 @@ import (
 
 // appendFlowRecord appends rec as json.Marshal(&rec) writes it.
 func appendFlowRecord(b []byte, rec *flowRecord) ([]byte, error) {
+	return appendFlowRecordAt(b, rec, nil)
+}
+
+// approvedAtText keeps the text of the last approval time written: an
+// apply writes the same time in every flow it approves.
+type approvedAtText struct {
+	t    time.Time
+	text []byte
+	ok   bool
+}
+
+// appendTime is appendTime through the cache c (nil: none).
+func (c *approvedAtText) appendTime(b []byte, t time.Time, ok bool) ([]byte, bool) {
+	if c == nil {
+		return appendTime(b, t, ok)
+	}
+	if c.text == nil || t != c.t { // == : the same wall clock, monotonic reading and zone
+		start := len(b)
+		var tok bool
+		b, tok = appendTime(b, t, true)
+		c.t, c.text, c.ok = t, append(c.text[:0], b[start:]...), tok
+		return b, ok && tok
+	}
+	return append(b, c.text...), ok && c.ok
+}
+
+// appendFlowRecordAt is appendFlowRecord that writes the approval time
+// through c (nil: none).
+func appendFlowRecordAt(b []byte, rec *flowRecord, c *approvedAtText) ([]byte, error) {
 	f := &rec.Flow
 	start := len(b)
 	ok := true
@@ -50,7 +79,7 @@ func appendFlowRecord(b []byte, rec *flowRecord) ([]byte, error) {
 		b = strconv.AppendUint(append(b, `,"approved":`...), f.Approved, 10)
 	}
 	if !f.ApprovedAt.IsZero() {
-		b, ok = appendTime(append(b, `,"approved_at":`...), f.ApprovedAt, ok)
+		b, ok = c.appendTime(append(b, `,"approved_at":`...), f.ApprovedAt, ok)
 	}
 	b, ok = appendStrings(b, `,"approved_names":`, f.ApprovedNames, ok)
 	if !f.Retired.IsZero() {

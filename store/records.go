@@ -626,6 +626,7 @@ type approver struct {
 	rec  flowRecord
 	f    Flow
 	slab []byte
+	at   approvedAtText
 }
 
 // set applies fn to the flow of key kb, whose stored value is v (nil:
@@ -669,7 +670,7 @@ func (a *approver) record(kb, v []byte, fn func(f *Flow)) ([]byte, bool, error) 
 		a.slab = make([]byte, 0, 1<<20)
 	}
 	free := a.slab[len(a.slab):]
-	data, err := appendFlowRecord(free, rec)
+	data, err := appendFlowRecordAt(free, rec, &a.at)
 	if err != nil {
 		return nil, false, err
 	}
