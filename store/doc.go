@@ -68,12 +68,6 @@
 //	        connections the name check refused; at most MaxRefusals keys
 //	        (refusals of new keys past it are counted, not kept)
 //	    ~unrecorded                       -> <count:8> those left out
-//	staging/                                (no schema change: never read)
-//	    flows/                            -> the flows bucket as a write of
-//	        many new approvals will leave it, filled over several
-//	        transactions; its last one moves it in place of flows/ (see
-//	        Approvals). Only there while that write runs, or after a
-//	        crash in it: the next write of approvals deletes it
 //
 // Keys are fixed-width and big endian, so a cursor walks flows ordered by
 // UID, then protocol, address and port. Addresses are 16 bytes: IPv4 is

@@ -164,7 +164,12 @@ func (s *Store) UpdateGenerationPlan(n uint64, packed []byte, fn func(*Generatio
 
 func (s *Store) updateGenerationPlan(n uint64, packed []byte, fn func(*Generation) error, a *Approvals) (Generation, error) {
 	var g Generation
-	record := func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
+		if a != nil {
+			if err := a.write(tx); err != nil {
+				return fmt.Errorf("record approvals: %w", err)
+			}
+		}
 		b := tx.Bucket(bucketGenerations)
 		ok, err := getJSON(b, genKey(n), &g)
 		if err != nil {
@@ -183,11 +188,7 @@ func (s *Store) updateGenerationPlan(n uint64, packed []byte, fn func(*Generatio
 			}
 		}
 		return putJSON(b, genKey(n), &g)
-	}
-	if a == nil {
-		return g, s.update(record)
-	}
-	err := s.updateSteps(func(step stepFunc) error { return a.writeSteps(step, record) })
+	})
 	return g, err
 }
 

@@ -219,14 +219,7 @@ func (s *Store) view(fn func(*bolt.Tx) error) (err error) {
 
 // update runs fn in a write transaction on a freshly opened file, with
 // the same protection as view.
-func (s *Store) update(fn func(*bolt.Tx) error) error {
-	return s.updateSteps(func(step func(func(*bolt.Tx) error) error) error { return step(fn) })
-}
-
-// updateSteps is update for a write made of several transactions, run
-// one after the other by fn through step, in one opening of the file:
-// nobody else writes between them (the file stays locked).
-func (s *Store) updateSteps(fn func(step func(func(*bolt.Tx) error) error) error) (err error) {
+func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
 	if err := s.faulted(); err != nil {
 		return err
 	}
@@ -250,21 +243,17 @@ func (s *Store) updateSteps(fn func(step func(func(*bolt.Tx) error) error) error
 	if err := s.open(false, h); err != nil {
 		return err
 	}
-	step := func(fn func(*bolt.Tx) error) error {
-		var txid int
-		err := h.db.Update(func(tx *bolt.Tx) error {
-			txid = tx.ID()
-			if err := s.check(h, txid-1); err != nil {
-				return err
-			}
-			return fn(tx)
-		})
-		if err == nil {
-			s.checked(h, txid) // bbolt wrote it from a checked file
+	var txid int
+	err = h.db.Update(func(tx *bolt.Tx) error {
+		txid = tx.ID()
+		if err := s.check(h, txid-1); err != nil {
+			return err
 		}
-		return err
+		return fn(tx)
+	})
+	if err == nil {
+		s.checked(h, txid) // bbolt wrote it from a checked file
 	}
-	err = fn(step)
 	if cerr := h.db.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("close store %s: %w", s.path, cerr)
 	}

@@ -13,17 +13,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// withStaging sets the staging bounds for one test.
-func withStaging(t *testing.T, minKeys, chunk int) {
-	t.Helper()
-	m, c := stageMin, stageChunk
-	stageMin, stageChunk = minKeys, chunk
-	t.Cleanup(func() { stageMin, stageChunk = m, c })
-}
-
 // rawFlows are the flows bucket's keys and values, and the store's
 // transaction id; it fails the test when the file does not pass bbolt's
-// check or holds a staging bucket.
+// check.
 func rawFlows(t *testing.T, s *Store) (map[string]string, int) {
 	t.Helper()
 	out := map[string]string{}
@@ -32,9 +24,6 @@ func rawFlows(t *testing.T, s *Store) (map[string]string, int) {
 		txid = tx.ID()
 		for err := range tx.Check() {
 			t.Errorf("bbolt check: %v", err)
-		}
-		if tx.Bucket(bucketStaging) != nil {
-			t.Error("a staging bucket is left in the file")
 		}
 		return tx.Bucket(bucketFlows).ForEach(func(k, v []byte) error {
 			out[string(k)] = string(v)
@@ -95,60 +84,70 @@ func approveGen2(f *Flow) {
 	}
 }
 
-// TestStagedApprovalsSameAsOneTransaction: approvals written through a
-// staging bucket, several transactions, leave the same flows, byte for
-// byte, as the one transaction they replace (learned flows kept, approved
-// ones left as they were, new ones added once), the generation recorded,
-// the file sound and no staging bucket left.
-func TestStagedApprovalsSameAsOneTransaction(t *testing.T) {
-	withStaging(t, 1<<62, stageChunk)
-	one, keys := mixedStore(t)
-	_, before := rawFlows(t, one)
-	if _, err := one.UpdateGenerationPlanApproving(2, []byte("plan"), markApplied, NewApprovals(keys, approveGen2)); err != nil {
-		t.Fatal(err)
+// TestApprovalsPastTheLastKey: keys past the last stored one are added
+// without a look-up, the others looked up: learned flows keep what was
+// learned, approved ones stay as they were (the last stored key
+// included), new ones are added once.
+func TestApprovalsPastTheLastKey(t *testing.T) {
+	s, keys := mixedStore(t)
+	before, _ := rawFlows(t, s)
+	var last string
+	for k := range before {
+		last = max(last, k)
 	}
-	want, after := rawFlows(t, one)
-	if after != before+1 {
-		t.Fatalf("one transaction: %d transactions", after-before)
-	}
-
-	withStaging(t, 100, 37)
-	staged, keys := mixedStore(t)
-	_, before = rawFlows(t, staged)
-	packed, err := PackPlan([]byte("plan"))
+	lastKey, err := parseFlowKey([]byte(last))
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := staged.UpdateGenerationPlanApproving(2, packed, markApplied, NewApprovals(keys, approveGen2))
+	keys = append(keys, lastKey)
+	if _, err := s.UpdateGenerationPlanApproving(2, nil, markApplied, NewApprovals(keys, approveGen2)); err != nil {
+		t.Fatal(err)
+	}
+	learned := map[FlowKey]bool{}
+	for k := range before {
+		fk, _ := parseFlowKey([]byte(k))
+		learned[fk] = true
+	}
+	want := map[FlowKey]bool{}
+	for _, k := range keys {
+		want[k] = true
+	}
+	after, _ := rawFlows(t, s)
+	if len(after) != 30+380 {
+		t.Fatalf("%d flows, want %d", len(after), 30+380)
+	}
+	flows, err := s.Flows()
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, after := rawFlows(t, staged)
-	if after-before < 3 {
-		t.Errorf("staged: %d transactions, want several (the approvals were not staged)", after-before)
-	}
-	if g.State != GenApplied {
-		t.Errorf("generation %s, want applied", g.State)
-	}
-	if len(got) != len(want) || len(got) != 30+380 {
-		t.Fatalf("%d flows staged, %d in one transaction, want %d", len(got), len(want), 30+380)
-	}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("flow %x: staged %s, one transaction %s", k, got[k], v)
+	pastLast := 0
+	for _, f := range flows {
+		k := string(f.FlowKey.bytes())
+		switch {
+		case !want[f.FlowKey]:
+			if after[k] != before[k] {
+				t.Errorf("flow %v left by the approvals changed: %s, was %s", f.FlowKey, after[k], before[k])
+			}
+		case learned[f.FlowKey] && (before[k] != after[k]) == approvedRecord([]byte(before[k])):
+			t.Errorf("learned flow %v: %s, was %s", f.FlowKey, after[k], before[k])
+		case learned[f.FlowKey] && !approvedRecord([]byte(before[k])) && (f.Approved != 2 || f.Hits == 0):
+			t.Errorf("learned flow %v: approved by %d with %d hits, want 2 and its hits", f.FlowKey, f.Approved, f.Hits)
+		case !learned[f.FlowKey] && (f.Approved != 2 || f.Hits != 0):
+			t.Errorf("new flow %v: approved by %d with %d hits, want 2 and none", f.FlowKey, f.Approved, f.Hits)
+		}
+		if k > last {
+			pastLast++
 		}
 	}
-	plan, err := staged.GenerationPlan(2)
-	if err != nil || string(plan) != "plan" {
-		t.Errorf("plan of generation 2: %q, %v", plan, err)
+	if pastLast == 0 || pastLast == 380 {
+		t.Errorf("%d new flows past the last stored key: the test wants some on either side", pastLast)
 	}
 }
 
-// TestStagedApprovalsAllOrNothing: when the transaction that records the
-// generation fails, no approval is visible and the staged flows are gone;
-// readers meanwhile see the flows before or after, never a part.
-func TestStagedApprovalsAllOrNothing(t *testing.T) {
-	withStaging(t, 100, 37)
+// TestApprovalsAllOrNothing: when the generation cannot be recorded, no
+// approval is visible; readers meanwhile see the flows before or after,
+// never a part.
+func TestApprovalsAllOrNothing(t *testing.T) {
 	s, keys := mixedStore(t)
 	want, _ := rawFlows(t, s)
 	refuse := errors.New("generation 2 became rolled-back")
@@ -212,39 +211,11 @@ func TestStagedApprovalsAllOrNothing(t *testing.T) {
 	t.Logf("the reader saw %v flows", seen)
 }
 
-// TestStagingLeftBehindIsDropped: a staging bucket a crash left between
-// two staging transactions is not read, and the next write of approvals
-// deletes it.
-func TestStagingLeftBehindIsDropped(t *testing.T) {
-	s, keys := mixedStore(t)
-	err := s.update(func(tx *bolt.Tx) error {
-		sb, err := stagingFlows(tx, true)
-		if err != nil {
-			return err
-		}
-		return sb.Put(FlowKey{UID: 7, Proto: 17, IP: netip.MustParseAddr("192.0.2.9"), Port: 53}.bytes(), []byte(`{"hits":1}`))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	flows, err := s.Flows()
-	if err != nil || len(flows) != 30 {
-		t.Fatalf("%d flows with a staging bucket left (%v), want 30", len(flows), err)
-	}
-	if err := s.WriteApprovals(NewApprovals(keys[:3], approveGen2)); err != nil {
-		t.Fatal(err)
-	}
-	rawFlows(t, s) // fails on a staging bucket
-}
-
-// TestStagedApprovalsReadBack: a new store approves 250,000 flows with
-// the default bounds (staged, in chunks); every flow reads back approved,
-// once.
-func TestStagedApprovalsReadBack(t *testing.T) {
+// TestApprovalsReadBack: a new store approves 250,000 flows (none looked
+// up); every flow reads back approved, once; approving them again writes
+// nothing.
+func TestApprovalsReadBack(t *testing.T) {
 	const n = 250_000
-	if n < stageMin {
-		t.Fatalf("%d flows would not be staged (stageMin %d)", n, stageMin)
-	}
 	s, err := Create(filepath.Join(t.TempDir(), "s.db"), Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -260,8 +231,8 @@ func TestStagedApprovalsReadBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw, after := rawFlows(t, s)
-	if after-before < 3 {
-		t.Errorf("%d transactions: not staged", after-before)
+	if after != before+1 {
+		t.Errorf("%d transactions, want one", after-before)
 	}
 	flows, err := s.Flows()
 	if err != nil {
@@ -278,7 +249,7 @@ func TestStagedApprovalsReadBack(t *testing.T) {
 			t.Fatalf("flow %v: approved by %d at %v, want %d at %v", f.FlowKey, f.Approved, f.ApprovedAt, g.N, at)
 		}
 	}
-	// Approving them again stages nothing and writes nothing.
+	// Approving them again writes nothing.
 	if err := s.ApproveNew(keys, func(*Flow) { t.Fatal("an approved flow was seen") }); err != nil {
 		t.Fatal(err)
 	}
