@@ -633,26 +633,14 @@ type approver struct {
 // none), and writes it when fn changed its approval, or when the store
 // did not have it.
 func (a *approver) set(b *bolt.Bucket, kb, v []byte, fn func(f *Flow)) error {
-	data, changed, err := a.record(kb, v, fn)
-	if err != nil || !changed {
-		return err
-	}
-	return b.Put(kb, data)
-}
-
-// record is the record of key kb, whose stored value is v (nil: none),
-// once fn applied to it, and whether it is not v: fn changed its
-// approval, or the store did not have it. A new record is cut from the
-// slab.
-func (a *approver) record(kb, v []byte, fn func(f *Flow)) ([]byte, bool, error) {
 	k, err := parseFlowKey(kb)
 	if err != nil {
-		return nil, false, err
+		return err
 	}
 	rec := &a.rec
 	*rec = flowRecord{}
 	if err := decodeJSON(kb, v, rec); err != nil {
-		return nil, false, err
+		return err
 	}
 	found := v != nil
 	a.f = rec.flow(k)
@@ -660,7 +648,7 @@ func (a *approver) record(kb, v []byte, fn func(f *Flow)) ([]byte, bool, error) 
 	fn(f)
 	switch {
 	case found && sameApproval(rec.Approval, f.Approval):
-		return v, false, nil
+		return nil
 	case found:
 		rec.Approval = f.Approval
 	default:
@@ -672,12 +660,12 @@ func (a *approver) record(kb, v []byte, fn func(f *Flow)) ([]byte, bool, error) 
 	free := a.slab[len(a.slab):]
 	data, err := appendFlowRecordAt(free, rec, &a.at)
 	if err != nil {
-		return nil, false, err
+		return err
 	}
 	if len(data) > 0 && &free[:1][0] == &data[0] {
 		a.slab = a.slab[:len(a.slab)+len(data)] // written in the slab
 	}
-	return data[:len(data):len(data)], true, nil
+	return b.Put(kb, data[:len(data):len(data)])
 }
 
 // approvedRecord reports whether a stored flow record is approved: it has
