@@ -32,6 +32,7 @@ type applyMemo struct {
 func buildApplyPlan(cmd *cobra.Command, e *env, dryRun bool) (*built, *applyMemo, error) {
 	from, _ := cmd.Flags().GetStringArray("from")
 	if len(from) != 1 || dryRun {
+		wholeReadGC()
 		b, err := buildPlan(cmd, e)
 		return b, nil, err
 	}
@@ -42,6 +43,9 @@ func buildApplyPlan(cmd *cobra.Command, e *env, dryRun bool) (*built, *applyMemo
 	e.Log.Info("dns servers", "resolv_conf", opts.ResolvConf, "servers", fmt.Sprint(opts.DNSServers))
 	table := cmp.Or(opts.Table, plan.DefaultTable)
 	path := rollout.MemoPath(e.Cfg.DB, e.target, table)
+	if _, err := os.Stat(path); err != nil {
+		wholeReadGC()
+	}
 	// The store is opened, and the generation the table is read, while
 	// the export and the memo are read.
 	var gen uint64
@@ -80,6 +84,14 @@ func buildApplyPlan(cmd *cobra.Command, e *env, dryRun bool) (*built, *applyMemo
 	}()
 	return &built{plan: p, opts: opts}, m, nil
 }
+
+// wholeReadGC keeps the garbage collector off in the first 160 MiB of an
+// apply that reads its flows whole (no memo to read them against): at
+// 100k flows it collects once instead of twice (at 51 and 218 MB), 17-25%
+// less CPU, no more memory at its peak. Not with a memo: a delta then
+// keeps 13 MiB of garbage for no CPU it saves (its faults on fresh pages
+// cost what the collections did).
+func wholeReadGC() { cli.FirstGCAt(160 << 20) }
 
 // write makes the memo generation n's (nil m: nothing to write).
 func (m *applyMemo) write(n uint64) {

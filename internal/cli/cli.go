@@ -74,16 +74,6 @@ func SoftMemoryLimit(bytes int64) {
 	}
 }
 
-// FewerGCs lets the heap grow to (100+percent)% of what is live before
-// the garbage collector runs, unless GOGC says otherwise: for a command
-// that builds a large plan once and exits, collecting less often saves
-// CPU for a little more memory.
-func FewerGCs(percent int) {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(percent)
-	}
-}
-
 // Globals are the persistent flags of a command tree.
 type Globals struct {
 	Loader     *config.Loader
