@@ -112,7 +112,7 @@ func DiffExport(data []byte, sums *FlowSummer, oldLens []int32, oldSums []FlowSu
 	if len(data) >= math.MaxInt32 || len(oldLens) != len(oldKeys) || len(oldSums) != len(oldKeys) {
 		return nil, false
 	}
-	d := exportDiff{summer: sums, lens: oldLens, sums: oldSums, keys: oldKeys, refs: []FlowRef{}}
+	d := exportDiff{summer: sums, lens: oldLens, sums: oldSums, keys: oldKeys, refs: make([]FlowRef, 0, len(oldKeys)+len(oldKeys)/8+16)}
 	r := jreader{b: data, ok: true, intern: map[string]string{}, flowsOf: d.flows}
 	var out Export
 	r.export(&out)
