@@ -5,6 +5,7 @@ package follow
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -151,6 +152,17 @@ func DropPolicyLink(dir string) error {
 		return fmt.Errorf("unpin the dns policy: %w", err)
 	}
 	return nil
+}
+
+// HandOverPolicy drops the DNS policy's own link once the policy runs in
+// the follower's slot. When the link cannot be dropped it warns that both
+// programs check the queries (safe, twice the cost) and says so (false).
+func HandOverPolicy(dir string, log *slog.Logger) bool {
+	if err := DropPolicyLink(dir); err != nil {
+		log.Warn("drop the DNS policy's own program (it runs in the follower's too: both check the queries)", "err", err)
+		return false
+	}
+	return true
 }
 
 // FollowerSlot opens the slot of the follower whose mark check is pinned
@@ -303,8 +315,7 @@ func (f *Follower) attachTakingPolicy() error {
 	if !dropOwn {
 		return nil
 	}
-	if err := DropPolicyLink(f.pinDir); err != nil {
-		f.cfg.Log.Warn("drop the DNS policy's own program (it runs in the follower's too: both check the queries)", "err", err)
+	if !HandOverPolicy(f.pinDir, f.cfg.Log) {
 		return nil
 	}
 	f.cfg.Log.Info("the DNS policy runs inside the follower's program", "pin", filepath.Join(f.pinDir, PinPolicySlot))

@@ -166,8 +166,7 @@ func place(cfg Config, dir string, prog *ebpf.Program) (string, error) {
 		if err := follow.AttachPolicy(dir, cfg.Cgroup, prog); err != nil {
 			return "", err
 		}
-	} else if err := follow.DropPolicyLink(dir); err != nil {
-		cfg.Log.Warn("drop the dns policy's own program (it runs in the follower's too: both check the queries)", "err", err)
+	} else if !follow.HandOverPolicy(dir, cfg.Log) {
 		via = ViaBoth
 	}
 	path := filepath.Join(dir, follow.PinPolicyProgram)
