@@ -97,11 +97,19 @@ type loadSummary struct {
 	// the per-round ratios (learner and bare of a round run back to back),
 	// PairedMin and PairedMax their spread; CPURatio compares the client's
 	// work per CPU second (medians), which other load disturbs less.
-	Ratio         float64 `json:"ratio,omitempty"`
-	Paired        float64 `json:"paired_ratio,omitempty"`
-	PairedMin     float64 `json:"paired_min,omitempty"`
-	PairedMax     float64 `json:"paired_max,omitempty"`
-	CPURatio      float64 `json:"cpu_ratio,omitempty"`
+	Ratio     float64 `json:"ratio,omitempty"`
+	Paired    float64 `json:"paired_ratio,omitempty"`
+	PairedMin float64 `json:"paired_min,omitempty"`
+	PairedMax float64 `json:"paired_max,omitempty"`
+	CPURatio  float64 `json:"cpu_ratio,omitempty"`
+	// PairedCPU is the median of the per-round ratios of the CPU rates
+	// (PairedCPUMin, PairedCPUMax their spread); OverEmpty the same
+	// against the -empty variant of the round (what the programs add
+	// above do-nothing programs on the same hooks).
+	PairedCPU     float64 `json:"paired_cpu_ratio,omitempty"`
+	PairedCPUMin  float64 `json:"paired_cpu_min,omitempty"`
+	PairedCPUMax  float64 `json:"paired_cpu_max,omitempty"`
+	OverEmpty     float64 `json:"cpu_over_empty,omitempty"`
 	Attempts      uint64  `json:"attempts"`
 	Hits          uint64  `json:"hits"`
 	Lost          uint64  `json:"lost"`
@@ -252,6 +260,7 @@ func summarizeLoads(runs []loadRun, loads []workload) []loadSummary {
 	var out []loadSummary
 	for _, w := range loads {
 		bare := pick(runs, w.Name, variantBare)
+		empty := pick(runs, w.Name, variantEmpty)
 		for _, v := range []string{variantBare, variantLearner, variantUDPEgress, variantCompare, variantPerEvent, variantEmpty} {
 			rs := pick(runs, w.Name, v)
 			if len(rs) == 0 {
@@ -265,6 +274,11 @@ func summarizeLoads(runs []loadRun, loads []workload) []loadSummary {
 				s.CPURatio = medianOf(field(rs, func(r loadRun) float64 { return r.CPURate })) /
 					medianOf(field(bare, func(r loadRun) float64 { return r.CPURate }))
 				s.paired(rs, bare)
+				cpuRate := func(r loadRun) float64 { return r.CPURate }
+				s.PairedCPU, s.PairedCPUMin, s.PairedCPUMax = pairedRatios(rs, bare, cpuRate)
+				if v != variantEmpty {
+					s.OverEmpty, _, _ = pairedRatios(rs, empty, cpuRate)
+				}
 			}
 			s.addLearners(rs)
 			out = append(out, s)
@@ -276,17 +290,24 @@ func summarizeLoads(runs []loadRun, loads []workload) []loadSummary {
 // paired computes the per-round ratios of rs to the bare runs of the same
 // round.
 func (s *loadSummary) paired(rs, bare []loadRun) {
+	s.Paired, s.PairedMin, s.PairedMax = pairedRatios(rs, bare, func(r loadRun) float64 { return r.Rate })
+}
+
+// pairedRatios is the median, minimum and maximum of f(r) / f(b) over
+// the runs r of rs and b of base of the same round (zeros when none).
+func pairedRatios(rs, base []loadRun, f func(loadRun) float64) (med, lo, hi float64) {
 	var ratios []float64
 	for _, r := range rs {
-		for _, b := range bare {
-			if b.Round == r.Round && b.Rate > 0 {
-				ratios = append(ratios, r.Rate/b.Rate)
+		for _, b := range base {
+			if b.Round == r.Round && f(b) > 0 {
+				ratios = append(ratios, f(r)/f(b))
 			}
 		}
 	}
-	if len(ratios) > 0 {
-		s.Paired, s.PairedMin, s.PairedMax = medianOf(ratios), slices.Min(ratios), slices.Max(ratios)
+	if len(ratios) == 0 {
+		return 0, 0, 0
 	}
+	return medianOf(ratios), slices.Min(ratios), slices.Max(ratios)
 }
 
 func (s *loadSummary) addLearners(rs []loadRun) {
@@ -332,7 +353,7 @@ func printLoads(w io.Writer, o *output) {
 		return
 	}
 	fmt.Fprintf(w, "learner cost (%s x %d rounds, interleaved; medians):\n", o.Config.Duration, o.Config.Rounds)
-	fmt.Fprintf(w, "  %-13s %-9s %12s %7s  %-24s %7s  %s\n", "workload", "variant", "rate", "ratio", "paired ratio (min-max)", "cpu", "events")
+	fmt.Fprintf(w, "  %-13s %-9s %12s %7s  %-24s %7s  %-24s %7s  %s\n", "workload", "variant", "rate", "ratio", "paired ratio (min-max)", "cpu", "paired cpu (min-max)", "/empty", "events")
 	for _, s := range o.Summary {
 		rate := fmt.Sprintf("%.0f %s", s.Median, s.Unit)
 		if s.Variant == variantBare {
@@ -343,16 +364,29 @@ func printLoads(w io.Writer, o *output) {
 		if s.Attempts > 0 {
 			ev = fmt.Sprintf("hits %d / %d attempts, lost %d, dns lost %d", s.Hits, s.Attempts, s.Lost, s.DNSLost)
 		}
-		fmt.Fprintf(w, "  %-13s %-9s %16s %7.3f  %.3f (%.3f-%.3f)       %7.3f  %s, learner cpu %.1f%%\n",
-			s.Workload, s.Variant, rate, s.Ratio, s.Paired, s.PairedMin, s.PairedMax, s.CPURatio, ev, s.LearnerCPUPct)
+		overEmpty := "      -"
+		if s.OverEmpty > 0 {
+			overEmpty = fmt.Sprintf("%7.3f", s.OverEmpty)
+		}
+		fmt.Fprintf(w, "  %-13s %-9s %16s %7.3f  %.3f (%.3f-%.3f)       %7.3f  %.3f (%.3f-%.3f)       %s  %s, learner cpu %.1f%%\n",
+			s.Workload, s.Variant, rate, s.Ratio, s.Paired, s.PairedMin, s.PairedMax, s.CPURatio,
+			s.PairedCPU, s.PairedCPUMin, s.PairedCPUMax, overEmpty, ev, s.LearnerCPUPct)
 	}
-	fmt.Fprintln(w, "  per round (rate, ratio to the bare run of the round):")
+	fmt.Fprintln(w, "  per round (rate, ratio to the bare run of the round; rate per CPU-second, its ratio):")
 	for _, r := range o.Runs {
 		fmt.Fprintf(w, "    %d %-13s %-9s %10.0f", r.Round, r.Workload, r.Variant, r.Rate)
 		if bare := pick(o.Runs, r.Workload, variantBare); r.Variant != variantBare {
 			for _, b := range bare {
 				if b.Round == r.Round && b.Rate > 0 {
 					fmt.Fprintf(w, "  %.3f", r.Rate/b.Rate)
+				}
+			}
+		}
+		fmt.Fprintf(w, "  cpu %10.0f", r.CPURate)
+		if bare := pick(o.Runs, r.Workload, variantBare); r.Variant != variantBare {
+			for _, b := range bare {
+				if b.Round == r.Round && b.CPURate > 0 {
+					fmt.Fprintf(w, "  %.3f", r.CPURate/b.CPURate)
 				}
 			}
 		}
