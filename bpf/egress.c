@@ -34,6 +34,7 @@
 // of the same socket (id, question and server).
 
 #include "common.h"
+#include "tcpkind.h" // tcp_kind: TCP segments told from their headers in place
 #include <bpf/bpf_core_read.h>
 
 char __license[] SEC("license") = "Dual BSD/GPL";
@@ -839,39 +840,6 @@ static __always_inline void udp_unconnected(struct __sk_buff *skb, struct sock_s
 		return;
 	}
 	dns_query(skb, 0);
-}
-
-enum tcp_kind {
-	TCP_UNKNOWN = 0, // not TCP, or not told by the headers in place
-	TCP_BARE = 1,    // a TCP segment without data: SYN, ACK, FIN, RST
-	TCP_DATA = 2,    // a TCP segment that may carry data
-};
-
-// tcp_kind tells a TCP segment from the headers read in place (no helper
-// call): most packets of a host are TCP, and only a segment with data
-// concerns the name check's learning; nothing here is for the others. An
-// IPv6 extension header or a header out of the linear data says
-// TCP_UNKNOWN: the socket's protocol decides.
-static __always_inline int tcp_kind(struct __sk_buff *skb)
-{
-	__u8 *b = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	__u32 off;
-	if ((void *)(b + 10) > end)
-		return TCP_UNKNOWN;
-	if ((b[0] >> 4) == 4) {
-		if (b[9] != IPPROTO_TCP)
-			return TCP_UNKNOWN;
-		off = (b[0] & 0xf) * 4;
-	} else if ((b[0] >> 4) == 6 && b[6] == IPPROTO_TCP) {
-		off = 40;
-	} else {
-		return TCP_UNKNOWN;
-	}
-	__u8 *doff = b + (off & 0x3f) + 12; // TCP data offset, in 4-byte words
-	if ((void *)(doff + 1) > end)
-		return TCP_DATA; // the name check reads it with a helper
-	return skb->len <= (off & 0x3f) + (*doff >> 4) * 4 ? TCP_BARE : TCP_DATA;
 }
 
 // names passes a TCP segment on to the name check's learning program

@@ -57,6 +57,7 @@
 
 #include "common.h"
 #include <linux/tcp.h>
+#include "tcpkind.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -967,38 +968,12 @@ static __always_inline int learn_first(struct __sk_buff *skb, struct bpf_sock *s
 	return pending_seg(skb, sk, st, &g);
 }
 
-// no_payload says whether the packet is certainly a TCP segment without
-// data (a SYN, an ACK, a FIN, a RST), from its headers read in place (no
-// helper call); 0 when it cannot tell (IPv6 extension headers, headers
-// out of the linear data).
-static __always_inline int no_payload(struct __sk_buff *skb)
-{
-	__u8 *b = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	__u32 off;
-	if ((void *)(b + 40) > end)
-		return 0;
-	if ((b[0] >> 4) == 4) {
-		if (b[9] != IPPROTO_TCP)
-			return 0;
-		off = (b[0] & 0xf) * 4;
-	} else if ((b[0] >> 4) == 6 && b[6] == IPPROTO_TCP) {
-		off = 40;
-	} else {
-		return 0;
-	}
-	__u8 *doff = b + (off & 0x3f) + 12; // TCP data offset, in 4-byte words
-	if ((void *)(doff + 1) > end)
-		return 0;
-	return skb->len <= (off & 0x3f) + (*doff >> 4) * 4;
-}
-
 SEC("cgroup_skb/egress")
 int namecheck_egress(struct __sk_buff *skb)
 {
 	// The learner refuses nothing and reads only data: a segment
 	// without any leaves here (a connect storm's every packet).
-	if (learn_all && no_payload(skb))
+	if (learn_all && tcp_kind(skb) == TCP_BARE)
 		return 1;
 	struct bpf_sock *sk = skb->sk;
 	if (!sk)
