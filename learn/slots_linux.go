@@ -74,25 +74,31 @@ func (s *slotMaps) drain(fn func(*bpf.EgressSlot)) error {
 		return fmt.Errorf("read slot map: %w", err)
 	}
 	taken := uint32(min(h.Hits, uint64(s.size-1))) // slots 1..taken
-	for first := uint32(1); first <= taken; first += slotChunk {
-		n := min(slotChunk, taken-first+1)
-		keys, vals := s.keys[:n], s.vals[:n]
-		for i := range keys {
-			keys[i] = first + uint32(i)
+	// Read from slot 0 in chunks of slotChunk, one system call each,
+	// until past the slots taken.
+	var cursor ebpf.MapBatchCursor
+	for next := uint32(0); next <= taken; {
+		n, err := drained.BatchLookup(&cursor, s.keys, s.vals, nil)
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("read slot map: %w", err)
 		}
-		for i, k := range keys {
-			if err := drained.Lookup(k, &vals[i]); err != nil {
-				return fmt.Errorf("read slot %d: %w", k, err)
-			}
-		}
-		for i := range vals {
-			if v := &vals[i]; v.Gen == h.Gen && v.Hits > 0 {
+		m := 0 // slots 0..taken of this chunk
+		for m < n && s.keys[m] <= taken {
+			if v := &s.vals[m]; s.keys[m] > 0 && v.Gen == h.Gen && v.Hits > 0 {
 				fn(v)
 			}
+			m++
 		}
-		if _, err := drained.BatchUpdate(keys, s.zeros[:n], nil); err != nil {
-			return fmt.Errorf("clear slot map: %w", err)
+		if m > 0 {
+			// Slot 0 too: it is written again before the map is installed.
+			if _, err := drained.BatchUpdate(s.keys[:m], s.zeros[:m], nil); err != nil {
+				return fmt.Errorf("clear slot map: %w", err)
+			}
 		}
+		if n == 0 || err != nil {
+			break // the end of the map
+		}
+		next += uint32(n)
 	}
 	return nil
 }
