@@ -170,26 +170,32 @@ func (s *Store) updateGenerationPlan(n uint64, packed []byte, fn func(*Generatio
 				return fmt.Errorf("record approvals: %w", err)
 			}
 		}
-		b := tx.Bucket(bucketGenerations)
-		ok, err := getJSON(b, genKey(n), &g)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return fmt.Errorf("generation %d: %w", n, ErrNoGeneration)
-		}
-		if err := fn(&g); err != nil {
-			return err
-		}
-		g.Updated = time.Now().UTC()
-		if packed != nil {
-			if err := tx.Bucket(bucketPlans).Put(genKey(n), packed); err != nil {
-				return err
-			}
-		}
-		return putJSON(b, genKey(n), &g)
+		return recordGenerationPlan(tx, n, packed, fn, &g)
 	})
 	return g, err
+}
+
+// recordGenerationPlan changes generation n in tx with fn (into g), and
+// records its plan when packed is not nil.
+func recordGenerationPlan(tx *bolt.Tx, n uint64, packed []byte, fn func(*Generation) error, g *Generation) error {
+	b := tx.Bucket(bucketGenerations)
+	ok, err := getJSON(b, genKey(n), g)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("generation %d: %w", n, ErrNoGeneration)
+	}
+	if err := fn(g); err != nil {
+		return err
+	}
+	g.Updated = time.Now().UTC()
+	if packed != nil {
+		if err := tx.Bucket(bucketPlans).Put(genKey(n), packed); err != nil {
+			return err
+		}
+	}
+	return putJSON(b, genKey(n), g)
 }
 
 // Generations returns every generation, oldest first.

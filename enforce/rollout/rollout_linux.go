@@ -62,8 +62,10 @@ type Options struct {
 	LockWait time.Duration
 	Logger   *slog.Logger // default slog.Default()
 	// Approve, when set, gives the approvals of generation n, made ready
-	// while the kernel works and written with the generation once the
-	// table is applied and verified (not after a failed read-back).
+	// and written into the store's write transaction while the kernel
+	// works (the store stays locked meanwhile), and committed with the
+	// generation once the table is applied and verified; rolled back
+	// after a failed read-back or a refusal.
 	Approve func(n uint64) *store.Approvals
 }
 
@@ -103,6 +105,7 @@ func Apply(k nft.Kernel, p *plan.Plan, o Options) (*store.Generation, *nft.Apply
 		return nil, nil, err
 	}
 	approvals := readyApprovals(o, g.N)
+	defer approvals.abort()
 	ap := startApplying(k, p, o, g.N, base, index)
 	res, applyErr := ap.apply()
 	if res != nil && res.KernelDiffers {
@@ -110,6 +113,7 @@ func Apply(k nft.Kernel, p *plan.Plan, o Options) (*store.Generation, *nft.Apply
 			"table", p.Table, "generation", g.N, "store_says", base.gen, "reason", res.FullReason)
 	}
 	if applyErr != nil && (errors.Is(applyErr, nft.ErrRejected) || res == nil) {
+		approvals.abort()        // nothing of it is written, before the store's next write
 		packed := ap.packed(log) // rendered for the store: its files go too
 		ap.discard()
 		g, _ = o.Store.UpdateGenerationPlan(g.N, packed, func(g *store.Generation) error {
@@ -129,15 +133,45 @@ func Apply(k nft.Kernel, p *plan.Plan, o Options) (*store.Generation, *nft.Apply
 	return &g, res, applyErr
 }
 
+// approvalsWrite is an apply's approvals: made ready in a goroutine of their
+// own, and written into the store's write transaction (w) while the
+// kernel works; that transaction records the generation applied and
+// commits once the table is verified, or is rolled back.
+type approvalsWrite struct {
+	ch  <-chan *store.Approvals
+	a   *store.Approvals
+	got bool
+	w   *store.ApprovingWrite
+}
+
 // readyApprovals makes o.Approve's approvals of generation n ready in a
-// goroutine of its own (nil: no approvals).
-func readyApprovals(o Options, n uint64) <-chan *store.Approvals {
+// goroutine of its own, and begins the store's write of them (nil: no
+// approvals).
+func readyApprovals(o Options, n uint64) *approvalsWrite {
 	if o.Approve == nil {
 		return nil
 	}
 	ch := make(chan *store.Approvals, 1)
 	go func() { ch <- o.Approve(n) }()
-	return ch
+	p := &approvalsWrite{ch: ch}
+	p.w = o.Store.BeginApprovingWrite(p.get)
+	return p
+}
+
+// get waits for the approvals. (The write's goroutine calls it first;
+// after the write ends, the fallback of recordApplied.)
+func (p *approvalsWrite) get() *store.Approvals {
+	if !p.got {
+		p.a, p.got = <-p.ch, true
+	}
+	return p.a
+}
+
+// abort rolls the write of the approvals back: nothing of it is written.
+func (p *approvalsWrite) abort() {
+	if p != nil {
+		p.w.Abort()
+	}
 }
 
 // rendered is what render makes of a plan beside the kernel's work.
@@ -226,10 +260,11 @@ func recordApplying(t nft.Target, p *plan.Plan, o Options) (store.Generation, er
 // starting now, and records its plan (packed; a patch of generation
 // planBase's when that is not 0); a read-back that failed (readErr) is
 // kept in its note. With approvals (when the read-back did not fail),
-// they go in the same transaction; if that fails, the generation is
-// recorded alone, then the approvals tried on their own: approveErr says
-// why they are not written (the generation is recorded all the same).
-func recordApplied(o Options, n uint64, readErr error, packed []byte, planBase uint64, approvals <-chan *store.Approvals) (g store.Generation, approveErr, err error) {
+// their transaction records it and commits; if that fails, the
+// generation is recorded alone, then the approvals tried on their own:
+// approveErr says why they are not written (the generation is recorded
+// all the same). After a failed read-back the approvals are rolled back.
+func recordApplied(o Options, n uint64, readErr error, packed []byte, planBase uint64, approvals *approvalsWrite) (g store.Generation, approveErr, err error) {
 	mark := func(g *store.Generation) error {
 		g.PlanBase = planBase
 		if g.State != store.GenApplying {
@@ -245,17 +280,17 @@ func recordApplied(o Options, n uint64, readErr error, packed []byte, planBase u
 		return nil
 	}
 	if approvals == nil || readErr != nil {
+		approvals.abort() // the approvals written beside the kernel's work go
 		g, err = o.Store.UpdateGenerationPlan(n, packed, mark)
 		return g, nil, err
 	}
-	a := <-approvals
-	if g, err = o.Store.UpdateGenerationPlanApproving(n, packed, mark, a); err == nil {
+	if g, err = approvals.w.Commit(n, packed, mark); err == nil {
 		return g, nil, nil
 	}
 	if g, err = o.Store.UpdateGenerationPlan(n, packed, mark); err != nil {
 		return g, nil, err
 	}
-	return g, o.Store.WriteApprovals(a), nil
+	return g, o.Store.WriteApprovals(approvals.get()), nil
 }
 
 // ErrPending means a generation applied with a confirm window is neither
