@@ -212,7 +212,24 @@ func writeAtomic(path string, data []byte) error {
 }
 
 // writeAtomicWith is writeAtomic of what write writes to the file.
-func writeAtomicWith(path string, write func(f *os.File) error) (err error) {
+func writeAtomicWith(path string, write func(f *os.File) error) error {
+	return writeAtomicThen(path, write, nil)
+}
+
+// errNotReady: writeAtomicAfter's file is not put in place.
+var errNotReady = errors.New("not put in place: the file it comes after is not there")
+
+// writeAtomicAfter is writeAtomic whose file is written and synced, then
+// waits for ready (nil: none) before it goes in place; when ready says
+// false, path is left as it was.
+func writeAtomicAfter(path string, data []byte, ready func() bool) error {
+	return writeAtomicThen(path, func(f *os.File) error {
+		_, err := f.Write(data)
+		return err
+	}, ready)
+}
+
+func writeAtomicThen(path string, write func(f *os.File) error, ready func() bool) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
 	if err != nil {
@@ -235,6 +252,9 @@ func writeAtomicWith(path string, write func(f *os.File) error) (err error) {
 	}
 	if err = f.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if ready != nil && !ready() {
+		return fmt.Errorf("write %s: %w", path, errNotReady)
 	}
 	if err = os.Rename(f.Name(), path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)

@@ -31,10 +31,12 @@ package rollout
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -187,32 +189,52 @@ type rendered struct {
 // render encodes p as JSON and packs it for the store, renders its nft
 // script, and writes both to the files of generation n in dir (named by
 // state.json only once the generation is recorded), in goroutines of their
-// own; packedDone closes once it is packed, done when all is done.
+// own: each file is written as soon as it is made (plan-N.json goes in
+// place after plan-N.nft, as writePlanFiles does); packedDone closes once
+// it is packed, done when all is done.
 func render(p *plan.Plan, dir string, n uint64) *rendered {
 	r := &rendered{dir: dir, packedDone: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
+		dirErr := os.MkdirAll(dir, 0o700)
+		if dirErr != nil {
+			dirErr = fmt.Errorf("write the applied tables: %w", dirErr)
+		}
 		var wg sync.WaitGroup
-		var textErr error
+		var textErr, nftErr, jsonErr error
+		nftDone := make(chan struct{})
 		wg.Go(func() {
+			defer close(nftDone)
 			var b bytes.Buffer
 			b.Grow(p.TextSize())
 			if textErr = p.Text(&b); textErr == nil {
 				r.text = b.Bytes()
+				if dirErr == nil {
+					nftErr = writeAtomic(planFile(dir, n, ".nft"), r.text)
+				}
 			}
 		})
 		if r.json, r.err = p.JSON(); r.err == nil {
+			if dirErr == nil {
+				wg.Go(func() {
+					jsonErr = writeAtomicAfter(planFile(dir, n, ".json"), r.json, func() bool {
+						<-nftDone
+						return textErr == nil && nftErr == nil
+					})
+				})
+			}
 			r.packed, r.err = store.PackPlan(r.json)
 		}
 		close(r.packedDone)
 		wg.Wait()
 		switch {
 		case r.err != nil:
+			removePlanFiles(dir, n)
 			r.filesErr = r.err
 		case textErr != nil:
 			r.filesErr = fmt.Errorf("render the plan: %w", textErr)
 		default:
-			r.filesErr = writePlanFiles(dir, n, r.json, r.text)
+			r.filesErr = cmp.Or(dirErr, nftErr, jsonErr)
 		}
 	}()
 	return r

@@ -1,0 +1,56 @@
+//go:build linux
+
+package rollout
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/egresskit/egress/enforce/plan"
+)
+
+// TestWriteAtomicAfterNotReady: a file whose turn does not come is not
+// put in place, and leaves no temporary file.
+func TestWriteAtomicAfterNotReady(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "plan-1.json")
+	if err := writeAtomicAfter(path, []byte("{}"), func() bool { return false }); !errors.Is(err, errNotReady) {
+		t.Fatalf("error %v, want %v", err, errNotReady)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("left %v", entries)
+	}
+}
+
+// TestRenderWritesBothFiles: render writes plan-N.nft and plan-N.json as
+// it made them; when plan-N.nft cannot be written, plan-N.json (which
+// says both are there) is not put in place either.
+func TestRenderWritesBothFiles(t *testing.T) {
+	p := planOf(plan.ModeEnforce, 443, 22)
+	dir := t.TempDir()
+	r := render(p, dir, 3)
+	<-r.done
+	if r.filesErr != nil {
+		t.Fatal(r.filesErr)
+	}
+	for path, want := range map[string][]byte{planFile(dir, 3, ".json"): r.json, planFile(dir, 3, ".nft"): r.text} {
+		if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, want) || len(want) == 0 {
+			t.Errorf("%s: %d bytes (%v), want the %d rendered", path, len(got), err, len(want))
+		}
+	}
+	// plan-4.nft is a folder: the script cannot go in its place.
+	if err := os.Mkdir(planFile(dir, 4, ".nft"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	r = render(p, dir, 4)
+	<-r.done
+	if r.filesErr == nil {
+		t.Error("no error when plan-4.nft could not be written")
+	}
+	if _, err := os.Stat(planFile(dir, 4, ".json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("plan-4.json without plan-4.nft: %v", err)
+	}
+}
