@@ -23,7 +23,9 @@
 //
 // Everything happens in one network namespace of its own (egab-XXXXXXXX),
 // removed at the end, also on SIGINT/SIGTERM/SIGHUP; the stores and
-// exports are in a temporary folder.
+// exports are in a temporary folder. With EGRESS_PHASES=1 in its
+// environment, it prints the phases of each apply (internal/phase): where
+// the wall time goes, from the fork.
 package main
 
 import (
@@ -132,6 +134,17 @@ func setup(cl *benchutil.Cleaner, o options) (*bench, error) {
 		}
 	}
 	benchutil.Logf("namespace %s, %d flows, %d removed and %d added for the delta, kernel %s", b.ns, o.flows, o.change, o.change, benchutil.KernelRelease())
+	if dir := os.Getenv("APPLYBENCH_EXPORTS"); dir != "" { // for profiling by hand: the two exports, kept
+		for _, path := range []string{b.base, b.changed} {
+			data, err := os.ReadFile(path)
+			if err == nil {
+				err = os.WriteFile(filepath.Join(dir, filepath.Base(path)), data, 0o600)
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
 	return b, nil
 }
 
@@ -162,11 +175,23 @@ func (b *bench) apply(bin, db, export, name string) (run, string, error) {
 	if b.o.profiles != "" {
 		cmd.Env = append(cmd.Env, "EGRESS_CPUPROFILE="+filepath.Join(b.o.profiles, name+".prof"))
 	}
+	phases := os.Getenv("EGRESS_PHASES") != ""
 	start := time.Now()
+	if phases { // the applies' phases, from the fork (internal/phase)
+		cmd.Env = append(cmd.Env, "EGRESS_PHASES="+strconv.FormatInt(start.UnixNano(), 10))
+	}
 	out, err := cmd.CombinedOutput()
 	took := time.Since(start)
 	if err != nil {
 		return run{}, "", fmt.Errorf("apply --from %s: %v: %s", filepath.Base(export), err, out)
+	}
+	if phases {
+		fmt.Printf("%s (%s), wall %.1f ms:\n", name, filepath.Base(bin), ms(took))
+		for line := range strings.Lines(string(out)) {
+			if strings.HasPrefix(line, "phase ") {
+				fmt.Print("  " + line)
+			}
+		}
 	}
 	return run{wall: took, cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), rss: rss()}, string(out), nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/enforce/rollout"
 	"github.com/egresskit/egress/internal/cli"
+	"github.com/egresskit/egress/internal/phase"
 	"github.com/egresskit/egress/internal/textsafe"
 	"github.com/egresskit/egress/store"
 )
@@ -177,6 +178,7 @@ when it cannot, apply says so and exits 1.`,
 				memo.abort()
 				return err
 			}
+			phase.Mark("pre-apply checks")
 			if dryRun {
 				return writeDiff(cmd, e, b.plan, asJSON, "dry run: nothing applied\n")
 			}
@@ -193,6 +195,7 @@ when it cannot, apply says so and exits 1.`,
 			if err := writeApplied(cmd, e, b.plan, a, r.confirmWithin, asJSON); err != nil {
 				return err
 			}
+			phase.Mark("result written")
 			return ensureDNSPolicy(cmd, e, pinDir, r.force, asJSON)
 		}),
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/egresskit/egress/enforce/plan"
 	"github.com/egresskit/egress/enforce/rollout"
 	"github.com/egresskit/egress/internal/cli"
+	"github.com/egresskit/egress/internal/phase"
 	"github.com/egresskit/egress/store"
 )
 
@@ -55,9 +56,11 @@ func buildApplyPlan(cmd *cobra.Command, e *env, dryRun bool) (*built, *applyMemo
 		if st, err := e.applyStore(); err == nil {
 			gen, _ = rollout.CurrentGeneration(st, e.target, table)
 		}
+		phase.Mark("store opened, generation read")
 	}()
 	r, err := baseline.ReadExportMemoOf(from[0], path, func() uint64 { <-opened; return gen }, &opts, func(w string) { slog.Warn(w) })
 	<-opened
+	phase.Mark("export and memo read")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -73,6 +76,7 @@ func buildApplyPlan(cmd *cobra.Command, e *env, dryRun bool) (*built, *applyMemo
 		e.Log.Info("the export was read against the one applied before: only its changed flows were read", "export", from[0], "flows_kept", r.Reused)
 	}
 	p := plan.BuildWith(r.Merged.Flows, r.Plain, opts)
+	phase.Mark("plan built")
 	m := &applyMemo{done: make(chan struct{})}
 	go func() {
 		defer close(m.done)
@@ -81,6 +85,7 @@ func buildApplyPlan(cmd *cobra.Command, e *env, dryRun bool) (*built, *applyMemo
 			return
 		}
 		m.pm, m.err = baseline.StartMemo(path, r.Memo(p))
+		phase.Mark("next memo made (beside)")
 	}()
 	return &built{plan: p, opts: opts}, m, nil
 }
@@ -103,6 +108,7 @@ func (m *applyMemo) write(n uint64) {
 	if err == nil {
 		err = m.pm.Commit(n)
 	}
+	phase.Mark("memo committed")
 	if err != nil {
 		slog.Warn("the memo of the export applied could not be written: the next apply reads its export whole", "err", err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/internal/phase"
 	"github.com/egresskit/egress/store"
 )
 
@@ -101,6 +102,7 @@ func ReadExportMemoOf(path, memoPath string, gen func() uint64, o *plan.Options,
 	go func() {
 		defer close(read)
 		data, release, readErr = readExportFile(path)
+		phase.Mark("read: export file read")
 	}()
 	fp, err := optionsPrint(o)
 	var m *memo
@@ -245,6 +247,7 @@ func readAgainst(path string, data []byte, m *memo, o *plan.Options, warn func(s
 	var e store.Export
 	summer := store.NewFlowSummer(m.key)
 	refs, ok := store.DiffExport(data, summer, m.lens, m.sums, m.keys, &e)
+	phase.Mark("read: export diffed")
 	if !ok {
 		return nil, "the export is not in the form egress-learn writes (flows in key order, nothing to escape)", nil
 	}
@@ -268,12 +271,14 @@ func readAgainst(path string, data []byte, m *memo, o *plan.Options, warn func(s
 			return nil, why, err
 		}
 	}
+	phase.Mark("read: flows taken")
 	if !a.sortRules() {
 		return nil, "the memo's name rules are not those of its flows", nil
 	}
 	for _, w := range a.warnings {
 		warn(path + ": " + w)
 	}
+	phase.Mark("read: rules sorted")
 	r.finish([]*store.Export{&e}, o, warn)
 	r.data = nil // the next memo keeps the flows' sums, not their bytes
 	return r, "", nil
@@ -544,6 +549,7 @@ func loadMemo(path string, gen func() uint64, fp [32]byte, userName func(uint32)
 		return nil, noTable
 	}
 	m, g, reason := readMemo(path, fp, userName)
+	phase.Mark("read: memo decoded")
 	switch n := gen(); {
 	case n == 0:
 		return nil, noTable

@@ -12,6 +12,7 @@ import (
 	"github.com/google/nftables/userdata"
 
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/internal/phase"
 )
 
 // Apply replaces our table in the target namespace with the plan, in one
@@ -131,6 +132,7 @@ func (n *Netlink) applyDelta(p *plan.Plan, o ApplyOptions, d *plan.Delta, start 
 	}
 	defer done()
 	k, why, err := n.kernelTable(c, o)
+	phase.Mark("kernel: table checked")
 	if why != "" || err != nil {
 		return nil, why, err
 	}
@@ -138,6 +140,7 @@ func (n *Netlink) applyDelta(p *plan.Plan, o ApplyOptions, d *plan.Delta, start 
 	if err := en.delta(d, k); err != nil {
 		return nil, "", fmt.Errorf("build netlink batch: %w", err)
 	}
+	phase.Mark("kernel: delta encoded")
 	if err := c.Flush(); err != nil {
 		// Nothing changed: the kernel's table is not quite the one the
 		// store says (an element missing or there already).
@@ -145,6 +148,7 @@ func (n *Netlink) applyDelta(p *plan.Plan, o ApplyOptions, d *plan.Delta, start 
 	}
 	res = &ApplyResult{Took: time.Since(start), Elements: p.Elements(), Rules: len(p.Rules),
 		Delta: deltaResult(d, o.FromGeneration, len(p.Rules))}
+	phase.Mark("kernel: delta flushed")
 	return res, "", n.verify(p, o.Generation, res)
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/internal/phase"
 	"github.com/egresskit/egress/store"
 )
 
@@ -225,13 +226,16 @@ func (a *applying) startEarly(index <-chan *plan.Index) {
 				x = <-index
 			}
 			e.indexErr = writeIndex(a.dir, a.n, x)
+			phase.Mark("index written (beside)")
 		})
 		if delta {
 			e.patch, e.patchErr = patchOf(a.base, a.p, a.index, a.delta, a.n)
 		}
+		phase.Mark("patch made (beside)")
 		close(e.made) // the store may record the patch while its files are written
 		if e.patch != nil {
 			e.filesErr = a.writePatchFiles(e.patch)
+			phase.Mark("patch files written (beside)")
 		}
 		wg.Wait()
 	}()
@@ -280,7 +284,7 @@ func startApplying(k nft.Kernel, p *plan.Plan, o Options, n uint64, base deltaBa
 // replace writes it.
 func indexOf(p *plan.Plan) <-chan *plan.Index {
 	ch := make(chan *plan.Index, 1)
-	go func() { ch <- plan.IndexOf(p) }()
+	go func() { ch <- plan.IndexOf(p); phase.Mark("index made (beside)") }()
 	return ch
 }
 

@@ -43,6 +43,7 @@ import (
 
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/internal/phase"
 	"github.com/egresskit/egress/store"
 )
 
@@ -97,19 +98,25 @@ func Apply(k nft.Kernel, p *plan.Plan, o Options) (*store.Generation, *nft.Apply
 		return nil, nil, err
 	}
 	defer unlock()
+	phase.Mark("locked")
 	if err := settlePending(o.Store, k, p.Table, o, log); err != nil {
 		return nil, nil, err
 	}
+	phase.Mark("pending settled")
 	index := indexOf(p)
 	base := baseFor(o.Store, k.Target(), p.Table)
+	phase.Mark("delta base read")
 	g, err := recordApplying(k.Target(), p, o)
 	if err != nil {
 		return nil, nil, err
 	}
+	phase.Mark("generation recorded applying")
 	approvals := readyApprovals(o, g.N)
 	defer approvals.abort()
 	ap := startApplying(k, p, o, g.N, base, index)
+	phase.Mark("delta made")
 	res, applyErr := ap.apply()
+	phase.Mark("kernel applied and verified")
 	if res != nil && res.KernelDiffers {
 		log.Warn("the table in the kernel is not the one the store says: the whole table was replaced, not changed",
 			"table", p.Table, "generation", g.N, "store_says", base.gen, "reason", res.FullReason)
@@ -128,7 +135,9 @@ func Apply(k nft.Kernel, p *plan.Plan, o Options) (*store.Generation, *nft.Apply
 	if g, approveErr, err = recordApplied(o, g.N, applyErr, ap.packed(log), ap.planBase(), approvals); err != nil {
 		return &g, res, err
 	}
+	phase.Mark("generation recorded applied, approvals written")
 	ap.writeFiles(o.Store, log)
+	phase.Mark("files beside the store written")
 	if applyErr == nil {
 		applyErr = approveErr
 	}
@@ -154,7 +163,7 @@ func readyApprovals(o Options, n uint64) *approvalsWrite {
 		return nil
 	}
 	ch := make(chan *store.Approvals, 1)
-	go func() { ch <- o.Approve(n) }()
+	go func() { ch <- o.Approve(n); phase.Mark("approvals made (beside)") }()
 	p := &approvalsWrite{ch: ch}
 	p.w = o.Store.BeginApprovingWrite(p.get)
 	return p

@@ -23,6 +23,7 @@ import (
 
 	"github.com/egresskit/egress/config"
 	"github.com/egresskit/egress/internal/buildinfo"
+	"github.com/egresskit/egress/internal/phase"
 	"github.com/egresskit/egress/store"
 )
 
@@ -32,11 +33,13 @@ import (
 // EGRESS_CPUPROFILE=FILE writes a CPU profile of the whole run to FILE
 // (go tool pprof reads it): for diagnosing a slow command.
 func Main(root *cobra.Command) {
+	phase.Mark("main")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	stopProfile := cpuProfile(os.Getenv("EGRESS_CPUPROFILE"))
 	err := root.ExecuteContext(ctx)
 	stopProfile()
 	stop()
+	phase.Mark("exit")
 	if err != nil {
 		slog.Error(err.Error())
 		os.Exit(1)
