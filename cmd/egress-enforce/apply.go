@@ -184,9 +184,9 @@ when it cannot, apply says so and exits 1.`,
 			}
 			// The flows of the plan are approved with the generation, in
 			// the write that records it applied.
-			a, err := rollOut(e, b.plan, r, true, func(n uint64) *store.Approvals {
+			a, err := rollOut(e, b.plan, r, true, memo.madeAfterApprovals(func(n uint64) *store.Approvals {
 				return baseline.PlanApprovals(b.plan, n, b.opts.Now)
-			})
+			}))
 			if err != nil {
 				memo.abort()
 				return err

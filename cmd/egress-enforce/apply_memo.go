@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -21,9 +22,11 @@ import (
 // (baseline.ReadExportMemo): made while the table is applied, written
 // once it is, as the memo of its generation.
 type applyMemo struct {
-	done chan struct{}
-	pm   *baseline.PendingMemo
-	err  error
+	done  chan struct{}
+	pm    *baseline.PendingMemo
+	err   error
+	once  sync.Once
+	start func() // makes the memo in a goroutine of its own
 }
 
 // buildApplyPlan is buildPlan for apply: an apply --from one export reads
@@ -78,15 +81,24 @@ func buildApplyPlan(cmd *cobra.Command, e *env, dryRun bool) (*built, *applyMemo
 	p := plan.BuildWith(r.Merged.Flows, r.Plain, opts)
 	phase.Mark("plan built")
 	m := &applyMemo{done: make(chan struct{})}
-	go func() {
-		defer close(m.done)
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			m.err = err
-			return
-		}
-		m.pm, m.err = baseline.StartMemo(path, r.Memo(p))
-		phase.Mark("next memo made (beside)")
-	}()
+	m.start = func() {
+		go func() {
+			defer close(m.done)
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				m.err = err
+				return
+			}
+			m.pm, m.err = baseline.StartMemo(path, r.Memo(p))
+			phase.Mark("next memo made (beside)")
+		}()
+	}
+	if r.Reason != "" {
+		// A whole read: the memo is made beside the whole plan's
+		// renderings. Read against the memo, the apply is likely a delta,
+		// whose index and delta come first: the memo is made once the
+		// approvals are (madeAfterApprovals).
+		m.begin()
+	}
 	return &built{plan: p, opts: opts}, m, nil
 }
 
@@ -98,11 +110,30 @@ func buildApplyPlan(cmd *cobra.Command, e *env, dryRun bool) (*built, *applyMemo
 // cost what the collections did).
 func wholeReadGC() { cli.FirstGCAt(160 << 20) }
 
+// begin starts making the memo, once (nil m: nothing to make).
+func (m *applyMemo) begin() {
+	if m != nil {
+		m.once.Do(m.start)
+	}
+}
+
+// madeAfterApprovals is approve (rollout.Options.Approve) that then begins
+// the memo: after a delta is made, the kernel applies it on one core while
+// the approvals (needed first, to record the generation) and then the
+// memo (needed last) are made on the other.
+func (m *applyMemo) madeAfterApprovals(approve func(n uint64) *store.Approvals) func(n uint64) *store.Approvals {
+	return func(n uint64) *store.Approvals {
+		defer m.begin()
+		return approve(n)
+	}
+}
+
 // write makes the memo generation n's (nil m: nothing to write).
 func (m *applyMemo) write(n uint64) {
 	if m == nil {
 		return
 	}
+	m.begin()
 	<-m.done
 	err := m.err
 	if err == nil {
@@ -119,6 +150,7 @@ func (m *applyMemo) abort() {
 	if m == nil {
 		return
 	}
+	m.once.Do(func() { close(m.done) }) // never begun: nothing to drop
 	<-m.done
 	if m.pm != nil {
 		m.pm.Abort()

@@ -111,9 +111,17 @@ func Apply(k nft.Kernel, p *plan.Plan, o Options) (*store.Generation, *nft.Apply
 		return nil, nil, err
 	}
 	phase.Mark("generation recorded applying")
-	approvals := readyApprovals(o, g.N)
-	defer approvals.abort()
+	var approvals *approvalsWrite
+	if base.index == nil { // a replace: made beside the whole plan's renderings
+		approvals = readyApprovals(o, g.N)
+	}
 	ap := startApplying(k, p, o, g.N, base, index)
+	if base.index != nil {
+		// A delta: its index and the delta first, with both cores; the
+		// approvals while the kernel applies it.
+		approvals = readyApprovals(o, g.N)
+	}
+	defer approvals.abort()
 	phase.Mark("delta made")
 	res, applyErr := ap.apply()
 	phase.Mark("kernel applied and verified")
