@@ -10,8 +10,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/plan"
@@ -64,10 +67,7 @@ func baseFor(st *store.Store, t nft.Target, table string) deltaBase {
 		return deltaBase{reason: "generation " + strconv.FormatUint(cur.N, 10) + " is " + cur.State}
 	}
 	b := deltaBase{gen: cur.Effective()}
-	data, err := os.ReadFile(indexFile(AppliedDir(st.Path(), targetKey(t), table), b.gen))
-	if err == nil {
-		b.index, err = plan.DecodeIndex(data)
-	}
+	b.index, err = readIndexFile(indexFile(AppliedDir(st.Path(), targetKey(t), table), b.gen))
 	if err != nil {
 		return deltaBase{reason: "no index of generation " + strconv.FormatUint(b.gen, 10) + "'s plan beside the store (" + err.Error() + ")"}
 	}
@@ -79,6 +79,44 @@ func baseFor(st *store.Store, t nft.Target, table string) deltaBase {
 		n = g.PlanBase
 	}
 	return b
+}
+
+// readIndexFile decodes the index file at path from a read-only mapping
+// of it (plan.DecodeIndex copies what it keeps): at 100k elements, 4.8 MB
+// not copied into fresh memory of the heap (1.2k page faults). A file cut
+// short while it is read (a fault in the mapping) is an error.
+func readIndexFile(path string) (x *plan.Index, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() || st.Size() == 0 || st.Size() >= 1<<31 {
+		data, err := io.ReadAll(f)
+		if err != nil {
+			return nil, err
+		}
+		return plan.DecodeIndex(data)
+	}
+	data, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		if data, err = io.ReadAll(f); err != nil {
+			return nil, err
+		}
+		return plan.DecodeIndex(data)
+	}
+	defer func() { _ = unix.Munmap(data) }()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			x, err = nil, fmt.Errorf("read %s: %v", path, r)
+		}
+	}()
+	return plan.DecodeIndex(data)
 }
 
 // writeIndex writes index x of generation n's plan beside the store: a
