@@ -25,7 +25,8 @@
 // removed at the end, also on SIGINT/SIGTERM/SIGHUP; the stores and
 // exports are in a temporary folder. With EGRESS_PHASES=1 in its
 // environment, it prints the phases of each apply (internal/phase): where
-// the wall time goes, from the fork.
+// the wall time goes, from the fork; with APPLYBENCH_EXPORTS=DIR it
+// copies its two exports there, to profile an apply by hand.
 package main
 
 import (
