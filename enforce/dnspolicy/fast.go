@@ -45,19 +45,35 @@ func fastHome(fp uint64, mask uint32) (uint32, uint32) {
 	return uint32(fp) & mask, uint32(fp>>32) & mask
 }
 
-// buildFast places the fingerprints of the exact names of entries (hashed
-// with key) in nb buckets (a power of two). It returns the buckets and
-// how many fingerprints it left out.
-func buildFast(key Key, entries []Entry, nb int) ([][fastSlots]uint64, int) {
+// hashedEntry is an entry as the allow map keys it: its user, kind and
+// keyed hash (see hashOf), computed once for the map and the fast table.
+type hashedEntry struct {
+	uid, kind uint32
+	hash      uint64
+}
+
+// hashAll hashes the entries' names with key.
+func hashAll(key Key, entries []Entry) []hashedEntry {
+	hs := make([]hashedEntry, len(entries))
+	for i, e := range entries {
+		kind, h := hashOf(key, e.Name)
+		hs[i] = hashedEntry{uid: e.UID, kind: kind, hash: h}
+	}
+	return hs
+}
+
+// buildFast places the fingerprints of the exact names among hs (hashed
+// with key, which also seeds the evictions) in nb buckets (a power of
+// two). It returns the buckets and how many fingerprints it left out.
+func buildFast(key Key, hs []hashedEntry, nb int) ([][fastSlots]uint64, int) {
 	tab := make([][fastSlots]uint64, nb)
 	mask := uint32(nb - 1)
 	rng := rand.New(rand.NewPCG(key[0], key[1]))
 	seen := map[uint64]bool{}
 	left := 0
-	for _, e := range entries {
-		kind, h := hashOf(key, e.Name)
-		fp := fastFP(e.UID, h)
-		if kind != kindName || seen[fp] {
+	for _, e := range hs {
+		fp := fastFP(e.uid, e.hash)
+		if e.kind != kindName || seen[fp] {
 			continue
 		}
 		seen[fp] = true

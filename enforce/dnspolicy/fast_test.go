@@ -16,7 +16,7 @@ func TestFastTable(t *testing.T) {
 		entries = append(entries, Entry{UID: uint32(1000 + i%7), Name: fmt.Sprintf("n%d.example.lab", i)})
 	}
 	entries = append(entries, Entry{UID: AllUsers, Name: "*.cdn.lab"}, Entry{UID: AllUsers, Name: "ntp.lab"})
-	tab, left := buildFast(key, entries, fastBuckets(len(entries)))
+	tab, left := buildFast(key, hashAll(key, entries), fastBuckets(len(entries)))
 	if left != 0 {
 		t.Fatalf("%d names left out of a half-full table", left)
 	}
@@ -33,7 +33,7 @@ func TestFastTable(t *testing.T) {
 		t.Error("a name never given is in the table")
 	}
 
-	small, left := buildFast(key, entries, 4) // 32 slots for 5001 names
+	small, left := buildFast(key, hashAll(key, entries), 4) // 32 slots for 5001 names
 	if left != 5001-32 {
 		t.Errorf("left out of 32 slots: %d, want %d", left, 5001-32)
 	}

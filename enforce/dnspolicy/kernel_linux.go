@@ -236,15 +236,15 @@ func fill(objs *bpf.DnspolicyObjects, key Key, entries []Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
-	if err := fillFast(objs.DnsAllowFast, key, entries); err != nil {
+	hs := hashAll(key, entries)
+	if err := fillFast(objs.DnsAllowFast, key, hs); err != nil {
 		return err
 	}
 	m := objs.DnsAllow
-	keys := make([]bpf.DnspolicyAllowKey, len(entries))
-	vals := make([]uint8, len(entries))
-	for i, e := range entries {
-		kind, h := hashOf(key, e.Name)
-		keys[i] = bpf.DnspolicyAllowKey{Uid: e.UID, Kind: kind, Hash: h}
+	keys := make([]bpf.DnspolicyAllowKey, len(hs))
+	vals := make([]uint8, len(hs))
+	for i, e := range hs {
+		keys[i] = bpf.DnspolicyAllowKey{Uid: e.uid, Kind: e.kind, Hash: e.hash}
 		vals[i] = 1
 	}
 	return batchUpdate(m, keys, vals, "the dns allow map")
@@ -262,8 +262,8 @@ func batchUpdate[K, V any](m *ebpf.Map, keys []K, vals []V, what string) error {
 }
 
 // fillFast writes the fast table's buckets that hold a fingerprint.
-func fillFast(m *ebpf.Map, key Key, entries []Entry) error {
-	tab, _ := buildFast(key, entries, int(m.MaxEntries()))
+func fillFast(m *ebpf.Map, key Key, hs []hashedEntry) error {
+	tab, _ := buildFast(key, hs, int(m.MaxEntries()))
 	var keys []uint32
 	var vals []bpf.DnspolicyAllowBucket
 	for i, b := range tab {
