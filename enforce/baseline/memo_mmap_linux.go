@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/egresskit/egress/internal/mapfile"
 )
 
 // readMemoFile maps the memo at path, read only, for the life of the
@@ -14,19 +16,8 @@ import (
 // written in place (WriteMemo renames a new one over it), so the mapping
 // stays whole.
 func readMemoFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if st.Size() == 0 || !st.Mode().IsRegular() {
-		return os.ReadFile(path)
-	}
-	return unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	data, _, err := mapfile.ReadOnly(path)
+	return data, err
 }
 
 // readExportFile reads the file at path into memory mapped outside the Go

@@ -14,10 +14,9 @@ import (
 	"strconv"
 	"sync"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/internal/mapfile"
 	"github.com/egresskit/egress/internal/phase"
 	"github.com/egresskit/egress/store"
 )
@@ -86,30 +85,11 @@ func baseFor(st *store.Store, t nft.Target, table string) deltaBase {
 // not copied into fresh memory of the heap (1.2k page faults). A file cut
 // short while it is read (a fault in the mapping) is an error.
 func readIndexFile(path string) (x *plan.Index, err error) {
-	f, err := os.Open(path)
+	data, unmap, err := mapfile.ReadOnly(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() || st.Size() == 0 || st.Size() >= 1<<31 {
-		data, err := io.ReadAll(f)
-		if err != nil {
-			return nil, err
-		}
-		return plan.DecodeIndex(data)
-	}
-	data, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		if data, err = io.ReadAll(f); err != nil {
-			return nil, err
-		}
-		return plan.DecodeIndex(data)
-	}
-	defer func() { _ = unix.Munmap(data) }()
+	defer unmap()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {

@@ -1,0 +1,38 @@
+//go:build linux
+
+// Package mapfile reads a file through a read-only mapping of it, so its
+// bytes are not copied into the Go heap.
+package mapfile
+
+import (
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// ReadOnly maps the file at path read only and gives its bytes and the
+// function that unmaps them (once nothing uses them). A file that is not
+// a regular one, is empty or of 2 GiB or more, or that the kernel does
+// not map, is read into memory instead (the function then does nothing).
+// A mapped file cut short while it is read faults: a reader that must
+// survive that recovers from it (debug.SetPanicOnFault).
+func ReadOnly(path string) ([]byte, func(), error) {
+	none := func() {}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, none, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, none, err
+	}
+	if st.Mode().IsRegular() && st.Size() > 0 && st.Size() < 1<<31 {
+		if data, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED); err == nil {
+			return data, func() { _ = unix.Munmap(data) }, nil
+		}
+	}
+	data, err := io.ReadAll(f)
+	return data, none, err
+}
