@@ -261,8 +261,7 @@ func readAgainst(path string, data []byte, m *memo, o *plan.Options, warn func(s
 	}
 	o.AllHosts = []string{e.Host}
 	r := &ExportRead{data: data, key: m.key, flows: sized(pre.flows, len(refs)), sums: sized(pre.sums, len(refs)), old: m}
-	// Room for what the memo's flows had, and what changed.
-	more := len(refs) - len(m.keys) + len(refs)/100 + 16
+	more := m.room(len(refs))
 	r.Plain.V4, r.Plain.V6 = sized(pre.v4, m.v4+more)[:0], sized(pre.v6, m.v6+more)[:0]
 	a := againstRead{r: r, m: m, pl: plan.NewPlainer(*o), hosts: o.AllHosts, e: &e, kept: make([]bool, len(m.keys)), summer: summer}
 	for i, ref := range refs {
@@ -286,6 +285,10 @@ func readAgainst(path string, data []byte, m *memo, o *plan.Options, warn func(s
 	return r, "", nil
 }
 
+// room is how many elements more than m's plain flows had a read of an
+// export of n flows makes room for: what changed, and some.
+func (m *memo) room(n int) int { return n - len(m.keys) + n/100 + 16 }
+
 // readBuffers are the slices a readAgainst fills, made ready (prefault).
 type readBuffers struct {
 	flows  []memoFlow
@@ -301,7 +304,7 @@ type readBuffers struct {
 func (m *memo) prefault() <-chan readBuffers {
 	ch := make(chan readBuffers, 1)
 	n := len(m.keys) + len(m.keys)/50 + 64 // room for some flows added
-	more := n - len(m.keys) + n/100 + 16
+	more := m.room(n)
 	go func() {
 		b := readBuffers{flows: make([]memoFlow, n), sums: make([]store.FlowSum, n),
 			v4: make([]plan.Element, m.v4+more), v6: make([]plan.Element, m.v6+more)}
