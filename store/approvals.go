@@ -65,7 +65,8 @@ func (a *Approvals) write(tx *bolt.Tx) error {
 // UpdateGenerationPlanApproving is UpdateGenerationPlan that also writes
 // approvals a in the same transaction: the generation is recorded with
 // its approvals or not at all. (An apply saves a second write of the
-// store: its wait, its commit and its syncs.)
+// store: its wait, its commit and its syncs.) It is an ApprovingWrite
+// committed at once.
 func (s *Store) UpdateGenerationPlanApproving(n uint64, packed []byte, fn func(*Generation) error, a *Approvals) (Generation, error) {
-	return s.updateGenerationPlan(n, packed, fn, a)
+	return s.BeginApprovingWrite(func() *Approvals { return a }).Commit(n, packed, fn)
 }

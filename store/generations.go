@@ -159,17 +159,8 @@ func (s *Store) UpdateGeneration(n uint64, fn func(*Generation) error) (Generati
 // generation's plan, packed by PackPlan (nil: leave it), in the same
 // transaction.
 func (s *Store) UpdateGenerationPlan(n uint64, packed []byte, fn func(*Generation) error) (Generation, error) {
-	return s.updateGenerationPlan(n, packed, fn, nil)
-}
-
-func (s *Store) updateGenerationPlan(n uint64, packed []byte, fn func(*Generation) error, a *Approvals) (Generation, error) {
 	var g Generation
 	err := s.update(func(tx *bolt.Tx) error {
-		if a != nil {
-			if err := a.write(tx); err != nil {
-				return fmt.Errorf("record approvals: %w", err)
-			}
-		}
 		return recordGenerationPlan(tx, n, packed, fn, &g)
 	})
 	return g, err
