@@ -12,7 +12,9 @@
 // Connection attempts are counted in the kernel, in a hash map keyed by
 // (cgroup, uid, comm, family, protocol, address, port). Only the first attempt
 // of a flow in a drain interval produces a ring buffer record; repeats only
-// bump the counter. User space swaps the hash map out of an ARRAY_OF_MAPS
+// bump the counter; a CPU's repeats of the first flow it counts in an
+// interval bump a per-CPU entry instead (struct last_flow). User space
+// swaps the hash map (and the per-CPU entries) out of an ARRAY_OF_MAPS
 // every interval: the kernel waits for running programs before the swap
 // returns, so the drained map is complete and no count is lost. When the map
 // is full or not installed, every attempt becomes a counted ring buffer record
@@ -283,12 +285,45 @@ struct slot {
 	char exe[EXE_LEN];
 };
 
+// last_flow counts, per CPU, the repeats of one flow in a drain interval
+// at connect4/6 and sendmsg4/6: the first flow a CPU counts in the
+// interval takes the CPU's entry, and later attempts of the same flow on
+// that CPU add to its hits: a compare of the key and an atomic add on a
+// line of that CPU's, instead of the flow map's hash lookup and an add on
+// an entry every CPU shares (a connect storm to one destination, a
+// sender's datagrams). The entry's flow never changes in an interval.
+// Like the flow map, the map holding the entries is swapped at every
+// drain (the kernel waits for the programs still running on the old one)
+// and read on every CPU by user space: each attempt is counted once, in
+// the flow map, in a record or here. The entry is taken by a
+// compare-and-swap of state (LAST_TAKING), its fields written, then
+// state set to LAST_READY by an exchange (a full barrier); the add is
+// atomic: a program run in process context may be preempted by another
+// run of it on the same CPU.
+struct last_flow {
+	__u64 state;
+	__u64 hits;
+	__u64 first_ns;
+	__u64 last_ns;
+	__u32 tgid; // of the last attempt
+	__u32 gid;
+	struct flow_key key;
+	char exe[EXE_LEN]; // of the attempt that took the entry; "" when unknown
+};
+
+enum last_state {
+	LAST_FREE = 0,
+	LAST_TAKING = 1,
+	LAST_READY = 2,
+};
+
 // Force BTF for the types user space decodes.
 const struct event *unused_event __attribute__((unused));
 const struct dns_event *unused_dns_event __attribute__((unused));
 const struct flow_key *unused_flow_key __attribute__((unused));
 const struct flow_val *unused_flow_val __attribute__((unused));
 const struct slot *unused_slot __attribute__((unused));
+const struct last_flow *unused_last_flow __attribute__((unused));
 
 // Set by the loader before the programs are loaded.
 // Wake the reader up only when this many bytes wait in the event ring; it
@@ -365,6 +400,20 @@ struct {
 		__type(value, struct slot);
 	});
 } slots SEC(".maps");
+
+// last_flows holds, in slot 0, the per-CPU entries of struct last_flow;
+// user space swaps it with an empty one at every drain.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+		__uint(max_entries, 1);
+		__type(key, __u32);
+		__type(value, struct last_flow);
+	});
+} last_flows SEC(".maps");
 
 static __always_inline void count(__u32 idx)
 {
@@ -532,6 +581,57 @@ static __always_inline int udp_state(struct bpf_sock_addr *ctx, struct flow_key 
 	return flags & SK_PENDING && (hook == HOOK_CONNECT4 || hook == HOOK_CONNECT6);
 }
 
+// same_flow is whether a and b are the same flow (every field of the key).
+static __always_inline int same_flow(const struct flow_key *a, const struct flow_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] && x[4] == y[4] &&
+	       x[5] == y[5];
+}
+
+// last_flow is this CPU's entry of the installed last_flows map, or NULL
+// (in-kernel counting off, or no map installed).
+static __always_inline struct last_flow *last_flow(void)
+{
+	__u32 zero = 0;
+	if (!aggregate)
+		return 0;
+	void *m = bpf_map_lookup_elem(&last_flows, &zero);
+	if (!m)
+		return 0;
+	return bpf_map_lookup_elem(m, &zero);
+}
+
+// count_last counts a repeat of the flow l holds; 0 when l holds another
+// flow, or none yet.
+static __always_inline int count_last(struct last_flow *l, struct flow_key *k, __u32 gid, __u32 tgid)
+{
+	if (l->state != LAST_READY || !same_flow(&l->key, k))
+		return 0;
+	__sync_fetch_and_add(&l->hits, 1);
+	l->last_ns = bpf_ktime_get_coarse_ns();
+	l->tgid = tgid;
+	l->gid = gid;
+	return 1;
+}
+
+// take_last makes a free l hold flow k, which the attempt just counted
+// elsewhere: its next attempts on this CPU in the interval count in l.
+static __always_inline void take_last(struct last_flow *l, struct flow_key *k, __u32 gid, __u32 tgid)
+{
+	if (l->state != LAST_FREE || !__sync_bool_compare_and_swap(&l->state, LAST_FREE, LAST_TAKING))
+		return;
+	__u64 now = bpf_ktime_get_coarse_ns();
+	l->hits = 0;
+	l->first_ns = now;
+	l->last_ns = now;
+	l->tgid = tgid;
+	l->gid = gid;
+	l->key = *k;
+	current_exe(l->exe, tgid);
+	__sync_lock_test_and_set(&l->state, LAST_READY);
+}
+
 // record counts an attempt of the current task. The task's UID, GID,
 // process id, cgroup and process name (the thread group leader's comm: a thread
 // may be named "isc-net-0000") are read straight from its task_struct
@@ -556,7 +656,12 @@ static __always_inline void record(struct bpf_sock_addr *ctx, struct flow_key *k
 
 	if (k->proto == IPPROTO_UDP && udp_state(ctx, k, gid, tgid, hook))
 		return;
+	struct last_flow *l = last_flow();
+	if (l && count_last(l, k, gid, tgid))
+		return;
 	COUNT_FLOW(ctx, k, gid, tgid, hook);
+	if (l)
+		take_last(l, k, gid, tgid);
 }
 
 static __always_inline void record4(struct bpf_sock_addr *ctx, __u8 hook)

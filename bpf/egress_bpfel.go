@@ -70,6 +70,18 @@ type EgressFlowVal struct {
 	Exe     [64]int8
 }
 
+type EgressLastFlow struct {
+	_       structs.HostLayout
+	State   uint64
+	Hits    uint64
+	FirstNs uint64
+	LastNs  uint64
+	Tgid    uint32
+	Gid     uint32
+	Key     EgressFlowKey
+	Exe     [64]int8
+}
+
 type EgressSlot struct {
 	_       structs.HostLayout
 	Gen     uint64
@@ -104,6 +116,7 @@ const (
 	EgressMapDnsEvents       = "dns_events"
 	EgressMapEvents          = "events"
 	EgressMapFlows           = "flows"
+	EgressMapLastFlows       = "last_flows"
 	EgressMapNamesProg       = "names_prog"
 	EgressMapSlots           = "slots"
 	EgressMapSocks           = "socks"
@@ -120,6 +133,7 @@ const (
 	EgressVarUnusedEvent     = "unused_event"
 	EgressVarUnusedFlowKey   = "unused_flow_key"
 	EgressVarUnusedFlowVal   = "unused_flow_val"
+	EgressVarUnusedLastFlow  = "unused_last_flow"
 	EgressVarUnusedSlot      = "unused_slot"
 	EgressVarWakeupBytes     = "wakeup_bytes"
 )
@@ -181,6 +195,7 @@ type EgressMapSpecs struct {
 	DnsEvents *ebpf.MapSpec `ebpf:"dns_events"`
 	Events    *ebpf.MapSpec `ebpf:"events"`
 	Flows     *ebpf.MapSpec `ebpf:"flows"`
+	LastFlows *ebpf.MapSpec `ebpf:"last_flows"`
 	NamesProg *ebpf.MapSpec `ebpf:"names_prog"`
 	Slots     *ebpf.MapSpec `ebpf:"slots"`
 	Socks     *ebpf.MapSpec `ebpf:"socks"`
@@ -197,6 +212,7 @@ type EgressVariableSpecs struct {
 	UnusedEvent    *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlowKey  *ebpf.VariableSpec `ebpf:"unused_flow_key"`
 	UnusedFlowVal  *ebpf.VariableSpec `ebpf:"unused_flow_val"`
+	UnusedLastFlow *ebpf.VariableSpec `ebpf:"unused_last_flow"`
 	UnusedSlot     *ebpf.VariableSpec `ebpf:"unused_slot"`
 	WakeupBytes    *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
@@ -224,6 +240,7 @@ type EgressMaps struct {
 	DnsEvents *ebpf.Map `ebpf:"dns_events"`
 	Events    *ebpf.Map `ebpf:"events"`
 	Flows     *ebpf.Map `ebpf:"flows"`
+	LastFlows *ebpf.Map `ebpf:"last_flows"`
 	NamesProg *ebpf.Map `ebpf:"names_prog"`
 	Slots     *ebpf.Map `ebpf:"slots"`
 	Socks     *ebpf.Map `ebpf:"socks"`
@@ -235,6 +252,7 @@ func (m *EgressMaps) Close() error {
 		m.DnsEvents,
 		m.Events,
 		m.Flows,
+		m.LastFlows,
 		m.NamesProg,
 		m.Slots,
 		m.Socks,
@@ -252,6 +270,7 @@ type EgressVariables struct {
 	UnusedEvent    *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlowKey  *ebpf.Variable `ebpf:"unused_flow_key"`
 	UnusedFlowVal  *ebpf.Variable `ebpf:"unused_flow_val"`
+	UnusedLastFlow *ebpf.Variable `ebpf:"unused_last_flow"`
 	UnusedSlot     *ebpf.Variable `ebpf:"unused_slot"`
 	WakeupBytes    *ebpf.Variable `ebpf:"wakeup_bytes"`
 }

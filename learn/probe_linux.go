@@ -148,9 +148,10 @@ func (s ProbeStats) Lost() uint64 { return s.EventsLost + s.NotifyLost }
 type Probe struct {
 	objs   bpf.EgressObjects
 	links  []link.Link
-	active *ebpf.Map // the flow map the programs count in
-	spare  *ebpf.Map // the empty one, swapped in at the next drain
-	slots  *slotMaps // UDPAtEgress, nil otherwise
+	active *ebpf.Map     // the flow map the programs count in
+	spare  *ebpf.Map     // the empty one, swapped in at the next drain
+	slots  *slotMaps     // UDPAtEgress, nil otherwise
+	last   *lastFlowMaps // nil with PerEvent
 	events *ringbuf.Reader
 	dns    *ringbuf.Reader
 	opts   ProbeOptions
@@ -217,6 +218,11 @@ func OpenProbe(path string, opts ProbeOptions) (p *Probe, err error) {
 	if !opts.PerEvent {
 		if err := p.objs.Flows.Put(uint32(0), p.active); err != nil {
 			return nil, fmt.Errorf("install flow map: %w", err)
+		}
+	}
+	if !opts.PerEvent {
+		if p.last, err = newLastFlowMaps(spec.Maps[bpf.EgressMapLastFlows].InnerMap, p.objs.LastFlows); err != nil {
+			return nil, err
 		}
 	}
 	if opts.UDPAtEgress && !opts.PerEvent {
@@ -315,6 +321,9 @@ func (p *Probe) close() error {
 	}
 	if p.slots != nil {
 		errs = append(errs, p.slots.close())
+	}
+	if p.last != nil {
+		errs = append(errs, p.last.close())
 	}
 	if p.active != nil {
 		errs = append(errs, p.active.Close())
@@ -447,6 +456,8 @@ func (p *Probe) matchDNS(raw []byte, clk *cgroupbpf.BootClock) (DNSPacket, bool)
 // one swapped out to fn, emptying it. The kernel waits for the programs
 // still running on the old map before the swap returns, so no count made
 // before the swap is missed and none after it lands in the drained map.
+// The per-CPU last-flow entries and the slots are swapped and read the
+// same way: a repeat counted there is an Attempt of its own.
 func (p *Probe) Drain(fn func(Attempt)) error {
 	p.drainMu.Lock()
 	defer p.drainMu.Unlock()
@@ -456,6 +467,11 @@ func (p *Probe) Drain(fn func(Attempt)) error {
 	var clk cgroupbpf.MonoClock // bpf_ktime_get_coarse_ns, as in ReadEvents
 	if p.slots != nil {
 		if err := p.slots.drain(func(v *bpf.EgressSlot) { fn(p.slotAttempt(v, &clk)) }); err != nil {
+			return err
+		}
+	}
+	if p.last != nil {
+		if err := p.last.drain(func(v *bpf.EgressLastFlow) { fn(p.lastFlowAttempt(v, &clk)) }); err != nil {
 			return err
 		}
 	}
