@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -39,7 +40,10 @@ type workload struct {
 	// ExactHits: the stored hits must equal the client's attempts.
 	Flows     int
 	ExactHits bool
-	run       func(b *bench, d time.Duration) (loadResult, error)
+	// BothCPU: the rate per CPU-second counts the client's and the
+	// server's CPU time (tcp-bulk).
+	BothCPU bool
+	run     func(b *bench, d time.Duration) (loadResult, error)
 }
 
 // loadResult is what a client did.
@@ -50,6 +54,10 @@ type loadResult struct {
 	FirstErr string
 	Seconds  float64
 	CPU      float64 // the client's user+sys seconds
+	// ServerCPU is the receiving server's CPU seconds (tcp-bulk: on
+	// loopback the receive path runs partly in the sender's context and
+	// partly in the receiver's, and how it splits varies from run to run).
+	ServerCPU float64
 }
 
 // workloads are the cases learnbench knows, in the order they run.
@@ -63,25 +71,28 @@ func workloads() []workload {
 			run: func(b *bench, d time.Duration) (loadResult, error) { return b.runIperf(d, "-u", "-b", "0", "-l", "64") }},
 		{Name: "udp64-sendto", Desc: "64-byte UDP, unconnected sendto() to one destination", Unit: "pkt/s", Flows: 1, ExactHits: true,
 			run: func(b *bench, d time.Duration) (loadResult, error) { return b.runSendto(d) }},
-		{Name: "tcp-bulk", Desc: "bulk TCP (iperf3, 128 KiB writes)", Unit: "MB/s",
+		{Name: "tcp-bulk", Desc: "bulk TCP (iperf3, 128 KiB writes; CPU: client and server)", Unit: "MB/s", BothCPU: true,
 			run: func(b *bench, d time.Duration) (loadResult, error) { return b.runIperf(d) }},
 	}
 }
 
 // loadRun is one run of a workload with one variant.
 type loadRun struct {
-	Workload  string      `json:"workload"`
-	Variant   string      `json:"variant"`
-	Round     int         `json:"round"`
-	Rate      float64     `json:"rate"`             // units per second of wall clock
-	CPURate   float64     `json:"rate_per_cpu_sec"` // units per second of the client's CPU time
-	Attempts  uint64      `json:"attempts,omitempty"`
-	Errors    uint64      `json:"errors"`
-	FirstErr  string      `json:"first_error,omitempty"`
-	Seconds   float64     `json:"seconds"`
-	ClientCPU float64     `json:"client_cpu_seconds"`
-	Learner   *learnerRun `json:"learner,omitempty"`
-	Progs     []progStat  `json:"programs,omitempty"` // -prog-stats
+	Workload string  `json:"workload"`
+	Variant  string  `json:"variant"`
+	Round    int     `json:"round"`
+	Rate     float64 `json:"rate"`             // units per second of wall clock
+	CPURate  float64 `json:"rate_per_cpu_sec"` // units per second of the client's CPU time (tcp-bulk: client and server)
+	// ClientCPURate is units per second of the client's CPU time alone.
+	ClientCPURate float64     `json:"rate_per_client_cpu_sec"`
+	ServerCPU     float64     `json:"server_cpu_seconds,omitempty"`
+	Attempts      uint64      `json:"attempts,omitempty"`
+	Errors        uint64      `json:"errors"`
+	FirstErr      string      `json:"first_error,omitempty"`
+	Seconds       float64     `json:"seconds"`
+	ClientCPU     float64     `json:"client_cpu_seconds"`
+	Learner       *learnerRun `json:"learner,omitempty"`
+	Progs         []progStat  `json:"programs,omitempty"` // -prog-stats
 }
 
 // loadSummary sums up one workload and variant over the rounds.
@@ -106,15 +117,26 @@ type loadSummary struct {
 	// (PairedCPUMin, PairedCPUMax their spread); OverEmpty the same
 	// against the -empty variant of the round (what the programs add
 	// above do-nothing programs on the same hooks).
-	PairedCPU     float64 `json:"paired_cpu_ratio,omitempty"`
-	PairedCPUMin  float64 `json:"paired_cpu_min,omitempty"`
-	PairedCPUMax  float64 `json:"paired_cpu_max,omitempty"`
-	OverEmpty     float64 `json:"cpu_over_empty,omitempty"`
-	Attempts      uint64  `json:"attempts"`
-	Hits          uint64  `json:"hits"`
-	Lost          uint64  `json:"lost"`
-	DNSLost       uint64  `json:"dns_lost"`
-	LearnerCPUPct float64 `json:"learner_cpu_percent,omitempty"`
+	PairedCPU    float64 `json:"paired_cpu_ratio,omitempty"`
+	PairedCPUMin float64 `json:"paired_cpu_min,omitempty"`
+	PairedCPUMax float64 `json:"paired_cpu_max,omitempty"`
+	OverEmpty    float64 `json:"cpu_over_empty,omitempty"`
+	// OverCompare is the median of the per-round ratios of the CPU rates
+	// against the -compare variant (OverCompareMin, OverCompareMax their
+	// spread): this tree's learner against another build, same rounds.
+	OverCompare    float64 `json:"cpu_over_compare,omitempty"`
+	OverCompareMin float64 `json:"cpu_over_compare_min,omitempty"`
+	OverCompareMax float64 `json:"cpu_over_compare_max,omitempty"`
+	// PairedClientCPU is PairedCPU with the client's CPU time alone, for
+	// a workload whose CPU rate also counts the server's (tcp-bulk).
+	PairedClientCPU    float64 `json:"paired_client_cpu_ratio,omitempty"`
+	PairedClientCPUMin float64 `json:"paired_client_cpu_min,omitempty"`
+	PairedClientCPUMax float64 `json:"paired_client_cpu_max,omitempty"`
+	Attempts           uint64  `json:"attempts"`
+	Hits               uint64  `json:"hits"`
+	Lost               uint64  `json:"lost"`
+	DNSLost            uint64  `json:"dns_lost"`
+	LearnerCPUPct      float64 `json:"learner_cpu_percent,omitempty"`
 }
 
 // loads runs the chosen workloads, rounds times, each round running every
@@ -202,9 +224,13 @@ func (b *bench) loadRun(w workload, v string, round int, d time.Duration) (*load
 		return nil, err
 	}
 	run := &loadRun{Workload: w.Name, Variant: v, Round: round, Rate: r.Units / r.Seconds, Attempts: r.Attempts,
-		Errors: r.Errors, FirstErr: r.FirstErr, Seconds: r.Seconds, ClientCPU: r.CPU, Progs: progs}
+		Errors: r.Errors, FirstErr: r.FirstErr, Seconds: r.Seconds, ClientCPU: r.CPU, ServerCPU: r.ServerCPU, Progs: progs}
 	if r.CPU > 0 {
 		run.CPURate = r.Units / r.CPU
+		run.ClientCPURate = run.CPURate
+	}
+	if w.BothCPU && r.CPU+r.ServerCPU > 0 {
+		run.CPURate = r.Units / (r.CPU + r.ServerCPU)
 	}
 	if r.Errors > 0 {
 		b.note("round %d %s %s: %d errors (first: %s)", round, w.Name, v, r.Errors, r.FirstErr)
@@ -218,8 +244,8 @@ func (b *bench) loadRun(w workload, v string, round int, d time.Duration) (*load
 		}
 		b.checkLearner(w, run)
 	}
-	benchutil.Logf("round %d %-12s %-9s %10.0f %s  (%.0f per cpu-s, client cpu %.2fs)%s",
-		round, w.Name, v, run.Rate, w.Unit, run.CPURate, r.CPU, learnerLine(run.Learner))
+	benchutil.Logf("round %d %-12s %-9s %10.0f %s  (%.0f per cpu-s, client cpu %.3fs, server cpu %.3fs)%s",
+		round, w.Name, v, run.Rate, w.Unit, run.CPURate, r.CPU, r.ServerCPU, learnerLine(run.Learner))
 	return run, nil
 }
 
@@ -261,6 +287,7 @@ func summarizeLoads(runs []loadRun, loads []workload) []loadSummary {
 	for _, w := range loads {
 		bare := pick(runs, w.Name, variantBare)
 		empty := pick(runs, w.Name, variantEmpty)
+		compare := pick(runs, w.Name, variantCompare)
 		for _, v := range []string{variantBare, variantLearner, variantUDPEgress, variantCompare, variantPerEvent, variantEmpty} {
 			rs := pick(runs, w.Name, v)
 			if len(rs) == 0 {
@@ -278,6 +305,13 @@ func summarizeLoads(runs []loadRun, loads []workload) []loadSummary {
 				s.PairedCPU, s.PairedCPUMin, s.PairedCPUMax = pairedRatios(rs, bare, cpuRate)
 				if v != variantEmpty {
 					s.OverEmpty, _, _ = pairedRatios(rs, empty, cpuRate)
+				}
+				if v == variantLearner {
+					s.OverCompare, s.OverCompareMin, s.OverCompareMax = pairedRatios(rs, compare, cpuRate)
+				}
+				if w.BothCPU {
+					s.PairedClientCPU, s.PairedClientCPUMin, s.PairedClientCPUMax = pairedRatios(rs, bare,
+						func(r loadRun) float64 { return r.ClientCPURate })
 				}
 			}
 			s.addLearners(rs)
@@ -372,6 +406,14 @@ func printLoads(w io.Writer, o *output) {
 			s.Workload, s.Variant, rate, s.Ratio, s.Paired, s.PairedMin, s.PairedMax, s.CPURatio,
 			s.PairedCPU, s.PairedCPUMin, s.PairedCPUMax, overEmpty, ev, s.LearnerCPUPct)
 	}
+	for _, s := range o.Summary {
+		if s.OverCompare > 0 {
+			fmt.Fprintf(w, "  %-13s learner / compare, paired cpu: %.3f (%.3f-%.3f)\n", s.Workload, s.OverCompare, s.OverCompareMin, s.OverCompareMax)
+		}
+		if s.PairedClientCPU > 0 {
+			fmt.Fprintf(w, "  %-13s %-9s the client's cpu alone, paired: %.3f (%.3f-%.3f)\n", s.Workload, s.Variant, s.PairedClientCPU, s.PairedClientCPUMin, s.PairedClientCPUMax)
+		}
+	}
 	fmt.Fprintln(w, "  per round (rate, ratio to the bare run of the round; rate per CPU-second, its ratio):")
 	for _, r := range o.Runs {
 		fmt.Fprintf(w, "    %d %-13s %-9s %10.0f", r.Round, r.Workload, r.Variant, r.Rate)
@@ -439,7 +481,7 @@ func (b *bench) startServers(cl *benchutil.Cleaner, acceptors int) error {
 func (b *bench) startIperf(cl *benchutil.Cleaner) error {
 	b.iperfPort = 5201
 	cmd := exec.Command("ip", "netns", "exec", b.netns, "iperf3", "-s", "-p", strconv.Itoa(b.iperfPort), "--forceflush")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(b.srvFD.Fd()), Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
@@ -551,25 +593,57 @@ func (b *bench) runIperf(d time.Duration, args ...string) (loadResult, error) {
 	secs := max(1, int(math.Ceil(d.Seconds())))
 	ctx, cancel := context.WithTimeout(b.ctx, time.Duration(secs)*time.Second+60*time.Second)
 	defer cancel()
-	argv := append([]string{"--net=/run/netns/" + b.netns, "--", "iperf3", "-c", "127.0.0.1", "-p", strconv.Itoa(b.iperfPort),
-		"-t", strconv.Itoa(secs), "-J"}, args...)
+	udp := slices.Contains(args, "-u")
+	length := []string{"-t", strconv.Itoa(secs)}
+	if !udp && b.bulkBytes != "" {
+		length = []string{"-n", b.bulkBytes}
+	}
+	argv := append(append([]string{"--net=/run/netns/" + b.netns, "--", "iperf3", "-c", "127.0.0.1", "-p", strconv.Itoa(b.iperfPort),
+		"-J"}, length...), args...)
 	cmd := exec.CommandContext(ctx, "nsenter", argv...)
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(b.cgroupFD.Fd()), Pdeathsig: syscall.SIGKILL}
 	var rep iperfReport
+	srv0, err := cgroupCPU(b.srvCgroup)
+	if err != nil {
+		return loadResult{}, err
+	}
 	cpu, err := runChild(cmd, &rep)
+	if err != nil {
+		return loadResult{}, err
+	}
+	srv1, err := cgroupCPU(b.srvCgroup)
 	if err != nil {
 		return loadResult{}, err
 	}
 	if rep.Error != "" {
 		return loadResult{}, fmt.Errorf("iperf3: %s", rep.Error)
 	}
-	if slices.Contains(args, "-u") {
+	if udp {
 		s := rep.End.Sum
-		return loadResult{Units: float64(s.Packets), Seconds: s.Seconds, CPU: cpu}, nil
+		return loadResult{Units: float64(s.Packets), Seconds: s.Seconds, CPU: cpu, ServerCPU: srv1 - srv0}, nil
 	}
 	s := rep.End.SumSent
-	return loadResult{Units: float64(s.Bytes) / 1e6, Seconds: s.Seconds, CPU: cpu}, nil
+	return loadResult{Units: float64(s.Bytes) / 1e6, Seconds: s.Seconds, CPU: cpu, ServerCPU: srv1 - srv0}, nil
+}
+
+// cgroupCPU reads the CPU seconds a cgroup's processes used
+// (cpu.stat usage_usec: every cgroup v2 directory has it).
+func cgroupCPU(path string) (float64, error) {
+	raw, err := os.ReadFile(filepath.Join(path, "cpu.stat"))
+	if err != nil {
+		return 0, fmt.Errorf("read cpu.stat: %w", err)
+	}
+	for line := range strings.Lines(string(raw)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "usage_usec "); ok {
+			us, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("read cpu.stat: %w", err)
+			}
+			return float64(us) / 1e6, nil
+		}
+	}
+	return 0, fmt.Errorf("read cpu.stat of %s: no usage_usec", path)
 }
 
 // iperfReport is what learnbench reads of iperf3 -J.

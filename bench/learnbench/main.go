@@ -432,6 +432,9 @@ type bench struct {
 	empty      bool     // -empty: also measure do-nothing programs
 	emptyHooks []string // -empty-hooks: the hooks they go on
 	progStats  bool     // -prog-stats: read each program's run time
+	bulkBytes  string   // -bulk-bytes: tcp-bulk sends this much (iperf3 -n)
+	srvCgroup  string   // the iperf3 server's cgroup (a sibling of cgroup): its CPU time
+	srvFD      *os.File
 }
 
 func (b *bench) note(format string, args ...any) {
@@ -460,6 +463,7 @@ func benchMain() int {
 	udpEgress := flag.Bool("udp-egress", false, "also run variant \""+variantUDPEgress+"\": this tree's learner with --udp-unconnected=egress (unconnected UDP counted by the egress program; the sendmsg programs not attached)")
 	empty := flag.Bool("empty", false, "also run variant \"empty\": programs that do nothing, on the learner's six hooks (what any program there costs)")
 	emptyHookList := flag.String("empty-hooks", "all", "hooks of the -empty variant, comma-separated: connect4, connect6, sendmsg4, sendmsg6, egress, ingress, egress2 (a second egress program, as the learner attached before its name check ran by a tail call); all: the learner's six")
+	bulkBytes := flag.String("bulk-bytes", "", "tcp-bulk sends this many bytes (iperf3 -n, e.g. 2G) instead of running for -duration")
 	progStats := flag.Bool("prog-stats", false, "turn kernel.bpf_stats_enabled on for the bench and print each attached program's run time per run and per unit (ns/connect, ns/datagram)")
 	stopDelay := flag.Duration("stop-delay", 0, "wait this long after the storm client exits before sending the learner SIGTERM")
 	flag.Parse()
@@ -501,7 +505,7 @@ func benchMain() int {
 		time.Sleep(20 * time.Second)
 	})
 
-	b := &bench{ctx: ctx, flush: *flush, keepLogs: *keep, stopDelay: *stopDelay, watchEvery: *watchEvery, rssProfile: *rssProfile, compare: *compare, udpEgress: *udpEgress, empty: *empty, emptyHooks: hooks, progStats: *progStats}
+	b := &bench{ctx: ctx, flush: *flush, keepLogs: *keep, stopDelay: *stopDelay, watchEvery: *watchEvery, rssProfile: *rssProfile, compare: *compare, udpEgress: *udpEgress, empty: *empty, emptyHooks: hooks, progStats: *progStats, bulkBytes: *bulkBytes}
 	if *progStats {
 		restore, err := enableBPFStats()
 		if err != nil {
@@ -630,6 +634,18 @@ func (b *bench) makeLab(cl *benchutil.Cleaner) error {
 		return err
 	}
 	cl.Add(func() { _ = b.cgroupFD.Close() })
+	// The iperf3 server's own cgroup, beside the bench's (no program is
+	// attached to it): its cpu.stat counts the server's CPU time to the
+	// microsecond, every thread's, those that exited too.
+	b.srvCgroup = b.cgroup + "-srv"
+	if err := os.Mkdir(b.srvCgroup, 0o755); err != nil {
+		return fmt.Errorf("create cgroup: %w", err)
+	}
+	cl.Add(func() { removeCgroup(b.srvCgroup) })
+	if b.srvFD, err = os.Open(b.srvCgroup); err != nil {
+		return err
+	}
+	cl.Add(func() { _ = b.srvFD.Close() })
 
 	b.netns = "egb-" + benchutil.RandomID()
 	if err := cl.Netns(b.netns); err != nil {

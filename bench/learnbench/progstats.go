@@ -142,8 +142,8 @@ func printProgTotals(w io.Writer, o *output) {
 	totals := map[key][]float64{}
 	bareCPU := map[string][]float64{}
 	for _, r := range o.Runs {
-		if r.Variant == variantBare && r.CPURate > 0 {
-			bareCPU[r.Workload] = append(bareCPU[r.Workload], 1e9/r.CPURate)
+		if r.Variant == variantBare && r.ClientCPURate > 0 {
+			bareCPU[r.Workload] = append(bareCPU[r.Workload], 1e9/r.ClientCPURate)
 		}
 		if len(r.Progs) == 0 {
 			continue
