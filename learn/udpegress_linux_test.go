@@ -21,7 +21,7 @@ import (
 
 // buildTestdata builds the command testdata/NAME where every user may
 // run it.
-func buildTestdata(t *testing.T, name string) string {
+func buildTestdata(t testing.TB, name string) string {
 	t.Helper()
 	bin := filepath.Join(lab.PublicDir(t, name), name)
 	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/"+name).CombinedOutput(); err != nil {
