@@ -598,6 +598,9 @@ func (b *bench) runIperf(d time.Duration, args ...string) (loadResult, error) {
 	if !udp && b.bulkBytes != "" {
 		length = []string{"-n", b.bulkBytes}
 	}
+	if !udp && b.bulkAffinity != "" {
+		length = append(length, "-A", b.bulkAffinity)
+	}
 	argv := append(append([]string{"--net=/run/netns/" + b.netns, "--", "iperf3", "-c", "127.0.0.1", "-p", strconv.Itoa(b.iperfPort),
 		"-J"}, length...), args...)
 	cmd := exec.CommandContext(ctx, "nsenter", argv...)

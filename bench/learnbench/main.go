@@ -410,31 +410,32 @@ type output struct {
 // The bench.
 
 type bench struct {
-	ctx        context.Context
-	self       string // this executable, re-executed for the children
-	tmp        string
-	binary     string // egress-learn
-	cgroup     string
-	cgroupFD   *os.File
-	netns      string
-	port       int // the storm server
-	iperfPort  int
-	sinkPort   int // the UDP sink of the sendto workload
-	flush      time.Duration
-	keepLogs   bool
-	stopDelay  time.Duration
-	watchEvery time.Duration
-	rssProfile string
-	notes      []string
-	learnerNo  int
-	compare    string   // -compare: another egress-learn binary
-	udpEgress  bool     // -udp-egress: also run the learner with --udp-unconnected=egress
-	empty      bool     // -empty: also measure do-nothing programs
-	emptyHooks []string // -empty-hooks: the hooks they go on
-	progStats  bool     // -prog-stats: read each program's run time
-	bulkBytes  string   // -bulk-bytes: tcp-bulk sends this much (iperf3 -n)
-	srvCgroup  string   // the iperf3 server's cgroup (a sibling of cgroup): its CPU time
-	srvFD      *os.File
+	ctx          context.Context
+	self         string // this executable, re-executed for the children
+	tmp          string
+	binary       string // egress-learn
+	cgroup       string
+	cgroupFD     *os.File
+	netns        string
+	port         int // the storm server
+	iperfPort    int
+	sinkPort     int // the UDP sink of the sendto workload
+	flush        time.Duration
+	keepLogs     bool
+	stopDelay    time.Duration
+	watchEvery   time.Duration
+	rssProfile   string
+	notes        []string
+	learnerNo    int
+	compare      string   // -compare: another egress-learn binary
+	udpEgress    bool     // -udp-egress: also run the learner with --udp-unconnected=egress
+	empty        bool     // -empty: also measure do-nothing programs
+	emptyHooks   []string // -empty-hooks: the hooks they go on
+	progStats    bool     // -prog-stats: read each program's run time
+	bulkBytes    string   // -bulk-bytes: tcp-bulk sends this much (iperf3 -n)
+	bulkAffinity string   // -bulk-affinity: iperf3 -A for tcp-bulk
+	srvCgroup    string   // the iperf3 server's cgroup (a sibling of cgroup): its CPU time
+	srvFD        *os.File
 }
 
 func (b *bench) note(format string, args ...any) {
@@ -464,6 +465,7 @@ func benchMain() int {
 	empty := flag.Bool("empty", false, "also run variant \"empty\": programs that do nothing, on the learner's six hooks (what any program there costs)")
 	emptyHookList := flag.String("empty-hooks", "all", "hooks of the -empty variant, comma-separated: connect4, connect6, sendmsg4, sendmsg6, egress, ingress, egress2 (a second egress program, as the learner attached before its name check ran by a tail call); all: the learner's six")
 	bulkBytes := flag.String("bulk-bytes", "", "tcp-bulk sends this many bytes (iperf3 -n, e.g. 2G) instead of running for -duration")
+	bulkAffinity := flag.String("bulk-affinity", "", "tcp-bulk pins the iperf3 client and server to these CPUs (iperf3 -A N,M; e.g. 1,1: both on CPU 1, so the scheduler's placement does not change the work per byte)")
 	progStats := flag.Bool("prog-stats", false, "turn kernel.bpf_stats_enabled on for the bench and print each attached program's run time per run and per unit (ns/connect, ns/datagram)")
 	stopDelay := flag.Duration("stop-delay", 0, "wait this long after the storm client exits before sending the learner SIGTERM")
 	flag.Parse()
@@ -505,7 +507,7 @@ func benchMain() int {
 		time.Sleep(20 * time.Second)
 	})
 
-	b := &bench{ctx: ctx, flush: *flush, keepLogs: *keep, stopDelay: *stopDelay, watchEvery: *watchEvery, rssProfile: *rssProfile, compare: *compare, udpEgress: *udpEgress, empty: *empty, emptyHooks: hooks, progStats: *progStats, bulkBytes: *bulkBytes}
+	b := &bench{ctx: ctx, flush: *flush, keepLogs: *keep, stopDelay: *stopDelay, watchEvery: *watchEvery, rssProfile: *rssProfile, compare: *compare, udpEgress: *udpEgress, empty: *empty, emptyHooks: hooks, progStats: *progStats, bulkBytes: *bulkBytes, bulkAffinity: *bulkAffinity}
 	if *progStats {
 		restore, err := enableBPFStats()
 		if err != nil {
