@@ -22,6 +22,13 @@ import (
 	"github.com/egresskit/egress/internal/lab"
 )
 
+// floorKind is an operation of BenchmarkHookFloor's client.
+type floorKind struct {
+	name  string
+	n     int  // operations a block
+	exact bool // every operation is a hit of the learner
+}
+
 // floorVariant is what is attached to the cgroup during a block.
 type floorVariant struct {
 	name   string
@@ -45,7 +52,9 @@ type floorVariant struct {
 //
 //	CI=true go test -run '^$' -bench HookFloor -benchtime 1x ./learn/
 //
-// EGRESS_FLOOR_CYCLES sets the number of cycles (default 30).
+// EGRESS_FLOOR_CYCLES sets the number of cycles (default 30),
+// EGRESS_FLOOR_OPS the operations of a block (default 20000; connects: a
+// thirteenth), EGRESS_FLOOR_KINDS the kinds (udp,sendto,connect).
 func BenchmarkHookFloor(b *testing.B) {
 	lab.Require(b, "go")
 	bin := buildTestdata(b, "floorsend")
@@ -123,11 +132,12 @@ func BenchmarkHookFloor(b *testing.B) {
 		return ns / float64(n)
 	}
 
-	kinds := []struct {
-		name  string
-		n     int
-		exact bool // every operation is a hit of the learner
-	}{{"udp", ops, false}, {"sendto", ops, true}, {"connect", max(1, ops/13), true}}
+	kinds := []floorKind{{"udp", ops, false}, {"sendto", ops, true}, {"connect", max(1, ops/13), true}}
+	if list := os.Getenv("EGRESS_FLOOR_KINDS"); list != "" {
+		kinds = slices.DeleteFunc(kinds, func(k floorKind) bool { return !slices.Contains(strings.Split(list, ","), k.name) })
+	}
+	// The table goes to stdout: a benchmark's log is cut to a few lines.
+	logf := func(format string, args ...any) { fmt.Printf(format+"\n", args...) }
 	b.ResetTimer()
 	for _, k := range kinds {
 		per := map[string][]float64{}
@@ -151,7 +161,7 @@ func BenchmarkHookFloor(b *testing.B) {
 			}
 		}
 		drain()
-		b.Logf("%s, %d cycles of %d operations per variant:", k.name, cycles, k.n)
+		logf("%s, %d cycles of %d operations per variant:", k.name, cycles, k.n)
 		bare := per["bare"]
 		for _, v := range variants {
 			ns := per[v.name]
@@ -170,10 +180,10 @@ func BenchmarkHookFloor(b *testing.B) {
 				b.ReportMetric(median(diff), k.name+"-"+v.name+"-ns-over-bare")
 				b.ReportMetric(least, k.name+"-"+v.name+"-least-ns-over-bare")
 			}
-			b.Logf("%s", line)
+			logf("%s", line)
 		}
 		if k.exact {
-			b.Logf("  learner hits %d, %s made while it was attached %d", learnerHits, k.name, made)
+			logf("  learner hits %d, %s made while it was attached %d", learnerHits, k.name, made)
 			if learnerHits != made {
 				b.Errorf("%s: the learner counted %d hits, %d were made while it was attached", k.name, learnerHits, made)
 			}
