@@ -13,6 +13,7 @@ import (
 // records a generation applied.
 type Approvals struct {
 	raw     [][]byte // the stored keys, in order
+	flat    []byte   // or these, flowKeyLen bytes each (when raw is nil)
 	onlyNew bool     // fn sees no flow the store holds as approved
 	fn      func(f *Flow)
 }
@@ -20,6 +21,82 @@ type Approvals struct {
 // NewApprovals makes ready what ApproveNew(keys, fn) writes.
 func NewApprovals(keys []FlowKey, fn func(f *Flow)) *Approvals {
 	return &Approvals{raw: sortedKeys(keys), onlyNew: true, fn: fn}
+}
+
+// KeyRun is a run of n flow keys in the order FlowKey.Compare gives
+// (a set of a plan: one family), key(i) the i-th.
+type KeyRun struct {
+	N   int
+	Key func(i int) FlowKey
+}
+
+// NewApprovalsOfRuns makes ready what NewApprovals makes ready for the
+// keys of runs: their stored forms are written straight into one buffer,
+// merged in the store's order (no slice of the keys and of their stored
+// forms, then merged into a third: 10 MB at 100k keys, ~2.5k page faults
+// of fresh memory). When a run is not in the store's order after all (the
+// store orders a UID's keys by protocol first), they are sorted as
+// NewApprovals sorts them.
+func NewApprovalsOfRuns(runs []KeyRun, fn func(f *Flow)) *Approvals {
+	if flat, ok := mergeRuns(runs); ok {
+		return &Approvals{flat: flat, onlyNew: true, fn: fn}
+	}
+	var keys []FlowKey
+	for _, r := range runs {
+		for i := range r.N {
+			keys = append(keys, r.Key(i))
+		}
+	}
+	return NewApprovals(keys, fn)
+}
+
+// mergeRuns merges the stored forms of the runs' keys into one buffer in
+// the store's order; false when a run is not in that order.
+func mergeRuns(runs []KeyRun) ([]byte, bool) {
+	n := 0
+	for _, r := range runs {
+		n += r.N
+	}
+	flat := make([]byte, n*flowKeyLen)
+	at := make([]int, len(runs))
+	heads := make([][flowKeyLen]byte, len(runs))
+	for j, r := range runs {
+		if r.N > 0 {
+			r.Key(0).put(heads[j][:])
+		}
+	}
+	for o := 0; o < len(flat); o += flowKeyLen {
+		best := -1
+		for j, r := range runs {
+			if at[j] < r.N && (best < 0 || bytes.Compare(heads[j][:], heads[best][:]) < 0) {
+				best = j
+			}
+		}
+		copy(flat[o:], heads[best][:])
+		if at[best]++; at[best] < runs[best].N {
+			runs[best].Key(at[best]).put(heads[best][:])
+			if bytes.Compare(heads[best][:], flat[o:o+flowKeyLen]) < 0 {
+				return nil, false
+			}
+		}
+	}
+	return flat, true
+}
+
+// len is how many keys a has (repeats counted).
+func (a *Approvals) len() int {
+	if a.raw != nil {
+		return len(a.raw)
+	}
+	return len(a.flat) / flowKeyLen
+}
+
+// key is a's stored key i.
+func (a *Approvals) key(i int) []byte {
+	if a.raw != nil {
+		return a.raw[i]
+	}
+	return a.flat[i*flowKeyLen : (i+1)*flowKeyLen : (i+1)*flowKeyLen]
 }
 
 // WriteApprovals writes a in a transaction of its own.
@@ -43,10 +120,13 @@ func (a *Approvals) write(tx *bolt.Tx) error {
 	last, _ := w.c.Last()
 	last = bytes.Clone(last)
 	var ap approver
-	for i, kb := range a.raw {
-		if i > 0 && bytes.Equal(kb, a.raw[i-1]) {
+	var prev []byte
+	for i := range a.len() {
+		kb := a.key(i)
+		if i > 0 && bytes.Equal(kb, prev) {
 			continue
 		}
+		prev = kb
 		var v []byte
 		if last != nil && bytes.Compare(kb, last) <= 0 {
 			v = w.get(kb)

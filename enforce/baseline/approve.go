@@ -17,18 +17,16 @@ func ApprovePlan(st *store.Store, p *plan.Plan, n uint64, now time.Time) error {
 // PlanApprovals are the approvals ApprovePlan writes, made ready for a
 // write that records them with the generation (rollout.Options.Approve).
 func PlanApprovals(p *plan.Plan, n uint64, now time.Time) *store.Approvals {
-	size := 0
+	runs := make([]store.KeyRun, 0, len(p.Sets))
 	for _, s := range p.Sets {
-		size += len(s.Elements)
-	}
-	keys := make([]store.FlowKey, 0, size)
-	for _, s := range p.Sets {
-		for _, e := range s.Elements {
-			keys = append(keys, store.FlowKey{UID: e.UID, Proto: e.Proto, IP: e.IP, Port: e.Port})
-		}
+		els := s.Elements
+		runs = append(runs, store.KeyRun{N: len(els), Key: func(i int) store.FlowKey {
+			e := &els[i]
+			return store.FlowKey{UID: e.UID, Proto: e.Proto, IP: e.IP, Port: e.Port}
+		}})
 	}
 	at := now.UTC()
-	return store.NewApprovals(keys, func(f *store.Flow) {
+	return store.NewApprovalsOfRuns(runs, func(f *store.Flow) {
 		if f.Approved == 0 {
 			f.Approved, f.ApprovedAt, f.ApprovedNames = n, at, f.Hostnames
 			f.Retired = time.Time{}
