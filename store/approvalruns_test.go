@@ -10,9 +10,9 @@ import (
 
 // TestApprovalsOfRuns: the keys of runs (a plan's sets, each in
 // FlowKey.Compare's order) come out in the store's order, duplicates
-// kept, whether they merge (a protocol per UID: no copy) or must be
-// sorted (a UID with TCP and UDP flows: the store orders by protocol
-// before the address).
+// kept, whether they merge as they are (a protocol per UID) or by
+// protocol (a UID with TCP and UDP flows: the store orders by protocol
+// before the address), or must be sorted (a run in no order).
 func TestApprovalsOfRuns(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	key := func(v6, mixed bool) FlowKey {
@@ -30,7 +30,7 @@ func TestApprovalsOfRuns(t *testing.T) {
 		}
 		return FlowKey{UID: uid, Proto: proto, IP: ip, Port: uint16(rng.IntN(3))}
 	}
-	merged, sorted := 0, 0
+	merged, byProto := 0, 0
 	for n := range 120 {
 		for _, mixed := range []bool{false, true} {
 			var sets [][]FlowKey
@@ -52,10 +52,13 @@ func TestApprovalsOfRuns(t *testing.T) {
 			}
 			slices.SortFunc(want, bytes.Compare)
 			a := NewApprovalsOfRuns(runs, nil)
-			if a.raw == nil {
+			switch _, ok := mergeRuns(runs); {
+			case a.raw != nil:
+				t.Fatalf("%d keys a run (mixed %v): sorted, not merged", n, mixed)
+			case ok:
 				merged++
-			} else {
-				sorted++
+			default:
+				byProto++
 			}
 			if a.len() != len(want) {
 				t.Fatalf("%d keys, want %d", a.len(), len(want))
@@ -67,7 +70,13 @@ func TestApprovalsOfRuns(t *testing.T) {
 			}
 		}
 	}
-	if merged == 0 || sorted == 0 {
-		t.Fatalf("merged %d, sorted %d: both ways must be tried", merged, sorted)
+	if merged == 0 || byProto == 0 {
+		t.Fatalf("merged %d, by protocol %d: both ways must be tried", merged, byProto)
+	}
+	// A run in no order at all is sorted.
+	keys := []FlowKey{{UID: 2, Proto: 6, IP: netip.MustParseAddr("10.0.0.2")}, {UID: 1, Proto: 6, IP: netip.MustParseAddr("10.0.0.1")}}
+	a := NewApprovalsOfRuns([]KeyRun{{N: 2, Key: func(i int) FlowKey { return keys[i] }}}, nil)
+	if a.len() != 2 || !bytes.Equal(a.key(0), keys[1].bytes()) || !bytes.Equal(a.key(1), keys[0].bytes()) {
+		t.Fatal("a run in no order is not sorted")
 	}
 }
