@@ -1,17 +1,12 @@
 package store
 
 import (
-	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/sha256"
 	"encoding/json"
 	"hash"
 	"math"
-	"slices"
-	"sync"
-
-	"github.com/egresskit/egress/internal/phase"
 )
 
 // An apply of an export that changed in a few flows since the last one
@@ -64,7 +59,6 @@ type FlowSum [16]byte
 // those of the other: nothing is taken for unchanged). Not for
 // concurrent use.
 type FlowSummer struct {
-	key   [32]byte
 	gcm   cipher.AEAD
 	nonce [12]byte
 	h     hash.Hash
@@ -74,7 +68,7 @@ type FlowSummer struct {
 
 // NewFlowSummer is the FlowSummer of key.
 func NewFlowSummer(key [32]byte) *FlowSummer {
-	s := &FlowSummer{key: key}
+	s := &FlowSummer{}
 	if c, err := aes.NewCipher(key[:]); err == nil {
 		s.gcm, _ = cipher.NewGCM(c)
 	}
@@ -83,14 +77,6 @@ func NewFlowSummer(key [32]byte) *FlowSummer {
 		copy(s.block[:], key[:])
 	}
 	return s
-}
-
-// clone is a FlowSummer of the same sums, for another goroutine.
-func (s *FlowSummer) clone() *FlowSummer {
-	if s.gcm != nil {
-		return NewFlowSummer(s.key)
-	}
-	return &FlowSummer{h: sha256.New(), block: s.block}
 }
 
 // Sum is the sum of b.
@@ -123,27 +109,18 @@ type FlowRef struct {
 // could read what it cannot: anything its fast reader does not read, or
 // flows whose keys (after Unmap) are not in strictly increasing order.
 func DiffExport(data []byte, sums *FlowSummer, oldLens []int32, oldSums []FlowSum, oldKeys []FlowKey, e *Export) ([]FlowRef, bool) {
-	d := diffExport(data, sums, oldLens, oldSums, oldKeys, e)
-	if d == nil {
+	if len(data) >= math.MaxInt32 || len(oldLens) != len(oldKeys) || len(oldSums) != len(oldKeys) {
 		return nil, false
 	}
-	return d.refs, true
-}
-
-// diffExport is DiffExport's diff (nil: false).
-func diffExport(data []byte, sums *FlowSummer, oldLens []int32, oldSums []FlowSum, oldKeys []FlowKey, e *Export) *exportDiff {
-	if len(data) >= math.MaxInt32 || len(oldLens) != len(oldKeys) || len(oldSums) != len(oldKeys) {
-		return nil
-	}
-	d := &exportDiff{summer: sums, lens: oldLens, sums: oldSums, keys: oldKeys, refs: make([]FlowRef, 0, len(oldKeys)+len(oldKeys)/8+16)}
+	d := exportDiff{summer: sums, lens: oldLens, sums: oldSums, keys: oldKeys, refs: make([]FlowRef, 0, len(oldKeys)+len(oldKeys)/8+16)}
 	r := jreader{b: data, ok: true, intern: map[string]string{}, flowsOf: d.flows}
 	var out Export
 	r.export(&out)
 	if !r.end() || d.bad {
-		return nil
+		return nil, false
 	}
 	*e = out
-	return d
+	return d.refs, true
 }
 
 // exportDiff is the state of a DiffExport.
@@ -155,9 +132,7 @@ type exportDiff struct {
 	k      int // the next of the earlier flows
 	refs   []FlowRef
 	last   FlowKey
-	first  FlowKey // of the first flow read
 	bad    bool
-	halves string // how inHalves went ("": not tried), for tests
 }
 
 // flows reads the flows of the export (from its '[').
@@ -171,21 +146,6 @@ func (d *exportDiff) flows(r *jreader, e *Export) {
 		r.i++
 		return
 	}
-	if diffInHalves && d.inHalves(r) {
-		return
-	}
-	d.list(r, false)
-}
-
-// diffInHalves: DiffExport reads large exports in halves (tests read
-// them both ways).
-var diffInHalves = true
-
-// list reads flows from r.i (a flow's start) to the end of the list: true
-// once its ']' is read; with atEnd, it also stops, true, where r.b ends
-// right after a flow (the end of a first half). False: r failed, or d
-// found flows out of order.
-func (d *exportDiff) list(r *jreader, atEnd bool) bool {
 	for r.ok && !d.bad {
 		r.ws()
 		key, ok := d.reuse(r)
@@ -194,93 +154,15 @@ func (d *exportDiff) list(r *jreader, atEnd bool) bool {
 		}
 		if len(d.refs) > 1 && d.last.Compare(key) >= 0 {
 			d.bad = true
-			return false
-		}
-		if len(d.refs) == 1 {
-			d.first = key
+			return
 		}
 		d.last = key
-		if atEnd && r.i == len(r.b) {
-			return r.ok
-		}
 		if r.peek() == ']' {
 			r.i++
-			return r.ok
+			return
 		}
 		r.lit(',')
 	}
-	return false
-}
-
-// inHalves reads the flows as list does, in two halves on two cores: the
-// second from a "},{" near the middle, with the earlier flow the key of
-// the flow after it gives; the first up to that ','. The two are what
-// list makes of the whole when the first half ends at the ',' (the cut
-// was between two flows) having passed exactly the earlier flows the
-// second half started from (else the second half is read again from the
-// cut, after the first), and nothing else failed (else false: nothing
-// of either is kept, and list reads the flows from the start).
-func (d *exportDiff) inHalves(r *jreader) bool {
-	start := r.i
-	if len(r.b)-start < splitFlows {
-		return false
-	}
-	mid := start + (len(r.b)-start)/2
-	k := bytes.Index(r.b[mid:], []byte("},{"))
-	if k < 0 {
-		return false
-	}
-	cut := mid + k + 1 // the ',' after the guessed end of a flow
-	// The earlier flow the second half starts from: the first whose key
-	// is not before the key of the flow after the cut (that flow's, when
-	// it is kept), as list would have passed those before it.
-	var f Flow
-	probe := jreader{b: r.b, i: cut + 1, ok: true}
-	probe.flow(&f, false)
-	if !probe.ok {
-		return false
-	}
-	key := f.FlowKey
-	key.IP = key.IP.Unmap()
-	from, _ := slices.BinarySearchFunc(d.keys, key, FlowKey.Compare)
-
-	second := &exportDiff{summer: d.summer.clone(), lens: d.lens, sums: d.sums, keys: d.keys, k: from,
-		refs: make([]FlowRef, 0, len(d.keys)-from+len(d.keys)/16+16)}
-	sr := jreader{b: r.b, i: cut + 1, ok: true, intern: map[string]string{}} // its own: the halves run at once
-	var secondOK bool
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		secondOK = second.list(&sr, false)
-		phase.Mark("read: export's second half diffed (beside)")
-	})
-	fr := jreader{b: r.b[:cut], i: start, ok: true, intern: r.intern}
-	atCut := d.list(&fr, true) && fr.i == cut
-	phase.Mark("read: export's first half diffed")
-	wg.Wait()
-	switch {
-	case !atCut:
-		// The cut was not between two flows, or the flows before it
-		// are not read: the whole list again, from the start.
-		d.refs, d.k, d.last, d.first, d.bad = d.refs[:0], 0, FlowKey{}, FlowKey{}, false
-		d.halves = "from the start"
-		return false
-	case d.k != from || !secondOK || len(second.refs) == 0:
-		// The second half did not start where list would have: the
-		// flows after the cut again, after the first half's.
-		r.i = cut
-		r.lit(',')
-		d.list(r, false)
-		d.halves = "from the cut"
-		return true
-	}
-	if d.last.Compare(second.first) >= 0 {
-		d.bad = true // as list would have found at the cut
-		return true
-	}
-	d.refs = append(d.refs, second.refs...)
-	d.k, d.last, r.i = second.k, second.last, sr.i
-	d.halves = "joined"
-	return true
 }
 
 // reuse takes the next earlier flow when its bytes are next in r.
