@@ -66,22 +66,38 @@ type ExportRead struct {
 	key   [32]byte // of the flows' sums
 	data  []byte
 	flows []memoFlow      // the export's flows in its order, for the next memo (nil: none)
+	read  []readFlow      // what the flows read (not taken from the memo) made
 	sums  []store.FlowSum // of the flows' bytes, in the export's order
 	// counts: how many plain flows give each of Plain.SortedRules
 	counts []int32
 	old    *memo // the memo read (readWhole: an empty one)
 }
 
-// memoFlow is one flow of the next memo.
+// memoFlow is one flow of the next memo (20 bytes: a read against the
+// memo fills one a flow, most of them from the memo).
 type memoFlow struct {
 	span store.Span
-	key  store.FlowKey
 	old  int32 // >= 0: the flow of the memo read whose record this is
-	// plain (plan.Plainer); when it has an element, the element (in
-	// Plain: againstRead.elements); its followed names.
+	rd   int32 // else: what the flow read made, ExportRead.read[rd]
+	// plain (plan.Plainer), with an element
 	plain, hasElem bool
-	elem           *plan.Element
-	follow         []string
+}
+
+// readFlow is what a flow read (not taken from the memo) made: its key;
+// when it is plain with an element, the element (in Plain:
+// againstRead.elements); its followed names.
+type readFlow struct {
+	key    store.FlowKey
+	elem   *plan.Element
+	follow []string
+}
+
+// flowKey is the key of flow mf of r.
+func (r *ExportRead) flowKey(mf *memoFlow) store.FlowKey {
+	if mf.old >= 0 {
+		return r.old.keys[mf.old]
+	}
+	return r.read[mf.rd].key
 }
 
 // ReadExportMemo reads the export at path for a plan of options o (o's
@@ -155,7 +171,7 @@ func readWhole(path string, data []byte, o *plan.Options, warn func(string)) (*E
 	if spans == nil || !keyOrder(e.Flows) {
 		return readPlain(path, &e, o, warn) // merge merges flows of one key
 	}
-	r := &ExportRead{data: data, flows: make([]memoFlow, len(e.Flows)), old: &memo{}}
+	r := &ExportRead{data: data, flows: make([]memoFlow, len(e.Flows)), read: make([]readFlow, 0, len(e.Flows)), old: &memo{}}
 	if _, err := rand.Read(r.key[:]); err != nil {
 		return nil, fmt.Errorf("a key for the memo: %w", err)
 	}
@@ -360,14 +376,14 @@ func (a *againstRead) flow(i int, ref store.FlowRef) (string, error) {
 	if !plain {
 		return a.read(i, ref)
 	}
-	mf.old, mf.key, mf.plain, mf.hasElem = ref.Old, a.m.keys[ref.Old], true, hasElem
+	mf.old, mf.plain, mf.hasElem = ref.Old, true, hasElem
 	a.r.sums[i] = a.m.sums[ref.Old]
 	if hasElem {
 		e.Hosts, e.User = a.hosts, a.m.users[e.UID]
 	}
 	a.r.Reused++
 	a.kept[ref.Old] = true
-	a.plain(mf.key, hasElem, e)
+	a.plain(a.m.keys[ref.Old], hasElem, e)
 	return "", nil
 }
 
@@ -389,18 +405,20 @@ func (a *againstRead) read(i int, ref store.FlowRef) (string, error) {
 	if a.warnings, err = checkFlow(i, f, a.warnings); err != nil {
 		return "", err
 	}
-	mf.key = f.FlowKey
+	mf.rd = int32(len(a.r.read))
+	a.r.read = append(a.r.read, readFlow{key: f.FlowKey})
+	rf := &a.r.read[mf.rd]
 	if mf.plain = len(a.warnings) == n && kept(f) && a.pl.Is(f); !mf.plain {
 		a.e.Flows = append(a.e.Flows, *f)
 		return "", nil
 	}
-	mf.follow = a.pl.Followed(f)
+	rf.follow = a.pl.Followed(f)
 	var e plan.Element
-	if mf.hasElem = a.pl.HasElement(mf.follow); mf.hasElem {
+	if mf.hasElem = a.pl.HasElement(rf.follow); mf.hasElem {
 		e = a.pl.Element(f)
 	}
-	a.plain(mf.key, mf.hasElem, e)
-	a.added = plan.Rules(a.added, mf.key, mf.follow)
+	a.plain(rf.key, mf.hasElem, e)
+	a.added = plan.Rules(a.added, rf.key, rf.follow)
 	return "", nil
 }
 
@@ -538,11 +556,11 @@ func (a *againstRead) elements() {
 			continue
 		}
 		els, s := p.V6, 1
-		if mf.key.IP.Is4() {
+		if a.r.flowKey(mf).IP.Is4() {
 			els, s = p.V4, 0
 		}
 		if mf.old < 0 && at[s] < len(els) {
-			mf.elem = &els[at[s]]
+			a.r.read[mf.rd].elem = &els[at[s]]
 		}
 		at[s]++
 	}
@@ -683,7 +701,7 @@ func (r *ExportRead) Memo(p *plan.Plan) *MemoBody {
 	}
 	plain := false
 	for i := range r.flows {
-		if i > 0 && r.flows[i-1].key.Compare(r.flows[i].key) >= 0 {
+		if i > 0 && r.flowKey(&r.flows[i-1]).Compare(r.flowKey(&r.flows[i])) >= 0 {
 			return nil
 		}
 		plain = plain || r.flows[i].plain
@@ -703,7 +721,8 @@ func encodeMemo(r *ExportRead, flush func([]byte) error) error {
 	}
 	for i := range r.flows {
 		if mf := &r.flows[i]; mf.old < 0 && mf.hasElem {
-			users[mf.elem.UID] = mf.elem.User
+			e := r.read[mf.rd].elem
+			users[e.UID] = e.User
 		}
 	}
 	// Written in chunks of about memoChunk: the memo's memory is bounded.
@@ -734,7 +753,7 @@ func encodeMemo(r *ExportRead, flush func([]byte) error) error {
 			rec := r.old.recs[mf.old]
 			b = append(b, r.old.body[rec[0]:rec[1]]...)
 		} else {
-			b = appendMemoFlow(b, mf)
+			b = appendMemoFlow(b, mf, &r.read[mf.rd])
 		}
 		if err := more(); err != nil {
 			return err
@@ -761,11 +780,11 @@ func appendBytes(b, s []byte) []byte {
 
 // appendMemoFlow appends one flow's record: key, plain, and a plain one's
 // element's comment and checked names, and its followed names.
-func appendMemoFlow(b []byte, f *memoFlow) []byte {
-	b = binary.BigEndian.AppendUint32(b, f.key.UID)
-	b = appendBytes(b, f.key.IP.AsSlice())
-	b = append(b, f.key.Proto)
-	b = binary.BigEndian.AppendUint16(b, f.key.Port)
+func appendMemoFlow(b []byte, f *memoFlow, rf *readFlow) []byte {
+	b = binary.BigEndian.AppendUint32(b, rf.key.UID)
+	b = appendBytes(b, rf.key.IP.AsSlice())
+	b = append(b, rf.key.Proto)
+	b = binary.BigEndian.AppendUint16(b, rf.key.Port)
 	switch {
 	case !f.plain:
 		return append(b, 0)
@@ -773,9 +792,9 @@ func appendMemoFlow(b []byte, f *memoFlow) []byte {
 		b = append(b, 1)
 	default:
 		b = append(b, 3)
-		b = appendStrings(appendBytes(b, []byte(f.elem.Comment)), f.elem.Names)
+		b = appendStrings(appendBytes(b, []byte(rf.elem.Comment)), rf.elem.Names)
 	}
-	return appendStrings(b, f.follow)
+	return appendStrings(b, rf.follow)
 }
 
 func appendStrings(b []byte, l []string) []byte {

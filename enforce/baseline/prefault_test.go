@@ -19,7 +19,7 @@ func TestSizedAndTouched(t *testing.T) {
 		t.Errorf("sized without room: len %d, same array %v", len(got), &got[0] == &pre[0])
 	}
 	for i, f := range pre {
-		if f.old != 0 || f.elem != nil || f.plain {
+		if f.old != 0 || f.rd != 0 || f.plain {
 			t.Fatalf("flow %d not zero after touch: %+v", i, f)
 		}
 	}
