@@ -67,7 +67,7 @@ type ExportRead struct {
 	data  []byte
 	flows []memoFlow      // the export's flows in its order, for the next memo (nil: none)
 	read  []readFlow      // what the flows read (not taken from the memo) made
-	sums  []store.FlowSum // of the flows' bytes, in the export's order
+	sums  []store.FlowSum // of the bytes of the flows read, in read's order (a kept flow's is the memo's)
 	// counts: how many plain flows give each of Plain.SortedRules
 	counts []int32
 	old    *memo // the memo read (readWhole: an empty one)
@@ -276,7 +276,7 @@ func readAgainst(path string, data []byte, m *memo, o *plan.Options, warn func(s
 		return nil, "", fmt.Errorf("read export %s: %w", path, err)
 	}
 	o.AllHosts = []string{e.Host}
-	r := &ExportRead{data: data, key: m.key, flows: sized(pre.flows, len(refs)), sums: sized(pre.sums, len(refs)), old: m}
+	r := &ExportRead{data: data, key: m.key, flows: sized(pre.flows, len(refs)), old: m}
 	more := m.room(len(refs))
 	r.Plain.V4, r.Plain.V6 = sized(pre.v4, m.v4+more)[:0], sized(pre.v6, m.v6+more)[:0]
 	a := againstRead{r: r, m: m, pl: plan.NewPlainer(*o), hosts: o.AllHosts, e: &e, kept: make([]bool, len(m.keys)), summer: summer}
@@ -308,7 +308,6 @@ func (m *memo) room(n int) int { return n - len(m.keys) + n/100 + 16 }
 // readBuffers are the slices a readAgainst fills, made ready (prefault).
 type readBuffers struct {
 	flows  []memoFlow
-	sums   []store.FlowSum
 	v4, v6 []plan.Element
 }
 
@@ -322,10 +321,9 @@ func (m *memo) prefault() <-chan readBuffers {
 	n := len(m.keys) + len(m.keys)/50 + 64 // room for some flows added
 	more := m.room(n)
 	go func() {
-		b := readBuffers{flows: make([]memoFlow, n), sums: make([]store.FlowSum, n),
+		b := readBuffers{flows: make([]memoFlow, n),
 			v4: make([]plan.Element, m.v4+more), v6: make([]plan.Element, m.v6+more)}
 		touch(b.flows)
-		touch(b.sums)
 		touch(b.v4)
 		touch(b.v6)
 		ch <- b
@@ -377,7 +375,6 @@ func (a *againstRead) flow(i int, ref store.FlowRef) (string, error) {
 		return a.read(i, ref)
 	}
 	mf.old, mf.plain, mf.hasElem = ref.Old, true, hasElem
-	a.r.sums[i] = a.m.sums[ref.Old]
 	if hasElem {
 		e.Hosts, e.User = a.hosts, a.m.users[e.UID]
 	}
@@ -391,7 +388,7 @@ func (a *againstRead) flow(i int, ref store.FlowRef) (string, error) {
 func (a *againstRead) read(i int, ref store.FlowRef) (string, error) {
 	mf := &a.r.flows[i]
 	if a.summer != nil {
-		a.r.sums[i] = a.summer.Sum(a.r.data[ref.Start:ref.End])
+		a.r.sums = append(a.r.sums, a.summer.Sum(a.r.data[ref.Start:ref.End])) // read's order
 	}
 	f := ref.Flow
 	if f == nil {
@@ -706,7 +703,7 @@ func (r *ExportRead) Memo(p *plan.Plan) *MemoBody {
 		}
 		plain = plain || r.flows[i].plain
 	}
-	if !plain || len(r.counts) != len(r.Plain.SortedRules) || len(r.sums) != len(r.flows) {
+	if !plain || len(r.counts) != len(r.Plain.SortedRules) || len(r.sums) != len(r.read) {
 		return nil // nothing to keep
 	}
 	return &MemoBody{key: r.key, r: r}
@@ -748,7 +745,11 @@ func encodeMemo(r *ExportRead, flush func([]byte) error) error {
 	for i := range r.flows {
 		mf := &r.flows[i]
 		b = binary.BigEndian.AppendUint32(b, uint32(mf.span.End-mf.span.Start))
-		b = append(b, r.sums[i][:]...)
+		if mf.old >= 0 {
+			b = append(b, r.old.sums[mf.old][:]...)
+		} else {
+			b = append(b, r.sums[mf.rd][:]...)
+		}
 		if mf.old >= 0 {
 			rec := r.old.recs[mf.old]
 			b = append(b, r.old.body[rec[0]:rec[1]]...)
