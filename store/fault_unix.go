@@ -23,3 +23,8 @@ func mapReadOnly(f *os.File, size int64) (data []byte, unmap func()) {
 	}
 	return data, func() { _ = syscall.Munmap(data) }
 }
+
+// dropMapped drops the pages of a read-only map of a file from the
+// process (its resident memory), not from the file: a later read of them
+// faults them back in from the page cache.
+func dropMapped(b []byte) { _ = syscall.Madvise(b, syscall.MADV_DONTNEED) }

@@ -139,9 +139,16 @@ type pageWalker struct {
 	seen []uint64 // a bit a page
 	todo []uint64 // pages to visit
 	buf  []byte
-	// mapped: the file's first hwm pages, mapped (nil: read with pread)
-	mapped []byte
+	// mapped: the file's first hwm pages, mapped (nil: read with pread);
+	// touched: pages read from it since its pages were last dropped
+	mapped  []byte
+	touched uint64
 }
+
+// mappedResident bounds the pages of the map read since they were last
+// dropped from the process: a check of a large file does not make its
+// resident memory the file's size (a learner's peak RSS).
+var mappedResident uint64 = 16384 // 64 MiB of 4 KiB pages
 
 // run reads page id with its overflow pages, each of which must be in
 // the file and read for the first time.
@@ -151,6 +158,10 @@ func (w *pageWalker) run(id uint64) ([]byte, error) {
 	}
 	var head []byte
 	if w.mapped != nil {
+		if w.touched >= mappedResident {
+			dropMapped(w.mapped) // nothing read from it before is used any more
+			w.touched = 0
+		}
 		head = w.mapped[id*uint64(w.ps) : (id+1)*uint64(w.ps)]
 	} else {
 		if len(w.buf) < w.ps {
@@ -172,6 +183,7 @@ func (w *pageWalker) run(id uint64) ([]byte, error) {
 		w.seen[p/64] |= 1 << (p % 64)
 	}
 	if w.mapped != nil {
+		w.touched += n
 		return w.mapped[id*uint64(w.ps) : (id+n)*uint64(w.ps)], nil
 	}
 	if n > 1 {

@@ -10,7 +10,8 @@ import (
 // TestCheckFileMappedAsPread: the file check reads its pages from a map
 // of the file; it gives what reading them with pread gives, for a whole
 // store and for copies of it with bytes garbled in its pages (some
-// checked good, some refused with the same error).
+// checked good, some refused with the same error), also when the pages
+// read are dropped from the process every few pages.
 func TestCheckFileMappedAsPread(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "store.db")
@@ -46,7 +47,10 @@ func TestCheckFileMappedAsPread(t *testing.T) {
 		t.Fatalf("the whole store: mapped %q, pread %q", mapped, pread)
 	}
 	good, bad := 0, 0
-	for range 400 {
+	resident := mappedResident
+	t.Cleanup(func() { mappedResident = resident })
+	for i := range 400 {
+		mappedResident = []uint64{resident, 3}[i%2] // pages dropped while checked, every 3
 		data := append([]byte(nil), orig...)
 		for range 1 + rng.IntN(3) {
 			at := 2*4096 + rng.IntN(int(m.hwm-2)*4096) // past the meta pages
