@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/egresskit/egress/internal/phase"
 )
 
 // ApprovingWrite is the write that records a generation applied with its
@@ -52,6 +54,7 @@ func (s *Store) BeginApprovingWrite(approvals func() *Approvals) *ApprovingWrite
 			var err error
 			if a := approvals(); a != nil {
 				err = a.write(tx)
+				phase.Mark("store: approvals put")
 			}
 			wrote.Do(func() { close(w.written) })
 			if err != nil {
@@ -61,7 +64,9 @@ func (s *Store) BeginApprovingWrite(approvals func() *Approvals) *ApprovingWrite
 			if !d.commit {
 				return errAborted
 			}
-			return recordGenerationPlan(tx, d.n, d.packed, d.fn, &w.g)
+			err = recordGenerationPlan(tx, d.n, d.packed, d.fn, &w.g)
+			phase.Mark("store: generation put")
+			return err
 		})
 	}()
 	return w

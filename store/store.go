@@ -47,7 +47,17 @@ type Options struct {
 	// MaxObservations bounds the monitor's observations (destinations).
 	// Zero means DefaultMaxObservations.
 	MaxObservations int
+	// PageSize is the page size of a file Create makes (0: bbolt's
+	// default, the OS's page size): a power of two from 4 KiB to 64 KiB.
+	// A file that exists keeps the page size it was made with. Larger
+	// pages make a write of many flows into a new store cheaper (fewer
+	// pages to split, write and sync one by one); small writes into a
+	// large store then rewrite more bytes per page they change.
+	PageSize int
 }
+
+// minPageSize and maxPageSize bound Options.PageSize.
+const minPageSize, maxPageSize = 4 << 10, 64 << 10
 
 // Store is a baseline file. It holds no open file between calls: each
 // method opens the file, runs one transaction and closes it (see the
@@ -88,6 +98,9 @@ const writeAllocSize = 1 << 20
 // store: an empty file, a foreign bbolt file or a corrupt one is refused and
 // left as it is. Pending schema migrations run here.
 func Create(path string, opts Options) (*Store, error) {
+	if ps := opts.PageSize; ps != 0 && (ps < minPageSize || ps > maxPageSize || ps&(ps-1) != 0) {
+		return nil, fmt.Errorf("create store %s: page size %d is not a power of two from %d to %d", path, ps, minPageSize, maxPageSize)
+	}
 	s := &Store{path: path, opts: opts}
 	st, err := os.Stat(path)
 	switch {
@@ -168,6 +181,9 @@ func (s *Store) open(readOnly bool, h *handle) error {
 		// touched out of the old map first (an apply that adds 100,000
 		// flows to a new store did that a dozen times: 70 ms).
 		o.InitialMmapSize = writeMmapSize
+		// bbolt uses it only when it makes the file (an empty file is
+		// refused before: Create).
+		o.PageSize = s.opts.PageSize
 	}
 	db, err := bolt.Open(s.path, 0o600, o)
 	switch {

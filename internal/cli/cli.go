@@ -238,8 +238,16 @@ func ReadStore(cfg *config.Config) (*store.Store, error) {
 	return store.Open(cfg.DB, store.Options{LockTimeout: storeWait})
 }
 
+// storePageSize is the page size of a store egress-enforce creates: an
+// apply --from into a new store writes every flow of the export (1M
+// flows: ~57k pages of 4 KiB split, written and synced one by one; 16 KiB
+// pages: a quarter of them, the write ~20% cheaper). The learner makes
+// its stores itself, with the OS's page size: its flushes change a few
+// pages of a large store at a time.
+const storePageSize = 16 << 10
+
 // WriteStore opens the configured store for writing, creating and
 // migrating it as needed.
 func WriteStore(cfg *config.Config) (*store.Store, error) {
-	return store.Create(cfg.DB, store.Options{LockTimeout: storeWait})
+	return store.Create(cfg.DB, store.Options{LockTimeout: storeWait, PageSize: storePageSize})
 }
