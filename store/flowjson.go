@@ -479,76 +479,26 @@ func (r *jreader) flowsInHalves(e *Export) bool {
 	if r.spans != nil {
 		second.spans = &restSpans
 	}
-	// One array for both halves: the second half's flows are decoded
-	// straight behind where the first half's are expected to end (room, a
-	// little over), so that they need not be copied behind the first's
-	// into fresh memory (at 1M flows, 150 MB faulted twice). When the
-	// first half ends short of k, the second's are moved down within the
-	// array; when either outgrows its room, append moves it, and the
-	// halves are joined as before.
-	all := make([]Flow, 0, (len(r.b)-start)/200+1)
-	room := firstHalfRoom(r.b[start:cut], cap(all))
-	flows, rest := all[:0:room], all[room:room]
+	var rest []Flow
 	var wg sync.WaitGroup
-	wg.Go(func() { second.flowList(&rest, false) })
+	wg.Go(func() {
+		rest = make([]Flow, 0, (len(r.b)-cut)/200+1)
+		second.flowList(&rest, false)
+	})
 	first := jreader{b: r.b[:cut], i: start, ok: true, intern: r.intern, spans: r.spans}
+	// Room for both halves: the first is not moved when the second is
+	// appended.
+	flows := make([]Flow, 0, (len(r.b)-start)/200+1)
 	first.flowList(&flows, true)
 	wg.Wait()
 	if !first.ok || !second.ok {
 		return false
 	}
-	e.Flows, r.i = joinHalves(all, flows, rest, room), second.i
+	e.Flows, r.i = append(flows, rest...), second.i
 	if r.spans != nil {
 		*r.spans = append(*r.spans, restSpans...)
 	}
 	return true
-}
-
-// firstHalfRoom is the room for the flows of the first half of a list
-// (half, from the list's start to the guessed boundary) in an array of n
-// flows: its flows counted in samples of it ("},{\"uid\":" between two
-// flows as egress-learn writes them, else "},{"), scaled to its length,
-// 3% and 64 over; at most n/2 and n-1 (the second half must have
-// room too), at least 1.
-func firstHalfRoom(half []byte, n int) int {
-	const samples, sampleLen = 8, 64 << 10
-	count := func(sep []byte) (c, seen int) {
-		if len(half) <= samples*sampleLen {
-			return bytes.Count(half, sep), len(half)
-		}
-		step := len(half) / samples
-		for i := range samples {
-			c += bytes.Count(half[i*step:i*step+sampleLen], sep)
-		}
-		return c, samples * sampleLen
-	}
-	c, seen := count([]byte(`},{"uid":`))
-	if c == 0 {
-		c, seen = count([]byte("},{"))
-	}
-	k := int(float64(c)*float64(len(half))/float64(seen)*1.03) + 64
-	if c == 0 {
-		k = n / 2
-	}
-	return max(1, min(k, n-1))
-}
-
-// joinHalves is the flows of the first half then the second's, read into
-// all at 0 and k (flows, rest); when one was moved out of all (it
-// outgrew its room), they are joined by append.
-func joinHalves(all, flows, rest []Flow, k int) []Flow {
-	inAll := func(s []Flow, at int) bool { return cap(s) == 0 || &s[:1][0] == &all[:at+1][at] }
-	if len(flows) > k || !inAll(flows, 0) || !inAll(rest, k) {
-		return append(flows, rest...)
-	}
-	n1, n2 := len(flows), len(rest)
-	if n1 < k {
-		copy(all[n1:n1+n2], all[k:k+n2])
-		// What stays behind the end must not keep the moved flows'
-		// strings from being collected.
-		clear(all[n1+n2 : k+n2])
-	}
-	return all[:n1+n2]
 }
 
 // Compile-time check that the addresses decode as encoding/json decodes
