@@ -140,15 +140,15 @@ type pageWalker struct {
 	todo []uint64 // pages to visit
 	buf  []byte
 	// mapped: the file's first hwm pages, mapped (nil: read with pread);
-	// touched: pages read from it since its pages were last dropped
+	// touched: bytes read from it since its pages were last dropped
 	mapped  []byte
 	touched uint64
 }
 
-// mappedResident bounds the pages of the map read since they were last
+// mappedResident bounds the bytes of the map read since they were last
 // dropped from the process: a check of a large file does not make its
 // resident memory the file's size (a learner's peak RSS).
-var mappedResident uint64 = 16384 // 64 MiB of 4 KiB pages
+var mappedResident uint64 = 64 << 20 // whatever the file's page size
 
 // run reads page id with its overflow pages, each of which must be in
 // the file and read for the first time.
@@ -183,7 +183,7 @@ func (w *pageWalker) run(id uint64) ([]byte, error) {
 		w.seen[p/64] |= 1 << (p % 64)
 	}
 	if w.mapped != nil {
-		w.touched += n
+		w.touched += n * uint64(w.ps)
 		return w.mapped[id*uint64(w.ps) : (id+n)*uint64(w.ps)], nil
 	}
 	if n > 1 {

@@ -50,7 +50,7 @@ func TestCheckFileMappedAsPread(t *testing.T) {
 	resident := mappedResident
 	t.Cleanup(func() { mappedResident = resident })
 	for i := range 400 {
-		mappedResident = []uint64{resident, 3}[i%2] // pages dropped while checked, every 3
+		mappedResident = []uint64{resident, 3 * 4096}[i%2] // pages dropped while checked, every 3
 		data := append([]byte(nil), orig...)
 		for range 1 + rng.IntN(3) {
 			at := 2*4096 + rng.IntN(int(m.hwm-2)*4096) // past the meta pages
