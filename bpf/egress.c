@@ -968,8 +968,14 @@ int egress_out(struct __sk_buff *skb)
 	int tcp = tcp_kind(skb);
 	if (tcp == TCP_BARE)
 		return 1;
-	if (tcp == TCP_DATA)
+	if (tcp == TCP_DATA) {
+		// A socket past its first bytes (a bulk transfer's every
+		// segment) leaves without the tail call and the name
+		// check's storage lookup.
+		if (tcp_past_name(skb))
+			return 1;
 		return names(skb);
+	}
 	struct bpf_sock *sk = skb->sk;
 	if (!sk)
 		return 1;

@@ -61,7 +61,7 @@
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
-#define NC_BUF 4096 // bytes of first data held at most; a power of two
+#define NC_BUF NAME_BYTES // bytes of first data held at most (4096, tcpkind.h); a power of two
 #define NC_MASK (NC_BUF - 1)
 #define NC_NAME 256 // a name's bytes at most (253 are valid), a power of two
 #define NC_MAX_SEGS 8

@@ -25,7 +25,10 @@ import (
 //	tls-split NAME ADDR  the same, the ClientHello cut in the name over two
 //	                     segments (the second sent once the first is acknowledged)
 //	tls-drip NAME ADDR   the same, the ClientHello's first 12 bytes one a segment
+//	tls-drip7 NAME ADDR  the same, its first 7 bytes one a segment (each acknowledged)
 //	http HOST ADDR       a plain GET with Host HOST after a 3000-byte request line
+//	http-late HOST ADDR  a plain GET whose first 4080 bytes end with "Host: ", HOST
+//	                     and the rest sent once they are acknowledged
 //	raw HEX ADDR         the bytes HEX encodes, then whatever comes back
 //
 // It prints what the server answered and exits 0, or prints the error and
@@ -65,13 +68,16 @@ func client(mode, name, addr string) (string, error) {
 	tc := c.(*net.TCPConn)
 	_ = tc.SetNoDelay(true)
 	switch mode {
-	case "tls", "tls-split", "tls-drip":
+	case "tls", "tls-split", "tls-drip", "tls-drip7":
 		var conn net.Conn = c
 		if mode == "tls-split" {
 			conn = &splitter{TCPConn: tc, name: []byte(name)}
 		}
 		if mode == "tls-drip" {
 			conn = &splitter{TCPConn: tc, name: []byte(name), drip: 12}
+		}
+		if mode == "tls-drip7" {
+			conn = &splitter{TCPConn: tc, name: []byte(name), drip: 7}
 		}
 		t := tls.Client(conn, &tls.Config{ServerName: name, InsecureSkipVerify: true})
 		if _, err := fmt.Fprintf(t, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", name); err != nil {
@@ -81,6 +87,19 @@ func client(mode, name, addr string) (string, error) {
 		return body(b), err
 	case "http":
 		fmt.Fprintf(c, "GET /%s HTTP/1.1\r\nUser-Agent: nc\r\nHost: %s\r\nConnection: close\r\n\r\n", strings.Repeat("x", 3000), name)
+		b, err := io.ReadAll(c)
+		return body(b), err
+	case "http-late":
+		head := "GET /" + strings.Repeat("x", 4058) + " HTTP/1.1\r\nHost: " // 4080 bytes
+		if _, err := io.WriteString(c, head); err != nil {
+			return "", err
+		}
+		if err := (&splitter{TCPConn: tc}).acked(); err != nil {
+			return "", err
+		}
+		if _, err := fmt.Fprintf(c, "%s\r\nConnection: close\r\n\r\n", name); err != nil {
+			return "", err
+		}
 		b, err := io.ReadAll(c)
 		return body(b), err
 	case "raw":
