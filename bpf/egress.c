@@ -368,7 +368,9 @@ struct {
 // (namecheck.c's namecheck_egress loaded with learn_all) when the learner
 // records the names connections present: egress_out passes it the TCP
 // segments that may carry data by a tail call, so each packet leaving
-// the cgroup runs one program on the egress hook, not two. An empty slot
+// the cgroup runs one program on the egress hook, not two. A socket's
+// segments that start past its first bytes, which that program never
+// takes, leave before the tail call (tcp_past_name). An empty slot
 // makes the tail call fall through: the names are not recorded.
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);

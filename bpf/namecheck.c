@@ -50,7 +50,9 @@
 // is told to user space; nothing is refused (see learn_first). The
 // learner does not attach this program: its own egress program (egress.c,
 // names_prog) passes it the TCP segments that may carry data by a tail
-// call, so the hook runs one program a packet.
+// call, so the hook runs one program a packet, but for a socket's
+// segments that start more than NC_BUF bytes into its stream
+// (tcp_past_name, tcpkind.h: this program never takes them).
 //
 // namecheck_parse is a test entry only (BPF_PROG_TEST_RUN): it runs the
 // same parser on a packet's bytes and leaves the result in nc_result.
