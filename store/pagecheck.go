@@ -94,7 +94,10 @@ func checkFile(f *os.File, ps int, txid uint64) (err error) {
 	}
 	w := pageWalker{f: f, ps: ps, hwm: m.hwm, seen: make([]uint64, (m.hwm+63)/64)}
 	var unmap func()
-	if w.mapped, unmap = mapReadOnly(f, int64(m.hwm)*int64(ps)); w.mapped != nil && !checkByPread {
+	if !checkByPread {
+		w.mapped, unmap = mapReadOnly(f, int64(m.hwm)*int64(ps))
+	}
+	if w.mapped != nil {
 		defer unmap()
 		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 		defer func() {
@@ -174,7 +177,7 @@ func (w *pageWalker) run(id uint64) ([]byte, error) {
 	}
 	n := 1 + uint64(binary.LittleEndian.Uint32(head[12:]))
 	if id+n > w.hwm {
-		return nil, badData("page %d claims %d overflow pages, past the end of the file", id, n-1)
+		return nil, badData("page %d claims %d overflow pages, past the end of the file!", id, n-1)
 	}
 	for p := id; p < id+n; p++ {
 		if w.seen[p/64]&(1<<(p%64)) != 0 {
