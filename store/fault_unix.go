@@ -5,6 +5,8 @@ package store
 import (
 	"os"
 	"syscall"
+
+	"github.com/egresskit/egress/internal/mapfile"
 )
 
 // unlockFile releases bbolt's flock on f at once: a memory map of the file
@@ -14,14 +16,7 @@ func unlockFile(f *os.File) { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN) }
 // mapReadOnly maps the first size bytes of f read only (nil when it
 // cannot: the caller reads f instead); unmap unmaps them.
 func mapReadOnly(f *os.File, size int64) (data []byte, unmap func()) {
-	if size <= 0 || size >= 1<<31 {
-		return nil, func() {}
-	}
-	data, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
-	if err != nil {
-		return nil, func() {}
-	}
-	return data, func() { _ = syscall.Munmap(data) }
+	return mapfile.Map(f, size)
 }
 
 // dropMapped drops the pages of a read-only map of a file from the

@@ -1,4 +1,4 @@
-//go:build linux
+//go:build unix
 
 // Package mapfile reads a file through a read-only mapping of it, so its
 // bytes are not copied into the Go heap.
@@ -28,11 +28,26 @@ func ReadOnly(path string) ([]byte, func(), error) {
 	if err != nil {
 		return nil, none, err
 	}
-	if st.Mode().IsRegular() && st.Size() > 0 && st.Size() < 1<<31 {
-		if data, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED); err == nil {
-			return data, func() { _ = unix.Munmap(data) }, nil
+	if st.Mode().IsRegular() {
+		if data, unmap := Map(f, st.Size()); data != nil {
+			return data, unmap, nil
 		}
 	}
 	data, err := io.ReadAll(f)
 	return data, none, err
+}
+
+// Map maps the first size bytes of the open file f read only and gives
+// the function that unmaps them; nil (and a function that does nothing)
+// when size is not from 1 byte to under 2 GiB or the kernel does not map
+// the file: the caller reads it instead.
+func Map(f *os.File, size int64) ([]byte, func()) {
+	if size <= 0 || size >= 1<<31 {
+		return nil, func() {}
+	}
+	data, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, func() {}
+	}
+	return data, func() { _ = unix.Munmap(data) }
 }
