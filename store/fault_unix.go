@@ -6,6 +6,8 @@ import (
 	"os"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/egresskit/egress/internal/mapfile"
 )
 
@@ -22,4 +24,4 @@ func mapReadOnly(f *os.File, size int64) (data []byte, unmap func()) {
 // dropMapped drops the pages of a read-only map of a file from the
 // process (its resident memory), not from the file: a later read of them
 // faults them back in from the page cache.
-func dropMapped(b []byte) { _ = syscall.Madvise(b, syscall.MADV_DONTNEED) }
+func dropMapped(b []byte) { _ = unix.Madvise(b, unix.MADV_DONTNEED) }
