@@ -50,23 +50,7 @@ func TestLastFlowCountsAcrossDrains(t *testing.T) {
 	user := lab.As{UID: 4242, GID: 4242, Netns: pair.Client, Cgroup: cg}
 	p, c := startProbe(t, cg, DefaultProbeOptions(), true)
 
-	stop := make(chan struct{})
-	swapped := make(chan int)
-	go func() {
-		n := 0
-		for {
-			select {
-			case <-stop:
-				swapped <- n
-				return
-			default:
-			}
-			if err := p.Drain(c.add); err != nil {
-				t.Error(err)
-			}
-			n++
-		}
-	}()
+	stopDrains := drainConstantly(t, p, c)
 	alternating := make([]string, 0, 200)
 	for range 100 {
 		alternating = append(alternating, "sendto,udp4,"+v4+",3", "sendto,udp,"+v6+",2")
@@ -93,8 +77,7 @@ func TestLastFlowCountsAcrossDrains(t *testing.T) {
 		outs[2] = string(out)
 	})
 	wg.Wait()
-	close(stop)
-	t.Logf("%d drains during the sends", <-swapped)
+	t.Logf("%d drains during the sends", stopDrains())
 	c.stopReaders(t, p)
 	if err := p.Drain(c.add); err != nil {
 		t.Fatal(err)

@@ -38,6 +38,33 @@ func (c *collector) hits() map[string]uint64 {
 	return m
 }
 
+// drainConstantly drains p into c as fast as it can, on a goroutine of
+// its own, until the function it gives is called; that function gives
+// how many drains were made.
+func drainConstantly(t *testing.T, p *Probe, c *collector) (stop func() int) {
+	done := make(chan struct{})
+	swapped := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-done:
+				swapped <- n
+				return
+			default:
+			}
+			if err := p.Drain(c.add); err != nil {
+				t.Error(err)
+			}
+			n++
+		}
+	}()
+	return func() int {
+		close(done)
+		return <-swapped
+	}
+}
+
 // startProbe opens a probe on cg with readers running; stopReaders ends
 // them once they have delivered every record.
 func startProbe(t *testing.T, cg *lab.Cgroup, opts ProbeOptions, readEvents bool) (*Probe, *collector) {

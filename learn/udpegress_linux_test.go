@@ -195,26 +195,9 @@ func TestUDPAtEgressCountsAcrossDrains(t *testing.T) {
 	opts.UDPAtEgress = true
 	p, c := startProbe(t, cg, opts, true)
 
-	stop := make(chan struct{})
-	swapped := make(chan int)
-	go func() {
-		n := 0
-		for {
-			select {
-			case <-stop:
-				swapped <- n
-				return
-			default:
-			}
-			if err := p.Drain(c.add); err != nil {
-				t.Error(err)
-			}
-			n++
-		}
-	}()
+	stopDrains := drainConstantly(t, p, c)
 	out := user.MustRun(t, bin, "sendto,udp4,"+v4+",20000", "sendto,udp,"+v6+",10000", "sendto,udp4,"+v4+",5000")
-	close(stop)
-	t.Logf("%d drains during the sends", <-swapped)
+	t.Logf("%d drains during the sends", stopDrains())
 	// Slots are per interval: with no drain, the sockets outnumber them.
 	out2 := user.MustRun(t, bin, "sockets,udp,"+v6+",5000")
 	c.stopReaders(t, p)
