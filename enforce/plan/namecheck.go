@@ -134,7 +134,7 @@ func (p *Plan) nameChecked(e Element) NameChecked {
 
 // nameCheckHeader writes which elements are name-checked, in the
 // script's header.
-func (p *Plan) nameCheckHeader(b *strings.Builder) {
+func (p *Plan) nameCheckHeader(b textWriter) {
 	checks, followed := p.NameChecks(), p.FollowNameChecks()
 	if len(checks) > 0 {
 		fmt.Fprintf(b, "# Name check %s: %d elements; \"egress-enforce namecheck\" checks in the kernel that the TLS SNI or\n", headerText(p.NameCheck), len(checks))

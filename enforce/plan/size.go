@@ -52,3 +52,7 @@ func stringsSize(list []string) int {
 	}
 	return n
 }
+
+// JSONSize is about the size of p.JSON's encoding (less its head, a few
+// KB): what a buffer of its packing is sized by.
+func (p *Plan) JSONSize() int { return p.jsonSize(0) }

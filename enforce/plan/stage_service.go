@@ -161,7 +161,7 @@ func (p *Plan) runningStage(running func(string) bool) {
 
 // serviceSetsText writes the staging sets of the script: services by path
 // (under root, as nft resolves them).
-func (p *Plan) serviceSetsText(b *strings.Builder) error {
+func (p *Plan) serviceSetsText(b textWriter) error {
 	for _, s := range p.ServiceSets {
 		if err := ident("set", s.Name); err != nil {
 			return err

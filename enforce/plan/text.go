@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"strconv"
@@ -16,14 +17,41 @@ import (
 // the store, or built from a hostile baseline, renders to nothing but our
 // table, or to an error.
 func (p *Plan) Text(w io.Writer) error {
+	var b strings.Builder
+	b.Grow(p.textSize())
+	if err := p.writeText(&b); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// WriteText writes the script Text writes to w as it is made, through a
+// buffer of its own of about 1 MiB instead of one the script's size (17
+// MB at 100,000 elements). When it fails, w may hold part of the script:
+// it is for a file that only goes in place once it is whole.
+func (p *Plan) WriteText(w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 1<<20)
+	if err := p.writeText(bw); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// textWriter is where the script is written: a strings.Builder, or a
+// bufio.Writer.
+type textWriter interface {
+	io.Writer
+	io.StringWriter
+}
+
+func (p *Plan) writeText(b textWriter) error {
 	if err := p.checkNames(); err != nil {
 		return err
 	}
-	var b strings.Builder
-	b.Grow(p.textSize())
-	p.header(&b)
-	fmt.Fprintf(&b, "\ntable inet %s\ndelete table inet %s\n\n", p.Table, p.Table)
-	fmt.Fprintf(&b, "table inet %s {\n", p.Table)
+	p.header(b)
+	fmt.Fprintf(b, "\ntable inet %s\ndelete table inet %s\n\n", p.Table, p.Table)
+	fmt.Fprintf(b, "table inet %s {\n", p.Table)
 	for _, s := range p.Sets {
 		typ := "uid . ipv4_addr . inet_proto . inet_service"
 		if s.Family == 6 {
@@ -32,16 +60,16 @@ func (p *Plan) Text(w io.Writer) error {
 		if IsServiceSet(s.Name) {
 			typ = p.serviceSetType(s.Family)
 		}
-		fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n", s.Name, typ)
+		fmt.Fprintf(b, "\tset %s {\n\t\ttype %s\n", s.Name, typ)
 		if n := s.Size(); n > 0 {
 			// The room the set is made with lets the kernel size its hash
 			// table once: a 100,000-element apply takes half the time.
-			fmt.Fprintf(&b, "\t\tsize %d\n", n)
+			fmt.Fprintf(b, "\t\tsize %d\n", n)
 		}
-		fmt.Fprintf(&b, "\t\tcomment %s\n", quote(s.Comment))
+		fmt.Fprintf(b, "\t\tcomment %s\n", quote(s.Comment))
 		if len(s.Elements) > 0 {
 			b.WriteString("\t\telements = {\n")
-			if err := writeElements(&b, s, p.CgroupRoot, true); err != nil {
+			if err := writeElements(b, s, p.CgroupRoot, true); err != nil {
 				return err
 			}
 			b.WriteString("\t\t}\n")
@@ -52,34 +80,35 @@ func (p *Plan) Text(w io.Writer) error {
 		for _, s := range []struct {
 			name, ip string
 		}{{SetFollow4, "ipv4_addr"}, {SetFollow6, "ipv6_addr"}} {
-			fmt.Fprintf(&b, "\tset %s {\n\t\ttype uid . %s . inet_proto . inet_service\n\t\tsize %d\n\t\tflags timeout\n\t\ttimeout %s\n\t\tcomment \"filled by the follower from DNS answers\"\n\t}\n\n",
+			fmt.Fprintf(b, "\tset %s {\n\t\ttype uid . %s . inet_proto . inet_service\n\t\tsize %d\n\t\tflags timeout\n\t\ttimeout %s\n\t\tcomment \"filled by the follower from DNS answers\"\n\t}\n\n",
 				s.name, s.ip, FollowSetSize, nftDuration(f.TTLFloor))
 		}
-		fmt.Fprintf(&b, "\tset %s {\n\t\ttype cgroupsv2\n\t\tflags timeout\n\t\ttimeout %s\n\t\tcomment %s\n\t}\n\n",
+		fmt.Fprintf(b, "\tset %s {\n\t\ttype cgroupsv2\n\t\tflags timeout\n\t\ttimeout %s\n\t\tcomment %s\n\t}\n\n",
 			SetFollowGate, nftDuration(FollowGateTimeout), quote(FollowGateComment))
 	}
 	for _, u := range p.UserSets {
-		fmt.Fprintf(&b, "\tset %s {\n\t\ttype uid\n\t\telements = { %s }\n\t}\n\n", u.Name, strings.ReplaceAll(uidList(u.UIDs), " ", ", "))
+		fmt.Fprintf(b, "\tset %s {\n\t\ttype uid\n\t\telements = { %s }\n\t}\n\n", u.Name, strings.ReplaceAll(uidList(u.UIDs), " ", ", "))
 	}
-	if err := p.serviceSetsText(&b); err != nil {
+	if err := p.serviceSetsText(b); err != nil {
 		return err
 	}
-	fmt.Fprintf(&b, "\tchain %s {\n\t\ttype filter hook %s priority %s; policy %s;\n", p.Chain.Name, p.Chain.Hook, p.Chain.Priority, p.Chain.Policy)
+	fmt.Fprintf(b, "\tchain %s {\n\t\ttype filter hook %s priority %s; policy %s;\n", p.Chain.Name, p.Chain.Hook, p.Chain.Priority, p.Chain.Policy)
 	for _, r := range p.Rules {
 		if err := checkStatement(r.Text); err != nil {
 			return fmt.Errorf("render the script: rule %s: %w", quote(r.Comment), err)
 		}
-		fmt.Fprintf(&b, "\t\t%s comment %s\n", r.Text, quote(r.Comment))
+		fmt.Fprintf(b, "\t\t%s comment %s\n", r.Text, quote(r.Comment))
 	}
-	b.WriteString("\t}\n}\n")
-	_, err := io.WriteString(w, b.String())
+	_, err := b.WriteString("\t}\n}\n")
 	return err
 }
 
 // writeElements writes a set's elements, one a line: "key comment "..."" (the
 // key alone without comments).
-func writeElements(w *strings.Builder, s Set, root string, comments bool) error {
-	w.Grow(len(s.Elements) * 100)
+func writeElements(w textWriter, s Set, root string, comments bool) error {
+	if g, ok := w.(interface{ Grow(int) }); ok {
+		g.Grow(len(s.Elements) * 100)
+	}
 	line := make([]byte, 0, 256)
 	for i, e := range s.Elements {
 		if !e.IP.IsValid() {
@@ -109,7 +138,7 @@ func writeElements(w *strings.Builder, s Set, root string, comments bool) error 
 
 // header writes the script's comment lines; every string of the plan in
 // them goes through headerText.
-func (p *Plan) header(b *strings.Builder) {
+func (p *Plan) header(b textWriter) {
 	fmt.Fprintf(b, "#!/usr/sbin/nft -f\n")
 	fmt.Fprintf(b, "# Generated by egress-enforce at %s", p.Built.Format(time.RFC3339))
 	if p.Source != "" {

@@ -371,8 +371,7 @@ func (a *applying) writeFiles(st *store.Store, log interface{ Error(string, ...a
 	if a.patch != nil {
 		errs = append(errs, e.filesErr)
 	} else if a.whole != nil {
-		<-a.whole.done
-		known.raw, known.text = a.whole.json, a.whole.text
+		<-a.whole.done // its files are written (or, when they could not be, made again from the plan)
 		errs = append(errs, a.whole.filesErr)
 	}
 	errs = append(errs, e.indexErr)

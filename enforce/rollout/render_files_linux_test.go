@@ -4,6 +4,8 @@ package rollout
 
 import (
 	"bytes"
+	"compress/gzip"
+	"io"
 	"errors"
 	"os"
 	"path/filepath"
@@ -36,10 +38,21 @@ func TestRenderWritesBothFiles(t *testing.T) {
 	if r.filesErr != nil {
 		t.Fatal(r.filesErr)
 	}
-	for path, want := range map[string][]byte{planFile(dir, 3, ".json"): r.json, planFile(dir, 3, ".nft"): r.text} {
+	js, err := p.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	if err := p.Text(&text); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string][]byte{planFile(dir, 3, ".json"): js, planFile(dir, 3, ".nft"): text.Bytes()} {
 		if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, want) || len(want) == 0 {
 			t.Errorf("%s: %d bytes (%v), want the %d rendered", path, len(got), err, len(want))
 		}
+	}
+	if back, err := gunzip(r.packed); err != nil || !bytes.Equal(back, js) {
+		t.Errorf("packed: %d bytes back (%v), want the plan's %d", len(back), err, len(js))
 	}
 	// plan-4.nft is a folder: the script cannot go in its place.
 	if err := os.Mkdir(planFile(dir, 4, ".nft"), 0o700); err != nil {
@@ -53,4 +66,12 @@ func TestRenderWritesBothFiles(t *testing.T) {
 	if _, err := os.Stat(planFile(dir, 4, ".json")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("plan-4.json without plan-4.nft: %v", err)
 	}
+}
+
+func gunzip(packed []byte) ([]byte, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(packed))
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(zr)
 }

@@ -30,11 +30,11 @@
 package rollout
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strconv"
@@ -195,20 +195,28 @@ func (p *approvalsWrite) abort() {
 
 // rendered is what render makes of a plan beside the kernel's work.
 type rendered struct {
-	dir                string
-	json, packed, text []byte
-	err, filesErr      error
+	dir           string
+	packed        []byte
+	err, filesErr error
 	// packedDone closes when packed (or err) is set: the store may
-	// record it while the text and the files are still being made.
+	// record it while the files are still being written.
 	packedDone, done chan struct{}
 }
+
+// renderPiece is the size of the pieces render encodes the plan's JSON
+// in: it goes to plan-N.json and to the store's packing a piece at a time
+// (a few buffers of renderPiece bytes, not 27 MB of fresh pages at
+// 100,000 elements); the nft script goes to plan-N.nft through a buffer
+// of its own the same way (17 MB).
+const renderPiece = 1 << 20
 
 // render encodes p as JSON and packs it for the store, renders its nft
 // script, and writes both to the files of generation n in dir (named by
 // state.json only once the generation is recorded), in goroutines of their
-// own: each file is written as soon as it is made (plan-N.json goes in
-// place after plan-N.nft, as writePlanFiles does); packedDone closes once
-// it is packed, done when all is done.
+// own: each file is written as it is made (plan-N.json goes in place
+// after plan-N.nft, as writePlanFiles does; a file whose rendering fails
+// is not put in place); packedDone closes once it is packed, done when
+// all is done.
 func render(p *plan.Plan, dir string, n uint64) *rendered {
 	r := &rendered{dir: dir, packedDone: make(chan struct{}), done: make(chan struct{})}
 	go func() {
@@ -222,27 +230,68 @@ func render(p *plan.Plan, dir string, n uint64) *rendered {
 		nftDone := make(chan struct{})
 		wg.Go(func() {
 			defer close(nftDone)
-			var b bytes.Buffer
-			b.Grow(p.TextSize())
-			if textErr = p.Text(&b); textErr == nil {
-				r.text = b.Bytes()
-				if dirErr == nil {
-					nftErr = writeAtomic(planFile(dir, n, ".nft"), r.text)
-				}
+			if dirErr != nil {
+				textErr = p.WriteText(io.Discard)
+				return
 			}
+			nftErr = writeAtomicWith(planFile(dir, n, ".nft"), func(f *os.File) error {
+				w := &recordingWriter{w: f}
+				err := p.WriteText(w)
+				if err != nil && w.err == nil {
+					textErr = err
+				}
+				return err
+			})
 		})
-		if r.json, r.err = p.JSON(); r.err == nil {
+		// The JSON's pieces: made here, written and packed by the
+		// consumer, which gives each buffer back once done with it (4
+		// buffers: one here, two queued, one consumed).
+		pieces, free := make(chan []byte, 2), make(chan []byte, 4)
+		for range cap(free) {
+			free <- nil
+		}
+		var encErr error // set before pieces closes
+		consume := func(f *os.File) error {
+			k := store.NewPlanPacker(p.JSONSize())
+			var writeErr error
+			for b := range pieces {
+				if f != nil && writeErr == nil {
+					_, writeErr = f.Write(b)
+				}
+				_, _ = k.Write(b) // an error stays: Packed gives it
+				free <- b
+			}
+			if r.err = encErr; r.err == nil {
+				r.packed, r.err = k.Packed()
+			}
+			close(r.packedDone)
+			return cmp.Or(r.err, writeErr)
+		}
+		wg.Go(func() {
+			consumed := false
 			if dirErr == nil {
-				wg.Go(func() {
-					jsonErr = writeAtomicAfter(planFile(dir, n, ".json"), r.json, func() bool {
-						<-nftDone
-						return textErr == nil && nftErr == nil
-					})
+				jsonErr = writeAtomicThen(planFile(dir, n, ".json"), func(f *os.File) error {
+					consumed = true
+					return consume(f)
+				}, func() bool {
+					<-nftDone
+					return textErr == nil && nftErr == nil
 				})
 			}
-			r.packed, r.err = store.PackPlan(r.json)
-		}
-		close(r.packedDone)
+			if !consumed { // no file: packed all the same
+				_ = consume(nil)
+			}
+		})
+		encErr = p.JSONPieces(renderPiece, func(b []byte) []byte {
+			if b != nil {
+				pieces <- b
+			}
+			if b = <-free; b == nil {
+				b = make([]byte, 0, renderPiece+renderPiece/4)
+			}
+			return b
+		})
+		close(pieces)
 		wg.Wait()
 		switch {
 		case r.err != nil:
@@ -255,6 +304,21 @@ func render(p *plan.Plan, dir string, n uint64) *rendered {
 		}
 	}()
 	return r
+}
+
+// recordingWriter is w that keeps its first error: a script that could
+// not be written is told apart from one that could not be rendered.
+type recordingWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (w *recordingWriter) Write(b []byte) (int, error) {
+	n, err := w.w.Write(b)
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	return n, err
 }
 
 // recordApplying records a generation being applied; with a confirm
