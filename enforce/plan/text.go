@@ -27,11 +27,11 @@ func (p *Plan) Text(w io.Writer) error {
 }
 
 // WriteText writes the script Text writes to w as it is made, through a
-// buffer of its own of about 1 MiB instead of one the script's size (17
-// MB at 100,000 elements). When it fails, w may hold part of the script:
+// buffer of its own of 256 KiB instead of one the script's size (17 MB at
+// 100,000 elements). When it fails, w may hold part of the script:
 // it is for a file that only goes in place once it is whole.
 func (p *Plan) WriteText(w io.Writer) error {
-	bw := bufio.NewWriterSize(w, 1<<20)
+	bw := bufio.NewWriterSize(w, 256<<10)
 	if err := p.writeText(bw); err != nil {
 		return err
 	}

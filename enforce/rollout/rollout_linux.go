@@ -205,10 +205,10 @@ type rendered struct {
 
 // renderPiece is the size of the pieces render encodes the plan's JSON
 // in: it goes to plan-N.json and to the store's packing a piece at a time
-// (a few buffers of renderPiece bytes, not 27 MB of fresh pages at
+// (four buffers of about renderPiece bytes, not 27 MB of fresh pages at
 // 100,000 elements); the nft script goes to plan-N.nft through a buffer
-// of its own the same way (17 MB).
-const renderPiece = 1 << 20
+// of its own the same way (plan.WriteText: not 17 MB, twice).
+const renderPiece = 256 << 10
 
 // render encodes p as JSON and packs it for the store, renders its nft
 // script, and writes both to the files of generation n in dir (named by
