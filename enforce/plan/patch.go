@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 )
@@ -258,7 +259,37 @@ func (x *Index) encode() []byte {
 	for _, s := range x.Sets {
 		n += 4 + 32*len(s)
 	}
-	b := make([]byte, 0, n)
+	b, _ := x.encodeTo(make([]byte, 0, n), headJSON, nil)
+	return b
+}
+
+// WriteEncoded writes what Encode gives to w as it is made, through a
+// buffer of 64 KiB: an index that is only written (a replace's) is not
+// made whole in fresh memory (4.8 MB at 100,000 elements).
+func (x *Index) WriteEncoded(w io.Writer) error {
+	headJSON, _ := json.Marshal(x.Head) // a plan always encodes
+	flush := func(b []byte) ([]byte, error) {
+		_, err := w.Write(b)
+		return b[:0], err
+	}
+	b, err := x.encodeTo(make([]byte, 0, 64<<10), headJSON, flush)
+	if err != nil {
+		return err
+	}
+	_, err = flush(b)
+	return err
+}
+
+// encodeTo appends the encoded index to b; with flush, b is handed to it
+// whenever it has less than 64 bytes of room left (flush gives back the
+// buffer to go on with).
+func (x *Index) encodeTo(b, headJSON []byte, flush func([]byte) ([]byte, error)) ([]byte, error) {
+	var err error
+	more := func() {
+		if flush != nil && err == nil && cap(b)-len(b) < 64 {
+			b, err = flush(b)
+		}
+	}
 	b = append(b, indexMagic...)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(headJSON)))
 	b = append(b, headJSON...)
@@ -266,15 +297,18 @@ func (x *Index) encode() []byte {
 	for _, s := range x.Sets {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
 		for _, e := range s {
+			more()
 			b = encodeKey(b, e.Key)
 			b = binary.BigEndian.AppendUint64(b, e.Sum)
 		}
 	}
+	more()
 	b = binary.BigEndian.AppendUint32(b, uint32(len(x.Rules)))
 	for _, r := range x.Rules {
+		more()
 		b = append(b, r[:]...)
 	}
-	return b
+	return b, err
 }
 
 // DecodeIndex reads what Encode wrote.

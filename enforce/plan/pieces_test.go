@@ -112,3 +112,27 @@ func TestWriteTextIsText(t *testing.T) {
 		t.Errorf("a rule that is not one statement: Text %v, WriteText %v", terr, werr)
 	}
 }
+
+// TestWriteEncodedIsEncode: WriteEncoded writes what Encode gives, with
+// and without name rules, and fails with the writer's error.
+func TestWriteEncodedIsEncode(t *testing.T) {
+	var flows []store.Flow
+	for i := range 5000 {
+		flows = append(flows, store.Flow{FlowKey: store.FlowKey{UID: uint32(i % 7), Proto: ProtoTCP,
+			IP: netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), Port: 443}, Hits: 1, Hostnames: []string{fmt.Sprintf("h%d.example", i)}})
+	}
+	for _, follow := range []*FollowOptions{nil, {Mode: FollowBoth}} {
+		x := IndexOf(Build(flows, Options{Mode: ModeEnforce, Follow: follow}))
+		var got bytes.Buffer
+		if err := x.WriteEncoded(&got); err != nil {
+			t.Fatal(err)
+		}
+		want := x.Encode()
+		if !bytes.Equal(got.Bytes(), want) || len(want) < 128<<10 {
+			t.Fatalf("follow %v: WriteEncoded wrote %d bytes that differ from Encode's %d", follow != nil, got.Len(), len(want))
+		}
+		if err := x.WriteEncoded(&failingWriter{n: len(want) / 2}); !errors.Is(err, errWrite) {
+			t.Errorf("WriteEncoded to a writer that fails: %v, want %v", err, errWrite)
+		}
+	}
+}

@@ -179,7 +179,7 @@ func writeWholePlan(dir string, n uint64, planOf planSource) error {
 		return err
 	}
 	if _, err := os.Stat(indexFile(dir, n)); err != nil {
-		return writeIndex(dir, n, plan.IndexOf(p))
+		return writeIndex(dir, n, plan.IndexOf(p), false)
 	}
 	return nil
 }

@@ -102,12 +102,17 @@ func readIndexFile(path string) (x *plan.Index, err error) {
 // writeIndex writes index x of generation n's plan beside the store: a
 // cache (without it, the next apply replaces the table), named by nothing:
 // the next apply reads the index of the generation the store says is
-// current.
-func writeIndex(dir string, n uint64, x *plan.Index) error {
+// current. With patched (a delta's patch sums x.Encode, made once), the
+// encoded index is written; else it is written as it is encoded, never
+// whole in memory.
+func writeIndex(dir string, n uint64, x *plan.Index, patched bool) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	return writeAtomic(indexFile(dir, n), x.Encode())
+	if patched {
+		return writeAtomic(indexFile(dir, n), x.Encode())
+	}
+	return writeAtomicWith(indexFile(dir, n), func(f *os.File) error { return x.WriteEncoded(f) })
 }
 
 // patched is a generation applied as a delta, stored as a patch.
@@ -243,7 +248,7 @@ func (a *applying) startEarly(index <-chan *plan.Index) {
 			if x == nil { // a replace: made beside the kernel's work
 				x = <-index
 			}
-			e.indexErr = writeIndex(a.dir, a.n, x)
+			e.indexErr = writeIndex(a.dir, a.n, x, delta)
 			phase.Mark("index written (beside)")
 		})
 		if delta {

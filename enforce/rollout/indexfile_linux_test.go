@@ -17,15 +17,17 @@ import (
 func TestReadIndexFile(t *testing.T) {
 	x := plan.IndexOf(planOf(plan.ModeEnforce, 443, 8443, 1000))
 	dir := t.TempDir()
-	if err := writeIndex(dir, 7, x); err != nil {
-		t.Fatal(err)
-	}
-	got, err := readIndexFile(indexFile(dir, 7))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got.Encode(), x.Encode()) {
-		t.Fatal("the index read back is not the one written")
+	for n, patched := range map[uint64]bool{7: false, 8: true} { // written as encoded, and encoded whole
+		if err := writeIndex(dir, n, x, patched); err != nil {
+			t.Fatal(err)
+		}
+		got, err := readIndexFile(indexFile(dir, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Encode(), x.Encode()) {
+			t.Fatalf("patched %v: the index read back is not the one written", patched)
+		}
 	}
 	for name, data := range map[string][]byte{"short": x.Encode()[:len(x.Encode())-5], "empty": nil, "other": []byte("not an index")} {
 		path := filepath.Join(dir, name)

@@ -5,8 +5,8 @@ package rollout
 import (
 	"bytes"
 	"compress/gzip"
-	"io"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
