@@ -52,8 +52,10 @@ func (s *Store) BeginApprovingWrite(approvals func() *Approvals) *ApprovingWrite
 		defer wrote.Do(func() { close(w.written) })
 		w.err = s.update(func(tx *bolt.Tx) error {
 			var err error
+			ofPlan := false
 			if a := approvals(); a != nil {
 				err = a.write(tx)
+				ofPlan = a.ofPlan
 				phase.Mark("store: approvals put")
 			}
 			wrote.Do(func() { close(w.written) })
@@ -64,7 +66,15 @@ func (s *Store) BeginApprovingWrite(approvals func() *Approvals) *ApprovingWrite
 			if !d.commit {
 				return errAborted
 			}
-			err = recordGenerationPlan(tx, d.n, d.packed, d.fn, &w.g)
+			err = recordGenerationPlan(tx, d.n, d.packed, func(g *Generation) error {
+				if err := d.fn(g); err != nil {
+					return err
+				}
+				if ofPlan { // every flow of its plan is approved now
+					g.ApprovalsEpoch = approvalsEpoch(tx)
+				}
+				return nil
+			}, &w.g)
 			phase.Mark("store: generation put")
 			return err
 		})

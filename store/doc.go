@@ -3,11 +3,15 @@
 // The bucket tree:
 //
 //	meta/
-//	    schema   -> "7"                    decimal schema version
+//	    schema   -> "8"                    decimal schema version
 //	    created  -> RFC 3339 time          when the file was made
 //	    obs_unrecorded -> {drop, audit, records}                  (since v3)
 //	        packets the monitor counted without a stored destination:
 //	        past its bound between flushes, or the observations' bound
+//	    approvals_epoch -> <count:8>                               (since v8)
+//	        the writes that un-approved a flow, 1 in a new file: a
+//	        generation's approvals_epoch equal to it says every flow of
+//	        that generation's plan is still approved (approvalsepoch.go)
 //	flows/
 //	    <uid:4><proto:1><ip:16><port:2>   -> Flow JSON
 //	        hits, first_seen, last_seen, hostnames, processes, cgroups,
@@ -29,7 +33,9 @@
 //	        state (applying, applied, pending, confirmed, rolled-back,
 //	        failed), restores, plan_base (since v6), deadline,
 //	        confirm_within_ns, rollback_to,
-//	        guard_pid, guard_boot (the boot id the guard runs in), note
+//	        guard_pid, guard_boot (the boot id the guard runs in), note,
+//	        approvals_epoch (since v8: meta/approvals_epoch in the write
+//	        that recorded it with every flow of its plan approved)
 //	plans/                                                     (since v2)
 //	    <n:8>                             -> gzip of the generation's plan,
 //	        or (since v6) of a patch of the plan of generation plan_base

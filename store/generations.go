@@ -57,6 +57,11 @@ type Generation struct {
 	// plan changes (a delta apply stores its plan as a patch of the plan
 	// before); pruning keeps it as long as this plan is kept.
 	PlanBase uint64 `json:"plan_base,omitempty"`
+	// ApprovalsEpoch, when set, is the store's count of writes that
+	// un-approved flows (meta/approvals_epoch) in the write that recorded
+	// this generation with every flow of its plan approved (since v8):
+	// while the count stays, those flows are all still approved.
+	ApprovalsEpoch uint64 `json:"approvals_epoch,omitempty"`
 	// For a pending generation: when it is rolled back unless confirmed
 	// (the window starts when the kernel has the table), to which
 	// generation (0: the table is removed), and the guard process (its pid

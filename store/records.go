@@ -627,6 +627,9 @@ type approver struct {
 	f    Flow
 	slab []byte
 	at   approvedAtText
+	// unapproved counts the approved flows fn un-approved: the write
+	// then counts itself (bumpApprovalsEpoch).
+	unapproved int
 }
 
 // set applies fn to the flow of key kb, whose stored value is v (nil:
@@ -646,6 +649,9 @@ func (a *approver) set(b *bolt.Bucket, kb, v []byte, fn func(f *Flow)) error {
 	a.f = rec.flow(k)
 	f := &a.f
 	fn(f)
+	if found && rec.Approval.Approved != 0 && f.Approval.Approved == 0 {
+		a.unapproved++
+	}
 	switch {
 	case found && sameApproval(rec.Approval, f.Approval):
 		return nil

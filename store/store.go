@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,7 +19,7 @@ import (
 )
 
 // SchemaVersion is the layout this binary reads and writes.
-const SchemaVersion = 7
+const SchemaVersion = 8
 
 // DefaultPath is where the baseline lives unless configured otherwise.
 const DefaultPath = "/var/lib/egress/baseline.db"
@@ -390,6 +391,12 @@ var migrations = []migration{
 	{7, "the name check's refusals", func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucketRefusals)
 		return err
+	}},
+	// The version keeps older binaries, which un-approve flows without
+	// counting it, away from a file whose generations say their flows
+	// are still approved (approvalsepoch.go).
+	{8, "the count of writes that un-approved flows", func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keyApprovalsEpoch, binary.BigEndian.AppendUint64(nil, 1))
 	}},
 }
 

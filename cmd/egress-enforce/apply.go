@@ -95,8 +95,9 @@ type applied struct {
 // process when it has a confirm window: the one path of apply and
 // reconcile --apply. forcePending: --force rolls a pending generation
 // back first. approve (nil: none) gives approvals to record with the
-// generation (rollout.Options.Approve).
-func rollOut(e *env, p *plan.Plan, r rolloutFlags, forcePending bool, approve func(n uint64) *store.Approvals) (*applied, error) {
+// generation (rollout.Options.Approve), approveAfter the same applied as a
+// delta (rollout.Options.ApproveAfter; nil: approve's).
+func rollOut(e *env, p *plan.Plan, r rolloutFlags, forcePending bool, approve func(n uint64) *store.Approvals, approveAfter func(n, base uint64, d *plan.Delta) *store.Approvals) (*applied, error) {
 	rate, err := r.rate()
 	if err != nil {
 		return nil, err
@@ -107,8 +108,9 @@ func rollOut(e *env, p *plan.Plan, r rolloutFlags, forcePending bool, approve fu
 	}
 	gen, res, err := rollout.Apply(e.kernel, p, rollout.Options{
 		Store: st, Command: commandLine(), Reason: r.reason, ConfirmWithin: r.confirmWithin, Force: forcePending && r.force,
-		StartGuard: func(n uint64) (int, error) { return startGuard(e.Cfg, n, rate) },
-		Approve:    approve,
+		StartGuard:   func(n uint64) (int, error) { return startGuard(e.Cfg, n, rate) },
+		Approve:      approve,
+		ApproveAfter: approveAfter,
 	})
 	if err != nil {
 		return nil, err
@@ -186,6 +188,8 @@ when it cannot, apply says so and exits 1.`,
 			// the write that records it applied.
 			a, err := rollOut(e, b.plan, r, true, memo.madeAfterApprovals(func(n uint64) *store.Approvals {
 				return baseline.PlanApprovals(b.plan, n, b.opts.Now)
+			}), memo.madeAfterDeltaApprovals(func(n, base uint64, d *plan.Delta) *store.Approvals {
+				return baseline.PlanApprovalsAfter(b.plan, d, base, n, b.opts.Now)
 			}))
 			if err != nil {
 				memo.abort()

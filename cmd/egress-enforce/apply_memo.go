@@ -150,6 +150,15 @@ func (m *applyMemo) madeAfterApprovals(approve func(n uint64) *store.Approvals) 
 	}
 }
 
+// madeAfterDeltaApprovals is madeAfterApprovals of
+// rollout.Options.ApproveAfter.
+func (m *applyMemo) madeAfterDeltaApprovals(approve func(n, base uint64, d *plan.Delta) *store.Approvals) func(n, base uint64, d *plan.Delta) *store.Approvals {
+	return func(n, base uint64, d *plan.Delta) *store.Approvals {
+		defer m.begin()
+		return approve(n, base, d)
+	}
+}
+
 // write makes the memo generation n's (nil m: nothing to write).
 func (m *applyMemo) write(n uint64) {
 	if m == nil {

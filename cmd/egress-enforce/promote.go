@@ -166,7 +166,7 @@ func applyPromotion(e *env, rep *promote.Report, cur *plan.Plan, r rolloutFlags)
 	if r.reason == "" {
 		r.reason = fmt.Sprintf("promote: enforce %s (quiet for %s)", uids(rep.Ready), rep.QuietFor)
 	}
-	a, err := rollOut(e, next, r, false, nil)
+	a, err := rollOut(e, next, r, false, nil, nil)
 	return a, next, err
 }
 

@@ -185,7 +185,7 @@ func applyProposal(cmd *cobra.Command, e *env, p *baseline.Proposal, next *plan.
 	if r.reason == "" {
 		r.reason = fmt.Sprintf("reconcile: %d added, %d removed", len(p.Adding()), len(p.Removals))
 	}
-	a, err := rollOut(e, next, r, false, nil)
+	a, err := rollOut(e, next, r, false, nil, nil)
 	if err != nil {
 		return err
 	}

@@ -20,18 +20,39 @@ func PlanApprovals(p *plan.Plan, n uint64, now time.Time) *store.Approvals {
 	runs := make([]store.KeyRun, 0, len(p.Sets))
 	for _, s := range p.Sets {
 		els := s.Elements
-		runs = append(runs, store.KeyRun{N: len(els), Key: func(i int) store.FlowKey {
-			e := &els[i]
-			return store.FlowKey{UID: e.UID, Proto: e.Proto, IP: e.IP, Port: e.Port}
-		}})
+		runs = append(runs, store.KeyRun{N: len(els), Key: func(i int) store.FlowKey { return flowKeyOf(&els[i]) }})
 	}
+	return store.NewApprovalsOfRuns(runs, approveBy(n, now)).OfPlan()
+}
+
+// PlanApprovalsAfter are PlanApprovals of p, applied as delta d from the
+// plan of generation base (rollout.Options.ApproveAfter): the flows d
+// adds, written alone when the store knows every flow of base's plan is
+// still approved, else the whole plan's (store.NewApprovalsAfter).
+func PlanApprovalsAfter(p *plan.Plan, d *plan.Delta, base, n uint64, now time.Time) *store.Approvals {
+	var added []store.FlowKey
+	for _, els := range d.Add {
+		for i := range els {
+			added = append(added, flowKeyOf(&els[i]))
+		}
+	}
+	return store.NewApprovalsAfter(base, added, approveBy(n, now), func() *store.Approvals { return PlanApprovals(p, n, now) })
+}
+
+// flowKeyOf is the flow a plan's element lets through.
+func flowKeyOf(e *plan.Element) store.FlowKey {
+	return store.FlowKey{UID: e.UID, Proto: e.Proto, IP: e.IP, Port: e.Port}
+}
+
+// approveBy approves a flow not approved yet by generation n.
+func approveBy(n uint64, now time.Time) func(f *store.Flow) {
 	at := now.UTC()
-	return store.NewApprovalsOfRuns(runs, func(f *store.Flow) {
+	return func(f *store.Flow) {
 		if f.Approved == 0 {
 			f.Approved, f.ApprovedAt, f.ApprovedNames = n, at, f.Hostnames
 			f.Retired = time.Time{}
 		}
-	})
+	}
 }
 
 // Approve records an applied proposal as generation n: what it added is

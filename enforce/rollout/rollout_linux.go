@@ -70,6 +70,13 @@ type Options struct {
 	// generation once the table is applied and verified; rolled back
 	// after a failed read-back or a refusal.
 	Approve func(n uint64) *store.Approvals
+	// ApproveAfter, when set with Approve, gives Approve's approvals of
+	// generation n when it is applied as delta d from the plan of
+	// generation base (the kernel's table as the store says; whatever
+	// the kernel then does): for example store.NewApprovalsAfter, which
+	// looks up only the flows d adds when the store knows base's are all
+	// still approved.
+	ApproveAfter func(n, base uint64, d *plan.Delta) *store.Approvals
 }
 
 func orDefault(l *slog.Logger) *slog.Logger {
@@ -119,6 +126,10 @@ func Apply(k nft.Kernel, p *plan.Plan, o Options) (*store.Generation, *nft.Apply
 	if base.index != nil {
 		// A delta: its index and the delta first, with both cores; the
 		// approvals while the kernel applies it.
+		if ap.delta != nil && o.Approve != nil && o.ApproveAfter != nil {
+			approve, d := o.ApproveAfter, ap.delta
+			o.Approve = func(n uint64) *store.Approvals { return approve(n, base.gen, d) }
+		}
 		approvals = readyApprovals(o, g.N)
 	}
 	defer approvals.abort()
