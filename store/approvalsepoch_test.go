@@ -126,9 +126,17 @@ func TestApprovalsAfterUnapprovedSince(t *testing.T) {
 	if g2.ApprovalsEpoch != 2 {
 		t.Errorf("after one un-approving write: approvals_epoch %d, want 2", g2.ApprovalsEpoch)
 	}
-	// A write that changes no approval, or approves, counts nothing.
+	// A write that changes no approval, or approves, counts nothing; nor
+	// does a learner's flush of flows the store holds approved.
 	if err := s.SetApproval(epochKeys(443, 9), approveBy(7)); err != nil {
 		t.Fatal(err)
+	}
+	seen := Flow{FlowKey: epochKeys(443)[0], Hits: 5, FirstSeen: t0, LastSeen: t0}
+	if err := s.Apply(&Batch{Flows: []Flow{seen}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := approvedByPort(t, s); got[443] != g1.N {
+		t.Fatalf("a learner's flush changed the approval of a flow: %v", got)
 	}
 	g3 := recordWith(t, s, func(n uint64) *Approvals { return after(g2.N, n, &made, nil, 443, 22, 80) })
 	if made != 1 || g3.ApprovalsEpoch != 2 {
