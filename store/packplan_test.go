@@ -13,13 +13,8 @@ import (
 // by compress/gzip, and the new ones read the same way), smaller than
 // the plan; the store gives back what it was given.
 func TestPackPlanIsGzip(t *testing.T) {
-	var plan bytes.Buffer
-	plan.WriteString(`{"table":"egress","sets":[{"elements":[`)
-	for i := range 20000 {
-		fmt.Fprintf(&plan, `{"uid":1000,"ip":"11.0.%d.%d","proto":6,"port":443,"comment":"hits %d, last 2026-11-30, svc%d.example.net"},`, i/256%256, i%256, i*7, i)
-	}
-	plan.WriteString(`]}]}`)
-	for _, data := range [][]byte{plan.Bytes(), {}, []byte("x")} {
+	plan := planJSON20k()
+	for _, data := range [][]byte{plan, {}, []byte("x")} {
 		packed, err := PackPlan(data)
 		if err != nil {
 			t.Fatal(err)
@@ -37,11 +32,23 @@ func TestPackPlanIsGzip(t *testing.T) {
 		}
 	}
 	s := newStore(t)
-	g, err := s.AddGeneration(Generation{}, plan.Bytes())
+	g, err := s.AddGeneration(Generation{}, plan)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := s.GenerationPlan(g.N); err != nil || !bytes.Equal(got, plan.Bytes()) {
-		t.Errorf("the store gave back %d bytes (%v), want the %d it was given", len(got), err, plan.Len())
+	if got, err := s.GenerationPlan(g.N); err != nil || !bytes.Equal(got, plan) {
+		t.Errorf("the store gave back %d bytes (%v), want the %d it was given", len(got), err, len(plan))
 	}
+}
+
+// planJSON20k is a plan's JSON with 20,000 elements, as a plan's packing
+// sees one.
+func planJSON20k() []byte {
+	var plan bytes.Buffer
+	plan.WriteString(`{"table":"egress","sets":[{"elements":[`)
+	for i := range 20000 {
+		fmt.Fprintf(&plan, `{"uid":1000,"ip":"11.0.%d.%d","proto":6,"port":443,"comment":"hits %d, last 2026-11-30, svc%d.example.net"},`, i/256%256, i%256, i*7, i)
+	}
+	plan.WriteString(`]}]}`)
+	return plan.Bytes()
 }

@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"compress/gzip"
-	"fmt"
 	"io"
 	"testing"
 )
@@ -11,19 +10,14 @@ import (
 // TestPlanPackerIsPackPlan: a plan packed in pieces of any size reads
 // back (compress/gzip) to the plan, as PackPlan's does, about as small.
 func TestPlanPackerIsPackPlan(t *testing.T) {
-	var plan bytes.Buffer
-	plan.WriteString(`{"table":"egress","sets":[{"elements":[`)
-	for i := range 20000 {
-		fmt.Fprintf(&plan, `{"uid":1000,"ip":"11.0.%d.%d","proto":6,"port":443,"comment":"hits %d, last 2026-11-30, svc%d.example.net"},`, i/256%256, i%256, i*7, i)
-	}
-	plan.WriteString(`]}]}`)
-	whole, err := PackPlan(plan.Bytes())
+	plan := planJSON20k()
+	whole, err := PackPlan(plan)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, piece := range []int{1, 100, 4096, 1 << 20, plan.Len()} {
-		k := NewPlanPacker(plan.Len())
-		for rest := plan.Bytes(); len(rest) > 0; {
+	for _, piece := range []int{1, 100, 4096, 1 << 20, len(plan)} {
+		k := NewPlanPacker(len(plan))
+		for rest := plan; len(rest) > 0; {
 			n := min(piece, len(rest))
 			if _, err := k.Write(rest[:n]); err != nil {
 				t.Fatal(err)
@@ -39,8 +33,8 @@ func TestPlanPackerIsPackPlan(t *testing.T) {
 			t.Fatal(err)
 		}
 		back, err := io.ReadAll(zr)
-		if err != nil || !bytes.Equal(back, plan.Bytes()) {
-			t.Fatalf("pieces of %d: read back %d bytes (%v), want the %d packed", piece, len(back), err, plan.Len())
+		if err != nil || !bytes.Equal(back, plan) {
+			t.Fatalf("pieces of %d: read back %d bytes (%v), want the %d packed", piece, len(back), err, len(plan))
 		}
 		if len(packed) > len(whole)*11/10+64 {
 			t.Errorf("pieces of %d: packed into %d bytes, PackPlan into %d", piece, len(packed), len(whole))
