@@ -33,32 +33,12 @@ func TestWriteAtomicAfterNotReady(t *testing.T) {
 func TestRenderWritesBothFiles(t *testing.T) {
 	p := planOf(plan.ModeEnforce, 443, 22)
 	dir := t.TempDir()
-	r := render(p, dir, 3)
-	<-r.done
-	if r.filesErr != nil {
-		t.Fatal(r.filesErr)
-	}
-	js, err := p.JSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var text bytes.Buffer
-	if err := p.Text(&text); err != nil {
-		t.Fatal(err)
-	}
-	for path, want := range map[string][]byte{planFile(dir, 3, ".json"): js, planFile(dir, 3, ".nft"): text.Bytes()} {
-		if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, want) || len(want) == 0 {
-			t.Errorf("%s: %d bytes (%v), want the %d rendered", path, len(got), err, len(want))
-		}
-	}
-	if back, err := gunzip(r.packed); err != nil || !bytes.Equal(back, js) {
-		t.Errorf("packed: %d bytes back (%v), want the plan's %d", len(back), err, len(js))
-	}
+	renderedWhole(t, p, dir, 3)
 	// plan-4.nft is a folder: the script cannot go in its place.
 	if err := os.Mkdir(planFile(dir, 4, ".nft"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	r = render(p, dir, 4)
+	r := render(p, dir, 4)
 	<-r.done
 	if r.filesErr == nil {
 		t.Error("no error when plan-4.nft could not be written")
@@ -74,4 +54,33 @@ func gunzip(packed []byte) ([]byte, error) {
 		return nil, err
 	}
 	return io.ReadAll(zr)
+}
+
+// renderedWhole renders p as generation n in dir, and checks that
+// plan-N.json, plan-N.nft and the packing are byte for byte what JSON and
+// Text make of p, which it gives.
+func renderedWhole(t *testing.T, p *plan.Plan, dir string, n uint64) (js, text []byte) {
+	t.Helper()
+	js, err := p.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := p.Text(&b); err != nil {
+		t.Fatal(err)
+	}
+	r := render(p, dir, n)
+	<-r.done
+	if r.filesErr != nil {
+		t.Fatal(r.filesErr)
+	}
+	for path, want := range map[string][]byte{planFile(dir, n, ".json"): js, planFile(dir, n, ".nft"): b.Bytes()} {
+		if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, want) || len(want) == 0 {
+			t.Errorf("%s: %d bytes (%v), want the %d rendered", path, len(got), err, len(want))
+		}
+	}
+	if back, err := gunzip(r.packed); err != nil || !bytes.Equal(back, js) {
+		t.Errorf("packed: %d bytes back (%v), want the plan's %d", len(back), err, len(js))
+	}
+	return js, b.Bytes()
 }
