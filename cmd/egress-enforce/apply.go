@@ -185,12 +185,21 @@ when it cannot, apply says so and exits 1.`,
 				return writeDiff(cmd, e, b.plan, asJSON, "dry run: nothing applied\n")
 			}
 			// The flows of the plan are approved with the generation, in
-			// the write that records it applied.
-			a, err := rollOut(e, b.plan, r, true, memo.madeAfterApprovals(func(n uint64) *store.Approvals {
+			// the write that records it applied (a delta's: those it
+			// adds, when the store knows the others are approved). The
+			// memo begins once they are made: after a delta is made, the
+			// kernel applies it on one core while the approvals (needed
+			// first, to record the generation) and then the memo (needed
+			// last) are made on the other.
+			approve := func(n uint64) *store.Approvals {
+				defer memo.begin()
 				return baseline.PlanApprovals(b.plan, n, b.opts.Now)
-			}), memo.madeAfterDeltaApprovals(func(n, base uint64, d *plan.Delta) *store.Approvals {
+			}
+			approveAfter := func(n, base uint64, d *plan.Delta) *store.Approvals {
+				defer memo.begin()
 				return baseline.PlanApprovalsAfter(b.plan, d, base, n, b.opts.Now)
-			}))
+			}
+			a, err := rollOut(e, b.plan, r, true, approve, approveAfter)
 			if err != nil {
 				memo.abort()
 				return err

@@ -96,7 +96,7 @@ func buildApplyPlan(cmd *cobra.Command, e *env, dryRun bool) (*built, *applyMemo
 		// A whole read: the memo is made beside the whole plan's
 		// renderings. Read against the memo, the apply is likely a delta,
 		// whose index and delta come first: the memo is made once the
-		// approvals are (madeAfterApprovals).
+		// approvals are (apply's approve).
 		m.begin()
 	}
 	return &built{plan: p, opts: opts}, m, nil
@@ -136,26 +136,6 @@ func firstGCAt(size int64) int {
 func (m *applyMemo) begin() {
 	if m != nil {
 		m.once.Do(m.start)
-	}
-}
-
-// madeAfterApprovals is approve (rollout.Options.Approve) that then begins
-// the memo: after a delta is made, the kernel applies it on one core while
-// the approvals (needed first, to record the generation) and then the
-// memo (needed last) are made on the other.
-func (m *applyMemo) madeAfterApprovals(approve func(n uint64) *store.Approvals) func(n uint64) *store.Approvals {
-	return func(n uint64) *store.Approvals {
-		defer m.begin()
-		return approve(n)
-	}
-}
-
-// madeAfterDeltaApprovals is madeAfterApprovals of
-// rollout.Options.ApproveAfter.
-func (m *applyMemo) madeAfterDeltaApprovals(approve func(n, base uint64, d *plan.Delta) *store.Approvals) func(n, base uint64, d *plan.Delta) *store.Approvals {
-	return func(n, base uint64, d *plan.Delta) *store.Approvals {
-		defer m.begin()
-		return approve(n, base, d)
 	}
 }
 
