@@ -13,7 +13,8 @@ import (
 // (fcntl F_SETLEASE): while it is held, no other process can open the
 // file for writing or truncate it; such an open or truncate waits until
 // release, or until the kernel breaks the lease after
-// /proc/sys/fs/lease-break-time (45 s by default). So the mapping is not
+// /proc/sys/fs/lease-break-time (45 s by default); an open that does not
+// wait (O_NONBLOCK) fails with EAGAIN. So the mapping is not
 // cut short while it is read: a plain mapping of a file another process
 // truncates faults (SIGBUS), a crash. The pages come from the page cache,
 // several mapped a fault, where reading the file copies it into fresh
