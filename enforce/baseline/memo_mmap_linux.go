@@ -14,13 +14,10 @@ import (
 // readMemoFile maps the memo at path, read only, for the life of the
 // process: the elements taken from it point into it. A memo is never
 // written in place (WriteMemo renames a new one over it), and its mapping
-// is leased where the kernel allows (mapfile.Leased): another process's
+// is leased where the kernel allows (mapfile.ReadOnly): another process's
 // write or truncate of the file waits for the process to end (or for the
 // kernel's lease-break-time) instead of cutting the mapping short.
 func readMemoFile(path string) ([]byte, error) {
-	if data, _ := mapfile.Leased(path); data != nil {
-		return data, nil
-	}
 	data, _, err := mapfile.ReadOnly(path)
 	return data, err
 }
@@ -28,7 +25,7 @@ func readMemoFile(path string) ([]byte, error) {
 // readExportFile gives the bytes of the file at path, outside the Go
 // heap, and the function that releases them (once nothing uses them).
 // The file is mapped under a read lease where the kernel allows
-// (mapfile.Leased: nothing writes or cuts it while it is read; its pages
+// (mapfile.Lease: nothing writes or cuts it while it is read; its pages
 // come from the page cache, 16 a fault, where a copy faults in each page
 // of fresh memory: ~10k faults less at 100k flows). Else it is read into
 // memory mapped outside the heap: the heap's growth, so the peak memory
@@ -37,13 +34,13 @@ func readMemoFile(path string) ([]byte, error) {
 // (cli.FewerGCs). A file that is not a regular one, empty, of 2 GiB or
 // more, or that grows while it is read is read with os.ReadFile.
 func readExportFile(path string) ([]byte, func(), error) {
-	if data, release := mapfile.Leased(path); data != nil {
-		return data, release, nil
-	}
 	none := func() {}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, none, err
+	}
+	if data, release := mapfile.Lease(f); data != nil {
+		return data, release, nil
 	}
 	defer f.Close()
 	st, err := f.Stat()

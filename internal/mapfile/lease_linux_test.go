@@ -13,10 +13,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestLeased: a file on a local file system is mapped under a lease,
-// given back at release; a file open for writing, one on a file system
-// Leased does not lease on, and a missing one are not mapped (the caller
-// reads them).
+// TestLeased: a file on a local file system is mapped under a lease
+// (ReadOnly), given back at release; a file open for writing and one on a
+// file system Lease does not lease on are not leased (the caller reads
+// them, from the same open file), and a missing one is an error.
 func TestLeased(t *testing.T) {
 	dir := t.TempDir()
 	var fs unix.Statfs_t
@@ -25,17 +25,17 @@ func TestLeased(t *testing.T) {
 	}
 	if !slices.Contains(leaseFS, int64(fs.Type)) {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is on a file system of type %#x, not one Leased maps; CI=true, so this is a failure, not a skip", dir, fs.Type)
+			t.Fatalf("%s is on a file system of type %#x, not one Lease maps; CI=true, so this is a failure, not a skip", dir, fs.Type)
 		}
-		t.Skipf("%s is on a file system of type %#x, not one Leased maps", dir, fs.Type)
+		t.Skipf("%s is on a file system of type %#x, not one Lease maps", dir, fs.Type)
 	}
 	path := filepath.Join(dir, "f")
 	want := bytes.Repeat([]byte("lease "), 1000)
 	if err := os.WriteFile(path, want, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	data, release := Leased(path)
-	if !bytes.Equal(data, want) {
+	data, release, err := ReadOnly(path)
+	if err != nil || !bytes.Equal(data, want) {
 		t.Fatalf("leased %d bytes, want %d", len(data), len(want))
 	}
 	if !leased(t, path) {
@@ -50,15 +50,28 @@ func TestLeased(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if data, _ := Leased(path); data != nil {
-		t.Fatal("a file open for writing was mapped")
-	}
+	notLeased(t, path, "a file open for writing")
 	w.Close()
-	if data, _ := Leased("/proc/self/status"); data != nil {
-		t.Fatal("a file of /proc was mapped")
+	notLeased(t, "/proc/self/status", "a file of /proc")
+	if data, _, err := ReadOnly(filepath.Join(dir, "none")); data != nil || !os.IsNotExist(err) {
+		t.Fatalf("a missing file: %d bytes, err %v", len(data), err)
 	}
-	if data, _ := Leased(filepath.Join(dir, "none")); data != nil {
-		t.Fatal("a missing file was mapped")
+}
+
+// notLeased checks that Lease does not map the file at path, and leaves
+// the file open for its caller to read.
+func notLeased(t *testing.T, path, what string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if data, _ := Lease(f); data != nil {
+		t.Fatalf("%s was mapped", what)
+	}
+	if _, err := f.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("%s: not readable after Lease refused it: %v", what, err)
 	}
 }
 

@@ -12,16 +12,21 @@ import (
 )
 
 // ReadOnly maps the file at path read only and gives its bytes and the
-// function that unmaps them (once nothing uses them). A file that is not
-// a regular one, is empty or of 2 GiB or more, or that the kernel does
-// not map, is read into memory instead (the function then does nothing).
-// A mapped file cut short while it is read faults: a reader that must
-// survive that recovers from it (debug.SetPanicOnFault).
+// function that unmaps them (once nothing uses them): under a read lease
+// where the kernel gives one (Lease: no other process writes or cuts the
+// file meanwhile), else plainly. A file that is not a regular one, is
+// empty or of 2 GiB or more, or that the kernel does not map, is read
+// into memory instead (the function then does nothing). A file mapped
+// without a lease and cut short while it is read faults: a reader that
+// must survive that recovers from it (debug.SetPanicOnFault).
 func ReadOnly(path string) ([]byte, func(), error) {
 	none := func() {}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, none, err
+	}
+	if data, release := Lease(f); data != nil {
+		return data, release, nil
 	}
 	defer f.Close()
 	st, err := f.Stat()
