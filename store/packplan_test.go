@@ -19,11 +19,7 @@ func TestPackPlanIsGzip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		zr, err := gzip.NewReader(bytes.NewReader(packed))
-		if err != nil {
-			t.Fatal(err)
-		}
-		back, err := io.ReadAll(zr)
+		back, err := gunzip(packed)
 		if err != nil || !bytes.Equal(back, data) {
 			t.Fatalf("read back %d bytes (%v), want the %d packed", len(back), err, len(data))
 		}
@@ -51,4 +47,13 @@ func planJSON20k() []byte {
 	}
 	plan.WriteString(`]}]}`)
 	return plan.Bytes()
+}
+
+// gunzip reads a packed plan back as compress/gzip does.
+func gunzip(packed []byte) ([]byte, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(packed))
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(zr)
 }

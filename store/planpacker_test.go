@@ -2,8 +2,6 @@ package store
 
 import (
 	"bytes"
-	"compress/gzip"
-	"io"
 	"testing"
 )
 
@@ -28,11 +26,7 @@ func TestPlanPackerIsPackPlan(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		zr, err := gzip.NewReader(bytes.NewReader(packed))
-		if err != nil {
-			t.Fatal(err)
-		}
-		back, err := io.ReadAll(zr)
+		back, err := gunzip(packed)
 		if err != nil || !bytes.Equal(back, plan) {
 			t.Fatalf("pieces of %d: read back %d bytes (%v), want the %d packed", piece, len(back), err, len(plan))
 		}
@@ -44,9 +38,7 @@ func TestPlanPackerIsPackPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if zr, err := gzip.NewReader(bytes.NewReader(packed)); err != nil {
-		t.Fatal(err)
-	} else if back, err := io.ReadAll(zr); err != nil || len(back) != 0 {
+	if back, err := gunzip(packed); err != nil || len(back) != 0 {
 		t.Errorf("an empty plan read back as %d bytes (%v)", len(back), err)
 	}
 }
