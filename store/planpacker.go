@@ -6,9 +6,9 @@ import (
 	kgzip "github.com/klauspost/compress/gzip"
 )
 
-// PlanPacker packs a plan given in pieces as PackPlan packs it whole (the
-// same gzip stream at the same level; compress/gzip reads it back to the
-// pieces joined), so that the plan need not be whole in memory.
+// PlanPacker packs a plan given in pieces (gzip at its fastest level;
+// compress/gzip reads it back to the pieces joined), so that the plan
+// need not be whole in memory; PackPlan is a plan packed in one piece.
 type PlanPacker struct {
 	buf bytes.Buffer
 	zw  *kgzip.Writer
