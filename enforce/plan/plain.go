@@ -106,7 +106,9 @@ func mergeElements(a, b []Element) []Element {
 }
 
 // compareElements orders elements by key, as store.FlowKey.Compare
-// orders their flows.
+// orders their flows (TestCompareElementsAsFlowKeys). It is written out
+// rather than x.flowKey().Compare(y.flowKey()): that call is not inlined,
+// and plans sort and merge 100k-1M elements 1.5-2x slower through it.
 func compareElements(x, y *Element) int {
 	switch {
 	case x.UID != y.UID:
