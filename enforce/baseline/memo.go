@@ -508,9 +508,7 @@ func (a *againstRead) sortRules() bool {
 		end = in.at
 	}
 	m.rules, m.counts = nil, nil // now the plan's
-	p := &a.r.Plain
-	p.RulesSorted, p.SortedRules, a.r.counts = true, rules, counts
-	a.elements()
+	a.setRules(rules, counts)
 	return true
 }
 
@@ -536,9 +534,16 @@ func (a *againstRead) countAdded() {
 			rules, counts = append(rules, rule), append(counts, 1)
 		}
 	}
+	a.added = nil
+	a.setRules(rules, counts)
+}
+
+// setRules makes rules, sorted and each once, the plain flows' sorted
+// rules and counts[i] their counts, and points the plain flows read at
+// their elements.
+func (a *againstRead) setRules(rules []plan.NameRule, counts []int32) {
 	p := &a.r.Plain
 	p.RulesSorted, p.SortedRules, a.r.counts = true, rules, counts
-	a.added = nil
 	a.elements()
 }
 
