@@ -165,6 +165,13 @@ func HandOverPolicy(dir string, log *slog.Logger) bool {
 	return true
 }
 
+// SlotRefused warns that the follower's slot refused the DNS policy
+// (err): the policy checks the queries from a program of its own instead
+// (attached now, or kept).
+func SlotRefused(log *slog.Logger, err error) {
+	log.Warn("the follower's slot refused the DNS policy: it runs as a program of its own", "err", err)
+}
+
 // FollowerSlot opens the slot of the follower whose mark check is pinned
 // in dir and attached to the cgroup cgroupID: a running follower, or one
 // that died (its check stays). nil (and no error) when there is none.
@@ -264,7 +271,7 @@ func (f *Follower) takePolicy() (dropOwn bool, err error) {
 		if own == nil {
 			return false, err // it runs in no other place than the check ours replaces
 		}
-		f.cfg.Log.Warn("the follower's slot refused the DNS policy: it keeps its own program", "err", err)
+		SlotRefused(f.cfg.Log, err)
 		return false, ClearSlot(f.objs.DnsPolicySlot)
 	}
 	// A policy of an earlier version pinned only its link: pin its

@@ -157,7 +157,7 @@ func place(cfg Config, dir string, prog *ebpf.Program) (string, error) {
 	if slot != nil {
 		defer slot.Close()
 		if err := follow.FillSlot(slot, prog); err != nil {
-			cfg.Log.Warn("the follower's slot refused the dns policy: it gets a program of its own", "err", err)
+			follow.SlotRefused(cfg.Log, err)
 		} else {
 			via = ViaFollower
 		}
