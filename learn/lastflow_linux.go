@@ -3,7 +3,6 @@
 package learn
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/cilium/ebpf"
@@ -18,9 +17,8 @@ import (
 // of the installed map. A drain swaps them, like the flow map, and reads
 // every CPU's entry of the one swapped out.
 type lastFlowMaps struct {
-	outer         *ebpf.Map // the programs' last_flows (ARRAY_OF_MAPS)
-	active, spare *ebpf.Map
-	vals, zeros   []bpf.EgressLastFlow // one per possible CPU
+	swappedMaps                      // in the programs' last_flows
+	vals, zeros []bpf.EgressLastFlow // one per possible CPU
 }
 
 // Entry states, as in bpf/egress.c.
@@ -32,23 +30,11 @@ func newLastFlowMaps(spec *ebpf.MapSpec, outer *ebpf.Map) (l *lastFlowMaps, err 
 	if err != nil {
 		return nil, fmt.Errorf("count the possible CPUs: %w", err)
 	}
-	l = &lastFlowMaps{outer: outer, vals: make([]bpf.EgressLastFlow, cpus), zeros: make([]bpf.EgressLastFlow, cpus)}
-	if l.active, err = ebpf.NewMap(spec); err != nil {
-		return nil, fmt.Errorf("create last-flow map: %w", err)
-	}
-	if l.spare, err = ebpf.NewMap(spec); err != nil {
-		l.active.Close()
-		return nil, fmt.Errorf("create last-flow map: %w", err)
-	}
-	if err := outer.Put(uint32(0), l.active); err != nil {
-		l.close()
-		return nil, fmt.Errorf("install last-flow map: %w", err)
+	l = &lastFlowMaps{vals: make([]bpf.EgressLastFlow, cpus), zeros: make([]bpf.EgressLastFlow, cpus)}
+	if l.swappedMaps, err = newSwappedMaps(spec, outer, "last-flow map", nil); err != nil {
+		return nil, err
 	}
 	return l, nil
-}
-
-func (l *lastFlowMaps) close() error {
-	return errors.Join(l.active.Close(), l.spare.Close())
 }
 
 // drain installs the spare map and passes every entry of the drained one
@@ -56,11 +42,10 @@ func (l *lastFlowMaps) close() error {
 // The kernel waits for the programs still running on the old map before
 // the swap returns: no hit is missed or read twice.
 func (l *lastFlowMaps) drain(fn func(*bpf.EgressLastFlow)) error {
-	if err := l.outer.Put(uint32(0), l.spare); err != nil {
-		return fmt.Errorf("swap last-flow map: %w", err)
+	drained, err := l.swap()
+	if err != nil {
+		return err
 	}
-	drained := l.active
-	l.active, l.spare = l.spare, drained
 	if err := drained.Lookup(uint32(0), l.vals); err != nil {
 		return fmt.Errorf("read last-flow map: %w", err)
 	}

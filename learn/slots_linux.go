@@ -17,12 +17,11 @@ import (
 // the installed one (see struct slot in bpf/egress.c), swapped and read
 // whole at every drain, like the flow map.
 type slotMaps struct {
-	outer         *ebpf.Map // the programs' slots (ARRAY_OF_MAPS)
-	active, spare *ebpf.Map
-	gen           uint64 // of the active map
-	size          uint32
-	keys          []uint32
-	vals, zeros   []bpf.EgressSlot
+	swappedMaps        // in the programs' slots
+	gen         uint64 // of the active map
+	size        uint32
+	keys        []uint32
+	vals, zeros []bpf.EgressSlot
 }
 
 // slotChunk is how many slots a drain reads or clears in one system call.
@@ -30,28 +29,14 @@ const slotChunk = 512
 
 // newSlotMaps makes the two maps and installs the first in outer.
 func newSlotMaps(spec *ebpf.MapSpec, outer *ebpf.Map) (s *slotMaps, err error) {
-	s = &slotMaps{outer: outer, size: spec.MaxEntries, gen: 1,
+	s = &slotMaps{size: spec.MaxEntries, gen: 1,
 		keys: make([]uint32, slotChunk),
 		vals: make([]bpf.EgressSlot, slotChunk), zeros: make([]bpf.EgressSlot, slotChunk)}
-	if s.active, err = ebpf.NewMap(spec); err != nil {
-		return nil, fmt.Errorf("create slot map: %w", err)
-	}
-	if s.spare, err = ebpf.NewMap(spec); err != nil {
-		s.active.Close()
-		return nil, fmt.Errorf("create slot map: %w", err)
-	}
-	if err = s.active.Put(uint32(0), bpf.EgressSlot{Gen: s.gen}); err == nil {
-		err = outer.Put(uint32(0), s.active)
-	}
-	if err != nil {
-		s.close()
-		return nil, fmt.Errorf("install slot map: %w", err)
+	first := func(m *ebpf.Map) error { return m.Put(uint32(0), bpf.EgressSlot{Gen: s.gen}) }
+	if s.swappedMaps, err = newSwappedMaps(spec, outer, "slot map", first); err != nil {
+		return nil, err
 	}
 	return s, nil
-}
-
-func (s *slotMaps) close() error {
-	return errors.Join(s.active.Close(), s.spare.Close())
 }
 
 // drain installs the spare map (a new generation) and passes every slot
@@ -63,12 +48,11 @@ func (s *slotMaps) drain(fn func(*bpf.EgressSlot)) error {
 	if err := s.spare.Put(uint32(0), bpf.EgressSlot{Gen: s.gen + 1}); err != nil {
 		return fmt.Errorf("prepare slot map: %w", err)
 	}
-	if err := s.outer.Put(uint32(0), s.spare); err != nil {
-		return fmt.Errorf("swap slot map: %w", err)
+	drained, err := s.swap()
+	if err != nil {
+		return err
 	}
 	s.gen++
-	drained := s.active
-	s.active, s.spare = s.spare, drained
 	var h bpf.EgressSlot
 	if err := drained.Lookup(uint32(0), &h); err != nil {
 		return fmt.Errorf("read slot map: %w", err)
