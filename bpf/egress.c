@@ -317,6 +317,31 @@ enum last_state {
 	LAST_READY = 2,
 };
 
+// counting is what a slot and a last_flow entry hold after the word that
+// marks them taken (gen, state): the flow they count the repeats of, and
+// the counts (start_count fills it).
+struct counting {
+	__u64 hits;
+	__u64 first_ns;
+	__u64 last_ns;
+	__u32 tgid;
+	__u32 gid;
+	struct flow_key key;
+	char exe[EXE_LEN];
+};
+
+// COUNTED_AFTER_FIRST_WORD checks that type holds struct counting's fields
+// at the same places after its first word (start_count's cast).
+#define SAME_FIELD(type, f) (__builtin_offsetof(type, f) == 8 + __builtin_offsetof(struct counting, f))
+#define COUNTED_AFTER_FIRST_WORD(type)                                                           \
+	_Static_assert(sizeof(type) == 8 + sizeof(struct counting) && SAME_FIELD(type, hits) &&    \
+			       SAME_FIELD(type, first_ns) && SAME_FIELD(type, last_ns) &&             \
+			       SAME_FIELD(type, tgid) && SAME_FIELD(type, gid) && SAME_FIELD(type, key) && \
+			       SAME_FIELD(type, exe),                                                  \
+		       #type " does not hold struct counting after its first word")
+COUNTED_AFTER_FIRST_WORD(struct slot);
+COUNTED_AFTER_FIRST_WORD(struct last_flow);
+
 // Force BTF for the types user space decodes.
 const struct event *unused_event __attribute__((unused));
 const struct dns_event *unused_dns_event __attribute__((unused));
@@ -617,20 +642,27 @@ static __always_inline int count_last(struct last_flow *l, struct flow_key *k, _
 	return 1;
 }
 
+// start_count makes c, of an entry just taken (a slot, a last_flow;
+// marked taken after), count flow k of process tgid from now.
+static __always_inline void start_count(struct counting *c, struct flow_key *k, __u32 gid, __u32 tgid)
+{
+	__u64 now = bpf_ktime_get_coarse_ns();
+	c->hits = 0;
+	c->first_ns = now;
+	c->last_ns = now;
+	c->tgid = tgid;
+	c->gid = gid;
+	c->key = *k;
+	current_exe(c->exe, tgid);
+}
+
 // take_last makes a free l hold flow k, which the attempt just counted
 // elsewhere: its next attempts on this CPU in the interval count in l.
 static __always_inline void take_last(struct last_flow *l, struct flow_key *k, __u32 gid, __u32 tgid)
 {
 	if (l->state != LAST_FREE || !__sync_bool_compare_and_swap(&l->state, LAST_FREE, LAST_TAKING))
 		return;
-	__u64 now = bpf_ktime_get_coarse_ns();
-	l->hits = 0;
-	l->first_ns = now;
-	l->last_ns = now;
-	l->tgid = tgid;
-	l->gid = gid;
-	l->key = *k;
-	current_exe(l->exe, tgid);
+	start_count((struct counting *)&l->hits, k, gid, tgid);
 	__sync_lock_test_and_set(&l->state, LAST_READY);
 }
 
@@ -898,14 +930,7 @@ static __always_inline void take_slot(struct sock_state *st, struct flow_key *k,
 	struct slot *s = bpf_map_lookup_elem(m, &idx);
 	if (!s)
 		return;
-	__u64 now = bpf_ktime_get_coarse_ns();
-	s->hits = 0;
-	s->first_ns = now;
-	s->last_ns = now;
-	s->tgid = tgid;
-	s->gid = gid;
-	s->key = *k;
-	current_exe(s->exe, tgid);
+	start_count((struct counting *)&s->hits, k, gid, tgid);
 	__sync_lock_test_and_set(&s->gen, gen);
 	st->slot = idx;
 	__sync_lock_test_and_set(&st->slot_gen, gen); // after the slot
