@@ -182,37 +182,53 @@ func place(cfg Config, dir string, prog *ebpf.Program) (string, error) {
 // load loads the program with the map sized for n entries, sharing the
 // pinned ring buffer and counters with earlier policies of the table.
 func load(objs *bpf.DnspolicyObjects, mode Mode, netns uint64, key Key, n int, dir string) error {
+	spec, err := policySpec(mode, netns, key, n)
+	if err != nil {
+		return err
+	}
+	return loadSpec(objs, spec, dir)
+}
+
+// policySpec is the policy's spec set for mode, netns and key, its maps
+// sized for n entries.
+func policySpec(mode Mode, netns uint64, key Key, n int) (*ebpf.CollectionSpec, error) {
 	spec, err := bpf.LoadDnspolicy()
 	if err != nil {
-		return fmt.Errorf("load dns policy spec: %w", err)
+		return nil, fmt.Errorf("load dns policy spec: %w", err)
 	}
 	enf := uint32(0)
 	if mode == Enforce {
 		enf = 1
 	}
 	if err := spec.Variables["enforce"].Set(enf); err != nil {
-		return fmt.Errorf("set enforce: %w", err)
+		return nil, fmt.Errorf("set enforce: %w", err)
 	}
 	if err := spec.Variables["netns_cookie"].Set(netns); err != nil {
-		return fmt.Errorf("set netns_cookie: %w", err)
+		return nil, fmt.Errorf("set netns_cookie: %w", err)
 	}
 	if err := spec.Variables["hash_k0"].Set(key[0]); err != nil {
-		return fmt.Errorf("set hash_k0: %w", err)
+		return nil, fmt.Errorf("set hash_k0: %w", err)
 	}
 	if err := spec.Variables["hash_k1"].Set(key[1]); err != nil {
-		return fmt.Errorf("set hash_k1: %w", err)
+		return nil, fmt.Errorf("set hash_k1: %w", err)
 	}
 	nb := fastSize(n)
 	if err := spec.Variables["fast_mask"].Set(uint32(nb - 1)); err != nil {
-		return fmt.Errorf("set fast_mask: %w", err)
+		return nil, fmt.Errorf("set fast_mask: %w", err)
 	}
 	spec.Maps["dns_allow_fast"].MaxEntries = uint32(nb)
 	spec.Maps["dns_allow"].MaxEntries = uint32(max(n, 1))
 	spec.Maps["dns_allow"].Name = allowMapName(mode) // status reads the mode from it
 	spec.Maps["dns_denials"].Pinning = ebpf.PinByName
 	spec.Maps["dns_policy_stats"].Pinning = ebpf.PinByName
+	return spec, nil
+}
+
+// loadSpec loads spec into objs, sharing the ring buffer and counters
+// pinned in dir (pinned again when the pins are of another layout).
+func loadSpec(objs *bpf.DnspolicyObjects, spec *ebpf.CollectionSpec, dir string) error {
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}}
-	err = cgroupbpf.Load(spec, objs, opts, "dns policy")
+	err := cgroupbpf.Load(spec, objs, opts, "dns policy")
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		_ = os.Remove(filepath.Join(dir, pinRing))
 		_ = os.Remove(filepath.Join(dir, pinStats))
