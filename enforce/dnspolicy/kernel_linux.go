@@ -143,7 +143,9 @@ func Install(cfg Config, entries []Entry) (*Installed, error) {
 // place puts the loaded policy where it runs (under the directory's
 // lock): the slot of a follower of the cgroup, or its own link; then it
 // pins the program in place of the one before. A slot the kernel refuses
-// the program for falls back to the own link, loudly.
+// the program for falls back to the own link, loudly, and is emptied once
+// that link is attached: an older policy of the table left in it would go
+// on checking the queries beside the new one, with its stale list.
 func place(cfg Config, dir string, prog *ebpf.Program) (string, error) {
 	cg, err := cgroupbpf.ID(cfg.Cgroup)
 	if err != nil {
@@ -165,6 +167,11 @@ func place(cfg Config, dir string, prog *ebpf.Program) (string, error) {
 	if via == ViaOwn {
 		if err := follow.AttachPolicy(dir, cfg.Cgroup, prog); err != nil {
 			return "", err
+		}
+		if slot != nil {
+			if err := follow.ClearSlot(slot); err != nil {
+				return "", fmt.Errorf("take the old dns policy out of the follower's slot, which refused the new one (both check the queries, the old with its own list): %w", err)
+			}
 		}
 	} else if !follow.HandOverPolicy(dir, cfg.Log) {
 		via = ViaBoth
