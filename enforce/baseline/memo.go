@@ -177,37 +177,15 @@ func readWhole(path string, data []byte, o *plan.Options, warn func(string)) (*E
 	}
 	flows := e.Flows
 	e.Flows = make([]store.Flow, 0, len(flows)/8)
-	a := againstRead{r: r, m: r.old, pl: plan.NewPlainer(*o), hosts: o.AllHosts, e: &e}
-	summed := make(chan struct{})
-	r.sums = make([]store.FlowSum, len(spans)) // apart from r.flows: no cache line shared by the two cores
-	go func() {                                // beside the reading of the flows, on the other core
-		defer close(summed)
-		summer := store.NewFlowSummer(r.key)
-		for i, sp := range spans {
-			r.sums[i] = summer.Sum(data[sp.Start:sp.End])
-		}
-	}()
-	v4 := 0
-	for i := range flows {
-		if flows[i].IP.Is4() {
-			v4++
-		}
-	}
-	// Room for every flow's element, and a name rule each (slices sized once).
-	r.Plain.V4, r.Plain.V6 = make([]plan.Element, 0, v4), make([]plan.Element, 0, len(flows)-v4)
-	a.added = make([]plan.NameRule, 0, len(flows))
-	for i := range flows {
-		if _, err := a.flow(i, store.FlowRef{Span: spans[i], Old: -1, Flow: &flows[i]}); err != nil {
-			<-summed // data is released when this returns
-			return nil, fmt.Errorf("read export %s: %w", path, err)
-		}
+	a := againstRead{r: r, m: r.old, hosts: o.AllHosts, e: &e}
+	if err := a.readWhole(flows, spans, o); err != nil {
+		return nil, fmt.Errorf("read export %s: %w", path, err)
 	}
 	a.sortRules()
 	for _, w := range a.warnings {
 		warn(path + ": " + w)
 	}
 	r.finish([]*store.Export{&e}, o, warn)
-	<-summed
 	r.data = nil // the next memo keeps the flows' sums, not their bytes
 	return r, nil
 }
@@ -360,6 +338,7 @@ type againstRead struct {
 	summer   *store.FlowSummer // nil: the flows' sums are made apart
 	added    []plan.NameRule   // the name rules of the plain flows read
 	names    []string          // where the kept elements' names are cut from
+	rdBase   int32             // added to the flows' indexes in r.read (readWhole's second half)
 }
 
 // flow takes the export's flow i: a plain flow of the memo as it was, any
@@ -402,9 +381,10 @@ func (a *againstRead) read(i int, ref store.FlowRef) (string, error) {
 	if a.warnings, err = checkFlow(i, f, a.warnings); err != nil {
 		return "", err
 	}
-	mf.rd = int32(len(a.r.read))
+	rd := len(a.r.read)
 	a.r.read = append(a.r.read, readFlow{key: f.FlowKey})
-	rf := &a.r.read[mf.rd]
+	mf.rd = a.rdBase + int32(rd)
+	rf := &a.r.read[rd]
 	if mf.plain = len(a.warnings) == n && kept(f) && a.pl.Is(f); !mf.plain {
 		a.e.Flows = append(a.e.Flows, *f)
 		return "", nil

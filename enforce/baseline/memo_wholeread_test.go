@@ -2,6 +2,7 @@ package baseline
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -14,11 +15,14 @@ import (
 	"github.com/egresskit/egress/store"
 )
 
-// mapNames names users through a map it fills, as config.UserNames does:
-// not safe for concurrent use (go test -race tells).
+// mapNames names users through a map it fills, as config.UserNames does,
+// and counts the calls in it: not safe for concurrent use, even once
+// every user is named (go test -race tells).
 func mapNames() func(uint32) string {
 	m := map[uint32]string{}
+	calls := map[uint32]int{}
 	return func(uid uint32) string {
+		calls[uid]++
 		if n, ok := m[uid]; ok {
 			return n
 		}
@@ -28,43 +32,48 @@ func mapNames() func(uint32) string {
 	}
 }
 
-// TestExportMemoWholeReadLarge: a whole read of a larger export gives the
-// full path's plan and warnings, in order, with a user-naming function
-// that is not safe for concurrent use (the reads beside it, the export's
-// and the memo's, must not call it); the next read against its memo too.
+// TestExportMemoWholeReadLarge: a whole read of a larger export (read in
+// two halves at once: more than wholeSplit flows) gives the full path's
+// plan and warnings, in order, with a user-naming function that is not
+// safe for concurrent use (the reads beside it, the export's and the
+// memo's, and the second half's, must not call it: go test -race); the
+// next read against its memo too.
 func TestExportMemoWholeReadLarge(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 21))
-	flows := memoFlows(rng, 9000)
+	flows := memoFlows(rng, 9000+wholeSplit)
 	dir := t.TempDir()
 	base, memoPath := filepath.Join(dir, "base.json"), filepath.Join(dir, "memo")
-	writeMemoExport(t, base, flows[:8000], true)
+	writeMemoExport(t, base, flows[:8000+wholeSplit], true)
 	o := memoOptions(plan.FollowBoth, "")
 	o.UserName = mapNames()
 	if r := memoPlan(t, base, memoPath, 1, o); r.Reason == "" {
 		t.Fatal("the first read used a memo")
 	}
 	next := filepath.Join(dir, "next.json")
-	writeMemoExport(t, next, slices.Concat(flows[:3000], flows[3100:8000], flows[8000:8100]), true)
+	writeMemoExport(t, next, slices.Concat(flows[:3000], flows[3100:8000+wholeSplit], flows[8000+wholeSplit:8100+wholeSplit]), true)
 	o.UserName = mapNames()
 	if r := memoPlan(t, next, memoPath, 1, o); r.Reason != "" || r.Reused < 6000 {
 		t.Fatalf("the memo was not used: reason %q, %d reused", r.Reason, r.Reused)
 	}
 }
 
-// TestExportMemoWholeReadFirstError: two bad flows in a whole read: the
+// TestExportMemoWholeReadFirstError: bad flows in a whole read, small or
+// read in two halves (one bad flow in each, or in the second only): the
 // error names the first one (and the export's bytes, released when the
 // read returns, are no longer read by the sums beside it).
 func TestExportMemoWholeReadFirstError(t *testing.T) {
-	rng := rand.New(rand.NewPCG(22, 22))
-	flows := memoFlows(rng, 6000)
-	slices.SortFunc(flows, func(a, b store.Flow) int { return a.FlowKey.Compare(b.FlowKey) })
-	flows[1000].Proto, flows[5000].Proto = 0, 0
-	path := filepath.Join(t.TempDir(), "bad.json")
-	writeMemoExport(t, path, flows, false)
-	o := memoOptions("", "")
-	_, err := ReadExportMemo(path, "", 0, &o, func(string) {})
-	if err == nil || !strings.Contains(err.Error(), "flow #1001 ") {
-		t.Fatalf("error %v, want one about flow #1001", err)
+	for _, c := range []struct{ n, bad1, bad2 int }{{6000, 1000, 5000}, {3 * wholeSplit, 1000, 2*wholeSplit + 7}, {3 * wholeSplit, 2*wholeSplit + 7, 2*wholeSplit + 9}} {
+		rng := rand.New(rand.NewPCG(22, 22))
+		flows := memoFlows(rng, c.n)
+		slices.SortFunc(flows, func(a, b store.Flow) int { return a.FlowKey.Compare(b.FlowKey) })
+		flows[c.bad1].Proto, flows[c.bad2].Proto = 0, 0
+		path := filepath.Join(t.TempDir(), "bad.json")
+		writeMemoExport(t, path, flows, false)
+		o := memoOptions("", "")
+		_, err := ReadExportMemo(path, "", 0, &o, func(string) {})
+		if want := fmt.Sprintf("flow #%d ", c.bad1+1); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%d flows: error %v, want one about %s", c.n, err, want)
+		}
 	}
 }
 
@@ -129,5 +138,35 @@ func TestExportMemoMissingExport(t *testing.T) {
 	_, err := ReadExportMemoOf(filepath.Join(t.TempDir(), "none.json"), "", func() uint64 { return 1 }, &o, func(string) {})
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("error %v, want one that is os.ErrNotExist", err)
+	}
+}
+
+// TestExportMemoWholeReadNamesOnce: a whole read in two halves names each
+// user once, before the halves run (so a naming function that is not
+// safe for concurrent use is never called from both at once, without
+// -race too), and the elements carry those names.
+func TestExportMemoWholeReadNamesOnce(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 23))
+	flows := memoFlows(rng, 3*wholeSplit)
+	path := filepath.Join(t.TempDir(), "export.json")
+	writeMemoExport(t, path, flows, true)
+	uids := map[uint32]bool{}
+	for _, f := range flows {
+		uids[f.UID] = true
+	}
+	var calls atomic.Int64
+	o := memoOptions("", "")
+	o.UserName = func(uid uint32) string { calls.Add(1); return fmt.Sprint("n", uid) }
+	r, err := ReadExportMemo(path, "", 0, &o, func(string) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := calls.Load(); n != int64(len(uids)) {
+		t.Errorf("the user names were asked %d times, want once for each of the %d users", n, len(uids))
+	}
+	for _, e := range slices.Concat(r.Plain.V4, r.Plain.V6) {
+		if want := fmt.Sprint("n", e.UID); e.User != want {
+			t.Fatalf("element %v is of user %q, want %q", e.IP, e.User, want)
+		}
 	}
 }
