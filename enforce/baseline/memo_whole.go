@@ -2,6 +2,7 @@ package baseline
 
 import (
 	"cmp"
+	"fmt"
 	"sync"
 
 	"github.com/egresskit/egress/enforce/plan"
@@ -17,7 +18,8 @@ const wholeSplit = 8192
 // read on another core by an againstRead of its own (its own Plainer),
 // whose appends go to the room past the first half's in a.r's read, V4
 // and V6 (sized for every flow), then joined to the first half's in
-// flow order: the same read as in one go. The halves' Plainers name
+// flow order: the same read as in one go (read: every flow makes one
+// entry, so the halves' are the array's first h and the rest). The halves' Plainers name
 // users from a map filled first: o.UserName need not be safe for
 // concurrent use (config.UserNames is not). (The flows were read on one
 // core while the other made only their sums: ~90 of ~200 ms of a 100k
@@ -75,14 +77,12 @@ func (a *againstRead) readWhole(flows []store.Flow, spans []store.Span, o *plan.
 	if err := cmp.Or(err, err2); err != nil {
 		return err
 	}
-	if moved := len(r.read) - h; moved != 0 { // every flow read is in read: never
-		for i := h; i < n; i++ {
-			if mf := &r.flows[i]; mf.old < 0 {
-				mf.rd += int32(moved)
-			}
-		}
+	// Every flow read made one entry of read: the halves' entries are
+	// read[:h] and read[h:n] of one array.
+	if len(r.read) != h || len(r2.read) != n-h {
+		return fmt.Errorf("read the flows in halves: %d and %d entries for %d and %d flows", len(r.read), len(r2.read), h, n-h)
 	}
-	r.read = joined(r.read, r2.read)
+	r.read = r.read[:n]
 	r.Plain.V4, r.Plain.V6 = joined(r.Plain.V4, r2.Plain.V4), joined(r.Plain.V6, r2.Plain.V6)
 	r.Plain.N += r2.Plain.N
 	a.added = append(a.added, b.added...)
