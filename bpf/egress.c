@@ -258,6 +258,22 @@ struct sock_state {
 	__u32 _pad2;
 };
 
+// counting is what a slot and a last_flow entry hold after the word that
+// marks them taken (gen, state): the flow they count the repeats of, and
+// the counts. start_count fills it when the entry is taken; a repeat adds
+// to hits and sets last_ns.
+struct counting {
+	__u64 hits;
+	__u64 first_ns; // bpf_ktime_get_coarse_ns (see COUNT_FLOW)
+	__u64 last_ns;
+	// A last_flow's are of the last attempt; a slot's, of the process that
+	// took it (only its datagrams count in it).
+	__u32 tgid;
+	__u32 gid;
+	struct flow_key key;
+	char exe[EXE_LEN]; // of the attempt that took the entry; "" when unknown
+};
+
 // SLOTS bounds the unconnected UDP sockets whose repeats are counted in a
 // slot per drain interval (udp_at_egress); the others count in the flow
 // map.
@@ -270,19 +286,13 @@ struct sock_state {
 // on an array element the socket's state points to, instead of a hash
 // lookup of the whole flow. Like the flow map, the slot map is swapped
 // out at every drain and read whole by user space; each map carries its
-// generation in slot 0 (with the number of slots taken in hits), and a
+// generation in slot 0 (with the number of slots taken in c.hits), and a
 // slot counts only for the socket that took it in that generation. A
 // taken slot's fields are written before its gen (an exchange: a full
 // barrier), and never change in that generation.
 struct slot {
 	__u64 gen;
-	__u64 hits;
-	__u64 first_ns;
-	__u64 last_ns;
-	__u32 tgid;
-	__u32 gid;
-	struct flow_key key;
-	char exe[EXE_LEN];
+	struct counting c;
 };
 
 // last_flow counts, per CPU, the repeats of one flow in a drain interval
@@ -302,13 +312,7 @@ struct slot {
 // run of it on the same CPU.
 struct last_flow {
 	__u64 state;
-	__u64 hits;
-	__u64 first_ns;
-	__u64 last_ns;
-	__u32 tgid; // of the last attempt
-	__u32 gid;
-	struct flow_key key;
-	char exe[EXE_LEN]; // of the attempt that took the entry; "" when unknown
+	struct counting c;
 };
 
 enum last_state {
@@ -316,31 +320,6 @@ enum last_state {
 	LAST_TAKING = 1,
 	LAST_READY = 2,
 };
-
-// counting is what a slot and a last_flow entry hold after the word that
-// marks them taken (gen, state): the flow they count the repeats of, and
-// the counts (start_count fills it).
-struct counting {
-	__u64 hits;
-	__u64 first_ns;
-	__u64 last_ns;
-	__u32 tgid;
-	__u32 gid;
-	struct flow_key key;
-	char exe[EXE_LEN];
-};
-
-// COUNTED_AFTER_FIRST_WORD checks that type holds struct counting's fields
-// at the same places after its first word (start_count's cast).
-#define SAME_FIELD(type, f) (__builtin_offsetof(type, f) == 8 + __builtin_offsetof(struct counting, f))
-#define COUNTED_AFTER_FIRST_WORD(type)                                                           \
-	_Static_assert(sizeof(type) == 8 + sizeof(struct counting) && SAME_FIELD(type, hits) &&    \
-			       SAME_FIELD(type, first_ns) && SAME_FIELD(type, last_ns) &&             \
-			       SAME_FIELD(type, tgid) && SAME_FIELD(type, gid) && SAME_FIELD(type, key) && \
-			       SAME_FIELD(type, exe),                                                  \
-		       #type " does not hold struct counting after its first word")
-COUNTED_AFTER_FIRST_WORD(struct slot);
-COUNTED_AFTER_FIRST_WORD(struct last_flow);
 
 // Force BTF for the types user space decodes.
 const struct event *unused_event __attribute__((unused));
@@ -633,12 +612,12 @@ static __always_inline struct last_flow *last_flow(void)
 // flow, or none yet.
 static __always_inline int count_last(struct last_flow *l, struct flow_key *k, __u32 gid, __u32 tgid)
 {
-	if (l->state != LAST_READY || !same_flow(&l->key, k))
+	if (l->state != LAST_READY || !same_flow(&l->c.key, k))
 		return 0;
-	__sync_fetch_and_add(&l->hits, 1);
-	l->last_ns = bpf_ktime_get_coarse_ns();
-	l->tgid = tgid;
-	l->gid = gid;
+	__sync_fetch_and_add(&l->c.hits, 1);
+	l->c.last_ns = bpf_ktime_get_coarse_ns();
+	l->c.tgid = tgid;
+	l->c.gid = gid;
 	return 1;
 }
 
@@ -662,7 +641,7 @@ static __always_inline void take_last(struct last_flow *l, struct flow_key *k, _
 {
 	if (l->state != LAST_FREE || !__sync_bool_compare_and_swap(&l->state, LAST_FREE, LAST_TAKING))
 		return;
-	start_count((struct counting *)&l->hits, k, gid, tgid);
+	start_count(&l->c, k, gid, tgid);
 	__sync_lock_test_and_set(&l->state, LAST_READY);
 }
 
@@ -902,10 +881,10 @@ static __always_inline int count_repeat(struct sock_state *st, struct flow_key *
 	if (!m)
 		return 0;
 	struct slot *s = bpf_map_lookup_elem(m, &idx);
-	if (!s || s->gen != st->slot_gen || s->tgid != tgid || !same_dest(&s->key, k))
+	if (!s || s->gen != st->slot_gen || s->c.tgid != tgid || !same_dest(&s->c.key, k))
 		return 0;
-	__sync_fetch_and_add(&s->hits, 1);
-	s->last_ns = bpf_ktime_get_coarse_ns();
+	__sync_fetch_and_add(&s->c.hits, 1);
+	s->c.last_ns = bpf_ktime_get_coarse_ns();
 	return 1;
 }
 
@@ -924,13 +903,13 @@ static __always_inline void take_slot(struct sock_state *st, struct flow_key *k,
 	__u64 gen = h->gen;
 	if (!gen || gen == st->slot_gen)
 		return;
-	__u32 idx = __sync_fetch_and_add(&h->hits, 1) + 1;
+	__u32 idx = __sync_fetch_and_add(&h->c.hits, 1) + 1;
 	if (idx >= SLOTS)
 		return;
 	struct slot *s = bpf_map_lookup_elem(m, &idx);
 	if (!s)
 		return;
-	start_count((struct counting *)&s->hits, k, gid, tgid);
+	start_count(&s->c, k, gid, tgid);
 	__sync_lock_test_and_set(&s->gen, gen);
 	st->slot = idx;
 	__sync_lock_test_and_set(&st->slot_gen, gen); // after the slot

@@ -13,6 +13,17 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type EgressCounting struct {
+	_       structs.HostLayout
+	Hits    uint64
+	FirstNs uint64
+	LastNs  uint64
+	Tgid    uint32
+	Gid     uint32
+	Key     EgressFlowKey
+	Exe     [64]int8
+}
+
 type EgressDnsEvent struct {
 	_       structs.HostLayout
 	Cookie  uint64
@@ -71,27 +82,15 @@ type EgressFlowVal struct {
 }
 
 type EgressLastFlow struct {
-	_       structs.HostLayout
-	State   uint64
-	Hits    uint64
-	FirstNs uint64
-	LastNs  uint64
-	Tgid    uint32
-	Gid     uint32
-	Key     EgressFlowKey
-	Exe     [64]int8
+	_     structs.HostLayout
+	State uint64
+	C     EgressCounting
 }
 
 type EgressSlot struct {
-	_       structs.HostLayout
-	Gen     uint64
-	Hits    uint64
-	FirstNs uint64
-	LastNs  uint64
-	Tgid    uint32
-	Gid     uint32
-	Key     EgressFlowKey
-	Exe     [64]int8
+	_   structs.HostLayout
+	Gen uint64
+	C   EgressCounting
 }
 
 type EgressSockState struct {

@@ -13,7 +13,7 @@
 package bpf
 
 //go:generate sh -c "test -d \"$BPF_INCLUDE\" || { echo 'bpf: BPF_INCLUDE is not an include directory: run make generate' >&2; exit 1; }"
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I$BPF_INCLUDE" -target bpfel -type event -type dns_event -type flow_key -type flow_val -type slot -type last_flow Egress egress.c
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I$BPF_INCLUDE" -target bpfel -type event -type dns_event -type flow_key -type flow_val -type slot -type last_flow -type counting Egress egress.c
 //go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I$BPF_INCLUDE" -target bpfel -type follow_event -type auth_key -type auth_val -type rule_key -type rule_val -type resolver_key -type query_key -type query_val Follow follow.c
 //go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I$BPF_INCLUDE" -target bpfel -type dns_denial -type allow_key -type allow_bucket Dnspolicy dnspolicy.c
 //go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I$BPF_INCLUDE" -target bpfel -type nc_event -type nc_dest -type nc_name_key -type nc_res Namecheck namecheck.c

@@ -50,7 +50,7 @@ func (l *lastFlowMaps) drain(fn func(*bpf.EgressLastFlow)) error {
 		return fmt.Errorf("read last-flow map: %w", err)
 	}
 	for i := range l.vals {
-		if v := &l.vals[i]; v.State == lastReady && v.Hits > 0 {
+		if v := &l.vals[i]; v.State == lastReady && v.C.Hits > 0 {
 			fn(v)
 		}
 	}
@@ -62,10 +62,10 @@ func (l *lastFlowMaps) drain(fn func(*bpf.EgressLastFlow)) error {
 
 // lastFlowAttempt is an entry's hits as an Attempt.
 func (p *Probe) lastFlowAttempt(v *bpf.EgressLastFlow, clk *cgroupbpf.MonoClock) Attempt {
-	k := &v.Key
+	k := &v.C.Key
 	return Attempt{
-		CgroupID: k.CgroupId, UID: k.Uid, GID: v.Gid, TGID: v.Tgid, Comm: p.drainNames.get(k.Comm[:]), Exe: p.drainNames.get(v.Exe[:]),
+		CgroupID: k.CgroupId, UID: k.Uid, GID: v.C.Gid, TGID: v.C.Tgid, Comm: p.drainNames.get(k.Comm[:]), Exe: p.drainNames.get(v.C.Exe[:]),
 		Proto: k.Proto, IP: addrOf(k.Family, k.Addr), Port: k.Port,
-		Hits: v.Hits, First: clk.Wall(v.FirstNs), Last: clk.Wall(v.LastNs),
+		Hits: v.C.Hits, First: clk.Wall(v.C.FirstNs), Last: clk.Wall(v.C.LastNs),
 	}
 }

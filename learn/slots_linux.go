@@ -57,7 +57,7 @@ func (s *slotMaps) drain(fn func(*bpf.EgressSlot)) error {
 	if err := drained.Lookup(uint32(0), &h); err != nil {
 		return fmt.Errorf("read slot map: %w", err)
 	}
-	taken := uint32(min(h.Hits, uint64(s.size-1))) // slots 1..taken
+	taken := uint32(min(h.C.Hits, uint64(s.size-1))) // slots 1..taken
 	// Read from slot 0 in chunks of slotChunk, one system call each,
 	// until past the slots taken.
 	var cursor ebpf.MapBatchCursor
@@ -68,7 +68,7 @@ func (s *slotMaps) drain(fn func(*bpf.EgressSlot)) error {
 		}
 		m := 0 // slots 0..taken of this chunk
 		for m < n && s.keys[m] <= taken {
-			if v := &s.vals[m]; s.keys[m] > 0 && v.Gen == h.Gen && v.Hits > 0 {
+			if v := &s.vals[m]; s.keys[m] > 0 && v.Gen == h.Gen && v.C.Hits > 0 {
 				fn(v)
 			}
 			m++
@@ -89,10 +89,10 @@ func (s *slotMaps) drain(fn func(*bpf.EgressSlot)) error {
 
 // slotAttempt is a slot's hits as an Attempt.
 func (p *Probe) slotAttempt(v *bpf.EgressSlot, clk *cgroupbpf.MonoClock) Attempt {
-	k := &v.Key
+	k := &v.C.Key
 	return Attempt{
-		CgroupID: k.CgroupId, UID: k.Uid, GID: v.Gid, TGID: v.Tgid, Comm: p.drainNames.get(k.Comm[:]), Exe: p.drainNames.get(v.Exe[:]),
+		CgroupID: k.CgroupId, UID: k.Uid, GID: v.C.Gid, TGID: v.C.Tgid, Comm: p.drainNames.get(k.Comm[:]), Exe: p.drainNames.get(v.C.Exe[:]),
 		Proto: k.Proto, IP: addrOf(k.Family, k.Addr), Port: k.Port,
-		Hits: v.Hits, First: clk.Wall(v.FirstNs), Last: clk.Wall(v.LastNs),
+		Hits: v.C.Hits, First: clk.Wall(v.C.FirstNs), Last: clk.Wall(v.C.LastNs),
 	}
 }
