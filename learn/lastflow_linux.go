@@ -8,7 +8,6 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/egresskit/egress/bpf"
-	"github.com/egresskit/egress/internal/cgroupbpf"
 )
 
 // lastFlowMaps are the two maps of per-CPU last-flow entries (struct
@@ -37,11 +36,11 @@ func newLastFlowMaps(spec *ebpf.MapSpec, outer *ebpf.Map) (l *lastFlowMaps, err 
 	return l, nil
 }
 
-// drain installs the spare map and passes every entry of the drained one
-// that counted hits to fn, then clears it so it can be the next spare.
-// The kernel waits for the programs still running on the old map before
-// the swap returns: no hit is missed or read twice.
-func (l *lastFlowMaps) drain(fn func(*bpf.EgressLastFlow)) error {
+// drain installs the spare map and passes the counts of every entry of
+// the drained one that counted hits to fn, then clears it so it can be
+// the next spare. The kernel waits for the programs still running on the
+// old map before the swap returns: no hit is missed or read twice.
+func (l *lastFlowMaps) drain(fn func(*bpf.EgressCounting)) error {
 	drained, err := l.swap()
 	if err != nil {
 		return err
@@ -51,21 +50,11 @@ func (l *lastFlowMaps) drain(fn func(*bpf.EgressLastFlow)) error {
 	}
 	for i := range l.vals {
 		if v := &l.vals[i]; v.State == lastReady && v.C.Hits > 0 {
-			fn(v)
+			fn(&v.C)
 		}
 	}
 	if err := drained.Put(uint32(0), l.zeros); err != nil {
 		return fmt.Errorf("clear last-flow map: %w", err)
 	}
 	return nil
-}
-
-// lastFlowAttempt is an entry's hits as an Attempt.
-func (p *Probe) lastFlowAttempt(v *bpf.EgressLastFlow, clk *cgroupbpf.MonoClock) Attempt {
-	k := &v.C.Key
-	return Attempt{
-		CgroupID: k.CgroupId, UID: k.Uid, GID: v.C.Gid, TGID: v.C.Tgid, Comm: p.drainNames.get(k.Comm[:]), Exe: p.drainNames.get(v.C.Exe[:]),
-		Proto: k.Proto, IP: addrOf(k.Family, k.Addr), Port: k.Port,
-		Hits: v.C.Hits, First: clk.Wall(v.C.FirstNs), Last: clk.Wall(v.C.LastNs),
-	}
 }

@@ -465,13 +465,14 @@ func (p *Probe) Drain(fn func(Attempt)) error {
 		return nil
 	}
 	var clk cgroupbpf.MonoClock // bpf_ktime_get_coarse_ns, as in ReadEvents
+	counted := func(c *bpf.EgressCounting) { fn(p.countedAttempt(c, &clk)) }
 	if p.slots != nil {
-		if err := p.slots.drain(func(v *bpf.EgressSlot) { fn(p.slotAttempt(v, &clk)) }); err != nil {
+		if err := p.slots.drain(counted); err != nil {
 			return err
 		}
 	}
 	if p.last != nil {
-		if err := p.last.drain(func(v *bpf.EgressLastFlow) { fn(p.lastFlowAttempt(v, &clk)) }); err != nil {
+		if err := p.last.drain(counted); err != nil {
 			return err
 		}
 	}
@@ -498,6 +499,17 @@ func (p *Probe) Drain(fn func(Attempt)) error {
 		if err != nil {
 			return fmt.Errorf("drain flow map: %w", err)
 		}
+	}
+}
+
+// countedAttempt is the counts of a slot or a last-flow entry (struct
+// counting in bpf/egress.c) as an Attempt.
+func (p *Probe) countedAttempt(c *bpf.EgressCounting, clk *cgroupbpf.MonoClock) Attempt {
+	k := &c.Key
+	return Attempt{
+		CgroupID: k.CgroupId, UID: k.Uid, GID: c.Gid, TGID: c.Tgid, Comm: p.drainNames.get(k.Comm[:]), Exe: p.drainNames.get(c.Exe[:]),
+		Proto: k.Proto, IP: addrOf(k.Family, k.Addr), Port: k.Port,
+		Hits: c.Hits, First: clk.Wall(c.FirstNs), Last: clk.Wall(c.LastNs),
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/egresskit/egress/bpf"
-	"github.com/egresskit/egress/internal/cgroupbpf"
 )
 
 // slotMaps are the two slot maps of ProbeOptions.UDPAtEgress: an
@@ -39,12 +38,12 @@ func newSlotMaps(spec *ebpf.MapSpec, outer *ebpf.Map) (s *slotMaps, err error) {
 	return s, nil
 }
 
-// drain installs the spare map (a new generation) and passes every slot
-// of the drained one that counted hits to fn, then clears the slots taken
-// so the map can be the next spare. The kernel waits for the programs
-// still running on the old map before the swap returns (as for the flow
-// map): no hit is missed or read twice.
-func (s *slotMaps) drain(fn func(*bpf.EgressSlot)) error {
+// drain installs the spare map (a new generation) and passes the counts
+// of every slot of the drained one that counted hits to fn, then clears
+// the slots taken so the map can be the next spare. The kernel waits for
+// the programs still running on the old map before the swap returns (as
+// for the flow map): no hit is missed or read twice.
+func (s *slotMaps) drain(fn func(*bpf.EgressCounting)) error {
 	if err := s.spare.Put(uint32(0), bpf.EgressSlot{Gen: s.gen + 1}); err != nil {
 		return fmt.Errorf("prepare slot map: %w", err)
 	}
@@ -69,7 +68,7 @@ func (s *slotMaps) drain(fn func(*bpf.EgressSlot)) error {
 		m := 0 // slots 0..taken of this chunk
 		for m < n && s.keys[m] <= taken {
 			if v := &s.vals[m]; s.keys[m] > 0 && v.Gen == h.Gen && v.C.Hits > 0 {
-				fn(v)
+				fn(&v.C)
 			}
 			m++
 		}
@@ -85,14 +84,4 @@ func (s *slotMaps) drain(fn func(*bpf.EgressSlot)) error {
 		next += uint32(n)
 	}
 	return nil
-}
-
-// slotAttempt is a slot's hits as an Attempt.
-func (p *Probe) slotAttempt(v *bpf.EgressSlot, clk *cgroupbpf.MonoClock) Attempt {
-	k := &v.C.Key
-	return Attempt{
-		CgroupID: k.CgroupId, UID: k.Uid, GID: v.C.Gid, TGID: v.C.Tgid, Comm: p.drainNames.get(k.Comm[:]), Exe: p.drainNames.get(v.C.Exe[:]),
-		Proto: k.Proto, IP: addrOf(k.Family, k.Addr), Port: k.Port,
-		Hits: v.C.Hits, First: clk.Wall(v.C.FirstNs), Last: clk.Wall(v.C.LastNs),
-	}
 }
