@@ -35,6 +35,9 @@ type jreader struct {
 	spans *[]Span
 	// flowsOf, when set, reads an export's flows instead of flows.
 	flowsOf func(r *jreader, e *Export)
+	// rest, when set, gets the second half of flows read in halves
+	// (flowsInHalves), which then stay out of the export's Flows.
+	rest *[]Flow
 }
 
 // maxInterned bounds a reader's intern table.
@@ -486,15 +489,24 @@ func (r *jreader) flowsInHalves(e *Export) bool {
 		second.flowList(&rest, false)
 	})
 	first := jreader{b: r.b[:cut], i: start, ok: true, intern: r.intern, spans: r.spans}
-	// Room for both halves: the first is not moved when the second is
-	// appended.
-	flows := make([]Flow, 0, (len(r.b)-start)/200+1)
+	// Room for both halves, unless the second stays apart (r.rest): the
+	// first is not moved when the second is appended.
+	room := len(r.b) - start
+	if r.rest != nil {
+		room = cut - start
+	}
+	flows := make([]Flow, 0, room/200+1)
 	first.flowList(&flows, true)
 	wg.Wait()
 	if !first.ok || !second.ok {
 		return false
 	}
-	e.Flows, r.i = append(flows, rest...), second.i
+	if r.rest != nil {
+		e.Flows, *r.rest = flows, rest
+	} else {
+		e.Flows = append(flows, rest...)
+	}
+	r.i = second.i
 	if r.spans != nil {
 		*r.spans = append(*r.spans, restSpans...)
 	}

@@ -121,3 +121,40 @@ func TestUintAsStrconv(t *testing.T) {
 		}
 	}
 }
+
+// TestExportSpansHalvesApart: DecodeExportSpans leaves a large export's
+// second half apart (rest), and e.Flows then rest are the flows
+// DecodeExport gives, each at its span; a small export's rest is nil.
+func TestExportSpansHalvesApart(t *testing.T) {
+	data := bigExport(t, 6000, func(i int) []string { return []string{fmt.Sprintf("svc%d.example.net", i)} })
+	var whole, e Export
+	if err := DecodeExport(data, &whole); err != nil {
+		t.Fatal(err)
+	}
+	spans, rest, err := DecodeExportSpans(data, &e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rest) == 0 || len(e.Flows) == 0 {
+		t.Fatalf("halves of %d and %d flows, want both read", len(e.Flows), len(rest))
+	}
+	got := append(e.Flows[:len(e.Flows):len(e.Flows)], rest...)
+	if !reflect.DeepEqual(got, whole.Flows) || len(spans) != len(got) {
+		t.Fatalf("%d flows (%d spans), DecodeExport gives %d, or they differ", len(got), len(spans), len(whole.Flows))
+	}
+	for i, sp := range spans {
+		var f Flow
+		if !DecodeFlowJSON(data[sp.Start:sp.End], &f) || !reflect.DeepEqual(f, got[i]) {
+			t.Fatalf("flow %d is not at its span", i)
+		}
+	}
+	one := whole
+	one.Flows = whole.Flows[:3]
+	small, err := json.Marshal(one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spans, rest, err := DecodeExportSpans(small, &e); err != nil || rest != nil || len(e.Flows) != 3 || len(spans) != 3 {
+		t.Fatalf("a small export: %d flows, %d apart, %d spans (%v), want 3 in e.Flows", len(e.Flows), len(rest), len(spans), err)
+	}
+}

@@ -18,22 +18,25 @@ import (
 // Span is where a flow is in an export's bytes: [Start, End).
 type Span struct{ Start, End int32 }
 
-// DecodeExportSpans is DecodeExport, and where each of e's flows is in
-// data (nil when the fast reader did not read it, or data is 2 GiB or
-// more).
-func DecodeExportSpans(data []byte, e *Export) ([]Span, error) {
+// DecodeExportSpans is DecodeExport, and where each of the export's flows
+// is in data (nil when the fast reader did not read it, or data is 2 GiB
+// or more). The export's flows are e.Flows followed by rest: a large
+// export's flows read in halves on two cores stay in two slices (rest nil
+// when they were read in one go), so the second half is not moved behind
+// the first (at 1M flows, ~140 MB copied into fresh pages).
+func DecodeExportSpans(data []byte, e *Export) (spans []Span, rest []Flow, err error) {
 	if len(data) >= math.MaxInt32 {
-		return nil, DecodeExport(data, e)
+		return nil, nil, DecodeExport(data, e)
 	}
-	spans := []Span{}
-	r := jreader{b: data, ok: true, intern: map[string]string{}, spans: &spans}
+	spans = []Span{}
+	r := jreader{b: data, ok: true, intern: map[string]string{}, spans: &spans, rest: &rest}
 	var out Export
 	r.export(&out)
-	if r.end() && len(spans) == len(out.Flows) {
+	if r.end() && len(spans) == len(out.Flows)+len(rest) {
 		*e = out
-		return spans, nil
+		return spans, rest, nil
 	}
-	return nil, json.Unmarshal(data, e)
+	return nil, nil, json.Unmarshal(data, e)
 }
 
 // DecodeFlowJSON decodes one flow object of an export (the bytes of a

@@ -157,7 +157,7 @@ func ReadExportMemoOf(path, memoPath string, gen func() uint64, o *plan.Options,
 // made once, for the plan and the next memo.
 func readWhole(path string, data []byte, o *plan.Options, warn func(string)) (*ExportRead, error) {
 	var e store.Export
-	spans, err := store.DecodeExportSpans(data, &e)
+	spans, rest, err := store.DecodeExportSpans(data, &e)
 	if err != nil {
 		return nil, fmt.Errorf("read export %s: not an egress baseline: %w", path, err)
 	}
@@ -168,17 +168,19 @@ func readWhole(path string, data []byte, o *plan.Options, warn func(string)) (*E
 		return nil, fmt.Errorf("read export %s: %w", path, err)
 	}
 	o.AllHosts = []string{e.Host}
-	if spans == nil || !keyOrder(e.Flows) {
+	if spans == nil || !keyOrder(e.Flows, rest) {
+		e.Flows = append(e.Flows, rest...)
 		return readPlain(path, &e, o, warn) // merge merges flows of one key
 	}
-	r := &ExportRead{data: data, flows: make([]memoFlow, len(e.Flows)), read: make([]readFlow, 0, len(e.Flows)), old: &memo{}}
+	n := len(e.Flows) + len(rest)
+	r := &ExportRead{data: data, flows: make([]memoFlow, n), read: make([]readFlow, 0, n), old: &memo{}}
 	if _, err := rand.Read(r.key[:]); err != nil {
 		return nil, fmt.Errorf("a key for the memo: %w", err)
 	}
-	flows := e.Flows
-	e.Flows = make([]store.Flow, 0, len(flows)/8)
+	halves := [2][]store.Flow{e.Flows, rest}
+	e.Flows = make([]store.Flow, 0, n/8)
 	a := againstRead{r: r, m: r.old, hosts: o.AllHosts, e: &e}
-	if err := a.readWhole(flows, spans, o); err != nil {
+	if err := a.readWhole(halves, spans, o); err != nil {
 		return nil, fmt.Errorf("read export %s: %w", path, err)
 	}
 	a.sortRules()
@@ -190,12 +192,18 @@ func readWhole(path string, data []byte, o *plan.Options, warn func(string)) (*E
 	return r, nil
 }
 
-// keyOrder reports whether the flows' keys are in strictly increasing
-// order, with no IPv4-mapped address.
-func keyOrder(flows []store.Flow) bool {
-	for i := range flows {
-		if flows[i].IP.Is4In6() || i > 0 && flows[i-1].FlowKey.Compare(flows[i].FlowKey) >= 0 {
-			return false
+// keyOrder reports whether the keys of the flows, of the lists one after
+// the other, are in strictly increasing order, with no IPv4-mapped
+// address.
+func keyOrder(lists ...[]store.Flow) bool {
+	var prev *store.FlowKey
+	for _, flows := range lists {
+		for i := range flows {
+			k := &flows[i].FlowKey
+			if k.IP.Is4In6() || prev != nil && prev.Compare(*k) >= 0 {
+				return false
+			}
+			prev = k
 		}
 	}
 	return true

@@ -14,28 +14,35 @@ import (
 const wholeSplit = 8192
 
 // readWhole reads every flow of a whole read (a.r's, against its empty
-// memo) and sums its bytes. From wholeSplit flows on, the second half is
-// read on another core by an againstRead of its own (its own Plainer),
-// whose appends go to the room past the first half's in a.r's read, V4
+// memo), the export's flows being halves[0] then halves[1], and sums
+// their bytes. The halves are read at once, the second on another core
+// by an againstRead of its own (its own Plainer), when the export was
+// decoded in halves (halves[1] not nil: store.DecodeExportSpans), or
+// from wholeSplit flows on (halves[0] then cut in two). The second
+// half's appends go to the room past the first half's in a.r's read, V4
 // and V6 (sized for every flow), then joined to the first half's in
 // flow order: the same read as in one go (read: every flow makes one
-// entry, so the halves' are the array's first h and the rest). The halves' Plainers name
-// users from a map filled first: o.UserName need not be safe for
-// concurrent use (config.UserNames is not). (The flows were read on one
-// core while the other made only their sums: ~90 of ~200 ms of a 100k
-// full apply's read, ~0.8 s at 1M.) The error is the first flow's in
-// export order.
-func (a *againstRead) readWhole(flows []store.Flow, spans []store.Span, o *plan.Options) error {
-	r, n := a.r, len(flows)
-	h, v4, v4h := n, 0, 0
-	if n >= wholeSplit {
-		h = n / 2
+// entry, so the halves' are the array's first h and the rest). The
+// halves' Plainers name users from a map filled first: o.UserName need
+// not be safe for concurrent use (config.UserNames is not). (The flows
+// were read on one core while the other made only their sums: ~90 of
+// ~200 ms of a 100k full apply's read, ~0.8 s at 1M.) The error is the
+// first flow's in export order.
+func (a *againstRead) readWhole(halves [2][]store.Flow, spans []store.Span, o *plan.Options) error {
+	if halves[1] == nil && len(halves[0]) >= wholeSplit {
+		n := len(halves[0])
+		halves = [2][]store.Flow{halves[0][: n/2 : n/2], halves[0][n/2:]}
 	}
-	for i := range flows {
-		if flows[i].IP.Is4() {
-			v4++
-			if i < h {
-				v4h++
+	r, h := a.r, len(halves[0])
+	n := h + len(halves[1])
+	v4, v4h := 0, 0
+	for k, flows := range halves {
+		for i := range flows {
+			if flows[i].IP.Is4() {
+				v4++
+				if k == 0 {
+					v4h++
+				}
 			}
 		}
 	}
@@ -43,11 +50,12 @@ func (a *againstRead) readWhole(flows []store.Flow, spans []store.Span, o *plan.
 	r.Plain.V4, r.Plain.V6 = make([]plan.Element, 0, v4), make([]plan.Element, 0, n-v4)
 	r.sums = make([]store.FlowSum, n)
 	a.added = make([]plan.NameRule, 0, n)
-	run := func(x *againstRead, from, to int) error {
+	run := func(x *againstRead, flows []store.Flow, at int) error {
 		summer := store.NewFlowSummer(r.key)
-		for i := from; i < to; i++ {
-			r.sums[i] = summer.Sum(r.data[spans[i].Start:spans[i].End])
-			if _, err := x.flow(i, store.FlowRef{Span: spans[i], Old: -1, Flow: &flows[i]}); err != nil {
+		for i := range flows {
+			sp := spans[at+i]
+			r.sums[at+i] = summer.Sum(r.data[sp.Start:sp.End])
+			if _, err := x.flow(at+i, store.FlowRef{Span: sp, Old: -1, Flow: &flows[i]}); err != nil {
 				return err
 			}
 		}
@@ -55,11 +63,11 @@ func (a *againstRead) readWhole(flows []store.Flow, spans []store.Span, o *plan.
 	}
 	if h == n {
 		a.pl = plan.NewPlainer(*o)
-		return run(a, 0, n)
+		return run(a, halves[0], 0)
 	}
 	if o.UserName != nil {
 		named := *o
-		names := userNames(flows, o.UserName)
+		names := userNames(halves, o.UserName)
 		named.UserName = func(uid uint32) string { return names[uid] }
 		o = &named
 	}
@@ -71,8 +79,8 @@ func (a *againstRead) readWhole(flows []store.Flow, spans []store.Span, o *plan.
 		added: make([]plan.NameRule, 0, n-h), rdBase: int32(h)}
 	var err2 error
 	var wg sync.WaitGroup
-	wg.Go(func() { err2 = run(&b, h, n) })
-	err := run(a, 0, h)
+	wg.Go(func() { err2 = run(&b, halves[1], h) })
+	err := run(a, halves[0], 0)
 	wg.Wait()
 	if err := cmp.Or(err, err2); err != nil {
 		return err
@@ -91,13 +99,17 @@ func (a *againstRead) readWhole(flows []store.Flow, spans []store.Span, o *plan.
 	return nil
 }
 
-// userNames names the users of flows (in key order: a UID's flows are
-// together).
-func userNames(flows []store.Flow, name func(uint32) string) map[uint32]string {
+// userNames names the users of the flows of the lists (in key order: a
+// UID's flows are together).
+func userNames(lists [2][]store.Flow, name func(uint32) string) map[uint32]string {
 	names := map[uint32]string{}
-	for i := range flows {
-		if uid := flows[i].UID; i == 0 || uid != flows[i-1].UID {
-			names[uid] = name(uid)
+	prev, seen := uint32(0), false
+	for _, flows := range lists {
+		for i := range flows {
+			if uid := flows[i].UID; !seen || uid != prev {
+				names[uid] = name(uid)
+				prev, seen = uid, true
+			}
 		}
 	}
 	return names
