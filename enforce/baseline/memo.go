@@ -180,7 +180,7 @@ func readWhole(path string, data []byte, o *plan.Options, warn func(string)) (*E
 	halves := [2][]store.Flow{e.Flows, rest}
 	e.Flows = make([]store.Flow, 0, n/8)
 	a := againstRead{r: r, m: r.old, hosts: o.AllHosts, e: &e}
-	if err := a.readWhole(halves, spans, o); err != nil {
+	if err := a.readFlows(halves, spans, o); err != nil {
 		return nil, fmt.Errorf("read export %s: %w", path, err)
 	}
 	a.sortRules()
@@ -346,7 +346,7 @@ type againstRead struct {
 	summer   *store.FlowSummer // nil: the flows' sums are made apart
 	added    []plan.NameRule   // the name rules of the plain flows read
 	names    []string          // where the kept elements' names are cut from
-	rdBase   int32             // added to the flows' indexes in r.read (readWhole's second half)
+	rdBase   int32             // added to the flows' indexes in r.read (readFlows' second half)
 }
 
 // flow takes the export's flow i: a plain flow of the memo as it was, any

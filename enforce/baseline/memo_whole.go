@@ -9,16 +9,12 @@ import (
 	"github.com/egresskit/egress/store"
 )
 
-// wholeSplit is the fewest flows a whole read reads in two halves, one
-// on each core.
-const wholeSplit = 8192
-
-// readWhole reads every flow of a whole read (a.r's, against its empty
+// readFlows reads every flow of a whole read (a.r's, against its empty
 // memo), the export's flows being halves[0] then halves[1], and sums
 // their bytes. The halves are read at once, the second on another core
 // by an againstRead of its own (its own Plainer), when the export was
-// decoded in halves (halves[1] not nil: store.DecodeExportSpans), or
-// from wholeSplit flows on (halves[0] then cut in two). The second
+// decoded in halves (halves[1] not nil: store.DecodeExportSpans, for an
+// export of 256 KiB or more, ~1k flows). The second
 // half's appends go to the room past the first half's in a.r's read, V4
 // and V6 (sized for every flow), then joined to the first half's in
 // flow order: the same read as in one go (read: every flow makes one
@@ -28,11 +24,7 @@ const wholeSplit = 8192
 // were read on one core while the other made only their sums: ~90 of
 // ~200 ms of a 100k full apply's read; at 1M the read took 2.4-2.8 s,
 // 2.0-2.25 s in halves.) The error is the first flow's in export order.
-func (a *againstRead) readWhole(halves [2][]store.Flow, spans []store.Span, o *plan.Options) error {
-	if halves[1] == nil && len(halves[0]) >= wholeSplit {
-		n := len(halves[0])
-		halves = [2][]store.Flow{halves[0][: n/2 : n/2], halves[0][n/2:]}
-	}
+func (a *againstRead) readFlows(halves [2][]store.Flow, spans []store.Span, o *plan.Options) error {
 	r, h := a.r, len(halves[0])
 	n := h + len(halves[1])
 	v4, v4h := 0, 0

@@ -15,6 +15,10 @@ import (
 	"github.com/egresskit/egress/store"
 )
 
+// halvesFlows is enough flows for an export that is decoded, and then
+// read, in two halves (store's splitFlows: 256 KiB).
+const halvesFlows = 8192
+
 // mapNames names users through a map it fills, as config.UserNames does,
 // and counts the calls in it: not safe for concurrent use, even once
 // every user is named (go test -race tells).
@@ -33,24 +37,24 @@ func mapNames() func(uint32) string {
 }
 
 // TestExportMemoWholeReadLarge: a whole read of a larger export (read in
-// two halves at once: more than wholeSplit flows) gives the full path's
+// two halves at once: decoded in halves) gives the full path's
 // plan and warnings, in order, with a user-naming function that is not
 // safe for concurrent use (the reads beside it, the export's and the
 // memo's, and the second half's, must not call it: go test -race); the
 // next read against its memo too.
 func TestExportMemoWholeReadLarge(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 21))
-	flows := memoFlows(rng, 9000+wholeSplit)
+	flows := memoFlows(rng, 9000+halvesFlows)
 	dir := t.TempDir()
 	base, memoPath := filepath.Join(dir, "base.json"), filepath.Join(dir, "memo")
-	writeMemoExport(t, base, flows[:8000+wholeSplit], true)
+	writeMemoExport(t, base, flows[:8000+halvesFlows], true)
 	o := memoOptions(plan.FollowBoth, "")
 	o.UserName = mapNames()
 	if r := memoPlan(t, base, memoPath, 1, o); r.Reason == "" {
 		t.Fatal("the first read used a memo")
 	}
 	next := filepath.Join(dir, "next.json")
-	writeMemoExport(t, next, slices.Concat(flows[:3000], flows[3100:8000+wholeSplit], flows[8000+wholeSplit:8100+wholeSplit]), true)
+	writeMemoExport(t, next, slices.Concat(flows[:3000], flows[3100:8000+halvesFlows], flows[8000+halvesFlows:8100+halvesFlows]), true)
 	o.UserName = mapNames()
 	if r := memoPlan(t, next, memoPath, 1, o); r.Reason != "" || r.Reused < 6000 {
 		t.Fatalf("the memo was not used: reason %q, %d reused", r.Reason, r.Reused)
@@ -62,7 +66,7 @@ func TestExportMemoWholeReadLarge(t *testing.T) {
 // error names the first one (and the export's bytes, released when the
 // read returns, are no longer read by the sums beside it).
 func TestExportMemoWholeReadFirstError(t *testing.T) {
-	for _, c := range []struct{ n, bad1, bad2 int }{{6000, 1000, 5000}, {3 * wholeSplit, 1000, 2*wholeSplit + 7}, {3 * wholeSplit, 2*wholeSplit + 7, 2*wholeSplit + 9}} {
+	for _, c := range []struct{ n, bad1, bad2 int }{{6000, 1000, 5000}, {3 * halvesFlows, 1000, 2*halvesFlows + 7}, {3 * halvesFlows, 2*halvesFlows + 7, 2*halvesFlows + 9}} {
 		rng := rand.New(rand.NewPCG(22, 22))
 		flows := memoFlows(rng, c.n)
 		slices.SortFunc(flows, func(a, b store.Flow) int { return a.FlowKey.Compare(b.FlowKey) })
@@ -147,7 +151,7 @@ func TestExportMemoMissingExport(t *testing.T) {
 // -race too), and the elements carry those names.
 func TestExportMemoWholeReadNamesOnce(t *testing.T) {
 	rng := rand.New(rand.NewPCG(23, 23))
-	flows := memoFlows(rng, 3*wholeSplit)
+	flows := memoFlows(rng, 3*halvesFlows)
 	path := filepath.Join(t.TempDir(), "export.json")
 	writeMemoExport(t, path, flows, true)
 	uids := map[uint32]bool{}
