@@ -14,11 +14,11 @@ import (
 // their bytes. The halves are read at once, the second on another core
 // by an againstRead of its own (its own Plainer), when the export was
 // decoded in halves (halves[1] not nil: store.DecodeExportSpans, for an
-// export of 256 KiB or more, ~1k flows). The second
-// half's appends go to the room past the first half's in a.r's read, V4
-// and V6 (sized for every flow), then joined to the first half's in
-// flow order: the same read as in one go (read: every flow makes one
-// entry, so the halves' are the array's first h and the rest). The
+// export of 256 KiB or more, ~1k flows). The second half's appends go
+// to the room past the first half's in a.r's read, V4 and V6 (sized for
+// every flow), then joined to the first half's in flow order: the same
+// read as in one go (read: every flow makes one entry, so the halves'
+// are the array's first h and the rest). The
 // halves' Plainers name users from a map filled first: o.UserName need
 // not be safe for concurrent use (config.UserNames is not). (The flows
 // were read on one core while the other made only their sums: ~90 of
