@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -173,4 +174,63 @@ func TestExportMemoWholeReadNamesOnce(t *testing.T) {
 			t.Fatalf("element %v is of user %q, want %q", e.IP, e.User, want)
 		}
 	}
+}
+
+// TestKeyOrderAcrossHalves: the key order of an export decoded in halves
+// is checked across the halves' boundary too: a key repeated, or out of
+// order, where the second half begins sends the read to the plain path
+// (merge merges flows of one key), as it would within a half.
+func TestKeyOrderAcrossHalves(t *testing.T) {
+	f := func(uid uint32, ip string) store.Flow {
+		return store.Flow{FlowKey: store.FlowKey{UID: uid, Proto: plan.ProtoTCP, IP: netip.MustParseAddr(ip), Port: 443}}
+	}
+	a, b, c, d := f(1000, "10.0.0.1"), f(1000, "10.0.0.2"), f(1001, "10.0.0.1"), f(1001, "10.0.0.2")
+	for _, tc := range []struct {
+		name        string
+		first, rest []store.Flow
+		want        bool
+	}{
+		{"in order", []store.Flow{a, b}, []store.Flow{c, d}, true},
+		{"one half", []store.Flow{a, b, c, d}, nil, true},
+		{"repeated at the boundary", []store.Flow{a, b}, []store.Flow{b, c}, false},
+		{"out of order at the boundary", []store.Flow{a, c}, []store.Flow{b, d}, false},
+		{"out of order in the second half", []store.Flow{a}, []store.Flow{c, b}, false},
+	} {
+		if got := keyOrder(tc.first, tc.rest); got != tc.want {
+			t.Errorf("%s: keyOrder %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestExportMemoRepeatWhereHalvesMeet: an export (another host's word)
+// whose flow where the decoding's second half begins repeats the key of
+// the first half's last flow is not read whole in halves, each with its
+// element: it goes to the plain path, which merges the two, and the plan
+// is the full path's, as with a repeat anywhere else.
+func TestExportMemoRepeatWhereHalvesMeet(t *testing.T) {
+	rng := rand.New(rand.NewPCG(24, 24))
+	flows := memoFlows(rng, 2*halvesFlows)
+	slices.SortFunc(flows, func(a, b store.Flow) int { return a.FlowKey.Compare(b.FlowKey) })
+	dir := t.TempDir()
+	path := filepath.Join(dir, "export.json")
+	firstHalf := func() int {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e store.Export
+		if _, rest, err := store.DecodeExportSpans(data, &e); err != nil || len(rest) == 0 {
+			t.Fatalf("the export was not decoded in halves (%v)", err)
+		}
+		return len(e.Flows)
+	}
+	writeMemoExport(t, path, flows, false)
+	h := firstHalf()
+	flows[h] = flows[h-1] // the first half's last flow (a plain one: not retired, 6 hits), twice
+	flows[h].Hits++
+	writeMemoExport(t, path, flows, false)
+	if firstHalf() != h {
+		t.Fatal("the halves no longer meet at the repeated key")
+	}
+	memoPlan(t, path, filepath.Join(dir, "memo"), 1, memoOptions("", ""))
 }
