@@ -216,19 +216,12 @@ func writeAtomicWith(path string, write func(f *os.File) error) error {
 	return writeAtomicThen(path, write, nil)
 }
 
-// errNotReady: writeAtomicAfter's file is not put in place.
+// errNotReady: writeAtomicThen's file is not put in place.
 var errNotReady = errors.New("not put in place: the file it comes after is not there")
 
-// writeAtomicAfter is writeAtomic whose file is written and synced, then
-// waits for ready (nil: none) before it goes in place; when ready says
-// false, path is left as it was.
-func writeAtomicAfter(path string, data []byte, ready func() bool) error {
-	return writeAtomicThen(path, func(f *os.File) error {
-		_, err := f.Write(data)
-		return err
-	}, ready)
-}
-
+// writeAtomicThen is writeAtomicWith whose file is written and synced,
+// then waits for ready (nil: none) before it goes in place; when ready
+// says false, path is left as it was.
 func writeAtomicThen(path string, write func(f *os.File) error, ready func() bool) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")

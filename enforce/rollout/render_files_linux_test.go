@@ -14,12 +14,13 @@ import (
 	"github.com/egresskit/egress/enforce/plan"
 )
 
-// TestWriteAtomicAfterNotReady: a file whose turn does not come is not
+// TestWriteAtomicThenNotReady: a file whose turn does not come is not
 // put in place, and leaves no temporary file.
-func TestWriteAtomicAfterNotReady(t *testing.T) {
+func TestWriteAtomicThenNotReady(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "plan-1.json")
-	if err := writeAtomicAfter(path, []byte("{}"), func() bool { return false }); !errors.Is(err, errNotReady) {
+	write := func(f *os.File) error { _, err := f.Write([]byte("{}")); return err }
+	if err := writeAtomicThen(path, write, func() bool { return false }); !errors.Is(err, errNotReady) {
 		t.Fatalf("error %v, want %v", err, errNotReady)
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
