@@ -41,10 +41,6 @@ func (p *Plan) textSize() int {
 	return n
 }
 
-// TextSize is about the size of the script p.Text writes: a buffer that
-// takes it can be made at once.
-func (p *Plan) TextSize() int { return p.textSize() }
-
 func stringsSize(list []string) int {
 	n := 0
 	for _, s := range list {

@@ -38,7 +38,7 @@ func TestSizesAreNearTheTruth(t *testing.T) {
 		for _, c := range []struct {
 			what       string
 			made, real int
-		}{{"json", p.jsonSize(0), len(data)}, {"script", p.TextSize(), text.Len()}} {
+		}{{"json", p.jsonSize(0), len(data)}, {"script", p.textSize(), text.Len()}} {
 			if c.made < c.real/2 || c.made > 2*c.real {
 				t.Errorf("follow %v: %s made for %d bytes, is %d", follow != nil, c.what, c.made, c.real)
 			}
