@@ -606,8 +606,8 @@ func (b *builder) add(f *store.Flow) {
 	if f.IP.IsLoopback() {
 		return // the loopback rule covers it
 	}
-	if f.Proto == ProtoUDP && f.Port == 123 && !slices.Contains(b.ntp, f.IP) {
-		b.ntp = append(b.ntp, f.IP)
+	if f.Proto == ProtoUDP && f.Port == 123 {
+		b.ntp = append(b.ntp, f.IP) // repeats go in baseRules (byFamily)
 	}
 	b.p.Flows++
 	// Name rules are per user: a flow that only services made keeps its
