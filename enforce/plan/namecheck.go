@@ -66,10 +66,11 @@ func (p *Plan) userEnforced(uid uint32) bool {
 }
 
 // NameChecked is a name-checked destination: the names its user may
-// present there (the element's learned names, and the user's name rules on
-// that protocol and port: "*.suffix" allows names up to 4 labels deeper), and whether a mismatch is
-// dropped (enforce) or only logged (audit). A user the table audits is
-// only audited by the name check either.
+// present there ("*.suffix" allows names up to 4 labels deeper; an
+// element's learned names, a template's follow rules, which the kernel
+// also accepts at every element of that user, protocol and port), and
+// whether a mismatch is dropped (enforce) or only logged (audit). A user
+// the table audits is only audited by the name check either.
 type NameChecked struct {
 	UID   uint32     `json:"uid"`
 	IP    netip.Addr `json:"ip"`
@@ -114,22 +115,17 @@ func (p *Plan) NameChecks() []NameChecked {
 	return out
 }
 
-// nameChecked is the name-checked destination of an element: its mode,
-// and the names of the user's name rules on that protocol and port.
+// nameChecked is the name-checked destination of an element: its mode
+// and its names. The user's follow rules on that protocol and port are
+// not copied in: the kernel accepts them at every check from the user's
+// template (FollowNameChecks), and a copy in each element made n
+// elements of one user and port hold n names each.
 func (p *Plan) nameChecked(e Element) NameChecked {
 	mode := NameCheckAudit
 	if p.NameCheck == NameCheckEnforce && p.userEnforced(e.UID) {
 		mode = NameCheckEnforce
 	}
-	names := slices.Clone(e.Names)
-	if p.Follow != nil {
-		for _, r := range p.Follow.Rules {
-			if r.UID == e.UID && r.Proto == e.Proto && r.Port == e.Port && !slices.Contains(names, r.Name) {
-				names = append(names, r.Name)
-			}
-		}
-	}
-	return NameChecked{UID: e.UID, IP: e.IP, Proto: e.Proto, Port: e.Port, Mode: mode, Names: names}
+	return NameChecked{UID: e.UID, IP: e.IP, Proto: e.Proto, Port: e.Port, Mode: mode, Names: slices.Clone(e.Names)}
 }
 
 // nameCheckHeader writes which elements are name-checked, in the
@@ -138,7 +134,8 @@ func (p *Plan) nameCheckHeader(b textWriter) {
 	checks, followed := p.NameChecks(), p.FollowNameChecks()
 	if len(checks) > 0 {
 		fmt.Fprintf(b, "# Name check %s: %d elements; \"egress-enforce namecheck\" checks in the kernel that the TLS SNI or\n", headerText(p.NameCheck), len(checks))
-		b.WriteString("# HTTP Host a connection presents first is one of the element's names (audit: logged only).\n")
+		b.WriteString("# HTTP Host a connection presents first is one of the element's names, or of its user's follow rules on\n")
+		b.WriteString("# that port (listed once, below: the kernel checks them at every address) (audit: logged only).\n")
 		for _, c := range checks {
 			fmt.Fprintf(b, "#   uid %d %s %s %s: %s\n", c.UID, ProtoName(c.Proto), netip.AddrPortFrom(c.IP, c.Port), c.Mode, headerNames(c.Names))
 		}

@@ -1,9 +1,6 @@
 package plan
 
-import (
-	"fmt"
-	"slices"
-)
+import "fmt"
 
 // FollowNameChecks lists, when the name check is on, the rule templates
 // of the follower's destinations: for each user and TCP port of its
@@ -18,6 +15,7 @@ func (p *Plan) FollowNameChecks() []NameChecked {
 	}
 	var out []NameChecked
 	index := map[string]int{}
+	seen := map[[2]string]bool{} // a template's names: one user's rules on a port may be many
 	for _, r := range p.Follow.Rules {
 		if r.Proto != ProtoTCP {
 			continue
@@ -33,7 +31,8 @@ func (p *Plan) FollowNameChecks() []NameChecked {
 			index[key] = i
 			out = append(out, NameChecked{UID: r.UID, Proto: r.Proto, Port: r.Port, Mode: mode, Followed: true})
 		}
-		if !slices.Contains(out[i].Names, r.Name) {
+		if k := [2]string{key, r.Name}; !seen[k] {
+			seen[k] = true
 			out[i].Names = append(out[i].Names, r.Name)
 		}
 	}

@@ -24,7 +24,7 @@ func TestNameCheckedElements(t *testing.T) {
 	p := plan.Build(flows, plan.Options{Mode: plan.ModeEnforce, NameCheck: plan.NameCheckEnforce, AuditUIDs: []uint32{2000}, Follow: follow, Now: tp})
 	got := p.NameChecks()
 	want := []plan.NameChecked{
-		{UID: 1000, IP: netip.MustParseAddr("192.0.2.10"), Proto: plan.ProtoTCP, Port: 443, Mode: "enforce", Names: []string{"name1.lab", "*.wild.lab", "extra.lab"}},
+		{UID: 1000, IP: netip.MustParseAddr("192.0.2.10"), Proto: plan.ProtoTCP, Port: 443, Mode: "enforce", Names: []string{"name1.lab"}},
 		{UID: 2000, IP: netip.MustParseAddr("2001:db8::1"), Proto: plan.ProtoTCP, Port: 80, Mode: "audit", Names: []string{"www.lab"}},
 	}
 	if len(got) != len(want) {
@@ -42,7 +42,8 @@ func TestNameCheckedElements(t *testing.T) {
 	text := b.String()
 	for _, line := range []string{
 		"# Name check enforce: 2 elements;",
-		"#   uid 1000 tcp 192.0.2.10:443 enforce: name1.lab *.wild.lab extra.lab\n",
+		"#   uid 1000 tcp 192.0.2.10:443 enforce: name1.lab\n",
+		"#   uid 1000 tcp followed:443 enforce: *.wild.lab extra.lab name1.lab\n", // its rules, once
 		"#   uid 2000 tcp [2001:db8::1]:80 audit: www.lab\n",
 	} {
 		if !strings.Contains(text, line) {
