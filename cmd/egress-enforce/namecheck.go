@@ -24,7 +24,8 @@ func newNameCheck(g *cli.Globals) *cobra.Command {
 elements of the table's current generation (name_check: audit or enforce;
 "generate" lists them), the name a TCP connection presents on its first data:
 the TLS ClientHello's server_name, or the Host header of a plain HTTP request.
-It must be one of the element's names. The addresses the DNS follower opens
+It must be one of the element's names, or of its user's follow_names rules on
+that port (learned ones included). The addresses the DNS follower opens
 ("egress-enforce follow", sharing --pin-dir) are checked too, from the DNS
 answer on (the first connection included): against the user's follow_names
 rules on that port and the names learned there. Otherwise, or when the first data
