@@ -3,7 +3,6 @@ package plan
 import (
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 )
 
@@ -60,17 +59,21 @@ func Compare(st Installed, p *Plan) *Diff {
 			}
 		}
 	}
-	var planRules []string
-	for _, r := range p.Rules {
-		planRules = append(planRules, r.Comment)
+	// Rules by their comments, in sets: a rule per always_allow entry of
+	// the configuration makes as many as it lists.
+	installed := make(map[string]bool, len(st.Rules))
+	for _, c := range st.Rules {
+		installed[c] = true
 	}
-	for _, c := range planRules {
-		if !slices.Contains(st.Rules, c) {
-			d.RulesAdded = append(d.RulesAdded, c)
+	planned := make(map[string]bool, len(p.Rules))
+	for _, r := range p.Rules {
+		planned[r.Comment] = true
+		if !installed[r.Comment] {
+			d.RulesAdded = append(d.RulesAdded, r.Comment)
 		}
 	}
 	for _, c := range st.Rules {
-		if !slices.Contains(planRules, c) {
+		if !planned[c] {
 			d.RulesRemoved = append(d.RulesRemoved, c)
 		}
 	}
