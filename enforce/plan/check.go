@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 )
 
@@ -78,6 +77,7 @@ const ReasonDNS = "dns servers"
 // DNSServers are the addresses the plan's DNS rules allow on port 53.
 func (p *Plan) DNSServers() []netip.Addr {
 	var out []netip.Addr
+	seen := map[netip.Addr]bool{} // the UDP and TCP rules list the same servers
 	for _, r := range p.Rules {
 		a := r.Allow
 		if r.Kind != RuleAllow || a == nil || a.Reason != ReasonDNS || a.UID != nil || a.Port != 53 {
@@ -88,7 +88,8 @@ func (p *Plan) DNSServers() []netip.Addr {
 			addrs = []netip.Addr{a.Dest.Addr()}
 		}
 		for _, ad := range addrs {
-			if !slices.Contains(out, ad) {
+			if !seen[ad] {
+				seen[ad] = true
 				out = append(out, ad)
 			}
 		}
