@@ -95,7 +95,43 @@ func checkFlow(i int, f *store.Flow, warnings []string) ([]string, error) {
 			f.UID, plan.ProtoName(f.Proto), netip.AddrPortFrom(f.IP, f.Port), n))
 	}
 	f.Hostnames = names
+	// A learner keeps a flow's lists distinct and bounded (store.Max*):
+	// longer ones are forged, and each costs its length at every list
+	// they meet (a flow's services, a fleet's union of names).
+	var cut [5]uint64
+	f.Hostnames, cut[0] = distinctUpTo(f.Hostnames, store.MaxHostnames)
+	f.Processes, cut[1] = distinctUpTo(f.Processes, store.MaxProcesses)
+	f.Comms, cut[2] = distinctUpTo(f.Comms, store.MaxProcesses)
+	f.Cgroups, cut[3] = distinctUpTo(f.Cgroups, store.MaxCgroups)
+	f.Presented, cut[4] = distinctUpTo(f.Presented, store.MaxPresented)
+	if n := cut[0] + cut[1] + cut[2] + cut[3] + cut[4]; n > 0 {
+		f.Dropped += n
+		warnings = append(warnings, fmt.Sprintf("flow uid %d %s %s: %d hostnames, %d processes, %d comms, %d cgroups, %d presented names left out: more than a learner keeps (%d, %d, %d, %d, %d)",
+			f.UID, plan.ProtoName(f.Proto), netip.AddrPortFrom(f.IP, f.Port), cut[0], cut[1], cut[2], cut[3], cut[4],
+			store.MaxHostnames, store.MaxProcesses, store.MaxProcesses, store.MaxCgroups, store.MaxPresented))
+	}
 	return warnings, nil
+}
+
+// distinctUpTo is list without its repeats, cut at max entries (in place:
+// the list is the caller's), and how many entries did not fit (repeats of
+// a kept one are not counted). A learner's list is left as it is.
+func distinctUpTo[T comparable](list []T, max int) ([]T, uint64) {
+	if len(list) <= 1 {
+		return list, 0
+	}
+	out, cut := list[:0], uint64(0)
+	for _, v := range list {
+		switch {
+		case slices.Contains(out, v): // out holds max entries at most
+		case len(out) < max:
+			out = append(out, v)
+		default:
+			cut++
+		}
+	}
+	clear(list[len(out):]) // no strings held by what is left out
+	return out, cut
 }
 
 // validHost accepts letters, digits, '.', '_' and '-', not first, up to
