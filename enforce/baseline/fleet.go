@@ -186,6 +186,8 @@ func merge(exports []*store.Export, reuse bool) *Merged {
 func mergeFlows(exports []*store.Export) *Merged {
 	m := &Merged{Hosts: map[store.FlowKey][]string{}}
 	by := map[store.FlowKey]*store.Flow{}
+	long := map[store.FlowKey]*listSets{} // the flows whose lists grew long
+	var short listSets                    // stays empty: short lists are searched
 	for _, e := range exports {
 		for _, f := range e.Flows {
 			if f.State(e.Exported, 0) == store.StateRetired {
@@ -204,9 +206,18 @@ func mergeFlows(exports []*store.Export) *Merged {
 			}
 			cur.Hits += f.Hits
 			store.WidenSeen(&cur.FirstSeen, &cur.LastSeen, f.FirstSeen, f.LastSeen)
-			cur.Hostnames = union(cur.Hostnames, f.Hostnames)
-			cur.Processes = union(cur.Processes, f.Processes)
-			cur.Comms = union(cur.Comms, f.Comms)
+			s := long[f.FlowKey]
+			if s == nil {
+				if max(len(cur.Hostnames)+len(f.Hostnames), len(cur.Processes)+len(f.Processes), len(cur.Comms)+len(f.Comms)) > longList {
+					s = new(listSets)
+					long[f.FlowKey] = s
+				} else {
+					s = &short
+				}
+			}
+			cur.Hostnames = union(cur.Hostnames, f.Hostnames, &s.names)
+			cur.Processes = union(cur.Processes, f.Processes, &s.procs)
+			cur.Comms = union(cur.Comms, f.Comms, &s.comms)
 			if !slices.Contains(m.Hosts[f.FlowKey], e.Host) {
 				m.Hosts[f.FlowKey] = append(m.Hosts[f.FlowKey], e.Host)
 			}
@@ -308,9 +319,39 @@ func sortedFlows(flows []store.Flow) []store.Flow {
 	return out
 }
 
-func union[T comparable](a, b []T) []T {
+// longList is how long a merged flow's list may grow before its entries
+// are kept in a set: a flow's list holds up to 32 entries of each export,
+// and an export may repeat a flow (or a fleet have many hosts), so a
+// search of the list per entry would cost its square.
+const longList = 64
+
+// listSets are the entries of a merged flow's lists, once they are long.
+type listSets struct {
+	names, procs map[string]bool
+	comms        map[store.ProcessComm]bool
+}
+
+// union is a with the entries of b it lacks appended, in b's order; set
+// holds a's entries once a and b are longer than longList together (made
+// then).
+func union[T comparable](a, b []T, set *map[T]bool) []T {
+	if *set == nil && len(a)+len(b) <= longList {
+		for _, v := range b {
+			if !slices.Contains(a, v) {
+				a = append(a, v)
+			}
+		}
+		return a
+	}
+	if *set == nil {
+		*set = make(map[T]bool, len(a)+len(b))
+		for _, v := range a {
+			(*set)[v] = true
+		}
+	}
 	for _, v := range b {
-		if !slices.Contains(a, v) {
+		if !(*set)[v] {
+			(*set)[v] = true
 			a = append(a, v)
 		}
 	}
