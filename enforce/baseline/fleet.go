@@ -188,7 +188,14 @@ func mergeFlows(exports []*store.Export) *Merged {
 	by := map[store.FlowKey]*store.Flow{}
 	long := map[store.FlowKey]*listSets{} // the flows whose lists grew long
 	var short listSets                    // stays empty: short lists are searched
-	for _, e := range exports {
+	// A flow's hosts are appended in export order: the host of an export
+	// is already there when it is the last one, unless an earlier export
+	// has the same host name (then the list is searched).
+	shared, named := make([]bool, len(exports)), map[string]bool{}
+	for i, e := range exports {
+		shared[i], named[e.Host] = named[e.Host], true
+	}
+	for i, e := range exports {
 		for _, f := range e.Flows {
 			if f.State(e.Exported, 0) == store.StateRetired {
 				continue
@@ -218,8 +225,8 @@ func mergeFlows(exports []*store.Export) *Merged {
 			cur.Hostnames = union(cur.Hostnames, f.Hostnames, &s.names)
 			cur.Processes = union(cur.Processes, f.Processes, &s.procs)
 			cur.Comms = union(cur.Comms, f.Comms, &s.comms)
-			if !slices.Contains(m.Hosts[f.FlowKey], e.Host) {
-				m.Hosts[f.FlowKey] = append(m.Hosts[f.FlowKey], e.Host)
+			if hosts := m.Hosts[f.FlowKey]; hosts[len(hosts)-1] != e.Host && (!shared[i] || !slices.Contains(hosts, e.Host)) {
+				m.Hosts[f.FlowKey] = append(hosts, e.Host)
 			}
 		}
 	}

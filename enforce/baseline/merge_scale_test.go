@@ -89,3 +89,18 @@ func TestFleetRepeatedFlowLinear(t *testing.T) {
 		}
 	})
 }
+
+// TestFleetHostsOnce: a flow's hosts are each listed once, in the order
+// of the exports, when an export repeats the flow and when two exports
+// name the same host.
+func TestFleetHostsOnce(t *testing.T) {
+	f := pflow(1000, plan.ProtoTCP, "192.0.2.1", 443, 1, tp)
+	g := pflow(1000, plan.ProtoTCP, "192.0.2.2", 443, 1, tp)
+	exp := func(host string, flows ...store.Flow) *store.Export {
+		return &store.Export{Format: store.ExportFormat, Host: host, Exported: tp, Flows: flows}
+	}
+	m := Merge([]*store.Export{exp("a", f, f), exp("b", g, f, f), exp("a", g, f), exp("c", g)})
+	if got := fmt.Sprint(m.Hosts[f.FlowKey], m.Hosts[g.FlowKey]); got != "[a b] [b a c]" {
+		t.Fatalf("hosts %s, want [a b] [b a c]", got)
+	}
+}
