@@ -16,7 +16,7 @@ import (
 // and holds each server once, in the rules' order.
 func TestDNSServersLinear(t *testing.T) {
 	if testing.Short() {
-		t.Skip("lists 40k DNS servers")
+		t.Skip("lists 80k DNS servers")
 	}
 	build := func(n int) *plan.Plan {
 		o := plan.Options{Mode: plan.ModeEnforce, Now: tp}
@@ -25,7 +25,7 @@ func TestDNSServersLinear(t *testing.T) {
 		}
 		return plan.Build(nil, o)
 	}
-	linearIn(t, "the DNS servers", 40_000, func(n int) func() {
+	linearIn(t, "the DNS servers", 80_000, func(n int) func() {
 		p := build(n)
 		return func() {
 			if s := p.DNSServers(); len(s) != n || !slices.IsSortedFunc(s, netip.Addr.Compare) {
