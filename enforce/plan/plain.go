@@ -59,7 +59,7 @@ func (p *Plainer) Followed(f *store.Flow) []string {
 	}
 	var out []string
 	for _, n := range f.Hostnames {
-		if followsName(p.o.Follow, n) {
+		if p.b.followsName(n) {
 			out = append(out, n)
 		}
 	}

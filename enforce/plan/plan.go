@@ -534,9 +534,13 @@ func BuildWith(flows []store.Flow, plain Plain, o Options) *Plan {
 
 // newBuilder is a builder of a plan of options o (defaults set).
 func newBuilder(o *Options) *builder {
-	return &builder{p: newPlan(*o), o: o, ntp: slices.Clone(o.NTPServers),
+	b := &builder{p: newPlan(*o), o: o, ntp: slices.Clone(o.NTPServers),
 		set4: Set{Name: SetAllow4, Family: 4}, set6: Set{Name: SetAllow6, Family: 6},
 		svc4: Set{Name: SetService4, Family: 4}, svc6: Set{Name: SetService6, Family: 6}}
+	if o.Follow != nil {
+		b.ipOnly = setOf(o.Follow.IPOnly)
+	}
+	return b
 }
 
 // newPlan is an empty plan of the options' table, mode and staging.
@@ -566,10 +570,11 @@ type builder struct {
 	p          *Plan
 	o          *Options
 	set4, set6 Set
-	svc4, svc6 Set          // the services' flows (match service or user,service)
-	ntp        []netip.Addr // the NTP servers, and those the baseline reaches
-	names      []NameRule   // learned names to follow
-	comments   commentSlab  // the elements' comments
+	svc4, svc6 Set             // the services' flows (match service or user,service)
+	ntp        []netip.Addr    // the NTP servers, and those the baseline reaches
+	names      []NameRule      // learned names to follow
+	ipOnly     map[string]bool // Follow.IPOnly, when it is long (setOf)
+	comments   commentSlab     // the elements' comments
 }
 
 // reserve sizes the sets and the names for flows at once (a baseline of
@@ -664,7 +669,7 @@ func (b *builder) follow(f *store.Flow) bool {
 	}
 	followed := false
 	for _, n := range f.Hostnames {
-		if followsName(o.Follow, n) {
+		if b.followsName(n) {
 			b.names = append(b.names, learnedRule(f.FlowKey, n))
 			followed = true
 		}
@@ -672,9 +677,34 @@ func (b *builder) follow(f *store.Flow) bool {
 	return followed
 }
 
-// followsName reports whether a flow's hostname n is followed.
-func followsName(o *FollowOptions, n string) bool {
-	return !slices.Contains(o.IPOnly, n) && o.Mode != FollowIP && ValidName(n, false)
+// followsName reports whether a flow's hostname n is followed (with
+// Follow set).
+func (b *builder) followsName(n string) bool {
+	o := b.o.Follow
+	if o.Mode == FollowIP || !ValidName(n, false) {
+		return false
+	}
+	if b.ipOnly != nil {
+		return !b.ipOnly[n]
+	}
+	return !slices.Contains(o.IPOnly, n)
+}
+
+// shortList is how long a list of the options may be and still be
+// searched per flow (or per element); a longer one is made a set once:
+// the configuration may make it as long as it likes.
+const shortList = 16
+
+// setOf is the set of list's entries; nil for a short list.
+func setOf[T comparable](list []T) map[T]bool {
+	if len(list) <= shortList {
+		return nil
+	}
+	set := make(map[T]bool, len(list))
+	for _, v := range list {
+		set[v] = true
+	}
+	return set
 }
 
 // learnedRule is the name rule of name n of the flow of key k.
