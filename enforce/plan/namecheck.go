@@ -51,18 +51,23 @@ type FlowNames struct {
 	Names []string
 }
 
-// userEnforced says whether the table enforces uid's traffic.
-func (p *Plan) userEnforced(uid uint32) bool {
-	switch p.Mode {
-	case ModeEnforce:
-		return true
-	case ModeStaged:
-		if len(p.EnforceUIDs) > 0 {
-			return slices.Contains(p.EnforceUIDs, uid)
-		}
-		return !slices.Contains(p.AuditUIDs, uid)
+// userEnforced says whether the table enforces a uid's traffic: asked
+// per element, so a long staged list is made a set once.
+func (p *Plan) userEnforced() func(uid uint32) bool {
+	switch {
+	case p.Mode == ModeEnforce:
+		return func(uint32) bool { return true }
+	case p.Mode != ModeStaged:
+		return func(uint32) bool { return false }
 	}
-	return false
+	list, in := p.EnforceUIDs, true
+	if len(list) == 0 {
+		list, in = p.AuditUIDs, false
+	}
+	if set := setOf(list); set != nil {
+		return func(uid uint32) bool { return set[uid] == in }
+	}
+	return func(uid uint32) bool { return slices.Contains(list, uid) == in }
 }
 
 // NameChecked is a name-checked destination: the names its user may
@@ -93,6 +98,7 @@ func (p *Plan) NameChecks() []NameChecked {
 	}
 	var out []NameChecked
 	index := map[string]int{}
+	enforced := p.userEnforced()
 	for _, s := range p.Sets {
 		for _, e := range s.Elements {
 			if len(e.Names) == 0 || e.AnyUser {
@@ -103,7 +109,7 @@ func (p *Plan) NameChecks() []NameChecked {
 			if !ok {
 				i = len(out)
 				index[key] = i
-				out = append(out, p.nameChecked(e))
+				out = append(out, p.nameChecked(e, enforced))
 			}
 			for _, n := range e.Names {
 				if !slices.Contains(out[i].Names, n) {
@@ -120,9 +126,9 @@ func (p *Plan) NameChecks() []NameChecked {
 // not copied in: the kernel accepts them at every check from the user's
 // template (FollowNameChecks), and a copy in each element made n
 // elements of one user and port hold n names each.
-func (p *Plan) nameChecked(e Element) NameChecked {
+func (p *Plan) nameChecked(e Element, enforced func(uint32) bool) NameChecked {
 	mode := NameCheckAudit
-	if p.NameCheck == NameCheckEnforce && p.userEnforced(e.UID) {
+	if p.NameCheck == NameCheckEnforce && enforced(e.UID) {
 		mode = NameCheckEnforce
 	}
 	return NameChecked{UID: e.UID, IP: e.IP, Proto: e.Proto, Port: e.Port, Mode: mode, Names: slices.Clone(e.Names)}

@@ -16,6 +16,7 @@ func (p *Plan) FollowNameChecks() []NameChecked {
 	var out []NameChecked
 	index := map[string]int{}
 	seen := map[[2]string]bool{} // a template's names: one user's rules on a port may be many
+	enforced := p.userEnforced()
 	for _, r := range p.Follow.Rules {
 		if r.Proto != ProtoTCP {
 			continue
@@ -24,7 +25,7 @@ func (p *Plan) FollowNameChecks() []NameChecked {
 		i, ok := index[key]
 		if !ok {
 			mode := NameCheckAudit
-			if p.NameCheck == NameCheckEnforce && p.userEnforced(r.UID) {
+			if p.NameCheck == NameCheckEnforce && enforced(r.UID) {
 				mode = NameCheckEnforce
 			}
 			i = len(out)
