@@ -136,20 +136,64 @@ func (s *scanner) connections(jobs []job) {
 	if len(active) == 0 {
 		return
 	}
+	// The jobs by what they match, so a flow looks its cgroups and
+	// processes up instead of trying every job: a user writes up to 1000
+	// jobs in her crontab, and makes as many flows as she likes, of up to
+	// 32 processes each.
+	byCgroup, byProcess := map[string][]int{}, map[processKey][]int{}
+	for i, j := range active {
+		if j.cgroup != "" {
+			byCgroup[j.cgroup] = append(byCgroup[j.cgroup], i)
+		} else {
+			k := processKey{j.uid, j.process}
+			byProcess[k] = append(byProcess[k], i)
+		}
+	}
+	var hits []int
 	for i := range s.o.Flows {
 		f := &s.o.Flows[i]
-		for _, j := range active {
-			hit := j.cgroup != "" && slices.Contains(f.Cgroups, j.cgroup) ||
-				j.cgroup == "" && int64(f.UID) == j.uid && f.RanAs(j.process)
-			if !hit {
-				continue
+		hits = hits[:0]
+		for _, c := range f.Cgroups {
+			hits = append(hits, byCgroup[c]...)
+		}
+		if len(byProcess) > 0 {
+			uid := int64(f.UID)
+			for _, p := range f.Processes {
+				hits = append(hits, byProcess[processKey{uid, commOf(p)}]...)
 			}
+			for _, c := range f.Comms {
+				hits = append(hits, byProcess[processKey{uid, c.Comm}]...)
+			}
+		}
+		if len(hits) == 0 {
+			continue
+		}
+		slices.Sort(hits) // the jobs' order, each once
+		for _, h := range slices.Compact(hits) {
+			j := active[h]
 			j.Connected = true
 			if len(j.Destinations) < maxDestinations {
 				j.Destinations = append(j.Destinations, destination(*f))
 			}
 		}
 	}
+}
+
+// processKey is what a cron job's connections are found by: its user and
+// its process name (at most store.CommLen bytes).
+type processKey struct {
+	uid  int64
+	name string
+}
+
+// commOf is the name a process of executable exe matches a job by:
+// exe's name cut to store.CommLen, as the kernel cuts a process's name
+// (store.SameName of a name of at most CommLen).
+func commOf(exe string) string {
+	if len(exe) > store.CommLen {
+		return exe[:store.CommLen]
+	}
+	return exe
 }
 
 func destination(f store.Flow) string {
