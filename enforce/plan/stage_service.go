@@ -142,7 +142,8 @@ func whoText(r *Rule) string {
 }
 
 // runningStage leaves out of the staging sets the services that do not
-// run (they have no cgroup id), and lists them in Stopped.
+// run (they have no cgroup id), and lists them in Stopped (with repeats:
+// Running sorts and compacts the list).
 func (p *Plan) runningStage(running func(string) bool) {
 	sets := slices.Clone(p.ServiceSets)
 	for i := range sets {
@@ -150,9 +151,7 @@ func (p *Plan) runningStage(running func(string) bool) {
 			if running(s) {
 				return false
 			}
-			if !slices.Contains(p.Stopped, s) {
-				p.Stopped = append(p.Stopped, s)
-			}
+			p.Stopped = append(p.Stopped, s)
 			return true
 		})
 	}
