@@ -45,24 +45,27 @@ func (s *status) readStaging(e *env) {
 		return
 	}
 	cg, _ := nft.HostCgroups()
-	s.Staged = stagedServices(p, s.Status, cg)
+	s.Staged = stagedServices(p, s.Status, func(svc string) bool { _, ok := cg.ID(svc); return ok })
 }
 
 // stagedServices says, for each staged service of p, what the table does
-// with it.
-func stagedServices(p *plan.Plan, st *nft.Status, cg nft.CgroupIDs) []stagedService {
+// with it; running says whether a service's cgroup exists.
+func stagedServices(p *plan.Plan, st *nft.Status, running func(svc string) bool) []stagedService {
 	var out []stagedService
-	add := func(svcs, inTable []string, stage string) {
+	add := func(svcs, tableList []string, stage string) {
+		inTable := make(map[string]bool, len(tableList)) // the configuration stages any number
+		for _, svc := range tableList {
+			inTable[svc] = true
+		}
 		for _, svc := range svcs {
 			ss := stagedService{Service: svc, Stage: stage, State: map[string]string{"enforce": "enforced", "audit": "audited"}[stage]}
-			_, running := cg.ID(svc)
 			switch {
-			case !running:
+			case !running(svc):
 				ss.State, ss.Note = "not-running", "no cgroup: the table holds no id for it; \"egress-enforce services\" (or follow) adds it when it starts"
-			case !slices.Contains(inTable, svc) && stage == "enforce":
+			case !inTable[svc] && stage == "enforce":
 				ss.State, ss.Stale = "audited", true
 				ss.Note = "NOT ENFORCED: its cgroup was created again (restarted) and the table holds the old id; it is audited until \"egress-enforce services\" (or follow) puts the new id in"
-			case !slices.Contains(inTable, svc):
+			case !inTable[svc]:
 				ss.State, ss.Stale = "enforced", true
 				ss.Note = "enforced, not audited: its cgroup was created again (restarted) and the table holds the old id; \"egress-enforce services\" (or follow) puts the new id in"
 			}
