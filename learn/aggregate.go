@@ -24,12 +24,17 @@ type Filter struct {
 	Ports    []uint16
 	// Loopback ignores 127.0.0.0/8 and ::1.
 	Loopback bool
+	// index holds the long lists as sets (indexed; nil: searched).
+	index *filterIndex
 }
 
 // Ignored reports whether an attempt to ip:port by uid is left out.
 func (f Filter) Ignored(uid uint32, ip netip.Addr, port uint16) bool {
 	if f.Loopback && ip.IsLoopback() {
 		return true
+	}
+	if f.index != nil {
+		return f.index.ignored(uid, ip, port)
 	}
 	if slices.Contains(f.Users, uid) || slices.Contains(f.Ports, port) {
 		return true
@@ -155,7 +160,7 @@ type dnsKey struct {
 
 func newAggregator(f Filter, cgroups func(uint64) string, known []store.FlowKey) *aggregator {
 	a := &aggregator{
-		filter:    f,
+		filter:    f.indexed(),
 		cgroups:   cgroups,
 		dns:       map[dnsKey]store.DNSObservation{},
 		questions: map[questionKey]store.QuestionObservation{},
