@@ -21,9 +21,6 @@ import (
 // each), and each job still finds its flows: by the executable's name cut
 // as the kernel cuts a process's, or by a process's own name.
 func TestCrontabJobsAgainstFlows(t *testing.T) {
-	if testing.Short() {
-		t.Skip("scans 80k flows")
-	}
 	root := fixtureRoot(t)
 	const flows = 80_000
 	o := fixOptions(root)

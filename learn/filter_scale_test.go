@@ -57,9 +57,6 @@ func TestLongFilterSame(t *testing.T) {
 // about ten times those of n/10 (n/10 and n attempts; at most 30 times,
 // or 3 s, the best of three each).
 func TestLongFilterPerAttempt(t *testing.T) {
-	if testing.Short() {
-		t.Skip("makes 30k attempts against 30k ignored entries")
-	}
 	const n = 30_000
 	var small time.Duration
 	run := func(n int) {

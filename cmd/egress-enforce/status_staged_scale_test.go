@@ -17,9 +17,6 @@ import (
 // state is still told: not running, stale (restarted: the table holds
 // the old id) or enforced.
 func TestStagedStatusLinear(t *testing.T) {
-	if testing.Short() {
-		t.Skip("stages 40k services")
-	}
 	running := func(svc string) bool { return len(svc)%7 != 0 }
 	states := func(n int) (*plan.Plan, *nft.Status) {
 		p := &plan.Plan{Mode: plan.ModeStaged}

@@ -52,9 +52,6 @@ func linearIn(t *testing.T, what string, n int, prepare func(n int) func()) {
 // repeating a flow n times costs about ten times that of n/10, and the
 // merged flow holds every name once, in the order read.
 func TestFleetRepeatedFlowLinear(t *testing.T) {
-	if testing.Short() {
-		t.Skip("reads an export of 60k flows")
-	}
 	dir := t.TempDir()
 	write := func(n int) string {
 		e := store.Export{Format: store.ExportFormat, Host: "h1", Exported: tp}

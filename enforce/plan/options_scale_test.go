@@ -14,9 +14,6 @@ import (
 // 0.75 s, 30k seven). Ten times the flows and the list cost about ten
 // times, and the listed names are still kept to their addresses.
 func TestIPOnlyLinear(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds plans of 30k flows")
-	}
 	prepare := func(n int) ([]store.Flow, plan.Options) {
 		o := plan.Options{Mode: plan.ModeEnforce, Now: tp, Follow: &plan.FollowOptions{Mode: plan.FollowBoth}}
 		flows := make([]store.Flow, n)
@@ -50,9 +47,6 @@ func TestIPOnlyLinear(t *testing.T) {
 // flow each: n², 40k 0.9 s, 100k five). Ten times the users cost about
 // ten times, and each user's mode is still the stage's.
 func TestStagedNameChecksLinear(t *testing.T) {
-	if testing.Short() {
-		t.Skip("name-checks plans of 100k users")
-	}
 	build := func(n int, audit bool) *plan.Plan {
 		o := plan.Options{Mode: plan.ModeEnforce, Now: tp, NameCheck: plan.NameCheckEnforce,
 			Follow: &plan.FollowOptions{Mode: plan.FollowBoth}}

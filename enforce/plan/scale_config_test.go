@@ -51,9 +51,6 @@ func addrN(i int) netip.Addr {
 // linear search in the other side's list per rule made 20k entries take
 // 1.5 s, 40k six. The diff of n rules costs about ten times that of n/10.
 func TestCompareRulesLinear(t *testing.T) {
-	if testing.Short() {
-		t.Skip("compares plans of 40k rules")
-	}
 	build := func(n int) (plan.Installed, *plan.Plan) {
 		o := plan.Options{Mode: plan.ModeEnforce, Now: tp}
 		for i := range n {

@@ -17,9 +17,6 @@ import (
 // plan of n staged services costs about ten times that of n/10, and
 // lists the stopped ones once each, sorted.
 func TestStagedServicesRunningLinear(t *testing.T) {
-	if testing.Short() {
-		t.Skip("stages 60k services")
-	}
 	running := func(s string) bool { return strings.HasSuffix(s, "0.service") }
 	build := func(n int) *plan.Plan {
 		o := plan.Options{Mode: plan.ModeEnforce, Now: tp, Match: plan.MatchService}
