@@ -52,7 +52,7 @@ type FlowNames struct {
 }
 
 // userEnforced says whether the table enforces a uid's traffic: asked
-// per element, so a long staged list is made a set once.
+// per element, so the staged list is made a set once.
 func (p *Plan) userEnforced() func(uid uint32) bool {
 	switch {
 	case p.Mode == ModeEnforce:
@@ -64,10 +64,8 @@ func (p *Plan) userEnforced() func(uid uint32) bool {
 	if len(list) == 0 {
 		list, in = p.AuditUIDs, false
 	}
-	if set := setOf(list); set != nil {
-		return func(uid uint32) bool { return set[uid] == in }
-	}
-	return func(uid uint32) bool { return slices.Contains(list, uid) == in }
+	set := setOf(list)
+	return func(uid uint32) bool { return set[uid] == in }
 }
 
 // NameChecked is a name-checked destination: the names its user may

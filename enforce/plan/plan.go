@@ -573,7 +573,7 @@ type builder struct {
 	svc4, svc6 Set             // the services' flows (match service or user,service)
 	ntp        []netip.Addr    // the NTP servers, and those the baseline reaches
 	names      []NameRule      // learned names to follow
-	ipOnly     map[string]bool // Follow.IPOnly, when it is long (setOf)
+	ipOnly     map[string]bool // Follow.IPOnly
 	comments   commentSlab     // the elements' comments
 }
 
@@ -680,26 +680,16 @@ func (b *builder) follow(f *store.Flow) bool {
 // followsName reports whether a flow's hostname n is followed (with
 // Follow set).
 func (b *builder) followsName(n string) bool {
-	o := b.o.Follow
-	if o.Mode == FollowIP || !ValidName(n, false) {
+	if b.o.Follow.Mode == FollowIP || !ValidName(n, false) {
 		return false
 	}
-	if b.ipOnly != nil {
-		return !b.ipOnly[n]
-	}
-	return !slices.Contains(o.IPOnly, n)
+	return !b.ipOnly[n]
 }
 
-// shortList is how long a list of the options may be and still be
-// searched per flow (or per element); a longer one is made a set once:
-// the configuration may make it as long as it likes.
-const shortList = 16
-
-// setOf is the set of list's entries; nil for a short list.
+// setOf is the set of list's entries: a list of the options is looked
+// up per flow or element, and the configuration may make it as long as
+// it likes.
 func setOf[T comparable](list []T) map[T]bool {
-	if len(list) <= shortList {
-		return nil
-	}
 	set := make(map[T]bool, len(list))
 	for _, v := range list {
 		set[v] = true
