@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -37,7 +38,20 @@ import (
 // table is, made with the same plan options and user names; else the
 // export is read whole, and Reason says why.
 
-const memoMagic = "egress-apply-memo/2\n"
+// The memo's format: /3 ends its body with where its flows' second half
+// and its rules start (memoFooter), so that they are decoded at once.
+const memoMagic = "egress-apply-memo/3\n"
+
+// memoMagicPrefix is the magic of every format of the memo.
+const memoMagicPrefix = "egress-apply-memo/"
+
+// memoFooter is the length of the end of a memo's body: how many flows
+// its first half holds, where the second half's records start, and where
+// the rules start (each a big-endian uint64, offsets in the body). The
+// decoder trusts none of them: each part is decoded from its start and
+// must end where the next starts, so an offset that is not the boundary
+// a decoding in one go finds is refused.
+const memoFooter = 24
 
 // memoHeader is the magic, the generation, the checksum of the rest, and
 // the key of the flows' sums (the flows' records follow it).
@@ -657,6 +671,8 @@ func readMemo(path string, fp [32]byte, userName func(uint32) string) (*memo, ui
 		return nil, 0, "no memo of the export applied before"
 	case err != nil:
 		return nil, 0, "the memo of the export applied before could not be read: " + err.Error()
+	case len(b) >= memoHeader && string(b[:len(memoMagicPrefix)]) == memoMagicPrefix && string(b[:len(memoMagic)]) != memoMagic:
+		return nil, 0, "the memo of the export applied before is of another format than " + memoMagic[:len(memoMagic)-1]
 	case len(b) < memoHeader || string(b[:len(memoMagic)]) != memoMagic:
 		return nil, 0, "the memo of the export applied before is not one"
 	}
@@ -711,7 +727,8 @@ func (r *ExportRead) Memo(p *plan.Plan) *MemoBody {
 }
 
 // encodeMemo writes the records of r's memo: the options' digest, the
-// user names, the flows (a flow of the memo read keeps its record).
+// user names, the flows (a flow of the memo read keeps its record), the
+// rules, and the footer (memoFooter).
 func encodeMemo(r *ExportRead, flush func([]byte) error) error {
 	users := map[uint32]string{}
 	if r.old != nil {
@@ -725,11 +742,13 @@ func encodeMemo(r *ExportRead, flush func([]byte) error) error {
 	}
 	// Written in chunks of about memoChunk: the memo's memory is bounded.
 	b := make([]byte, 0, memoChunk+64<<10)
+	flushed := 0 // the body's bytes flushed before b's
 	more := func() error {
 		if len(b) < memoChunk {
 			return nil
 		}
 		err := flush(b)
+		flushed += len(b)
 		b = b[:0]
 		return err
 	}
@@ -743,7 +762,13 @@ func encodeMemo(r *ExportRead, flush func([]byte) error) error {
 		}
 	}
 	b = binary.AppendUvarint(b, uint64(len(r.flows)))
+	half := len(r.flows) / 2
+	var footer [memoFooter]byte
+	binary.BigEndian.PutUint64(footer[:], uint64(half))
 	for i := range r.flows {
+		if i == half {
+			binary.BigEndian.PutUint64(footer[8:], uint64(flushed+len(b)))
+		}
 		mf := &r.flows[i]
 		b = binary.BigEndian.AppendUint32(b, uint32(mf.span.End-mf.span.Start))
 		if mf.old >= 0 {
@@ -761,6 +786,10 @@ func encodeMemo(r *ExportRead, flush func([]byte) error) error {
 			return err
 		}
 	}
+	if half == len(r.flows) { // no flows
+		binary.BigEndian.PutUint64(footer[8:], uint64(flushed+len(b)))
+	}
+	binary.BigEndian.PutUint64(footer[16:], uint64(flushed+len(b)))
 	rules, counts := r.Plain.SortedRules, r.counts
 	b = binary.AppendUvarint(b, uint64(len(rules)))
 	for i := range rules {
@@ -769,7 +798,7 @@ func encodeMemo(r *ExportRead, flush func([]byte) error) error {
 			return err
 		}
 	}
-	return flush(b)
+	return flush(append(b, footer[:]...))
 }
 
 // memoChunk is the size of the chunks a memo is written in.
@@ -914,13 +943,22 @@ func (r *memoReader) key() store.FlowKey {
 	return k
 }
 
-// decodeMemo reads what encodeMemo wrote. Its users are checked by
-// named (what it returns is renamed) on a goroutine of its own while the
-// flows are decoded: naming a user can take a while (os/user's lookup,
-// NSS's modules walked for a UID no file names, ~6 ms for applybench's
-// 40 users in a fresh process), and the users come first in the memo.
-// named is the only caller of what it calls until decodeMemo returns.
+// decodeMemo reads what encodeMemo wrote, on both cores: the flows'
+// two halves and the rules at once (memoFooter says where each starts;
+// each must end where the next starts, and the key order holds across
+// the halves), while named checks the memo's users (what it returns is
+// renamed) on a goroutine of its own: naming a user can take a while
+// (os/user's lookup, NSS's modules walked for a UID no file names, ~6 ms
+// for applybench's 40 users in a fresh process), and the users come
+// first in the memo. named is the only caller of what it calls until
+// decodeMemo returns.
 func decodeMemo(body []byte, named func(map[uint32]string) string) (m *memo, fp [32]byte, renamed string, err error) {
+	if len(body) < 32+memoFooter {
+		return nil, fp, "", errors.New("its length")
+	}
+	foot := body[len(body)-memoFooter:]
+	half, at2, atRules := binary.BigEndian.Uint64(foot), binary.BigEndian.Uint64(foot[8:]), binary.BigEndian.Uint64(foot[16:])
+	body = body[:len(body)-memoFooter]
 	r := &memoReader{b: body, s: unsafe.String(unsafe.SliceData(body), len(body))}
 	fp = [32]byte(append([]byte(nil), r.next(32)...))
 	m = &memo{body: body, str: r.s, users: map[uint32]string{}}
@@ -928,35 +966,61 @@ func decodeMemo(body []byte, named func(map[uint32]string) string) (m *memo, fp 
 		uid := r.u32()
 		m.users[uid] = r.str()
 	}
-	if !r.bad {
-		// The users are only read from here on.
-		names := make(chan string, 1)
-		go func() { names <- named(m.users) }()
-		defer func() { renamed = <-names }()
-	}
 	n := r.uvarint()
-	if n > len(body)/16 {
-		r.bad = true
-		n = 0
+	if r.bad || n > len(body)/16 {
+		return nil, fp, "", errors.New("its length")
 	}
+	if half > uint64(n) || at2 < uint64(r.i) || at2 > atRules || atRules > uint64(len(body)) {
+		return nil, fp, "", errors.New("where its parts start")
+	}
+	// The users are only read from here on.
+	names := make(chan string, 1)
+	go func() { names <- named(m.users) }()
+	defer func() { renamed = <-names }()
+	h := int(half)
 	m.lens, m.sums, m.keys, m.recs = make([]int32, n), make([]store.FlowSum, n), make([]store.FlowKey, n), make([][2]int32, n)
-	for i := 0; i < n && !r.bad; i++ {
+	first := &memoReader{b: body[:at2], s: r.s, i: r.i}
+	second := &memoReader{b: body[:atRules], s: r.s, i: int(at2)}
+	rules := &memoReader{b: body, s: r.s, i: int(atRules)}
+	var n1, n2 [2]int
+	var wg sync.WaitGroup
+	wg.Go(func() { m.rules, m.counts = rules.rules() })
+	wg.Go(func() { n2 = second.flows(m, h, n) })
+	n1 = first.flows(m, 0, h)
+	wg.Wait()
+	switch {
+	case first.bad || second.bad || rules.bad || rules.i != len(body):
+		// A part that does not end where the next starts (the flows'
+		// readers end at their ends: flows).
+		return nil, fp, "", errors.New("its length")
+	case h > 0 && h < n && m.keys[h-1].Compare(m.keys[h]) >= 0:
+		return nil, fp, "", errors.New("its flows' order")
+	}
+	m.v4, m.v6 = n1[0]+n2[0], n1[1]+n2[1]
+	return m, fp, "", nil
+}
+
+// flows reads the records of m's flows from to to (and checks their
+// keys' order), from r's place to the end of r.b: bad when they do not
+// end there. It gives how many elements of each family (IPv4, IPv6) the
+// flows' plain ones have.
+func (r *memoReader) flows(m *memo, from, to int) (elems [2]int) {
+	for i := from; i < to && !r.bad; i++ {
 		m.lens[i] = int32(r.u32())
 		if sum := r.next(len(store.FlowSum{})); sum != nil {
 			m.sums[i] = store.FlowSum(sum)
 		}
 		start := r.i
 		m.keys[i] = r.key()
-		if r.skipFlow(m, m.keys[i]); !r.bad {
+		if r.skipFlow(m.users, m.keys[i], &elems); !r.bad {
 			m.recs[i] = [2]int32{int32(start), int32(r.i)}
-			r.bad = i > 0 && m.keys[i-1].Compare(m.keys[i]) >= 0
+			r.bad = i > from && m.keys[i-1].Compare(m.keys[i]) >= 0
 		}
 	}
-	m.rules, m.counts = r.rules()
-	if r.bad || r.i != len(body) {
-		return nil, fp, "", errors.New("its length")
+	if r.i != len(r.b) {
+		r.bad = true
 	}
-	return m, fp, "", nil
+	return elems
 }
 
 // rules reads the sorted, counted name rules of the plain flows.
@@ -996,22 +1060,22 @@ func appendRule(b []byte, rule *plan.NameRule, count int32) []byte {
 }
 
 // skipFlow passes the rest of the record of flow k after its key, and
-// counts its element in m; a plain flow's element of a user m does not
-// name is bad.
-func (r *memoReader) skipFlow(m *memo, k store.FlowKey) {
+// counts its element in elems (IPv4, IPv6); a plain flow's element of a
+// user the memo does not name (users) is bad.
+func (r *memoReader) skipFlow(users map[uint32]string, k store.FlowKey, elems *[2]int) {
 	switch r.u8() {
 	case 0:
 		return
 	case 1:
 	case 3:
-		if _, ok := m.users[k.UID]; !ok {
+		if _, ok := users[k.UID]; !ok {
 			r.bad = true
 			return
 		}
 		if k.IP.Is4() {
-			m.v4++
+			elems[0]++
 		} else {
-			m.v6++
+			elems[1]++
 		}
 		r.next(r.uvarint())
 		r.skipStrings()
