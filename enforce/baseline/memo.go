@@ -973,9 +973,10 @@ func decodeMemo(body []byte, named func(map[uint32]string) string) (m *memo, fp 
 	if half > uint64(n) || at2 < uint64(r.i) || at2 > atRules || atRules > uint64(len(body)) {
 		return nil, fp, "", errors.New("where its parts start")
 	}
-	// The users are only read from here on.
+	// The users are only read from here on (and m, a result, is set by
+	// a return: the goroutine is given the map itself).
 	names := make(chan string, 1)
-	go func() { names <- named(m.users) }()
+	go func(users map[uint32]string) { names <- named(users) }(m.users)
 	defer func() { renamed = <-names }()
 	h := int(half)
 	m.lens, m.sums, m.keys, m.recs = make([]int32, n), make([]store.FlowSum, n), make([]store.FlowKey, n), make([][2]int32, n)
