@@ -677,11 +677,16 @@ func readMemo(path string, fp [32]byte, userName func(uint32) string) (*memo, ui
 		return nil, 0, "the memo of the export applied before is not one"
 	}
 	body, key := b[memoHeader:], b[len(memoMagic)+16:memoHeader]
-	if memoSum(key, body) != binary.BigEndian.Uint64(b[len(memoMagic)+8:]) {
+	// The checksum is made beside the decoding (which checks every
+	// length it reads: a damaged memo is decoded to nothing, not past
+	// its end), and checked before anything decoded is used.
+	sum := make(chan uint64, 1)
+	go func() { sum <- memoSum(key, body) }()
+	m, mfp, renamed, err := decodeMemo(body, func(users map[uint32]string) string { return namesChanged(users, userName) })
+	if <-sum != binary.BigEndian.Uint64(b[len(memoMagic)+8:]) {
 		return nil, 0, "the memo of the export applied before is damaged (checksum)"
 	}
 	g := binary.BigEndian.Uint64(b[len(memoMagic):])
-	m, mfp, renamed, err := decodeMemo(body, func(users map[uint32]string) string { return namesChanged(users, userName) })
 	switch {
 	case err != nil:
 		return nil, g, "the memo of the export applied before: " + err.Error()
