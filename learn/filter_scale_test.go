@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/egresskit/egress/internal/scaletest"
 )
 
 // longFilter is a filter of n users, n ports and n prefixes (of several
@@ -54,11 +56,10 @@ func TestLongFilterSame(t *testing.T) {
 // are the configuration's, as long as it likes (a port range written
 // out), and every attempt a local user makes was searched for in them
 // (10k of each: 12 us an attempt). The attempts of n entries' filter cost
-// about ten times those of n/10 (n/10 and n attempts; at most 30 times,
-// or 3 s, the best of three each).
+// about ten times those of n/10 (n/10 and n attempts; at most
+// scaletest.Linear's limit).
 func TestLongFilterPerAttempt(t *testing.T) {
 	const n = 30_000
-	var small time.Duration
 	run := func(n int) {
 		f, _ := longFilter(n)
 		a := newAggregator(f, nil, nil)
@@ -70,24 +71,5 @@ func TestLongFilterPerAttempt(t *testing.T) {
 			t.Errorf("%d ignored, %d flows", st.Ignored, st.Flows)
 		}
 	}
-	best := func(n int, limit time.Duration) time.Duration {
-		var d time.Duration
-		for range 3 {
-			done := make(chan struct{})
-			start := time.Now()
-			go func() { run(n); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(limit):
-				t.Fatalf("%d attempts against %d ignored entries took more than %v (of %d: %v)", n, 3*n, limit, n/10, small)
-			}
-			if e := time.Since(start); d == 0 || e < d {
-				d = e
-			}
-		}
-		return d
-	}
-	small = best(n/10, time.Hour)
-	large := best(n, max(30*small, 3*time.Second))
-	t.Logf("attempts against a long filter: %d %v, %d %v: %.1fx", n/10, small, n, large, float64(large)/float64(small))
+	scaletest.Linear(t, "attempts against a long filter", n, func(n int) func() { return func() { run(n) } })
 }

@@ -3,17 +3,17 @@ package main
 import (
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/internal/scaletest"
 )
 
 // TestStagedStatusLinear: status says, for every staged service, whether
 // the table holds its cgroup's id, and the configuration stages as many
 // as it likes: each was looked for in the table's list (40k took 7 s).
 // The status of n staged services costs about ten times that of n/10 (at
-// most 30 times, or 3 s, the best of three each), and each service's
+// most scaletest.Linear's limit), and each service's
 // state is still told: not running, stale (restarted: the table holds
 // the old id) or enforced.
 func TestStagedStatusLinear(t *testing.T) {
@@ -51,26 +51,5 @@ func TestStagedStatusLinear(t *testing.T) {
 			}
 		}
 	}
-	var small time.Duration
-	best := func(n int, limit time.Duration) time.Duration {
-		var d time.Duration
-		for range 3 {
-			done := make(chan struct{})
-			start := time.Now()
-			go func() { check(n); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(limit):
-				t.Fatalf("the status of %d staged services took more than %v (of %d: %v)", n, limit, n/10, small)
-			}
-			if e := time.Since(start); d == 0 || e < d {
-				d = e
-			}
-		}
-		return d
-	}
-	const n = 40_000
-	small = best(n/10, time.Hour)
-	large := best(n, max(30*small, 3*time.Second))
-	t.Logf("the status of staged services: %d %v, %d %v: %.1fx", n/10, small, n, large, float64(large)/float64(small))
+	scaletest.Linear(t, "the status of staged services", 40_000, func(n int) func() { return func() { check(n) } })
 }

@@ -7,43 +7,11 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/internal/scaletest"
 	"github.com/egresskit/egress/store"
 )
-
-// linearIn says whether the work of size n costs about ten times the work
-// of size n/10, on the same machine (the best of three each): prepare
-// makes the inputs of a size, untimed, and returns the work. A linear
-// search per item makes the ratio a hundred; the limit is 30, and the
-// large work may take three seconds before it fails (the VM's noise and
-// its load make small figures swing).
-func linearIn(t *testing.T, what string, n int, prepare func(n int) func()) {
-	t.Helper()
-	var small time.Duration
-	best := func(n int, limit time.Duration) time.Duration {
-		var d time.Duration
-		for range 3 {
-			work := prepare(n)
-			done := make(chan struct{})
-			start := time.Now()
-			go func() { work(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(limit):
-				t.Fatalf("%s of %d took more than %v (of %d: %v)", what, n, limit, n/10, small)
-			}
-			if e := time.Since(start); d == 0 || e < d {
-				d = e
-			}
-		}
-		return d
-	}
-	small = best(n/10, time.Hour)
-	large := best(n, max(30*small, 3*time.Second))
-	t.Logf("%s: %d %v, %d %v: %.1fx", what, n/10, small, n, large, float64(large)/float64(small))
-}
 
 // TestFleetRepeatedFlowLinear: an export that repeats a flow is merged
 // (its hits added, its lists united), and each repeat brings up to 32
@@ -72,7 +40,7 @@ func TestFleetRepeatedFlowLinear(t *testing.T) {
 	}
 	const n = 60_000
 	paths := map[int]string{n / 10: write(n / 10), n: write(n)}
-	linearIn(t, "the fleet of an export repeating a flow", n, func(n int) func() {
+	scaletest.Linear(t, "the fleet of an export repeating a flow", n, func(n int) func() {
 		return func() {
 			m, _, err := ReadFleet([]string{paths[n]}, func(string) {})
 			if err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/internal/scaletest"
 )
 
 // TestDNSServersLinear: every apply's guard lists the plan's DNS servers
@@ -22,7 +23,7 @@ func TestDNSServersLinear(t *testing.T) {
 		}
 		return plan.Build(nil, o)
 	}
-	linearIn(t, "the DNS servers", 80_000, func(n int) func() {
+	scaletest.Linear(t, "the DNS servers", 80_000, func(n int) func() {
 		p := build(n)
 		return func() {
 			if s := p.DNSServers(); len(s) != n || !slices.IsSortedFunc(s, netip.Addr.Compare) {

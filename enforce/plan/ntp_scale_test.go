@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/internal/scaletest"
 	"github.com/egresskit/egress/store"
 )
 
@@ -28,26 +29,12 @@ func TestNTPServersLinear(t *testing.T) {
 		tcp[i] = pflow(1000, plan.ProtoTCP, ip.String(), 443, 5, tp)
 	}
 	o := plan.Options{Mode: plan.ModeEnforce, Now: tp}
-	best := func(flows []store.Flow, limit time.Duration) (time.Duration, *plan.Plan) {
-		var d time.Duration
-		var p *plan.Plan
-		for range 3 {
-			done := make(chan *plan.Plan, 1)
-			start := time.Now()
-			go func() { done <- plan.Build(flows, o) }()
-			select {
-			case p = <-done:
-			case <-time.After(limit):
-				t.Fatalf("the plan of %d flows took more than %v (%d other flows: %v)", len(flows), limit, n, d)
-			}
-			if e := time.Since(start); d == 0 || e < d {
-				d = e
-			}
-		}
-		return d, p
+	var p *plan.Plan
+	build := func(flows []store.Flow) func() func() {
+		return func() func() { return func() { p = plan.Build(flows, o) } }
 	}
-	ref, _ := best(tcp, time.Hour)
-	d, p := best(ntp, max(10*ref, 2*time.Second))
+	ref := scaletest.Best(t, "the plan of TCP flows", time.Hour, build(tcp))
+	d := scaletest.Best(t, "the plan of NTP flows", max(10*ref, 2*time.Second), build(ntp))
 	t.Logf("%d NTP flows %v, %d TCP flows %v: %.2fx", n, d, n, ref, float64(d)/float64(ref))
 	// The rule holds each address once, sorted.
 	var addrs []netip.Addr

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/internal/scaletest"
 	"github.com/egresskit/egress/store"
 )
 
@@ -23,7 +24,7 @@ func TestIPOnlyLinear(t *testing.T) {
 		}
 		return flows, o
 	}
-	linearIn(t, "a plan with follow_ip_only", 30_000, func(n int) func() {
+	scaletest.Linear(t, "a plan with follow_ip_only", 30_000, func(n int) func() {
 		flows, o := prepare(n)
 		return func() {
 			if p := plan.Build(flows, o); len(p.Follow.Rules) != n/2 {
@@ -74,7 +75,7 @@ func TestStagedNameChecksLinear(t *testing.T) {
 			}
 		}
 	}
-	linearIn(t, "the name checks of a staged plan", 100_000, func(n int) func() {
+	scaletest.Linear(t, "the name checks of a staged plan", 100_000, func(n int) func() {
 		p := build(n, false)
 		return func() { check(p, n, false) }
 	})

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/internal/scaletest"
 	"github.com/egresskit/egress/store"
 )
 
@@ -36,7 +37,7 @@ func TestStagedServicesRunningLinear(t *testing.T) {
 			t.Errorf("%d services staged (sorted: %v), want %d", len(staged), slices.IsSorted(staged), n/10)
 		}
 	}
-	linearIn(t, "the running plan of staged services", 60_000, func(n int) func() {
+	scaletest.Linear(t, "the running plan of staged services", 60_000, func(n int) func() {
 		p := build(n)
 		return func() { check(p, n) }
 	})
