@@ -44,6 +44,7 @@ import (
 	"time"
 
 	"github.com/egresskit/egress/bench/internal/benchutil"
+	"github.com/egresskit/egress/enforce/plan/plantest"
 	"github.com/egresskit/egress/store"
 )
 
@@ -123,7 +124,7 @@ func setup(cl *benchutil.Cleaner, o options) (*bench, error) {
 	if err := os.WriteFile(b.resolv, []byte("nameserver 192.0.2.53\n"), 0o600); err != nil {
 		return nil, err
 	}
-	flows := benchutil.SynthFlows(o.flows+o.change, time.Now().Add(-time.Hour), true)
+	flows := plantest.SynthFlows(o.flows+o.change, time.Now().Add(-time.Hour), true)
 	base, extra := flows[:o.flows], flows[o.flows:]
 	changed := append(slices.Clone(base[o.change:]), extra...)
 	// egress-learn export writes its flows in key order.

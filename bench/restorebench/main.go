@@ -34,6 +34,7 @@ import (
 	"github.com/egresskit/egress/bench/internal/benchutil"
 	"github.com/egresskit/egress/enforce/nft"
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/enforce/plan/plantest"
 	"github.com/egresskit/egress/enforce/rollout"
 	"github.com/egresskit/egress/store"
 )
@@ -92,7 +93,7 @@ func setup(cl *benchutil.Cleaner, n int) (*bench, error) {
 	if b.st, err = store.Create(b.db, store.Options{}); err != nil {
 		return nil, err
 	}
-	b.plan = plan.Build(benchutil.SynthFlows(n, time.Now(), false), plan.Options{Mode: plan.ModeEnforce,
+	b.plan = plan.Build(plantest.SynthFlows(n, time.Now(), false), plan.Options{Mode: plan.ModeEnforce,
 		DNSServers: []netip.Addr{netip.MustParseAddr("192.0.2.53")}, Source: "restorebench"})
 	benchutil.Logf("namespace %s, store %s, %d flows, kernel %s", b.ns, b.db, b.plan.Flows, benchutil.KernelRelease())
 	return b, nil

@@ -1,18 +1,14 @@
 package baseline
 
 import (
-	"encoding/binary"
-	"fmt"
-	"math/rand/v2"
-	"net/netip"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/egresskit/egress/config"
 	"github.com/egresskit/egress/enforce/plan"
+	"github.com/egresskit/egress/enforce/plan/plantest"
 	"github.com/egresskit/egress/store"
 )
 
@@ -27,37 +23,9 @@ func lookupName(uid uint32) string {
 }
 
 // benchFlows makes n flows as applybench's exports hold them
-// (benchutil.Flows): 40 users, 1 in 10 addresses IPv6, a hostname of its
+// (plantest.SynthFlows): 40 users, 1 in 10 addresses IPv6, a hostname of its
 // own for most flows (so about as many name rules as flows).
-func benchFlows(n int) []store.Flow {
-	rng := rand.New(rand.NewPCG(1, 1))
-	seen := map[store.FlowKey]bool{}
-	out := make([]store.Flow, 0, n)
-	for len(out) < n {
-		var ip netip.Addr
-		if rng.IntN(10) == 0 {
-			var a [16]byte
-			binary.BigEndian.PutUint64(a[:], 0x2a00000000000000|rng.Uint64()>>8)
-			binary.BigEndian.PutUint64(a[8:], rng.Uint64())
-			ip = netip.AddrFrom16(a)
-		} else {
-			var a [4]byte
-			binary.BigEndian.PutUint32(a[:], 0x0b000000+rng.Uint32()%0xb0000000)
-			if a[0] == 127 {
-				continue
-			}
-			ip = netip.AddrFrom4(a)
-		}
-		k := store.FlowKey{UID: 1000 + uint32(rng.IntN(40)), Proto: plan.ProtoTCP, IP: ip, Port: []uint16{443, 80, 8443, 5432}[rng.IntN(4)]}
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		out = append(out, store.Flow{FlowKey: k, Hits: 1 + uint64(rng.IntN(5000)), FirstSeen: memoNow.Add(-48 * time.Hour), LastSeen: memoNow,
-			Hostnames: []string{fmt.Sprintf("svc%d.r%d.cdn.example.net", rng.IntN(100000), rng.IntN(20))}, Processes: []string{"java"}})
-	}
-	return out
-}
+func benchFlows(n int) []store.Flow { return plantest.SynthFlows(n, memoNow, true) }
 
 // BenchmarkReadMemo100k reads and decodes the memo of a 100,000-flow
 // export, its users named through os/user as the CLI names them (the

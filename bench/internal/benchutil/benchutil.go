@@ -6,10 +6,6 @@
 package benchutil
 
 import (
-	"encoding/binary"
-	mrand "math/rand/v2"
-	"net/netip"
-
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -21,9 +17,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/egresskit/egress/enforce/plan"
-	"github.com/egresskit/egress/store"
 
 	"golang.org/x/sys/unix"
 )
@@ -147,38 +140,4 @@ func Start(name, why string, tools ...string) (*Cleaner, error) {
 	cl := &Cleaner{}
 	cl.OnSignal(nil)
 	return cl, nil
-}
-
-// SynthFlows makes n distinct TCP flows of 40 users to random public
-// addresses (one in ten IPv6 when withV6), the same ones at every run,
-// each with a CDN-like name, last seen at now and first seen two days
-// before.
-func SynthFlows(n int, now time.Time, withV6 bool) []store.Flow {
-	rng := mrand.New(mrand.NewPCG(1, 2))
-	seen := make(map[store.FlowKey]bool, n)
-	out := make([]store.Flow, 0, n)
-	for len(out) < n {
-		var ip netip.Addr
-		if withV6 && rng.IntN(10) == 0 {
-			var a [16]byte
-			binary.BigEndian.PutUint64(a[:], 0x2a00000000000000|rng.Uint64()>>8)
-			binary.BigEndian.PutUint64(a[8:], rng.Uint64())
-			ip = netip.AddrFrom16(a)
-		} else {
-			var a [4]byte
-			binary.BigEndian.PutUint32(a[:], 0x0b000000+rng.Uint32()%0xb0000000)
-			if a[0] == 127 {
-				continue
-			}
-			ip = netip.AddrFrom4(a)
-		}
-		k := store.FlowKey{UID: 1000 + uint32(rng.IntN(40)), Proto: plan.ProtoTCP, IP: ip, Port: []uint16{443, 80, 8443, 5432}[rng.IntN(4)]}
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		out = append(out, store.Flow{FlowKey: k, Hits: 1 + uint64(rng.IntN(5000)), FirstSeen: now.Add(-48 * time.Hour), LastSeen: now,
-			Hostnames: []string{fmt.Sprintf("svc%d.r%d.cdn.example.net", rng.IntN(100000), rng.IntN(20))}, Processes: []string{"java"}})
-	}
-	return out
 }
