@@ -56,7 +56,10 @@ type aggregator struct {
 	mu sync.Mutex
 	// pending holds the flows since the last flush; flows finds them.
 	pending []pendingFlow
+	// dns holds the DNS observations since the last flush: at most
+	// maxPendingDNS, the others counted in dnsOver (for the whole run).
 	dns     map[dnsKey]store.DNSObservation
+	dnsOver uint64
 	// questions are the answered questions by user, name, type and code:
 	// at most maxPendingQuestions between flushes, the others counted.
 	questions     map[questionKey]store.QuestionObservation
@@ -311,9 +314,20 @@ func (a *aggregator) addDNS(p DNSPacket) {
 			continue
 		}
 		k := dnsKey{ip: addr.IP, uid: p.UID, name: addr.Names[0]}
+		if _, ok := a.dns[k]; !ok && len(a.dns) >= maxPendingDNS {
+			a.dnsOver++
+			continue
+		}
 		a.dns[k] = store.DNSObservation{IP: addr.IP, Names: addr.Names, TTL: addr.TTL, UID: p.UID, Seen: p.Time}
 	}
 }
+
+// maxPendingDNS bounds the DNS observations (address, user, name) gathered
+// between two flushes: a user whose answers give many addresses (a
+// wildcard name of its own, 250 addresses an answer) would otherwise grow
+// the map without end until the flush. The others are counted (the run's
+// dns_unrecorded, and a warning at the flush), not kept.
+const maxPendingDNS = 50000
 
 // taken is what a flush takes over: the pending flows, sorted in the
 // store's key order, and the DNS observations.
@@ -367,7 +381,12 @@ func (a *aggregator) giveBack(flows []pendingFlow, dns []store.DNSObservation) {
 	}
 	for _, o := range dns {
 		k := dnsKey{ip: o.IP, uid: o.UID, name: o.Names[0]}
-		if cur, ok := a.dns[k]; !ok || o.Seen.After(cur.Seen) {
+		cur, ok := a.dns[k]
+		if !ok && len(a.dns) >= maxPendingDNS {
+			a.dnsOver++
+			continue
+		}
+		if !ok || o.Seen.After(cur.Seen) {
 			a.dns[k] = o
 		}
 	}
@@ -387,7 +406,10 @@ type Status struct {
 	// receiving socket (unsolicited, forged, replayed): their names are
 	// not used.
 	DNSIgnored uint64 `json:"dns_ignored"`
-	Ignored    uint64 `json:"ignored"`
+	// DNSUnrecorded counts the DNS observations (address, user, name) that
+	// found no room between two flushes (maxPendingDNS).
+	DNSUnrecorded uint64 `json:"dns_unrecorded"`
+	Ignored       uint64 `json:"ignored"`
 }
 
 func (a *aggregator) status(now time.Time) Status {
@@ -405,6 +427,7 @@ func (a *aggregator) status(now time.Time) Status {
 		NewLastMinute: len(a.newTimes),
 		SinceLastNew:  -1,
 		DNSAnswers:    a.dnsAnswers,
+		DNSUnrecorded: a.dnsOver,
 		Ignored:       a.ignored,
 	}
 	if !a.lastNew.IsZero() {

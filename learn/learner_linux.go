@@ -322,6 +322,11 @@ func (l *learner) flush(st *store.Store) error {
 	l.run.DNSAnswers = status.DNSAnswers
 	l.run.DNSLost = stats.DNSLost + stats.DNSErrors + stats.DNSQueryLost
 	l.run.DNS = stats.DNS
+	if status.DNSUnrecorded > l.run.DNSUnrecorded {
+		l.cfg.Log.Warn("DNS observations over the learner's bound between two flushes, not recorded",
+			"unrecorded", status.DNSUnrecorded-l.run.DNSUnrecorded, "run_total", status.DNSUnrecorded, "bound", maxPendingDNS)
+	}
+	l.run.DNSUnrecorded = status.DNSUnrecorded
 	n := len(t.flows)
 	for i := 0; i == 0 || i < n; i += flushChunk {
 		j := min(i+flushChunk, n)

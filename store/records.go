@@ -201,7 +201,10 @@ type Run struct {
 	DNSAnswers uint64    `json:"dns_answers"`
 	DNSLost    uint64    `json:"dns_lost"` // answers and queries the kernel could not deliver
 	DNS        DNSMatch  `json:"dns"`      // queries seen, answers used and ignored
-	Finished   bool      `json:"finished"`
+	// DNSUnrecorded are the DNS observations (address, user, name) the
+	// learner had no room for between two flushes.
+	DNSUnrecorded uint64 `json:"dns_unrecorded,omitempty"`
+	Finished      bool   `json:"finished"`
 }
 
 // Batch is what a learner gathered since its last flush; Apply commits it
