@@ -40,6 +40,11 @@ func buildApplyPlan(cmd *cobra.Command, e *env, dryRun bool) (*built, *applyMemo
 		b, err := buildPlan(cmd, e)
 		return b, nil, err
 	}
+	// The memo's reader reads the file on its own: its size is checked
+	// here (a file that grows meanwhile is not).
+	if err := baseline.CheckExportSize(from[0]); err != nil {
+		return nil, nil, err
+	}
 	opts, err := planOptions(cmd, e)
 	if err != nil {
 		return nil, nil, err

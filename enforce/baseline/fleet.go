@@ -1,7 +1,9 @@
 package baseline
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"slices"
@@ -15,7 +17,7 @@ import (
 // (CheckExport): an export is another host's word, and a fleet is only as
 // safe as its least safe host. Warnings say what was left out.
 func ReadExport(path string) (*store.Export, []string, error) {
-	data, err := os.ReadFile(path)
+	data, err := readExportBytes(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read export: %w", err)
 	}
@@ -34,6 +36,64 @@ func ReadExport(path string) (*store.Export, []string, error) {
 		warnings[i] = path + ": " + w
 	}
 	return &e, warnings, nil
+}
+
+// MaxExportBytes bounds the size of one export file: a 1M-flow export is
+// about 230 MB, and reading one takes about ten times its size. A larger
+// file (another host's word, or a file that grows while it is read) is
+// refused before it is read whole.
+const MaxExportBytes = 1 << 30
+
+// MaxFleetBytes bounds the export files of one fleet together: every
+// export is held until they are merged.
+const MaxFleetBytes = 4 << 30
+
+// The bounds in force (tests lower them).
+var (
+	maxExportBytes int64 = MaxExportBytes
+	maxFleetBytes  int64 = MaxFleetBytes
+)
+
+// CheckExportSize refuses an export file over MaxExportBytes, by its
+// size: for a reader that reads the file on its own.
+func CheckExportSize(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("read export: %w", err)
+	}
+	if st.Mode().IsRegular() && st.Size() > maxExportBytes {
+		return fmt.Errorf("read export %s: %w", path, exportTooLarge(st.Size()))
+	}
+	return nil
+}
+
+func exportTooLarge(n int64) error {
+	return fmt.Errorf("%d bytes or more, over the bound of an export (%d bytes)", n, maxExportBytes)
+}
+
+// readExportBytes reads the export at path, up to maxExportBytes: what
+// is longer is refused without reading the rest.
+func readExportBytes(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var size int64
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+		if size = st.Size(); size > maxExportBytes {
+			return nil, fmt.Errorf("%s: %w", path, exportTooLarge(size))
+		}
+	}
+	var b bytes.Buffer
+	b.Grow(int(size) + bytes.MinRead) // room to see the end: no copy
+	if _, err := b.ReadFrom(io.LimitReader(f, maxExportBytes+1)); err != nil {
+		return nil, err
+	}
+	if n := int64(b.Len()); n > maxExportBytes { // it grew while read
+		return nil, fmt.Errorf("%s: %w", path, exportTooLarge(n))
+	}
+	return b.Bytes(), nil
 }
 
 // CheckExport refuses an export whose host name, user names, addresses or
@@ -98,6 +158,18 @@ func checkFlow(i int, f *store.Flow, warnings []string) ([]string, error) {
 	// A learner keeps a flow's lists distinct and bounded (store.Max*):
 	// longer ones are forged, and each costs its length at every list
 	// they meet (a flow's services, a fleet's union of names).
+	// And a learner writes no string longer than a path: one of 1 GB
+	// would be copied into every list and plan it meets.
+	var long [4]uint64
+	f.Processes, long[0] = shortOnly(f.Processes, func(s string) int { return len(s) })
+	f.Comms, long[1] = shortOnly(f.Comms, func(c store.ProcessComm) int { return max(len(c.Exe), len(c.Comm)) })
+	f.Cgroups, long[2] = shortOnly(f.Cgroups, func(s string) int { return len(s) })
+	f.Presented, long[3] = shortOnly(f.Presented, func(s string) int { return len(s) })
+	if n := long[0] + long[1] + long[2] + long[3]; n > 0 {
+		f.Dropped += n
+		warnings = append(warnings, fmt.Sprintf("flow uid %d %s %s: %d processes, %d comms, %d cgroups, %d presented names left out: longer than a learner writes (%d bytes)",
+			f.UID, plan.ProtoName(f.Proto), netip.AddrPortFrom(f.IP, f.Port), long[0], long[1], long[2], long[3], MaxExportString))
+	}
 	var cut [5]uint64
 	f.Hostnames, cut[0] = distinctUpTo(f.Hostnames, store.MaxHostnames)
 	f.Processes, cut[1] = distinctUpTo(f.Processes, store.MaxProcesses)
@@ -111,6 +183,29 @@ func checkFlow(i int, f *store.Flow, warnings []string) ([]string, error) {
 			store.MaxHostnames, store.MaxProcesses, store.MaxProcesses, store.MaxCgroups, store.MaxPresented))
 	}
 	return warnings, nil
+}
+
+// MaxExportString bounds a string of a flow's lists in an export (a
+// process, comm, cgroup or presented name): PATH_MAX, a cgroup path's
+// longest. Hostnames are DNS names (253 bytes at most).
+const MaxExportString = 4096
+
+// shortOnly is list without the entries whose size is over
+// MaxExportString (in place: the list is the caller's), and how many
+// were left out.
+func shortOnly[T any](list []T, size func(T) int) ([]T, uint64) {
+	if !slices.ContainsFunc(list, func(v T) bool { return size(v) > MaxExportString }) {
+		return list, 0
+	}
+	out := list[:0]
+	for _, v := range list {
+		if size(v) <= MaxExportString {
+			out = append(out, v)
+		}
+	}
+	n := uint64(len(list) - len(out))
+	clear(list[len(out):]) // no strings held by what is left out
+	return out, n
 }
 
 // distinctUpTo is list without its repeats, cut at max entries (in place:
@@ -371,6 +466,9 @@ func union[T comparable](a, b []T, set *map[T]bool) []T {
 func ReadFleet(paths []string, warn func(string)) (m *Merged, source string, err error) {
 	var exports []*store.Export
 	var hosts []string
+	if err := checkFleetSize(paths); err != nil {
+		return nil, "", err
+	}
 	for _, path := range paths {
 		e, warnings, err := ReadExport(path)
 		if err != nil {
@@ -387,6 +485,21 @@ func ReadFleet(paths []string, warn func(string)) (m *Merged, source string, err
 		warn(w)
 	}
 	return m, fleetSource(hosts), nil
+}
+
+// checkFleetSize refuses a fleet whose export files are together over
+// maxFleetBytes (each is held until the merge), by their sizes.
+func checkFleetSize(paths []string) error {
+	var total int64
+	for _, path := range paths {
+		if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() {
+			total += st.Size()
+		}
+	}
+	if total > maxFleetBytes {
+		return fmt.Errorf("read fleet: %d exports of %d bytes in all, over the bound of a fleet (%d bytes)", len(paths), total, maxFleetBytes)
+	}
+	return nil
 }
 
 // fleetSource is what a plan says it was built from: the exports' hosts.
