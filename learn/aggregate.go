@@ -67,12 +67,19 @@ type aggregator struct {
 
 	// flows holds every flow in the store or pending (one map for both: a
 	// million flows are 50 MB of map each); window numbers the flushes.
-	flows    map[flowID]flowSlot
-	window   uint32
-	known    int         // the flows of the store, and those attempted since
-	shared   sharedLists // one-name lists of processes and cgroups
-	newTimes []time.Time // when recent new flows appeared
-	lastNew  time.Time
+	flows  map[flowID]flowSlot
+	window uint32
+	known  int // the flows of the store, and those attempted since
+	// byUser counts the known flows of each user: a user's new flow past
+	// maxUser, or any new flow past maxKnown, is not recorded; its
+	// attempts are counted in flowsOver (for the whole run).
+	byUser            map[uint32]int
+	maxKnown, maxUser int
+	flowsOver         uint64
+	flowsOverUID      uint32      // the user of the last attempt counted there
+	shared            sharedLists // one-name lists of processes and cgroups
+	newTimes          []time.Time // when recent new flows appeared
+	lastNew           time.Time
 
 	events     uint64 // attempts recorded
 	ignored    uint64 // attempts left out by the filter
@@ -92,6 +99,39 @@ func idOf(k store.FlowKey) flowID {
 	copy(id[5:21], a[:])
 	id[21], id[22] = byte(k.Port>>8), byte(k.Port)
 	return id
+}
+
+func (id flowID) uid() uint32 {
+	return uint32(id[0])<<24 | uint32(id[1])<<16 | uint32(id[2])<<8 | uint32(id[3])
+}
+
+// Bounds of the flows a learner holds (those of the store, and the new
+// ones): a local user can make a new flow with every connect to another
+// address or port, a hundred thousand a second, and each stays in the
+// store and in the learner's memory (a learner of 1M flows peaks at
+// 300-350 MiB). A new flow past them is not recorded: its attempts are
+// counted (the run's flows_unrecorded, and a warning at the flush). A
+// user's share keeps one user from taking them all; root, trusted with
+// the baseline and the table already, has no share of its own.
+const (
+	MaxFlows     = 1 << 20 // in all
+	MaxUserFlows = 1 << 18 // of one user but root
+)
+
+// The bounds in force (tests lower them).
+var maxFlows, maxUserFlows = MaxFlows, MaxUserFlows
+
+// overBound reports whether a flow of id is new and over the bounds; a.mu
+// is held.
+func (a *aggregator) overBound(id flowID) bool {
+	if a.known < min(a.maxKnown, a.maxUser) {
+		return false // the common case: room for anyone
+	}
+	if a.flows[id].known {
+		return false
+	}
+	uid := id.uid()
+	return a.known >= a.maxKnown || uid != 0 && a.byUser[uid] >= a.maxUser
 }
 
 func (id flowID) key() store.FlowKey {
@@ -169,9 +209,13 @@ func newAggregator(f Filter, cgroups func(uint64) string, known []store.FlowKey)
 		questions: map[questionKey]store.QuestionObservation{},
 		flows:     make(map[flowID]flowSlot, len(known)),
 		window:    1,
+		byUser:    map[uint32]int{},
+		maxKnown:  maxFlows,
+		maxUser:   maxUserFlows,
 	}
 	for _, k := range known {
 		a.flows[idOf(k)] = flowSlot{known: true}
+		a.byUser[k.UID]++
 	}
 	a.known = len(a.flows)
 	return a
@@ -191,6 +235,7 @@ func (a *aggregator) slot(id flowID, first, last int64, knownNow bool) (f *pendi
 		if isNew {
 			s.known = true
 			a.known++
+			a.byUser[id.uid()]++
 		}
 		a.flows[id] = s
 	}
@@ -246,6 +291,11 @@ func (a *aggregator) add(at Attempt) {
 	}
 	a.events += at.Hits
 	id := idOf(store.FlowKey{UID: at.UID, Proto: at.Proto, IP: at.IP, Port: at.Port})
+	if a.overBound(id) {
+		a.flowsOver += at.Hits
+		a.flowsOverUID = at.UID
+		return
+	}
 	first, last := at.First.UnixNano(), at.Last.UnixNano()
 	f, isNew := a.slot(id, first, last, true)
 	if isNew {
@@ -284,6 +334,9 @@ func (a *aggregator) addPresented(uid uint32, proto uint8, ip netip.Addr, port u
 		return
 	}
 	id := idOf(store.FlowKey{UID: uid, Proto: proto, IP: ip, Port: port})
+	if a.overBound(id) {
+		return // its connect is over the bounds too, and counted there
+	}
 	a.merge(id, 0, at.UnixNano(), at.UnixNano(), nil, nil, nil)
 	a.present(id, []string{name})
 }
@@ -409,7 +462,12 @@ type Status struct {
 	// DNSUnrecorded counts the DNS observations (address, user, name) that
 	// found no room between two flushes (maxPendingDNS).
 	DNSUnrecorded uint64 `json:"dns_unrecorded"`
-	Ignored       uint64 `json:"ignored"`
+	// FlowsUnrecorded counts the attempts of new flows over the bounds of
+	// the flows a learner holds (MaxFlows, MaxUserFlows).
+	FlowsUnrecorded uint64 `json:"flows_unrecorded"`
+	// FlowsUnrecordedUID is the user of the last of them.
+	FlowsUnrecordedUID uint32 `json:"flows_unrecorded_uid"`
+	Ignored            uint64 `json:"ignored"`
 }
 
 func (a *aggregator) status(now time.Time) Status {
@@ -422,13 +480,15 @@ func (a *aggregator) status(now time.Time) Status {
 	}
 	a.newTimes = a.newTimes[i:]
 	s := Status{
-		Events:        a.events,
-		Flows:         a.known,
-		NewLastMinute: len(a.newTimes),
-		SinceLastNew:  -1,
-		DNSAnswers:    a.dnsAnswers,
-		DNSUnrecorded: a.dnsOver,
-		Ignored:       a.ignored,
+		Events:             a.events,
+		Flows:              a.known,
+		NewLastMinute:      len(a.newTimes),
+		SinceLastNew:       -1,
+		DNSAnswers:         a.dnsAnswers,
+		DNSUnrecorded:      a.dnsOver,
+		FlowsUnrecorded:    a.flowsOver,
+		FlowsUnrecordedUID: a.flowsOverUID,
+		Ignored:            a.ignored,
 	}
 	if !a.lastNew.IsZero() {
 		s.SinceLastNew = now.Sub(a.lastNew)

@@ -327,6 +327,12 @@ func (l *learner) flush(st *store.Store) error {
 			"unrecorded", status.DNSUnrecorded-l.run.DNSUnrecorded, "run_total", status.DNSUnrecorded, "bound", maxPendingDNS)
 	}
 	l.run.DNSUnrecorded = status.DNSUnrecorded
+	if status.FlowsUnrecorded > l.run.FlowsUnrecorded {
+		l.cfg.Log.Warn("attempts of new flows over the learner's bound of flows, not recorded",
+			"attempts", status.FlowsUnrecorded-l.run.FlowsUnrecorded, "run_total", status.FlowsUnrecorded,
+			"last_uid", status.FlowsUnrecordedUID, "flows", status.Flows, "bound", MaxFlows, "bound_per_user", MaxUserFlows)
+	}
+	l.run.FlowsUnrecorded = status.FlowsUnrecorded
 	n := len(t.flows)
 	for i := 0; i == 0 || i < n; i += flushChunk {
 		j := min(i+flushChunk, n)

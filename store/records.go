@@ -204,7 +204,10 @@ type Run struct {
 	// DNSUnrecorded are the DNS observations (address, user, name) the
 	// learner had no room for between two flushes.
 	DNSUnrecorded uint64 `json:"dns_unrecorded,omitempty"`
-	Finished      bool   `json:"finished"`
+	// FlowsUnrecorded are the attempts of new flows over the learner's
+	// bounds of the flows it holds.
+	FlowsUnrecorded uint64 `json:"flows_unrecorded,omitempty"`
+	Finished        bool   `json:"finished"`
 }
 
 // Batch is what a learner gathered since its last flush; Apply commits it
