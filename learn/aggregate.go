@@ -382,6 +382,13 @@ func (a *aggregator) addDNS(p DNSPacket) {
 // dns_unrecorded, and a warning at the flush), not kept.
 const maxPendingDNS = 50000
 
+// countDNSOver counts n DNS observations not recorded (by the store).
+func (a *aggregator) countDNSOver(n uint64) {
+	a.mu.Lock()
+	a.dnsOver += n
+	a.mu.Unlock()
+}
+
 // taken is what a flush takes over: the pending flows, sorted in the
 // store's key order, and the DNS observations.
 type taken struct {

@@ -353,6 +353,11 @@ func (l *learner) flush(st *store.Store) error {
 			}
 			return err
 		}
+		if b.DNSUnrecorded > 0 {
+			l.cfg.Log.Warn("DNS observations of new addresses not recorded: the store's DNS table is full",
+				"unrecorded", b.DNSUnrecorded, "bound", store.MaxDNSAddresses)
+			l.agg.countDNSOver(b.DNSUnrecorded) // in the run's dns_unrecorded from the next flush
+		}
 	}
 	return nil
 }

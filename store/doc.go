@@ -24,6 +24,9 @@
 //	dns/
 //	    <ip:16>                           -> DNSEntry JSON
 //	        names: [{name, ttl, first_seen, last_seen, uids}]
+//	        At most MaxDNSAddresses keys; meta/dns_count (made from the
+//	        bucket the first time it is missing), meta/dns_unrecorded
+//	        (observations of new addresses that found no room)
 //	runs/
 //	    <id:8, big endian>                -> Run JSON
 //	        start, end, cgroup, events, lost_events, dns_answers, finished

@@ -219,7 +219,10 @@ type Batch struct {
 	Questions []QuestionObservation
 	// QuestionsUnrecorded are questions the learner had no room for.
 	QuestionsUnrecorded uint64
-	Run                 *Run // updated when set; its ID must come from BeginRun
+	// DNSUnrecorded is set by Apply: the observations of addresses new
+	// to the DNS table that found it full (MaxDNSAddresses), not kept.
+	DNSUnrecorded uint64
+	Run           *Run // updated when set; its ID must come from BeginRun
 	// Resolvers are the UIDs whose DNS answers may name other users'
 	// flows (local resolvers asking on their behalf); see NamesFor.
 	Resolvers []uint32
@@ -254,8 +257,18 @@ func runKey(id uint64) []byte { return binary.BigEndian.AppendUint64(nil, id) }
 func (s *Store) Apply(b *Batch) error {
 	err := s.update(func(tx *bolt.Tx) error {
 		dns := tx.Bucket(bucketDNS)
+		b.DNSUnrecorded = 0
 		for _, o := range b.DNS {
-			if err := applyDNS(dns, o); err != nil {
+			kept, err := applyDNS(tx, dns, o)
+			if err != nil {
+				return err
+			}
+			if !kept {
+				b.DNSUnrecorded++
+			}
+		}
+		if b.DNSUnrecorded > 0 {
+			if err := countUnrecorded(tx, keyDNSUnrecorded, b.DNSUnrecorded); err != nil {
 				return err
 			}
 		}
@@ -291,11 +304,49 @@ func (s *Store) Apply(b *Batch) error {
 	return nil
 }
 
-func applyDNS(b *bolt.Bucket, o DNSObservation) error {
+// MaxDNSAddresses bounds the addresses of the DNS table: a user whose
+// answers give new addresses (a wildcard name of its own, 250 addresses
+// an answer) would grow it without end, and nothing prunes it. An
+// observation of a new address past it is counted (meta/dns_unrecorded),
+// not kept; the addresses already there keep their names fresh.
+const MaxDNSAddresses = 1 << 21
+
+var (
+	maxDNSAddresses  = MaxDNSAddresses // a variable: tests lower it
+	keyDNSCount      = []byte("dns_count")
+	keyDNSUnrecorded = []byte("dns_unrecorded")
+)
+
+// dnsCount is the number of addresses of the DNS table, counted once in a
+// store that does not keep the count yet; tx is writable.
+func dnsCount(tx *bolt.Tx, b *bolt.Bucket) (uint64, error) {
+	if v := tx.Bucket(bucketMeta).Get(keyDNSCount); len(v) == 8 {
+		return binary.BigEndian.Uint64(v), nil
+	}
+	n := uint64(countKeys(b))
+	return n, tx.Bucket(bucketMeta).Put(keyDNSCount, binary.BigEndian.AppendUint64(nil, n))
+}
+
+// applyDNS records observation o in the DNS table b, and reports whether
+// it was kept (not a new address over MaxDNSAddresses).
+func applyDNS(tx *bolt.Tx, b *bolt.Bucket, o DNSObservation) (bool, error) {
 	key := ipKey(o.IP)
 	var rec dnsRecord
-	if _, err := getJSON(b, key, &rec); err != nil {
-		return err
+	found, err := getJSON(b, key, &rec)
+	if err != nil {
+		return false, err
+	}
+	if !found {
+		n, err := dnsCount(tx, b)
+		if err != nil {
+			return false, err
+		}
+		if n >= uint64(maxDNSAddresses) {
+			return false, nil
+		}
+		if err := countUnrecorded(tx, keyDNSCount, 1); err != nil {
+			return false, err
+		}
 	}
 	for _, name := range o.Names {
 		i := slices.IndexFunc(rec.Names, func(n DNSName) bool { return n.Name == name })
@@ -320,7 +371,7 @@ func applyDNS(b *bolt.Bucket, o DNSObservation) error {
 		sort.SliceStable(rec.Names, func(i, j int) bool { return rec.Names[i].LastSeen.After(rec.Names[j].LastSeen) })
 		rec.Names = rec.Names[:MaxNamesPerIP]
 	}
-	return putJSON(b, key, &rec)
+	return true, putJSON(b, key, &rec)
 }
 
 // namesFor returns the names the DNS table gives ip for a flow of uid
