@@ -1,6 +1,7 @@
 package learn
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -66,5 +67,31 @@ func TestPendingDNSIsBounded(t *testing.T) {
 	}
 	if got := a.status(time.Now()).DNSUnrecorded; got != want+1 {
 		t.Fatalf("dns_unrecorded %d after the give-back, want %d", got, want+1)
+	}
+}
+
+// TestPendingQuestionsBounded: a user asking a new name in every query
+// adds a question each; between two flushes the learner keeps at most
+// maxPendingQuestions of them, counts the rest (the store's
+// questions_unrecorded), and a question held still counts its hits.
+func TestPendingQuestionsBounded(t *testing.T) {
+	a := newAggregator(Filter{}, nil, nil)
+	const over = 5
+	for i := range maxPendingQuestions + over {
+		a.addDNS(answerWith(t, 1000, fmt.Sprintf("q%d.flood.example", i), 0x0a000001, 1))
+	}
+	a.addDNS(answerWith(t, 1000, "q0.flood.example", 0x0a000001, 1))
+	if len(a.questions) != maxPendingQuestions || a.questionsOver != over {
+		t.Fatalf("%d questions pending, %d counted over; want %d and %d", len(a.questions), a.questionsOver, maxPendingQuestions, over)
+	}
+	tk := a.take()
+	hits := uint64(0)
+	for _, q := range tk.questions {
+		if q.Name == "q0.flood.example" {
+			hits = q.Hits
+		}
+	}
+	if len(tk.questions) != maxPendingQuestions || tk.questionsOver != over || hits != 2 {
+		t.Fatalf("the flush took %d questions, %d over, the held one with %d hits", len(tk.questions), tk.questionsOver, hits)
 	}
 }

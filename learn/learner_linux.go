@@ -353,6 +353,10 @@ func (l *learner) flush(st *store.Store) error {
 			}
 			return err
 		}
+		if i == 0 && t.questionsOver > 0 {
+			l.cfg.Log.Warn("DNS questions over the learner's bound between two flushes, not recorded",
+				"unrecorded", t.questionsOver, "bound", maxPendingQuestions)
+		}
 		if b.DNSUnrecorded > 0 {
 			l.cfg.Log.Warn("DNS observations of new addresses not recorded: the store's DNS table is full",
 				"unrecorded", b.DNSUnrecorded, "bound", store.MaxDNSAddresses)
