@@ -29,7 +29,8 @@
 //	        (observations of new addresses that found no room)
 //	runs/
 //	    <id:8, big endian>                -> Run JSON
-//	        start, end, cgroup, events, lost_events, dns_answers, finished
+//	        start, end, cgroup, events, lost_events, dns_answers, finished,
+//	        dns_unrecorded, flows_unrecorded (what found no room)
 //	generations/                                               (since v2)
 //	    <n:8>                             -> Generation JSON
 //	        time, target, table, mode, staged uids, command, reason,
