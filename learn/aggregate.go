@@ -380,7 +380,7 @@ func (a *aggregator) addDNS(p DNSPacket) {
 // wildcard name of its own, 250 addresses an answer) would otherwise grow
 // the map without end until the flush. The others are counted (the run's
 // dns_unrecorded, and a warning at the flush), not kept.
-const maxPendingDNS = 50000
+var maxPendingDNS = 50000 // a variable: tests lower it
 
 // countDNSOver counts n DNS observations not recorded (by the store).
 func (a *aggregator) countDNSOver(n uint64) {
