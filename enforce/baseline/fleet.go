@@ -79,6 +79,12 @@ func readExportBytes(path string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return readExportFrom(f, path)
+}
+
+// readExportFrom reads export f (opened from path) from where it is, up
+// to maxExportBytes, as readExportBytes does.
+func readExportFrom(f *os.File, path string) ([]byte, error) {
 	var size int64
 	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
 		if size = st.Size(); size > maxExportBytes {

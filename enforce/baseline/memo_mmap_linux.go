@@ -3,6 +3,7 @@
 package baseline
 
 import (
+	"fmt"
 	"io"
 	"os"
 
@@ -32,7 +33,8 @@ func readMemoFile(path string) ([]byte, error) {
 // of an apply, follows what is live in the heap, and 22 MB of a 100k-flow
 // export live there while it is read counted four times over
 // (cli.FewerGCs). A file that is not a regular one, empty, of 2 GiB or
-// more, or that grows while it is read is read with os.ReadFile.
+// more, or that grows while it is read is read with readExportFrom. A
+// file over maxExportBytes is refused, whichever way it is read.
 func readExportFile(path string) ([]byte, func(), error) {
 	none := func() {}
 	f, err := os.Open(path)
@@ -40,6 +42,10 @@ func readExportFile(path string) ([]byte, func(), error) {
 		return nil, none, err
 	}
 	if data, release := mapfile.Lease(f); data != nil {
+		if n := int64(len(data)); n > maxExportBytes {
+			release() // closes f
+			return nil, none, fmt.Errorf("%s: %w", path, exportTooLarge(n))
+		}
 		return data, release, nil
 	}
 	defer f.Close()
@@ -48,14 +54,14 @@ func readExportFile(path string) ([]byte, func(), error) {
 		return nil, none, err
 	}
 	size := st.Size()
-	if !st.Mode().IsRegular() || size == 0 || size >= 1<<31-1 {
-		data, err := os.ReadFile(path)
+	if !st.Mode().IsRegular() || size == 0 || size > maxExportBytes {
+		data, err := readExportFrom(f, path) // a pipe is read once, never opened again
 		return data, none, err
 	}
 	// One byte more than the size: a file that grew is seen.
 	buf, err := unix.Mmap(-1, 0, int(size)+1, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
 	if err != nil {
-		data, err := os.ReadFile(path)
+		data, err := readExportFrom(f, path)
 		return data, none, err
 	}
 	release := func() { _ = unix.Munmap(buf) }
@@ -68,6 +74,9 @@ func readExportFile(path string) ([]byte, func(), error) {
 		return nil, none, err
 	}
 	release() // it grew
-	data, err := os.ReadFile(path)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, none, err
+	}
+	data, err := readExportFrom(f, path)
 	return data, none, err
 }
