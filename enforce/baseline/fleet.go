@@ -163,29 +163,26 @@ func checkFlow(i int, f *store.Flow, warnings []string) ([]string, error) {
 	f.Hostnames = names
 	// A learner keeps a flow's lists distinct and bounded (store.Max*):
 	// longer ones are forged, and each costs its length at every list
-	// they meet (a flow's services, a fleet's union of names).
-	// And a learner writes no string longer than a path: one of 1 GB
-	// would be copied into every list and plan it meets.
-	var long [4]uint64
-	f.Processes, long[0] = shortOnly(f.Processes, func(s string) int { return len(s) })
-	f.Comms, long[1] = shortOnly(f.Comms, func(c store.ProcessComm) int { return max(len(c.Exe), len(c.Comm)) })
-	f.Cgroups, long[2] = shortOnly(f.Cgroups, func(s string) int { return len(s) })
-	f.Presented, long[3] = shortOnly(f.Presented, func(s string) int { return len(s) })
-	if n := long[0] + long[1] + long[2] + long[3]; n > 0 {
+	// they meet (a flow's services, a fleet's union of names). And a
+	// learner writes no string longer than a path: one of 1 GB would be
+	// copied into every list and plan it meets.
+	strLen := func(s string) int { return len(s) }
+	var long, over [5]uint64
+	f.Hostnames, long[0], over[0] = keptOf(f.Hostnames, store.MaxHostnames, strLen)
+	f.Processes, long[1], over[1] = keptOf(f.Processes, store.MaxProcesses, strLen)
+	f.Comms, long[2], over[2] = keptOf(f.Comms, store.MaxProcesses, func(c store.ProcessComm) int { return max(len(c.Exe), len(c.Comm)) })
+	f.Cgroups, long[3], over[3] = keptOf(f.Cgroups, store.MaxCgroups, strLen)
+	f.Presented, long[4], over[4] = keptOf(f.Presented, store.MaxPresented, strLen)
+	at := netip.AddrPortFrom(f.IP, f.Port)
+	if n := long[1] + long[2] + long[3] + long[4]; n > 0 { // hostnames are DNS names
 		f.Dropped += n
 		warnings = append(warnings, fmt.Sprintf("flow uid %d %s %s: %d processes, %d comms, %d cgroups, %d presented names left out: longer than a learner writes (%d bytes)",
-			f.UID, plan.ProtoName(f.Proto), netip.AddrPortFrom(f.IP, f.Port), long[0], long[1], long[2], long[3], MaxExportString))
+			f.UID, plan.ProtoName(f.Proto), at, long[1], long[2], long[3], long[4], MaxExportString))
 	}
-	var cut [5]uint64
-	f.Hostnames, cut[0] = distinctUpTo(f.Hostnames, store.MaxHostnames)
-	f.Processes, cut[1] = distinctUpTo(f.Processes, store.MaxProcesses)
-	f.Comms, cut[2] = distinctUpTo(f.Comms, store.MaxProcesses)
-	f.Cgroups, cut[3] = distinctUpTo(f.Cgroups, store.MaxCgroups)
-	f.Presented, cut[4] = distinctUpTo(f.Presented, store.MaxPresented)
-	if n := cut[0] + cut[1] + cut[2] + cut[3] + cut[4]; n > 0 {
+	if n := over[0] + over[1] + over[2] + over[3] + over[4]; n > 0 {
 		f.Dropped += n
 		warnings = append(warnings, fmt.Sprintf("flow uid %d %s %s: %d hostnames, %d processes, %d comms, %d cgroups, %d presented names left out: more than a learner keeps (%d, %d, %d, %d, %d)",
-			f.UID, plan.ProtoName(f.Proto), netip.AddrPortFrom(f.IP, f.Port), cut[0], cut[1], cut[2], cut[3], cut[4],
+			f.UID, plan.ProtoName(f.Proto), at, over[0], over[1], over[2], over[3], over[4],
 			store.MaxHostnames, store.MaxProcesses, store.MaxProcesses, store.MaxCgroups, store.MaxPresented))
 	}
 	return warnings, nil
@@ -196,43 +193,25 @@ func checkFlow(i int, f *store.Flow, warnings []string) ([]string, error) {
 // longest. Hostnames are DNS names (253 bytes at most).
 const MaxExportString = 4096
 
-// shortOnly is list without the entries whose size is over
-// MaxExportString (in place: the list is the caller's), and how many
-// were left out.
-func shortOnly[T any](list []T, size func(T) int) ([]T, uint64) {
-	if !slices.ContainsFunc(list, func(v T) bool { return size(v) > MaxExportString }) {
-		return list, 0
-	}
-	out := list[:0]
-	for _, v := range list {
-		if size(v) <= MaxExportString {
-			out = append(out, v)
-		}
-	}
-	n := uint64(len(list) - len(out))
-	clear(list[len(out):]) // no strings held by what is left out
-	return out, n
-}
-
-// distinctUpTo is list without its repeats, cut at max entries (in place:
-// the list is the caller's), and how many entries did not fit (repeats of
-// a kept one are not counted). A learner's list is left as it is.
-func distinctUpTo[T comparable](list []T, max int) ([]T, uint64) {
-	if len(list) <= 1 {
-		return list, 0
-	}
-	out, cut := list[:0], uint64(0)
+// keptOf is list as a learner keeps it (in place: the list is the
+// caller's): without the entries whose size is over MaxExportString
+// (counted in long), without repeats (not counted), and cut at max
+// entries (the rest counted in over). A learner's list stays as it is.
+func keptOf[T comparable](list []T, max int, size func(T) int) (out []T, long, over uint64) {
+	out = list[:0]
 	for _, v := range list {
 		switch {
+		case size(v) > MaxExportString:
+			long++
 		case slices.Contains(out, v): // out holds max entries at most
 		case len(out) < max:
 			out = append(out, v)
 		default:
-			cut++
+			over++
 		}
 	}
 	clear(list[len(out):]) // no strings held by what is left out
-	return out, cut
+	return out, long, over
 }
 
 // validHost accepts letters, digits, '.', '_' and '-', not first, up to
