@@ -258,13 +258,27 @@ func (s *Store) Apply(b *Batch) error {
 	err := s.update(func(tx *bolt.Tx) error {
 		dns := tx.Bucket(bucketDNS)
 		b.DNSUnrecorded = 0
-		for _, o := range b.DNS {
-			kept, err := applyDNS(tx, dns, o)
+		if len(b.DNS) > 0 {
+			n, err := dnsCount(tx, dns)
 			if err != nil {
 				return err
 			}
-			if !kept {
-				b.DNSUnrecorded++
+			added := uint64(0)
+			for _, o := range b.DNS {
+				isNew, kept, err := applyDNS(dns, o, n+added >= uint64(maxDNSAddresses))
+				switch {
+				case err != nil:
+					return err
+				case !kept:
+					b.DNSUnrecorded++
+				case isNew:
+					added++
+				}
+			}
+			if added > 0 {
+				if err := countUnrecorded(tx, keyDNSCount, added); err != nil {
+					return err
+				}
 			}
 		}
 		if b.DNSUnrecorded > 0 {
@@ -317,8 +331,9 @@ var (
 	keyDNSUnrecorded = []byte("dns_unrecorded")
 )
 
-// dnsCount is the number of addresses of the DNS table, counted once in a
-// store that does not keep the count yet; tx is writable.
+// dnsCount is the number of addresses of the DNS table (read once a
+// batch), counted once in a store that does not keep the count yet; tx is
+// writable.
 func dnsCount(tx *bolt.Tx, b *bolt.Bucket) (uint64, error) {
 	if v := tx.Bucket(bucketMeta).Get(keyDNSCount); len(v) == 8 {
 		return binary.BigEndian.Uint64(v), nil
@@ -328,25 +343,17 @@ func dnsCount(tx *bolt.Tx, b *bolt.Bucket) (uint64, error) {
 }
 
 // applyDNS records observation o in the DNS table b, and reports whether
-// it was kept (not a new address over MaxDNSAddresses).
-func applyDNS(tx *bolt.Tx, b *bolt.Bucket, o DNSObservation) (bool, error) {
+// its address is new there and whether it was kept: a new one is not
+// when the table is full (MaxDNSAddresses reached).
+func applyDNS(b *bolt.Bucket, o DNSObservation, full bool) (isNew, kept bool, err error) {
 	key := ipKey(o.IP)
 	var rec dnsRecord
 	found, err := getJSON(b, key, &rec)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
-	if !found {
-		n, err := dnsCount(tx, b)
-		if err != nil {
-			return false, err
-		}
-		if n >= uint64(maxDNSAddresses) {
-			return false, nil
-		}
-		if err := countUnrecorded(tx, keyDNSCount, 1); err != nil {
-			return false, err
-		}
+	if !found && full {
+		return true, false, nil
 	}
 	for _, name := range o.Names {
 		i := slices.IndexFunc(rec.Names, func(n DNSName) bool { return n.Name == name })
@@ -371,7 +378,7 @@ func applyDNS(tx *bolt.Tx, b *bolt.Bucket, o DNSObservation) (bool, error) {
 		sort.SliceStable(rec.Names, func(i, j int) bool { return rec.Names[i].LastSeen.After(rec.Names[j].LastSeen) })
 		rec.Names = rec.Names[:MaxNamesPerIP]
 	}
-	return true, putJSON(b, key, &rec)
+	return !found, true, putJSON(b, key, &rec)
 }
 
 // namesFor returns the names the DNS table gives ip for a flow of uid
