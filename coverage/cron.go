@@ -241,17 +241,13 @@ func (s *scanner) cronJob(name, spec, user, command string, sched schedule) job 
 }
 
 // processName is the name the kernel gives the process of a command: its
-// program's base name, at most 15 bytes (comm).
+// program's base name, cut as a comm (commOf).
 func processName(command string) string {
 	for _, f := range strings.Fields(command) {
 		if strings.Contains(f, "=") && !strings.HasPrefix(f, "/") {
 			continue // VAR=value before the program
 		}
-		base := path.Base(f)
-		if len(base) > 15 {
-			base = base[:15]
-		}
-		return base
+		return commOf(path.Base(f))
 	}
 	return ""
 }
